@@ -1,0 +1,92 @@
+-- Tandem: objects in this database (PostgreSQL 12 or later).
+-- `tandem install` runs exactly this script, in one transaction; running it again is harmless.
+-- Placeholders like {{schema}} are filled with identifiers quoted for PostgreSQL.
+BEGIN;
+
+CREATE SCHEMA IF NOT EXISTS {{schema}};
+COMMENT ON SCHEMA {{schema}} IS 'tandem: change capture and id links (created by tandem install)';
+
+-- One row per captured change. A row leaves only after its effect is committed at the other
+-- side and the id pair is written back here. `seq` orders the changes of one record.
+CREATE TABLE IF NOT EXISTS {{schema}}.outbox (
+    seq             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity          text        NOT NULL,
+    op              "char"      NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    image           jsonb       NOT NULL,   -- the full row: after the change, before it for deletes
+    captured_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    attempts        integer     NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz,            -- NULL: now
+    last_error      text,
+    first_failed_at timestamptz,
+    last_failed_at  timestamptz,
+    suspended       boolean     NOT NULL DEFAULT false
+);
+-- What is pending: a partial index in sequence order, so claiming stays an index scan.
+CREATE INDEX IF NOT EXISTS outbox_pending ON {{schema}}.outbox (seq) WHERE NOT suspended;
+-- Rows are inserted and soon deleted: vacuum early so the table stays small.
+ALTER TABLE {{schema}}.outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
+
+-- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
+-- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
+-- equal changes are discarded), and a tombstone mark so a late update cannot revive a delete.
+CREATE TABLE IF NOT EXISTS {{schema}}.id_map (
+    entity      text        NOT NULL,
+    a_key       text,
+    b_key       text,
+    applied_seq bigint      NOT NULL DEFAULT 0,
+    deleted     boolean     NOT NULL DEFAULT false,
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CHECK (a_key IS NOT NULL OR b_key IS NOT NULL)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS id_map_a ON {{schema}}.id_map (entity, a_key);
+CREATE UNIQUE INDEX IF NOT EXISTS id_map_b ON {{schema}}.id_map (entity, b_key);
+
+-- The capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
+-- Tandem's own writes set tandem.applying and are skipped, but only at trigger depth 1:
+-- what the target's own triggers and cascades do is captured and flows back.
+-- No NOTIFY: a notifying commit serialises all commits (tandem polls an indexed outbox).
+CREATE OR REPLACE FUNCTION {{schema}}.capture() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+DECLARE
+    new_img jsonb;
+    old_img jsonb;
+    i integer;
+BEGIN
+    IF pg_trigger_depth() = 1 AND current_setting('tandem.applying', true) = 'on' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'I', to_jsonb(NEW));
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'D', to_jsonb(OLD));
+    ELSE
+        new_img := to_jsonb(NEW);
+        old_img := to_jsonb(OLD);
+        -- An update that changes nothing is not a change (text compare keeps 1.0 <> 1.00).
+        IF new_img = old_img AND new_img::text = old_img::text THEN
+            RETURN NULL;
+        END IF;
+        -- A key change travels as delete + insert.
+        FOR i IN 1 .. TG_NARGS - 1 LOOP
+            IF (new_img -> TG_ARGV[i]) IS DISTINCT FROM (old_img -> TG_ARGV[i]) THEN
+                INSERT INTO {{schema}}.outbox (entity, op, image)
+                VALUES (TG_ARGV[0], 'D', old_img), (TG_ARGV[0], 'I', new_img);
+                RETURN NULL;
+            END IF;
+        END LOOP;
+        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'U', new_img);
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+
+-- The oldest eligible pending changes. `SET enable_seqscan = off` pins the index scan even
+-- when statistics are stale (a fresh outbox looks empty to the planner).
+CREATE OR REPLACE FUNCTION {{schema}}.pending(max_rows integer)
+RETURNS SETOF {{schema}}.outbox
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
+    SELECT * FROM {{schema}}.outbox
+    WHERE NOT suspended AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())
+    ORDER BY seq
+    LIMIT max_rows
+$fn$;

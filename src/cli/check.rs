@@ -1,0 +1,58 @@
+//! `tandem check`: every config and schema problem at once.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::CliError;
+use crate::config::{self, Side};
+use crate::endpoint::{self, InstallState};
+
+/// Validates the config, then each side's schema; exit 2 when anything is wrong.
+pub async fn run(path: &Path) -> Result<(), CliError> {
+    let config = Arc::new(config::load(path)?);
+    let mut problems = Vec::new();
+    for side in [Side::A, Side::B] {
+        let ep = match endpoint::open(config.clone(), side) {
+            Ok(ep) => ep,
+            Err(e) => {
+                problems.push(config::redact(&e.to_string()));
+                continue;
+            }
+        };
+        if let Err(e) = ep.ping().await {
+            problems.push(config::redact(&e.to_string()));
+            continue;
+        }
+        match ep.check().await {
+            Ok(found) => problems.extend(
+                found
+                    .into_iter()
+                    .map(|p| format!("side {}: entity {}: {}", p.side, p.entity, p.message)),
+            ),
+            Err(e) => problems.push(config::redact(&e.to_string())),
+        }
+        match ep.install_state().await {
+            Ok(InstallState::Missing) => {
+                println!("side {side}: tandem is not installed yet (run `tandem install`)")
+            }
+            Ok(InstallState::Installed { triggers, expected }) if triggers < expected => println!(
+                "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
+            ),
+            Ok(InstallState::Installed { .. }) => println!("side {side}: tandem is installed"),
+            Err(e) => problems.push(config::redact(&e.to_string())),
+        }
+    }
+    if problems.is_empty() {
+        println!(
+            "ok: {} entities, both sides reachable, tables, columns and keys fit the config",
+            config.entities.len()
+        );
+        Ok(())
+    } else {
+        Err(CliError::Setup(format!(
+            "{} problem(s) found:\n  {}",
+            problems.len(),
+            problems.join("\n  ")
+        )))
+    }
+}

@@ -1,0 +1,219 @@
+//! The `tandem` command line: one file per command; exit codes per the contract
+//! (0 success, 1 the job ran and found a problem, 2 usage, configuration or connection error).
+
+mod check;
+mod demo;
+mod install;
+mod later;
+mod run;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{self, Config, Side};
+use crate::endpoint::{self, EndpointError};
+use crate::sync::Sides;
+
+/// Two-way, real-time sync between two SQL databases with different schemas.
+#[derive(Debug, Parser)]
+#[command(name = "tandem", version, about)]
+pub struct Cli {
+    /// Config file (default: $TANDEM_CONFIG, else ./tandem.toml).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How logs are written (to stderr).
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// Which side(s) a command acts on.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum SideArg {
+    A,
+    B,
+    Both,
+}
+
+impl SideArg {
+    fn sides(self) -> Vec<Side> {
+        match self {
+            SideArg::A => vec![Side::A],
+            SideArg::B => vec![Side::B],
+            SideArg::Both => vec![Side::A, Side::B],
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate the config, connect to both databases, check tables, columns and keys.
+    Check,
+    /// Create or upgrade tandem's objects and capture triggers (idempotent).
+    Install {
+        #[arg(long, value_enum, default_value_t = SideArg::Both)]
+        side: SideArg,
+        /// Print the SQL only; connect to nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Remove tandem's objects and triggers.
+    Uninstall {
+        #[arg(long, value_enum, default_value_t = SideArg::Both)]
+        side: SideArg,
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the sync service.
+    Run {
+        /// Apply every eligible pending change, then exit (1 if some failed).
+        #[arg(long)]
+        once: bool,
+        /// Serve /metrics, /healthz and /readyz on this address.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
+    /// Pending, suspended and linked counts per entity and side.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Two throwaway local PostgreSQL clusters, a sample schema on each, live sync.
+    Demo,
+    /// Copy rows that exist already (not available yet).
+    Backfill {
+        #[arg(long)]
+        entity: String,
+        #[arg(long, value_enum)]
+        from: Option<SideArg>,
+        #[arg(long)]
+        chunk: Option<usize>,
+        #[arg(long)]
+        rate: Option<f64>,
+        #[arg(long)]
+        restart: bool,
+    },
+    /// Compare both sides (not available yet).
+    Verify {
+        #[arg(long)]
+        entity: Option<String>,
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long, value_enum)]
+        from: Option<SideArg>,
+    },
+    /// Operate on suspended changes (not available yet).
+    #[command(subcommand)]
+    Suspended(SuspendedCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SuspendedCmd {
+    List,
+    Show {
+        id: i64,
+    },
+    Resubmit {
+        id: Option<i64>,
+        #[arg(long)]
+        all: bool,
+    },
+    Discard {
+        id: i64,
+    },
+}
+
+/// A command's failure, mapped to an exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Exit 2: usage, configuration or connection.
+    #[error("{0}")]
+    Setup(String),
+    /// Exit 1: the job ran and found a problem (already reported).
+    #[error("{0}")]
+    Found(String),
+}
+
+impl From<config::ConfigError> for CliError {
+    fn from(e: config::ConfigError) -> Self {
+        CliError::Setup(e.to_string())
+    }
+}
+
+impl From<EndpointError> for CliError {
+    fn from(e: EndpointError) -> Self {
+        CliError::Setup(config::redact(&e.to_string()))
+    }
+}
+
+/// Parses arguments, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    crate::logging::init(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Found(m)) => {
+            if !m.is_empty() {
+                eprintln!("{m}");
+            }
+            ExitCode::from(1)
+        }
+        Err(CliError::Setup(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<(), CliError> {
+    let path = config::resolve_path(cli.config.as_deref());
+    match cli.command {
+        Command::Demo => demo::run().await,
+        Command::Check => check::run(&path).await,
+        Command::Install { side, dry_run } => install::install(&load(&path)?, side, dry_run).await,
+        Command::Uninstall { side, dry_run } => {
+            install::uninstall(&load(&path)?, side, dry_run).await
+        }
+        Command::Run { once, listen } => run::run(load(&path)?, once, listen).await,
+        Command::Status { json } => status::run(&load(&path)?, json).await,
+        Command::Backfill { .. } => later::unavailable("backfill"),
+        Command::Verify { .. } => later::unavailable("verify"),
+        Command::Suspended(_) => later::unavailable("suspended"),
+    }
+}
+
+fn load(path: &std::path::Path) -> Result<Arc<Config>, CliError> {
+    Ok(Arc::new(config::load(path)?))
+}
+
+/// Both endpoints (no connection is made yet).
+pub fn open_sides(config: &Arc<Config>) -> Result<Sides, CliError> {
+    Ok(Sides {
+        a: endpoint::open(config.clone(), Side::A)?,
+        b: endpoint::open(config.clone(), Side::B)?,
+    })
+}

@@ -1,0 +1,153 @@
+//! One trait over a database. The sync pipeline talks only to [`Endpoint`]; each dialect
+//! (PostgreSQL here, SQL Server in `mssql`) keeps its SQL, parameters, JSON functions and the
+//! way it marks tandem's own writes to itself.
+
+pub mod error;
+pub mod postgres;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, DbKind, Side};
+use crate::model::{Key, OutboxRow, TargetChange};
+
+pub use error::{ApplyError, EndpointError};
+
+/// What became of one change at the target.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    /// Committed at the target. `target_key` is the record's key there (None only for a
+    /// delete of a record the target never had).
+    Done { target_key: Option<Key>, how: Done },
+    /// Not applied; the rest of the batch was.
+    Failed(ApplyError),
+}
+
+/// How a change was settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Done {
+    /// The target row was written (inserted, updated or deleted).
+    Written,
+    /// The target already held exactly this image: nothing was written.
+    Unchanged,
+    /// The target had applied this or a newer change of the record already.
+    Stale,
+    /// The record was deleted at the target: an update after a delete is discarded.
+    Deleted,
+}
+
+/// A link between a record's keys, as one side's id map holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub peer_key: Option<Key>,
+    pub deleted: bool,
+}
+
+/// What to record at the source once its changes were settled at the target.
+#[derive(Debug, Clone, Default)]
+pub struct WriteBack {
+    /// Id pairs to store in the source's id map (and its `peer_id_column`).
+    pub links: Vec<LinkWrite>,
+    /// Outbox rows that are done.
+    pub done: Vec<i64>,
+    /// Outbox rows that failed and wait for a retry or an operator.
+    pub failed: Vec<Failure>,
+}
+
+/// One id pair for the source's id map.
+#[derive(Debug, Clone)]
+pub struct LinkWrite {
+    pub entity: String,
+    /// The key on the side written to.
+    pub own_key: Key,
+    pub peer_key: Option<Key>,
+    pub deleted: bool,
+}
+
+/// Outbox rows of one failed change.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub seqs: Vec<i64>,
+    pub error: String,
+    /// When to try again.
+    pub retry_in_ms: u64,
+    /// Suspend (stop retrying until an operator resubmits).
+    pub suspend: bool,
+}
+
+/// A problem found comparing the config to a database.
+#[derive(Debug, Clone)]
+pub struct SchemaProblem {
+    pub side: Side,
+    pub entity: String,
+    pub message: String,
+}
+
+/// Counts for `tandem status`, per entity, on one side.
+#[derive(Debug, Clone, Default)]
+pub struct EntityStatus {
+    pub entity: String,
+    /// Changes captured here and waiting to travel to the other side.
+    pub pending: i64,
+    pub suspended: i64,
+    pub oldest_pending: Option<DateTime<Utc>>,
+    /// Records linked in this side's id map.
+    pub linked: i64,
+}
+
+/// Whether tandem's objects are installed on a side.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallState {
+    Missing,
+    Installed { triggers: usize, expected: usize },
+}
+
+/// One database, as tandem uses it.
+#[async_trait]
+pub trait Endpoint: Send + Sync {
+    /// Which side this is.
+    fn side(&self) -> Side;
+    /// The SQL `install` runs, exactly as it runs it (needs no connection).
+    fn install_script(&self) -> String;
+    /// The SQL `uninstall` runs.
+    fn uninstall_script(&self) -> String;
+    /// Creates or upgrades tandem's objects and capture triggers (idempotent).
+    async fn install(&self) -> Result<(), EndpointError>;
+    /// Removes them.
+    async fn uninstall(&self) -> Result<(), EndpointError>;
+    /// Is the database reachable?
+    async fn ping(&self) -> Result<(), EndpointError>;
+    /// Tables, columns and keys that do not fit the config.
+    async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError>;
+    /// Are tandem's objects there?
+    async fn install_state(&self) -> Result<InstallState, EndpointError>;
+    /// The oldest eligible pending outbox rows (not suspended, retry time reached).
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError>;
+    /// Looks up links of `entity` in this side's id map by this side's keys.
+    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;
+    /// Applies changes captured at the other side, in order, in one transaction; a change
+    /// that fails is rolled back alone and reported, the others commit.
+    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError>;
+    /// Stores id pairs, removes done outbox rows and records failures, in one transaction.
+    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError>;
+    /// Counts per entity.
+    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError>;
+}
+
+/// Opens the endpoint for one side (lazily: no connection is made until first use).
+pub fn open(config: Arc<Config>, side: Side) -> Result<Arc<dyn Endpoint>, EndpointError> {
+    match config.side(side).kind {
+        DbKind::Postgres => Ok(Arc::new(postgres::PgEndpoint::new(config, side)?)),
+        DbKind::Mssql => Err(EndpointError::Config(format!(
+            "side {side}: kind = \"mssql\" is not supported by this build yet"
+        ))),
+    }
+}
+
+/// The install SQL for a side, without connecting.
+pub fn install_script(config: &Arc<Config>, side: Side) -> Result<String, EndpointError> {
+    Ok(open(config.clone(), side)?.install_script())
+}

@@ -1,0 +1,202 @@
+//! A bb8 pool of tokio-postgres connections that each keep their prepared statements.
+//!
+//! bb8-postgres hands out bare `Client`s, which cannot carry a statement cache; tandem runs
+//! the same few statements millions of times, so preparing once per connection matters.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_postgres::{Client, NoTls, Statement};
+
+use crate::config::Side;
+use crate::endpoint::error::sqlstate_is_transient;
+use crate::endpoint::EndpointError;
+
+/// One connection and the statements prepared on it.
+pub struct PgConn {
+    pub client: Client,
+    pub stmts: HashMap<String, Statement>,
+}
+
+/// Opens connections for bb8.
+pub struct Manager {
+    config: tokio_postgres::Config,
+}
+
+impl bb8::ManageConnection for Manager {
+    type Connection = PgConn;
+    type Error = tokio_postgres::Error;
+
+    async fn connect(&self) -> Result<PgConn, tokio_postgres::Error> {
+        let (client, connection) = self.config.connect(NoTls).await?;
+        tokio::spawn(async move {
+            // The connection ends when the client is dropped or the server goes away; the
+            // client then reports itself closed and the pool discards it.
+            let _ = connection.await;
+        });
+        Ok(PgConn {
+            client,
+            stmts: HashMap::new(),
+        })
+    }
+
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), tokio_postgres::Error> {
+        conn.client.simple_query("").await.map(|_| ())
+    }
+
+    fn has_broken(&self, conn: &mut PgConn) -> bool {
+        conn.client.is_closed()
+    }
+}
+
+/// Keeps the last connection error: bb8 only reports "timed out" to the caller.
+#[derive(Debug, Clone, Default)]
+struct LastError(Arc<Mutex<Option<String>>>);
+
+impl bb8::ErrorSink<tokio_postgres::Error> for LastError {
+    fn sink(&self, e: tokio_postgres::Error) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(describe(&e));
+        }
+    }
+
+    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<tokio_postgres::Error>> {
+        Box::new(self.clone())
+    }
+}
+
+/// A pool for one side, created without connecting.
+pub struct PgPool {
+    pool: bb8::Pool<Manager>,
+    last_error: LastError,
+    side: Side,
+    /// host:port/db, never the password.
+    target: String,
+}
+
+/// The message of an error with its source (tokio-postgres hides the cause in `source`).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        let mut m = db.message().to_string();
+        if let Some(d) = db.detail() {
+            m.push_str(&format!(" ({d})"));
+        }
+        return m;
+    }
+    let mut m = e.to_string();
+    let mut src = std::error::Error::source(e);
+    while let Some(s) = src {
+        m.push_str(&format!(": {s}"));
+        src = s.source();
+    }
+    crate::config::redact(&m)
+}
+
+impl PgPool {
+    /// Parses the URL and builds the pool; no connection is made yet.
+    pub fn new(url: &str, size: u32, side: Side) -> Result<PgPool, EndpointError> {
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            EndpointError::Config(format!(
+                "side {side}: the url is not a valid PostgreSQL connection string ({})",
+                crate::config::redact(&format!("{e}"))
+            ))
+        })?;
+        if config.get_application_name().is_none() {
+            config.application_name("tandem");
+        }
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.keepalives_idle(Duration::from_secs(30));
+        let target = target_of(&config);
+        let last_error = LastError::default();
+        let pool = bb8::Pool::builder()
+            .max_size(size.max(1))
+            .connection_timeout(Duration::from_secs(6))
+            .test_on_check_out(false)
+            .error_sink(Box::new(last_error.clone()))
+            .build_unchecked(Manager { config });
+        Ok(PgPool {
+            pool,
+            last_error,
+            side,
+            target,
+        })
+    }
+
+    /// A connection, or why there is none.
+    pub async fn get(&self) -> Result<bb8::PooledConnection<'_, Manager>, EndpointError> {
+        self.pool.get().await.map_err(|e| {
+            let message = match e {
+                bb8::RunError::User(e) => describe(&e),
+                bb8::RunError::TimedOut => self
+                    .last_error
+                    .0
+                    .lock()
+                    .ok()
+                    .and_then(|s| s.clone())
+                    .unwrap_or_else(|| "timed out waiting for a connection".into()),
+            };
+            EndpointError::Unreachable {
+                side: self.side,
+                target: self.target.clone(),
+                message,
+            }
+        })
+    }
+
+    /// Converts a driver error met while doing `context`.
+    pub fn error(&self, context: &str, e: tokio_postgres::Error) -> EndpointError {
+        match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code().to_string();
+                EndpointError::Database {
+                    side: self.side,
+                    context: context.to_string(),
+                    message: describe(&e),
+                    transient: sqlstate_is_transient(&code),
+                    sqlstate: Some(code),
+                }
+            }
+            None => EndpointError::Unreachable {
+                side: self.side,
+                target: self.target.clone(),
+                message: describe(&e),
+            },
+        }
+    }
+
+    /// Where this pool connects, without credentials.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+}
+
+fn target_of(c: &tokio_postgres::Config) -> String {
+    let host = c
+        .get_hosts()
+        .first()
+        .map(|h| match h {
+            tokio_postgres::config::Host::Tcp(h) => h.clone(),
+            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
+        })
+        .unwrap_or_else(|| "localhost".into());
+    let port = c.get_ports().first().copied().unwrap_or(5432);
+    let db = c.get_dbname().unwrap_or("");
+    format!("{host}:{port}/{db}")
+}
+
+/// Prepares `sql` once per connection.
+pub async fn prepared(
+    client: &impl tokio_postgres::GenericClient,
+    cache: &mut HashMap<String, Statement>,
+    sql: &str,
+) -> Result<Statement, tokio_postgres::Error> {
+    if let Some(s) = cache.get(sql) {
+        return Ok(s.clone());
+    }
+    let s = client.prepare(sql).await?;
+    cache.insert(sql.to_string(), s.clone());
+    Ok(s)
+}

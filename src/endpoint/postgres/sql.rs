@@ -1,0 +1,351 @@
+//! The PostgreSQL SQL tandem runs, from the reviewable templates in `sql/postgres/`, filled
+//! only with identifiers quoted here (values always travel as parameters).
+
+use std::collections::HashMap;
+
+use crate::config::{Config, Entity, Side, TableName};
+use crate::endpoint::EndpointError;
+
+const INSTALL: &str = include_str!("../../../sql/postgres/install.sql");
+const INSTALL_END: &str = include_str!("../../../sql/postgres/install_end.sql");
+const TRIGGER: &str = include_str!("../../../sql/postgres/trigger.sql");
+const UNINSTALL: &str = include_str!("../../../sql/postgres/uninstall.sql");
+const STATEMENTS: &str = include_str!("../../../sql/postgres/statements.sql");
+
+/// `name` as a PostgreSQL identifier: always quoted, so case, spaces and quotes survive.
+pub fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `text` as a string literal (standard_conforming_strings, the default since 9.1).
+pub fn literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// A table name, schema-qualified when the config gives a schema.
+pub fn table(t: &TableName) -> String {
+    match &t.schema {
+        Some(s) => format!("{}.{}", ident(s), ident(&t.name)),
+        None => ident(&t.name),
+    }
+}
+
+fn list(cols: &[String], prefix: &str, suffix: &str) -> String {
+    cols.iter()
+        .map(|c| format!("{prefix}{}{suffix}", ident(c)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Replaces `{{name}}` placeholders; a placeholder left over is a bug in tandem, reported.
+fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
+    let mut out = template.to_string();
+    for (name, value) in vars {
+        out = out.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    if let Some(at) = out.find("{{") {
+        let rest: String = out[at..].chars().take(40).collect();
+        return Err(EndpointError::Config(format!(
+            "internal: unfilled SQL placeholder near {rest}"
+        )));
+    }
+    Ok(out)
+}
+
+/// The `-- name: X` sections of statements.sql.
+fn sections() -> HashMap<&'static str, &'static str> {
+    let mut out = HashMap::new();
+    let mut rest = STATEMENTS;
+    while let Some(start) = rest.find("-- name: ") {
+        let after = &rest[start + "-- name: ".len()..];
+        let name_end = after.find('\n').unwrap_or(after.len());
+        let name = after[..name_end].trim();
+        let body_start = (name_end + 1).min(after.len());
+        let body = &after[body_start..];
+        let end = body.find("-- name: ").unwrap_or(body.len());
+        out.insert(name, body[..end].trim());
+        rest = &body[end..];
+    }
+    out
+}
+
+/// Statements shared by all entities, for one side.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub claim: String,
+    pub link_by_peer: String,
+    pub ref_by_peer: String,
+    pub unlink_own: String,
+    pub link_applied: String,
+    pub links_by_own: String,
+    pub unlink_peer: String,
+    pub link_written_back: String,
+    pub done: String,
+    pub failed: String,
+    pub status_outbox: String,
+    pub status_links: String,
+    pub install_state: String,
+    pub table_columns: String,
+    pub table_unique_keys: String,
+    pub table_exists: String,
+}
+
+/// Statements for one entity's table on one side.
+#[derive(Debug, Clone)]
+pub struct EntitySql {
+    /// The table as the config names it (for messages).
+    pub table: String,
+    /// The table quoted for SQL.
+    pub table_sql: String,
+    /// This side's key columns.
+    pub key: Vec<String>,
+    /// Whether this side's key comes from the other side.
+    pub key_given: bool,
+    pub row_lock: String,
+    /// None when no column besides the key is mapped.
+    pub row_update: Option<String>,
+    pub row_insert: String,
+    pub row_delete: String,
+    /// When the side has a `peer_id_column`.
+    pub peer_update: Option<String>,
+}
+
+/// Every statement one side needs.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    pub common: Common,
+    pub entities: HashMap<String, EntitySql>,
+}
+
+fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
+    let (own, peer) = match side {
+        Side::A => ("a_key", "b_key"),
+        Side::B => ("b_key", "a_key"),
+    };
+    vec![
+        ("schema", ident(schema)),
+        ("schema_ident_lit", literal(&ident(schema))),
+        ("schema_name_lit", literal(schema)),
+        ("own", own.to_string()),
+        ("peer", peer.to_string()),
+    ]
+}
+
+impl Sql {
+    /// Builds every statement for `side` of `config`.
+    pub fn build(config: &Config, side: Side) -> Result<Sql, EndpointError> {
+        let schema = &config.side(side).schema;
+        if schema.contains('$') {
+            // Function bodies are dollar-quoted.
+            return Err(EndpointError::Config(format!(
+                "side {side}: schema name {schema:?} must not contain '$'"
+            )));
+        }
+        let vars = schema_vars(schema, side);
+        let s = sections();
+        let get = |name: &str| -> Result<String, EndpointError> {
+            let t = s.get(name).ok_or_else(|| {
+                EndpointError::Config(format!("internal: statement {name} missing"))
+            })?;
+            fill(t, &vars)
+        };
+        let common = Common {
+            claim: get("claim")?,
+            link_by_peer: get("link_by_peer")?,
+            ref_by_peer: get("ref_by_peer")?,
+            unlink_own: get("unlink_own")?,
+            link_applied: get("link_applied")?,
+            links_by_own: get("links_by_own")?,
+            unlink_peer: get("unlink_peer")?,
+            link_written_back: get("link_written_back")?,
+            done: get("done")?,
+            failed: get("failed")?,
+            status_outbox: get("status_outbox")?,
+            status_links: get("status_links")?,
+            install_state: get("install_state")?,
+            table_columns: get("table_columns")?,
+            table_unique_keys: get("table_unique_keys")?,
+            table_exists: get("table_exists")?,
+        };
+        let mut entities = HashMap::new();
+        for e in &config.entities {
+            entities.insert(e.name.clone(), entity_sql(e, side, &s, &vars)?);
+        }
+        Ok(Sql { common, entities })
+    }
+}
+
+fn entity_sql(
+    e: &Entity,
+    side: Side,
+    s: &HashMap<&'static str, &'static str>,
+    base: &[(&'static str, String)],
+) -> Result<EntitySql, EndpointError> {
+    let ts = e.side(side);
+    let key = ts.key.clone();
+    let key_given = e.key_is_given(side);
+    let mut cols: Vec<String> = e.columns.iter().map(|c| c.name(side).to_string()).collect();
+    if let Some(p) = &ts.peer_id_column {
+        cols.push(p.clone());
+    }
+    let set_cols: Vec<String> = cols.iter().filter(|c| !key.contains(c)).cloned().collect();
+    let mut vars = base.to_vec();
+    vars.extend([
+        ("table", table(&ts.table)),
+        ("t_key", list(&key, "t.", "")),
+        ("r_key", list(&key, "r.", "")),
+        ("key", list(&key, "", "")),
+        ("cols", list(&cols, "", "")),
+        ("r_cols", list(&cols, "r.", "")),
+        (
+            "set_list",
+            set_cols
+                .iter()
+                .map(|c| format!("{} = r.{}", ident(c), ident(c)))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
+        ("t_cols_text", list(&set_cols, "t.", "::text")),
+        ("r_cols_text", list(&set_cols, "r.", "::text")),
+        (
+            "peer_col",
+            ts.peer_id_column.as_deref().map(ident).unwrap_or_default(),
+        ),
+    ]);
+    let get = |name: &str| -> Result<String, EndpointError> {
+        let t = s
+            .get(name)
+            .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
+        fill(t, &vars)
+    };
+    Ok(EntitySql {
+        table: ts.table.to_string(),
+        table_sql: table(&ts.table),
+        key,
+        key_given,
+        row_lock: get("row_lock")?,
+        row_update: if set_cols.is_empty() {
+            None
+        } else {
+            Some(get("row_update")?)
+        },
+        row_insert: get("row_insert")?,
+        row_delete: get("row_delete")?,
+        peer_update: match &ts.peer_id_column {
+            Some(_) => Some(get("peer_update")?),
+            None => None,
+        },
+    })
+}
+
+/// Tables of `side` that capture changes (their changes travel to the other side).
+fn captured<'a>(config: &'a Config, side: Side) -> impl Iterator<Item = &'a Entity> + 'a {
+    config
+        .entities
+        .iter()
+        .filter(move |e| e.direction.flows(side))
+}
+
+/// The complete install script for one side.
+pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointError> {
+    let schema = &config.side(side).schema;
+    let vars = schema_vars(schema, side);
+    let mut out = fill(INSTALL, &vars)?;
+    for e in captured(config, side) {
+        let ts = e.side(side);
+        let mut args = vec![literal(&e.name)];
+        args.extend(ts.key.iter().map(|k| literal(k)));
+        let mut v = vars.clone();
+        v.push(("table", table(&ts.table)));
+        v.push(("entity_comment", e.name.replace(['\n', '\r'], " ")));
+        v.push(("trigger_args", args.join(", ")));
+        out.push('\n');
+        out.push_str(&fill(TRIGGER, &v)?);
+    }
+    out.push_str(INSTALL_END);
+    Ok(out)
+}
+
+/// The uninstall script for one side.
+pub fn uninstall_script(config: &Config, side: Side) -> Result<String, EndpointError> {
+    fill(UNINSTALL, &schema_vars(&config.side(side).schema, side))
+}
+
+/// The statements `run` prepares, for review next to the install script.
+pub fn runtime_listing(sql: &Sql) -> String {
+    let c = &sql.common;
+    let mut out = String::from(
+        "\n-- Statements tandem prepares at run time on this side (for review; not run by install):\n",
+    );
+    let mut add = |name: &str, text: &str| {
+        out.push_str(&format!("\n-- {name}\n-- "));
+        out.push_str(&text.replace('\n', "\n-- "));
+        out.push('\n');
+    };
+    for (n, t) in [
+        ("claim", &c.claim),
+        ("link_by_peer", &c.link_by_peer),
+        ("link_applied", &c.link_applied),
+        ("link_written_back", &c.link_written_back),
+        ("done", &c.done),
+        ("failed", &c.failed),
+    ] {
+        add(n, t);
+    }
+    let mut names: Vec<&String> = sql.entities.keys().collect();
+    names.sort();
+    for name in names {
+        let e = &sql.entities[name];
+        add(&format!("{name}: lock"), &e.row_lock);
+        if let Some(u) = &e.row_update {
+            add(&format!("{name}: update"), u);
+        }
+        add(&format!("{name}: insert"), &e.row_insert);
+        add(&format!("{name}: delete"), &e.row_delete);
+        if let Some(p) = &e.peer_update {
+            add(&format!("{name}: peer id"), p);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(ident("ORDER_NO"), "\"ORDER_NO\"");
+        assert_eq!(ident("a\"b; drop"), "\"a\"\"b; drop\"");
+        assert_eq!(literal("it's"), "'it''s'");
+        let t = TableName {
+            schema: Some("dbo".into()),
+            name: "My Table".into(),
+        };
+        assert_eq!(table(&t), "\"dbo\".\"My Table\"");
+    }
+
+    #[test]
+    fn every_statement_section_is_found() {
+        let s = sections();
+        for n in [
+            "claim",
+            "link_by_peer",
+            "row_lock",
+            "row_update",
+            "row_insert",
+            "row_delete",
+            "peer_update",
+            "table_unique_keys",
+        ] {
+            assert!(s.contains_key(n), "{n}");
+            assert!(!s[n].contains("-- name:"), "{n}");
+        }
+    }
+
+    #[test]
+    fn fill_rejects_leftover_placeholders() {
+        assert!(fill("{{x}} {{y}}", &[("x", "1".into())]).is_err());
+        assert_eq!(fill("{{x}}", &[("x", "1".into())]).unwrap(), "1");
+    }
+}

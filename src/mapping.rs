@@ -1,0 +1,211 @@
+//! Turns a row image in one side's shape into the other side's: column renames, code
+//! translation (`values`) and parent keys to translate (`ref`). Pure: no connections.
+
+use serde_json::Value;
+
+use crate::config::{Entity, Side, ValueMap};
+use crate::model::{value_text, Change, Image, Key, Op, RefValue, TargetChange};
+
+/// A row that cannot be mapped; permanent (retrying will not help until the data or the
+/// config changes).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("entity {entity}, {side} table {table}, column {column}, key {key}: {message}")]
+pub struct MappingError {
+    pub entity: String,
+    pub side: Side,
+    pub table: String,
+    pub column: String,
+    pub key: String,
+    pub message: String,
+}
+
+/// Maps a decoded change captured at `from` into the other side's shape.
+///
+/// `peer_hint` is the record's key at the target as the source's id map knows it.
+pub fn map_change(
+    entity: &Entity,
+    from: Side,
+    change: &Change,
+    seqs: Vec<i64>,
+    peer_hint: Option<Key>,
+) -> Result<TargetChange, Box<MappingError>> {
+    let to = from.other();
+    let err = |column: &str, message: String| {
+        Box::new(MappingError {
+            entity: entity.name.clone(),
+            side: from,
+            table: entity.side(from).table.to_string(),
+            column: column.to_string(),
+            key: change.key.to_string(),
+            message,
+        })
+    };
+    let mut row = Image::new();
+    let mut refs = Vec::new();
+    for col in &entity.columns {
+        let src = col.name(from);
+        let dst = col.name(to);
+        let value = change
+            .image
+            .get(src)
+            .ok_or_else(|| err(src, "column is missing from the captured row".into()))?;
+        if let Some(parent) = &col.parent {
+            if !value.is_null() {
+                refs.push(RefValue {
+                    column: dst.to_string(),
+                    parent: parent.clone(),
+                    source_key: Key::from_values(std::slice::from_ref(value)),
+                    hint: None,
+                });
+            }
+            row.insert(dst.to_string(), Value::Null);
+            continue;
+        }
+        let mapped = match &col.values {
+            Some(map) => translate(map, from, value).map_err(|m| err(src, m))?,
+            None => value.clone(),
+        };
+        row.insert(dst.to_string(), mapped);
+    }
+    if let Some(peer) = &entity.side(to).peer_id_column {
+        // The config guarantees the source key has one column.
+        let v = change
+            .key
+            .values()
+            .into_iter()
+            .next()
+            .unwrap_or(Value::Null);
+        row.insert(peer.clone(), v);
+    }
+    Ok(TargetChange {
+        entity: entity.name.clone(),
+        op: change.op,
+        seq: change.seq,
+        seqs,
+        source_key: change.key.clone(),
+        peer_hint,
+        row,
+        refs,
+        captured_at: change.captured_at,
+    })
+}
+
+/// Translates a code through a `values` map in the direction of travel. NULL passes through;
+/// a code the map does not know is an error (a silently copied unknown code would be wrong
+/// on the other side).
+pub fn translate(map: &ValueMap, from: Side, value: &Value) -> Result<Value, String> {
+    let Some(text) = value_text(value) else {
+        return Ok(Value::Null);
+    };
+    for (a, b) in &map.pairs {
+        let (src, dst) = match from {
+            Side::A => (a, b),
+            Side::B => (b, a),
+        };
+        if value_text(src).as_deref() == Some(text.as_str()) {
+            return Ok(dst.clone());
+        }
+    }
+    let known: Vec<String> = map
+        .pairs
+        .iter()
+        .filter_map(|(a, b)| value_text(if from == Side::A { a } else { b }))
+        .collect();
+    Err(format!(
+        "value {value} has no entry in the column's `values` map (known: {})",
+        known.join(", ")
+    ))
+}
+
+/// Combines a run of changes of one record (in sequence order) into the one change that has
+/// the same final effect: full images make the newest one win. Returns the newest change,
+/// with its op adjusted, and every sequence number of the run.
+pub fn coalesce(run: &[Change]) -> Option<(Change, Vec<i64>)> {
+    let last = run.iter().max_by_key(|c| c.seq)?;
+    let mut newest = last.clone();
+    if newest.op != Op::Delete {
+        // A re-created record (delete, then insert) must stay an insert: an update on a
+        // tombstone is discarded, an insert re-creates.
+        let mut sorted: Vec<&Change> = run.iter().collect();
+        sorted.sort_by_key(|c| c.seq);
+        let since_delete = sorted
+            .iter()
+            .rev()
+            .take_while(|c| c.op != Op::Delete)
+            .any(|c| c.op == Op::Insert);
+        if since_delete {
+            newest.op = Op::Insert;
+        }
+    }
+    newest.attempts = run.iter().map(|c| c.attempts).max().unwrap_or(0);
+    let mut seqs: Vec<i64> = run.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    Some((newest, seqs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn vm() -> ValueMap {
+        ValueMap {
+            pairs: vec![(json!("O"), json!("open")), (json!("C"), json!("closed"))],
+        }
+    }
+
+    #[test]
+    fn translate_both_directions_and_null() {
+        assert_eq!(
+            translate(&vm(), Side::A, &json!("O")).unwrap(),
+            json!("open")
+        );
+        assert_eq!(
+            translate(&vm(), Side::B, &json!("closed")).unwrap(),
+            json!("C")
+        );
+        assert_eq!(
+            translate(&vm(), Side::A, &Value::Null).unwrap(),
+            Value::Null
+        );
+        let e = translate(&vm(), Side::A, &json!("X")).unwrap_err();
+        assert!(e.contains("\"X\"") && e.contains("O, C"), "{e}");
+    }
+
+    #[test]
+    fn translate_matches_numbers_by_text() {
+        let m = ValueMap {
+            pairs: vec![(json!("1"), json!("yes")), (json!("0"), json!("no"))],
+        };
+        assert_eq!(translate(&m, Side::A, &json!(1)).unwrap(), json!("yes"));
+        assert_eq!(translate(&m, Side::B, &json!("no")).unwrap(), json!("0"));
+    }
+
+    fn ch(seq: i64, op: Op) -> Change {
+        Change {
+            seq,
+            entity: "e".into(),
+            op,
+            key: Key::from_values(&[json!(1)]),
+            image: Image::new(),
+            captured_at: chrono::Utc::now(),
+            attempts: seq as i32 % 3,
+        }
+    }
+
+    #[test]
+    fn coalesce_keeps_newest_and_all_seqs() {
+        let (c, seqs) =
+            coalesce(&[ch(3, Op::Update), ch(1, Op::Insert), ch(2, Op::Update)]).unwrap();
+        assert_eq!(c.seq, 3);
+        assert_eq!(c.op, Op::Insert, "insert then updates is still an insert");
+        assert_eq!(seqs, vec![1, 2, 3]);
+        let (c, _) = coalesce(&[ch(1, Op::Update), ch(2, Op::Delete)]).unwrap();
+        assert_eq!(c.op, Op::Delete);
+        let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Update)]).unwrap();
+        assert_eq!(c.op, Op::Update);
+        let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Insert), ch(3, Op::Update)]).unwrap();
+        assert_eq!(c.op, Op::Insert);
+        assert!(coalesce(&[]).is_none());
+    }
+}

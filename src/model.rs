@@ -1,0 +1,228 @@
+//! The data that flows through tandem: captured changes, row images and keys.
+//!
+//! Images are JSON objects (column name → value) so that NULL (`null`), empty (`""`) and
+//! absent (no such member) stay three different things, and numerics keep their exact
+//! digits (serde_json's `arbitrary_precision`).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A full row: column name → value.
+pub type Image = serde_json::Map<String, Value>;
+
+/// What happened to a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Op {
+    Insert,
+    Update,
+    Delete,
+}
+
+impl Op {
+    /// The one-letter code stored in the outbox.
+    pub fn code(self) -> char {
+        match self {
+            Op::Insert => 'I',
+            Op::Update => 'U',
+            Op::Delete => 'D',
+        }
+    }
+
+    /// Parses the outbox code.
+    pub fn from_code(code: &str) -> Option<Op> {
+        match code {
+            "I" => Some(Op::Insert),
+            "U" => Some(Op::Update),
+            "D" => Some(Op::Delete),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Op::Insert => "insert",
+            Op::Update => "update",
+            Op::Delete => "delete",
+        })
+    }
+}
+
+/// A record's key on one side: the key column values in key order.
+///
+/// Its text form — a compact JSON array such as `[17]` or `["X",2]` — is what `tandem.id_map`
+/// stores, so two keys are equal exactly when their text forms are.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    /// Builds a key from its column values.
+    pub fn from_values(values: &[Value]) -> Key {
+        // Serialising a Value cannot fail: it has no non-string map keys.
+        Key(serde_json::to_string(values).unwrap_or_default())
+    }
+
+    /// Parses a stored key (any JSON array; re-serialised compactly).
+    pub fn parse(text: &str) -> Result<Key, String> {
+        match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(values)) => Ok(Key::from_values(&values)),
+            Ok(_) => Err(format!("key {text} is not a JSON array")),
+            Err(e) => Err(format!("key {text} is not valid JSON: {e}")),
+        }
+    }
+
+    /// The key column values.
+    pub fn values(&self) -> Vec<Value> {
+        match serde_json::from_str::<Value>(&self.0) {
+            Ok(Value::Array(values)) => values,
+            _ => Vec::new(),
+        }
+    }
+
+    /// The canonical text form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Reads the key columns out of an image; names the first missing column.
+    pub fn from_image(image: &Image, columns: &[String]) -> Result<Key, String> {
+        let mut values = Vec::with_capacity(columns.len());
+        for c in columns {
+            match image.get(c) {
+                Some(Value::Null) => return Err(format!("key column {c} is NULL")),
+                Some(v) => values.push(v.clone()),
+                None => return Err(format!("key column {c} is missing from the row")),
+            }
+        }
+        Ok(Key::from_values(&values))
+    }
+
+    /// Pairs the key's values with column names, as a JSON object.
+    pub fn to_object(&self, columns: &[String]) -> Image {
+        columns.iter().cloned().zip(self.values()).collect()
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One captured change, decoded from a source outbox row.
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The outbox sequence number (per source database, increasing).
+    pub seq: i64,
+    pub entity: String,
+    pub op: Op,
+    /// The record's key at the source.
+    pub key: Key,
+    /// The full row (after the change; before it for deletes).
+    pub image: Image,
+    pub captured_at: DateTime<Utc>,
+    /// Failed attempts so far.
+    pub attempts: i32,
+}
+
+/// An outbox row as an endpoint reads it, before decoding.
+#[derive(Debug, Clone)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub entity: String,
+    pub op: String,
+    pub image: String,
+    pub captured_at: DateTime<Utc>,
+    pub attempts: i32,
+}
+
+/// A change mapped into the target's shape, ready for an endpoint to apply.
+#[derive(Debug, Clone)]
+pub struct TargetChange {
+    pub entity: String,
+    pub op: Op,
+    /// The newest source sequence this change carries (the guard compares it).
+    pub seq: i64,
+    /// Every source outbox sequence coalesced into this change.
+    pub seqs: Vec<i64>,
+    /// The record's key at the source.
+    pub source_key: Key,
+    /// The target key the source's own id map already knows (links whose write-back is
+    /// still pending at the target), if any.
+    pub peer_hint: Option<Key>,
+    /// Target column → value. Ref columns are filled by the endpoint from `refs`.
+    pub row: Image,
+    /// Columns whose value is a parent's source key, to translate through the parent's links.
+    pub refs: Vec<RefValue>,
+    pub captured_at: DateTime<Utc>,
+}
+
+/// A column holding a parent's key, to be translated at the target.
+#[derive(Debug, Clone)]
+pub struct RefValue {
+    /// Target column name.
+    pub column: String,
+    /// Parent entity name.
+    pub parent: String,
+    /// The parent's key at the source.
+    pub source_key: Key,
+    /// The parent's target key as the source's id map knows it.
+    pub hint: Option<Key>,
+}
+
+/// Renders a JSON scalar the way a user would type it (strings without quotes).
+pub fn value_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        other => Some(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn key_text_is_compact_and_canonical() {
+        let k = Key::from_values(&[json!("X"), json!(2)]);
+        assert_eq!(k.as_str(), r#"["X",2]"#);
+        assert_eq!(Key::parse(r#"["X", 2]"#).unwrap(), k);
+        assert!(Key::parse("17").is_err());
+    }
+
+    #[test]
+    fn key_keeps_exact_numeric_digits() {
+        let k = Key::parse("[12.500]").unwrap();
+        assert_eq!(k.as_str(), "[12.500]");
+    }
+
+    #[test]
+    fn key_from_image_names_missing_and_null_columns() {
+        let img: Image = serde_json::from_str(r#"{"a":1,"b":null}"#).unwrap();
+        assert_eq!(
+            Key::from_image(&img, &["a".into()]).unwrap().as_str(),
+            "[1]"
+        );
+        assert!(Key::from_image(&img, &["b".into()])
+            .unwrap_err()
+            .contains("NULL"));
+        assert!(Key::from_image(&img, &["c".into()])
+            .unwrap_err()
+            .contains("missing"));
+    }
+
+    #[test]
+    fn op_codes_round_trip() {
+        for op in [Op::Insert, Op::Update, Op::Delete] {
+            assert_eq!(Op::from_code(&op.code().to_string()), Some(op));
+        }
+        assert_eq!(Op::from_code("X"), None);
+    }
+}
