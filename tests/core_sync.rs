@@ -167,3 +167,210 @@ async fn inserts_updates_deletes_flow_both_ways_mapped_and_linked() {
         assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
     }
 }
+
+/// Re-queues a copy of an outbox row that was already applied (same seq): what a redelivery
+/// after a crash between target commit and source write-back looks like.
+async fn requeue(env: &Env, seq: i64, op: &str, image: &str) {
+    env.a
+        .execute(
+            "INSERT INTO tandem.outbox (seq, entity, op, image) OVERRIDING SYSTEM VALUE \
+             VALUES ($1, 'order', $2::text::\"char\", $3::text::jsonb)",
+            &[&seq, &op, &image],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn duplicates_and_older_images_change_nothing() {
+    let env = Env::new("guard").await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "AMOUNT") VALUES ('v1', 1)"#)
+        .await
+        .unwrap();
+    let first = rows(&env.a, "SELECT seq, image::text FROM tandem.outbox").await;
+    env.drain().await;
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'v2', "AMOUNT" = 2"#)
+        .await
+        .unwrap();
+    let second = rows(&env.a, "SELECT seq, image::text FROM tandem.outbox").await;
+    env.drain().await;
+    let before = rows(&env.b, "SELECT xmin::text, customer, amount FROM orders").await;
+    assert_eq!(&before[0][1..], &["v2", "2.00"]);
+
+    // The same change again, and the older image after the newer one.
+    requeue(&env, second[0][0].parse().unwrap(), "U", &second[0][1]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "duplicate: {r:?}");
+    requeue(&env, first[0][0].parse().unwrap(), "I", &first[0][1]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "older image: {r:?}");
+    assert_eq!(
+        rows(&env.b, "SELECT xmin::text, customer, amount FROM orders").await,
+        before,
+        "B untouched (not even rewritten)"
+    );
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 1);
+    assert_eq!(count(&env.a, "SELECT count(*) FROM tandem.outbox").await, 0);
+}
+
+#[tokio::test]
+async fn a_late_update_never_revives_a_deleted_record() {
+    let env = Env::new("tombstone").await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('gone soon')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'late'"#)
+        .await
+        .unwrap();
+    let update = rows(&env.a, "SELECT seq, image::text FROM tandem.outbox").await;
+    env.a
+        .batch_execute(r#"DELETE FROM tandem.outbox; DELETE FROM dbo."ORDERS""#)
+        .await
+        .unwrap();
+    // The delete travels first (the update was "delayed").
+    let r = env.drain().await;
+    assert_eq!(r.written, 1);
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 0);
+    requeue(&env, update[0][0].parse().unwrap(), "U", &update[0][1]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "{r:?}");
+    assert_eq!(
+        count(&env.b, "SELECT count(*) FROM orders").await,
+        0,
+        "not revived"
+    );
+    assert_eq!(
+        count(&env.b, "SELECT count(*) FROM tandem.id_map WHERE deleted").await,
+        1,
+        "the tombstone stays"
+    );
+}
+
+#[tokio::test]
+async fn an_apply_that_changes_nothing_writes_nothing() {
+    let env = Env::new("no_echo").await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('same')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    let before = rows(&env.b, "SELECT xmin::text FROM orders").await;
+    // REMARK is not mapped: the change travels, but B already holds every mapped value.
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "REMARK" = 'only in A'"#)
+        .await
+        .unwrap();
+    let r = env.drain().await;
+    assert_eq!((r.unchanged, r.written), (1, 0), "{r:?}");
+    assert_eq!(rows(&env.b, "SELECT xmin::text FROM orders").await, before);
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn children_follow_their_parents_both_ways_with_given_and_generated_keys() {
+    let env = Env::new("children").await;
+    // Parent and children in one transaction at A (A's item key is ORDER_NO + LINE_NO).
+    env.a
+        .batch_execute(
+            r#"BEGIN;
+               INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (500, 'P');
+               INSERT INTO dbo."ORDER_ITEMS" VALUES (500, 1, 3), (500, 2, 4);
+               COMMIT;"#,
+        )
+        .await
+        .unwrap();
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (3, 0), "{r:?}");
+    let b_order = count(&env.b, "SELECT id FROM orders").await;
+    assert_eq!(
+        rows(
+            &env.b,
+            "SELECT order_id, line_no, quantity FROM order_items ORDER BY line_no"
+        )
+        .await,
+        table(&[
+            &[&b_order.to_string(), "1", "3"],
+            &[&b_order.to_string(), "2", "4"]
+        ])
+    );
+    // A child created at B: A's key is given (ORDER_NO through the order's link + LINE_NO).
+    env.b
+        .execute(
+            "INSERT INTO order_items (order_id, line_no, quantity) VALUES ($1, 3, 9)",
+            &[&b_order],
+        )
+        .await
+        .unwrap();
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 0), "{r:?}");
+    assert_eq!(
+        rows(
+            &env.a,
+            r#"SELECT "ORDER_NO", "LINE_NO", "QTY" FROM dbo."ORDER_ITEMS" ORDER BY 2"#
+        )
+        .await,
+        table(&[&["500", "1", "3"], &["500", "2", "4"], &["500", "3", "9"]])
+    );
+    assert_eq!(
+        count(
+            &env.a,
+            "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND a_key = '[500,3]'"
+        )
+        .await,
+        1
+    );
+    // Deleting the parent at B cascades there; A ends the same, nothing pending.
+    env.b.batch_execute("DELETE FROM orders").await.unwrap();
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert_eq!(
+        count(&env.a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
+        0
+    );
+    assert_eq!(
+        count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await,
+        0
+    );
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_key_change_travels_as_delete_and_insert() {
+    let env = Env::new("key_change").await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (7, 'K')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "ORDER_NO" = 8"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&env.a, "SELECT op::text FROM tandem.outbox ORDER BY seq").await,
+        table(&[&["D"], &["I"]])
+    );
+    let r = env.drain().await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(
+        rows(&env.b, "SELECT customer, legacy_no FROM orders").await,
+        table(&[&["K", "8"]])
+    );
+    assert_eq!(
+        rows(
+            &env.b,
+            "SELECT a_key, deleted FROM tandem.id_map ORDER BY a_key"
+        )
+        .await,
+        table(&[&["[7]", "t"], &["[8]", "f"]])
+    );
+}

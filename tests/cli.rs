@@ -1,0 +1,218 @@
+//! The command line as users and scripts meet it: exit codes, messages, install/uninstall,
+//! status, run --once.
+
+mod common;
+
+use common::fixtures::{count, rows, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG};
+
+fn text(o: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+async fn bare(name: &str, install: bool) -> Env {
+    let (a, b) = common::fresh_dbs(name);
+    Env::on(a, b, DEMO_CONFIG, A_SCHEMA, B_SCHEMA, install).await
+}
+
+#[tokio::test]
+async fn check_passes_on_a_good_setup_and_says_what_is_missing() {
+    let env = bare("check_ok", false).await;
+    let o = env.tandem_run(&["check"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{err}");
+    assert!(out.contains("not installed"), "{out}");
+    assert!(out.contains("ok:"), "{out}");
+}
+
+#[tokio::test]
+async fn check_reports_every_schema_problem_with_entity_table_and_column() {
+    let (a, b) = common::fresh_dbs("check_bad");
+    let broken_b = B_SCHEMA.replace("customer   text NOT NULL", "\"Customer\" text NOT NULL");
+    let env = Env::on(a, b, DEMO_CONFIG, A_SCHEMA, &broken_b, false).await;
+    env.b.batch_execute("DROP TABLE order_items").await.unwrap();
+    let o = env.tandem_run(&["check"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("entity order")
+            && err.contains(r#"column "customer" does not exist in table public.orders"#)
+            && err.contains("did you mean \"Customer\""),
+        "{err}"
+    );
+    assert!(
+        err.contains("entity order_item")
+            && err.contains("table public.order_items does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn check_rejects_a_bad_config_with_file_and_line() {
+    let env = bare("check_cfg", false).await;
+    let bad = DEMO_CONFIG.replace("[sync]\n", "[sync]\nbatch_sise = 10\n");
+    std::fs::write(&env.config_path, bad).unwrap();
+    let o = env.tandem_run(&["check"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("tandem.toml:") && err.contains("batch_sise"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
+    let env = bare("install", false).await;
+    let dry = env.tandem_run(&["install", "--dry-run"]);
+    let (out, _) = text(&dry);
+    assert_eq!(dry.status.code(), Some(0));
+    assert!(
+        out.contains("CREATE TABLE IF NOT EXISTS \"tandem\".outbox"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "CREATE TRIGGER tandem_capture AFTER INSERT OR UPDATE OR DELETE ON \"dbo\".\"ORDERS\""
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        count(
+            &env.a,
+            "SELECT count(*) FROM pg_namespace WHERE nspname = 'tandem'"
+        )
+        .await,
+        0,
+        "dry run touched nothing"
+    );
+
+    for _ in 0..2 {
+        let o = env.tandem_run(&["install"]);
+        assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    }
+    for c in [&env.a, &env.b] {
+        assert_eq!(
+            count(
+                c,
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'tandem_capture'"
+            )
+            .await,
+            2
+        );
+        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 2);
+    }
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('kept')"#)
+        .await
+        .unwrap();
+
+    let o = env.tandem_run(&["uninstall"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    for c in [&env.a, &env.b] {
+        assert_eq!(
+            count(
+                c,
+                "SELECT count(*) FROM pg_trigger WHERE tgname = 'tandem_capture'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(
+                c,
+                "SELECT count(*) FROM pg_namespace WHERE nspname = 'tandem'"
+            )
+            .await,
+            0
+        );
+        assert_eq!(
+            count(
+                c,
+                "SELECT count(*) FROM pg_proc WHERE proname IN ('capture', 'pending')"
+            )
+            .await,
+            0
+        );
+    }
+    assert_eq!(
+        rows(&env.a, r#"SELECT "CUST_NAME" FROM dbo."ORDERS""#).await,
+        vec![vec!["kept".to_string()]],
+        "business data untouched"
+    );
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 0);
+}
+
+#[tokio::test]
+async fn run_once_drains_and_reports_through_its_exit_code() {
+    let env = bare("run_once", true).await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('one'), ('two')"#)
+        .await
+        .unwrap();
+    env.b
+        .batch_execute("INSERT INTO orders (customer, status) VALUES ('three', 'open')")
+        .await
+        .unwrap();
+
+    let o = env.tandem_run(&["status", "--json"]);
+    let (out, _) = text(&o);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let a_order = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity"] == "order" && r["side"] == "a")
+        .unwrap();
+    assert_eq!(a_order["pending"], 2);
+    assert!(a_order["oldest_pending_s"].as_f64().unwrap() >= 0.0);
+
+    let o = env.tandem_run(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await,
+        3
+    );
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 3);
+
+    let o = env.tandem_run(&["status"]);
+    let (out, _) = text(&o);
+    assert!(out.contains("ENTITY") && out.contains("order"), "{out}");
+
+    // A value B cannot take fails that change (exit 1) and nothing else.
+    env.a.batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "STATUS") VALUES ('bad code', 'Z'), ('fine', 'C')"#).await.unwrap();
+    let o = env.tandem_run(&["run", "--once"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}{err}");
+    assert!(
+        err.contains("entity order") && err.contains("STATUS") && err.contains("\"Z\""),
+        "the log names entity, column and value: {err}"
+    );
+    assert_eq!(
+        count(
+            &env.b,
+            "SELECT count(*) FROM orders WHERE customer = 'fine'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &env.a,
+            "SELECT count(*) FROM tandem.outbox WHERE attempts = 1 AND last_error LIKE '%STATUS%'"
+        )
+        .await,
+        1,
+        "the failed change waits in the outbox with its error"
+    );
+}
+
+#[tokio::test]
+async fn commands_of_later_versions_fail_loudly() {
+    let env = bare("later", false).await;
+    let o = env.tandem_run(&["verify"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).1.contains("not available"));
+}
