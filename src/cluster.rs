@@ -703,12 +703,15 @@ impl Cluster {
         } else {
             "''".to_string()
         };
+        // fsync = off only skips flushing to disk, which a stopped server (even stopped with
+        // `-m immediate`) does not need; synchronous_commit stays on, or an immediate stop
+        // would lose commits PostgreSQL already acknowledged and crash tests would mean nothing.
         let text = format!(
             "listen_addresses = '127.0.0.1'\n\
              port = {port}\n\
              unix_socket_directories = {socket_dir}\n\
              fsync = off\n\
-             synchronous_commit = off\n\
+             synchronous_commit = on\n\
              full_page_writes = off\n\
              max_connections = 100\n\
              shared_buffers = 32MB\n",

@@ -135,10 +135,20 @@ pub async fn count(c: &Client, sql: &str) -> i64 {
 }
 
 /// Waits until `check` holds, or panics with `what` after `limit`.
-pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, check: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
+{
+    eventually_or(limit, what, check, String::new).await
+}
+
+/// [`eventually`], adding `context()` (e.g. a log) to the panic message.
+pub async fn eventually_or<F, Fut, C>(limit: Duration, what: &str, mut check: F, context: C)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+    C: Fn() -> String,
 {
     let start = Instant::now();
     loop {
@@ -146,7 +156,10 @@ where
             return;
         }
         if start.elapsed() > limit {
-            panic!("timed out after {limit:?} waiting for: {what}");
+            panic!(
+                "timed out after {limit:?} waiting for: {what}\n{}",
+                context()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

@@ -35,3 +35,10 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     });
     c
 }
+pub fn own_pair(label: &str) -> Pair {
+    tandem::cluster::stop_all_at_exit();
+    Pair {
+        a: Cluster::start(&format!("{label}-a")).unwrap(),
+        b: Cluster::start(&format!("{label}-b")).unwrap(),
+    }
+}

@@ -124,10 +124,7 @@ impl Table {
     pub fn print(&self, rows: &[Row]) {
         println!("  {} {}", self.side, self.label);
         let header: Vec<String> = self.columns.iter().map(|c| c.to_string()).collect();
-        let body: Vec<Vec<String>> = rows
-            .iter()
-            .map(|r| r.iter().map(plain).collect())
-            .collect();
+        let body: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(plain).collect()).collect();
         print_aligned(&header, &body);
         if rows.is_empty() {
             println!("    (no rows)");

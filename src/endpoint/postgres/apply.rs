@@ -37,6 +37,16 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
     }
 }
 
+/// Errors caused by the row itself: the target refuses these values (data exception,
+/// integrity constraint, a trigger raising, a view's check option). Anything else — a missing
+/// table, a permission — is the environment's fault: it fails the whole batch, which is retried
+/// without counting attempts, so no change is suspended for a problem it did not cause.
+fn caused_by_row(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .map(|db| matches!(&db.code().code()[..2], "22" | "23" | "P0" | "44"))
+        .unwrap_or(false)
+}
+
 const APPLYING: &str = "SET LOCAL tandem.applying = 'on'";
 
 /// Applies a batch in one transaction; see the module comment.
@@ -57,7 +67,7 @@ pub async fn apply_batch(
                 sp.commit().await.map_err(err)?;
                 outcomes.push(outcome);
             }
-            Err(Stop::Db(e)) if is_transient(&e) => return Err(err(e)),
+            Err(Stop::Db(e)) if !caused_by_row(&e) => return Err(err(e)),
             Err(Stop::Db(e)) => {
                 sp.rollback().await.map_err(err)?;
                 let column = match guilty_column(ep, &mut tx, change, &e).await {
