@@ -374,3 +374,39 @@ async fn a_key_change_travels_as_delete_and_insert() {
         table(&[&["[7]", "t"], &["[8]", "f"]])
     );
 }
+
+#[tokio::test]
+async fn the_pending_query_is_an_index_scan_even_with_stale_statistics() {
+    let env = Env::new("plan").await;
+    // A big backlog the planner has no statistics for (no ANALYZE, autovacuum not yet run).
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") SELECT 'p' || g FROM generate_series(1, 20000) g"#)
+        .await
+        .unwrap();
+    // pending() pins enable_seqscan = off for its own body; show the plan it gets.
+    let plan = rows(
+        &env.a,
+        "BEGIN; SET LOCAL enable_seqscan = off; \
+         EXPLAIN SELECT * FROM tandem.outbox \
+         WHERE NOT suspended AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()) \
+         ORDER BY seq LIMIT 500; COMMIT;",
+    )
+    .await;
+    let plan: String = plan
+        .iter()
+        .map(|r| r.join(" "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(plan.contains("Index Scan using outbox_pending"), "{plan}");
+    assert!(!plan.contains("Sort"), "{plan}");
+    assert_eq!(
+        rows(
+            &env.a,
+            "SELECT proconfig::text FROM pg_proc WHERE proname = 'pending' AND pronamespace = 'tandem'::regnamespace"
+        )
+        .await,
+        table(&[&["{enable_seqscan=off}"]])
+    );
+    let claimed = count(&env.a, "SELECT count(*) FROM tandem.pending(500)").await;
+    assert_eq!(claimed, 500);
+}

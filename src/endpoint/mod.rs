@@ -105,6 +105,32 @@ pub enum InstallState {
     Installed { triggers: usize, expected: usize },
 }
 
+/// Leadership among several `tandem run` instances, held through a lock in a database on a
+/// dedicated connection: the lock goes when the holder dies or loses that database.
+#[async_trait]
+pub trait Lease: Send + Sync {
+    /// Is the lock still held? An error or `false` means this instance must stop applying.
+    async fn still_held(&mut self) -> bool;
+}
+
+/// A lease for endpoints without a lock (every instance leads).
+pub struct NoLease;
+
+#[async_trait]
+impl Lease for NoLease {
+    async fn still_held(&mut self) -> bool {
+        true
+    }
+}
+
+/// Connections of an endpoint's pool.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolState {
+    pub connections: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
 /// One database, as tandem uses it.
 #[async_trait]
 pub trait Endpoint: Send + Sync {
@@ -135,6 +161,15 @@ pub trait Endpoint: Send + Sync {
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError>;
     /// Counts per entity.
     async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError>;
+    /// Tries to become the active instance (one lock per tandem installation); `None` when
+    /// another instance holds it.
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {
+        Ok(Some(Box::new(NoLease)))
+    }
+    /// The pool's connections, for metrics.
+    fn pool_state(&self) -> PoolState {
+        PoolState::default()
+    }
 }
 
 /// Opens the endpoint for one side (lazily: no connection is made until first use).

@@ -14,7 +14,7 @@ use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
 use crate::sync::retry::backoff_ms;
 
 /// What one batch did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchReport {
     /// Outbox rows claimed.
     pub claimed: usize,
@@ -30,6 +30,9 @@ pub struct BatchReport {
     pub failed: usize,
     /// Changes suspended for an operator.
     pub suspended: usize,
+    /// Seconds from capture to commit at the target, per change written (for the latency
+    /// histogram; `add` does not keep them).
+    pub latencies_s: Vec<f64>,
 }
 
 impl BatchReport {
@@ -157,7 +160,13 @@ pub async fn run_batch(
         match outcome {
             Outcome::Done { target_key, how } => {
                 match how {
-                    Done::Written => report.written += 1,
+                    Done::Written => {
+                        report.written += 1;
+                        let lag = chrono::Utc::now() - change.captured_at;
+                        report
+                            .latencies_s
+                            .push(lag.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
+                    }
                     Done::Unchanged => report.unchanged += 1,
                     Done::Stale => report.stale += 1,
                     Done::Deleted => report.deleted += 1,

@@ -168,6 +168,10 @@ impl Endpoint for PgEndpoint {
         Ok(out)
     }
 
+    fn pool_state(&self) -> crate::endpoint::PoolState {
+        self.pool.state()
+    }
+
     async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
         apply::apply_batch(self, batch).await
     }

@@ -69,6 +69,7 @@ impl bb8::ErrorSink<tokio_postgres::Error> for LastError {
 /// A pool for one side, created without connecting.
 pub struct PgPool {
     pool: bb8::Pool<Manager>,
+    max: u32,
     last_error: LastError,
     side: Side,
     /// host:port/db, never the password.
@@ -119,6 +120,7 @@ impl PgPool {
             .build_unchecked(Manager { config });
         Ok(PgPool {
             pool,
+            max: size.max(1),
             last_error,
             side,
             target,
@@ -164,6 +166,16 @@ impl PgPool {
                 target: self.target.clone(),
                 message: describe(&e),
             },
+        }
+    }
+
+    /// Open and idle connections.
+    pub fn state(&self) -> crate::endpoint::PoolState {
+        let st = self.pool.state();
+        crate::endpoint::PoolState {
+            connections: st.connections,
+            idle: st.idle_connections,
+            max: self.max,
         }
     }
 
