@@ -10,4 +10,5 @@ pub mod endpoint;
 pub mod logging;
 pub mod mapping;
 pub mod model;
+pub mod service;
 pub mod sync;

@@ -84,6 +84,7 @@ pub fn map_change(
         seqs,
         source_key: change.key.clone(),
         peer_hint,
+        peer_applied_seq: 0,
         row,
         refs,
         captured_at: change.captured_at,

@@ -153,6 +153,10 @@ pub struct TargetChange {
     /// The target key the source's own id map already knows (links whose write-back is
     /// still pending at the target), if any.
     pub peer_hint: Option<Key>,
+    /// The newest change captured at the target that the source has applied already, for
+    /// this record (from the source's id map; 0 when none): target changes newer than this
+    /// and still pending mean the record changed on both sides — a conflict.
+    pub peer_applied_seq: i64,
     /// Target column → value. Ref columns are filled by the endpoint from `refs`.
     pub row: Image,
     /// Columns whose value is a parent's source key, to translate through the parent's links.

@@ -102,7 +102,7 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
             .await,
             2
         );
-        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 2);
+        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 3, "outbox, id_map, conflicts");
     }
     env.a
         .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('kept')"#)

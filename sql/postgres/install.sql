@@ -12,6 +12,7 @@ CREATE TABLE IF NOT EXISTS {{schema}}.outbox (
     seq             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     entity          text        NOT NULL,
     op              "char"      NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    key             jsonb,                  -- the record's key values, as a JSON array
     image           jsonb       NOT NULL,   -- the full row: after the change, before it for deletes
     captured_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
     attempts        integer     NOT NULL DEFAULT 0,
@@ -21,8 +22,12 @@ CREATE TABLE IF NOT EXISTS {{schema}}.outbox (
     last_failed_at  timestamptz,
     suspended       boolean     NOT NULL DEFAULT false
 );
+-- Upgrades from versions without the key column.
+ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS key jsonb;
 -- What is pending: a partial index in sequence order, so claiming stays an index scan.
 CREATE INDEX IF NOT EXISTS outbox_pending ON {{schema}}.outbox (seq) WHERE NOT suspended;
+-- Changes of one record: conflict detection, superseding suspended images, waiting children.
+CREATE INDEX IF NOT EXISTS outbox_record ON {{schema}}.outbox (entity, key);
 -- Rows are inserted and soon deleted: vacuum early so the table stays small.
 ALTER TABLE {{schema}}.outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 
@@ -41,6 +46,23 @@ CREATE TABLE IF NOT EXISTS {{schema}}.id_map (
 CREATE UNIQUE INDEX IF NOT EXISTS id_map_a ON {{schema}}.id_map (entity, a_key);
 CREATE UNIQUE INDEX IF NOT EXISTS id_map_b ON {{schema}}.id_map (entity, b_key);
 
+-- Conflicts resolved here: a record changed on both sides before either change was applied.
+-- Both sides end with the winner's values; the losing image is kept here for review.
+CREATE TABLE IF NOT EXISTS {{schema}}.conflicts (
+    id             bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity         text        NOT NULL,
+    incoming_side  text        NOT NULL,  -- 'A' or 'B': where the incoming change was captured
+    incoming_key   text        NOT NULL,  -- the record's key there
+    local_key      text,                  -- the record's key here
+    policy         text        NOT NULL,
+    winner         text        NOT NULL,  -- 'A' or 'B'
+    incoming_op    "char"      NOT NULL,
+    incoming_image jsonb,                 -- mapped to this side's columns
+    local_op       "char"      NOT NULL,
+    local_image    jsonb,
+    resolved_at    timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
 -- The capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
 -- Tandem's own writes set tandem.applying and are skipped, but only at trigger depth 1:
 -- what the target's own triggers and cascades do is captured and flows back.
@@ -50,31 +72,38 @@ LANGUAGE plpgsql AS $fn$
 DECLARE
     new_img jsonb;
     old_img jsonb;
+    new_key jsonb := '[]';
+    old_key jsonb := '[]';
     i integer;
 BEGIN
     IF pg_trigger_depth() = 1 AND current_setting('tandem.applying', true) = 'on' THEN
         RETURN NULL;
     END IF;
-    IF TG_OP = 'INSERT' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'I', to_jsonb(NEW));
-    ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'D', to_jsonb(OLD));
-    ELSE
+    IF TG_OP <> 'DELETE' THEN
         new_img := to_jsonb(NEW);
-        old_img := to_jsonb(OLD);
-        -- An update that changes nothing is not a change (text compare keeps 1.0 <> 1.00).
-        IF new_img = old_img AND new_img::text = old_img::text THEN
-            RETURN NULL;
-        END IF;
-        -- A key change travels as delete + insert.
         FOR i IN 1 .. TG_NARGS - 1 LOOP
-            IF (new_img -> TG_ARGV[i]) IS DISTINCT FROM (old_img -> TG_ARGV[i]) THEN
-                INSERT INTO {{schema}}.outbox (entity, op, image)
-                VALUES (TG_ARGV[0], 'D', old_img), (TG_ARGV[0], 'I', new_img);
-                RETURN NULL;
-            END IF;
+            new_key := new_key || jsonb_build_array(new_img -> TG_ARGV[i]);
         END LOOP;
-        INSERT INTO {{schema}}.outbox (entity, op, image) VALUES (TG_ARGV[0], 'U', new_img);
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        old_img := to_jsonb(OLD);
+        FOR i IN 1 .. TG_NARGS - 1 LOOP
+            old_key := old_key || jsonb_build_array(old_img -> TG_ARGV[i]);
+        END LOOP;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'I', new_key, new_img);
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'D', old_key, old_img);
+    ELSIF new_img = old_img AND new_img::text = old_img::text THEN
+        -- An update that changes nothing is not a change (text compare keeps 1.0 <> 1.00).
+        NULL;
+    ELSIF new_key IS DISTINCT FROM old_key THEN
+        -- A key change travels as delete + insert.
+        INSERT INTO {{schema}}.outbox (entity, op, key, image)
+        VALUES (TG_ARGV[0], 'D', old_key, old_img), (TG_ARGV[0], 'I', new_key, new_img);
+    ELSE
+        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'U', new_key, new_img);
     END IF;
     RETURN NULL;
 END

@@ -33,8 +33,66 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
     deleted = EXCLUDED.deleted,
     updated_at = clock_timestamp();
 
+-- name: local_pending
+-- Conflict detection: changes of this record captured here and not yet applied at the other
+-- side (newer than the newest one the other side has applied), newest first.
+SELECT seq, captured_at, op::text, image::text FROM {{schema}}.outbox
+WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
+ORDER BY seq DESC;
+
+-- name: local_reinsert
+-- The local change won over a delete from the other side: send it as an insert, so the record
+-- is created again there.
+UPDATE {{schema}}.outbox SET op = 'I' WHERE seq = $1;
+
+-- name: conflict_log
+INSERT INTO {{schema}}.conflicts
+    (entity, incoming_side, incoming_key, local_key, policy, winner,
+     incoming_op, incoming_image, local_op, local_image)
+VALUES ($1, $2, $3, $4, $5, $6, $7::text::"char", $8::text::jsonb, $9::text::"char", $10::text::jsonb);
+
+-- name: link_seen
+-- A change that lost a conflict is settled: later copies of it are stale.
+INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (entity, {{peer}}) DO UPDATE
+SET applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
+    {{own}} = COALESCE(m.{{own}}, EXCLUDED.{{own}}),
+    updated_at = clock_timestamp();
+
+-- name: supersede
+-- A newer image of a record that was applied replaces its suspended older images.
+DELETE FROM {{schema}}.outbox AS o
+USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(entity, key, seq)
+WHERE o.suspended AND o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
+
+-- name: in_flight
+-- Records with changes still in this outbox (pending or suspended).
+SELECT DISTINCT key::text FROM {{schema}}.outbox
+WHERE entity = $1 AND key = ANY($2::text[]::jsonb[]);
+
+-- name: suspended_list
+SELECT seq, entity, op::text, key::text, attempts, captured_at, first_failed_at, last_failed_at,
+       last_error, image::text
+FROM {{schema}}.outbox
+WHERE suspended AND ($1::bigint IS NULL OR seq = $1)
+ORDER BY seq
+LIMIT $2;
+
+-- name: resubmit
+UPDATE {{schema}}.outbox
+SET suspended = false, attempts = 0, next_attempt_at = NULL
+WHERE suspended AND ($1::bigint IS NULL OR seq = $1);
+
+-- name: discard
+DELETE FROM {{schema}}.outbox WHERE suspended AND seq = $1;
+
+-- name: status_conflicts
+SELECT entity, count(*) FROM {{schema}}.conflicts GROUP BY entity;
+
 -- name: links_by_own
-SELECT {{own}}, {{peer}}, deleted FROM {{schema}}.id_map WHERE entity = $1 AND {{own}} = ANY($2);
+SELECT {{own}}, {{peer}}, deleted, applied_seq FROM {{schema}}.id_map
+WHERE entity = $1 AND {{own}} = ANY($2);
 
 -- name: unlink_peer
 DELETE FROM {{schema}}.id_map WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS DISTINCT FROM $2;

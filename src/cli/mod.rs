@@ -7,6 +7,7 @@ mod install;
 mod later;
 mod run;
 mod status;
+mod suspended;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -116,25 +117,26 @@ pub enum Command {
         #[arg(long, value_enum)]
         from: Option<SideArg>,
     },
-    /// Operate on suspended changes (not available yet).
+    /// Operate on suspended changes (ids like A-123: the side and its outbox sequence).
     #[command(subcommand)]
     Suspended(SuspendedCmd),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum SuspendedCmd {
+    /// Every suspended change: id, entity, key, attempts, first and last error time, error.
     List,
-    Show {
-        id: i64,
-    },
+    /// One change in full: image and error.
+    Show { id: String },
+    /// Back to pending, attempts reset.
     Resubmit {
-        id: Option<i64>,
+        id: Option<String>,
+        /// Every suspended change.
         #[arg(long)]
         all: bool,
     },
-    Discard {
-        id: i64,
-    },
+    /// Remove it for good (it is logged).
+    Discard { id: String },
 }
 
 /// A command's failure, mapped to an exit code.
@@ -208,7 +210,7 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         Command::Status { json } => status::run(&load(&path)?, json).await,
         Command::Backfill { .. } => later::unavailable("backfill"),
         Command::Verify { .. } => later::unavailable("verify"),
-        Command::Suspended(_) => later::unavailable("suspended"),
+        Command::Suspended(cmd) => suspended::run(&load(&path)?, cmd).await,
     }
 }
 

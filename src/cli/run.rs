@@ -1,4 +1,8 @@
 //! `tandem run`: the service, or one drain with `--once`.
+//!
+//! The service takes the lead among instances sharing the config (see `service::leader`),
+//! serves `/metrics`, `/healthz` and `/readyz` with `--listen`, and stops on SIGINT/SIGTERM
+//! after the batch in flight, within [`service::HARD_STOP`] at most, with exit code 0.
 
 use std::sync::Arc;
 
@@ -7,13 +11,14 @@ use tracing::info;
 
 use super::{open_sides, CliError};
 use crate::config::Config;
+use crate::service::{self, http::Server, leader, metrics, Role};
 use crate::sync;
 
 /// Runs until SIGINT/SIGTERM, or drains once.
 pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Result<(), CliError> {
-    if listen.is_some() {
+    if once && listen.is_some() {
         return Err(CliError::Setup(
-            "--listen (metrics and health endpoints) is not available in this version yet".into(),
+            "--listen is for the service: use it without --once".into(),
         ));
     }
     let sides = open_sides(&config)?;
@@ -35,10 +40,40 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("stopping: finishing the batches in flight");
+        info!(
+            "stopping: finishing the batch in flight (at most {} s)",
+            service::HARD_STOP.as_secs()
+        );
+        service::exit_after(service::HARD_STOP);
         let _ = stop.send(true);
     });
-    sync::run(config, sides, stopped).await;
+    let role = Arc::new(Role::default());
+    let mut helpers = Vec::new();
+    if let Some(addr) = listen {
+        // Bind first: a taken port is a setup error (exit 2), before anything runs.
+        let server = Server::bind(&addr)
+            .await
+            .map_err(|e| CliError::Setup(e.to_string()))?;
+        let handle = metrics::install().map_err(|e| CliError::Setup(e.to_string()))?;
+        metrics::init_series(&config);
+        helpers.push(tokio::spawn(metrics::poll(
+            sides.clone(),
+            handle.clone(),
+            stopped.clone(),
+        )));
+        helpers.push(tokio::spawn(server.serve(
+            sides.clone(),
+            role.clone(),
+            handle,
+            stopped.clone(),
+        )));
+    }
+    leader::run(config, sides, role, stopped).await;
+    // The server and the poller watch the same signal; wait for them to close.
+    for h in helpers {
+        let _ = h.await;
+    }
+    info!("stopped");
     Ok(())
 }
 

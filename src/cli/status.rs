@@ -19,6 +19,8 @@ struct Row {
     /// Age of the oldest pending change, in seconds.
     oldest_pending_s: Option<f64>,
     linked: i64,
+    /// Conflicts resolved at this side.
+    conflicts: i64,
 }
 
 /// Prints the counts, as a table or as JSON.
@@ -37,6 +39,7 @@ pub async fn run(config: &Arc<Config>, json: bool) -> Result<(), CliError> {
                     .oldest_pending
                     .map(|t| ((now - t).num_milliseconds().max(0) as f64) / 1000.0),
                 linked: s.linked,
+                conflicts: s.conflicts,
             });
         }
     }
@@ -48,8 +51,8 @@ pub async fn run(config: &Arc<Config>, json: bool) -> Result<(), CliError> {
         return Ok(());
     }
     println!(
-        "{:<20} {:>4} {:>9} {:>9} {:>12} {:>9}",
-        "ENTITY", "SIDE", "PENDING", "SUSPENDED", "OLDEST", "LINKED"
+        "{:<20} {:>4} {:>9} {:>9} {:>12} {:>9} {:>9}",
+        "ENTITY", "SIDE", "PENDING", "SUSPENDED", "OLDEST", "LINKED", "CONFLICTS"
     );
     for r in &rows {
         let age = r
@@ -57,13 +60,14 @@ pub async fn run(config: &Arc<Config>, json: bool) -> Result<(), CliError> {
             .map(|s| format!("{s:.1}s"))
             .unwrap_or_else(|| "-".into());
         println!(
-            "{:<20} {:>4} {:>9} {:>9} {:>12} {:>9}",
+            "{:<20} {:>4} {:>9} {:>9} {:>12} {:>9} {:>9}",
             r.entity,
             r.side.to_uppercase(),
             r.pending,
             r.suspended,
             age,
-            r.linked
+            r.linked,
+            r.conflicts
         );
     }
     Ok(())

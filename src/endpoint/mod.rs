@@ -21,7 +21,12 @@ pub use error::{ApplyError, EndpointError};
 pub enum Outcome {
     /// Committed at the target. `target_key` is the record's key there (None only for a
     /// delete of a record the target never had).
-    Done { target_key: Option<Key>, how: Done },
+    Done {
+        target_key: Option<Key>,
+        how: Done,
+        /// The record had changed at the target too (a conflict was resolved).
+        conflict: bool,
+    },
     /// Not applied; the rest of the batch was.
     Failed(ApplyError),
 }
@@ -37,6 +42,8 @@ pub enum Done {
     Stale,
     /// The record was deleted at the target: an update after a delete is discarded.
     Deleted,
+    /// The record had changed at the target too and the target's change won.
+    ConflictLost,
 }
 
 /// A link between a record's keys, as one side's id map holds it.
@@ -44,6 +51,8 @@ pub enum Done {
 pub struct Link {
     pub peer_key: Option<Key>,
     pub deleted: bool,
+    /// The newest change from the other side applied here for this record.
+    pub applied_seq: i64,
 }
 
 /// What to record at the source once its changes were settled at the target.
@@ -65,6 +74,8 @@ pub struct LinkWrite {
     pub own_key: Key,
     pub peer_key: Option<Key>,
     pub deleted: bool,
+    /// The newest outbox sequence of the change (older suspended images are superseded).
+    pub seq: i64,
 }
 
 /// Outbox rows of one failed change.
@@ -96,6 +107,24 @@ pub struct EntityStatus {
     pub oldest_pending: Option<DateTime<Utc>>,
     /// Records linked in this side's id map.
     pub linked: i64,
+    /// Conflicts resolved at this side.
+    pub conflicts: i64,
+}
+
+/// A change parked for an operator (or, with `suspended`, any outbox row looked up by id).
+#[derive(Debug, Clone)]
+pub struct SuspendedChange {
+    pub side: Side,
+    pub seq: i64,
+    pub entity: String,
+    pub op: String,
+    pub key: String,
+    pub attempts: i32,
+    pub captured_at: DateTime<Utc>,
+    pub first_failed_at: Option<DateTime<Utc>>,
+    pub last_failed_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub image: String,
 }
 
 /// Whether tandem's objects are installed on a side.
@@ -161,6 +190,23 @@ pub trait Endpoint: Send + Sync {
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError>;
     /// Counts per entity.
     async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError>;
+    /// Which of these records of `entity` (this side's keys) still have changes in this
+    /// side's outbox, pending or suspended.
+    async fn in_flight(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<std::collections::HashSet<Key>, EndpointError>;
+    /// Suspended changes here, oldest first (`seq`: just that one).
+    async fn suspended(
+        &self,
+        seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SuspendedChange>, EndpointError>;
+    /// Back to pending with attempts reset (`None`: all suspended changes); how many.
+    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError>;
+    /// Removes a suspended change; returns it, or None when there is no such suspended change.
+    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError>;
     /// Tries to become the active instance (one lock per tandem installation); `None` when
     /// another instance holds it.
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {

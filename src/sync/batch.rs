@@ -1,13 +1,13 @@
 //! One batch of one direction: claim → decode → coalesce → map → order parents first →
 //! apply → write back. Knows no SQL; the endpoints do the database work.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side};
 use crate::endpoint::{
-    ApplyError, Done, Endpoint, EndpointError, Failure, LinkWrite, Outcome, WriteBack,
+    ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, WriteBack,
 };
 use crate::mapping::{coalesce, map_change};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
@@ -30,6 +30,8 @@ pub struct BatchReport {
     pub failed: usize,
     /// Changes suspended for an operator.
     pub suspended: usize,
+    /// Records that had changed on both sides (resolved by the entity's `on_conflict`).
+    pub conflicts: usize,
     /// Seconds from capture to commit at the target, per change written (for the latency
     /// histogram; `add` does not keep them).
     pub latencies_s: Vec<f64>,
@@ -45,6 +47,7 @@ impl BatchReport {
         self.deleted += o.deleted;
         self.failed += o.failed;
         self.suspended += o.suspended;
+        self.conflicts += o.conflicts;
     }
 }
 
@@ -121,15 +124,20 @@ pub async fn run_batch(
         let Some(entity) = config.entity(&p.change.entity) else {
             continue;
         };
-        let hint = hints
-            .get(&(p.change.entity.clone(), p.change.key.clone()))
-            .cloned();
-        match map_change(entity, side, &p.change, p.seqs.clone(), hint) {
+        let link = hints.get(&(p.change.entity.clone(), p.change.key.clone()));
+        match map_change(
+            entity,
+            side,
+            &p.change,
+            p.seqs.clone(),
+            link.and_then(live_peer),
+        ) {
             Ok(mut tc) => {
+                tc.peer_applied_seq = link.map_or(0, |l| l.applied_seq);
                 for r in &mut tc.refs {
                     r.hint = hints
                         .get(&(r.parent.clone(), r.source_key.clone()))
-                        .cloned();
+                        .and_then(live_peer);
                 }
                 mapped.push((tc, p.change.attempts));
             }
@@ -158,7 +166,14 @@ pub async fn run_batch(
     };
     for ((change, attempts), outcome) in batch.iter().zip(attempts).zip(outcomes) {
         match outcome {
-            Outcome::Done { target_key, how } => {
+            Outcome::Done {
+                target_key,
+                how,
+                conflict,
+            } => {
+                if conflict {
+                    report.conflicts += 1;
+                }
                 match how {
                     Done::Written => {
                         report.written += 1;
@@ -170,6 +185,7 @@ pub async fn run_batch(
                     Done::Unchanged => report.unchanged += 1,
                     Done::Stale => report.stale += 1,
                     Done::Deleted => report.deleted += 1,
+                    Done::ConflictLost => {}
                 }
                 debug!(entity = %change.entity, from = %side, key = %change.source_key,
                        target_key = ?target_key.as_ref().map(Key::as_str), ?how, op = %change.op, "settled");
@@ -183,6 +199,7 @@ pub async fn run_batch(
                     own_key: change.source_key.clone(),
                     peer_key: target_key,
                     deleted: change.op == Op::Delete || how == Done::Deleted,
+                    seq: change.seq,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {
@@ -195,6 +212,7 @@ pub async fn run_batch(
         }
     }
 
+    let waiting = parents_in_flight(from, &failures).await?;
     let s = &config.sync;
     for Failed {
         seqs,
@@ -205,7 +223,15 @@ pub async fn run_batch(
     } in failures
     {
         let attempt = u32::try_from(attempts).unwrap_or(0);
-        let suspend = attempt + 1 >= s.max_attempts;
+        // A child whose parent is still on its way (pending, or suspended for an operator)
+        // waits for it however long that takes, instead of being suspended itself.
+        let parent_coming = match &error {
+            ApplyError::WaitingForParent { parent, key, .. } => {
+                waiting.contains(&(parent.clone(), key.clone()))
+            }
+            _ => false,
+        };
+        let suspend = attempt + 1 >= s.max_attempts && !parent_coming;
         let retry_in_ms = backoff_ms(attempt, s.retry_min_ms, s.retry_max_ms);
         if suspend {
             report.suspended += 1;
@@ -229,6 +255,32 @@ pub async fn run_batch(
     }
     from.write_back(&wb).await?;
     Ok(report)
+}
+
+fn live_peer(link: &Link) -> Option<Key> {
+    link.peer_key.clone().filter(|_| !link.deleted)
+}
+
+/// The parents that failed children wait for and that are still in the source's outbox.
+async fn parents_in_flight(
+    from: &dyn Endpoint,
+    failures: &[Failed],
+) -> Result<HashSet<(String, String)>, EndpointError> {
+    let mut wanted: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for f in failures {
+        if let ApplyError::WaitingForParent { parent, key, .. } = &f.error {
+            if let Ok(k) = Key::parse(key) {
+                wanted.entry(parent.clone()).or_default().push(k);
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    for (parent, keys) in wanted {
+        for k in from.in_flight(&parent, &keys).await? {
+            out.insert((parent.clone(), k.to_string()));
+        }
+    }
+    Ok(out)
 }
 
 /// Decodes an outbox row. `Ok(None)`: nothing to do (the entity does not travel this way).
@@ -267,12 +319,12 @@ fn decode(config: &Config, side: Side, row: OutboxRow) -> Result<Option<Change>,
     }))
 }
 
-/// Live links the source side knows, for the records and their parents.
+/// Links the source side knows, for the records and their parents.
 async fn source_links(
     config: &Config,
     from: &dyn Endpoint,
     pending: &[Pending],
-) -> Result<HashMap<(String, Key), Key>, EndpointError> {
+) -> Result<HashMap<(String, Key), Link>, EndpointError> {
     let side = from.side();
     let mut wanted: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for p in pending {
@@ -300,9 +352,7 @@ async fn source_links(
         keys.sort();
         keys.dedup();
         for (k, link) in from.links(&entity, &keys).await? {
-            if let (Some(peer), false) = (link.peer_key, link.deleted) {
-                out.insert((entity.clone(), k), peer);
-            }
+            out.insert((entity.clone(), k), link);
         }
     }
     Ok(out)

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{Config, Side};
 use crate::endpoint::{Endpoint, EndpointError};
@@ -109,70 +109,94 @@ fn log_batch(from: Side, r: &BatchReport) {
     );
 }
 
-/// Runs both directions until `shutdown` turns true; returns once the in-flight batches
-/// are finished (a batch is never cut in the middle: it commits or rolls back whole).
+/// Runs both directions until `shutdown` turns true; returns once the batch in flight is
+/// finished (a batch is never cut in the middle: it commits or rolls back whole).
+///
+/// The two directions take turns in one loop rather than running side by side: conflict
+/// resolution at one side may discard that side's pending changes of a record, which must not
+/// be in flight to the other side at that moment.
 pub async fn run(config: Arc<Config>, sides: Sides, shutdown: watch::Receiver<bool>) {
-    let mut tasks = Vec::new();
-    for from in directions(&config) {
-        let (config, sides, shutdown) = (config.clone(), sides.clone(), shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            direction_loop(&config, &sides, from, shutdown).await
-        }));
-    }
-    for t in tasks {
-        if let Err(e) = t.await {
-            error!("a sync loop ended abnormally: {e}");
-        }
-    }
+    run_gated(config, sides, shutdown, None).await
 }
 
-/// The shortest pause between polls: changes arriving right after one batch are picked up
-/// quickly, while an idle outbox is polled less and less often, up to `poll_interval_ms`.
-const MIN_IDLE: Duration = Duration::from_millis(10);
+/// Decides before every batch whether this instance may apply now: with several instances,
+/// only the one holding the lead may (see `service::leader`).
+pub trait Gate: Send + Sync {
+    /// May a batch start now?
+    fn open(&self) -> bool;
+}
 
-async fn direction_loop(
-    config: &Config,
-    sides: &Sides,
-    from: Side,
+/// How long the loop pauses while the gate is closed before asking again.
+const GATE_PAUSE: Duration = Duration::from_millis(50);
+
+/// [`run`], starting a batch only while `gate` (if any) is open.
+pub async fn run_gated(
+    config: Arc<Config>,
+    sides: Sides,
     mut shutdown: watch::Receiver<bool>,
+    gate: Option<Arc<dyn Gate>>,
 ) {
+    let closed = || gate.as_ref().is_some_and(|g| !g.open());
+    let dirs = directions(&config);
     let max_idle = Duration::from_millis(config.sync.poll_interval_ms.max(1));
     let mut idle = MIN_IDLE;
     let mut failures: u32 = 0;
-    let (source, target) = (sides.get(from).clone(), sides.get(from.other()).clone());
-    info!("{from}→{}: started", from.other());
+    info!("sync started");
     while !*shutdown.borrow() {
-        let wait = match run_batch(config, source.as_ref(), target.as_ref()).await {
-            Ok(r) => {
-                if failures > 0 {
-                    info!("{from}→{}: working again", from.other());
-                    failures = 0;
+        let mut busy = false;
+        let mut failed = false;
+        if closed() {
+            tokio::select! {
+                _ = tokio::time::sleep(GATE_PAUSE) => {}
+                _ = shutdown.changed() => {}
+            }
+            continue;
+        }
+        for &from in &dirs {
+            if *shutdown.borrow() || closed() {
+                break;
+            }
+            let (source, target) = (sides.get(from), sides.get(from.other()));
+            let result = run_batch(&config, source.as_ref(), target.as_ref()).await;
+            match &result {
+                Ok(r) => crate::service::metrics::record_batch(from, r),
+                Err(e) => crate::service::metrics::record_error(from, e),
+            }
+            match result {
+                Ok(r) => {
+                    if r.claimed > 0 {
+                        log_batch(from, &r);
+                        busy = true;
+                    }
                 }
-                if r.claimed == 0 {
-                    let w = idle;
-                    idle = (idle * 2).min(max_idle);
-                    w
-                } else {
-                    log_batch(from, &r);
-                    idle = MIN_IDLE;
-                    Duration::ZERO
+                Err(e) => {
+                    failed = true;
+                    let hint = if e.is_transient() {
+                        ""
+                    } else {
+                        " (not a passing fault: check the databases and run `tandem check`)"
+                    };
+                    warn!("{from}→{}: {e}{hint}", from.other());
                 }
             }
-            Err(e) => {
-                let wait =
-                    retry::backoff(failures, config.sync.retry_min_ms, config.sync.retry_max_ms);
-                let hint = if e.is_transient() {
-                    ""
-                } else {
-                    " (not a passing fault: check the databases and run `tandem check`)"
-                };
-                warn!(
-                    "{from}→{}: {e}{hint}; retrying in {:.1} s",
-                    from.other(),
-                    wait.as_secs_f64()
-                );
-                failures = failures.saturating_add(1);
-                wait
+        }
+        let wait = if failed {
+            let wait = retry::backoff(failures, config.sync.retry_min_ms, config.sync.retry_max_ms);
+            info!("retrying in {:.1} s", wait.as_secs_f64());
+            failures = failures.saturating_add(1);
+            wait
+        } else {
+            if failures > 0 {
+                info!("working again");
+                failures = 0;
+            }
+            if busy {
+                idle = MIN_IDLE;
+                Duration::ZERO
+            } else {
+                let w = idle;
+                idle = (idle * 2).min(max_idle);
+                w
             }
         };
         if !wait.is_zero() {
@@ -182,5 +206,9 @@ async fn direction_loop(
             }
         }
     }
-    info!("{from}→{}: stopped", from.other());
+    info!("sync stopped");
 }
+
+/// The shortest pause between polls: changes arriving right after one batch are picked up
+/// quickly, while an idle outbox is polled less and less often, up to `poll_interval_ms`.
+const MIN_IDLE: Duration = Duration::from_millis(10);

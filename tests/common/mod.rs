@@ -1,44 +1,89 @@
-// TEMPORARY until the harness lands.
+//! Helpers shared by the integration tests (each file in `tests/` does `mod common;`).
+//!
+//! Every test binary gets one pair of throwaway PostgreSQL clusters ([`shared`]), and each test
+//! takes its own fresh databases in them ([`fresh_dbs`]), so tests can run in parallel. Tests
+//! that stop a server take a dedicated pair instead ([`own_pair`]).
+
 #![allow(dead_code)]
+
 pub mod fixtures;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
-use tandem::cluster::Cluster;
+
+use tandem::cluster::{stop_all_at_exit, Cluster};
+
+/// Two local clusters, A and B.
 pub struct Pair {
+    /// Side A.
     pub a: Cluster,
+    /// Side B.
     pub b: Cluster,
 }
-pub fn shared() -> &'static Pair {
-    static P: OnceLock<Pair> = OnceLock::new();
-    P.get_or_init(|| {
-        tandem::cluster::stop_all_at_exit();
-        Pair {
-            a: Cluster::start("a").unwrap(),
-            b: Cluster::start("b").unwrap(),
-        }
-    })
-}
-pub fn fresh_dbs(name: &str) -> (String, String) {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let db = format!("{name}_{}", N.fetch_add(1, Ordering::SeqCst));
-    let p = shared();
-    p.a.create_database(&db).unwrap();
-    p.b.create_database(&db).unwrap();
-    (p.a.url(&db), p.b.url(&db))
-}
-pub async fn connect(url: &str) -> tokio_postgres::Client {
-    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(async move {
-        let _ = conn.await;
+
+/// Starts two clusters in parallel; panics with the reason when they cannot be started.
+fn start_pair(label: &str) -> Pair {
+    stop_all_at_exit();
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| Cluster::start(&format!("{label}-a")));
+        let b = Cluster::start(&format!("{label}-b"));
+        let a = a
+            .join()
+            .unwrap_or_else(|_| panic!("starting cluster {label}-a panicked"));
+        (a, b)
     });
-    c
+    let a = a.unwrap_or_else(|e| panic!("cannot start cluster {label}-a: {e}"));
+    let b = b.unwrap_or_else(|e| panic!("cannot start cluster {label}-b: {e}"));
+    Pair { a, b }
 }
+
+/// The pair of clusters shared by every test of this test binary, started on first use and
+/// stopped and removed when the process exits.
+pub fn shared() -> &'static Pair {
+    static SHARED: OnceLock<Pair> = OnceLock::new();
+    SHARED.get_or_init(|| start_pair("shared"))
+}
+
+/// A dedicated pair of clusters, for tests that stop or restart a server. Dropping it stops
+/// and removes both clusters.
 pub fn own_pair(label: &str) -> Pair {
-    tandem::cluster::stop_all_at_exit();
-    Pair {
-        a: Cluster::start(&format!("{label}-a")).unwrap(),
-        b: Cluster::start(&format!("{label}-b")).unwrap(),
+    start_pair(label)
+}
+
+/// Creates a fresh, uniquely named database in each cluster of the [`shared`] pair and returns
+/// their URLs `(a_url, b_url)`.
+pub fn fresh_dbs(test_name: &str) -> (String, String) {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let stem: String = test_name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .take(40)
+        .collect();
+    let name = format!("t_{stem}_{n}");
+    let pair = shared();
+    for (side, cluster) in [("A", &pair.a), ("B", &pair.b)] {
+        cluster
+            .create_database(&name)
+            .unwrap_or_else(|e| panic!("cannot create database {name} on {side}: {e}"));
     }
+    (pair.a.url(&name), pair.b.url(&name))
+}
+
+/// Connects to `url` and drives the connection in a spawned task; panics when it cannot.
+pub async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {url}: {e}"));
+    tokio::spawn(async move {
+        // Ends with an error when the server goes away, which some tests do on purpose.
+        let _ = connection.await;
+    });
+    client
 }

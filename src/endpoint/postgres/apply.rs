@@ -6,12 +6,14 @@
 
 use std::collections::HashMap;
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::{Statement, Transaction};
 
 use super::pool::{describe, prepared, PgConn};
 use super::sql::EntitySql;
 use super::PgEndpoint;
+use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::error::sqlstate_is_transient;
 use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
@@ -190,7 +192,7 @@ async fn apply_one(
 
     if let Some((applied, own, _)) = &link {
         if *applied >= c.seq {
-            return Ok(done(own.clone(), Done::Stale));
+            return Ok(done(own.clone(), Done::Stale, false));
         }
     }
     // What the target knows of the record: its own link, else the source's (write-back of
@@ -200,36 +202,66 @@ async fn apply_one(
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
 
+    let mut row = c.row.clone();
+    let refs = resolve_refs(ep, tx, stmts, c, &mut row).await;
+    let given = if es.key_given && refs.is_ok() {
+        match Key::from_image(&row, &es.key) {
+            Ok(k) => Some(k),
+            Err(m) if c.op != Op::Delete => {
+                return Err(Stop::Apply(reject(ep, c, format!("target key: {m}"))))
+            }
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if c.op != Op::Delete {
+        refs?;
+    }
+    // The record's key here, as far as it is known before writing.
+    let here = if es.key_given {
+        given.clone().or_else(|| known.clone())
+    } else {
+        known.clone()
+    };
+
+    let conflict = match &here {
+        Some(k) => resolve_conflict(ep, tx, stmts, c, k, &row).await?,
+        None => Resolution::None,
+    };
+    let force = match conflict {
+        Resolution::None => false,
+        Resolution::IncomingWins => true,
+        Resolution::LocalWins => {
+            let seen = st(tx, stmts, &common.link_seen).await?;
+            let here_text = here.as_ref().map(Key::as_str);
+            tx.execute(&seen, &[&c.entity, &source_key, &here_text, &c.seq])
+                .await?;
+            return Ok(done(here, Done::ConflictLost, true));
+        }
+    };
+    let conflicted = force;
+
     if c.op == Op::Delete {
-        let target = match known {
-            Some(k) => Some(k),
-            None if es.key_given => given_key(ep, tx, stmts, es, c).await.ok(),
-            None => None,
-        };
         let mut how = Done::Unchanged;
-        if let Some(k) = &target {
+        if let Some(k) = &here {
             let del = st(tx, stmts, &es.row_delete).await?;
             if tx.execute(&del, &[&json(&k.to_object(&es.key))]).await? > 0 {
                 how = Done::Written;
             }
         }
-        put_link(ep, tx, stmts, c, target.as_ref(), true).await?;
-        return Ok(done(target, how));
+        put_link(ep, tx, stmts, c, here.as_ref(), true).await?;
+        return Ok(done(here, how, conflicted));
     }
 
-    if tombstone && c.op == Op::Update {
+    if tombstone && c.op == Op::Update && !force {
         // An update after a delete: the record is gone here, and the delete wins.
         put_link(ep, tx, stmts, c, known.as_ref(), true).await?;
-        return Ok(done(known, Done::Deleted));
+        return Ok(done(known, Done::Deleted, false));
     }
 
-    let mut row = c.row.clone();
-    resolve_refs(ep, tx, stmts, c, &mut row).await?;
     let candidate = if es.key_given {
-        Some(
-            Key::from_image(&row, &es.key)
-                .map_err(|m| Stop::Apply(reject(ep, c, format!("target key: {m}"))))?,
-        )
+        given
     } else if tombstone {
         None
     } else {
@@ -250,20 +282,18 @@ async fn apply_one(
                         let upd = st(tx, stmts, u).await?;
                         n = tx.execute(&upd, &[&payload]).await?;
                     }
-                    (
-                        actual,
-                        if n > 0 {
-                            Done::Written
-                        } else {
-                            Done::Unchanged
-                        },
-                    )
+                    let how = if n > 0 {
+                        Done::Written
+                    } else {
+                        Done::Unchanged
+                    };
+                    (actual, how)
                 }
-                None if linked_live => {
-                    // Linked, yet gone here: deleted at the target, and that delete is on
-                    // its way to the source. It wins over this update.
+                None if linked_live && !force => {
+                    // Linked, yet gone here, with no delete of it pending here: it was
+                    // deleted at this side and that delete reached the other side already.
                     put_link(ep, tx, stmts, c, Some(&k), true).await?;
-                    return Ok(done(Some(k), Done::Deleted));
+                    return Ok(done(Some(k), Done::Deleted, false));
                 }
                 None => (insert(tx, stmts, es, &obj).await?, Done::Written),
             }
@@ -271,11 +301,107 @@ async fn apply_one(
         None => (insert(tx, stmts, es, &row).await?, Done::Written),
     };
     put_link(ep, tx, stmts, c, Some(&target), false).await?;
-    Ok(done(Some(target), how))
+    Ok(done(Some(target), how, conflicted))
 }
 
-fn done(target_key: Option<Key>, how: Done) -> Outcome {
-    Outcome::Done { target_key, how }
+/// How a conflict was settled.
+enum Resolution {
+    /// The record has no change pending here: no conflict.
+    None,
+    /// The incoming change wins; this side's pending changes of the record were discarded.
+    IncomingWins,
+    /// This side's pending change wins; the incoming one is discarded.
+    LocalWins,
+}
+
+/// Looks for changes of the record captured here and not yet applied at the other side
+/// (the record is locked through its link already, so no tandem apply races this), and
+/// settles the conflict by the entity's policy. Both sides end with the winner's values:
+/// the loser's pending changes are removed, or the winner's travel on as they are (a local
+/// change that wins over an incoming delete travels as an insert, to re-create the record).
+async fn resolve_conflict(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &mut HashMap<String, Statement>,
+    c: &TargetChange,
+    here: &Key,
+    row: &Image,
+) -> Result<Resolution, Stop> {
+    let common = &ep.sql.common;
+    let q = st(tx, stmts, &common.local_pending).await?;
+    let pending = tx
+        .query(&q, &[&c.entity, &here.as_str(), &c.peer_applied_seq])
+        .await?;
+    let Some(newest) = pending.first() else {
+        return Ok(Resolution::None);
+    };
+    let local_at: DateTime<Utc> = newest.get(1);
+    let local_op: String = newest.get(2);
+    let local_image: String = newest.get(3);
+    let incoming = ep.side.other();
+    let policy = ep
+        .config
+        .entity(&c.entity)
+        .map(|e| e.on_conflict)
+        .unwrap_or(ConflictPolicy::NewestWins);
+    let winner = match policy {
+        ConflictPolicy::AWins => Side::A,
+        ConflictPolicy::BWins => Side::B,
+        // Ties go to A, so both sides decide the same way.
+        ConflictPolicy::NewestWins => match c.captured_at.cmp(&local_at) {
+            std::cmp::Ordering::Greater => incoming,
+            std::cmp::Ordering::Less => ep.side,
+            std::cmp::Ordering::Equal => Side::A,
+        },
+    };
+    let policy_name = match policy {
+        ConflictPolicy::AWins => "a_wins",
+        ConflictPolicy::BWins => "b_wins",
+        ConflictPolicy::NewestWins => "newest_wins",
+    };
+    let incoming_image = (c.op != Op::Delete).then(|| json(row));
+    let log = st(tx, stmts, &common.conflict_log).await?;
+    tx.execute(
+        &log,
+        &[
+            &c.entity,
+            &incoming.to_string(),
+            &c.source_key.as_str(),
+            &here.as_str(),
+            &policy_name,
+            &winner.to_string(),
+            &c.op.code().to_string(),
+            &incoming_image,
+            &local_op,
+            &local_image,
+        ],
+    )
+    .await?;
+    tracing::info!(
+        entity = %c.entity, key = %c.source_key, local_key = %here, policy = policy_name,
+        winner = %winner, "conflict: the record changed on both sides; side {winner} wins"
+    );
+    if winner == incoming {
+        let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
+        let del = st(tx, stmts, &common.done).await?;
+        tx.execute(&del, &[&seqs]).await?;
+        Ok(Resolution::IncomingWins)
+    } else {
+        if c.op == Op::Delete && local_op != "D" {
+            let newest_seq: i64 = newest.get(0);
+            let re = st(tx, stmts, &common.local_reinsert).await?;
+            tx.execute(&re, &[&newest_seq]).await?;
+        }
+        Ok(Resolution::LocalWins)
+    }
+}
+
+fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict,
+    }
 }
 
 fn reject(ep: &PgEndpoint, c: &TargetChange, message: String) -> ApplyError {
@@ -340,19 +466,6 @@ async fn resolve_refs(
         row.insert(r.column.clone(), value);
     }
     Ok(())
-}
-
-/// The target key of a record whose key comes from the other side.
-async fn given_key(
-    ep: &PgEndpoint,
-    tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
-    es: &EntitySql,
-    c: &TargetChange,
-) -> Result<Key, Stop> {
-    let mut row = c.row.clone();
-    resolve_refs(ep, tx, stmts, c, &mut row).await?;
-    Key::from_image(&row, &es.key).map_err(|m| Stop::Apply(reject(ep, c, m)))
 }
 
 async fn put_link(
@@ -430,6 +543,15 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     if !wb.done.is_empty() {
         let d = st(&tx, stmts, &common.done).await.map_err(err)?;
         tx.execute(&d, &[&wb.done]).await.map_err(err)?;
+    }
+    if !wb.links.is_empty() {
+        let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
+        let keys: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
+        let seqs: Vec<i64> = wb.links.iter().map(|l| l.seq).collect();
+        let sup = st(&tx, stmts, &common.supersede).await.map_err(err)?;
+        tx.execute(&sup, &[&entities, &keys, &seqs])
+            .await
+            .map_err(err)?;
     }
     for f in &wb.failed {
         let s = st(&tx, stmts, &common.failed).await.map_err(err)?;

@@ -5,7 +5,7 @@ mod pool;
 mod schema;
 pub mod sql;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -13,7 +13,8 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Side};
 use crate::endpoint::{
-    Endpoint, EndpointError, EntityStatus, InstallState, Link, Outcome, SchemaProblem, WriteBack,
+    Endpoint, EndpointError, EntityStatus, InstallState, Link, Outcome, SchemaProblem,
+    SuspendedChange, WriteBack,
 };
 use crate::model::{Key, OutboxRow, TargetChange};
 
@@ -162,6 +163,7 @@ impl Endpoint for PgEndpoint {
                 Link {
                     peer_key: peer.and_then(|s| Key::parse(&s).ok()),
                     deleted,
+                    applied_seq: r.get(3),
                 },
             );
         }
@@ -170,6 +172,89 @@ impl Endpoint for PgEndpoint {
 
     fn pool_state(&self) -> crate::endpoint::PoolState {
         self.pool.state()
+    }
+
+    async fn try_lead(&self) -> Result<Option<Box<dyn crate::endpoint::Lease>>, EndpointError> {
+        lease::try_lead(self).await
+    }
+
+    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("look for changes in flight", e);
+        let st = prepared(&*client, stmts, &self.sql.common.in_flight)
+            .await
+            .map_err(err)?;
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
+            let text: Option<String> = r.get(0);
+            if let Some(k) = text.and_then(|t| Key::parse(&t).ok()) {
+                out.insert(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn suspended(
+        &self,
+        seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SuspendedChange>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("read suspended changes", e);
+        let st = prepared(&*client, stmts, &self.sql.common.suspended_list)
+            .await
+            .map_err(err)?;
+        let rows = client.query(&st, &[&seq, &limit]).await.map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| SuspendedChange {
+                side: self.side,
+                seq: r.get(0),
+                entity: r.get(1),
+                op: r.get(2),
+                key: r
+                    .get::<_, Option<String>>(3)
+                    .and_then(|k| Key::parse(&k).ok())
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+                attempts: r.get(4),
+                captured_at: r.get(5),
+                first_failed_at: r.get(6),
+                last_failed_at: r.get(7),
+                last_error: r.get(8),
+                image: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("resubmit", e);
+        let st = prepared(&*client, stmts, &self.sql.common.resubmit)
+            .await
+            .map_err(err)?;
+        client.execute(&st, &[&seq]).await.map_err(err)
+    }
+
+    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
+        let Some(found) = self.suspended(Some(seq), 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("discard", e);
+        let st = prepared(&*client, stmts, &self.sql.common.discard)
+            .await
+            .map_err(err)?;
+        let n = client.execute(&st, &[&seq]).await.map_err(err)?;
+        Ok((n > 0).then_some(found))
     }
 
     async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
@@ -220,8 +305,140 @@ impl Endpoint for PgEndpoint {
                 s.linked = r.get(1);
             }
         }
+        let st = prepared(&*client, stmts, &self.sql.common.status_conflicts)
+            .await
+            .map_err(err)?;
+        for r in client.query(&st, &[]).await.map_err(err)? {
+            let name: String = r.get(0);
+            if let Some(s) = by.get_mut(&name) {
+                s.conflicts = r.get(1);
+            }
+        }
         let mut out: Vec<EntityStatus> = by.into_values().collect();
         out.sort_by(|a, b| a.entity.cmp(&b.entity));
         Ok(out)
+    }
+}
+
+/// The lead among `tandem run` instances: a session advisory lock on a dedicated connection
+/// (SQL in `sql/postgres/lease.sql`). Part of `try_lead` above.
+mod lease {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio_postgres::{Client, NoTls, Statement};
+
+    use super::pool::describe;
+    use super::PgEndpoint;
+    use crate::endpoint::{EndpointError, Lease};
+
+    const LEASE_SQL: &str = include_str!("../../../sql/postgres/lease.sql");
+    /// A check slower than this means the session is in doubt: give the lead up.
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+    /// The `-- name: X` section of lease.sql.
+    fn section(name: &str) -> &'static str {
+        let marker = format!("-- name: {name}\n");
+        LEASE_SQL
+            .split_once(marker.as_str())
+            .map(|(_, rest)| rest.split("-- name: ").next().unwrap_or(rest).trim())
+            .unwrap_or("")
+    }
+
+    /// The lock key: FNV-1a (64 bit) of "tandem lease " and the schema name, kept positive
+    /// so that pg_locks shows it plainly. Stable across versions and hosts.
+    pub fn lock_key(schema: &str) -> i64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in "tandem lease ".bytes().chain(schema.bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h & 0x7fff_ffff_ffff_ffff) as i64
+    }
+
+    /// The session holding the lock; dropping it closes the connection, which releases it.
+    struct PgLease {
+        client: Client,
+        held: Statement,
+        key: i64,
+    }
+
+    #[async_trait]
+    impl Lease for PgLease {
+        async fn still_held(&mut self) -> bool {
+            if self.client.is_closed() {
+                return false;
+            }
+            let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&self.key];
+            let check = self.client.query_one(&self.held, &params);
+            match tokio::time::timeout(CHECK_TIMEOUT, check).await {
+                Ok(Ok(row)) => row.try_get::<_, bool>(0).unwrap_or(false),
+                _ => false,
+            }
+        }
+    }
+
+    pub async fn try_lead(ep: &PgEndpoint) -> Result<Option<Box<dyn Lease>>, EndpointError> {
+        let side = ep.side;
+        let mut config: tokio_postgres::Config =
+            ep.config.side(side).url.expose().parse().map_err(|e| {
+                EndpointError::Config(format!(
+                    "side {side}: the url is not a valid PostgreSQL connection string ({})",
+                    crate::config::redact(&format!("{e}"))
+                ))
+            })?;
+        // Its own name, so a DBA can tell the lock's session from the pool's.
+        let name = match config.get_application_name() {
+            Some(n) => format!("{n} lease"),
+            None => "tandem lease".to_string(),
+        };
+        config.application_name(&name);
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        let (client, connection) =
+            config
+                .connect(NoTls)
+                .await
+                .map_err(|e| EndpointError::Unreachable {
+                    side,
+                    target: ep.pool.target().to_string(),
+                    message: describe(&e),
+                })?;
+        tokio::spawn(async move {
+            // Ends when the lease (the client) is dropped or the server goes away.
+            let _ = connection.await;
+        });
+        let err = |e| ep.pool.error("take the lead", e);
+        client
+            .batch_execute(section("session"))
+            .await
+            .map_err(err)?;
+        let key = lock_key(&ep.config.side(side).schema);
+        let row = client
+            .query_one(section("try_lock"), &[&key])
+            .await
+            .map_err(err)?;
+        if !row.try_get::<_, bool>(0).map_err(err)? {
+            return Ok(None);
+        }
+        let held = client.prepare(section("held")).await.map_err(err)?;
+        Ok(Some(Box::new(PgLease { client, held, key })))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn key_is_stable_positive_and_per_schema() {
+            assert_eq!(lock_key("tandem"), lock_key("tandem"));
+            assert_ne!(lock_key("tandem"), lock_key("tandem2"));
+            assert!(lock_key("tandem") > 0 && lock_key("") > 0);
+            for n in ["session", "try_lock", "held"] {
+                assert!(!section(n).is_empty(), "{n}");
+                assert!(!section(n).contains("-- name:"), "{n}");
+            }
+        }
     }
 }

@@ -88,6 +88,16 @@ pub struct Common {
     pub table_columns: String,
     pub table_unique_keys: String,
     pub table_exists: String,
+    pub local_pending: String,
+    pub local_reinsert: String,
+    pub conflict_log: String,
+    pub link_seen: String,
+    pub supersede: String,
+    pub in_flight: String,
+    pub suspended_list: String,
+    pub resubmit: String,
+    pub discard: String,
+    pub status_conflicts: String,
 }
 
 /// Statements for one entity's table on one side.
@@ -166,6 +176,16 @@ impl Sql {
             table_columns: get("table_columns")?,
             table_unique_keys: get("table_unique_keys")?,
             table_exists: get("table_exists")?,
+            local_pending: get("local_pending")?,
+            local_reinsert: get("local_reinsert")?,
+            conflict_log: get("conflict_log")?,
+            link_seen: get("link_seen")?,
+            supersede: get("supersede")?,
+            in_flight: get("in_flight")?,
+            suspended_list: get("suspended_list")?,
+            resubmit: get("resubmit")?,
+            discard: get("discard")?,
+            status_conflicts: get("status_conflicts")?,
         };
         let mut entities = HashMap::new();
         for e in &config.entities {
@@ -287,6 +307,9 @@ pub fn runtime_listing(sql: &Sql) -> String {
         ("link_by_peer", &c.link_by_peer),
         ("link_applied", &c.link_applied),
         ("link_written_back", &c.link_written_back),
+        ("local_pending", &c.local_pending),
+        ("conflict_log", &c.conflict_log),
+        ("supersede", &c.supersede),
         ("done", &c.done),
         ("failed", &c.failed),
     ] {
