@@ -1,0 +1,450 @@
+//! Related records, conflicts, retries and suspension, against real PostgreSQL.
+
+mod common;
+
+use std::time::Duration;
+
+use common::fixtures::{count, rows, table, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG};
+use tandem::sync::BatchReport;
+
+/// Fast retries so suspension happens within a test.
+fn quick(config: &str) -> String {
+    config.replace(
+        "[sync]\n",
+        "[sync]\nmax_attempts = 3\nretry_min_ms = 20\nretry_max_ms = 60\n",
+    )
+}
+
+fn with_policy(config: &str, policy: &str) -> String {
+    config.replace(
+        "name = \"order\"\n",
+        &format!("name = \"order\"\non_conflict = \"{policy}\"\n"),
+    )
+}
+
+async fn env_with(name: &str, config: &str, b_schema: &str) -> Env {
+    let (a, b) = common::fresh_dbs(name);
+    Env::on(a, b, config, A_SCHEMA, b_schema, true).await
+}
+
+/// Drains again and again (waiting out retry delays) until `done` holds or `rounds` pass.
+async fn drain_until<F, Fut>(env: &Env, rounds: usize, mut done: F) -> BatchReport
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut total = BatchReport::default();
+    for _ in 0..rounds {
+        total.add(&env.drain().await);
+        if done().await {
+            return total;
+        }
+        tokio::time::sleep(Duration::from_millis(80)).await;
+    }
+    panic!("not reached after {rounds} drains: {total:?}");
+}
+
+fn out(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn a_poison_record_is_suspended_while_the_rest_flows_and_arrives_after_resubmit() {
+    let narrow_b = B_SCHEMA.replace(
+        "customer   text NOT NULL",
+        "customer   varchar(20) NOT NULL",
+    );
+    let env = env_with("poison", &quick(DEMO_CONFIG), &narrow_b).await;
+    env.a
+        .batch_execute(
+            r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") SELECT 'c' || g FROM generate_series(1, 1000) g;
+               INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (9999, 'a name far too long for B''s column');
+               INSERT INTO dbo."ORDER_ITEMS" VALUES (9999, 1, 5), (9999, 2, 6);"#,
+        )
+        .await
+        .unwrap();
+    let a = &env.a;
+    drain_until(&env, 40, || async {
+        count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
+    })
+    .await;
+    assert_eq!(
+        count(&env.b, "SELECT count(*) FROM orders").await,
+        1000,
+        "the rest flowed"
+    );
+    let suspended = rows(
+        &env.a,
+        "SELECT seq, entity, key::text, attempts, last_error FROM tandem.outbox WHERE suspended",
+    )
+    .await;
+    let (seq, error) = (&suspended[0][0], &suspended[0][4]);
+    assert_eq!(&suspended[0][1..4], &["order", "[9999]", "3"]);
+    assert!(
+        error.contains("entity order")
+            && error.contains("public.orders")
+            && error.contains("column customer")
+            && error.contains("too long")
+            && error.contains("[9999]"),
+        "{error}"
+    );
+    // The children wait for their parent instead of being suspended.
+    assert_eq!(
+        count(
+            &env.a,
+            "SELECT count(*) FROM tandem.outbox WHERE entity = 'order_item' AND NOT suspended"
+        )
+        .await,
+        2
+    );
+
+    // The operator's view.
+    let list = env.tandem_run(&["suspended", "list"]);
+    assert_eq!(list.status.code(), Some(0), "{}", out(&list));
+    let id = format!("A-{seq}");
+    assert!(
+        out(&list).contains(&id) && out(&list).contains("[9999]"),
+        "{}",
+        out(&list)
+    );
+    let show = env.tandem_run(&["suspended", "show", &id]);
+    assert!(
+        out(&show).contains("a name far too long") && out(&show).contains("too long"),
+        "{}",
+        out(&show)
+    );
+    let missing = env.tandem_run(&["suspended", "show", "A-1"]);
+    assert_eq!(missing.status.code(), Some(2), "{}", out(&missing));
+
+    // Fix the cause, resubmit: the record and its waiting children arrive.
+    env.b
+        .batch_execute("ALTER TABLE orders ALTER customer TYPE text")
+        .await
+        .unwrap();
+    let re = env.tandem_run(&["suspended", "resubmit", &id]);
+    assert_eq!(re.status.code(), Some(0), "{}", out(&re));
+    let b = &env.b;
+    drain_until(&env, 40, || async {
+        count(b, "SELECT count(*) FROM order_items").await == 2
+    })
+    .await;
+    assert_eq!(
+        rows(&env.b, "SELECT o.customer, i.line_no, i.quantity FROM orders o JOIN order_items i ON i.order_id = o.id ORDER BY 2").await,
+        table(&[
+            &["a name far too long for B's column", "1", "5"],
+            &["a name far too long for B's column", "2", "6"]
+        ])
+    );
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn a_child_whose_parent_never_arrives_is_suspended_naming_the_parent() {
+    let env = env_with("orphan", &quick(DEMO_CONFIG), B_SCHEMA).await;
+    // An order that existed before tandem was installed: never captured, never linked.
+    env.a
+        .batch_execute(
+            r#"BEGIN; SET LOCAL tandem.applying = 'on';
+               INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (42, 'old'); COMMIT;
+               INSERT INTO dbo."ORDER_ITEMS" VALUES (42, 1, 1);"#,
+        )
+        .await
+        .unwrap();
+    let a = &env.a;
+    drain_until(&env, 40, || async {
+        count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
+    })
+    .await;
+    let error = &rows(&env.a, "SELECT last_error FROM tandem.outbox").await[0][0];
+    assert!(
+        error.contains("waiting for parent order [42]")
+            && error.contains("tandem backfill --entity order"),
+        "{error}"
+    );
+    let st = env.tandem_run(&["status", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let item_a = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["entity"] == "order_item" && r["side"] == "a")
+        .unwrap();
+    assert_eq!(item_a["suspended"], 1);
+}
+
+#[tokio::test]
+async fn children_before_parents_and_parents_and_children_in_separate_transactions() {
+    let env = env_with("child_first", &quick(DEMO_CONFIG), B_SCHEMA).await;
+    // Legacy databases often have no foreign keys: the child can come first.
+    env.a
+        .batch_execute(
+            r#"ALTER TABLE dbo."ORDER_ITEMS" DROP CONSTRAINT "ORDER_ITEMS_ORDER_NO_fkey""#,
+        )
+        .await
+        .unwrap();
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDER_ITEMS" VALUES (77, 1, 1)"#)
+        .await
+        .unwrap();
+    let first = env.drain().await;
+    assert_eq!(
+        (first.written, first.failed, first.suspended),
+        (0, 1, 0),
+        "{first:?}"
+    );
+    env.a
+        .batch_execute(
+            r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (77, 'late parent')"#,
+        )
+        .await
+        .unwrap();
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDER_ITEMS" VALUES (77, 2, 2)"#)
+        .await
+        .unwrap();
+    let b = &env.b;
+    drain_until(&env, 40, || async {
+        count(b, "SELECT count(*) FROM order_items").await == 2
+    })
+    .await;
+    assert_eq!(
+        rows(&env.b, "SELECT o.legacy_no, i.line_no FROM order_items i JOIN orders o ON o.id = i.order_id ORDER BY 2").await,
+        table(&[&["77", "1"], &["77", "2"]])
+    );
+    assert_eq!(count(&env.a, "SELECT count(*) FROM tandem.outbox").await, 0);
+}
+
+/// One record, changed on both sides while tandem was stopped.
+async fn conflict(policy: &str, a_first: bool) -> (Env, Vec<Vec<String>>, Vec<Vec<String>>) {
+    let env = env_with(
+        &format!("conflict_{policy}"),
+        &with_policy(DEMO_CONFIG, policy),
+        B_SCHEMA,
+    )
+    .await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "AMOUNT") VALUES ('base', 1)"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    let a_change = r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'from A', "AMOUNT" = 2"#;
+    let b_change = "UPDATE orders SET customer = 'from B', amount = 3";
+    if a_first {
+        env.a.batch_execute(a_change).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        env.b.batch_execute(b_change).await.unwrap();
+    } else {
+        env.b.batch_execute(b_change).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        env.a.batch_execute(a_change).await.unwrap();
+    }
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "{r:?}");
+    let a = rows(&env.a, r#"SELECT "CUST_NAME", "AMOUNT" FROM dbo."ORDERS""#).await;
+    let b = rows(&env.b, "SELECT customer, amount FROM orders").await;
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+    (env, a, b)
+}
+
+#[tokio::test]
+async fn conflicts_end_equal_on_both_sides_by_policy() {
+    let from_a = table(&[&["from A", "2.00"]]);
+    let from_b = table(&[&["from B", "3.00"]]);
+    for (policy, a_first, want) in [
+        ("a_wins", false, &from_a),
+        ("b_wins", true, &from_b),
+        ("newest_wins", true, &from_b),
+        ("newest_wins", false, &from_a),
+    ] {
+        let (env, a, b) = conflict(policy, a_first).await;
+        assert_eq!(&a, want, "{policy}, A first: {a_first}");
+        assert_eq!(&b, want, "{policy}, A first: {a_first}");
+        // Recorded where it was resolved, with both images, and counted in status.
+        let logged = count(&env.a, "SELECT count(*) FROM tandem.conflicts").await
+            + count(&env.b, "SELECT count(*) FROM tandem.conflicts").await;
+        assert_eq!(logged, 1, "{policy}");
+        let st = env.tandem_run(&["status", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        let total: i64 = json
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["conflicts"].as_i64().unwrap())
+            .sum();
+        assert_eq!(total, 1, "{policy}");
+    }
+}
+
+#[tokio::test]
+async fn a_delete_against_an_update_follows_the_policy_too() {
+    for (policy, record_survives) in [("a_wins", false), ("b_wins", true)] {
+        let env = env_with(
+            &format!("del_{policy}"),
+            &with_policy(DEMO_CONFIG, policy),
+            B_SCHEMA,
+        )
+        .await;
+        env.a
+            .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('doomed?')"#)
+            .await
+            .unwrap();
+        env.drain().await;
+        env.a
+            .batch_execute(r#"DELETE FROM dbo."ORDERS""#)
+            .await
+            .unwrap();
+        env.b
+            .batch_execute("UPDATE orders SET customer = 'kept by B'")
+            .await
+            .unwrap();
+        let a = &env.a;
+        drain_until(&env, 10, || async {
+            count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+        })
+        .await;
+        let a_rows = rows(&env.a, r#"SELECT "CUST_NAME" FROM dbo."ORDERS""#).await;
+        let b_rows = rows(&env.b, "SELECT customer FROM orders").await;
+        assert_eq!(a_rows, b_rows, "{policy}");
+        assert_eq!(
+            a_rows.len(),
+            usize::from(record_survives),
+            "{policy}: {a_rows:?}"
+        );
+        if record_survives {
+            assert_eq!(a_rows, table(&[&["kept by B"]]));
+            // Re-created at A with a new key, and linked again both ways.
+            let pair = rows(&env.a, r#"SELECT "ORDER_NO", "NEW_ID" FROM dbo."ORDERS""#).await;
+            let b_pair = rows(&env.b, "SELECT legacy_no, id FROM orders").await;
+            assert_eq!(pair, b_pair);
+        }
+        for c in [&env.a, &env.b] {
+            assert_eq!(
+                count(c, "SELECT count(*) FROM tandem.outbox").await,
+                0,
+                "{policy}"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_writers_on_both_sides_end_equal_for_every_policy() {
+    for policy in ["a_wins", "b_wins", "newest_wins"] {
+        let config = with_policy(
+            &DEMO_CONFIG.replace("poll_interval_ms = 500", "poll_interval_ms = 50"),
+            policy,
+        );
+        let env = env_with(&format!("race_{policy}"), &config, B_SCHEMA).await;
+        env.a
+            .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") SELECT 'r' || g FROM generate_series(1, 20) g"#)
+            .await
+            .unwrap();
+        env.drain().await;
+        let log = std::fs::File::create(env.dir.path().join("race.log")).unwrap();
+        let mut child = env
+            .tandem()
+            .arg("run")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        // Both sides update the same small set of records as fast as they can.
+        let (a_url, b_url) = (env.a_url.clone(), env.b_url.clone());
+        let writer_a = tokio::spawn(async move {
+            let c = common::connect(&a_url).await;
+            for i in 0..150i32 {
+                c.execute(
+                    r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = $1, "AMOUNT" = $2::int
+                       WHERE "ORDER_NO" = (SELECT min("ORDER_NO") FROM dbo."ORDERS") + $2::int % 20"#,
+                    &[&format!("a{i}"), &i],
+                )
+                .await
+                .unwrap();
+            }
+        });
+        let writer_b = tokio::spawn(async move {
+            let c = common::connect(&b_url).await;
+            for i in 0..150i32 {
+                c.execute(
+                    "UPDATE orders SET customer = $1, amount = $2::int WHERE id = 1 + ($2::int * 7) % 20",
+                    &[&format!("b{i}"), &i],
+                )
+                .await
+                .unwrap();
+            }
+        });
+        writer_a.await.unwrap();
+        writer_b.await.unwrap();
+        let (a, b) = (&env.a, &env.b);
+        common::fixtures::eventually(Duration::from_secs(30), "quiet outboxes", || async {
+            count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+                && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
+        })
+        .await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let a_rows = rows(
+            &env.a,
+            r#"SELECT "NEW_ID", "ORDER_NO", "CUST_NAME", "AMOUNT" FROM dbo."ORDERS" ORDER BY 1"#,
+        )
+        .await;
+        let b_rows = rows(
+            &env.b,
+            "SELECT id, legacy_no, customer, amount FROM orders ORDER BY 1",
+        )
+        .await;
+        assert_eq!(a_rows.len(), 20);
+        assert_eq!(a_rows, b_rows, "{policy}: both sides equal row by row");
+        let conflicts = count(&env.a, "SELECT count(*) FROM tandem.conflicts").await
+            + count(&env.b, "SELECT count(*) FROM tandem.conflicts").await;
+        eprintln!("{policy}: {conflicts} conflicts resolved during the race");
+        assert!(
+            conflicts > 0,
+            "{policy}: the race must produce conflicts to prove anything"
+        );
+    }
+}
+
+#[tokio::test]
+async fn cascaded_deletes_on_both_sides_leave_nothing_pending_or_suspended() {
+    let env = env_with("cascade", &quick(DEMO_CONFIG), B_SCHEMA).await;
+    env.a
+        .batch_execute(
+            r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (1, 'x'), (2, 'y');
+               INSERT INTO dbo."ORDER_ITEMS" VALUES (1, 1, 1), (1, 2, 1), (2, 1, 1), (2, 2, 1);"#,
+        )
+        .await
+        .unwrap();
+    env.drain().await;
+    env.a
+        .batch_execute(r#"DELETE FROM dbo."ORDERS" WHERE "ORDER_NO" = 1"#)
+        .await
+        .unwrap();
+    env.b
+        .batch_execute("DELETE FROM orders WHERE legacy_no = 2")
+        .await
+        .unwrap();
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+    assert_eq!(
+        count(&env.a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
+        0
+    );
+    assert_eq!(count(&env.b, "SELECT count(*) FROM order_items").await, 0);
+    assert_eq!(
+        count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await,
+        0
+    );
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 0);
+}
