@@ -423,7 +423,7 @@ pub fn parse(
         Err(err) => {
             return Err(ConfigError {
                 path: path.to_path_buf(),
-                problems: vec![lines.problem(err.span(), &parse_error_message(&err))],
+                problems: vec![lines.problem(err.span(), &parse_error_message(&err, text))],
             })
         }
     };
@@ -467,7 +467,24 @@ fn resolve_path_from(cli: Option<&Path>, from_env: Option<std::ffi::OsString>) -
 
 /// The message of a `toml` error, in the file's terms rather than serde's
 /// (keys, tables and arrays instead of fields, structs, maps and sequences).
-fn parse_error_message(err: &toml::de::Error) -> String {
+fn parse_error_message(err: &toml::de::Error, text: &str) -> String {
+    if err.message().trim().is_empty() {
+        // Some syntax errors come without words (a stray character, a carriage return
+        // without a line feed): say what is at the spot rather than nothing.
+        let found = err
+            .span()
+            .and_then(|s| text.get(s.start..))
+            .and_then(|t| t.chars().next());
+        return match found {
+            Some(c) => format!(
+                "invalid TOML: unexpected character {c:?} here (a stray character, a missing \
+                 quote, or a carriage return without a line feed?)"
+            ),
+            None => "invalid TOML: the file ends too early (an unclosed quote, bracket or \
+                     table?)"
+                .to_string(),
+        };
+    }
     let mut message = err
         .message()
         .trim_end()

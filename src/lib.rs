@@ -3,6 +3,7 @@
 //!
 //! Modules follow the data flow: config → model → mapping → endpoint → sync → cli.
 
+pub mod backfill;
 pub mod cli;
 pub mod cluster;
 pub mod config;
@@ -10,5 +11,7 @@ pub mod endpoint;
 pub mod logging;
 pub mod mapping;
 pub mod model;
+pub mod progress;
 pub mod service;
 pub mod sync;
+pub mod verify;

@@ -95,21 +95,33 @@ async fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
     let env = Env::on(a, b, &config, A_SCHEMA, B_SCHEMA, true).await;
     env.a
         .batch_execute(
-            r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "AMOUNT") SELECT 'a' || g, g FROM generate_series(1, 1500) g;
+            r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "AMOUNT") SELECT 'a' || g, g FROM generate_series(1, 6000) g;
                INSERT INTO dbo."ORDER_ITEMS" SELECT "ORDER_NO", 1, 1 FROM dbo."ORDERS";"#,
         )
         .await
         .unwrap();
     env.b
-        .batch_execute("INSERT INTO orders (customer, status) SELECT 'b' || g, 'open' FROM generate_series(1, 500) g")
+        .batch_execute("INSERT INTO orders (customer, status) SELECT 'b' || g, 'open' FROM generate_series(1, 2000) g")
         .await
         .unwrap();
-    // Kill it several times while it works, at different moments.
-    for (round, delay_ms) in [150u64, 400, 250, 700].into_iter().enumerate() {
+    // Kill it several times while it works, each time once it made some progress (and at
+    // a different point of its batch: the delays after that vary).
+    let mut seen = count(&env.b, "SELECT count(*) FROM orders").await;
+    for (round, extra_ms) in [0u64, 7, 23, 41].into_iter().enumerate() {
         let mut child = start(&env, &format!("run{round}.log"));
-        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let b = &env.b;
+        let before = seen;
+        eventually_or(
+            Duration::from_secs(60),
+            "progress before the kill",
+            || async { count(b, "SELECT count(*) FROM orders").await > before + 300 },
+            || log(&env, &format!("run{round}.log")),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(extra_ms)).await;
         child.kill().unwrap();
         child.wait().unwrap();
+        seen = count(&env.b, "SELECT count(*) FROM orders").await;
     }
     assert!(
         count(&env.a, "SELECT count(*) FROM tandem.outbox").await > 0,
@@ -124,7 +136,7 @@ async fn kill_9_at_any_moment_loses_and_duplicates_nothing() {
     );
     assert_eq!(
         count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await,
-        2000
+        8000
     );
     assert_converged(&env).await;
 }

@@ -63,6 +63,17 @@ CREATE TABLE IF NOT EXISTS {{schema}}.conflicts (
     resolved_at    timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 
+-- Backfill progress per entity copied from this side: the last row queued (its key resumes the
+-- next run) and counts. Written in the same transaction as the queued chunk.
+CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
+    entity      text        PRIMARY KEY,
+    last_image  jsonb,
+    rows_done   bigint      NOT NULL DEFAULT 0,
+    started_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp(),
+    finished_at timestamptz
+);
+
 -- The capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
 -- Tandem's own writes set tandem.applying and are skipped, but only at trigger depth 1:
 -- what the target's own triggers and cascades do is captured and flows back.

@@ -10,14 +10,20 @@
 SELECT seq, entity, op::text, image::text, captured_at, attempts
 FROM {{schema}}.pending($1);
 
+-- name: record_lock
+-- Applying a change from the other side: first lock the record (a transaction-scoped advisory
+-- lock on entity and key), so even a record without a link yet is applied by one transaction
+-- at a time.
+SELECT pg_advisory_xact_lock(hashtext('tandem apply'), hashtext($1 || ' ' || $2));
+
 -- name: link_by_peer
--- Applying a change from the other side: lock its link, read the newest applied sequence.
+-- Then its link, locked, with the newest applied sequence.
 SELECT applied_seq, {{own}}, deleted FROM {{schema}}.id_map
 WHERE entity = $1 AND {{peer}} = $2
 FOR UPDATE;
 
 -- name: ref_by_peer
-SELECT {{own}}, deleted FROM {{schema}}.id_map WHERE entity = $1 AND {{peer}} = $2;
+SELECT {{own}}, deleted, applied_seq FROM {{schema}}.id_map WHERE entity = $1 AND {{peer}} = $2;
 
 -- name: unlink_own
 -- A link naming this record's key for another peer record is stale (the key was reused).
@@ -157,6 +163,32 @@ GROUP BY i.indexrelid;
 -- name: table_exists
 SELECT to_regclass($1) IS NOT NULL;
 
+-- name: backfill_get
+SELECT last_image::text, rows_done, finished_at IS NOT NULL FROM {{schema}}.backfill WHERE entity = $1;
+
+-- name: backfill_reset
+DELETE FROM {{schema}}.backfill WHERE entity = $1;
+
+-- name: backfill_progress
+INSERT INTO {{schema}}.backfill AS b (entity, last_image, rows_done, finished_at)
+VALUES ($1, $2::text::jsonb, $3, CASE WHEN $4 THEN clock_timestamp() END)
+ON CONFLICT (entity) DO UPDATE
+SET last_image = COALESCE(EXCLUDED.last_image, b.last_image),
+    rows_done = b.rows_done + EXCLUDED.rows_done,
+    updated_at = clock_timestamp(),
+    finished_at = EXCLUDED.finished_at;
+
+-- name: pending_between
+-- Queued rows in a range: eligible now, waiting for a retry, suspended.
+SELECT count(*) FILTER (WHERE NOT suspended AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())),
+       count(*) FILTER (WHERE NOT suspended AND next_attempt_at > clock_timestamp()),
+       count(*) FILTER (WHERE suspended)
+FROM {{schema}}.outbox WHERE seq BETWEEN $1 AND $2;
+
+-- name: link_mark_deleted
+UPDATE {{schema}}.id_map SET deleted = true, updated_at = clock_timestamp()
+WHERE entity = $1 AND {{own}} = $2;
+
 -- Per entity (filled with the entity's table and columns):
 
 -- name: row_lock
@@ -188,3 +220,73 @@ UPDATE {{table}} AS t SET {{peer_col}} = r.{{peer_col}}
 FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}})
   AND t.{{peer_col}}::text IS DISTINCT FROM r.{{peer_col}}::text;
+
+-- name: row_count
+SELECT count(*) FROM {{table}};
+
+-- name: backfill_chunk
+-- The next chunk of existing rows in key order (keyset pagination: $1 is the last row queued
+-- before), queued as changes in this side's outbox. FOR SHARE waits for a concurrent writer
+-- of a row to commit and then reads its new version, so the queued image is never older than a
+-- live change with a smaller sequence: a backfilled row never overwrites a newer live change.
+WITH chunk AS MATERIALIZED (
+    SELECT to_jsonb(t) AS image
+    FROM {{table}} AS t
+    WHERE $1::text IS NULL
+       OR ({{t_key}}) > (SELECT {{r_key}} FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r)
+    ORDER BY {{t_key}}
+    LIMIT $2
+    FOR SHARE OF t
+), queued AS (
+    INSERT INTO {{schema}}.outbox (entity, op, key, image)
+    SELECT $3, 'U', {{image_key}}, image FROM chunk
+    RETURNING seq
+)
+SELECT (SELECT count(*) FROM queued),
+       (SELECT min(seq) FROM queued),
+       (SELECT max(seq) FROM queued),
+       (SELECT image::text FROM chunk ORDER BY {{image_order_desc}} LIMIT 1);
+
+-- name: requeue
+-- `verify --repair`: queue the current image of one record as a change of op $3.
+WITH rec AS MATERIALIZED (
+    SELECT to_jsonb(t) AS image
+    FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+    WHERE ({{t_key}}) = ({{r_key}})
+    FOR SHARE OF t
+)
+INSERT INTO {{schema}}.outbox (entity, op, key, image)
+SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
+
+-- name: fetch_image
+SELECT to_jsonb(t)::text
+FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}});
+
+-- name: verify_rows
+-- Each record as verify compares it: its key on each side (JSON arrays, as id_map stores them),
+-- a join key (A's key; B-only records get 'B:' and their own key) and a hash of its values in
+-- one shape (A's codes; parents by A's key), so both databases compute comparable hashes.
+SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{join_key_expr}} AS jk,
+       md5(coalesce({{a_key_expr}}, '-') || '|' || coalesce({{b_key_expr}}, '-') || '|' || {{values_expr}}) AS h
+FROM {{table}} AS t
+
+-- name: verify_buckets
+-- Count and hash sum per bucket of join keys: equal buckets never leave the database.
+SELECT (('x' || substr(md5(jk), 1, 8))::bit(32)::bigint % $1)::int AS bucket,
+       count(*),
+       sum(('x' || substr(h, 1, 15))::bit(60)::bigint)::text
+FROM ({{verify_rows}}) AS v
+GROUP BY 1;
+
+-- name: verify_records
+SELECT a_key, b_key, jk, h
+FROM ({{verify_rows}}) AS v
+WHERE (('x' || substr(md5(jk), 1, 8))::bit(32)::bigint % $1)::int = ANY($2);
+
+-- name: verify_in_flight
+-- Which of these join keys have changes still in this side's outbox.
+SELECT DISTINCT jk FROM (
+    SELECT {{outbox_jk}} AS jk FROM {{schema}}.outbox AS o WHERE o.entity = $1
+) AS x
+WHERE jk = ANY($2);

@@ -18,6 +18,7 @@ DROP FUNCTION IF EXISTS {{schema}}.pending(integer);
 DROP TABLE IF EXISTS {{schema}}.outbox;
 DROP TABLE IF EXISTS {{schema}}.id_map;
 DROP TABLE IF EXISTS {{schema}}.conflicts;
+DROP TABLE IF EXISTS {{schema}}.backfill;
 -- The schema goes only if tandem created it and nothing else lives in it.
 DO $do$
 BEGIN

@@ -1,13 +1,14 @@
 //! The `tandem` command line: one file per command; exit codes per the contract
 //! (0 success, 1 the job ran and found a problem, 2 usage, configuration or connection error).
 
+mod backfill;
 mod check;
 mod demo;
 mod install;
-mod later;
 mod run;
 mod status;
 mod suspended;
+mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -93,7 +94,7 @@ pub enum Command {
     },
     /// Two throwaway local PostgreSQL clusters, a sample schema on each, live sync.
     Demo,
-    /// Copy rows that exist already (not available yet).
+    /// Copy rows that exist already, linking records present on both sides; resumable.
     Backfill {
         #[arg(long)]
         entity: String,
@@ -106,7 +107,7 @@ pub enum Command {
         #[arg(long)]
         restart: bool,
     },
-    /// Compare both sides (not available yet).
+    /// Compare both sides; exit 1 and list the differences when they differ.
     Verify {
         #[arg(long)]
         entity: Option<String>,
@@ -208,8 +209,19 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
         }
         Command::Run { once, listen } => run::run(load(&path)?, once, listen).await,
         Command::Status { json } => status::run(&load(&path)?, json).await,
-        Command::Backfill { .. } => later::unavailable("backfill"),
-        Command::Verify { .. } => later::unavailable("verify"),
+        Command::Backfill {
+            entity,
+            from,
+            chunk,
+            rate,
+            restart,
+        } => backfill::run(&load(&path)?, entity, from, chunk, rate, restart).await,
+        Command::Verify {
+            entity,
+            json,
+            repair,
+            from,
+        } => verify::run(&load(&path)?, entity, json, repair, from).await,
         Command::Suspended(cmd) => suspended::run(&load(&path)?, cmd).await,
     }
 }

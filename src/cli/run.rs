@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{open_sides, CliError};
-use crate::config::Config;
+use crate::config::{redact, Config};
 use crate::service::{self, http::Server, leader, metrics, Role};
 use crate::sync;
 
@@ -23,6 +23,10 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
     }
     let sides = open_sides(&config)?;
     if once {
+        // Held until the drain is done, so that no service instance applies next to it.
+        let _lead = leader::take_for_once(&sides)
+            .await
+            .map_err(|e| CliError::Setup(redact(&e.to_string())))?;
         let r = sync::drain(&config, &sides).await?;
         let failed = r.failed + r.suspended;
         println!(

@@ -3,6 +3,7 @@
 //! way it marks tandem's own writes to itself.
 
 pub mod error;
+pub mod mssql;
 pub mod postgres;
 
 use std::collections::HashMap;
@@ -160,6 +161,60 @@ pub struct PoolState {
     pub max: u32,
 }
 
+/// What one backfill step queued.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillChunk {
+    pub rows: u64,
+    /// Outbox sequences of the queued rows.
+    pub min_seq: Option<i64>,
+    pub max_seq: Option<i64>,
+    /// No rows were left after this chunk.
+    pub finished: bool,
+}
+
+/// Outbox rows of a range, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Queued {
+    /// Ready to be applied now.
+    pub eligible: i64,
+    /// Failed, waiting for their retry time.
+    pub retrying: i64,
+    pub suspended: i64,
+}
+
+/// A backfill's saved progress on its source side.
+#[derive(Debug, Clone, Default)]
+pub struct BackfillProgress {
+    pub started: bool,
+    pub rows_done: i64,
+    pub finished: bool,
+}
+
+/// Count and hash sum of one bucket of records (verify).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketHash {
+    pub bucket: i32,
+    pub count: i64,
+    pub sum: String,
+}
+
+/// One record as verify compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordHash {
+    /// The record's key at A and at B, as id_map texts (None: not linked / not here).
+    pub a_key: Option<String>,
+    pub b_key: Option<String>,
+    /// A's key, or `B:` and B's key for records A does not know.
+    pub join_key: String,
+    pub hash: String,
+}
+
+fn unsupported<T>(what: &str) -> Result<T, EndpointError> {
+    Err(EndpointError::Config(format!(
+        "{what} is not supported for this kind of database yet"
+    )))
+}
+
 /// One database, as tandem uses it.
 #[async_trait]
 pub trait Endpoint: Send + Sync {
@@ -212,6 +267,77 @@ pub trait Endpoint: Send + Sync {
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {
         Ok(Some(Box::new(NoLease)))
     }
+    /// Rows in the entity's table on this side.
+    async fn row_count(&self, _entity: &str) -> Result<i64, EndpointError> {
+        unsupported("backfill")
+    }
+    /// The saved progress of a backfill of `entity` from this side.
+    async fn backfill_progress(&self, _entity: &str) -> Result<BackfillProgress, EndpointError> {
+        unsupported("backfill")
+    }
+    /// Forgets that progress (`--restart`).
+    async fn backfill_reset(&self, _entity: &str) -> Result<(), EndpointError> {
+        unsupported("backfill")
+    }
+    /// Queues the next `chunk` existing rows (in key order, after the saved progress) as
+    /// changes in this side's outbox and saves the progress, in one transaction.
+    async fn backfill_chunk(
+        &self,
+        _entity: &str,
+        _chunk: usize,
+    ) -> Result<BackfillChunk, EndpointError> {
+        unsupported("backfill")
+    }
+    /// Outbox rows with sequences in `min..=max`.
+    async fn pending_between(&self, _min: i64, _max: i64) -> Result<Queued, EndpointError> {
+        unsupported("backfill")
+    }
+    /// Count and hash per bucket of the entity's records (`buckets` buckets).
+    async fn verify_buckets(
+        &self,
+        _entity: &str,
+        _buckets: i32,
+    ) -> Result<Vec<BucketHash>, EndpointError> {
+        unsupported("verify")
+    }
+    /// The records of some buckets, each with its hash.
+    async fn verify_records(
+        &self,
+        _entity: &str,
+        _buckets: i32,
+        _which: &[i32],
+    ) -> Result<Vec<RecordHash>, EndpointError> {
+        unsupported("verify")
+    }
+    /// Which of these join keys have changes in this side's outbox.
+    async fn verify_in_flight(
+        &self,
+        _entity: &str,
+        _join_keys: &[String],
+    ) -> Result<std::collections::HashSet<String>, EndpointError> {
+        unsupported("verify")
+    }
+    /// The current row of a record here.
+    async fn fetch_image(
+        &self,
+        _entity: &str,
+        _key: &Key,
+    ) -> Result<Option<crate::model::Image>, EndpointError> {
+        unsupported("verify")
+    }
+    /// Queues the current row of a record as a change of `op` in this side's outbox.
+    async fn requeue(
+        &self,
+        _entity: &str,
+        _key: &Key,
+        _op: crate::model::Op,
+    ) -> Result<u64, EndpointError> {
+        unsupported("verify --repair")
+    }
+    /// Deletes records here without capturing it, and marks their links deleted.
+    async fn delete_records(&self, _entity: &str, _keys: &[Key]) -> Result<u64, EndpointError> {
+        unsupported("verify --repair")
+    }
     /// The pool's connections, for metrics.
     fn pool_state(&self) -> PoolState {
         PoolState::default()
@@ -222,9 +348,7 @@ pub trait Endpoint: Send + Sync {
 pub fn open(config: Arc<Config>, side: Side) -> Result<Arc<dyn Endpoint>, EndpointError> {
     match config.side(side).kind {
         DbKind::Postgres => Ok(Arc::new(postgres::PgEndpoint::new(config, side)?)),
-        DbKind::Mssql => Err(EndpointError::Config(format!(
-            "side {side}: kind = \"mssql\" is not supported by this build yet"
-        ))),
+        DbKind::Mssql => Ok(Arc::new(mssql::MsEndpoint::new(config, side)?)),
     }
 }
 

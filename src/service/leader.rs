@@ -12,10 +12,11 @@
 //! `CHECK_EVERY + CHECK_TIMEOUT`. An instance that takes over from another one it saw holding
 //! the lock therefore waits [`TAKEOVER_GRACE`] (longer than both) before applying, so the two
 //! do not overlap. What remains is a holder frozen in the middle of a batch (a paused VM) for
-//! longer than that: when it wakes it may finish that one batch. That overlap changes nothing
-//! that a repeat changes: every apply locks the record's link and checks its sequence in the
-//! target transaction, so the same change applied twice, or an older one after a newer one,
-//! is discarded as stale.
+//! longer than that: when it wakes it may finish that one batch. Such a late repeat is
+//! harmless for a record already linked (the apply locks the link and checks the sequence in
+//! the target transaction, so the same or an older change is discarded as stale); two first
+//! inserts of one record at a key-generating side running at the very same instant could each
+//! create it, which the apply would prevent only by locking the link before reading it.
 //!
 //! [`Endpoint::try_lead`]: crate::endpoint::Endpoint::try_lead
 
@@ -23,9 +24,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use super::Role;
+use super::{Role, ServiceError};
 use crate::config::Config;
 use crate::endpoint::Lease;
 use crate::sync::{self, Gate, Sides};
@@ -79,8 +80,12 @@ impl Gate for LeaseGate {
 
 /// How a term as the active instance ended.
 enum Ended {
+    /// Asked to stop.
     Shutdown,
+    /// The lease check failed.
     Lost,
+    /// The sync loop ended by itself (a panic): the lead is given up so another can try.
+    Crashed,
 }
 
 /// Takes the lead when it can and applies changes while it holds it; returns when
@@ -95,7 +100,12 @@ pub async fn run(
     let mut saw_other = false;
     let mut last_error: Option<String> = None;
     while !*shutdown.borrow() {
-        match sides.a.try_lead().await {
+        // Connecting may take a while when A is away: a stop must not wait for it.
+        let attempt = tokio::select! {
+            r = sides.a.try_lead() => r,
+            _ = stopped(&mut shutdown) => break,
+        };
+        match attempt {
             Ok(Some(mut lease)) => {
                 last_error = None;
                 if saw_other {
@@ -127,6 +137,14 @@ pub async fn run(
                         // Its own loop was cut already: no one else to wait for if it wins again.
                         saw_other = false;
                     }
+                    Ended::Crashed => {
+                        role.set_inactive("the sync loop ended unexpectedly");
+                        error!(
+                            "the sync loop ended unexpectedly; gave up the lead and will try again"
+                        );
+                        standby_said = false;
+                        saw_other = false;
+                    }
                 }
             }
             Ok(None) => {
@@ -156,6 +174,27 @@ pub async fn run(
     }
 }
 
+/// How long `run --once` tries to take the lead: long enough for the session of an instance
+/// that was just killed to end, short enough to tell an operator quickly that one is running.
+pub const ONCE_WAIT: Duration = Duration::from_secs(5);
+
+/// The lead for `run --once`: taken within [`ONCE_WAIT`], or an error saying who has it.
+pub async fn take_for_once(sides: &Sides) -> Result<Box<dyn Lease>, ServiceError> {
+    let deadline = Instant::now() + ONCE_WAIT;
+    loop {
+        let attempt = sides.a.try_lead().await;
+        let last = match attempt {
+            Ok(Some(lease)) => return Ok(lease),
+            Ok(None) => ServiceError::LeadHeldElsewhere,
+            Err(e) => ServiceError::Lead(e),
+        };
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Runs the sync loop while the lease holds.
 async fn term(
     config: &Arc<Config>,
@@ -164,29 +203,28 @@ async fn term(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Ended {
     let gate = Arc::new(LeaseGate::new());
-    let (stop, stopped) = watch::channel(false);
+    let (stop, stop_rx) = watch::channel(false);
     let mut loop_task = tokio::spawn(sync::run_gated(
         config.clone(),
         sides.clone(),
-        stopped,
+        stop_rx,
         Some(gate.clone() as Arc<dyn Gate>),
     ));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(CHECK_EVERY) => {}
-            _ = shutdown.changed() => {}
+            _ = stopped(shutdown) => {
+                let _ = stop.send(true);
+                // The batch in flight finishes (or the hard stop timer ends the process).
+                let _ = loop_task.await;
+                drop(lease); // ends the lock's session: a standby can take over at once
+                return Ended::Shutdown;
+            }
             // The loop only ends when told to; if it ended by itself (a panic), stand down.
             _ = &mut loop_task => {
                 gate.close();
-                return Ended::Lost;
+                return Ended::Crashed;
             }
-        }
-        if *shutdown.borrow() || shutdown.has_changed().is_err() {
-            let _ = stop.send(true);
-            // The batch in flight finishes (or the hard stop timer ends the process).
-            let _ = loop_task.await;
-            drop(lease); // ends the lock's session: a standby can take over at once
-            return Ended::Shutdown;
         }
         let started = Instant::now();
         if checked(lease.as_mut()).await {
@@ -210,8 +248,16 @@ async fn checked(lease: &mut dyn Lease) -> bool {
 /// Sleeps; true when `shutdown` turned true (or its sender is gone) meanwhile.
 async fn sleep_or_stop(d: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     tokio::select! {
-        _ = tokio::time::sleep(d) => {}
-        r = shutdown.changed() => if r.is_err() { return true },
+        _ = tokio::time::sleep(d) => false,
+        _ = stopped(shutdown) => true,
     }
-    *shutdown.borrow()
+}
+
+/// Returns once `shutdown` is true or its sender is gone.
+async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+    while !*shutdown.borrow() {
+        if shutdown.changed().await.is_err() {
+            return;
+        }
+    }
 }

@@ -24,6 +24,15 @@ pub enum ServiceError {
     /// The metrics recorder cannot be installed.
     #[error("cannot set up metrics: {0}")]
     Metrics(String),
+    /// Another instance holds the lead (for `run --once`, which does not wait for it).
+    #[error(
+        "another `tandem run` is active (it holds the lead in database A); stop it before \
+         `run --once`, which must not apply changes next to it"
+    )]
+    LeadHeldElsewhere,
+    /// The lead could not be asked for.
+    #[error("cannot take the lead: {0}")]
+    Lead(#[from] crate::endpoint::EndpointError),
 }
 
 /// What the health endpoints need to know about this instance, shared with the leader loop.

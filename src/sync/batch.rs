@@ -194,11 +194,14 @@ pub async fn run_batch(
                           "{} discarded: the record was deleted at side {}", change.op, side.other());
                 }
                 wb.done.extend(&change.seqs);
+                // A stale change without a target key: a newer change already settled the
+                // record as gone at the target; its link stays a tombstone here too.
+                let gone = how == Done::Stale && target_key.is_none();
                 wb.links.push(LinkWrite {
                     entity: change.entity.clone(),
                     own_key: change.source_key.clone(),
                     peer_key: target_key,
-                    deleted: change.op == Op::Delete || how == Done::Deleted,
+                    deleted: change.op == Op::Delete || how == Done::Deleted || gone,
                     seq: change.seq,
                 });
             }

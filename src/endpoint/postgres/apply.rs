@@ -1,8 +1,12 @@
 //! Guarded apply at the target and write-back at the source, for PostgreSQL.
 //!
-//! Each change runs in a savepoint inside one transaction per batch: the link row is locked,
-//! the sequence guard checked, then the row is written and the link updated — so data and
-//! guard always commit together, and a change the target refuses is rolled back alone.
+//! Per change, inside one transaction per batch: the link row is locked, the sequence guard
+//! checked, then the row is written and the link updated — so data and guard always commit
+//! together. The changes of a batch run concurrently on the one connection, so their
+//! statements are pipelined (a batch costs a few round trips, not a few per change); records
+//! of one entity are independent, and entities go in waves, parents first. Should any change
+//! hit an error, the transaction is rolled back and the batch runs again one change at a time,
+//! each in a savepoint, so a change the target refuses is rolled back alone.
 
 use std::collections::HashMap;
 
@@ -24,7 +28,15 @@ enum Stop {
     Db(tokio_postgres::Error),
     /// The change cannot be applied as it is.
     Apply(ApplyError),
+    /// A parent was deleted after this (child's) image was captured: the image is old news.
+    ParentGone,
+    /// The change cannot be applied, and it may have written already: only the careful path
+    /// (savepoints) can undo it alone.
+    AfterWrite(ApplyError),
 }
+
+/// Statements prepared on the batch's connection, shared by the changes running at once.
+type Prepared = HashMap<String, Statement>;
 
 impl From<tokio_postgres::Error> for Stop {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -43,6 +55,12 @@ fn is_transient(e: &tokio_postgres::Error) -> bool {
 /// integrity constraint, a trigger raising, a view's check option). Anything else — a missing
 /// table, a permission — is the environment's fault: it fails the whole batch, which is retried
 /// without counting attempts, so no change is suspended for a problem it did not cause.
+/// 25P02: a statement sent after another one failed in the same transaction.
+fn aborted_by_sibling(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "25P02")
+}
+
 fn caused_by_row(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .map(|db| matches!(&db.code().code()[..2], "22" | "23" | "P0" | "44"))
@@ -58,6 +76,130 @@ pub async fn apply_batch(
 ) -> Result<Vec<Outcome>, EndpointError> {
     let mut conn = ep.pool.get().await?;
     let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error("apply", e);
+    let prepared = prepare_for(ep, &*client, stmts, batch).await.map_err(err)?;
+    if let Some(outcomes) = apply_pipelined(ep, client, &prepared, batch).await? {
+        return Ok(outcomes);
+    }
+    apply_carefully(ep, client, &prepared, batch).await
+}
+
+/// Every statement a batch may run, prepared (once per connection).
+async fn prepare_for(
+    ep: &PgEndpoint,
+    client: &tokio_postgres::Client,
+    cache: &mut HashMap<String, Statement>,
+    batch: &[TargetChange],
+) -> Result<Prepared, tokio_postgres::Error> {
+    let c = &ep.sql.common;
+    let mut wanted: Vec<&str> = vec![
+        &c.record_lock,
+        &c.link_by_peer,
+        &c.ref_by_peer,
+        &c.unlink_own,
+        &c.link_applied,
+        &c.local_pending,
+        &c.local_reinsert,
+        &c.conflict_log,
+        &c.link_seen,
+        &c.links_by_own,
+        &c.done,
+    ];
+    let mut entities: Vec<&str> = batch.iter().map(|c| c.entity.as_str()).collect();
+    entities.sort_unstable();
+    entities.dedup();
+    for name in entities {
+        if let Some(es) = ep.sql.entities.get(name) {
+            wanted.extend([
+                es.row_lock.as_str(),
+                es.row_insert.as_str(),
+                es.row_delete.as_str(),
+            ]);
+            if let Some(u) = &es.row_update {
+                wanted.push(u);
+            }
+        }
+    }
+    let mut out = Prepared::new();
+    for sql in wanted {
+        let st = prepared(client, cache, sql).await?;
+        out.insert(sql.to_string(), st);
+    }
+    Ok(out)
+}
+
+/// The fast path: every change of a wave at once, pipelined. `None`: some change hit a
+/// database error; nothing was committed, and the batch must go the careful way.
+async fn apply_pipelined(
+    ep: &PgEndpoint,
+    client: &mut tokio_postgres::Client,
+    stmts: &Prepared,
+    batch: &[TargetChange],
+) -> Result<Option<Vec<Outcome>>, EndpointError> {
+    let err = |e| ep.pool.error("apply", e);
+    let tx = client.transaction().await.map_err(err)?;
+    tx.batch_execute(APPLYING).await.map_err(err)?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for wave in waves(batch) {
+        // Where keys are given by values, two records of one wave can land on one row here
+        // (one deleted and another created with the same values): those run in order.
+        let given = ep
+            .sql
+            .entities
+            .get(&wave[0].entity)
+            .is_some_and(|es| es.key_given);
+        let results = if given {
+            let mut rs = Vec::with_capacity(wave.len());
+            for c in wave {
+                rs.push(apply_one(ep, &tx, stmts, c).await);
+            }
+            rs
+        } else {
+            futures_util::future::join_all(wave.iter().map(|c| apply_one(ep, &tx, stmts, c))).await
+        };
+        for r in results {
+            match r {
+                Ok(o) => outcomes.push(o),
+                Err(Stop::Apply(a)) => outcomes.push(Outcome::Failed(a)),
+                // A sibling's row error aborts the shared transaction: the others then fail
+                // with 25P02 ("current transaction is aborted"), which is no fault of theirs.
+                Err(Stop::Db(e)) if !caused_by_row(&e) && !aborted_by_sibling(&e) => {
+                    return Err(err(e))
+                }
+                // Rolled back when `tx` drops.
+                Err(Stop::Db(_) | Stop::AfterWrite(_) | Stop::ParentGone) => return Ok(None),
+            }
+        }
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(Some(outcomes))
+}
+
+/// Runs of changes of one entity and kind (upserts, deletes), in batch order: the batch is
+/// sorted parents first for upserts and children first for deletes, so each wave only needs
+/// what earlier waves wrote.
+fn waves(batch: &[TargetChange]) -> Vec<&[TargetChange]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 1..=batch.len() {
+        let boundary = i == batch.len()
+            || batch[i].entity != batch[start].entity
+            || (batch[i].op == Op::Delete) != (batch[start].op == Op::Delete);
+        if boundary && start < i {
+            out.push(&batch[start..i]);
+            start = i;
+        }
+    }
+    out
+}
+
+/// The careful path: one change at a time, each in a savepoint.
+async fn apply_carefully(
+    ep: &PgEndpoint,
+    client: &mut tokio_postgres::Client,
+    stmts: &Prepared,
+    batch: &[TargetChange],
+) -> Result<Vec<Outcome>, EndpointError> {
     let err = |e| ep.pool.error("apply", e);
     let mut tx = client.transaction().await.map_err(err)?;
     tx.batch_execute(APPLYING).await.map_err(err)?;
@@ -78,9 +220,18 @@ pub async fn apply_batch(
                 };
                 outcomes.push(Outcome::Failed(rejected(ep, change, &e, column)));
             }
-            Err(Stop::Apply(a)) => {
+            Err(Stop::Apply(a) | Stop::AfterWrite(a)) => {
                 sp.rollback().await.map_err(err)?;
                 outcomes.push(Outcome::Failed(a));
+            }
+            Err(Stop::ParentGone) => {
+                // apply_one settles this itself; never reaches here.
+                sp.rollback().await.map_err(err)?;
+                outcomes.push(Outcome::Done {
+                    target_key: None,
+                    how: Done::Deleted,
+                    conflict: false,
+                });
             }
         }
     }
@@ -154,12 +305,14 @@ async fn guilty_column(
     Ok(None)
 }
 
-async fn st(
-    tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
-    sql: &str,
-) -> Result<Statement, tokio_postgres::Error> {
-    prepared(tx, stmts, sql).await
+async fn st(_tx: &Transaction<'_>, stmts: &Prepared, sql: &str) -> Result<Statement, Stop> {
+    stmts.get(sql).cloned().ok_or_else(|| {
+        Stop::AfterWrite(ApplyError::Rejected {
+            context: "internal".into(),
+            message: "a statement was not prepared for this batch".into(),
+            sqlstate: None,
+        })
+    })
 }
 
 fn json(obj: &Image) -> String {
@@ -173,7 +326,7 @@ fn parse_key(text: Option<String>) -> Option<Key> {
 async fn apply_one(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
+    stmts: &Prepared,
     c: &TargetChange,
 ) -> Result<Outcome, Stop> {
     let common = &ep.sql.common;
@@ -185,14 +338,24 @@ async fn apply_one(
         })
     })?;
     let source_key = c.source_key.as_str();
+    let lock_st = st(tx, stmts, &common.record_lock).await?;
     let link_st = st(tx, stmts, &common.link_by_peer).await?;
-    let link = tx.query_opt(&link_st, &[&c.entity, &source_key]).await?;
+    // Sent together (pipelined, in this order): the lock, then the locked link.
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&c.entity, &source_key];
+    let (locked, link) = tokio::join!(
+        tx.execute(&lock_st, &params),
+        tx.query_opt(&link_st, &params)
+    );
+    locked?;
+    let link = link?;
     let link: Option<(i64, Option<Key>, bool)> =
         link.map(|r| (r.get(0), parse_key(r.get(1)), r.get(2)));
 
-    if let Some((applied, own, _)) = &link {
+    if let Some((applied, own, deleted)) = &link {
         if *applied >= c.seq {
-            return Ok(done(own.clone(), Done::Stale, false));
+            // No key when the record is gone here: the source must not relink it as live.
+            let own = own.clone().filter(|_| !deleted);
+            return Ok(done(own, Done::Stale, false));
         }
     }
     // What the target knows of the record: its own link, else the source's (write-back of
@@ -216,23 +379,57 @@ async fn apply_one(
         None
     };
     if c.op != Op::Delete {
-        refs?;
+        match refs {
+            Err(Stop::ParentGone) => {
+                put_link(ep, tx, stmts, c, known.as_ref(), true).await?;
+                return Ok(done(known, Done::Deleted, false));
+            }
+            other => other?,
+        }
     }
+    // A key given by the record's values changes when those values change at the source (an
+    // item moved to another line at B changes its key at A). The live link still knows where
+    // the record is here: a delete removes that row, an upsert moves it to the new key.
+    let moved_from = match (&given, &known) {
+        (Some(g), Some(k)) if linked_live && g != k => Some(k.clone()),
+        _ => None,
+    };
     // The record's key here, as far as it is known before writing.
-    let here = if es.key_given {
+    let here = if es.key_given && !(c.op == Op::Delete && moved_from.is_some()) {
         given.clone().or_else(|| known.clone())
     } else {
         known.clone()
     };
 
-    let conflict = match &here {
-        Some(k) => resolve_conflict(ep, tx, stmts, c, k, &row).await?,
-        None => Resolution::None,
-    };
+    // Lock the record's row here before looking for its pending changes here: a writer that
+    // changed it and has not committed yet holds that lock, so once it is ours, the writer's
+    // captured change is visible to the look-up (READ COMMITTED reads anew per statement).
+    for k in moved_from.iter().chain(here.iter()) {
+        let mut obj = row.clone();
+        obj.extend(k.to_object(&es.key));
+        let lock = st(tx, stmts, &es.row_lock).await?;
+        tx.query_opt(&lock, &[&json(&obj)]).await?;
+    }
+
+    // Changes pending here of the record under its old key conflict as much as under its new.
+    let mut conflict = Resolution::None;
+    let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
+    for k in old_key.into_iter().chain(here.as_ref()) {
+        match resolve_conflict(ep, tx, stmts, c, k, &row).await? {
+            Resolution::None => {}
+            Resolution::IncomingWins => conflict = Resolution::IncomingWins,
+            Resolution::LocalWins => {
+                conflict = Resolution::LocalWins;
+                break;
+            }
+        }
+    }
     let force = match conflict {
         Resolution::None => false,
         Resolution::IncomingWins => true,
         Resolution::LocalWins => {
+            // Where the record stays: a move that lost leaves it under its old key.
+            let here = moved_from.clone().or(here);
             let seen = st(tx, stmts, &common.link_seen).await?;
             let here_text = here.as_ref().map(Key::as_str);
             tx.execute(&seen, &[&c.entity, &source_key, &here_text, &c.seq])
@@ -244,6 +441,20 @@ async fn apply_one(
 
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
+        // With keys given by values, several source records can settle on one row here (one
+        // deleted and another created with the same values, in one batch, where deletes run
+        // last): a delete removes the row only while it is this record's.
+        let mut owner = None;
+        if let (Some(k), true) = (&here, es.key_given) {
+            let q = st(tx, stmts, &common.links_by_own).await?;
+            owner = tx
+                .query_opt(&q, &[&c.entity, &vec![k.as_str()]])
+                .await?
+                .filter(|r| !r.get::<_, bool>(2))
+                .and_then(|r| parse_key(r.get(1)));
+        }
+        // Another record's row: this delete settles without touching it or its link.
+        let here = here.filter(|_| owner.is_none_or(|o| o == c.source_key));
         if let Some(k) = &here {
             let del = st(tx, stmts, &es.row_delete).await?;
             if tx.execute(&del, &[&json(&k.to_object(&es.key))]).await? > 0 {
@@ -258,6 +469,12 @@ async fn apply_one(
         // An update after a delete: the record is gone here, and the delete wins.
         put_link(ep, tx, stmts, c, known.as_ref(), true).await?;
         return Ok(done(known, Done::Deleted, false));
+    }
+
+    let mut moved = false;
+    if let (Some(old), Op::Insert | Op::Update) = (&moved_from, c.op) {
+        let del = st(tx, stmts, &es.row_delete).await?;
+        moved = tx.execute(&del, &[&json(&old.to_object(&es.key))]).await? > 0;
     }
 
     let candidate = if es.key_given {
@@ -289,9 +506,10 @@ async fn apply_one(
                     };
                     (actual, how)
                 }
-                None if linked_live && !force => {
+                None if linked_live && !force && !moved && c.op == Op::Update => {
                     // Linked, yet gone here, with no delete of it pending here: it was
                     // deleted at this side and that delete reached the other side already.
+                    // (An insert — a re-created record, a repair — creates it again.)
                     put_link(ep, tx, stmts, c, Some(&k), true).await?;
                     return Ok(done(Some(k), Done::Deleted, false));
                 }
@@ -322,7 +540,7 @@ enum Resolution {
 async fn resolve_conflict(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
+    stmts: &Prepared,
     c: &TargetChange,
     here: &Key,
     row: &Image,
@@ -414,7 +632,7 @@ fn reject(ep: &PgEndpoint, c: &TargetChange, message: String) -> ApplyError {
 
 async fn insert(
     tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
+    stmts: &Prepared,
     es: &EntitySql,
     obj: &Image,
 ) -> Result<Key, Stop> {
@@ -422,7 +640,7 @@ async fn insert(
     let r = tx.query_one(&ins, &[&json(obj)]).await?;
     let text: String = r.get(0);
     Key::parse(&text).map_err(|m| {
-        Stop::Apply(ApplyError::Rejected {
+        Stop::AfterWrite(ApplyError::Rejected {
             context: format!("table {}", es.table),
             message: format!("inserted row returned an unusable key: {m}"),
             sqlstate: None,
@@ -434,7 +652,7 @@ async fn insert(
 async fn resolve_refs(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
+    stmts: &Prepared,
     c: &TargetChange,
     row: &mut Image,
 ) -> Result<(), Stop> {
@@ -443,14 +661,22 @@ async fn resolve_refs(
     }
     let q = st(tx, stmts, &ep.sql.common.ref_by_peer).await?;
     for r in &c.refs {
-        let found = tx
+        let link = tx
             .query_opt(&q, &[&r.parent, &r.source_key.as_str()])
-            .await?
-            .and_then(|row| {
-                let own = parse_key(row.get(0));
-                let deleted: bool = row.get(1);
-                own.filter(|_| !deleted || c.op == Op::Delete)
-            });
+            .await?;
+        if let Some(l) = &link {
+            let (deleted, applied): (bool, i64) = (l.get(1), l.get(2));
+            // The parent's delete came from the same outbox, after this image: a child
+            // captured before its parent was deleted is gone with it.
+            if deleted && applied > c.seq && c.op != Op::Delete {
+                return Err(Stop::ParentGone);
+            }
+        }
+        let found = link.and_then(|row| {
+            let own = parse_key(row.get(0));
+            let deleted: bool = row.get(1);
+            own.filter(|_| !deleted || c.op == Op::Delete)
+        });
         let Some(parent_key) = found.or_else(|| r.hint.clone()) else {
             return Err(Stop::Apply(ApplyError::WaitingForParent {
                 context: context(ep, c),
@@ -471,7 +697,7 @@ async fn resolve_refs(
 async fn put_link(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
-    stmts: &mut HashMap<String, Statement>,
+    stmts: &Prepared,
     c: &TargetChange,
     target: Option<&Key>,
     deleted: bool,
@@ -489,76 +715,153 @@ async fn put_link(
     Ok(())
 }
 
-/// Records, at the side the changes came from, what became of them.
+/// Records, at the side the changes came from, what became of them: id pairs in the id
+/// map and the `peer_id_column`, done rows removed, failures noted — in one transaction,
+/// pipelined like the apply; a peer id that does not fit its column sends it the careful way.
 pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointError> {
     let mut conn = ep.pool.get().await?;
     let PgConn { client, stmts } = &mut *conn;
     let err = |e| ep.pool.error("write back", e);
-    let mut tx = client.transaction().await.map_err(err)?;
-    tx.batch_execute(APPLYING).await.map_err(err)?;
-    let common = &ep.sql.common;
-    for l in &wb.links {
-        let own = l.own_key.as_str();
-        let peer = l.peer_key.as_ref().map(Key::as_str);
-        if let Some(p) = peer {
-            let un = st(&tx, stmts, &common.unlink_peer).await.map_err(err)?;
-            tx.execute(&un, &[&l.entity, &own, &p]).await.map_err(err)?;
+    let c = &ep.sql.common;
+    let mut wanted: Vec<&str> = vec![
+        &c.unlink_peer,
+        &c.link_written_back,
+        &c.done,
+        &c.failed,
+        &c.supersede,
+    ];
+    wanted.extend(
+        ep.sql
+            .entities
+            .values()
+            .filter_map(|e| e.peer_update.as_deref()),
+    );
+    let mut prepared_now = Prepared::new();
+    for sql in wanted {
+        let st = prepared(&*client, stmts, sql).await.map_err(err)?;
+        prepared_now.insert(sql.to_string(), st);
+    }
+    for careful in [false, true] {
+        match write_back_txn(ep, client, &prepared_now, wb, careful).await {
+            Ok(()) => return Ok(()),
+            Err(e) if careful || is_transient(&e) || !caused_by_row(&e) => return Err(err(e)),
+            Err(_) => continue,
         }
-        let put = st(&tx, stmts, &common.link_written_back)
-            .await
-            .map_err(err)?;
-        tx.execute(&put, &[&l.entity, &own, &peer, &l.deleted])
-            .await
-            .map_err(err)?;
-        let (Some(es), Some(p), false) = (ep.sql.entities.get(&l.entity), &l.peer_key, l.deleted)
-        else {
-            continue;
-        };
-        let (Some(sql), Some(col)) = (
-            &es.peer_update,
-            ep.config
-                .entity(&l.entity)
-                .and_then(|e| e.side(ep.side).peer_id_column.clone()),
-        ) else {
-            continue;
-        };
-        let mut obj = l.own_key.to_object(&es.key);
-        obj.insert(col, p.values().into_iter().next().unwrap_or(Value::Null));
-        // A peer id that does not fit the column must not block the write-back of the
-        // change itself: log it and go on.
-        let upd = st(&tx, stmts, sql).await.map_err(err)?;
-        let sp = tx.savepoint("tandem_peer").await.map_err(err)?;
-        match sp.execute(&upd, &[&json(&obj)]).await {
-            Ok(_) => sp.commit().await.map_err(err)?,
-            Err(e) if is_transient(&e) => return Err(err(e)),
-            Err(e) => {
-                sp.rollback().await.map_err(err)?;
-                tracing::warn!(
-                    entity = %l.entity, side = %ep.side, key = %l.own_key,
-                    "cannot fill peer_id_column of {} with {p}: {}", es.table, describe(&e)
-                );
+    }
+    Ok(())
+}
+
+async fn write_back_txn(
+    ep: &PgEndpoint,
+    client: &mut tokio_postgres::Client,
+    stmts: &Prepared,
+    wb: &WriteBack,
+    careful: bool,
+) -> Result<(), tokio_postgres::Error> {
+    let mut tx = client.transaction().await?;
+    tx.batch_execute(APPLYING).await?;
+    let get = |sql: &str| stmts.get(sql).cloned();
+    let common = &ep.sql.common;
+    let (Some(unlink), Some(put)) = (get(&common.unlink_peer), get(&common.link_written_back))
+    else {
+        return Ok(());
+    };
+    let links = wb.links.iter().map(|l| {
+        let (unlink, put, tx) = (&unlink, &put, &tx);
+        async move {
+            let own = l.own_key.as_str();
+            let peer = l.peer_key.as_ref().map(Key::as_str);
+            if let Some(p) = peer {
+                tx.execute(unlink, &[&l.entity, &own, &p]).await?;
             }
+            tx.execute(put, &[&l.entity, &own, &peer, &l.deleted])
+                .await
+                .map(|_| ())
+        }
+    });
+    // Pipelined only when no two links name the same record on either side: otherwise one
+    // link's unlink and another's put must run in order (a record deleted and re-created in
+    // one batch settles several source records on one target key).
+    let mut seen = std::collections::HashSet::new();
+    let independent = wb.links.iter().all(|l| {
+        seen.insert((0, l.entity.as_str(), l.own_key.as_str()))
+            && l.peer_key
+                .as_ref()
+                .is_none_or(|p| seen.insert((1, l.entity.as_str(), p.as_str())))
+    });
+    if independent {
+        for r in futures_util::future::join_all(links).await {
+            r?;
+        }
+    } else {
+        for link in links {
+            link.await?;
+        }
+    }
+    // Peer ids: pipelined, or each in a savepoint on the careful path, where one that does
+    // not fit its column is logged and skipped rather than holding back the write-back.
+    let peers: Vec<(Statement, String, &str, &Key, &Key)> = wb
+        .links
+        .iter()
+        .filter(|l| !l.deleted)
+        .filter_map(|l| {
+            let es = ep.sql.entities.get(&l.entity)?;
+            let st = get(es.peer_update.as_deref()?)?;
+            let col = ep
+                .config
+                .entity(&l.entity)?
+                .side(ep.side)
+                .peer_id_column
+                .clone()?;
+            let peer = l.peer_key.as_ref()?;
+            let mut obj = l.own_key.to_object(&es.key);
+            obj.insert(col, peer.values().into_iter().next().unwrap_or(Value::Null));
+            Some((st, json(&obj), es.table.as_str(), &l.own_key, peer))
+        })
+        .collect();
+    if careful {
+        for (st, payload, table, own, peer) in &peers {
+            let sp = tx.savepoint("tandem_peer").await?;
+            match sp.execute(st, &[payload]).await {
+                Ok(_) => sp.commit().await?,
+                Err(e) if is_transient(&e) || !caused_by_row(&e) => return Err(e),
+                Err(e) => {
+                    sp.rollback().await?;
+                    tracing::warn!(
+                        side = %ep.side, key = %own,
+                        "cannot fill the peer_id_column of {table} with {peer}: {}", describe(&e)
+                    );
+                }
+            }
+        }
+    } else {
+        let tx = &tx;
+        let runs = peers
+            .iter()
+            .map(|(st, payload, ..)| async move { tx.execute(st, &[payload]).await });
+        for r in futures_util::future::join_all(runs).await {
+            r?;
         }
     }
     if !wb.done.is_empty() {
-        let d = st(&tx, stmts, &common.done).await.map_err(err)?;
-        tx.execute(&d, &[&wb.done]).await.map_err(err)?;
+        if let Some(d) = get(&common.done) {
+            tx.execute(&d, &[&wb.done]).await?;
+        }
     }
     if !wb.links.is_empty() {
-        let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
-        let keys: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
-        let seqs: Vec<i64> = wb.links.iter().map(|l| l.seq).collect();
-        let sup = st(&tx, stmts, &common.supersede).await.map_err(err)?;
-        tx.execute(&sup, &[&entities, &keys, &seqs])
-            .await
-            .map_err(err)?;
+        if let Some(sup) = get(&common.supersede) {
+            let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
+            let keys: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
+            let seqs: Vec<i64> = wb.links.iter().map(|l| l.seq).collect();
+            tx.execute(&sup, &[&entities, &keys, &seqs]).await?;
+        }
     }
-    for f in &wb.failed {
-        let s = st(&tx, stmts, &common.failed).await.map_err(err)?;
-        let delay = f.retry_in_ms as f64;
-        tx.execute(&s, &[&f.seqs, &delay, &f.error, &f.suspend])
-            .await
-            .map_err(err)?;
+    if let Some(failed) = get(&common.failed) {
+        for f in &wb.failed {
+            let delay = f.retry_in_ms as f64;
+            tx.execute(&failed, &[&f.seqs, &delay, &f.error, &f.suspend])
+                .await?;
+        }
     }
-    tx.commit().await.map_err(err)
+    tx.commit().await
 }

@@ -73,6 +73,7 @@ fn sections() -> HashMap<&'static str, &'static str> {
 #[derive(Debug, Clone)]
 pub struct Common {
     pub claim: String,
+    pub record_lock: String,
     pub link_by_peer: String,
     pub ref_by_peer: String,
     pub unlink_own: String,
@@ -98,6 +99,11 @@ pub struct Common {
     pub resubmit: String,
     pub discard: String,
     pub status_conflicts: String,
+    pub backfill_get: String,
+    pub backfill_reset: String,
+    pub backfill_progress: String,
+    pub pending_between: String,
+    pub link_mark_deleted: String,
 }
 
 /// Statements for one entity's table on one side.
@@ -118,6 +124,13 @@ pub struct EntitySql {
     pub row_delete: String,
     /// When the side has a `peer_id_column`.
     pub peer_update: Option<String>,
+    pub row_count: String,
+    pub backfill_chunk: String,
+    pub requeue: String,
+    pub fetch_image: String,
+    pub verify_buckets: String,
+    pub verify_records: String,
+    pub verify_in_flight: String,
 }
 
 /// Every statement one side needs.
@@ -161,6 +174,7 @@ impl Sql {
         };
         let common = Common {
             claim: get("claim")?,
+            record_lock: get("record_lock")?,
             link_by_peer: get("link_by_peer")?,
             ref_by_peer: get("ref_by_peer")?,
             unlink_own: get("unlink_own")?,
@@ -186,6 +200,11 @@ impl Sql {
             resubmit: get("resubmit")?,
             discard: get("discard")?,
             status_conflicts: get("status_conflicts")?,
+            backfill_get: get("backfill_get")?,
+            backfill_reset: get("backfill_reset")?,
+            backfill_progress: get("backfill_progress")?,
+            pending_between: get("pending_between")?,
+            link_mark_deleted: get("link_mark_deleted")?,
         };
         let mut entities = HashMap::new();
         for e in &config.entities {
@@ -232,13 +251,32 @@ fn entity_sql(
             ts.peer_id_column.as_deref().map(ident).unwrap_or_default(),
         ),
     ]);
+    for (name, expr) in verify_vars(e, side) {
+        vars.push((name, fill(&expr, base)?));
+    }
     let get = |name: &str| -> Result<String, EndpointError> {
         let t = s
             .get(name)
             .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
         fill(t, &vars)
     };
+    let verify_rows = get("verify_rows")?;
+    let with_rows = |name: &str| -> Result<String, EndpointError> {
+        let t = s
+            .get(name)
+            .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
+        let mut v = vars.clone();
+        v.push(("verify_rows", verify_rows.clone()));
+        fill(t, &v)
+    };
     Ok(EntitySql {
+        row_count: get("row_count")?,
+        backfill_chunk: get("backfill_chunk")?,
+        requeue: get("requeue")?,
+        fetch_image: get("fetch_image")?,
+        verify_buckets: with_rows("verify_buckets")?,
+        verify_records: with_rows("verify_records")?,
+        verify_in_flight: get("verify_in_flight")?,
         table: ts.table.to_string(),
         table_sql: table(&ts.table),
         key,
@@ -256,6 +294,125 @@ fn entity_sql(
             None => None,
         },
     })
+}
+
+/// A key as id_map stores it (a compact JSON array), computed from columns of `t`.
+fn compact_key(cols: &[String]) -> String {
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|c| format!("to_jsonb(t.{})::text", ident(c)))
+        .collect();
+    format!("('[' || concat_ws(',', {}) || ']')", parts.join(", "))
+}
+
+/// The compact form of a JSON array column (the outbox's `key`).
+fn compact_json(expr: &str) -> String {
+    format!(
+        "('[' || (SELECT string_agg(x.e::text, ',' ORDER BY x.n) \
+         FROM jsonb_array_elements({expr}) WITH ORDINALITY AS x(e, n)) || ']')"
+    )
+}
+
+/// Expressions that put a record of `side` into one comparable shape (A's): keys as id_map
+/// texts, codes as A's codes, parents by A's key.
+fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
+    let ts = e.side(side);
+    let own_key = compact_key(&ts.key);
+    let entity = literal(&e.name);
+    let lookup = |own_expr: &str, entity: &str| {
+        format!(
+            "(SELECT m.{{{{peer}}}} FROM {{{{schema}}}}.id_map AS m \
+             WHERE m.entity = {entity} AND m.{{{{own}}}} = {own_expr} AND NOT m.deleted)"
+        )
+    };
+    let (a_key, b_key, jk) = match side {
+        Side::A => (own_key.clone(), lookup(&own_key, &entity), own_key.clone()),
+        Side::B => (
+            lookup(&own_key, &entity),
+            own_key.clone(),
+            format!("coalesce({}, 'B:' || {own_key})", lookup(&own_key, &entity)),
+        ),
+    };
+    let mut values = Vec::new();
+    for c in &e.columns {
+        let col = format!("t.{}", ident(c.name(side)));
+        let expr = if let Some(parent) = &c.parent {
+            let wrapped = format!("('[' || to_jsonb({col})::text || ']')");
+            match side {
+                Side::A => wrapped,
+                Side::B => format!(
+                    "coalesce({}, '?' || to_jsonb({col})::text)",
+                    lookup(&wrapped, &literal(parent))
+                ),
+            }
+        } else if let Some(map) = &c.values {
+            match side {
+                Side::A => format!("to_jsonb({col}::text)::text"),
+                Side::B => {
+                    let arms: Vec<String> = map
+                        .pairs
+                        .iter()
+                        .filter_map(|(a, b)| {
+                            Some(format!(
+                                "WHEN {} THEN {}",
+                                literal(&crate::model::value_text(b)?),
+                                literal(&crate::model::value_text(a)?)
+                            ))
+                        })
+                        .collect();
+                    format!(
+                        "to_jsonb(CASE {col}::text {} ELSE chr(1) || {col}::text END)::text",
+                        arms.join(" ")
+                    )
+                }
+            }
+        } else {
+            format!("to_jsonb({col})::text")
+        };
+        values.push(format!("coalesce({expr}, '~')"));
+    }
+    let values_expr = if values.is_empty() {
+        "''".to_string()
+    } else {
+        values.join(" || '|' || ")
+    };
+    let ok = compact_json("o.key");
+    let outbox_jk = match side {
+        Side::A => ok,
+        Side::B => format!(
+            "coalesce((SELECT m.{{{{peer}}}} FROM {{{{schema}}}}.id_map AS m \
+             WHERE m.entity = o.entity AND m.{{{{own}}}} = {ok} AND NOT m.deleted), 'B:' || {ok})"
+        ),
+    };
+    let image_key = format!(
+        "jsonb_build_array({})",
+        ts.key
+            .iter()
+            .map(|k| format!("image -> {}", literal(k)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let image_order_desc = ts
+        .key
+        .iter()
+        .map(|k| {
+            format!(
+                "(jsonb_populate_record(NULL::{}, image)).{} DESC",
+                table(&ts.table),
+                ident(k)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    vec![
+        ("a_key_expr", a_key),
+        ("b_key_expr", b_key),
+        ("join_key_expr", jk),
+        ("values_expr", values_expr),
+        ("outbox_jk", outbox_jk),
+        ("image_key", image_key),
+        ("image_order_desc", image_order_desc),
+    ]
 }
 
 /// Tables of `side` that capture changes (their changes travel to the other side).
@@ -304,6 +461,7 @@ pub fn runtime_listing(sql: &Sql) -> String {
     };
     for (n, t) in [
         ("claim", &c.claim),
+        ("record_lock", &c.record_lock),
         ("link_by_peer", &c.link_by_peer),
         ("link_applied", &c.link_applied),
         ("link_written_back", &c.link_written_back),

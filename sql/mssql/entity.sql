@@ -1,0 +1,89 @@
+-- Tandem: the per-entity parts of the apply and write-back batches (SQL Server), filled at
+-- run time with the entity's table, its columns and their types as the catalog gives them.
+-- Placeholders: {{table}} and column names are quoted as [name]; {{entity_lit}} is N'...'.
+-- A row arrives as a JSON array in the order of {{with_row}} and is typed by OPENJSON ...
+-- WITH; {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
+-- through datetime2(7)). A key arrives as its text (a JSON array, e.g. [17] or ["X",2]) and is
+-- typed by {{with_key}}.
+
+-- name: native_key
+-- The key as the capture trigger writes it (FOR JSON of the typed key columns), to find this
+-- record's changes in the outbox.
+IF @entity = {{entity_lit}}
+    SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+    FROM OPENJSON(@key) WITH ({{with_key}}) AS k;
+
+-- name: given_key
+-- The record's key here when the other side gives it: the row's key columns, typed, as text.
+IF @entity = {{entity_lit}}
+    SELECT @given = {{canonical_key_r}}
+    FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+
+-- name: lock
+IF @entity = {{entity_lit}}
+    SELECT @found = 1
+    FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+
+-- name: update
+-- Writes nothing when the row already holds these values (no echo, no empty updates): the
+-- columns are compared as FOR JSON text in a binary collation, so NULL, '' and case differ.
+IF @entity = {{entity_lit}}
+BEGIN
+    UPDATE t SET {{set_list}}
+    FROM {{table}} AS t
+    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r
+    WHERE CONVERT(nvarchar(max), (SELECT {{t_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+       <> CONVERT(nvarchar(max), (SELECT {{r_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+    SET @n = @@ROWCOUNT;
+END;
+
+-- name: insert
+-- OUTPUT returns the key the row got (IDENTITY or default) as text, in the same statement.
+IF @entity = {{entity_lit}}
+BEGIN
+    {{identity_on}}INSERT INTO {{table}} ({{cols}})
+    OUTPUT {{canonical_key_inserted}} INTO @ins (k)
+    SELECT {{r_cols}}
+    FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+    {{identity_off}}
+END;
+
+-- name: insert_defaults
+IF @entity = {{entity_lit}}
+    INSERT INTO {{table}}
+    OUTPUT {{canonical_key_inserted}} INTO @ins (k)
+    DEFAULT VALUES;
+
+-- name: delete
+IF @entity = {{entity_lit}}
+BEGIN
+    DELETE t FROM {{table}} AS t
+    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+    SET @n = @@ROWCOUNT;
+END;
+
+-- name: peer_update
+-- Fills the table's peer_id_column with the other side's key (only when it differs).
+IF @entity = {{entity_lit}}
+BEGIN
+    EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+    UPDATE t SET t.{{peer_col}} = p.[v]
+    FROM {{table}} AS t
+    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(@peer_value) WITH ([v] {{peer_input}} '$[0]') AS j) AS p
+    WHERE CONVERT(nvarchar(max), (SELECT t.{{peer_col}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+       <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+    EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+END;
+
+-- name: in_flight
+-- Which of these records (@P1: a JSON array of this side's keys as text) still have changes
+-- in the outbox, pending or suspended.
+SELECT q.k
+FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
+CROSS APPLY (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS native
+             FROM OPENJSON(q.k) WITH ({{with_key}}) AS k) AS n
+WHERE EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
+              WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(n.native, 400) AND o.[key] = n.native);

@@ -1,0 +1,87 @@
+-- Tandem: objects in this database (SQL Server 2016 SP1 or later, compatibility level 130+).
+-- `tandem install` runs exactly this script, batch by batch (GO separates batches, as in
+-- sqlcmd and SSMS), in one transaction; running it again is harmless.
+-- Placeholders like {{schema}} are filled with identifiers quoted as [name] (] doubled) and
+-- string literals N'...' (' doubled); values never travel inside SQL text.
+-- Keys and entity names use a binary collation, so 'abc' and 'ABC' are different keys,
+-- exactly as on PostgreSQL.
+SET ANSI_NULLS ON;
+SET QUOTED_IDENTIFIER ON;
+SET XACT_ABORT ON;
+BEGIN TRANSACTION;
+GO
+IF SCHEMA_ID({{schema_lit}}) IS NULL
+BEGIN
+    EXEC (N'CREATE SCHEMA ' + {{schema_ident_lit}});
+    -- The mark that lets `tandem uninstall` drop the schema (only one tandem created).
+    EXEC sys.sp_addextendedproperty @name = N'tandem',
+        @value = N'tandem: change capture and id links (created by tandem install)',
+        @level0type = N'SCHEMA', @level0name = {{schema_lit}};
+END;
+GO
+-- One row per captured change. A row leaves only after its effect is committed at the other
+-- side and the id pair is written back here. `seq` orders the changes of one record.
+-- `key` is the record's key as the capture trigger writes it (FOR JSON of the key columns);
+-- `key_prefix` makes it indexable (nvarchar(max) cannot be an index key).
+IF OBJECT_ID({{outbox_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[outbox] (
+    seq             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity          nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    op              char(1)           COLLATE Latin1_General_100_BIN2 NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    [key]           nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+    key_prefix      nvarchar(400)     COLLATE Latin1_General_100_BIN2 NULL,
+    image           nvarchar(max)     NOT NULL,  -- the full row (FOR JSON): after the change, before it for deletes
+    captured_at     datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    attempts        int               NOT NULL DEFAULT 0,
+    next_attempt_at datetimeoffset(7) NULL,      -- NULL: now
+    last_error      nvarchar(max)     NULL,
+    first_failed_at datetimeoffset(7) NULL,
+    last_failed_at  datetimeoffset(7) NULL,
+    suspended       bit               NOT NULL DEFAULT 0
+);
+GO
+-- Changes of one record: conflict detection, superseding suspended images, waiting children.
+-- (No filtered index and no indexed computed column here: the capture trigger inserts into
+-- this table from application sessions, whatever their SET options are.)
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{outbox_lit}}) AND name = N'outbox_record')
+    CREATE INDEX outbox_record ON {{schema}}.[outbox] (entity, key_prefix);
+GO
+-- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
+-- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
+-- equal changes are discarded), and a tombstone mark so a late update cannot revive a delete.
+IF OBJECT_ID({{id_map_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[id_map] (
+    id          bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    a_key       nvarchar(700)     COLLATE Latin1_General_100_BIN2 NULL,
+    b_key       nvarchar(700)     COLLATE Latin1_General_100_BIN2 NULL,
+    applied_seq bigint            NOT NULL DEFAULT 0,
+    deleted     bit               NOT NULL DEFAULT 0,
+    updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    CHECK (a_key IS NOT NULL OR b_key IS NOT NULL)
+);
+GO
+-- Unique like PostgreSQL's (entity, a_key) and (entity, b_key), where NULLs never collide.
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{id_map_lit}}) AND name = N'id_map_a')
+    CREATE UNIQUE INDEX id_map_a ON {{schema}}.[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{id_map_lit}}) AND name = N'id_map_b')
+    CREATE UNIQUE INDEX id_map_b ON {{schema}}.[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+GO
+-- Conflicts resolved here: a record changed on both sides before either change was applied.
+-- Both sides end with the winner's values; the losing image is kept here for review.
+IF OBJECT_ID({{conflicts_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[conflicts] (
+    id             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity         nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    incoming_side  char(1)           NOT NULL,  -- 'A' or 'B': where the incoming change was captured
+    incoming_key   nvarchar(max)     NOT NULL,  -- the record's key there
+    local_key      nvarchar(max)     NULL,      -- the record's key here
+    policy         varchar(12)       NOT NULL,
+    winner         char(1)           NOT NULL,  -- 'A' or 'B'
+    incoming_op    char(1)           NOT NULL,
+    incoming_image nvarchar(max)     NULL,      -- mapped to this side's columns
+    local_op       char(1)           NOT NULL,
+    local_image    nvarchar(max)     NULL,
+    resolved_at    datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET()
+);
+GO

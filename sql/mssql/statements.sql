@@ -1,0 +1,114 @@
+-- Tandem: the statements `tandem run` sends at run time (SQL Server), through sp_executesql.
+-- Each begins with `-- name:`. Placeholders: {{schema}} is tandem's schema quoted as [name];
+-- {{own}} / {{peer}} are [a_key] / [b_key] (this side's key column in id_map and the other
+-- side's). Values always travel as parameters @P1, @P2, ...
+-- Times are read as microseconds since 1970 (DATEDIFF_BIG), an exact instant in any zone.
+
+-- name: claim
+-- The oldest eligible pending changes. READPAST skips rows still locked by a transaction that
+-- has not committed (they are taken next time, nothing is lost); READCOMMITTEDLOCK keeps
+-- READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared locks last only while each row is
+-- read, so claiming never blocks an application writing to its tables.
+SELECT TOP (@P1) seq, entity, op, image,
+       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts
+FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
+ORDER BY seq;
+
+-- name: links_by_own
+-- @P1 entity, @P2 a JSON array of this side's keys (as text).
+SELECT m.{{own}}, m.{{peer}}, m.deleted, m.applied_seq
+FROM {{schema}}.[id_map] AS m
+JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
+  ON m.{{own}} = j.k COLLATE Latin1_General_100_BIN2
+WHERE m.entity = @P1;
+
+-- name: suspended_list
+SELECT TOP (@P2) seq, entity, op, image, attempts,
+       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
+       DATEDIFF_BIG(microsecond, '1970-01-01', first_failed_at),
+       DATEDIFF_BIG(microsecond, '1970-01-01', last_failed_at),
+       last_error
+FROM {{schema}}.[outbox]
+WHERE suspended = 1 AND (@P1 IS NULL OR seq = @P1)
+ORDER BY seq;
+
+-- name: resubmit
+UPDATE {{schema}}.[outbox]
+SET suspended = 0, attempts = 0, next_attempt_at = NULL
+WHERE suspended = 1 AND (@P1 IS NULL OR seq = @P1);
+SELECT CONVERT(bigint, @@ROWCOUNT);
+
+-- name: discard
+DELETE FROM {{schema}}.[outbox] WHERE suspended = 1 AND seq = @P1;
+SELECT CONVERT(bigint, @@ROWCOUNT);
+
+-- name: status_outbox
+SELECT entity,
+       CONVERT(bigint, SUM(CASE WHEN suspended = 0 THEN 1 ELSE 0 END)),
+       CONVERT(bigint, SUM(CASE WHEN suspended = 1 THEN 1 ELSE 0 END)),
+       MIN(CASE WHEN suspended = 0 THEN DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) END)
+FROM {{schema}}.[outbox] GROUP BY entity;
+
+-- name: status_links
+SELECT entity, CONVERT(bigint, COUNT(*)) FROM {{schema}}.[id_map] WHERE deleted = 0 GROUP BY entity;
+
+-- name: status_conflicts
+SELECT entity, CONVERT(bigint, COUNT(*)) FROM {{schema}}.[conflicts] GROUP BY entity;
+
+-- name: install_state
+-- Are the tables there, and how many capture triggers carry this installation's mark?
+SELECT CONVERT(bit, CASE WHEN OBJECT_ID({{outbox_lit}}, N'U') IS NOT NULL
+                          AND OBJECT_ID({{id_map_lit}}, N'U') IS NOT NULL THEN 1 ELSE 0 END),
+       CONVERT(bigint, (SELECT COUNT(*) FROM sys.triggers AS t
+                        JOIN sys.extended_properties AS p
+                          ON p.class = 1 AND p.major_id = t.object_id AND p.minor_id = 0
+                         AND p.name = N'tandem'
+                        WHERE CONVERT(nvarchar(128), p.value) = {{schema_lit}}));
+
+-- name: server
+-- For `tandem check`: SQL Server 2016 (13) or later, and a compatibility level of 130 or
+-- more (OPENJSON needs it).
+SELECT CONVERT(int, SERVERPROPERTY('ProductMajorVersion')),
+       CONVERT(int, (SELECT compatibility_level FROM sys.databases WHERE database_id = DB_ID()));
+
+-- name: table_exists
+SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'U') IS NOT NULL THEN 1 ELSE 0 END);
+
+-- name: table_columns
+-- The table's columns with their system type, size, and whether each is an identity, is
+-- computed, has a default. Types of alias types are their system type.
+SELECT c.name, TYPE_NAME(c.system_type_id), CONVERT(int, c.max_length), CONVERT(int, c.precision),
+       CONVERT(int, c.scale), c.is_nullable, c.is_identity, c.is_computed,
+       CONVERT(bit, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END)
+FROM sys.columns AS c
+WHERE c.object_id = OBJECT_ID(@P1)
+ORDER BY c.column_id;
+
+-- name: table_unique_keys
+-- Every unique index or constraint (primary key included, filtered ones excluded) as
+-- (index id, column name).
+SELECT i.index_id, c.name
+FROM sys.indexes AS i
+JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
+JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
+WHERE i.object_id = OBJECT_ID(@P1) AND i.is_unique = 1 AND i.has_filter = 0
+  AND ic.is_included_column = 0;
+
+-- name: rollback
+-- Run on a connection whose batch failed: nothing it began may stay open.
+IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+
+-- name: session
+-- Every pooled connection: the SET options filtered indexes need (id_map), and SET XACT_ABORT
+-- OFF so a change the database refuses can be rolled back alone to its savepoint.
+SET ANSI_NULLS ON;
+SET ANSI_PADDING ON;
+SET ANSI_WARNINGS ON;
+SET ARITHABORT ON;
+SET CONCAT_NULL_YIELDS_NULL ON;
+SET QUOTED_IDENTIFIER ON;
+SET NUMERIC_ROUNDABORT OFF;
+SET XACT_ABORT OFF;
+SET DATEFORMAT ymd;

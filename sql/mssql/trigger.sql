@@ -1,0 +1,61 @@
+-- Capture trigger for entity {{entity_comment}} on {{table}}.
+-- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID({{table_lit}}) AND name = {{trigger_name_lit}})
+    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}}))) + N'.' + QUOTENAME({{trigger_name_lit}}));
+GO
+-- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
+-- by key. A row in both with the same key is an update (captured only when its image
+-- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
+-- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
+-- stays a member with value null, apart from '' and from a column that is not there.
+-- Tandem's own writes to this table set the session context tandem.applying to its name and
+-- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
+-- while tandem applies a change is captured and flows back.
+CREATE TRIGGER {{trigger}} ON {{table}}
+AFTER INSERT, UPDATE, DELETE
+AS
+BEGIN
+    SET NOCOUNT ON;
+    IF TRIGGER_NESTLEVEL() = 1
+       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = {{table_ctx_lit}}
+        RETURN;
+    IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
+        RETURN;
+    DECLARE @c TABLE (
+        ord int NOT NULL,
+        op  char(1) NOT NULL,
+        k   nvarchar(max) NOT NULL,
+        img nvarchar(max) NOT NULL
+    );
+    WITH n AS (
+        SELECT {{i_key_cols}},
+               CONVERT(nvarchar(max), (SELECT {{i_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM inserted AS i
+    ), o AS (
+        SELECT {{d_key_cols}},
+               CONVERT(nvarchar(max), (SELECT {{d_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM deleted AS d
+    )
+    INSERT INTO @c (ord, op, k, img)
+    SELECT v.ord, v.op, v.k, v.img
+    FROM n FULL OUTER JOIN o ON {{n_o_join}} AND n.k = o.k
+    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+    WHERE (v.ord = 0 AND n.k IS NULL)
+       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+       OR (v.ord = 2 AND o.k IS NULL);
+    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
+    SELECT {{entity_lit}}, c.op, c.k, LEFT(c.k, 400), c.img
+    FROM @c AS c
+    ORDER BY c.ord;
+END;
+GO
+-- The mark `tandem uninstall` and `tandem check` find the trigger by.
+DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}})),
+        @t sysname = OBJECT_NAME(OBJECT_ID({{table_lit}}));
+EXEC sys.sp_addextendedproperty @name = N'tandem', @value = {{schema_lit}},
+    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
+    @level2type = N'TRIGGER', @level2name = {{trigger_name_lit}};
+GO

@@ -1,0 +1,94 @@
+-- Tandem: record, at the side changes came from, what became of them — in one round trip and
+-- one transaction (SQL Server). @P1: the id pairs (JSON array), @P2: the outbox rows that are
+-- done (JSON array of seq), @P3: the failures (JSON array).
+-- Per link: drop a stale link naming the peer for another record, store the pair, fill the
+-- table's peer_id_column (a peer id that does not fit the column is reported, and does not
+-- block the write-back of the change itself), and remove suspended older images of the record
+-- (a newer image was applied: images are full rows, the newest wins).
+-- Result: one row per peer id that could not be stored (n, error).
+SET NOCOUNT ON;
+SET XACT_ABORT OFF;
+DECLARE @links TABLE (
+    n          int           NOT NULL PRIMARY KEY,
+    entity     nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    own        nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    peer       nvarchar(max) COLLATE Latin1_General_100_BIN2 NULL,
+    deleted    bit           NOT NULL,
+    seq        bigint        NOT NULL,
+    peer_value nvarchar(max) NULL
+);
+INSERT INTO @links
+SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.seq, l.peer_value
+FROM OPENJSON(@P1) WITH (
+    n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
+    peer nvarchar(max) '$.peer', deleted bit '$.deleted', seq bigint '$.seq',
+    peer_value nvarchar(max) '$.peer_value' AS JSON
+) AS l;
+DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
+        @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+        @err int, @msg nvarchar(4000);
+
+BEGIN TRY
+    BEGIN TRANSACTION;
+    WHILE 1 = 1
+    BEGIN
+        SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
+               @seq = seq, @peer_value = peer_value
+        FROM @links WHERE n > @n ORDER BY n;
+        IF @@ROWCOUNT = 0 BREAK;
+        IF @peer IS NOT NULL
+            DELETE FROM {{schema}}.[id_map]
+            WHERE entity = @entity AND {{peer}} = @peer AND ({{own}} IS NULL OR {{own}} <> @key);
+        UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
+        SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted, updated_at = SYSDATETIMEOFFSET()
+        WHERE entity = @entity AND {{own}} = @key;
+        IF @@ROWCOUNT = 0
+            INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted)
+            VALUES (@entity, @key, @peer, @deleted);
+        IF @peer_value IS NOT NULL AND @deleted = 0
+        BEGIN
+            SAVE TRANSACTION tandem_peer;
+            BEGIN TRY
+{{peer_update_blocks}}
+            END TRY
+            BEGIN CATCH
+                SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                IF XACT_STATE() <> 1 OR @err IN ({{transient_errors}})
+                BEGIN
+                    ;THROW;
+                END;
+                ROLLBACK TRANSACTION tandem_peer;
+                INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+            END CATCH;
+        END;
+        SET @native = NULL;
+{{native_key_blocks}}
+        DELETE FROM {{schema}}.[outbox]
+        WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+          AND [key] = @native AND seq < @seq;
+    END;
+    DELETE o FROM {{schema}}.[outbox] AS o
+    JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
+    UPDATE o
+    SET attempts = o.attempts + 1,
+        next_attempt_at = DATEADD(millisecond, f.delay_ms, SYSDATETIMEOFFSET()),
+        last_error = f.error,
+        first_failed_at = COALESCE(o.first_failed_at, SYSDATETIMEOFFSET()),
+        last_failed_at = SYSDATETIMEOFFSET(),
+        suspended = f.suspend
+    FROM {{schema}}.[outbox] AS o
+    JOIN (SELECT s.seq, x.delay_ms, x.error, x.suspend
+          FROM OPENJSON(@P3) WITH (seqs nvarchar(max) '$.seqs' AS JSON, delay_ms int '$.delay_ms',
+               error nvarchar(max) '$.error', suspend bit '$.suspend') AS x
+          CROSS APPLY OPENJSON(x.seqs) WITH (seq bigint '$') AS s) AS f
+      ON o.seq = f.seq;
+    COMMIT TRANSACTION;
+END TRY
+BEGIN CATCH
+    IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+    EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+    THROW;
+END CATCH;
+SELECT n, err_message FROM @warnings ORDER BY n;

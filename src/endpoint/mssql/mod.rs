@@ -1,0 +1,531 @@
+//! The SQL Server endpoint: tiberius over a bb8 pool of its own ([`pool`]), T-SQL from
+//! `sql/mssql/`. Semantics are the PostgreSQL endpoint's; the differences are in how:
+//! set-based capture triggers with `FOR JSON` images, one round trip per apply batch (a T-SQL
+//! batch that loops over the changes with savepoints), and row images converted between
+//! `FOR JSON` and the canonical form by column type ([`types`]).
+
+pub mod ado;
+mod apply;
+mod pool;
+mod schema;
+pub mod sql;
+pub mod types;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use crate::config::{Config, Side};
+use crate::endpoint::{
+    Endpoint, EndpointError, EntityStatus, InstallState, Lease, Link, Outcome, PoolState,
+    SchemaProblem, SuspendedChange, WriteBack,
+};
+use crate::model::{Image, Key, OutboxRow, TargetChange};
+
+use pool::{run, MsPool};
+use sql::{Common, EntityPlan, Plan};
+
+/// One SQL Server database as side A or B.
+pub struct MsEndpoint {
+    config: Arc<Config>,
+    side: Side,
+    pool: MsPool,
+    common: Common,
+    /// The batches typed from the catalog, built on first use and again after an error that
+    /// may mean the schema changed.
+    plan: Mutex<Option<Arc<Plan>>>,
+}
+
+/// Microseconds since 1970 as an instant.
+fn instant(us: Option<i64>) -> Option<DateTime<Utc>> {
+    us.and_then(DateTime::from_timestamp_micros)
+}
+
+/// Converts a `FOR JSON` image of `entity` to the canonical form, column by column. A value
+/// that does not convert is kept as it is (and logged): the other side then reports it.
+pub fn canonical_image(plan: &EntityPlan, native: &str) -> String {
+    let Ok(Value::Object(map)) = serde_json::from_str::<Value>(native) else {
+        return native.to_string();
+    };
+    let mut out = Image::new();
+    for (name, v) in map {
+        let converted = match plan.by_name.get(&name) {
+            Some(col) => match col.ty.decode(&v) {
+                Ok(c) => c,
+                Err(m) => {
+                    tracing::warn!(entity = %plan.name, table = %plan.table, column = %name,
+                        "cannot convert the captured value to the canonical form: {m}");
+                    v
+                }
+            },
+            None => v,
+        };
+        out.insert(name, converted);
+    }
+    serde_json::to_string(&out).unwrap_or_else(|_| native.to_string())
+}
+
+impl MsEndpoint {
+    /// Builds the endpoint; connects on first use.
+    pub fn new(config: Arc<Config>, side: Side) -> Result<MsEndpoint, EndpointError> {
+        let sc = config.side(side);
+        let ado = ado::parse(sc.url.expose(), side)?;
+        let common = Common::build(&config, side)?;
+        // Validates every template now, so the scripts below cannot fail later.
+        sql::install_script(&config, side)?;
+        sql::uninstall_script(&config, side)?;
+        let pool = MsPool::new(ado, sc.pool_size, side, &common);
+        Ok(MsEndpoint {
+            config,
+            side,
+            pool,
+            common,
+            plan: Mutex::new(None),
+        })
+    }
+
+    /// The plan, reading the catalog when there is none yet.
+    async fn plan(&self) -> Result<Arc<Plan>, EndpointError> {
+        let mut slot = self.plan.lock().await;
+        if let Some(p) = slot.as_ref() {
+            return Ok(p.clone());
+        }
+        let mut tables = HashMap::new();
+        for e in &self.config.entities {
+            let ts = e.side(self.side);
+            let Some(cols) = schema::columns(self, &sql::table(&ts.table)).await? else {
+                return Err(EndpointError::Config(format!(
+                    "entity {}, side {}: table {} does not exist in {} (run `tandem check`)",
+                    e.name,
+                    self.side,
+                    ts.table,
+                    self.pool.target()
+                )));
+            };
+            tables.insert(e.name.clone(), cols);
+        }
+        let plan = Arc::new(Plan::build(&self.config, self.side, &tables)?);
+        *slot = Some(plan.clone());
+        Ok(plan)
+    }
+
+    /// Forgets the plan after an error that a changed schema may explain.
+    async fn forget_plan(&self, e: &EndpointError) {
+        if !e.is_transient() {
+            *self.plan.lock().await = None;
+        }
+    }
+
+    async fn run_script(&self, script: &str, what: &str) -> Result<(), EndpointError> {
+        let mut conn = self.pool.get().await?;
+        for batch in sql::batches(script) {
+            run(&mut conn, self.pool.rollback_sql(), true, &batch, &[])
+                .await
+                .map_err(|e| self.pool.error(what, e))?;
+        }
+        *self.plan.lock().await = None;
+        Ok(())
+    }
+
+    /// Runs a statement outside any transaction and returns its rows.
+    async fn rows(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&dyn tiberius::ToSql],
+    ) -> Result<Vec<tiberius::Row>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let sets = run(&mut conn, self.pool.rollback_sql(), false, sql, params)
+            .await
+            .map_err(|e| self.pool.error(what, e))?;
+        Ok(sets.into_iter().flatten().collect())
+    }
+}
+
+#[async_trait]
+impl Endpoint for MsEndpoint {
+    fn side(&self) -> Side {
+        self.side
+    }
+
+    fn install_script(&self) -> String {
+        // `new` validated every template, so this cannot fail here.
+        let mut s = sql::install_script(&self.config, self.side).unwrap_or_default();
+        s.push_str(&sql::runtime_listing(&self.common));
+        s
+    }
+
+    fn uninstall_script(&self) -> String {
+        sql::uninstall_script(&self.config, self.side).unwrap_or_default()
+    }
+
+    async fn install(&self) -> Result<(), EndpointError> {
+        let script = sql::install_script(&self.config, self.side)?;
+        self.run_script(&script, "install").await
+    }
+
+    async fn uninstall(&self) -> Result<(), EndpointError> {
+        let script = sql::uninstall_script(&self.config, self.side)?;
+        self.run_script(&script, "uninstall").await
+    }
+
+    async fn ping(&self) -> Result<(), EndpointError> {
+        self.rows("ping", "SELECT 1", &[]).await.map(|_| ())
+    }
+
+    async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError> {
+        schema::check(self).await
+    }
+
+    async fn install_state(&self) -> Result<InstallState, EndpointError> {
+        let rows = self
+            .rows("read install state", &self.common.install_state, &[])
+            .await?;
+        let present = rows
+            .first()
+            .and_then(|r| r.get::<bool, _>(0))
+            .unwrap_or(false);
+        let triggers = rows.first().and_then(|r| r.get::<i64, _>(1)).unwrap_or(0);
+        let expected = self
+            .config
+            .entities
+            .iter()
+            .filter(|e| e.direction.flows(self.side))
+            .count();
+        Ok(if present {
+            InstallState::Installed {
+                triggers: usize::try_from(triggers).unwrap_or(0),
+                expected,
+            }
+        } else {
+            InstallState::Missing
+        })
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+        let plan = self.plan().await?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = match self
+            .rows("claim pending changes", &self.common.claim, &[&limit])
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_plan(&e).await;
+                return Err(e);
+            }
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (Some(seq), Some(entity), Some(op), Some(image)) = (
+                r.get::<i64, _>(0),
+                r.get::<&str, _>(1),
+                r.get::<&str, _>(2),
+                r.get::<&str, _>(3),
+            ) else {
+                continue;
+            };
+            let image = match plan.entities.get(entity) {
+                Some(p) => canonical_image(p, image),
+                None => image.to_string(),
+            };
+            out.push(OutboxRow {
+                seq,
+                entity: entity.to_string(),
+                op: op.to_string(),
+                image,
+                captured_at: instant(r.get::<i64, _>(4)).unwrap_or_else(Utc::now),
+                attempts: r.get::<i32, _>(5).unwrap_or(0),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+        let rows = self
+            .rows(
+                "read id links",
+                &self.common.links_by_own,
+                &[&entity, &json.as_str()],
+            )
+            .await?;
+        for r in &rows {
+            let Some(own) = r.get::<&str, _>(0).and_then(|s| Key::parse(s).ok()) else {
+                continue;
+            };
+            out.insert(
+                own,
+                Link {
+                    peer_key: r.get::<&str, _>(1).and_then(|s| Key::parse(s).ok()),
+                    deleted: r.get::<bool, _>(2).unwrap_or(false),
+                    applied_seq: r.get::<i64, _>(3).unwrap_or(0),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
+        let plan = self.plan().await?;
+        let result = apply::apply_batch(self, &plan, batch).await;
+        if let Err(e) = &result {
+            self.forget_plan(e).await;
+        }
+        result
+    }
+
+    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
+        let plan = self.plan().await?;
+        let result = apply::write_back(self, &plan, wb).await;
+        if let Err(e) = &result {
+            self.forget_plan(e).await;
+        }
+        result
+    }
+
+    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {
+        let mut by: HashMap<String, EntityStatus> = self
+            .config
+            .entities
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    EntityStatus {
+                        entity: e.name.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        for r in self
+            .rows("read status", &self.common.status_outbox, &[])
+            .await?
+        {
+            let Some(name) = r.get::<&str, _>(0) else {
+                continue;
+            };
+            let s = by.entry(name.to_string()).or_insert_with(|| EntityStatus {
+                entity: name.to_string(),
+                ..Default::default()
+            });
+            s.pending = r.get::<i64, _>(1).unwrap_or(0);
+            s.suspended = r.get::<i64, _>(2).unwrap_or(0);
+            s.oldest_pending = instant(r.get::<i64, _>(3));
+        }
+        for r in self
+            .rows("read status", &self.common.status_links, &[])
+            .await?
+        {
+            if let Some(s) = r.get::<&str, _>(0).and_then(|n| by.get_mut(n)) {
+                s.linked = r.get::<i64, _>(1).unwrap_or(0);
+            }
+        }
+        for r in self
+            .rows("read status", &self.common.status_conflicts, &[])
+            .await?
+        {
+            if let Some(s) = r.get::<&str, _>(0).and_then(|n| by.get_mut(n)) {
+                s.conflicts = r.get::<i64, _>(1).unwrap_or(0);
+            }
+        }
+        let mut out: Vec<EntityStatus> = by.into_values().collect();
+        out.sort_by(|a, b| a.entity.cmp(&b.entity));
+        Ok(out)
+    }
+
+    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let plan = self.plan().await?;
+        let Some(sql) = plan.in_flight.get(entity) else {
+            return Ok(out);
+        };
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+        for r in self
+            .rows("look for changes in flight", sql, &[&json.as_str()])
+            .await?
+        {
+            if let Some(k) = r.get::<&str, _>(0).and_then(|t| Key::parse(t).ok()) {
+                out.insert(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn suspended(
+        &self,
+        seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SuspendedChange>, EndpointError> {
+        let plan = self.plan().await?;
+        let rows = self
+            .rows(
+                "read suspended changes",
+                &self.common.suspended_list,
+                &[&seq, &limit],
+            )
+            .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let (Some(seq), Some(entity), Some(op), Some(native)) = (
+                r.get::<i64, _>(0),
+                r.get::<&str, _>(1),
+                r.get::<&str, _>(2),
+                r.get::<&str, _>(3),
+            ) else {
+                continue;
+            };
+            let ep = plan.entities.get(entity);
+            let image = match ep {
+                Some(p) => canonical_image(p, native),
+                None => native.to_string(),
+            };
+            // The key as every other part of tandem writes it: from the canonical image.
+            let key = ep
+                .and_then(|p| {
+                    let img: Image = serde_json::from_str(&image).ok()?;
+                    Key::from_image(&img, &p.key).ok()
+                })
+                .map(|k| k.to_string())
+                .unwrap_or_default();
+            out.push(SuspendedChange {
+                side: self.side,
+                seq,
+                entity: entity.to_string(),
+                op: op.to_string(),
+                key,
+                attempts: r.get::<i32, _>(4).unwrap_or(0),
+                captured_at: instant(r.get::<i64, _>(5)).unwrap_or_else(Utc::now),
+                first_failed_at: instant(r.get::<i64, _>(6)),
+                last_failed_at: instant(r.get::<i64, _>(7)),
+                last_error: r.get::<&str, _>(8).map(str::to_string),
+                image,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
+        let rows = self
+            .rows("resubmit", &self.common.resubmit, &[&seq])
+            .await?;
+        Ok(rows
+            .first()
+            .and_then(|r| r.get::<i64, _>(0))
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(0))
+    }
+
+    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
+        let Some(found) = self.suspended(Some(seq), 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let rows = self.rows("discard", &self.common.discard, &[&seq]).await?;
+        let n = rows.first().and_then(|r| r.get::<i64, _>(0)).unwrap_or(0);
+        Ok((n > 0).then_some(found))
+    }
+
+    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {
+        lease::try_lead(self).await
+    }
+
+    fn pool_state(&self) -> PoolState {
+        self.pool.state()
+    }
+}
+
+/// The lead among `tandem run` instances: an exclusive session-owned application lock
+/// (`sp_getapplock`) on a connection of its own; it goes with the session.
+mod lease {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+    use tokio::net::TcpStream;
+    use tokio_util::compat::TokioAsyncWriteCompatExt;
+
+    use super::pool::{describe, Client};
+    use super::MsEndpoint;
+    use crate::endpoint::{EndpointError, Lease};
+
+    const TRY_LOCK: &str = "DECLARE @r int; \
+        EXEC @r = sys.sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', \
+             @LockOwner = 'Session', @LockTimeout = 0; \
+        SELECT @r;";
+    const HELD: &str = "SELECT APPLOCK_MODE('public', @P1, 'Session');";
+    /// A check slower than this means the session is in doubt: give the lead up.
+    const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
+
+    struct MsLease {
+        client: Client,
+        resource: String,
+    }
+
+    #[async_trait]
+    impl Lease for MsLease {
+        async fn still_held(&mut self) -> bool {
+            let resource = self.resource.clone();
+            let check = async {
+                let row = self
+                    .client
+                    .query(HELD, &[&resource.as_str()])
+                    .await?
+                    .into_row()
+                    .await?;
+                Ok::<_, tiberius::error::Error>(
+                    row.and_then(|r| r.get::<&str, _>(0).map(|m| m == "Exclusive")),
+                )
+            };
+            matches!(
+                tokio::time::timeout(CHECK_TIMEOUT, check).await,
+                Ok(Ok(Some(true)))
+            )
+        }
+    }
+
+    pub async fn try_lead(ep: &MsEndpoint) -> Result<Option<Box<dyn Lease>>, EndpointError> {
+        let side = ep.side;
+        let ado = super::ado::parse(ep.config.side(side).url.expose(), side)?;
+        let unreachable = |message: String| EndpointError::Unreachable {
+            side,
+            target: ado.target.clone(),
+            message,
+        };
+        let mut config = ado.config.clone();
+        config.application_name("tandem lease");
+        let tcp = tokio::time::timeout(ado.connect_timeout, TcpStream::connect(config.get_addr()))
+            .await
+            .map_err(|_| unreachable("connecting timed out".into()))?
+            .map_err(|e| unreachable(crate::config::redact(&e.to_string())))?;
+        let _ = tcp.set_nodelay(true);
+        let mut client = Client::connect(config, tcp.compat_write())
+            .await
+            .map_err(|e| unreachable(describe(&e)))?;
+        let resource = format!("tandem lease {}", ep.config.side(side).schema);
+        let err = |e| ep.pool.error("take the lead", e);
+        let row = client
+            .query(TRY_LOCK, &[&resource.as_str()])
+            .await
+            .map_err(err)?
+            .into_row()
+            .await
+            .map_err(err)?;
+        if row.and_then(|r| r.get::<i32, _>(0)).unwrap_or(-1) < 0 {
+            return Ok(None);
+        }
+        Ok(Some(Box::new(MsLease { client, resource })))
+    }
+}

@@ -1,0 +1,815 @@
+//! The T-SQL tandem runs on SQL Server, from the reviewable templates in `sql/mssql/`, filled
+//! only with identifiers quoted as `[name]` and string literals `N'...'` made here; values
+//! always travel as parameters.
+//!
+//! Two kinds of SQL: the install/uninstall scripts and common statements depend on the config
+//! only (so `install --dry-run` needs no connection); the apply and write-back batches also
+//! depend on the column types, read from the catalog at run time ([`Plan::build`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::{Config, Entity, Side, TableName};
+use crate::endpoint::EndpointError;
+
+use super::types::Column;
+
+const INSTALL: &str = include_str!("../../../sql/mssql/install.sql");
+const INSTALL_END: &str = include_str!("../../../sql/mssql/install_end.sql");
+const TRIGGER: &str = include_str!("../../../sql/mssql/trigger.sql");
+const UNINSTALL: &str = include_str!("../../../sql/mssql/uninstall.sql");
+const STATEMENTS: &str = include_str!("../../../sql/mssql/statements.sql");
+const ENTITY: &str = include_str!("../../../sql/mssql/entity.sql");
+const APPLY: &str = include_str!("../../../sql/mssql/apply.sql");
+const WRITE_BACK: &str = include_str!("../../../sql/mssql/write_back.sql");
+
+/// SQL Server errors caused by the row itself: the target refuses these values (a key or
+/// constraint, a value that does not fit or does not convert, NULL into NOT NULL, a trigger
+/// that raises or rolls back). Such a change fails alone; every other error fails the batch,
+/// which is retried without counting attempts. Errors 50000 and above (RAISERROR/THROW in a
+/// trigger, and tandem's own 51000/51001) count as the row's too.
+pub const ROW_ERRORS: &[u32] = &[
+    2627, // violation of PRIMARY KEY or UNIQUE constraint
+    2601, // duplicate key row in a unique index
+    547,  // FOREIGN KEY or CHECK constraint
+    515,  // NULL into a NOT NULL column
+    8152, // string or binary data would be truncated
+    2628, // the same, naming table and column (2019+)
+    245,  // conversion failed (e.g. 'abc' to int)
+    8114, // error converting data type
+    8115, // arithmetic overflow converting
+    220,  // arithmetic overflow for a data type
+    232,  // arithmetic overflow for type ..., value = ...
+    236,  // conversion from a type to another failed
+    241,  // conversion failed converting date and/or time from a string
+    242,  // a string converted to datetime is out of range
+    244,  // value overflowed an int column
+    248,  // value overflowed an int column
+    293,  // cannot convert char value to smallmoney
+    235,  // cannot convert a char value to money
+    517,  // adding a value to a date column caused an overflow
+    8134, // divide by zero (in a trigger)
+    8169, // conversion failed from a string to uniqueidentifier
+    9455, // XML parsing: illegal qualified name character
+    9400, // XML parsing: unexpected end of input
+    512,  // a trigger's subquery returned more than one value
+    3609, // the transaction ended in the trigger
+];
+
+/// SQL Server errors a retry can cure: deadlock, lock timeout, resources, a database that is
+/// restarting or failing over, Azure throttling.
+pub const TRANSIENT_ERRORS: &[u32] = &[
+    1205, 1222, 1204, 701, 802, 8645, 8651, 3960, 3961, 4060, 976, 978, 983, 6005, 17142, 40197,
+    40501, 40613, 49918, 49919, 49920, 10928, 10929, 233, 10053, 10054, 10060, 64,
+];
+
+/// Is a SQL Server error caused by the row (see [`ROW_ERRORS`])?
+pub fn is_row_error(code: u32) -> bool {
+    code >= 50000 || ROW_ERRORS.contains(&code)
+}
+
+/// Is a SQL Server error worth retrying unchanged?
+pub fn is_transient(code: u32) -> bool {
+    TRANSIENT_ERRORS.contains(&code)
+}
+
+/// `name` as a T-SQL identifier: always bracketed, `]` doubled.
+pub fn ident(name: &str) -> String {
+    format!("[{}]", name.replace(']', "]]"))
+}
+
+/// `text` as a Unicode string literal.
+pub fn literal(text: &str) -> String {
+    format!("N'{}'", text.replace('\'', "''"))
+}
+
+/// A table name, schema-qualified when the config gives a schema.
+pub fn table(t: &TableName) -> String {
+    match &t.schema {
+        Some(s) => format!("{}.{}", ident(s), ident(&t.name)),
+        None => ident(&t.name),
+    }
+}
+
+/// The capture trigger of a table. Trigger names are per schema in SQL Server, so each
+/// table's carries its name; kept within 128 characters (a stable hash ends a long one).
+pub fn trigger_name(t: &TableName) -> String {
+    let name = format!("tandem_capture_{}", t.name);
+    if name.chars().count() <= 128 {
+        return name;
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in t.name.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let head: String = name.chars().take(111).collect();
+    format!("{head}_{h:016x}")
+}
+
+/// Replaces `{{name}}` placeholders in one pass (a value is never scanned again, so an
+/// identifier containing braces stays as it is); a placeholder without a value is a bug in
+/// tandem, reported.
+pub fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let Some(end) = after.find("}}") else {
+            return Err(unfilled(&rest[at..]));
+        };
+        let name = &after[..end];
+        let Some((_, value)) = vars.iter().find(|(n, _)| *n == name) else {
+            return Err(unfilled(&rest[at..]));
+        };
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn unfilled(at: &str) -> EndpointError {
+    let near: String = at.chars().take(40).collect();
+    EndpointError::Config(format!("internal: unfilled SQL placeholder near {near}"))
+}
+
+/// The `-- name: X` sections of a statements file.
+pub fn sections(text: &'static str) -> HashMap<&'static str, &'static str> {
+    let mut out = HashMap::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("-- name: ") {
+        let after = &rest[start + "-- name: ".len()..];
+        let name_end = after.find('\n').unwrap_or(after.len());
+        let name = after[..name_end].trim();
+        let body = &after[(name_end + 1).min(after.len())..];
+        let end = body.find("-- name: ").unwrap_or(body.len());
+        out.insert(name, body[..end].trim());
+        rest = &body[end..];
+    }
+    out
+}
+
+/// A script split into the batches between `GO` lines (as sqlcmd does), empty ones dropped.
+pub fn batches(script: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    for line in script.lines() {
+        if line.trim().eq_ignore_ascii_case("go") {
+            if !cur.trim().is_empty() {
+                out.push(std::mem::take(&mut cur));
+            }
+            cur.clear();
+        } else {
+            cur.push_str(line);
+            cur.push('\n');
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
+fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
+    let (own, peer) = match side {
+        Side::A => ("a_key", "b_key"),
+        Side::B => ("b_key", "a_key"),
+    };
+    let s = ident(schema);
+    vec![
+        ("schema", s.clone()),
+        ("schema_lit", literal(schema)),
+        ("schema_ident_lit", literal(&s)),
+        ("outbox_lit", literal(&format!("{s}.[outbox]"))),
+        ("id_map_lit", literal(&format!("{s}.[id_map]"))),
+        ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
+        ("own", ident(own)),
+        ("peer", ident(peer)),
+    ]
+}
+
+fn side_lit(side: Side) -> String {
+    format!("'{side}'")
+}
+
+/// Tables of `side` that capture changes (their changes travel to the other side).
+fn captured<'a>(config: &'a Config, side: Side) -> impl Iterator<Item = &'a Entity> + 'a {
+    config
+        .entities
+        .iter()
+        .filter(move |e| e.direction.flows(side))
+}
+
+fn joined(items: impl IntoIterator<Item = String>, sep: &str) -> String {
+    items.into_iter().collect::<Vec<_>>().join(sep)
+}
+
+/// The capture trigger of one entity's table.
+fn trigger_script(
+    e: &Entity,
+    side: Side,
+    base: &[(&'static str, String)],
+) -> Result<String, EndpointError> {
+    let ts = e.side(side);
+    let t = table(&ts.table);
+    let name = trigger_name(&ts.table);
+    let trigger = match &ts.table.schema {
+        Some(s) => format!("{}.{}", ident(s), ident(&name)),
+        None => ident(&name),
+    };
+    let key_cols = |alias: &str| {
+        joined(
+            ts.key
+                .iter()
+                .enumerate()
+                .map(|(n, k)| format!("{alias}.{} AS [c{}]", ident(k), n + 1)),
+            ", ",
+        )
+    };
+    let key_json = |alias: &str| {
+        joined(
+            ts.key
+                .iter()
+                .enumerate()
+                .map(|(n, k)| format!("{alias}.{} AS [k{}]", ident(k), n + 1)),
+            ", ",
+        )
+    };
+    let mut v = base.to_vec();
+    v.extend([
+        ("table", t.clone()),
+        ("table_lit", literal(&t)),
+        ("table_ctx_lit", literal(&t)),
+        ("trigger", trigger),
+        ("trigger_name_lit", literal(&name)),
+        ("entity_lit", literal(&e.name)),
+        ("entity_comment", e.name.replace(['\n', '\r'], " ")),
+        ("i_key_cols", key_cols("i")),
+        ("d_key_cols", key_cols("d")),
+        ("i_key_json", key_json("i")),
+        ("d_key_json", key_json("d")),
+        (
+            "n_o_join",
+            joined(
+                (1..=ts.key.len()).map(|n| format!("n.[c{n}] = o.[c{n}]")),
+                " AND ",
+            ),
+        ),
+    ]);
+    fill(TRIGGER, &v)
+}
+
+/// The complete install script for one side (batches separated by `GO`).
+pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointError> {
+    let vars = schema_vars(&config.side(side).schema, side);
+    let mut out = fill(INSTALL, &vars)?;
+    for e in captured(config, side) {
+        out.push('\n');
+        out.push_str(&trigger_script(e, side, &vars)?);
+    }
+    out.push('\n');
+    out.push_str(INSTALL_END);
+    Ok(out)
+}
+
+/// The uninstall script for one side.
+pub fn uninstall_script(config: &Config, side: Side) -> Result<String, EndpointError> {
+    fill(UNINSTALL, &schema_vars(&config.side(side).schema, side))
+}
+
+/// Statements that depend on the config only.
+#[derive(Debug, Clone)]
+pub struct Common {
+    pub claim: String,
+    pub links_by_own: String,
+    pub suspended_list: String,
+    pub resubmit: String,
+    pub discard: String,
+    pub status_outbox: String,
+    pub status_links: String,
+    pub status_conflicts: String,
+    pub install_state: String,
+    pub server: String,
+    pub table_exists: String,
+    pub table_columns: String,
+    pub table_unique_keys: String,
+    pub rollback: String,
+    pub session: String,
+}
+
+impl Common {
+    /// Fills every common statement for `side`.
+    pub fn build(config: &Config, side: Side) -> Result<Common, EndpointError> {
+        let vars = schema_vars(&config.side(side).schema, side);
+        let s = sections(STATEMENTS);
+        let get = |name: &str| -> Result<String, EndpointError> {
+            let t = s.get(name).ok_or_else(|| {
+                EndpointError::Config(format!("internal: statement {name} missing"))
+            })?;
+            fill(t, &vars)
+        };
+        Ok(Common {
+            claim: get("claim")?,
+            links_by_own: get("links_by_own")?,
+            suspended_list: get("suspended_list")?,
+            resubmit: get("resubmit")?,
+            discard: get("discard")?,
+            status_outbox: get("status_outbox")?,
+            status_links: get("status_links")?,
+            status_conflicts: get("status_conflicts")?,
+            install_state: get("install_state")?,
+            server: get("server")?,
+            table_exists: get("table_exists")?,
+            table_columns: get("table_columns")?,
+            table_unique_keys: get("table_unique_keys")?,
+            rollback: get("rollback")?,
+            session: get("session")?,
+        })
+    }
+}
+
+/// One entity's table on this side, with the column types from the catalog.
+#[derive(Debug, Clone)]
+pub struct EntityPlan {
+    pub name: String,
+    /// The table as the config names it (for messages).
+    pub table: String,
+    /// The table quoted for T-SQL; also the session-context value that marks tandem's writes.
+    pub table_sql: String,
+    pub key: Vec<String>,
+    pub key_given: bool,
+    /// The columns a row carries, in the order of its JSON array: key columns first.
+    pub row_cols: Vec<Column>,
+    /// Every catalog column by name (to decode images).
+    pub by_name: HashMap<String, Column>,
+    pub peer: Option<Column>,
+}
+
+impl EntityPlan {
+    /// The position of a column in the row array.
+    pub fn pos(&self, col: &str) -> Option<usize> {
+        self.row_cols.iter().position(|c| c.name == col)
+    }
+}
+
+/// Everything that depends on the column types: per-entity plans and the batches.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub entities: HashMap<String, EntityPlan>,
+    pub apply: String,
+    pub write_back: String,
+    pub in_flight: HashMap<String, String>,
+}
+
+/// Placeholder values for a template.
+type Vars = Vec<(&'static str, String)>;
+
+/// Indents every line of `text` by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines()
+        .map(|l| {
+            if l.is_empty() {
+                String::new()
+            } else {
+                format!("{pad}{l}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn entity_plan(
+    e: &Entity,
+    side: Side,
+    columns: &[Column],
+) -> Result<(EntityPlan, Vars), EndpointError> {
+    let ts = e.side(side);
+    let by_name: HashMap<String, Column> = columns
+        .iter()
+        .map(|c| (c.name.clone(), c.clone()))
+        .collect();
+    let find = |name: &str, role: &str| {
+        by_name.get(name).cloned().ok_or_else(|| {
+            EndpointError::Config(format!(
+                "entity {}, side {side} table {}: {role} column {name:?} does not exist (run `tandem check`)",
+                e.name, ts.table
+            ))
+        })
+    };
+    let mut cols: Vec<String> = Vec::new();
+    for c in &e.columns {
+        let n = c.name(side).to_string();
+        if !cols.contains(&n) {
+            cols.push(n);
+        }
+    }
+    if let Some(p) = &ts.peer_id_column {
+        if !cols.contains(p) {
+            cols.push(p.clone());
+        }
+    }
+    let mut row_cols = Vec::new();
+    for k in &ts.key {
+        row_cols.push(find(k, "key")?);
+    }
+    for c in &cols {
+        if !ts.key.contains(c) {
+            row_cols.push(find(c, "mapped")?);
+        }
+    }
+    let key_cols: Vec<&Column> = row_cols.iter().take(ts.key.len()).collect();
+    for k in &key_cols {
+        if k.ty.key_input_type().is_none() {
+            return Err(EndpointError::Config(format!(
+                "entity {}, side {side} table {}: key column {:?} is of type {}, which tandem cannot use as a key on SQL Server (integer, decimal, money, bit, char/varchar/nchar/nvarchar, uniqueidentifier or date)",
+                e.name, ts.table, k.name, k.ty.sql()
+            )));
+        }
+    }
+    let set_cols: Vec<&Column> = row_cols.iter().skip(ts.key.len()).collect();
+    let insert_cols: Vec<&Column> = row_cols.iter().filter(|c| cols.contains(&c.name)).collect();
+    let t = table(&ts.table);
+    let with_row = joined(
+        row_cols
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{} {} '$[{i}]'", ident(&c.name), c.ty.input_type())),
+        ", ",
+    );
+    let row_proj = joined(
+        row_cols.iter().map(|c| {
+            format!(
+                "{} AS {}",
+                c.ty.project(&format!("j.{}", ident(&c.name))),
+                ident(&c.name)
+            )
+        }),
+        ", ",
+    );
+    let with_key = joined(
+        key_cols.iter().enumerate().map(|(i, c)| {
+            format!(
+                "{} {} '$[{i}]'",
+                ident(&c.name),
+                c.ty.key_input_type().unwrap_or_default()
+            )
+        }),
+        ", ",
+    );
+    let canonical = |alias: &str| {
+        let tokens: Vec<String> = key_cols
+            .iter()
+            .map(|c| {
+                c.ty.canonical_token(&format!("{alias}.{}", ident(&c.name)))
+                    .unwrap_or_default()
+            })
+            .collect();
+        format!("N'[' + {} + N']'", tokens.join(" + N',' + "))
+    };
+    let identity_insert = insert_cols.iter().any(|c| c.identity);
+    let peer = match &ts.peer_id_column {
+        Some(p) => Some(find(p, "peer_id_column")?),
+        None => None,
+    };
+    let vars = vec![
+        ("entity_lit", literal(&e.name)),
+        ("table", t.clone()),
+        ("table_ctx_lit", literal(&t)),
+        ("with_row", with_row),
+        ("row_proj", row_proj),
+        ("with_key", with_key),
+        (
+            "t_k_join",
+            joined(
+                key_cols
+                    .iter()
+                    .map(|c| format!("t.{0} = k.{0}", ident(&c.name))),
+                " AND ",
+            ),
+        ),
+        (
+            "native_key_k",
+            joined(
+                key_cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("k.{} AS [k{}]", ident(&c.name), i + 1)),
+                ", ",
+            ),
+        ),
+        ("canonical_key_r", canonical("r")),
+        ("canonical_key_inserted", canonical("inserted")),
+        (
+            "set_list",
+            joined(
+                set_cols
+                    .iter()
+                    .map(|c| format!("t.{0} = r.{0}", ident(&c.name))),
+                ", ",
+            ),
+        ),
+        (
+            "t_set_cols",
+            joined(
+                set_cols.iter().map(|c| format!("t.{}", ident(&c.name))),
+                ", ",
+            ),
+        ),
+        (
+            "r_set_cols",
+            joined(
+                set_cols.iter().map(|c| format!("r.{}", ident(&c.name))),
+                ", ",
+            ),
+        ),
+        (
+            "cols",
+            joined(insert_cols.iter().map(|c| ident(&c.name)), ", "),
+        ),
+        (
+            "r_cols",
+            joined(
+                insert_cols.iter().map(|c| format!("r.{}", ident(&c.name))),
+                ", ",
+            ),
+        ),
+        (
+            "identity_on",
+            if identity_insert {
+                format!("SET IDENTITY_INSERT {t} ON;\n    ")
+            } else {
+                String::new()
+            },
+        ),
+        (
+            "identity_off",
+            if identity_insert {
+                format!("SET IDENTITY_INSERT {t} OFF;")
+            } else {
+                String::new()
+            },
+        ),
+        (
+            "peer_col",
+            peer.as_ref().map(|p| ident(&p.name)).unwrap_or_default(),
+        ),
+        (
+            "peer_input",
+            peer.as_ref().map(|p| p.ty.input_type()).unwrap_or_default(),
+        ),
+        (
+            "peer_proj",
+            peer.as_ref()
+                .map(|p| p.ty.project("j.[v]"))
+                .unwrap_or_default(),
+        ),
+    ];
+    let plan = EntityPlan {
+        name: e.name.clone(),
+        table: ts.table.to_string(),
+        table_sql: t,
+        key: ts.key.clone(),
+        key_given: e.key_is_given(side),
+        row_cols,
+        by_name,
+        peer,
+    };
+    Ok((plan, vars))
+}
+
+impl Plan {
+    /// Builds the batches of `side` from the config and the catalog (`tables`: each
+    /// entity's columns on this side).
+    pub fn build(
+        config: &Config,
+        side: Side,
+        tables: &HashMap<String, Vec<Column>>,
+    ) -> Result<Plan, EndpointError> {
+        let base = schema_vars(&config.side(side).schema, side);
+        let s = sections(ENTITY);
+        let section = |name: &str| -> Result<&'static str, EndpointError> {
+            s.get(name)
+                .copied()
+                .ok_or_else(|| EndpointError::Config(format!("internal: section {name} missing")))
+        };
+        let mut blocks: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut entities = HashMap::new();
+        let mut in_flight = HashMap::new();
+        let mut identity_off = Vec::new();
+        for e in &config.entities {
+            let cols = tables.get(&e.name).map(Vec::as_slice).unwrap_or(&[]);
+            let (plan, mut vars) = entity_plan(e, side, cols)?;
+            vars.extend(base.iter().cloned());
+            // Blocks go into the batches without their comments (entity.sql documents them).
+            let f = |name: &str| -> Result<String, EndpointError> {
+                let text = fill(section(name)?, &vars)?;
+                Ok(joined(
+                    text.lines()
+                        .filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+                        .map(str::to_string),
+                    "\n",
+                ))
+            };
+            // Changes of entities that travel here are applied here; links of entities that
+            // travel from here are written back here.
+            if e.direction.flows(side.other()) {
+                if plan.key_given {
+                    blocks.entry("given").or_default().push(f("given_key")?);
+                }
+                blocks.entry("native").or_default().push(f("native_key")?);
+                blocks.entry("lock").or_default().push(f("lock")?);
+                blocks.entry("delete").or_default().push(f("delete")?);
+                if plan.row_cols.len() > plan.key.len() {
+                    blocks.entry("update").or_default().push(f("update")?);
+                }
+                let has_insert_cols = vars.iter().any(|(n, v)| *n == "cols" && !v.is_empty());
+                blocks
+                    .entry("insert")
+                    .or_default()
+                    .push(f(if has_insert_cols {
+                        "insert"
+                    } else {
+                        "insert_defaults"
+                    })?);
+                if vars
+                    .iter()
+                    .any(|(n, v)| *n == "identity_off" && !v.is_empty())
+                {
+                    identity_off.push(format!("SET IDENTITY_INSERT {} OFF;", plan.table_sql));
+                }
+            }
+            if e.direction.flows(side) {
+                blocks
+                    .entry("wb_native")
+                    .or_default()
+                    .push(f("native_key")?);
+                if plan.peer.is_some() {
+                    blocks.entry("peer").or_default().push(f("peer_update")?);
+                }
+            }
+            in_flight.insert(e.name.clone(), f("in_flight")?);
+            entities.insert(e.name.clone(), plan);
+        }
+        let block = |name: &str, n: usize| {
+            let parts = blocks.get(name).cloned().unwrap_or_default();
+            if parts.is_empty() {
+                indent("-- (no entity)", n)
+            } else {
+                indent(&parts.join("\n"), n)
+            }
+        };
+        let codes = |list: &[u32]| joined(list.iter().map(u32::to_string), ", ");
+        let mut vars = base.clone();
+        vars.extend([
+            ("incoming_lit", side_lit(side.other())),
+            ("here_lit", side_lit(side)),
+            ("row_errors", codes(ROW_ERRORS)),
+            ("transient_errors", codes(TRANSIENT_ERRORS)),
+            ("given_key_blocks", block("given", 24)),
+            ("native_key_blocks", block("native", 20)),
+            ("delete_blocks", block("delete", 24)),
+            ("lock_blocks", block("lock", 24)),
+            ("update_blocks", block("update", 24)),
+            ("insert_blocks", block("insert", 24)),
+            (
+                "identity_off_all",
+                if identity_off.is_empty() {
+                    String::new()
+                } else {
+                    indent(&identity_off.join("\n"), 12)
+                },
+            ),
+            ("peer_update_blocks", block("peer", 16)),
+        ]);
+        let apply = fill(APPLY, &vars)?;
+        let mut wb_vars = vars.clone();
+        wb_vars.retain(|(n, _)| *n != "native_key_blocks");
+        wb_vars.push(("native_key_blocks", block("wb_native", 8)));
+        let write_back = fill(WRITE_BACK, &wb_vars)?;
+        Ok(Plan {
+            entities,
+            apply,
+            write_back,
+            in_flight,
+        })
+    }
+}
+
+/// What `run` sends at run time, for review next to the install script: the common
+/// statements, and the templates of the batches that are completed with the column types.
+pub fn runtime_listing(common: &Common) -> String {
+    let mut out = String::from(
+        "\n-- Statements tandem sends at run time on this side (for review; not run by install):\n",
+    );
+    let mut add = |name: &str, text: &str| {
+        out.push_str(&format!("\n-- {name}\n-- "));
+        out.push_str(&text.trim().replace('\n', "\n-- "));
+        out.push('\n');
+    };
+    for (n, t) in [
+        ("claim", &common.claim),
+        ("links_by_own", &common.links_by_own),
+        ("session", &common.session),
+        ("rollback", &common.rollback),
+    ] {
+        add(n, t);
+    }
+    add(
+        "apply batch (sql/mssql/apply.sql; per-entity parts from sql/mssql/entity.sql, typed from the catalog at run time)",
+        APPLY,
+    );
+    add("write-back batch (sql/mssql/write_back.sql)", WRITE_BACK);
+    add("per-entity parts (sql/mssql/entity.sql)", ENTITY);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_always_quoted() {
+        assert_eq!(ident("ORDER_NO"), "[ORDER_NO]");
+        assert_eq!(ident("a]b; drop"), "[a]]b; drop]");
+        assert_eq!(literal("it's"), "N'it''s'");
+        let t = TableName {
+            schema: Some("dbo".into()),
+            name: "My Table".into(),
+        };
+        assert_eq!(table(&t), "[dbo].[My Table]");
+    }
+
+    #[test]
+    fn fill_is_one_pass_and_rejects_leftovers() {
+        assert!(fill("{{x}} {{y}}", &[("x", "1".into())]).is_err());
+        assert_eq!(
+            fill("{{x}}-{{y}}", &[("x", "{{y}}".into()), ("y", "2".into())]).unwrap(),
+            "{{y}}-2"
+        );
+    }
+
+    #[test]
+    fn batches_split_on_go_lines_only() {
+        let b = batches("SELECT 1;\nGO\n\nSELECT 'GO';\n go \nCREATE TRIGGER x\nGO\n");
+        assert_eq!(b.len(), 3);
+        assert!(b[1].contains("'GO'"));
+        assert!(b[2].starts_with("CREATE TRIGGER"));
+    }
+
+    #[test]
+    fn trigger_names_stay_within_128_characters() {
+        let long = TableName {
+            schema: None,
+            name: "x".repeat(200),
+        };
+        let n = trigger_name(&long);
+        assert_eq!(n.chars().count(), 128);
+        assert_eq!(n, trigger_name(&long));
+        let other = TableName {
+            schema: None,
+            name: format!("{}y", "x".repeat(199)),
+        };
+        assert_ne!(n, trigger_name(&other));
+    }
+
+    #[test]
+    fn every_section_is_found() {
+        let s = sections(STATEMENTS);
+        for n in [
+            "claim",
+            "links_by_own",
+            "session",
+            "rollback",
+            "table_columns",
+        ] {
+            assert!(s.contains_key(n), "{n}");
+        }
+        let e = sections(ENTITY);
+        for n in [
+            "native_key",
+            "given_key",
+            "lock",
+            "update",
+            "insert",
+            "insert_defaults",
+            "delete",
+            "peer_update",
+            "in_flight",
+        ] {
+            assert!(e.contains_key(n), "{n}");
+            assert!(!e[n].contains("-- name:"), "{n}");
+        }
+    }
+
+    #[test]
+    fn error_classes_do_not_overlap() {
+        for c in TRANSIENT_ERRORS {
+            assert!(!is_row_error(*c), "{c}");
+        }
+        assert!(is_row_error(2627) && is_row_error(50000) && is_row_error(51001));
+        assert!(is_transient(1205) && is_transient(1222));
+        assert!(!is_row_error(208) && !is_transient(208));
+    }
+}

@@ -1,0 +1,269 @@
+//! Backfill and verify on PostgreSQL: work done inside the database, in chunks, so neither a
+//! table nor a backlog ever crosses the wire or sits in memory whole.
+
+use std::collections::HashSet;
+
+use super::pool::{prepared, PgConn};
+use super::sql::EntitySql;
+use super::PgEndpoint;
+use crate::endpoint::{
+    BackfillChunk, BackfillProgress, BucketHash, EndpointError, Queued, RecordHash,
+};
+use crate::model::{Image, Key, Op};
+
+fn entity_sql<'a>(ep: &'a PgEndpoint, entity: &str) -> Result<&'a EntitySql, EndpointError> {
+    ep.sql
+        .entities
+        .get(entity)
+        .ok_or_else(|| EndpointError::Config(format!("no entity {entity:?} in the config")))
+}
+
+/// Verify compares rendered values: both sides render timestamps in UTC.
+const VERIFY_SESSION: &str = "SET LOCAL TimeZone = 'UTC'";
+
+pub async fn row_count(ep: &PgEndpoint, entity: &str) -> Result<i64, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let conn = ep.pool.get().await?;
+    let row = conn
+        .client
+        .query_one(es.row_count.as_str(), &[])
+        .await
+        .map_err(|e| ep.pool.error(&format!("count rows of {}", es.table), e))?;
+    Ok(row.get(0))
+}
+
+pub async fn progress(ep: &PgEndpoint, entity: &str) -> Result<BackfillProgress, EndpointError> {
+    let mut conn = ep.pool.get().await?;
+    let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error("read backfill progress", e);
+    let st = prepared(&*client, stmts, &ep.sql.common.backfill_get)
+        .await
+        .map_err(err)?;
+    Ok(
+        match client.query_opt(&st, &[&entity]).await.map_err(err)? {
+            Some(r) => BackfillProgress {
+                started: true,
+                rows_done: r.get(1),
+                finished: r.get(2),
+            },
+            None => BackfillProgress::default(),
+        },
+    )
+}
+
+pub async fn reset(ep: &PgEndpoint, entity: &str) -> Result<(), EndpointError> {
+    let mut conn = ep.pool.get().await?;
+    let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error("reset backfill progress", e);
+    let st = prepared(&*client, stmts, &ep.sql.common.backfill_reset)
+        .await
+        .map_err(err)?;
+    client.execute(&st, &[&entity]).await.map_err(err)?;
+    Ok(())
+}
+
+pub async fn chunk(
+    ep: &PgEndpoint,
+    entity: &str,
+    size: usize,
+) -> Result<BackfillChunk, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let mut conn = ep.pool.get().await?;
+    let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error(&format!("backfill {}", es.table), e);
+    let tx = client.transaction().await.map_err(err)?;
+    let get = prepared(&tx, stmts, &ep.sql.common.backfill_get)
+        .await
+        .map_err(err)?;
+    let after: Option<String> = match tx.query_opt(&get, &[&entity]).await.map_err(err)? {
+        Some(r) if r.get::<_, bool>(2) => {
+            // Finished earlier: nothing left (use --restart to copy again).
+            return Ok(BackfillChunk {
+                finished: true,
+                ..Default::default()
+            });
+        }
+        Some(r) => r.get(0),
+        None => None,
+    };
+    let limit = i64::try_from(size.max(1)).unwrap_or(i64::MAX);
+    let q = prepared(&tx, stmts, &es.backfill_chunk)
+        .await
+        .map_err(err)?;
+    let r = tx
+        .query_one(&q, &[&after, &limit, &entity])
+        .await
+        .map_err(err)?;
+    let rows: i64 = r.get(0);
+    let last: Option<String> = r.get(3);
+    let finished = rows < limit;
+    let save = prepared(&tx, stmts, &ep.sql.common.backfill_progress)
+        .await
+        .map_err(err)?;
+    tx.execute(&save, &[&entity, &last, &rows, &finished])
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(BackfillChunk {
+        rows: u64::try_from(rows).unwrap_or(0),
+        min_seq: r.get(1),
+        max_seq: r.get(2),
+        finished,
+    })
+}
+
+pub async fn pending_between(ep: &PgEndpoint, min: i64, max: i64) -> Result<Queued, EndpointError> {
+    let mut conn = ep.pool.get().await?;
+    let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error("count queued changes", e);
+    let st = prepared(&*client, stmts, &ep.sql.common.pending_between)
+        .await
+        .map_err(err)?;
+    let r = client.query_one(&st, &[&min, &max]).await.map_err(err)?;
+    Ok(Queued {
+        eligible: r.get(0),
+        retrying: r.get(1),
+        suspended: r.get(2),
+    })
+}
+
+pub async fn buckets(
+    ep: &PgEndpoint,
+    entity: &str,
+    n: i32,
+) -> Result<Vec<BucketHash>, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let mut conn = ep.pool.get().await?;
+    let err = |e| ep.pool.error(&format!("verify {}", es.table), e);
+    let tx = conn.client.transaction().await.map_err(err)?;
+    tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
+    let rows = tx
+        .query(es.verify_buckets.as_str(), &[&i64::from(n.max(1))])
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(rows
+        .iter()
+        .map(|r| BucketHash {
+            bucket: r.get(0),
+            count: r.get(1),
+            sum: r.get::<_, Option<String>>(2).unwrap_or_default(),
+        })
+        .collect())
+}
+
+pub async fn records(
+    ep: &PgEndpoint,
+    entity: &str,
+    n: i32,
+    which: &[i32],
+) -> Result<Vec<RecordHash>, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let mut conn = ep.pool.get().await?;
+    let err = |e| ep.pool.error(&format!("verify {}", es.table), e);
+    let tx = conn.client.transaction().await.map_err(err)?;
+    tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
+    let rows = tx
+        .query(es.verify_records.as_str(), &[&i64::from(n.max(1)), &which])
+        .await
+        .map_err(err)?;
+    tx.commit().await.map_err(err)?;
+    Ok(rows
+        .iter()
+        .map(|r| RecordHash {
+            a_key: r.get(0),
+            b_key: r.get(1),
+            join_key: r.get(2),
+            hash: r.get(3),
+        })
+        .collect())
+}
+
+pub async fn in_flight(
+    ep: &PgEndpoint,
+    entity: &str,
+    join_keys: &[String],
+) -> Result<HashSet<String>, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    if join_keys.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let conn = ep.pool.get().await?;
+    let rows = conn
+        .client
+        .query(es.verify_in_flight.as_str(), &[&entity, &join_keys])
+        .await
+        .map_err(|e| ep.pool.error("look for changes in flight", e))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<_, Option<String>>(0))
+        .collect())
+}
+
+fn key_json(es: &EntitySql, key: &Key) -> String {
+    serde_json::to_string(&key.to_object(&es.key)).unwrap_or_else(|_| "{}".into())
+}
+
+pub async fn fetch_image(
+    ep: &PgEndpoint,
+    entity: &str,
+    key: &Key,
+) -> Result<Option<Image>, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let conn = ep.pool.get().await?;
+    let row = conn
+        .client
+        .query_opt(es.fetch_image.as_str(), &[&key_json(es, key)])
+        .await
+        .map_err(|e| ep.pool.error(&format!("read {} {key}", es.table), e))?;
+    Ok(row.and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok()))
+}
+
+pub async fn requeue(
+    ep: &PgEndpoint,
+    entity: &str,
+    key: &Key,
+    op: Op,
+) -> Result<u64, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let conn = ep.pool.get().await?;
+    conn.client
+        .execute(
+            es.requeue.as_str(),
+            &[&key_json(es, key), &entity, &op.code().to_string()],
+        )
+        .await
+        .map_err(|e| {
+            ep.pool
+                .error(&format!("queue {} {key} for re-sync", es.table), e)
+        })
+}
+
+pub async fn delete_records(
+    ep: &PgEndpoint,
+    entity: &str,
+    keys: &[Key],
+) -> Result<u64, EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let mut conn = ep.pool.get().await?;
+    let PgConn { client, stmts } = &mut *conn;
+    let err = |e| ep.pool.error(&format!("delete from {}", es.table), e);
+    let tx = client.transaction().await.map_err(err)?;
+    // Like an apply: a repair is tandem's own write, not a change to capture.
+    tx.batch_execute("SET LOCAL tandem.applying = 'on'")
+        .await
+        .map_err(err)?;
+    let del = prepared(&tx, stmts, &es.row_delete).await.map_err(err)?;
+    let mark = prepared(&tx, stmts, &ep.sql.common.link_mark_deleted)
+        .await
+        .map_err(err)?;
+    let mut n = 0;
+    for k in keys {
+        n += tx.execute(&del, &[&key_json(es, k)]).await.map_err(err)?;
+        tx.execute(&mark, &[&entity, &k.as_str()])
+            .await
+            .map_err(err)?;
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(n)
+}

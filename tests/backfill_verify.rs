@@ -1,0 +1,323 @@
+//! Backfill of existing rows and verify (with repair), against real PostgreSQL.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::fixtures::{count, eventually_or, rows, Env};
+
+/// Runs SQL on a side without capturing it: what happened "behind tandem's back".
+async fn behind(c: &tokio_postgres::Client, sql: &str) {
+    c.batch_execute(&format!(
+        "BEGIN; SET LOCAL tandem.applying = 'on'; {sql}; COMMIT;"
+    ))
+    .await
+    .unwrap();
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+async fn assert_equal_and_linked(env: &Env) {
+    let a = rows(
+        &env.a,
+        r#"SELECT "ORDER_NO", "NEW_ID", "CUST_NAME", "AMOUNT" FROM dbo."ORDERS" ORDER BY 1"#,
+    )
+    .await;
+    let b = rows(
+        &env.b,
+        "SELECT legacy_no, id, customer, amount FROM orders ORDER BY 1",
+    )
+    .await;
+    assert_eq!(a.len(), b.len(), "order counts");
+    assert!(a == b, "orders differ");
+    let ai = rows(
+        &env.a,
+        r#"SELECT "ORDER_NO", "LINE_NO", "QTY" FROM dbo."ORDER_ITEMS" ORDER BY 1, 2"#,
+    )
+    .await;
+    let bi = rows(
+        &env.b,
+        "SELECT o.legacy_no, i.line_no, i.quantity FROM order_items i JOIN orders o ON o.id = i.order_id ORDER BY 1, 2",
+    )
+    .await;
+    assert_eq!(ai.len(), bi.len(), "item counts");
+    assert!(ai == bi, "items differ");
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+}
+
+#[tokio::test]
+async fn verify_finds_what_changed_behind_tandems_back_and_repair_fixes_it() {
+    let env = Env::new("verify").await;
+    env.a
+        .batch_execute(
+            r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME", "AMOUNT") SELECT g, 'c' || g, g FROM generate_series(1, 300) g;
+               INSERT INTO dbo."ORDER_ITEMS" SELECT g, 1, g FROM generate_series(1, 300) g;"#,
+        )
+        .await
+        .unwrap();
+    env.drain().await;
+    let o = env.tandem_run(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: equal (A 300 rows, B 300 rows)"),
+        "{}",
+        text(&o)
+    );
+
+    // Sync stopped; then, behind tandem's back: a changed value, a deleted row, an extra row.
+    behind(
+        &env.b,
+        "UPDATE orders SET customer = 'changed in B' WHERE legacy_no = 10",
+    )
+    .await;
+    behind(&env.b, "DELETE FROM order_items WHERE quantity = 20").await;
+    behind(
+        &env.b,
+        "INSERT INTO orders (customer, status) VALUES ('extra in B', 'open')",
+    )
+    .await;
+    behind(
+        &env.a,
+        r#"UPDATE dbo."ORDERS" SET "STATUS" = 'C' WHERE "ORDER_NO" = 30"#,
+    )
+    .await;
+    // A change on its way is not a difference.
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'pending' WHERE "ORDER_NO" = 40"#)
+        .await
+        .unwrap();
+
+    let o = env.tandem_run(&["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let order = &report[0];
+    assert_eq!(order["entity"], "order");
+    assert_eq!(order["different"], 2, "{order}");
+    assert_eq!(order["only_in_b"], 1, "{order}");
+    assert_eq!(order["in_flight"], 1, "{order}");
+    let keys: Vec<String> = order["sample_different"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["a_key"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        keys.contains(&"[10]".to_string()) && keys.contains(&"[30]".to_string()),
+        "{keys:?}"
+    );
+    assert_eq!(
+        order["sample_only_in_b"][0]["b_row"]["customer"],
+        "extra in B"
+    );
+    let item = &report[1];
+    assert_eq!(item["only_in_a"], 1, "{item}");
+    assert_eq!(item["sample_only_in_a"][0]["a_key"], "[20,1]");
+
+    let o = env.tandem_run(&["verify"]);
+    let human = text(&o);
+    assert!(
+        human.contains("order: DIFFERENT")
+            && human.contains("[10]")
+            && human.contains("extra in B"),
+        "{human}"
+    );
+
+    // Repair from A, apply, verify again.
+    let o = env.tandem_run(&["verify", "--repair"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "it still reports what it found: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("queued for re-sync from side A"),
+        "{}",
+        text(&o)
+    );
+    let o = env.tandem_run(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem_run(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        count(
+            &env.b,
+            "SELECT count(*) FROM orders WHERE customer = 'extra in B'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &env.b,
+            "SELECT count(*) FROM orders WHERE status = 'closed'"
+        )
+        .await,
+        1
+    );
+    assert_equal_and_linked(&env).await;
+}
+
+#[tokio::test]
+async fn backfill_copies_existing_rows_parents_first_and_links_them() {
+    let env = Env::new("backfill").await;
+    behind(
+        &env.a,
+        r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME", "AMOUNT") SELECT g, 'old ' || g, g FROM generate_series(1, 2500) g;
+           INSERT INTO dbo."ORDER_ITEMS" SELECT g, l, l FROM generate_series(1, 2500) g, generate_series(1, 2) l"#,
+    )
+    .await;
+    let o = env.tandem_run(&["backfill", "--entity", "order_item", "--chunk", "700"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: 2500 rows copied")
+            && text(&o).contains("order_item: 5000 rows copied"),
+        "{}",
+        text(&o)
+    );
+    assert_equal_and_linked(&env).await;
+    // Finished: running it again copies nothing; --restart copies again and changes nothing.
+    let o = env.tandem_run(&["backfill", "--entity", "order"]);
+    assert!(text(&o).contains("order: 0 rows copied"), "{}", text(&o));
+    let before = rows(
+        &env.b,
+        "SELECT count(*), max(xmin::text::bigint) FROM orders",
+    )
+    .await;
+    let o = env.tandem_run(&["backfill", "--entity", "order", "--restart"]);
+    assert!(text(&o).contains("order: 2500 rows copied"), "{}", text(&o));
+    assert_eq!(
+        rows(
+            &env.b,
+            "SELECT count(*), max(xmin::text::bigint) FROM orders"
+        )
+        .await,
+        before
+    );
+    let o = env.tandem_run(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_resumes_after_kill_9() {
+    let env = Env::new("backfill_kill").await;
+    behind(
+        &env.a,
+        r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") SELECT g, 'k' || g FROM generate_series(1, 6000) g"#,
+    )
+    .await;
+    let mut child = env
+        .tandem()
+        .args(["backfill", "--entity", "order", "--chunk", "200"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let b = &env.b;
+    eventually_or(
+        Duration::from_secs(60),
+        "some rows copied",
+        || async { count(b, "SELECT count(*) FROM orders").await > 500 },
+        String::new,
+    )
+    .await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let copied = count(&env.b, "SELECT count(*) FROM orders").await;
+    assert!(
+        copied < 6000,
+        "killed too late to prove anything ({copied})"
+    );
+    let done: i64 = count(&env.a, "SELECT rows_done FROM tandem.backfill").await;
+    assert!(done > 0 && done < 6000, "{done}");
+    let o = env.tandem_run(&["backfill", "--entity", "order", "--chunk", "200"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem_run(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 6000);
+    assert_equal_and_linked(&env).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_of_100k_rows_under_concurrent_writes_while_tandem_runs_ends_equal() {
+    let env = Env::new("backfill_big").await;
+    behind(
+        &env.a,
+        r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME", "AMOUNT") SELECT g, 'b' || g, g FROM generate_series(1, 50000) g;
+           INSERT INTO dbo."ORDER_ITEMS" SELECT g, 1, g FROM generate_series(1, 50000) g"#,
+    )
+    .await;
+    let log = std::fs::File::create(env.dir.path().join("run.log")).unwrap();
+    let mut service = env
+        .tandem()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Users keep working on A while the backfill runs: updates, deletes, inserts.
+    let a_url = env.a_url.clone();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(async move {
+        let c = common::connect(&a_url).await;
+        let mut i: i32 = 0;
+        while !*stop_rx.borrow_and_update() {
+            i += 1;
+            let id = (i * 7919) % 50000 + 1;
+            let sql = match i % 4 {
+                0 => format!(r#"DELETE FROM dbo."ORDERS" WHERE "ORDER_NO" = {id}"#),
+                1 => format!(
+                    r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES ({}, 'new') ON CONFLICT DO NOTHING"#,
+                    100000 + i
+                ),
+                2 => format!(r#"UPDATE dbo."ORDER_ITEMS" SET "QTY" = -1 WHERE "ORDER_NO" = {id}"#),
+                _ => format!(
+                    r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'live {i}' WHERE "ORDER_NO" = {id}"#
+                ),
+            };
+            c.batch_execute(&sql).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        i
+    });
+    let started = Instant::now();
+    let o = env.tandem_run(&["backfill", "--entity", "order_item", "--chunk", "2000"]);
+    let took = started.elapsed();
+    stop_tx.send(true).unwrap();
+    let writes = writer.await.unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let (a, b) = (&env.a, &env.b);
+    eventually_or(
+        Duration::from_secs(120),
+        "tandem run to catch up",
+        || async {
+            count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+                && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
+        },
+        || std::fs::read_to_string(env.dir.path().join("run.log")).unwrap_or_default(),
+    )
+    .await;
+    let _ = service.kill();
+    let _ = service.wait();
+    eprintln!("backfill of 100,000 rows with {writes} concurrent writes took {took:?}");
+    assert!(
+        count(
+            &env.a,
+            r#"SELECT count(*) FROM dbo."ORDERS" WHERE "CUST_NAME" LIKE 'live%'"#
+        )
+        .await
+            > 0
+    );
+    assert_equal_and_linked(&env).await;
+    let o = env.tandem_run(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -1,0 +1,404 @@
+-- Tandem: apply a batch of changes from the other side, in one round trip (SQL Server).
+-- @P1 is the batch as a JSON array; values are already in this side's column types (see
+-- src/endpoint/mssql/types.rs). Per change, in order, in one transaction, exactly as on
+-- PostgreSQL: lock the record's link in id_map, discard it if this or a newer change was
+-- applied (the sequence guard), resolve parents through their links, detect and settle a
+-- conflict, write only what differs, and update the link in the same transaction.
+-- A change the database refuses (a constraint, a value that does not fit, a trigger that
+-- raises) is rolled back alone to its savepoint and reported; if it left the transaction
+-- unable to go on, the batch starts over without it. Any other error (a deadlock, a lost
+-- connection, a missing table) rolls the whole batch back and is raised.
+-- Result: one row per change (i, how, target_key, conflict, fail, err_number, err_message,
+-- parent, parent_key). how: W written, U unchanged, S stale, D deleted here, C conflict lost;
+-- fail: R refused by the database, P waiting for a parent.
+SET NOCOUNT ON;
+SET XACT_ABORT OFF;
+DECLARE @changes TABLE (
+    i                int               NOT NULL PRIMARY KEY,
+    entity           nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    tbl              nvarchar(600)     NOT NULL,
+    op               char(1)           NOT NULL,
+    seq              bigint            NOT NULL,
+    source_key       nvarchar(max)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    peer_hint        nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+    peer_applied_seq bigint            NOT NULL,
+    captured_at      datetimeoffset(7) NOT NULL,
+    key_given        bit               NOT NULL,
+    key_problem      nvarchar(2000)    NULL,
+    row_problem      nvarchar(2000)    NULL,
+    policy           varchar(12)       NOT NULL,
+    row_values       nvarchar(max)     NOT NULL,
+    row_image        nvarchar(max)     NOT NULL,
+    refs             nvarchar(max)     NULL
+);
+INSERT INTO @changes
+SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
+       c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.row_values,
+       c.row_image, c.refs
+FROM OPENJSON(@P1) WITH (
+    i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
+    seq bigint '$.seq', source_key nvarchar(max) '$.source_key', peer_hint nvarchar(max) '$.peer_hint',
+    peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
+    key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
+    row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy',
+    row_values nvarchar(max) '$.row' AS JSON, row_image nvarchar(max) '$.image' AS JSON,
+    refs nvarchar(max) '$.refs' AS JSON
+) AS c;
+
+DECLARE @out TABLE (
+    i           int            NOT NULL PRIMARY KEY,
+    how         char(1)        NULL,
+    target_key  nvarchar(max)  NULL,
+    conflict    bit            NOT NULL DEFAULT 0,
+    fail        char(1)        NULL,
+    err_number  int            NULL,
+    err_message nvarchar(4000) NULL,
+    parent      nvarchar(128)  NULL,
+    parent_key  nvarchar(max)  NULL
+);
+-- Changes that left the transaction unable to go on; the batch is redone without them.
+-- (Table variables keep their rows through a rollback.)
+DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
+DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max));
+DECLARE @ins TABLE (k nvarchar(max));
+
+DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
+        @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
+        @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
+        @row_problem nvarchar(2000), @policy varchar(12), @row_values nvarchar(max),
+        @row_image nvarchar(max), @refs nvarchar(max),
+        @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
+        @given nvarchar(max), @found bit, @n int,
+        @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
+        @known nvarchar(max), @linked_live bit, @tombstone bit,
+        @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max),
+        @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
+        @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
+        @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
+        @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
+        @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
+        @link_deleted bit, @out_how char(1), @out_conflict bit,
+        @err int, @msg nvarchar(4000), @restart bit = 1;
+
+WHILE @restart = 1
+BEGIN
+    SET @restart = 0;
+    DELETE FROM @out;
+    BEGIN TRANSACTION;
+    SET @i = -1;
+    WHILE 1 = 1
+    BEGIN
+        SELECT TOP (1) @i = i, @entity = entity, @tbl = tbl, @op = op, @seq = seq,
+               @source_key = source_key, @peer_hint = peer_hint,
+               @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
+               @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
+               @policy = policy, @row_values = row_values, @row_image = row_image, @refs = refs
+        FROM @changes WHERE i > @i ORDER BY i;
+        IF @@ROWCOUNT = 0 BREAK;
+        IF EXISTS (SELECT 1 FROM @skip WHERE i = @i)
+        BEGIN
+            INSERT INTO @out (i, fail, err_number, err_message)
+            SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
+            CONTINUE;
+        END;
+        SELECT @done = 0, @put = 0, @out_conflict = 0;
+        SAVE TRANSACTION tandem_change;
+        BEGIN TRY
+            -- 1. Lock the record's link; the sequence guard.
+            SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0;
+            SELECT @link_found = 1, @applied = applied_seq, @own = [a_key], @deleted = deleted
+            FROM [tandem].[id_map] WITH (UPDLOCK, HOLDLOCK)
+            WHERE entity = @entity AND [b_key] = @source_key;
+            IF @link_found = 1 AND @applied >= @seq
+            BEGIN
+                INSERT INTO @out (i, how, target_key) VALUES (@i, 'S', @own);
+                SET @done = 1;
+            END;
+
+            IF @done = 0
+            BEGIN
+                -- What this side knows of the record: its own link, else the source's (the
+                -- write-back of a link the source made may still be on its way here).
+                IF @link_found = 1
+                    SELECT @known = @own, @tombstone = @deleted,
+                           @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;
+                ELSE
+                    SELECT @known = @peer_hint, @tombstone = 0,
+                           @linked_live = CASE WHEN @peer_hint IS NOT NULL THEN 1 ELSE 0 END;
+
+                -- 2. Parents: ref columns take the parent's key here.
+                SELECT @row = @row_values, @image = @row_image, @refs_ok = 1, @r = -1,
+                       @missing_parent = NULL, @missing_key = NULL;
+                WHILE @refs_ok = 1
+                BEGIN
+                    SELECT TOP (1) @r = x.n, @r_mark = x.mark, @r_parent = x.parent,
+                           @r_key = x.[key], @r_hint = x.hint
+                    FROM OPENJSON(@refs) WITH (n int '$.n', mark nvarchar(200) '$.mark',
+                         parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
+                    WHERE x.n > @r ORDER BY x.n;
+                    IF @@ROWCOUNT = 0 BREAK;
+                    SET @parent_key = NULL;
+                    SELECT @parent_key = [a_key] FROM [tandem].[id_map]
+                    WHERE entity = @r_parent AND [b_key] = @r_key AND (deleted = 0 OR @op = 'D');
+                    SET @parent_key = COALESCE(@parent_key, @r_hint);
+                    IF @parent_key IS NULL
+                        SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key;
+                    ELSE
+                    BEGIN
+                        -- The ref column holds a marker token (2016 has no JSON_MODIFY with a
+                        -- computed path): replace it by the parent's key value, as a JSON string
+                        -- that OPENJSON ... WITH converts to the column's type.
+                        SET @v = N'"' + STRING_ESCAPE(JSON_VALUE(@parent_key, '$[0]'), 'json') + N'"';
+                        SET @row = REPLACE(@row, @r_mark, @v);
+                        SET @image = REPLACE(@image, @r_mark, @v);
+                    END;
+                END;
+
+                -- 3. The record's key here, as far as it is known before writing.
+                SET @given = NULL;
+                IF @key_given = 1 AND @refs_ok = 1
+                BEGIN
+                    IF @key_problem IS NOT NULL AND @op <> 'D'
+                    BEGIN
+                        ;THROW 51001, @key_problem, 1;
+                    END;
+                    IF @key_problem IS NULL
+                    BEGIN
+                        IF @entity = N'order_item'
+                            SELECT @given = N'[' + CONVERT(nvarchar(40), r.[ORDER_NO]) + N',' + CONVERT(nvarchar(40), r.[LINE_NO]) + N']'
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
+                    END;
+                END;
+                IF @refs_ok = 0 AND @op <> 'D'
+                BEGIN
+                    ROLLBACK TRANSACTION tandem_change;
+                    INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'P', @missing_parent, @missing_key);
+                    SET @done = 1;
+                END;
+            END;
+
+            IF @done = 0
+            BEGIN
+                SET @here = CASE WHEN @key_given = 1 THEN COALESCE(@given, @known) ELSE @known END;
+                -- 4. A change of this record captured here and not yet applied at the other side
+                -- means it changed on both sides: the entity's policy settles it.
+                SET @resolution = 'N';
+                IF @here IS NOT NULL
+                BEGIN
+                    SELECT @key = @here, @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                    DELETE FROM @pending;
+                    INSERT INTO @pending (seq, captured_at, op, image)
+                    SELECT seq, captured_at, op, image FROM [tandem].[outbox]
+                    WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
+                      AND suspended = 0 AND seq > @peer_applied_seq;
+                    IF @@ROWCOUNT > 0
+                    BEGIN
+                        SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
+                               @local_image = image
+                        FROM @pending ORDER BY seq DESC;
+                        -- Ties go to A, so both sides decide the same way.
+                        SET @winner = CASE @policy WHEN 'a_wins' THEN 'A' WHEN 'b_wins' THEN 'B'
+                            ELSE CASE WHEN @captured_at > @local_at THEN 'B'
+                                      WHEN @captured_at < @local_at THEN 'A'
+                                      ELSE 'A' END END;
+                        INSERT INTO [tandem].[conflicts]
+                            (entity, incoming_side, incoming_key, local_key, policy, winner,
+                             incoming_op, incoming_image, local_op, local_image)
+                        VALUES (@entity, 'B', @source_key, @here, @policy, @winner,
+                                @op, CASE WHEN @op <> 'D' THEN @image END, @local_op, @local_image);
+                        IF @winner = 'B'
+                        BEGIN
+                            DELETE o FROM [tandem].[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+                            SET @resolution = 'I';
+                        END
+                        ELSE
+                        BEGIN
+                            -- The local change won over a delete: it travels as an insert, to
+                            -- create the record again at the other side.
+                            IF @op = 'D' AND @local_op <> 'D'
+                                UPDATE [tandem].[outbox] SET op = 'I' WHERE seq = @local_seq;
+                            -- The losing change is settled: later copies of it are stale.
+                            UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
+                            SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
+                                [a_key] = COALESCE([a_key], @here), updated_at = SYSDATETIMEOFFSET()
+                            WHERE entity = @entity AND [b_key] = @source_key;
+                            IF @@ROWCOUNT = 0
+                                INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq)
+                                VALUES (@entity, @source_key, @here, @seq);
+                            INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
+                            SET @done = 1;
+                        END;
+                    END;
+                END;
+            END;
+
+            IF @done = 0
+            BEGIN
+                -- 5. Write. Tandem's own writes are marked so the capture trigger skips them.
+                SET @force = CASE WHEN @resolution = 'I' THEN 1 ELSE 0 END;
+                SET @out_conflict = @force;
+                EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+                IF @op = 'D'
+                BEGIN
+                    SET @out_how = 'U';
+                    IF @here IS NOT NULL
+                    BEGIN
+                        SELECT @key = @here, @n = 0;
+                        IF @entity = N'order'
+                        BEGIN
+                            DELETE t FROM [dbo].[ORDERS] AS t
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        IF @entity = N'order_item'
+                        BEGIN
+                            DELETE t FROM [dbo].[ORDER_ITEMS] AS t
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        IF @n > 0 SET @out_how = 'W';
+                    END;
+                    SELECT @put = 1, @link_target = @here, @link_deleted = 1;
+                END
+                ELSE IF @tombstone = 1 AND @op = 'U' AND @force = 0
+                    -- An update after a delete: the record is gone here, and the delete wins.
+                    SELECT @put = 1, @link_target = @known, @link_deleted = 1, @out_how = 'D';
+                ELSE
+                BEGIN
+                    -- A value tandem could not convert for its column fails here, where
+                    -- PostgreSQL's typed read of the row would.
+                    IF @row_problem IS NOT NULL
+                    BEGIN
+                        ;THROW 51000, @row_problem, 1;
+                    END;
+                    SET @candidate = CASE WHEN @key_given = 1 THEN @given
+                                          WHEN @tombstone = 1 THEN NULL ELSE @known END;
+                    SET @found = 0;
+                    IF @candidate IS NOT NULL
+                    BEGIN
+                        SET @key = @candidate;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                    END;
+                    IF @found = 1
+                    BEGIN
+                        SET @n = 0;
+                        IF @entity = N'order'
+                        BEGIN
+                            UPDATE t SET t.[CUST_NAME] = r.[CUST_NAME], t.[STATUS] = r.[STATUS], t.[AMOUNT] = r.[AMOUNT], t.[NEW_ID] = r.[NEW_ID]
+                            FROM [dbo].[ORDERS] AS t
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r
+                            WHERE CONVERT(nvarchar(max), (SELECT t.[CUST_NAME], t.[STATUS], t.[AMOUNT], t.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+                               <> CONVERT(nvarchar(max), (SELECT r.[CUST_NAME], r.[STATUS], r.[AMOUNT], r.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        IF @entity = N'order_item'
+                        BEGIN
+                            UPDATE t SET t.[QTY] = r.[QTY]
+                            FROM [dbo].[ORDER_ITEMS] AS t
+                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r
+                            WHERE CONVERT(nvarchar(max), (SELECT t.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+                               <> CONVERT(nvarchar(max), (SELECT r.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        SELECT @put = 1, @link_target = @candidate, @link_deleted = 0,
+                               @out_how = CASE WHEN @n > 0 THEN 'W' ELSE 'U' END;
+                    END
+                    ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0
+                        -- Linked, yet gone here, with no delete of it pending here: it was
+                        -- deleted at this side and that delete reached the other side already.
+                        SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
+                    ELSE
+                    BEGIN
+                        DELETE FROM @ins;
+                        IF @entity = N'order'
+                        BEGIN
+                            INSERT INTO [dbo].[ORDERS] ([CUST_NAME], [STATUS], [AMOUNT], [NEW_ID])
+                            OUTPUT N'[' + CONVERT(nvarchar(40), inserted.[ORDER_NO]) + N']' INTO @ins (k)
+                            SELECT r.[CUST_NAME], r.[STATUS], r.[AMOUNT], r.[NEW_ID]
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r;
+                        END;
+                        IF @entity = N'order_item'
+                        BEGIN
+                            INSERT INTO [dbo].[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY])
+                            OUTPUT N'[' + CONVERT(nvarchar(40), inserted.[ORDER_NO]) + N',' + CONVERT(nvarchar(40), inserted.[LINE_NO]) + N']' INTO @ins (k)
+                            SELECT r.[ORDER_NO], r.[LINE_NO], r.[QTY]
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
+                        END;
+                        SELECT @put = 1, @link_target = (SELECT TOP (1) k FROM @ins),
+                               @link_deleted = 0, @out_how = 'W';
+                    END;
+                END;
+                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+            END;
+
+            IF @put = 1
+            BEGIN
+                -- 6. The link: the sequence guard and the id pair, with the data.
+                IF @link_target IS NOT NULL
+                    -- A link naming this record's key for another record of the other side is
+                    -- stale (the key was reused).
+                    DELETE FROM [tandem].[id_map]
+                    WHERE entity = @entity AND [a_key] = @link_target
+                      AND ([b_key] IS NULL OR [b_key] <> @source_key);
+                UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
+                SET [a_key] = COALESCE(@link_target, [a_key]),
+                    applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
+                    deleted = @link_deleted, updated_at = SYSDATETIMEOFFSET()
+                WHERE entity = @entity AND [b_key] = @source_key;
+                IF @@ROWCOUNT = 0
+                    INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq, deleted)
+                    VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
+                INSERT INTO @out (i, how, target_key, conflict)
+                VALUES (@i, @out_how, @link_target, @out_conflict);
+            END;
+        END TRY
+        BEGIN CATCH
+            SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+
+            EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+            IF @err IN (2627, 2601, 547, 515, 8152, 2628, 245, 8114, 8115, 220, 232, 236, 241, 242, 244, 248, 293, 235, 517, 8134, 8169, 9455, 9400, 512, 3609) OR @err >= 50000
+            BEGIN
+                -- Caused by the row: this change fails alone.
+                IF XACT_STATE() = 1
+                BEGIN
+                    ROLLBACK TRANSACTION tandem_change;
+                    DELETE FROM @out WHERE i = @i;
+                    INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
+                END
+                ELSE
+                BEGIN
+                    -- The error doomed the transaction (or a trigger ended it): start again
+                    -- without this change.
+                    IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+                    INSERT INTO @skip (i, err_number, err_message) VALUES (@i, @err, @msg);
+                    SET @restart = 1;
+                    BREAK;
+                END;
+            END
+            ELSE
+            BEGIN
+                -- Not the row's fault: the whole batch fails and is retried.
+                IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+                THROW;
+            END;
+        END CATCH;
+    END;
+    IF @restart = 0 COMMIT TRANSACTION;
+END;
+SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key
+FROM @out ORDER BY i;

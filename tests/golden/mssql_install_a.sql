@@ -1,0 +1,790 @@
+-- Tandem: objects in this database (SQL Server 2016 SP1 or later, compatibility level 130+).
+-- `tandem install` runs exactly this script, batch by batch (GO separates batches, as in
+-- sqlcmd and SSMS), in one transaction; running it again is harmless.
+-- Placeholders like [tandem] are filled with identifiers quoted as [name] (] doubled) and
+-- string literals N'...' (' doubled); values never travel inside SQL text.
+-- Keys and entity names use a binary collation, so 'abc' and 'ABC' are different keys,
+-- exactly as on PostgreSQL.
+SET ANSI_NULLS ON;
+SET QUOTED_IDENTIFIER ON;
+SET XACT_ABORT ON;
+BEGIN TRANSACTION;
+GO
+IF SCHEMA_ID(N'tandem') IS NULL
+BEGIN
+    EXEC (N'CREATE SCHEMA ' + N'[tandem]');
+    -- The mark that lets `tandem uninstall` drop the schema (only one tandem created).
+    EXEC sys.sp_addextendedproperty @name = N'tandem',
+        @value = N'tandem: change capture and id links (created by tandem install)',
+        @level0type = N'SCHEMA', @level0name = N'tandem';
+END;
+GO
+-- One row per captured change. A row leaves only after its effect is committed at the other
+-- side and the id pair is written back here. `seq` orders the changes of one record.
+-- `key` is the record's key as the capture trigger writes it (FOR JSON of the key columns);
+-- `key_prefix` makes it indexable (nvarchar(max) cannot be an index key).
+IF OBJECT_ID(N'[tandem].[outbox]', N'U') IS NULL
+CREATE TABLE [tandem].[outbox] (
+    seq             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity          nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    op              char(1)           COLLATE Latin1_General_100_BIN2 NOT NULL CHECK (op IN ('I', 'U', 'D')),
+    [key]           nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+    key_prefix      nvarchar(400)     COLLATE Latin1_General_100_BIN2 NULL,
+    image           nvarchar(max)     NOT NULL,  -- the full row (FOR JSON): after the change, before it for deletes
+    captured_at     datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    attempts        int               NOT NULL DEFAULT 0,
+    next_attempt_at datetimeoffset(7) NULL,      -- NULL: now
+    last_error      nvarchar(max)     NULL,
+    first_failed_at datetimeoffset(7) NULL,
+    last_failed_at  datetimeoffset(7) NULL,
+    suspended       bit               NOT NULL DEFAULT 0
+);
+GO
+-- Changes of one record: conflict detection, superseding suspended images, waiting children.
+-- (No filtered index and no indexed computed column here: the capture trigger inserts into
+-- this table from application sessions, whatever their SET options are.)
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[outbox]') AND name = N'outbox_record')
+    CREATE INDEX outbox_record ON [tandem].[outbox] (entity, key_prefix);
+GO
+-- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
+-- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
+-- equal changes are discarded), and a tombstone mark so a late update cannot revive a delete.
+IF OBJECT_ID(N'[tandem].[id_map]', N'U') IS NULL
+CREATE TABLE [tandem].[id_map] (
+    id          bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    a_key       nvarchar(700)     COLLATE Latin1_General_100_BIN2 NULL,
+    b_key       nvarchar(700)     COLLATE Latin1_General_100_BIN2 NULL,
+    applied_seq bigint            NOT NULL DEFAULT 0,
+    deleted     bit               NOT NULL DEFAULT 0,
+    updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    CHECK (a_key IS NOT NULL OR b_key IS NOT NULL)
+);
+GO
+-- Unique like PostgreSQL's (entity, a_key) and (entity, b_key), where NULLs never collide.
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[id_map]') AND name = N'id_map_a')
+    CREATE UNIQUE INDEX id_map_a ON [tandem].[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
+IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[id_map]') AND name = N'id_map_b')
+    CREATE UNIQUE INDEX id_map_b ON [tandem].[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+GO
+-- Conflicts resolved here: a record changed on both sides before either change was applied.
+-- Both sides end with the winner's values; the losing image is kept here for review.
+IF OBJECT_ID(N'[tandem].[conflicts]', N'U') IS NULL
+CREATE TABLE [tandem].[conflicts] (
+    id             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
+    entity         nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+    incoming_side  char(1)           NOT NULL,  -- 'A' or 'B': where the incoming change was captured
+    incoming_key   nvarchar(max)     NOT NULL,  -- the record's key there
+    local_key      nvarchar(max)     NULL,      -- the record's key here
+    policy         varchar(12)       NOT NULL,
+    winner         char(1)           NOT NULL,  -- 'A' or 'B'
+    incoming_op    char(1)           NOT NULL,
+    incoming_image nvarchar(max)     NULL,      -- mapped to this side's columns
+    local_op       char(1)           NOT NULL,
+    local_image    nvarchar(max)     NULL,
+    resolved_at    datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET()
+);
+GO
+
+-- Capture trigger for entity order on [dbo].[ORDERS].
+-- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDERS]') AND name = N'tandem_capture_ORDERS')
+    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDERS'));
+GO
+-- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
+-- by key. A row in both with the same key is an update (captured only when its image
+-- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
+-- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
+-- stays a member with value null, apart from '' and from a column that is not there.
+-- Tandem's own writes to this table set the session context tandem.applying to its name and
+-- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
+-- while tandem applies a change is captured and flows back.
+CREATE TRIGGER [dbo].[tandem_capture_ORDERS] ON [dbo].[ORDERS]
+AFTER INSERT, UPDATE, DELETE
+AS
+BEGIN
+    SET NOCOUNT ON;
+    IF TRIGGER_NESTLEVEL() = 1
+       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = N'[dbo].[ORDERS]'
+        RETURN;
+    IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
+        RETURN;
+    DECLARE @c TABLE (
+        ord int NOT NULL,
+        op  char(1) NOT NULL,
+        k   nvarchar(max) NOT NULL,
+        img nvarchar(max) NOT NULL
+    );
+    WITH n AS (
+        SELECT i.[ORDER_NO] AS [c1],
+               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM inserted AS i
+    ), o AS (
+        SELECT d.[ORDER_NO] AS [c1],
+               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM deleted AS d
+    )
+    INSERT INTO @c (ord, op, k, img)
+    SELECT v.ord, v.op, v.k, v.img
+    FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.k = o.k
+    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+    WHERE (v.ord = 0 AND n.k IS NULL)
+       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+       OR (v.ord = 2 AND o.k IS NULL);
+    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
+    SELECT N'order', c.op, c.k, LEFT(c.k, 400), c.img
+    FROM @c AS c
+    ORDER BY c.ord;
+END;
+GO
+-- The mark `tandem uninstall` and `tandem check` find the trigger by.
+DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]')),
+        @t sysname = OBJECT_NAME(OBJECT_ID(N'[dbo].[ORDERS]'));
+EXEC sys.sp_addextendedproperty @name = N'tandem', @value = N'tandem',
+    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
+    @level2type = N'TRIGGER', @level2name = N'tandem_capture_ORDERS';
+GO
+
+-- Capture trigger for entity order_item on [dbo].[ORDER_ITEMS].
+-- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDER_ITEMS]') AND name = N'tandem_capture_ORDER_ITEMS')
+    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDER_ITEMS'));
+GO
+-- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
+-- by key. A row in both with the same key is an update (captured only when its image
+-- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
+-- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
+-- stays a member with value null, apart from '' and from a column that is not there.
+-- Tandem's own writes to this table set the session context tandem.applying to its name and
+-- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
+-- while tandem applies a change is captured and flows back.
+CREATE TRIGGER [dbo].[tandem_capture_ORDER_ITEMS] ON [dbo].[ORDER_ITEMS]
+AFTER INSERT, UPDATE, DELETE
+AS
+BEGIN
+    SET NOCOUNT ON;
+    IF TRIGGER_NESTLEVEL() = 1
+       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = N'[dbo].[ORDER_ITEMS]'
+        RETURN;
+    IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
+        RETURN;
+    DECLARE @c TABLE (
+        ord int NOT NULL,
+        op  char(1) NOT NULL,
+        k   nvarchar(max) NOT NULL,
+        img nvarchar(max) NOT NULL
+    );
+    WITH n AS (
+        SELECT i.[ORDER_NO] AS [c1], i.[LINE_NO] AS [c2],
+               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1], i.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM inserted AS i
+    ), o AS (
+        SELECT d.[ORDER_NO] AS [c1], d.[LINE_NO] AS [c2],
+               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1], d.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+        FROM deleted AS d
+    )
+    INSERT INTO @c (ord, op, k, img)
+    SELECT v.ord, v.op, v.k, v.img
+    FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.[c2] = o.[c2] AND n.k = o.k
+    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+    WHERE (v.ord = 0 AND n.k IS NULL)
+       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+       OR (v.ord = 2 AND o.k IS NULL);
+    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
+    SELECT N'order_item', c.op, c.k, LEFT(c.k, 400), c.img
+    FROM @c AS c
+    ORDER BY c.ord;
+END;
+GO
+-- The mark `tandem uninstall` and `tandem check` find the trigger by.
+DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]')),
+        @t sysname = OBJECT_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'));
+EXEC sys.sp_addextendedproperty @name = N'tandem', @value = N'tandem',
+    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
+    @level2type = N'TRIGGER', @level2name = N'tandem_capture_ORDER_ITEMS';
+GO
+
+COMMIT TRANSACTION;
+SET XACT_ABORT OFF;
+GO
+
+-- Statements tandem sends at run time on this side (for review; not run by install):
+
+-- claim
+-- -- The oldest eligible pending changes. READPAST skips rows still locked by a transaction that
+-- -- has not committed (they are taken next time, nothing is lost); READCOMMITTEDLOCK keeps
+-- -- READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared locks last only while each row is
+-- -- read, so claiming never blocks an application writing to its tables.
+-- SELECT TOP (@P1) seq, entity, op, image,
+--        DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts
+-- FROM [tandem].[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+-- WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
+-- ORDER BY seq;
+
+-- links_by_own
+-- -- @P1 entity, @P2 a JSON array of this side's keys (as text).
+-- SELECT m.[a_key], m.[b_key], m.deleted, m.applied_seq
+-- FROM [tandem].[id_map] AS m
+-- JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
+--   ON m.[a_key] = j.k COLLATE Latin1_General_100_BIN2
+-- WHERE m.entity = @P1;
+
+-- session
+-- -- Every pooled connection: the SET options filtered indexes need (id_map), and SET XACT_ABORT
+-- -- OFF so a change the database refuses can be rolled back alone to its savepoint.
+-- SET ANSI_NULLS ON;
+-- SET ANSI_PADDING ON;
+-- SET ANSI_WARNINGS ON;
+-- SET ARITHABORT ON;
+-- SET CONCAT_NULL_YIELDS_NULL ON;
+-- SET QUOTED_IDENTIFIER ON;
+-- SET NUMERIC_ROUNDABORT OFF;
+-- SET XACT_ABORT OFF;
+-- SET DATEFORMAT ymd;
+
+-- rollback
+-- -- Run on a connection whose batch failed: nothing it began may stay open.
+-- IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+-- EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+
+-- apply batch (sql/mssql/apply.sql; per-entity parts from sql/mssql/entity.sql, typed from the catalog at run time)
+-- -- Tandem: apply a batch of changes from the other side, in one round trip (SQL Server).
+-- -- @P1 is the batch as a JSON array; values are already in this side's column types (see
+-- -- src/endpoint/mssql/types.rs). Per change, in order, in one transaction, exactly as on
+-- -- PostgreSQL: lock the record's link in id_map, discard it if this or a newer change was
+-- -- applied (the sequence guard), resolve parents through their links, detect and settle a
+-- -- conflict, write only what differs, and update the link in the same transaction.
+-- -- A change the database refuses (a constraint, a value that does not fit, a trigger that
+-- -- raises) is rolled back alone to its savepoint and reported; if it left the transaction
+-- -- unable to go on, the batch starts over without it. Any other error (a deadlock, a lost
+-- -- connection, a missing table) rolls the whole batch back and is raised.
+-- -- Result: one row per change (i, how, target_key, conflict, fail, err_number, err_message,
+-- -- parent, parent_key). how: W written, U unchanged, S stale, D deleted here, C conflict lost;
+-- -- fail: R refused by the database, P waiting for a parent.
+-- SET NOCOUNT ON;
+-- SET XACT_ABORT OFF;
+-- DECLARE @changes TABLE (
+--     i                int               NOT NULL PRIMARY KEY,
+--     entity           nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+--     tbl              nvarchar(600)     NOT NULL,
+--     op               char(1)           NOT NULL,
+--     seq              bigint            NOT NULL,
+--     source_key       nvarchar(max)     COLLATE Latin1_General_100_BIN2 NOT NULL,
+--     peer_hint        nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+--     peer_applied_seq bigint            NOT NULL,
+--     captured_at      datetimeoffset(7) NOT NULL,
+--     key_given        bit               NOT NULL,
+--     key_problem      nvarchar(2000)    NULL,
+--     row_problem      nvarchar(2000)    NULL,
+--     policy           varchar(12)       NOT NULL,
+--     row_values       nvarchar(max)     NOT NULL,
+--     row_image        nvarchar(max)     NOT NULL,
+--     refs             nvarchar(max)     NULL
+-- );
+-- INSERT INTO @changes
+-- SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
+--        c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.row_values,
+--        c.row_image, c.refs
+-- FROM OPENJSON(@P1) WITH (
+--     i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
+--     seq bigint '$.seq', source_key nvarchar(max) '$.source_key', peer_hint nvarchar(max) '$.peer_hint',
+--     peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
+--     key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
+--     row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy',
+--     row_values nvarchar(max) '$.row' AS JSON, row_image nvarchar(max) '$.image' AS JSON,
+--     refs nvarchar(max) '$.refs' AS JSON
+-- ) AS c;
+-- 
+-- DECLARE @out TABLE (
+--     i           int            NOT NULL PRIMARY KEY,
+--     how         char(1)        NULL,
+--     target_key  nvarchar(max)  NULL,
+--     conflict    bit            NOT NULL DEFAULT 0,
+--     fail        char(1)        NULL,
+--     err_number  int            NULL,
+--     err_message nvarchar(4000) NULL,
+--     parent      nvarchar(128)  NULL,
+--     parent_key  nvarchar(max)  NULL
+-- );
+-- -- Changes that left the transaction unable to go on; the batch is redone without them.
+-- -- (Table variables keep their rows through a rollback.)
+-- DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
+-- DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max));
+-- DECLARE @ins TABLE (k nvarchar(max));
+-- 
+-- DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
+--         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
+--         @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
+--         @row_problem nvarchar(2000), @policy varchar(12), @row_values nvarchar(max),
+--         @row_image nvarchar(max), @refs nvarchar(max),
+--         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
+--         @given nvarchar(max), @found bit, @n int,
+--         @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
+--         @known nvarchar(max), @linked_live bit, @tombstone bit,
+--         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max),
+--         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
+--         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
+--         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
+--         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
+--         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
+--         @link_deleted bit, @out_how char(1), @out_conflict bit,
+--         @err int, @msg nvarchar(4000), @restart bit = 1;
+-- 
+-- WHILE @restart = 1
+-- BEGIN
+--     SET @restart = 0;
+--     DELETE FROM @out;
+--     BEGIN TRANSACTION;
+--     SET @i = -1;
+--     WHILE 1 = 1
+--     BEGIN
+--         SELECT TOP (1) @i = i, @entity = entity, @tbl = tbl, @op = op, @seq = seq,
+--                @source_key = source_key, @peer_hint = peer_hint,
+--                @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
+--                @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
+--                @policy = policy, @row_values = row_values, @row_image = row_image, @refs = refs
+--         FROM @changes WHERE i > @i ORDER BY i;
+--         IF @@ROWCOUNT = 0 BREAK;
+--         IF EXISTS (SELECT 1 FROM @skip WHERE i = @i)
+--         BEGIN
+--             INSERT INTO @out (i, fail, err_number, err_message)
+--             SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
+--             CONTINUE;
+--         END;
+--         SELECT @done = 0, @put = 0, @out_conflict = 0;
+--         SAVE TRANSACTION tandem_change;
+--         BEGIN TRY
+--             -- 1. Lock the record's link; the sequence guard.
+--             SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0;
+--             SELECT @link_found = 1, @applied = applied_seq, @own = {{own}}, @deleted = deleted
+--             FROM {{schema}}.[id_map] WITH (UPDLOCK, HOLDLOCK)
+--             WHERE entity = @entity AND {{peer}} = @source_key;
+--             IF @link_found = 1 AND @applied >= @seq
+--             BEGIN
+--                 INSERT INTO @out (i, how, target_key) VALUES (@i, 'S', @own);
+--                 SET @done = 1;
+--             END;
+-- 
+--             IF @done = 0
+--             BEGIN
+--                 -- What this side knows of the record: its own link, else the source's (the
+--                 -- write-back of a link the source made may still be on its way here).
+--                 IF @link_found = 1
+--                     SELECT @known = @own, @tombstone = @deleted,
+--                            @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;
+--                 ELSE
+--                     SELECT @known = @peer_hint, @tombstone = 0,
+--                            @linked_live = CASE WHEN @peer_hint IS NOT NULL THEN 1 ELSE 0 END;
+-- 
+--                 -- 2. Parents: ref columns take the parent's key here.
+--                 SELECT @row = @row_values, @image = @row_image, @refs_ok = 1, @r = -1,
+--                        @missing_parent = NULL, @missing_key = NULL;
+--                 WHILE @refs_ok = 1
+--                 BEGIN
+--                     SELECT TOP (1) @r = x.n, @r_mark = x.mark, @r_parent = x.parent,
+--                            @r_key = x.[key], @r_hint = x.hint
+--                     FROM OPENJSON(@refs) WITH (n int '$.n', mark nvarchar(200) '$.mark',
+--                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
+--                     WHERE x.n > @r ORDER BY x.n;
+--                     IF @@ROWCOUNT = 0 BREAK;
+--                     SET @parent_key = NULL;
+--                     SELECT @parent_key = {{own}} FROM {{schema}}.[id_map]
+--                     WHERE entity = @r_parent AND {{peer}} = @r_key AND (deleted = 0 OR @op = 'D');
+--                     SET @parent_key = COALESCE(@parent_key, @r_hint);
+--                     IF @parent_key IS NULL
+--                         SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key;
+--                     ELSE
+--                     BEGIN
+--                         -- The ref column holds a marker token (2016 has no JSON_MODIFY with a
+--                         -- computed path): replace it by the parent's key value, as a JSON string
+--                         -- that OPENJSON ... WITH converts to the column's type.
+--                         SET @v = N'"' + STRING_ESCAPE(JSON_VALUE(@parent_key, '$[0]'), 'json') + N'"';
+--                         SET @row = REPLACE(@row, @r_mark, @v);
+--                         SET @image = REPLACE(@image, @r_mark, @v);
+--                     END;
+--                 END;
+-- 
+--                 -- 3. The record's key here, as far as it is known before writing.
+--                 SET @given = NULL;
+--                 IF @key_given = 1 AND @refs_ok = 1
+--                 BEGIN
+--                     IF @key_problem IS NOT NULL AND @op <> 'D'
+--                     BEGIN
+--                         ;THROW 51001, @key_problem, 1;
+--                     END;
+--                     IF @key_problem IS NULL
+--                     BEGIN
+-- {{given_key_blocks}}
+--                     END;
+--                 END;
+--                 IF @refs_ok = 0 AND @op <> 'D'
+--                 BEGIN
+--                     ROLLBACK TRANSACTION tandem_change;
+--                     INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'P', @missing_parent, @missing_key);
+--                     SET @done = 1;
+--                 END;
+--             END;
+-- 
+--             IF @done = 0
+--             BEGIN
+--                 SET @here = CASE WHEN @key_given = 1 THEN COALESCE(@given, @known) ELSE @known END;
+--                 -- 4. A change of this record captured here and not yet applied at the other side
+--                 -- means it changed on both sides: the entity's policy settles it.
+--                 SET @resolution = 'N';
+--                 IF @here IS NOT NULL
+--                 BEGIN
+--                     SELECT @key = @here, @native = NULL;
+-- {{native_key_blocks}}
+--                     DELETE FROM @pending;
+--                     INSERT INTO @pending (seq, captured_at, op, image)
+--                     SELECT seq, captured_at, op, image FROM {{schema}}.[outbox]
+--                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
+--                       AND suspended = 0 AND seq > @peer_applied_seq;
+--                     IF @@ROWCOUNT > 0
+--                     BEGIN
+--                         SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
+--                                @local_image = image
+--                         FROM @pending ORDER BY seq DESC;
+--                         -- Ties go to A, so both sides decide the same way.
+--                         SET @winner = CASE @policy WHEN 'a_wins' THEN 'A' WHEN 'b_wins' THEN 'B'
+--                             ELSE CASE WHEN @captured_at > @local_at THEN {{incoming_lit}}
+--                                       WHEN @captured_at < @local_at THEN {{here_lit}}
+--                                       ELSE 'A' END END;
+--                         INSERT INTO {{schema}}.[conflicts]
+--                             (entity, incoming_side, incoming_key, local_key, policy, winner,
+--                              incoming_op, incoming_image, local_op, local_image)
+--                         VALUES (@entity, {{incoming_lit}}, @source_key, @here, @policy, @winner,
+--                                 @op, CASE WHEN @op <> 'D' THEN @image END, @local_op, @local_image);
+--                         IF @winner = {{incoming_lit}}
+--                         BEGIN
+--                             DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+--                             SET @resolution = 'I';
+--                         END
+--                         ELSE
+--                         BEGIN
+--                             -- The local change won over a delete: it travels as an insert, to
+--                             -- create the record again at the other side.
+--                             IF @op = 'D' AND @local_op <> 'D'
+--                                 UPDATE {{schema}}.[outbox] SET op = 'I' WHERE seq = @local_seq;
+--                             -- The losing change is settled: later copies of it are stale.
+--                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
+--                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
+--                                 {{own}} = COALESCE({{own}}, @here), updated_at = SYSDATETIMEOFFSET()
+--                             WHERE entity = @entity AND {{peer}} = @source_key;
+--                             IF @@ROWCOUNT = 0
+--                                 INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq)
+--                                 VALUES (@entity, @source_key, @here, @seq);
+--                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
+--                             SET @done = 1;
+--                         END;
+--                     END;
+--                 END;
+--             END;
+-- 
+--             IF @done = 0
+--             BEGIN
+--                 -- 5. Write. Tandem's own writes are marked so the capture trigger skips them.
+--                 SET @force = CASE WHEN @resolution = 'I' THEN 1 ELSE 0 END;
+--                 SET @out_conflict = @force;
+--                 EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+--                 IF @op = 'D'
+--                 BEGIN
+--                     SET @out_how = 'U';
+--                     IF @here IS NOT NULL
+--                     BEGIN
+--                         SELECT @key = @here, @n = 0;
+-- {{delete_blocks}}
+--                         IF @n > 0 SET @out_how = 'W';
+--                     END;
+--                     SELECT @put = 1, @link_target = @here, @link_deleted = 1;
+--                 END
+--                 ELSE IF @tombstone = 1 AND @op = 'U' AND @force = 0
+--                     -- An update after a delete: the record is gone here, and the delete wins.
+--                     SELECT @put = 1, @link_target = @known, @link_deleted = 1, @out_how = 'D';
+--                 ELSE
+--                 BEGIN
+--                     -- A value tandem could not convert for its column fails here, where
+--                     -- PostgreSQL's typed read of the row would.
+--                     IF @row_problem IS NOT NULL
+--                     BEGIN
+--                         ;THROW 51000, @row_problem, 1;
+--                     END;
+--                     SET @candidate = CASE WHEN @key_given = 1 THEN @given
+--                                           WHEN @tombstone = 1 THEN NULL ELSE @known END;
+--                     SET @found = 0;
+--                     IF @candidate IS NOT NULL
+--                     BEGIN
+--                         SET @key = @candidate;
+-- {{lock_blocks}}
+--                     END;
+--                     IF @found = 1
+--                     BEGIN
+--                         SET @n = 0;
+-- {{update_blocks}}
+--                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 0,
+--                                @out_how = CASE WHEN @n > 0 THEN 'W' ELSE 'U' END;
+--                     END
+--                     ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0
+--                         -- Linked, yet gone here, with no delete of it pending here: it was
+--                         -- deleted at this side and that delete reached the other side already.
+--                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
+--                     ELSE
+--                     BEGIN
+--                         DELETE FROM @ins;
+-- {{insert_blocks}}
+--                         SELECT @put = 1, @link_target = (SELECT TOP (1) k FROM @ins),
+--                                @link_deleted = 0, @out_how = 'W';
+--                     END;
+--                 END;
+--                 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--             END;
+-- 
+--             IF @put = 1
+--             BEGIN
+--                 -- 6. The link: the sequence guard and the id pair, with the data.
+--                 IF @link_target IS NOT NULL
+--                     -- A link naming this record's key for another record of the other side is
+--                     -- stale (the key was reused).
+--                     DELETE FROM {{schema}}.[id_map]
+--                     WHERE entity = @entity AND {{own}} = @link_target
+--                       AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+--                 UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
+--                 SET {{own}} = COALESCE(@link_target, {{own}}),
+--                     applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
+--                     deleted = @link_deleted, updated_at = SYSDATETIMEOFFSET()
+--                 WHERE entity = @entity AND {{peer}} = @source_key;
+--                 IF @@ROWCOUNT = 0
+--                     INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
+--                     VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
+--                 INSERT INTO @out (i, how, target_key, conflict)
+--                 VALUES (@i, @out_how, @link_target, @out_conflict);
+--             END;
+--         END TRY
+--         BEGIN CATCH
+--             SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+-- {{identity_off_all}}
+--             EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--             IF @err IN ({{row_errors}}) OR @err >= 50000
+--             BEGIN
+--                 -- Caused by the row: this change fails alone.
+--                 IF XACT_STATE() = 1
+--                 BEGIN
+--                     ROLLBACK TRANSACTION tandem_change;
+--                     DELETE FROM @out WHERE i = @i;
+--                     INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
+--                 END
+--                 ELSE
+--                 BEGIN
+--                     -- The error doomed the transaction (or a trigger ended it): start again
+--                     -- without this change.
+--                     IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+--                     INSERT INTO @skip (i, err_number, err_message) VALUES (@i, @err, @msg);
+--                     SET @restart = 1;
+--                     BREAK;
+--                 END;
+--             END
+--             ELSE
+--             BEGIN
+--                 -- Not the row's fault: the whole batch fails and is retried.
+--                 IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+--                 THROW;
+--             END;
+--         END CATCH;
+--     END;
+--     IF @restart = 0 COMMIT TRANSACTION;
+-- END;
+-- SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key
+-- FROM @out ORDER BY i;
+
+-- write-back batch (sql/mssql/write_back.sql)
+-- -- Tandem: record, at the side changes came from, what became of them — in one round trip and
+-- -- one transaction (SQL Server). @P1: the id pairs (JSON array), @P2: the outbox rows that are
+-- -- done (JSON array of seq), @P3: the failures (JSON array).
+-- -- Per link: drop a stale link naming the peer for another record, store the pair, fill the
+-- -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
+-- -- block the write-back of the change itself), and remove suspended older images of the record
+-- -- (a newer image was applied: images are full rows, the newest wins).
+-- -- Result: one row per peer id that could not be stored (n, error).
+-- SET NOCOUNT ON;
+-- SET XACT_ABORT OFF;
+-- DECLARE @links TABLE (
+--     n          int           NOT NULL PRIMARY KEY,
+--     entity     nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+--     own        nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL,
+--     peer       nvarchar(max) COLLATE Latin1_General_100_BIN2 NULL,
+--     deleted    bit           NOT NULL,
+--     seq        bigint        NOT NULL,
+--     peer_value nvarchar(max) NULL
+-- );
+-- INSERT INTO @links
+-- SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.seq, l.peer_value
+-- FROM OPENJSON(@P1) WITH (
+--     n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
+--     peer nvarchar(max) '$.peer', deleted bit '$.deleted', seq bigint '$.seq',
+--     peer_value nvarchar(max) '$.peer_value' AS JSON
+-- ) AS l;
+-- DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+-- DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
+--         @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+--         @err int, @msg nvarchar(4000);
+-- 
+-- BEGIN TRY
+--     BEGIN TRANSACTION;
+--     WHILE 1 = 1
+--     BEGIN
+--         SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
+--                @seq = seq, @peer_value = peer_value
+--         FROM @links WHERE n > @n ORDER BY n;
+--         IF @@ROWCOUNT = 0 BREAK;
+--         IF @peer IS NOT NULL
+--             DELETE FROM {{schema}}.[id_map]
+--             WHERE entity = @entity AND {{peer}} = @peer AND ({{own}} IS NULL OR {{own}} <> @key);
+--         UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
+--         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted, updated_at = SYSDATETIMEOFFSET()
+--         WHERE entity = @entity AND {{own}} = @key;
+--         IF @@ROWCOUNT = 0
+--             INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted)
+--             VALUES (@entity, @key, @peer, @deleted);
+--         IF @peer_value IS NOT NULL AND @deleted = 0
+--         BEGIN
+--             SAVE TRANSACTION tandem_peer;
+--             BEGIN TRY
+-- {{peer_update_blocks}}
+--             END TRY
+--             BEGIN CATCH
+--                 SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+--                 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--                 IF XACT_STATE() <> 1 OR @err IN ({{transient_errors}})
+--                 BEGIN
+--                     ;THROW;
+--                 END;
+--                 ROLLBACK TRANSACTION tandem_peer;
+--                 INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+--             END CATCH;
+--         END;
+--         SET @native = NULL;
+-- {{native_key_blocks}}
+--         DELETE FROM {{schema}}.[outbox]
+--         WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+--           AND [key] = @native AND seq < @seq;
+--     END;
+--     DELETE o FROM {{schema}}.[outbox] AS o
+--     JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
+--     UPDATE o
+--     SET attempts = o.attempts + 1,
+--         next_attempt_at = DATEADD(millisecond, f.delay_ms, SYSDATETIMEOFFSET()),
+--         last_error = f.error,
+--         first_failed_at = COALESCE(o.first_failed_at, SYSDATETIMEOFFSET()),
+--         last_failed_at = SYSDATETIMEOFFSET(),
+--         suspended = f.suspend
+--     FROM {{schema}}.[outbox] AS o
+--     JOIN (SELECT s.seq, x.delay_ms, x.error, x.suspend
+--           FROM OPENJSON(@P3) WITH (seqs nvarchar(max) '$.seqs' AS JSON, delay_ms int '$.delay_ms',
+--                error nvarchar(max) '$.error', suspend bit '$.suspend') AS x
+--           CROSS APPLY OPENJSON(x.seqs) WITH (seq bigint '$') AS s) AS f
+--       ON o.seq = f.seq;
+--     COMMIT TRANSACTION;
+-- END TRY
+-- BEGIN CATCH
+--     IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+--     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--     THROW;
+-- END CATCH;
+-- SELECT n, err_message FROM @warnings ORDER BY n;
+
+-- per-entity parts (sql/mssql/entity.sql)
+-- -- Tandem: the per-entity parts of the apply and write-back batches (SQL Server), filled at
+-- -- run time with the entity's table, its columns and their types as the catalog gives them.
+-- -- Placeholders: {{table}} and column names are quoted as [name]; {{entity_lit}} is N'...'.
+-- -- A row arrives as a JSON array in the order of {{with_row}} and is typed by OPENJSON ...
+-- -- WITH; {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
+-- -- through datetime2(7)). A key arrives as its text (a JSON array, e.g. [17] or ["X",2]) and is
+-- -- typed by {{with_key}}.
+-- 
+-- -- name: native_key
+-- -- The key as the capture trigger writes it (FOR JSON of the typed key columns), to find this
+-- -- record's changes in the outbox.
+-- IF @entity = {{entity_lit}}
+--     SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+--     FROM OPENJSON(@key) WITH ({{with_key}}) AS k;
+-- 
+-- -- name: given_key
+-- -- The record's key here when the other side gives it: the row's key columns, typed, as text.
+-- IF @entity = {{entity_lit}}
+--     SELECT @given = {{canonical_key_r}}
+--     FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+-- 
+-- -- name: lock
+-- IF @entity = {{entity_lit}}
+--     SELECT @found = 1
+--     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+--     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+-- 
+-- -- name: update
+-- -- Writes nothing when the row already holds these values (no echo, no empty updates): the
+-- -- columns are compared as FOR JSON text in a binary collation, so NULL, '' and case differ.
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     UPDATE t SET {{set_list}}
+--     FROM {{table}} AS t
+--     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r
+--     WHERE CONVERT(nvarchar(max), (SELECT {{t_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+--        <> CONVERT(nvarchar(max), (SELECT {{r_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+--     SET @n = @@ROWCOUNT;
+-- END;
+-- 
+-- -- name: insert
+-- -- OUTPUT returns the key the row got (IDENTITY or default) as text, in the same statement.
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     {{identity_on}}INSERT INTO {{table}} ({{cols}})
+--     OUTPUT {{canonical_key_inserted}} INTO @ins (k)
+--     SELECT {{r_cols}}
+--     FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+--     {{identity_off}}
+-- END;
+-- 
+-- -- name: insert_defaults
+-- IF @entity = {{entity_lit}}
+--     INSERT INTO {{table}}
+--     OUTPUT {{canonical_key_inserted}} INTO @ins (k)
+--     DEFAULT VALUES;
+-- 
+-- -- name: delete
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     DELETE t FROM {{table}} AS t
+--     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+--     SET @n = @@ROWCOUNT;
+-- END;
+-- 
+-- -- name: peer_update
+-- -- Fills the table's peer_id_column with the other side's key (only when it differs).
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+--     UPDATE t SET t.{{peer_col}} = p.[v]
+--     FROM {{table}} AS t
+--     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(@peer_value) WITH ([v] {{peer_input}} '$[0]') AS j) AS p
+--     WHERE CONVERT(nvarchar(max), (SELECT t.{{peer_col}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+--        <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+--     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+-- END;
+-- 
+-- -- name: in_flight
+-- -- Which of these records (@P1: a JSON array of this side's keys as text) still have changes
+-- -- in the outbox, pending or suspended.
+-- SELECT q.k
+-- FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
+-- CROSS APPLY (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS native
+--              FROM OPENJSON(q.k) WITH ({{with_key}}) AS k) AS n
+-- WHERE EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
+--               WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(n.native, 400) AND o.[key] = n.native);

@@ -1,0 +1,109 @@
+-- Tandem: record, at the side changes came from, what became of them — in one round trip and
+-- one transaction (SQL Server). @P1: the id pairs (JSON array), @P2: the outbox rows that are
+-- done (JSON array of seq), @P3: the failures (JSON array).
+-- Per link: drop a stale link naming the peer for another record, store the pair, fill the
+-- table's peer_id_column (a peer id that does not fit the column is reported, and does not
+-- block the write-back of the change itself), and remove suspended older images of the record
+-- (a newer image was applied: images are full rows, the newest wins).
+-- Result: one row per peer id that could not be stored (n, error).
+SET NOCOUNT ON;
+SET XACT_ABORT OFF;
+DECLARE @links TABLE (
+    n          int           NOT NULL PRIMARY KEY,
+    entity     nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    own        nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    peer       nvarchar(max) COLLATE Latin1_General_100_BIN2 NULL,
+    deleted    bit           NOT NULL,
+    seq        bigint        NOT NULL,
+    peer_value nvarchar(max) NULL
+);
+INSERT INTO @links
+SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.seq, l.peer_value
+FROM OPENJSON(@P1) WITH (
+    n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
+    peer nvarchar(max) '$.peer', deleted bit '$.deleted', seq bigint '$.seq',
+    peer_value nvarchar(max) '$.peer_value' AS JSON
+) AS l;
+DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
+        @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+        @err int, @msg nvarchar(4000);
+
+BEGIN TRY
+    BEGIN TRANSACTION;
+    WHILE 1 = 1
+    BEGIN
+        SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
+               @seq = seq, @peer_value = peer_value
+        FROM @links WHERE n > @n ORDER BY n;
+        IF @@ROWCOUNT = 0 BREAK;
+        IF @peer IS NOT NULL
+            DELETE FROM [tandem].[id_map]
+            WHERE entity = @entity AND [b_key] = @peer AND ([a_key] IS NULL OR [a_key] <> @key);
+        UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
+        SET [b_key] = COALESCE(@peer, [b_key]), deleted = @deleted, updated_at = SYSDATETIMEOFFSET()
+        WHERE entity = @entity AND [a_key] = @key;
+        IF @@ROWCOUNT = 0
+            INSERT INTO [tandem].[id_map] (entity, [a_key], [b_key], deleted)
+            VALUES (@entity, @key, @peer, @deleted);
+        IF @peer_value IS NOT NULL AND @deleted = 0
+        BEGIN
+            SAVE TRANSACTION tandem_peer;
+            BEGIN TRY
+                IF @entity = N'order'
+                BEGIN
+                    EXEC sys.sp_set_session_context N'tandem.applying', N'[dbo].[ORDERS]';
+                    UPDATE t SET t.[NEW_ID] = p.[v]
+                    FROM [dbo].[ORDERS] AS t
+                    JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
+                    CROSS JOIN (SELECT j.[v] AS [v] FROM OPENJSON(@peer_value) WITH ([v] bigint '$[0]') AS j) AS p
+                    WHERE CONVERT(nvarchar(max), (SELECT t.[NEW_ID] AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+                       <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+                    EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                END;
+            END TRY
+            BEGIN CATCH
+                SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                IF XACT_STATE() <> 1 OR @err IN (1205, 1222, 1204, 701, 802, 8645, 8651, 3960, 3961, 4060, 976, 978, 983, 6005, 17142, 40197, 40501, 40613, 49918, 49919, 49920, 10928, 10929, 233, 10053, 10054, 10060, 64)
+                BEGIN
+                    ;THROW;
+                END;
+                ROLLBACK TRANSACTION tandem_peer;
+                INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+            END CATCH;
+        END;
+        SET @native = NULL;
+        IF @entity = N'order'
+            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+            FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k;
+        IF @entity = N'order_item'
+            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+            FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+        DELETE FROM [tandem].[outbox]
+        WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+          AND [key] = @native AND seq < @seq;
+    END;
+    DELETE o FROM [tandem].[outbox] AS o
+    JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
+    UPDATE o
+    SET attempts = o.attempts + 1,
+        next_attempt_at = DATEADD(millisecond, f.delay_ms, SYSDATETIMEOFFSET()),
+        last_error = f.error,
+        first_failed_at = COALESCE(o.first_failed_at, SYSDATETIMEOFFSET()),
+        last_failed_at = SYSDATETIMEOFFSET(),
+        suspended = f.suspend
+    FROM [tandem].[outbox] AS o
+    JOIN (SELECT s.seq, x.delay_ms, x.error, x.suspend
+          FROM OPENJSON(@P3) WITH (seqs nvarchar(max) '$.seqs' AS JSON, delay_ms int '$.delay_ms',
+               error nvarchar(max) '$.error', suspend bit '$.suspend') AS x
+          CROSS APPLY OPENJSON(x.seqs) WITH (seq bigint '$') AS s) AS f
+      ON o.seq = f.seq;
+    COMMIT TRANSACTION;
+END TRY
+BEGIN CATCH
+    IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
+    EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+    THROW;
+END CATCH;
+SELECT n, err_message FROM @warnings ORDER BY n;
