@@ -8,7 +8,9 @@ use std::fs::File;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures::{count, eventually, eventually_or, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG};
+use common::fixtures::{
+    assert_converged, count, eventually, eventually_or, log, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG,
+};
 
 /// Starts `tandem run` with its logs in a file of the env's directory.
 fn start(env: &Env, log: &str) -> Child {
@@ -19,10 +21,6 @@ fn start(env: &Env, log: &str) -> Child {
         .stderr(Stdio::from(file))
         .spawn()
         .expect("start tandem run")
-}
-
-fn log(env: &Env, name: &str) -> String {
-    std::fs::read_to_string(env.dir.path().join(name)).unwrap_or_default()
 }
 
 fn terminate(child: &mut Child) -> Option<i32> {
@@ -40,51 +38,6 @@ fn terminate(child: &mut Child) -> Option<i32> {
             panic!("tandem did not stop within 20 s of SIGTERM");
         }
         std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Both sides hold the same orders and items, every one linked, outboxes empty.
-async fn assert_converged(env: &Env) {
-    let a_orders = count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await;
-    assert_eq!(
-        a_orders,
-        count(&env.b, "SELECT count(*) FROM orders").await,
-        "orders"
-    );
-    assert_eq!(
-        count(&env.a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
-        count(&env.b, "SELECT count(*) FROM order_items").await,
-        "items"
-    );
-    assert_eq!(
-        count(&env.b, "SELECT count(DISTINCT legacy_no) FROM orders").await,
-        a_orders,
-        "no duplicates: one B order per A order"
-    );
-    assert_eq!(
-        count(
-            &env.a,
-            r#"SELECT count(*) FROM dbo."ORDERS" WHERE "NEW_ID" IS NULL"#
-        )
-        .await,
-        0,
-        "every A order shows its B id"
-    );
-    for c in [&env.a, &env.b] {
-        assert_eq!(
-            count(c, "SELECT count(*) FROM tandem.outbox").await,
-            0,
-            "outbox empty"
-        );
-        assert_eq!(
-            count(
-                c,
-                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order' AND NOT deleted"
-            )
-            .await,
-            a_orders,
-            "links"
-        );
     }
 }
 

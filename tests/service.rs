@@ -10,7 +10,9 @@ use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::fixtures::{count, eventually_or, rows, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG};
+use common::fixtures::{
+    assert_converged, count, eventually_or, log, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG,
+};
 
 /// A port nothing listens on right now.
 fn free_port() -> u16 {
@@ -30,10 +32,6 @@ fn start(env: &Env, log: &str, port: u16, global: &[&str]) -> Child {
         .stderr(Stdio::from(file))
         .spawn()
         .expect("start tandem run")
-}
-
-fn log(env: &Env, name: &str) -> String {
-    std::fs::read_to_string(env.dir.path().join(name)).unwrap_or_default()
 }
 
 /// A plain HTTP GET: (status, body), or None when nothing answers.
@@ -113,63 +111,6 @@ async fn wait_http(
         || log(env, l),
     )
     .await;
-}
-
-/// Both sides hold the same orders (same values) and items, every one linked, outboxes empty.
-async fn assert_converged(env: &Env) {
-    let a_orders = count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await;
-    assert_eq!(
-        a_orders,
-        count(&env.b, "SELECT count(*) FROM orders").await,
-        "orders"
-    );
-    assert_eq!(
-        count(&env.a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
-        count(&env.b, "SELECT count(*) FROM order_items").await,
-        "items"
-    );
-    assert_eq!(
-        count(&env.b, "SELECT count(DISTINCT legacy_no) FROM orders").await,
-        a_orders,
-        "no duplicates: one B order per A order"
-    );
-    assert_eq!(
-        count(
-            &env.a,
-            r#"SELECT count(*) FROM dbo."ORDERS" WHERE "NEW_ID" IS NULL"#
-        )
-        .await,
-        0,
-        "every A order shows its B id"
-    );
-    for c in [&env.a, &env.b] {
-        assert_eq!(
-            count(c, "SELECT count(*) FROM tandem.outbox").await,
-            0,
-            "outbox empty"
-        );
-        assert_eq!(
-            count(
-                c,
-                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order' AND NOT deleted"
-            )
-            .await,
-            a_orders,
-            "links"
-        );
-    }
-    // Same values on both sides, record by record (through the links).
-    let a = rows(
-        &env.a,
-        r#"SELECT "ORDER_NO", "CUST_NAME", "AMOUNT" FROM dbo."ORDERS" ORDER BY 1"#,
-    )
-    .await;
-    let b = rows(
-        &env.b,
-        "SELECT legacy_no, customer, amount FROM orders ORDER BY 1",
-    )
-    .await;
-    assert!(a == b, "orders differ between A and B");
 }
 
 async fn with_batch_size(name: &str, batch: usize) -> Env {
