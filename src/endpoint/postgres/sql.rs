@@ -473,6 +473,10 @@ pub fn runtime_listing(sql: &Sql) -> String {
     ] {
         add(n, t);
     }
+    add(
+        "leadership (side A only, on a connection of its own; see sql/postgres/lease.sql)",
+        include_str!("../../../sql/postgres/lease.sql").trim(),
+    );
     let mut names: Vec<&String> = sql.entities.keys().collect();
     names.sort();
     for name in names {
