@@ -404,11 +404,13 @@ async fn apply_one(
     // Lock the record's row here before looking for its pending changes here: a writer that
     // changed it and has not committed yet holds that lock, so once it is ours, the writer's
     // captured change is visible to the look-up (READ COMMITTED reads anew per statement).
+    let mut locked: Vec<(Key, Option<String>)> = Vec::new();
     for k in moved_from.iter().chain(here.iter()) {
         let mut obj = row.clone();
         obj.extend(k.to_object(&es.key));
         let lock = st(tx, stmts, &es.row_lock).await?;
-        tx.query_opt(&lock, &[&json(&obj)]).await?;
+        let found = tx.query_opt(&lock, &[&json(&obj)]).await?;
+        locked.push((k.clone(), found.and_then(|r| r.get(0))));
     }
 
     // Changes pending here of the record under its old key conflict as much as under its new.
@@ -490,10 +492,17 @@ async fn apply_one(
             let mut obj = row.clone();
             obj.extend(k.to_object(&es.key));
             let payload = json(&obj);
-            let lock = st(tx, stmts, &es.row_lock).await?;
-            match tx.query_opt(&lock, &[&payload]).await? {
-                Some(r) => {
-                    let actual = parse_key(r.get(0)).unwrap_or(k);
+            // Locked above already when it is the key looked at for conflicts.
+            let found: Option<Option<String>> = match locked.iter().find(|(l, _)| *l == k) {
+                Some((_, found)) => found.clone().map(Some),
+                None => {
+                    let lock = st(tx, stmts, &es.row_lock).await?;
+                    tx.query_opt(&lock, &[&payload]).await?.map(|r| r.get(0))
+                }
+            };
+            match found {
+                Some(actual) => {
+                    let actual = parse_key(actual).unwrap_or(k);
                     let mut n = 0;
                     if let Some(u) = &es.row_update {
                         let upd = st(tx, stmts, u).await?;
