@@ -125,6 +125,64 @@ SET attempts = attempts + 1,
     suspended = $4
 WHERE seq = ANY($1);
 
+-- Set-based apply: a wave of changes of one entity in a handful of statements. Arrays
+-- travel as parameters; the changes of a wave have distinct keys (they are coalesced).
+
+-- name: wave_record_locks
+-- The same per-record locks as record_lock, for every record of the wave, in key order.
+SELECT count(*) FROM (
+    SELECT pg_advisory_xact_lock(hashtext('tandem apply'), hashtext($1 || ' ' || k))
+    FROM (SELECT k FROM unnest($2::text[]) AS k ORDER BY k) AS keys
+) AS locked;
+
+-- name: wave_links
+SELECT {{peer}}, applied_seq, {{own}}, deleted FROM {{schema}}.id_map
+WHERE entity = $1 AND {{peer}} = ANY($2)
+FOR UPDATE;
+
+-- name: wave_parent_links
+SELECT {{peer}}, {{own}}, deleted, applied_seq FROM {{schema}}.id_map
+WHERE entity = $1 AND {{peer}} = ANY($2);
+
+-- name: wave_local_pending
+-- Any change of these records captured here and newer than what the other side applied.
+SELECT x.k
+FROM unnest($2::text[], $3::bigint[]) AS x(k, after)
+WHERE EXISTS (
+    SELECT 1 FROM {{schema}}.outbox AS o
+    WHERE o.entity = $1 AND o.key = x.k::jsonb AND NOT o.suspended AND o.seq > x.after
+);
+
+-- name: wave_unlink_own
+DELETE FROM {{schema}}.id_map AS m
+USING unnest($2::text[], $3::text[]) AS x(src, own)
+WHERE m.entity = $1 AND m.{{own}} = x.own AND m.{{peer}} IS DISTINCT FROM x.src;
+
+-- name: wave_link_applied
+INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq, deleted)
+SELECT $1, x.src, x.own, x.seq, x.deleted
+FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bool[]) AS x(src, own, seq, deleted)
+ON CONFLICT (entity, {{peer}}) DO UPDATE
+SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
+    applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
+    deleted = EXCLUDED.deleted,
+    updated_at = clock_timestamp();
+
+-- name: wave_unlink_peer
+-- Write-back, set-based: links naming one of these peer keys for another record are stale.
+DELETE FROM {{schema}}.id_map AS m
+USING unnest($1::text[], $2::text[], $3::text[]) AS x(entity, own, peer)
+WHERE m.entity = x.entity AND m.{{peer}} = x.peer AND m.{{own}} IS DISTINCT FROM x.own;
+
+-- name: wave_link_written_back
+INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted)
+SELECT x.entity, x.own, x.peer, x.deleted
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS x(entity, own, peer, deleted)
+ON CONFLICT (entity, {{own}}) DO UPDATE
+SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
+    deleted = EXCLUDED.deleted,
+    updated_at = clock_timestamp();
+
 -- name: status_outbox
 SELECT entity,
        count(*) FILTER (WHERE NOT suspended),
@@ -218,6 +276,48 @@ WHERE ({{t_key}}) = ({{r_key}});
 -- Fills the table's peer_id_column with the other side's key.
 UPDATE {{table}} AS t SET {{peer_col}} = r.{{peer_col}}
 FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}})
+  AND t.{{peer_col}}::text IS DISTINCT FROM r.{{peer_col}}::text;
+
+-- name: wave_row_locks
+-- Which of these rows exist, locked ($1: a JSON array of objects holding the key columns).
+SELECT jsonb_build_array({{t_key}})::text
+FROM {{table}} AS t
+JOIN jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r ON ({{t_key}}) = ({{r_key}})
+ORDER BY {{t_key}}
+FOR UPDATE OF t;
+
+-- name: wave_update
+-- Returns the keys of the rows it changed: the others already held these values.
+UPDATE {{table}} AS t SET {{set_list}}
+FROM jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}})
+  AND ({{t_cols_text}}) IS DISTINCT FROM ({{r_cols_text}})
+RETURNING jsonb_build_array({{t_key}})::text;
+
+-- name: wave_insert
+INSERT INTO {{table}} ({{insert_cols}}) OVERRIDING SYSTEM VALUE
+SELECT {{r_insert_cols}} FROM jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
+RETURNING jsonb_build_array({{key}})::text;
+
+-- name: wave_delete
+DELETE FROM {{table}} AS t
+USING jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}})
+RETURNING jsonb_build_array({{t_key}})::text;
+
+-- name: key_default
+-- How this side makes a new key (a generated, single-column key): its sequence, or its
+-- default expression, to draw the keys of a wave of inserts in one statement.
+SELECT pg_get_serial_sequence({{table_lit}}, {{key_lit}}),
+       (SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef AS d
+        JOIN pg_attribute AS a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+        WHERE d.adrelid = to_regclass({{table_lit}}) AND a.attname = {{key_lit}});
+
+-- name: wave_peer_update
+-- Write-back, set-based: the peer_id_column of many rows ($1: JSON array of key + peer).
+UPDATE {{table}} AS t SET {{peer_col}} = r.{{peer_col}}
+FROM jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}})
   AND t.{{peer_col}}::text IS DISTINCT FROM r.{{peer_col}}::text;
 

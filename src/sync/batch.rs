@@ -264,7 +264,8 @@ fn live_peer(link: &Link) -> Option<Key> {
     link.peer_key.clone().filter(|_| !link.deleted)
 }
 
-/// The parents that failed children wait for and that are still in the source's outbox.
+/// The parents that failed children wait for and that are on their way: still in the
+/// source's outbox, or about to be (a backfill of their entity is under way).
 async fn parents_in_flight(
     from: &dyn Endpoint,
     failures: &[Failed],
@@ -279,6 +280,16 @@ async fn parents_in_flight(
     }
     let mut out = HashSet::new();
     for (parent, keys) in wanted {
+        // A backfill of the parent entity under way will bring the parent.
+        let backfilling = from
+            .backfill_progress(&parent)
+            .await
+            .map(|p| p.started && !p.finished)
+            .unwrap_or(false);
+        if backfilling {
+            out.extend(keys.iter().map(|k| (parent.clone(), k.to_string())));
+            continue;
+        }
         for k in from.in_flight(&parent, &keys).await? {
             out.insert((parent.clone(), k.to_string()));
         }

@@ -23,7 +23,7 @@ use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
 
 /// Why a single change stopped.
-enum Stop {
+pub(super) enum Stop {
     /// A driver or database error; transient ones abort the whole batch.
     Db(tokio_postgres::Error),
     /// The change cannot be applied as it is.
@@ -36,7 +36,7 @@ enum Stop {
 }
 
 /// Statements prepared on the batch's connection, shared by the changes running at once.
-type Prepared = HashMap<String, Statement>;
+pub(super) type Prepared = HashMap<String, Statement>;
 
 impl From<tokio_postgres::Error> for Stop {
     fn from(e: tokio_postgres::Error) -> Self {
@@ -104,6 +104,12 @@ async fn prepare_for(
         &c.link_seen,
         &c.links_by_own,
         &c.done,
+        &c.wave_record_locks,
+        &c.wave_links,
+        &c.wave_parent_links,
+        &c.wave_local_pending,
+        &c.wave_unlink_own,
+        &c.wave_link_applied,
     ];
     let mut entities: Vec<&str> = batch.iter().map(|c| c.entity.as_str()).collect();
     entities.sort_unstable();
@@ -114,10 +120,12 @@ async fn prepare_for(
                 es.row_lock.as_str(),
                 es.row_insert.as_str(),
                 es.row_delete.as_str(),
+                es.wave_row_locks.as_str(),
+                es.wave_insert.as_str(),
+                es.wave_delete.as_str(),
             ]);
-            if let Some(u) = &es.row_update {
-                wanted.push(u);
-            }
+            wanted.extend(es.row_update.as_deref());
+            wanted.extend(es.wave_update.as_deref());
         }
     }
     let mut out = Prepared::new();
@@ -141,6 +149,16 @@ async fn apply_pipelined(
     tx.batch_execute(APPLYING).await.map_err(err)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for wave in waves(batch) {
+        // The common case, set-based; it steps back (having written nothing) otherwise.
+        match super::wave::apply_wave(ep, &tx, stmts, wave).await {
+            Ok(Some(done)) => {
+                outcomes.extend(done);
+                continue;
+            }
+            Ok(None) => {}
+            Err(Stop::Db(e)) if !caused_by_row(&e) => return Err(err(e)),
+            Err(_) => return Ok(None),
+        }
         // Where keys are given by values, two records of one wave can land on one row here
         // (one deleted and another created with the same values): those run in order.
         let given = ep
@@ -745,6 +763,16 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.peer_update.as_deref()),
     );
+    wanted.extend(
+        ep.sql
+            .entities
+            .values()
+            .filter_map(|e| e.wave_peer_update.as_deref()),
+    );
+    wanted.extend([
+        c.wave_unlink_peer.as_str(),
+        c.wave_link_written_back.as_str(),
+    ]);
     let mut prepared_now = Prepared::new();
     for sql in wanted {
         let st = prepared(&*client, stmts, sql).await.map_err(err)?;
@@ -798,7 +826,39 @@ async fn write_back_txn(
                 .as_ref()
                 .is_none_or(|p| seen.insert((1, l.entity.as_str(), p.as_str())))
     });
-    if independent {
+    let set_based = (
+        get(&common.wave_unlink_peer),
+        get(&common.wave_link_written_back),
+    );
+    if let (true, false, (Some(unlink_all), Some(put_all))) = (independent, careful, set_based) {
+        drop(links);
+        let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
+        let owns: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
+        let peers: Vec<Option<&str>> = wb
+            .links
+            .iter()
+            .map(|l| l.peer_key.as_ref().map(Key::as_str))
+            .collect();
+        let deleted: Vec<bool> = wb.links.iter().map(|l| l.deleted).collect();
+        let mut u_entities = Vec::new();
+        let mut u_owns = Vec::new();
+        let mut u_peers = Vec::new();
+        for l in &wb.links {
+            if let Some(p) = &l.peer_key {
+                u_entities.push(l.entity.as_str());
+                u_owns.push(l.own_key.as_str());
+                u_peers.push(p.as_str());
+            }
+        }
+        if !u_entities.is_empty() {
+            tx.execute(&unlink_all, &[&u_entities, &u_owns, &u_peers])
+                .await?;
+        }
+        if !entities.is_empty() {
+            tx.execute(&put_all, &[&entities, &owns, &peers, &deleted])
+                .await?;
+        }
+    } else if independent {
         for r in futures_util::future::join_all(links).await {
             r?;
         }
@@ -844,12 +904,34 @@ async fn write_back_txn(
             }
         }
     } else {
-        let tx = &tx;
-        let runs = peers
-            .iter()
-            .map(|(st, payload, ..)| async move { tx.execute(st, &[payload]).await });
-        for r in futures_util::future::join_all(runs).await {
-            r?;
+        // One statement per entity: its rows' keys and peer ids as one JSON array.
+        let mut by_entity: HashMap<&str, Vec<Image>> = HashMap::new();
+        for l in wb.links.iter().filter(|l| !l.deleted) {
+            let (Some(es), Some(peer)) = (ep.sql.entities.get(&l.entity), &l.peer_key) else {
+                continue;
+            };
+            let Some(col) = ep
+                .config
+                .entity(&l.entity)
+                .and_then(|e| e.side(ep.side).peer_id_column.clone())
+            else {
+                continue;
+            };
+            let mut obj = l.own_key.to_object(&es.key);
+            obj.insert(col, peer.values().into_iter().next().unwrap_or(Value::Null));
+            by_entity.entry(l.entity.as_str()).or_default().push(obj);
+        }
+        for (entity, objs) in &by_entity {
+            let st = ep
+                .sql
+                .entities
+                .get(*entity)
+                .and_then(|es| es.wave_peer_update.as_deref())
+                .and_then(get);
+            if let Some(st) = st {
+                let payload = serde_json::to_string(objs).unwrap_or_else(|_| "[]".into());
+                tx.execute(&st, &[&payload]).await?;
+            }
         }
     }
     if !wb.done.is_empty() {

@@ -5,6 +5,7 @@ mod bulk;
 mod pool;
 mod schema;
 pub mod sql;
+mod wave;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct PgEndpoint {
     side: Side,
     pool: PgPool,
     sql: Sql,
+    /// Per entity, how a wave of inserts draws generated keys (None: it cannot).
+    key_gen: std::sync::Mutex<HashMap<String, Option<String>>>,
 }
 
 impl PgEndpoint {
@@ -42,6 +45,7 @@ impl PgEndpoint {
             side,
             pool,
             sql,
+            key_gen: std::sync::Mutex::new(HashMap::new()),
         })
     }
 

@@ -104,6 +104,14 @@ pub struct Common {
     pub backfill_progress: String,
     pub pending_between: String,
     pub link_mark_deleted: String,
+    pub wave_record_locks: String,
+    pub wave_links: String,
+    pub wave_parent_links: String,
+    pub wave_local_pending: String,
+    pub wave_unlink_own: String,
+    pub wave_link_applied: String,
+    pub wave_unlink_peer: String,
+    pub wave_link_written_back: String,
 }
 
 /// Statements for one entity's table on one side.
@@ -124,6 +132,14 @@ pub struct EntitySql {
     pub row_delete: String,
     /// When the side has a `peer_id_column`.
     pub peer_update: Option<String>,
+    pub wave_row_locks: String,
+    /// None when no column besides the key is mapped.
+    pub wave_update: Option<String>,
+    pub wave_insert: String,
+    pub wave_delete: String,
+    pub key_default: String,
+    /// When the side has a `peer_id_column`.
+    pub wave_peer_update: Option<String>,
     pub row_count: String,
     pub backfill_chunk: String,
     pub requeue: String,
@@ -205,6 +221,14 @@ impl Sql {
             backfill_progress: get("backfill_progress")?,
             pending_between: get("pending_between")?,
             link_mark_deleted: get("link_mark_deleted")?,
+            wave_record_locks: get("wave_record_locks")?,
+            wave_links: get("wave_links")?,
+            wave_parent_links: get("wave_parent_links")?,
+            wave_local_pending: get("wave_local_pending")?,
+            wave_unlink_own: get("wave_unlink_own")?,
+            wave_link_applied: get("wave_link_applied")?,
+            wave_unlink_peer: get("wave_unlink_peer")?,
+            wave_link_written_back: get("wave_link_written_back")?,
         };
         let mut entities = HashMap::new();
         for e in &config.entities {
@@ -228,6 +252,8 @@ fn entity_sql(
         cols.push(p.clone());
     }
     let set_cols: Vec<String> = cols.iter().filter(|c| !key.contains(c)).cloned().collect();
+    let mut insert_cols = cols.clone();
+    insert_cols.extend(key.iter().filter(|k| !cols.contains(k)).cloned());
     let mut vars = base.to_vec();
     vars.extend([
         ("table", table(&ts.table)),
@@ -235,6 +261,13 @@ fn entity_sql(
         ("r_key", list(&key, "r.", "")),
         ("key", list(&key, "", "")),
         ("cols", list(&cols, "", "")),
+        ("insert_cols", list(&insert_cols, "", "")),
+        ("r_insert_cols", list(&insert_cols, "r.", "")),
+        ("table_lit", literal(&table(&ts.table))),
+        (
+            "key_lit",
+            literal(key.first().map(String::as_str).unwrap_or("")),
+        ),
         ("r_cols", list(&cols, "r.", "")),
         (
             "set_list",
@@ -270,6 +303,19 @@ fn entity_sql(
         fill(t, &v)
     };
     Ok(EntitySql {
+        wave_row_locks: get("wave_row_locks")?,
+        wave_update: if set_cols.is_empty() {
+            None
+        } else {
+            Some(get("wave_update")?)
+        },
+        wave_insert: get("wave_insert")?,
+        wave_delete: get("wave_delete")?,
+        key_default: get("key_default")?,
+        wave_peer_update: match &ts.peer_id_column {
+            Some(_) => Some(get("wave_peer_update")?),
+            None => None,
+        },
         row_count: get("row_count")?,
         backfill_chunk: get("backfill_chunk")?,
         requeue: get("requeue")?,
