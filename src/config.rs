@@ -120,7 +120,24 @@ impl Secret {
 
     /// The connection string with credentials replaced by `***`.
     pub fn redacted(&self) -> String {
-        redact(&self.0)
+        // The whole value is one URL: its password ends at the authority's last '@', whatever
+        // it contains (quotes and spaces end a URL in free text, not here).
+        let s = &self.0;
+        if let Some(i) = s.find("://") {
+            let rest = &s[i + 3..];
+            // The last '@' of all: a password may hold an unescaped '/', '?' or '#' (at worst
+            // an '@' in the path or query hides a little more than the password).
+            let at = rest.rfind('@');
+            if let Some((colon, at)) = at.and_then(|at| rest[..at].find(':').map(|c| (c, at))) {
+                return format!(
+                    "{}{}***{}",
+                    &s[..i + 3],
+                    &rest[..=colon],
+                    redact(&rest[at..])
+                );
+            }
+        }
+        redact(s)
     }
 }
 
@@ -1601,8 +1618,9 @@ fn is_env_name(name: &str) -> bool {
 fn redact_url_passwords(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
-    while let Some(i) = rest.find("://") {
-        let (head, tail) = rest.split_at(i + 3);
+    // "//", not "://": a URL that lost its scheme ("//user:pw@host/db") still hides it.
+    while let Some(i) = rest.find("//") {
+        let (head, tail) = rest.split_at(i + 2);
         out.push_str(head);
         let token_end = tail
             .find(|c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '`' | '<' | '>'))

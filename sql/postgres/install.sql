@@ -75,8 +75,9 @@ CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
 );
 
 -- The capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
--- Tandem's own writes set tandem.applying and are skipped, but only at trigger depth 1:
--- what the target's own triggers and cascades do is captured and flows back.
+-- Tandem's own writes set tandem.applying ('on', or the oid of the one table it writes) and
+-- are skipped at trigger depth 1; what the target's own triggers do at greater depth is
+-- captured and flows back. (A cascade runs at depth 1: see the mark_table statement.)
 -- No NOTIFY: a notifying commit serialises all commits (tandem polls an indexed outbox).
 CREATE OR REPLACE FUNCTION {{schema}}.capture() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -87,7 +88,8 @@ DECLARE
     old_key jsonb := '[]';
     i integer;
 BEGIN
-    IF pg_trigger_depth() = 1 AND current_setting('tandem.applying', true) = 'on' THEN
+    IF pg_trigger_depth() = 1
+       AND current_setting('tandem.applying', true) IN ('on', TG_RELID::text) THEN
         RETURN NULL;
     END IF;
     IF TG_OP <> 'DELETE' THEN

@@ -28,8 +28,6 @@ pub(super) enum Stop {
     Db(tokio_postgres::Error),
     /// The change cannot be applied as it is.
     Apply(ApplyError),
-    /// A parent was deleted after this (child's) image was captured: the image is old news.
-    ParentGone,
     /// The change cannot be applied, and it may have written already: only the careful path
     /// (savepoints) can undo it alone.
     AfterWrite(ApplyError),
@@ -67,7 +65,22 @@ fn caused_by_row(e: &tokio_postgres::Error) -> bool {
         .unwrap_or(false)
 }
 
-const APPLYING: &str = "SET LOCAL tandem.applying = 'on'";
+/// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
+/// own writes are not captured — and only its own: cascades into other tables still are.
+async fn mark(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    entity: &str,
+) -> Result<(), tokio_postgres::Error> {
+    let (Some(es), Some(st)) = (
+        ep.sql.entities.get(entity),
+        stmts.get(&ep.sql.common.mark_table),
+    ) else {
+        return Ok(());
+    };
+    tx.query_one(st, &[&es.table_sql]).await.map(|_| ())
+}
 
 /// Applies a batch in one transaction; see the module comment.
 pub async fn apply_batch(
@@ -93,6 +106,7 @@ async fn prepare_for(
 ) -> Result<Prepared, tokio_postgres::Error> {
     let c = &ep.sql.common;
     let mut wanted: Vec<&str> = vec![
+        &c.mark_table,
         &c.record_lock,
         &c.link_by_peer,
         &c.ref_by_peer,
@@ -146,9 +160,9 @@ async fn apply_pipelined(
 ) -> Result<Option<Vec<Outcome>>, EndpointError> {
     let err = |e| ep.pool.error("apply", e);
     let tx = client.transaction().await.map_err(err)?;
-    tx.batch_execute(APPLYING).await.map_err(err)?;
     let mut outcomes = Vec::with_capacity(batch.len());
     for wave in waves(batch) {
+        mark(ep, &tx, stmts, &wave[0].entity).await.map_err(err)?;
         // The common case, set-based; it steps back (having written nothing) otherwise.
         match super::wave::apply_wave(ep, &tx, stmts, wave).await {
             Ok(Some(done)) => {
@@ -185,7 +199,7 @@ async fn apply_pipelined(
                     return Err(err(e))
                 }
                 // Rolled back when `tx` drops.
-                Err(Stop::Db(_) | Stop::AfterWrite(_) | Stop::ParentGone) => return Ok(None),
+                Err(Stop::Db(_) | Stop::AfterWrite(_)) => return Ok(None),
             }
         }
     }
@@ -220,9 +234,13 @@ async fn apply_carefully(
 ) -> Result<Vec<Outcome>, EndpointError> {
     let err = |e| ep.pool.error("apply", e);
     let mut tx = client.transaction().await.map_err(err)?;
-    tx.batch_execute(APPLYING).await.map_err(err)?;
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut marked: Option<&str> = None;
     for change in batch {
+        if marked != Some(change.entity.as_str()) {
+            mark(ep, &tx, stmts, &change.entity).await.map_err(err)?;
+            marked = Some(change.entity.as_str());
+        }
         let sp = tx.savepoint("tandem_change").await.map_err(err)?;
         match apply_one(ep, &sp, stmts, change).await {
             Ok(outcome) => {
@@ -241,15 +259,6 @@ async fn apply_carefully(
             Err(Stop::Apply(a) | Stop::AfterWrite(a)) => {
                 sp.rollback().await.map_err(err)?;
                 outcomes.push(Outcome::Failed(a));
-            }
-            Err(Stop::ParentGone) => {
-                // apply_one settles this itself; never reaches here.
-                sp.rollback().await.map_err(err)?;
-                outcomes.push(Outcome::Done {
-                    target_key: None,
-                    how: Done::Deleted,
-                    conflict: false,
-                });
             }
         }
     }
@@ -397,13 +406,7 @@ async fn apply_one(
         None
     };
     if c.op != Op::Delete {
-        match refs {
-            Err(Stop::ParentGone) => {
-                put_link(ep, tx, stmts, c, known.as_ref(), true).await?;
-                return Ok(done(known, Done::Deleted, false));
-            }
-            other => other?,
-        }
+        refs?;
     }
     // A key given by the record's values changes when those values change at the source (an
     // item moved to another line at B changes its key at A). The live link still knows where
@@ -691,14 +694,9 @@ async fn resolve_refs(
         let link = tx
             .query_opt(&q, &[&r.parent, &r.source_key.as_str()])
             .await?;
-        if let Some(l) = &link {
-            let (deleted, applied): (bool, i64) = (l.get(1), l.get(2));
-            // The parent's delete came from the same outbox, after this image: a child
-            // captured before its parent was deleted is gone with it.
-            if deleted && applied > c.seq && c.op != Op::Delete {
-                return Err(Stop::ParentGone);
-            }
-        }
+        // A parent deleted here makes an insert or update of its child wait like a parent
+        // not linked yet: either the child's own delete is on its way (then this image is
+        // stale when retried) or the parent comes back (a conflict re-creates it).
         let found = link.and_then(|row| {
             let own = parse_key(row.get(0));
             let deleted: bool = row.get(1);
@@ -751,6 +749,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     let err = |e| ep.pool.error("write back", e);
     let c = &ep.sql.common;
     let mut wanted: Vec<&str> = vec![
+        &c.mark_table,
         &c.unlink_peer,
         &c.link_written_back,
         &c.done,
@@ -796,7 +795,6 @@ async fn write_back_txn(
     careful: bool,
 ) -> Result<(), tokio_postgres::Error> {
     let mut tx = client.transaction().await?;
-    tx.batch_execute(APPLYING).await?;
     let get = |sql: &str| stmts.get(sql).cloned();
     let common = &ep.sql.common;
     let (Some(unlink), Some(put)) = (get(&common.unlink_peer), get(&common.link_written_back))
@@ -869,7 +867,7 @@ async fn write_back_txn(
     }
     // Peer ids: pipelined, or each in a savepoint on the careful path, where one that does
     // not fit its column is logged and skipped rather than holding back the write-back.
-    let peers: Vec<(Statement, String, &str, &Key, &Key)> = wb
+    let peers: Vec<(Statement, String, &str, &Key, &Key, &str)> = wb
         .links
         .iter()
         .filter(|l| !l.deleted)
@@ -885,11 +883,23 @@ async fn write_back_txn(
             let peer = l.peer_key.as_ref()?;
             let mut obj = l.own_key.to_object(&es.key);
             obj.insert(col, peer.values().into_iter().next().unwrap_or(Value::Null));
-            Some((st, json(&obj), es.table.as_str(), &l.own_key, peer))
+            Some((
+                st,
+                json(&obj),
+                es.table.as_str(),
+                &l.own_key,
+                peer,
+                l.entity.as_str(),
+            ))
         })
         .collect();
     if careful {
-        for (st, payload, table, own, peer) in &peers {
+        let mut marked: Option<&str> = None;
+        for (st, payload, table, own, peer, entity) in &peers {
+            if marked != Some(*entity) {
+                mark(ep, &tx, stmts, entity).await?;
+                marked = Some(entity);
+            }
             let sp = tx.savepoint("tandem_peer").await?;
             match sp.execute(st, &[payload]).await {
                 Ok(_) => sp.commit().await?,
@@ -929,6 +939,7 @@ async fn write_back_txn(
                 .and_then(|es| es.wave_peer_update.as_deref())
                 .and_then(get);
             if let Some(st) = st {
+                mark(ep, &tx, stmts, entity).await?;
                 let payload = serde_json::to_string(objs).unwrap_or_else(|_| "[]".into());
                 tx.execute(&st, &[&payload]).await?;
             }

@@ -72,6 +72,7 @@ fn sections() -> HashMap<&'static str, &'static str> {
 /// Statements shared by all entities, for one side.
 #[derive(Debug, Clone)]
 pub struct Common {
+    pub mark_table: String,
     pub claim: String,
     pub record_lock: String,
     pub link_by_peer: String,
@@ -189,6 +190,7 @@ impl Sql {
             fill(t, &vars)
         };
         let common = Common {
+            mark_table: get("mark_table")?,
             claim: get("claim")?,
             record_lock: get("record_lock")?,
             link_by_peer: get("link_by_peer")?,
