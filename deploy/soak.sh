@@ -11,6 +11,8 @@
 #   FAULT_SECONDS     seconds of workload and faults per seed (default 20)
 #   FAULT_FIRST_SEED  the first seed (default: random, printed; seeds are consecutive)
 #   FAULT_SEED        replay exactly this one seed instead
+#   FAULT_WORKLOAD    full (default here: conflicts on shared records, racing `run --once`)
+#                     or safe (what a plain `cargo test` runs)
 #   FAULT_STRICT=1    count known, reported issues as failures too
 #   FAULT_LOG         tandem's RUST_LOG for the instances under test (default tandem=debug)
 # Runs every seed even after a failure (FAULT_KEEP_GOING=1) and exits non-zero if any failed.
@@ -24,6 +26,7 @@ bash deploy/install-postgres.sh >/dev/null
 export FAULT_SEEDS="${FAULT_SEEDS:-50}"
 export FAULT_SECONDS="${FAULT_SECONDS:-20}"
 export FAULT_FIRST_SEED="${FAULT_FIRST_SEED:-$(( (RANDOM << 15 | RANDOM) + 1000 ))}"
+export FAULT_WORKLOAD="${FAULT_WORKLOAD:-full}"
 export FAULT_KEEP_GOING=1
 
 mkdir -p target
@@ -31,7 +34,7 @@ log="target/soak-$(date +%Y%m%d-%H%M%S).log"
 if [[ -n "${FAULT_SEED:-}" ]]; then
     echo "soak: replaying seed $FAULT_SEED, ${FAULT_SECONDS} s of faults; log: $log"
 else
-    echo "soak: ${FAULT_SEEDS} seed(s) from ${FAULT_FIRST_SEED}, ${FAULT_SECONDS} s of faults each; log: $log"
+    echo "soak: ${FAULT_SEEDS} seed(s) from ${FAULT_FIRST_SEED}, ${FAULT_SECONDS} s of faults each, workload ${FAULT_WORKLOAD}; log: $log"
 fi
 start=$(date +%s)
 status=0
