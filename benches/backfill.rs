@@ -167,7 +167,9 @@ async fn main() -> Res<()> {
         rate(synced as f64, verify_time)
     );
     if synced as u64 != rows || linked as u64 != rows {
-        return Err(format!("backfill incomplete: {synced} rows at B, {linked} linked at A").into());
+        return Err(
+            format!("backfill incomplete: {synced} rows at B, {linked} linked at A").into(),
+        );
     }
     Ok(())
 }
