@@ -80,6 +80,11 @@ fn tandem_bin() -> Res<std::path::PathBuf> {
 
 #[tokio::main]
 async fn main() -> Res<()> {
+    // `cargo test --all-targets` runs bench targets too, without `--bench`: only say how.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("backfill: a benchmark; run it with `cargo bench --bench backfill`");
+        return Ok(());
+    }
     let rows: u64 = std::env::var("BACKFILL_ROWS")
         .ok()
         .and_then(|v| v.parse().ok())
