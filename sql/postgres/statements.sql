@@ -113,8 +113,11 @@ DELETE FROM {{schema}}.outbox WHERE suspended AND seq = $1;
 SELECT entity, count(*) FROM {{schema}}.conflicts GROUP BY entity;
 
 -- name: links_by_own
-SELECT {{own}}, {{peer}}, deleted, applied_seq FROM {{schema}}.id_map
-WHERE entity = $1 AND {{own}} = ANY($2);
+-- A join with the keys, not `= ANY($2)`: with a generic plan the planner otherwise scans the
+-- entity's whole id_map through the wrong index (34 ms a call at 100k links, measured).
+SELECT m.{{own}}, m.{{peer}}, m.deleted, m.applied_seq
+FROM unnest($2::text[]) AS k(key)
+JOIN {{schema}}.id_map AS m ON m.entity = $1 AND m.{{own}} = k.key;
 
 -- name: unlink_peer
 -- As unlink_own, the other way round (keeps the other record's guard).
@@ -158,13 +161,16 @@ SELECT count(*) FROM (
 ) AS locked;
 
 -- name: wave_links
-SELECT {{peer}}, applied_seq, {{own}}, deleted FROM {{schema}}.id_map
-WHERE entity = $1 AND {{peer}} = ANY($2)
-FOR UPDATE;
+-- Joined with the keys for an index lookup per key (see links_by_own).
+SELECT m.{{peer}}, m.applied_seq, m.{{own}}, m.deleted
+FROM unnest($2::text[]) AS k(key)
+JOIN {{schema}}.id_map AS m ON m.entity = $1 AND m.{{peer}} = k.key
+FOR UPDATE OF m;
 
 -- name: wave_parent_links
-SELECT {{peer}}, {{own}}, deleted, applied_seq FROM {{schema}}.id_map
-WHERE entity = $1 AND {{peer}} = ANY($2);
+SELECT m.{{peer}}, m.{{own}}, m.deleted, m.applied_seq
+FROM unnest($2::text[]) AS k(key)
+JOIN {{schema}}.id_map AS m ON m.entity = $1 AND m.{{peer}} = k.key;
 
 -- name: wave_local_pending
 -- Any change of these records captured here and newer than what the other side applied.
