@@ -19,8 +19,10 @@
 //! | `TANDEM_BENCH_RSS_CHANGES` | 1000000 | backlog drained while tandem's peak RSS is read |
 //! | `TANDEM_BENCH_CLIENTS` | 4 | pgbench clients |
 //! | `TANDEM_BENCH_TOOLS` | all | e.g. `tandem,native` (others: `pglogical`, `bucardo`) |
-//! | `TANDEM_BENCH_WORKLOADS` | all | of `w1,w2,w3,mapped,latency,rss` |
+//! | `TANDEM_BENCH_WORKLOADS` | all | of `w1,profile,w2,w3,mapped,latency,rss` (`profile`: W1 for tandem again, with pg_stat_statements and auto_explain); `soak` is extra, opt-in |
+//! | `TANDEM_BENCH_SOAK_SECONDS` | 600 | `soak` (not in the default set): tandem running under steady UPDATEs at `TANDEM_BENCH_LATENCY_RATE`; sizes of its tables every minute |
 //! | `TANDEM_BENCH_TIMEOUT` | 1200 | seconds any one drain may take |
+//! | `TANDEM_BENCH_CATCHUP_TIMEOUT` | 120 | W2: seconds to wait for catch-up before reporting "> N" |
 //! | `TANDEM_BENCH_BATCH_SIZE` | tandem's default | tandem `[sync] batch_size` |
 //! | `TANDEM_BENCH_DIRECTION` | both | tandem entities' `direction` (`a_to_b` = one-way like the peers) |
 //! | `TANDEM_BENCH_LOG` | tandem=info | tandem's `RUST_LOG` |
@@ -53,6 +55,8 @@ struct Cfg {
     tools: Vec<Tool>,
     workloads: Vec<String>,
     timeout: Duration,
+    catchup_limit: Duration,
+    soak_seconds: u64,
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
@@ -94,11 +98,13 @@ impl Cfg {
             clients: env_num("TANDEM_BENCH_CLIENTS", 4).clamp(1, 64) as u32,
             tools,
             workloads: env_list("TANDEM_BENCH_WORKLOADS").unwrap_or_else(|| {
-                ["w1", "w2", "w3", "mapped", "latency", "rss"]
+                ["w1", "profile", "w2", "w3", "mapped", "latency", "rss"]
                     .map(String::from)
                     .to_vec()
             }),
             timeout: Duration::from_secs(env_num("TANDEM_BENCH_TIMEOUT", 1200).max(10)),
+            soak_seconds: env_num("TANDEM_BENCH_SOAK_SECONDS", 600).max(1),
+            catchup_limit: Duration::from_secs(env_num("TANDEM_BENCH_CATCHUP_TIMEOUT", 120).max(1)),
         }
     }
 
@@ -138,9 +144,10 @@ fn install_signal_handler() {
             _ = term.recv() => {}
         }
         eprintln!("compare: interrupted; stopping the tools and removing the clusters");
+        INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
         procs::kill_all_children();
         if let Some(dir) = BUCARDO_PIDDIR.get() {
-            kill_pid_files(dir);
+            peers::kill_pid_files(dir);
         }
         std::process::exit(130);
     });
@@ -148,19 +155,8 @@ fn install_signal_handler() {
 
 static BUCARDO_PIDDIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
 
-fn kill_pid_files(dir: &std::path::Path) {
-    if let Ok(entries) = std::fs::read_dir(dir) {
-        for e in entries.flatten() {
-            let pid = std::fs::read_to_string(e.path())
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok());
-            if let Some(pid) = pid.filter(|p| *p > 1) {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-        }
-    }
-}
+/// Set by the signal handler: the run is being torn down, its figures mean nothing.
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 struct Bench<'a> {
     cfg: Cfg,
@@ -257,8 +253,17 @@ fn run() -> Res<()> {
     if b.cfg.wants("rss") {
         b.rss();
     }
+    if b.cfg.wants("soak") {
+        b.soak();
+    }
 
+    if INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err("interrupted".into());
+    }
     let text = b.render(started.elapsed());
+    for (side, c) in [("A", &clusters.a), ("B", &clusters.b)] {
+        let _ = std::fs::copy(c.log_path(), work_dir.join(format!("postgres-{side}.log")));
+    }
     println!("{text}");
     let out = work_dir.with_extension("md");
     let out = out
@@ -337,9 +342,7 @@ struct Memory {
     hwm_kb: u64,
 }
 
-/// Waits until the marker token is visible at B; returns seconds since `t0`. Every tool
-/// applies the marker (written last) after everything before it, so this is "B equals A";
-/// the digests are compared afterwards.
+/// [`wait_for_marker`], failing when `limit` passes.
 fn wait_marker(
     pair: &Pair,
     token: i64,
@@ -348,6 +351,21 @@ fn wait_marker(
     limit: Duration,
     mem: &mut Memory,
 ) -> Res<f64> {
+    wait_for_marker(pair, token, rep, t0, limit, mem)?
+        .ok_or_else(|| format!("B did not catch up within {limit:?} (TANDEM_BENCH_TIMEOUT)"))
+}
+
+/// Waits until the marker token is visible at B; returns seconds since `t0`, or `None` when
+/// `limit` passed first. Every tool applies the marker (written last) after everything before
+/// it, so this is "B equals A"; the digests are compared afterwards.
+fn wait_for_marker(
+    pair: &Pair,
+    token: i64,
+    rep: &mut dyn Replicator,
+    t0: Instant,
+    limit: Duration,
+    mem: &mut Memory,
+) -> Res<Option<f64>> {
     let want = token.to_string();
     let mut last_rss = Instant::now() - Duration::from_secs(1);
     loop {
@@ -367,13 +385,11 @@ fn wait_marker(
             }
         }
         if v.as_deref() == Some(&want) {
-            return Ok(elapsed.as_secs_f64());
+            return Ok(Some(elapsed.as_secs_f64()));
         }
         rep.check()?;
         if elapsed > limit {
-            return Err(format!(
-                "B did not catch up within {limit:?} (TANDEM_BENCH_TIMEOUT)"
-            ));
+            return Ok(None);
         }
         thread::sleep(Duration::from_millis(5));
     }
@@ -424,8 +440,7 @@ fn mb(kb: u64) -> f64 {
 
 impl Bench<'_> {
     fn missing_reason(&self, tool: Tool) -> Option<Cell> {
-        if let Some(why) = self.missing.get(&tool) {
-            let _ = why;
+        if self.missing.contains_key(&tool) {
             return Some(Cell::NotInstalled);
         }
         if !self.cfg.tools.contains(&tool) {
@@ -506,7 +521,7 @@ impl Bench<'_> {
         ));
         self.put(&row, Column::NoCapture, Cell::NotApplicable);
         for tool in self.lineup(&[&row]) {
-            let cell = match self.w1_one(tool, n) {
+            let cell = match self.w1_one(tool, n, false) {
                 Ok(v) => Cell::Value(v),
                 Err(e) => {
                     eprintln!("W1 {}: FAILED: {e}", tool.label());
@@ -515,17 +530,37 @@ impl Bench<'_> {
             };
             self.put(&row, Column::Tool(tool), cell);
         }
+        if self.cfg.wants("profile") && self.missing_reason(Tool::Tandem).is_none() {
+            // Once more for tandem, with pg_stat_statements and auto_explain on, to see where
+            // its time goes (kept out of the figure in the table).
+            match self.w1_one(Tool::Tandem, n, true) {
+                Ok(v) => self.findings.insert(
+                    0,
+                    format!(
+                        "- Profiled W1 tandem run (pg_stat_statements track=all, auto_explain of \
+                         statements ≥ 20 ms, in both databases): {} changes/s.",
+                        fmt_num(v)
+                    ),
+                ),
+                Err(e) => self
+                    .findings
+                    .push(format!("- Profiled W1 tandem run failed: {e}")),
+            }
+        }
     }
 
-    fn w1_one(&mut self, tool: Tool, n: u64) -> Res<f64> {
-        let name = format!("w1_{}", tool.key());
+    fn w1_one(&mut self, tool: Tool, n: u64, profile: bool) -> Res<f64> {
+        let name = format!("w1_{}{}", tool.key(), if profile { "_profile" } else { "" });
         let pair = self.env.clusters.fresh_pair(&name)?;
         load_same(&pair, self.cfg.rows)?;
         let mut rep = peers::setup(&self.env, tool, &pair, Schema::Same, false)?;
-        let result = self.w1_measure(tool, &pair, rep.as_mut(), n);
+        let result = self.w1_measure(tool, &pair, rep.as_mut(), n, profile);
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
         let v = result?;
         down?;
         dropped?;
@@ -538,17 +573,27 @@ impl Bench<'_> {
         pair: &Pair,
         rep: &mut dyn Replicator,
         n: u64,
+        profile: bool,
     ) -> Res<f64> {
-        let profile = tool == Tool::Tandem;
         if profile {
             for db in [&pair.a, &pair.b] {
                 db.exec(&format!(
                     "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
-                     ALTER DATABASE {} SET pg_stat_statements.track = 'all';",
+                     ALTER DATABASE {0} SET pg_stat_statements.track = 'all';
+                     ALTER DATABASE {0} SET session_preload_libraries = 'auto_explain';
+                     ALTER DATABASE {0} SET auto_explain.log_min_duration = 20;",
                     pair.name
                 ))?;
             }
         }
+        let logs = [
+            self.env.clusters.a.log_path(),
+            self.env.clusters.b.log_path(),
+        ];
+        let log_start: Vec<u64> = logs
+            .iter()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .collect();
         let gen = self.pgbench_update(&pair.name, Some(n), None, None)?;
         eprintln!(
             "W1 {}: {} UPDATEs queued at {} tps (capture on)",
@@ -599,8 +644,9 @@ impl Bench<'_> {
             if let Some(log) = rep.log() {
                 self.findings.push(batch_stats(&log, n));
             }
-            for (side, db) in [("A", &pair.a), ("B", &pair.b)] {
+            for (i, (side, db)) in [("A", &pair.a), ("B", &pair.b)].into_iter().enumerate() {
                 self.findings.push(top_statements(side, db, secs)?);
+                self.findings.push(slow_plans(side, &logs[i], log_start[i]));
             }
         }
         Ok(rate)
@@ -661,7 +707,11 @@ impl Bench<'_> {
             match self.w2_one(tool, s) {
                 Ok((tps, catch)) => {
                     self.put(&tps_row, Column::Tool(tool), Cell::Value(tps));
-                    self.put(&catch_row, Column::Tool(tool), Cell::Value(catch));
+                    let cell = match catch {
+                        Some(c) => Cell::Value(c),
+                        None => Cell::Over(self.cfg.catchup_limit.as_secs_f64()),
+                    };
+                    self.put(&catch_row, Column::Tool(tool), cell);
                 }
                 Err(e) => {
                     eprintln!("W2 {}: FAILED: {e}", tool.label());
@@ -695,7 +745,7 @@ impl Bench<'_> {
             }
             Ok::<_, String>(r.tps)
         })();
-        self.env.clusters.drop_pair(pair)?;
+        self.env.clusters.retire_pair(pair)?;
         let tps = result?;
         eprintln!(
             "W2 {}: {} tps",
@@ -709,7 +759,8 @@ impl Bench<'_> {
         Ok(tps)
     }
 
-    fn w2_one(&mut self, tool: Tool, seconds: u64) -> Res<(f64, f64)> {
+    /// (tps, catch-up seconds or `None` when longer than the catch-up limit).
+    fn w2_one(&mut self, tool: Tool, seconds: u64) -> Res<(f64, Option<f64>)> {
         let name = format!("w2_{}", tool.key());
         let pair = self.env.clusters.fresh_pair(&name)?;
         load_same(&pair, self.cfg.rows)?;
@@ -720,7 +771,11 @@ impl Bench<'_> {
             let token = mark(&pair)?;
             let t0 = Instant::now();
             let mut mem = Memory::default();
-            let catch = wait_marker(&pair, token, rep.as_mut(), t0, self.cfg.timeout, &mut mem)?;
+            let limit = self.cfg.catchup_limit;
+            let Some(catch) = wait_for_marker(&pair, token, rep.as_mut(), t0, limit, &mut mem)?
+            else {
+                return Ok((r.tps, None));
+            };
             let late = check_equal(&pair, Schema::Same, t0, self.cfg.timeout)?;
             let catch = late.unwrap_or(catch);
             if tool == Tool::Tandem {
@@ -731,18 +786,28 @@ impl Bench<'_> {
                     table_sizes(&pair.b)?
                 ));
             }
-            Ok::<_, String>((r.tps, catch))
+            Ok::<_, String>((r.tps, Some(catch)))
         })();
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
         let (tps, catch) = result?;
         down?;
         dropped?;
         eprintln!(
-            "W2 {}: {} tps while syncing; caught up {catch:.3} s after the load stopped",
+            "W2 {}: {} tps while syncing; {}",
             tool.label(),
-            fmt_num(tps)
+            fmt_num(tps),
+            match catch {
+                Some(c) => format!("caught up {c:.3} s after the load stopped"),
+                None => format!(
+                    "not caught up {} s after the load stopped (gave up: TANDEM_BENCH_CATCHUP_TIMEOUT)",
+                    self.cfg.catchup_limit.as_secs()
+                ),
+            }
         );
         Ok((tps, catch))
     }
@@ -823,8 +888,11 @@ impl Bench<'_> {
             Ok::<_, String>(n as f64 / secs)
         })();
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
         let v = result?;
         down?;
         dropped?;
@@ -944,8 +1012,11 @@ impl Bench<'_> {
             Ok::<_, String>((rows as f64 / s3, n1 as f64 / s1))
         })();
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
         let v = result?;
         down?;
         dropped?;
@@ -994,6 +1065,19 @@ impl Bench<'_> {
         let name = format!("lat_{}", tool.key());
         let pair = self.env.clusters.fresh_pair(&name)?;
         load_same(&pair, self.cfg.rows)?;
+        // When a row version becomes visible at B: a deferred constraint trigger runs as its
+        // transaction commits (ALWAYS: also under session_replication_role = replica, as the
+        // peers apply). Commit timestamps at B would not do: logical replication records the
+        // origin's commit time there. (Names are qualified: replication workers run with an
+        // empty search_path.)
+        pair.b.exec(
+            "CREATE TABLE public.lat_log (id integer, qty integer, seen timestamptz);
+             CREATE FUNCTION lat_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+             BEGIN INSERT INTO public.lat_log VALUES (NEW.id, NEW.qty, clock_timestamp()); RETURN NULL; END $$;
+             CREATE CONSTRAINT TRIGGER lat_seen AFTER INSERT OR UPDATE ON items
+                 DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION lat_seen();
+             ALTER TABLE items ENABLE ALWAYS TRIGGER lat_seen;",
+        )?;
         let mut rep = peers::setup(&self.env, tool, &pair, Schema::Same, true)?;
         let result = (|| {
             let since = pair.a.one("SELECT clock_timestamp()")?.unwrap_or_default();
@@ -1013,11 +1097,14 @@ impl Bench<'_> {
                 self.cfg.timeout,
                 &mut mem,
             )?;
-            let q = format!(
+            // Commit time at A of each row's last version (A's own commits: exact).
+            let qa = format!(
                 "SELECT id, qty, (extract(epoch FROM pg_xact_commit_timestamp(xmin)) * 1000000)::bigint \
                  FROM items WHERE ts >= {}",
                 lit(&since)
             );
+            let qb = "SELECT id, qty, (extract(epoch FROM min(seen)) * 1000000)::bigint \
+                      FROM lat_log GROUP BY id, qty";
             let parse = |rows: Vec<Vec<Option<String>>>| -> HashMap<(i64, i64), i64> {
                 rows.into_iter()
                     .filter_map(|r| {
@@ -1026,8 +1113,8 @@ impl Bench<'_> {
                     })
                     .collect()
             };
-            let at_a = parse(pair.a.rows(&q)?);
-            let at_b = parse(pair.b.rows(&q)?);
+            let at_a = parse(pair.a.rows(&qa)?);
+            let at_b = parse(pair.b.rows(qb)?);
             let mut lat: Vec<f64> = at_a
                 .iter()
                 .filter_map(|(k, ta)| at_b.get(k).map(|tb| (tb - ta) as f64 / 1000.0))
@@ -1062,8 +1149,11 @@ impl Bench<'_> {
             Ok::<_, String>(out)
         })();
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
         let v = result?;
         down?;
         dropped?;
@@ -1169,8 +1259,95 @@ impl Bench<'_> {
             Ok::<_, String>((peak, queued as f64 / secs))
         })();
         let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
         drop(rep);
-        let dropped = self.env.clusters.drop_pair(pair);
+        let dropped = self.env.clusters.retire_pair(pair);
+        let v = result?;
+        down?;
+        dropped?;
+        Ok(v)
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Outbox upkeep under a steady load (opt-in: TANDEM_BENCH_WORKLOADS=...,soak)
+    // -----------------------------------------------------------------------------------------
+
+    fn soak(&mut self) {
+        let secs = self.cfg.soak_seconds;
+        let row = format!(
+            "Soak: tandem's tables at A after {} s at {}/s (outbox + id_map)",
+            secs,
+            fmt_num(self.cfg.latency_rate as f64)
+        );
+        self.add_row(Row::new(&row, "MB", Better::Lower, None));
+        self.put(&row, Column::NoCapture, Cell::NotApplicable);
+        for t in Tool::PEERS {
+            self.put(&row, Column::Tool(t), Cell::NotApplicable);
+        }
+        if let Some(cell) = self.missing_reason(Tool::Tandem) {
+            self.put(&row, Column::Tool(Tool::Tandem), cell);
+            return;
+        }
+        let cell = match self.soak_run(secs) {
+            Ok(mb) => Cell::Value(mb),
+            Err(e) => {
+                eprintln!("soak: FAILED: {e}");
+                Cell::Failed(e)
+            }
+        };
+        self.put(&row, Column::Tool(Tool::Tandem), cell);
+    }
+
+    fn soak_run(&mut self, secs: u64) -> Res<f64> {
+        let pair = self.env.clusters.fresh_pair("soak_tandem")?;
+        load_same(&pair, self.cfg.rows)?;
+        let mut rep = peers::setup(&self.env, Tool::Tandem, &pair, Schema::Same, true)?;
+        let size_mb = |db: &support::pg::Db| -> Res<f64> {
+            let bytes = db.one(
+                "SELECT pg_total_relation_size('tandem.outbox') + pg_total_relation_size('tandem.id_map')",
+            )?;
+            Ok(bytes.and_then(|b| b.parse::<f64>().ok()).unwrap_or(0.0) / 1024.0 / 1024.0)
+        };
+        let result = (|| {
+            let mut samples = vec![format!("0 s: {:.1} MB", size_mb(&pair.a)?)];
+            let mut done = 0;
+            while done < secs {
+                let chunk = (secs - done).min(60);
+                self.pgbench_update(&pair.name, None, Some(chunk), Some(self.cfg.latency_rate))?;
+                rep.check()?;
+                done += chunk;
+                samples.push(format!("{done} s: {:.1} MB", size_mb(&pair.a)?));
+            }
+            let token = mark(&pair)?;
+            let mut mem = Memory::default();
+            wait_marker(
+                &pair,
+                token,
+                rep.as_mut(),
+                Instant::now(),
+                self.cfg.timeout,
+                &mut mem,
+            )?;
+            wait_outbox_empty(&pair, self.cfg.timeout)?;
+            let end = size_mb(&pair.a)?;
+            self.findings.push(format!(
+                "- Soak ({secs} s at {}/s): tandem's tables at A (outbox + id_map): {}; at the end: {}; at B: {}.",
+                fmt_num(self.cfg.latency_rate as f64),
+                samples.join(", "),
+                table_sizes(&pair.a)?,
+                table_sizes(&pair.b)?
+            ));
+            eprintln!("soak: {}", samples.join(", "));
+            Ok::<_, String>(end)
+        })();
+        let down = rep.teardown();
+        if let Err(e) = &down {
+            eprintln!("teardown {}: {e}", pair.name);
+        }
+        drop(rep);
+        let dropped = self.env.clusters.retire_pair(pair);
         let v = result?;
         down?;
         dropped?;
@@ -1214,6 +1391,14 @@ impl Bench<'_> {
                 .tandem_batch
                 .map_or("default (500)".to_string(), |b| b.to_string()),
             took.as_secs_f64() / 60.0
+        );
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        let load: Vec<&str> = load.split_whitespace().take(3).collect();
+        let _ = writeln!(
+            s,
+            "Load average at the end (1, 5, 15 min): {} — other work on the machine shares the \
+             2 cores, so compare figures within one run, not across runs.\n",
+            load.join(", ")
         );
         self.report.notes.clear();
         for (t, why) in &self.missing {
@@ -1272,6 +1457,38 @@ fn top_statements(side: &str, db: &support::pg::Db, wall: f64) -> Res<String> {
         );
     }
     Ok(s)
+}
+
+/// What auto_explain logged (statements of 20 ms or more) since `from`: how many, and the
+/// scan nodes they used, most frequent first.
+fn slow_plans(side: &str, log: &std::path::Path, from: u64) -> String {
+    let text = std::fs::read(log)
+        .map(|b| String::from_utf8_lossy(&b[(from as usize).min(b.len())..]).into_owned())
+        .unwrap_or_default();
+    let plans = text.matches("  plan:").count();
+    let mut nodes: HashMap<String, usize> = HashMap::new();
+    for line in text.lines() {
+        let t = line.trim_start_matches(['\t', ' ', '-', '>']);
+        if t.contains("Scan") && !t.starts_with("Query Text") {
+            let node = t.split("  (").next().unwrap_or(t).trim().to_string();
+            *nodes.entry(node).or_default() += 1;
+        }
+    }
+    let mut nodes: Vec<(String, usize)> = nodes.into_iter().collect();
+    nodes.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let top: Vec<String> = nodes
+        .iter()
+        .take(6)
+        .map(|(n, c)| format!("`{n}` ×{c}"))
+        .collect();
+    format!(
+        "- auto_explain at {side}: {plans} statement(s) took ≥ 20 ms; their scans: {}",
+        if top.is_empty() {
+            "—".to_string()
+        } else {
+            top.join(", ")
+        }
+    )
 }
 
 /// Batch sizes and times from tandem's JSON log (one line per non-empty batch).

@@ -217,11 +217,11 @@ pub fn setup(
                 .bucardo
                 .as_ref()
                 .ok_or_else(|| "Bucardo is not installed".to_string())?;
-            Box::new(Bucardo::setup(home, env.clusters, pair)?)
+            Box::new(Bucardo::setup(home, env.clusters, pair, running)?)
         }
     };
     match (tool, running) {
-        (Tool::Native, _) => {} // created enabled or disabled
+        (Tool::Native | Tool::Bucardo, _) => {} // created running or paused
         (_, true) => r.resume()?,
         (Tool::Tandem, false) => {} // not started yet
         (_, false) => r.pause()?,
@@ -408,6 +408,7 @@ impl Replicator for Native {
 
 struct Pglogical {
     sub: String,
+    a: Db,
     b: Db,
 }
 
@@ -434,7 +435,11 @@ impl Pglogical {
             lit(&sub),
             lit(&pair.a_dsn())
         ))?;
-        let me = Pglogical { sub, b };
+        let me = Pglogical {
+            sub,
+            a: Db::connect(&pair.a.url)?,
+            b,
+        };
         // Its slot on A is made when the apply worker first connects.
         me.wait_status(&["replicating"], Duration::from_secs(120))?;
         Ok(me)
@@ -488,7 +493,12 @@ impl Replicator for Pglogical {
         self.b.exec(&format!(
             "SELECT pglogical.drop_subscription({}, true)",
             lit(&self.sub)
-        ))
+        ))?;
+        // Ends pglogical's per-database workers too. Best effort: it can deadlock with those
+        // very workers, and the pair is emptied and left alone afterwards anyway.
+        let _ = self.b.exec("DROP EXTENSION pglogical CASCADE");
+        let _ = self.a.exec("DROP EXTENSION pglogical CASCADE");
+        Ok(())
     }
 }
 
@@ -521,49 +531,61 @@ impl BucardoHome {
 struct Bucardo {
     home: BucardoHome,
     a_port: u16,
-    admin: Db,
+    sync: String,
+    /// The daemon runs.
     running: bool,
+    /// The sync runs on every captured change (else only when kicked: "paused").
+    autokick: bool,
 }
 
 const BUCARDO_LIMIT: Duration = Duration::from_secs(120);
 
 impl Bucardo {
     fn cmd(&self, args: &[&str]) -> Res<String> {
-        let mut cmd = Command::new("bucardo");
-        cmd.args([
-            "--dbhost",
-            "127.0.0.1",
-            "--dbport",
-            &self.a_port.to_string(),
-        ])
-        .args(["--dbuser", "postgres", "--dbname", "bucardo"])
-        .args(args);
-        run_ok(cmd, &format!("bucardo {}", args.join(" ")), BUCARDO_LIMIT)
+        bucardo_cmd(self.a_port, args)
     }
 
-    fn setup(home: &BucardoHome, clusters: &Clusters, pair: &Pair) -> Res<Bucardo> {
+    /// Installs Bucardo's configuration database on cluster A (once per run: it is never
+    /// dropped, see `Clusters::retire_pair`), adds a one-way sync A → B of the pair's two
+    /// tables, starts the daemon and waits until the sync has run once.
+    ///
+    /// Paused (`autokick` false) means the sync is made with `autokick=0`: its triggers keep
+    /// collecting changes, and it runs when kicked (`resume`). (`bucardo deactivate` did not
+    /// return within minutes here, so it is not used.)
+    fn setup(home: &BucardoHome, clusters: &Clusters, pair: &Pair, autokick: bool) -> Res<Bucardo> {
         for d in [&home.piddir, &home.logdir] {
             fs::create_dir_all(d).map_err(|e| format!("mkdir {}: {e}", d.display()))?;
         }
         let _ = fs::remove_file(home.piddir.join("fullstopbucardo"));
         let admin = Db::connect(&clusters.a.url("postgres"))?;
-        // A fresh configuration database for each setup: nothing of an earlier sync remains.
-        admin.exec("DROP DATABASE IF EXISTS bucardo WITH (FORCE)")?;
-        let mut install = Command::new("bucardo");
-        install
-            .args(["install", "--batch", "--dbhost", "127.0.0.1"])
-            .args(["--dbport", &clusters.a.port().to_string()])
-            .args(["--dbuser", "postgres", "--dbname", "postgres", "--piddir"])
-            .arg(&home.piddir);
-        run_ok(install, "bucardo install", BUCARDO_LIMIT)?;
+        let installed = admin.one("SELECT count(*) FROM pg_database WHERE datname = 'bucardo'")?
+            == Some("1".into());
+        drop(admin);
+        if !installed {
+            let mut install = Command::new("bucardo");
+            install
+                .args(["install", "--batch", "--dbhost", "127.0.0.1"])
+                .args(["--dbport", &clusters.a.port().to_string()])
+                .args(["--dbuser", "postgres", "--dbname", "postgres", "--piddir"])
+                .arg(&home.piddir);
+            run_ok(install, "bucardo install", BUCARDO_LIMIT)?;
+        }
+        let n = &pair.name;
+        let (da, db, rg, sync) = (
+            format!("a_{n}"),
+            format!("b_{n}"),
+            format!("rg_{n}"),
+            format!("s_{n}"),
+        );
         let me = Bucardo {
             home: home.clone(),
             a_port: clusters.a.port(),
-            admin,
+            sync: sync.clone(),
             running: false,
+            autokick,
         };
-        for (name, port) in [("ba", pair.a_port), ("bb", pair.b_port)] {
-            let dbname = format!("dbname={}", pair.name);
+        for (name, port) in [(&da, pair.a_port), (&db, pair.b_port)] {
+            let dbname = format!("dbname={n}");
             let port = format!("port={port}");
             me.cmd(&[
                 "add",
@@ -580,15 +602,16 @@ impl Bucardo {
             "table",
             "public.items",
             "public.bench_marker",
-            "db=ba",
-            "relgroup=rg",
+            &format!("db={da}"),
+            &format!("relgroup={rg}"),
         ])?;
         me.cmd(&[
             "add",
             "sync",
-            "s1",
-            "relgroup=rg",
-            "dbs=ba:source,bb:target",
+            &sync,
+            &format!("relgroup={rg}"),
+            &format!("dbs={da}:source,{db}:target"),
+            if autokick { "autokick=1" } else { "autokick=0" },
         ])?;
         let mut start = Command::new("bucardo");
         start
@@ -601,37 +624,89 @@ impl Bucardo {
         run_ok(start, "bucardo start", BUCARDO_LIMIT)?;
         let mut me = me;
         me.running = true;
+        // Wait until the sync's worker ("kid") runs, so a kick is heard; with autokick, until
+        // its first run (at start) is done too.
+        let kid = home
+            .piddir
+            .join(format!("bucardo.kid.sync.{}.pid", me.sync));
+        let deadline = Instant::now() + Duration::from_secs(90);
+        loop {
+            let mut ready = kid.exists();
+            let mut status = String::new();
+            if ready && autokick {
+                status = me.cmd(&["status", &me.sync])?;
+                ready = status.lines().any(|l| {
+                    let t = l.trim();
+                    t.starts_with("Last good")
+                        && t.split_once(':').is_some_and(|(_, v)| {
+                            let v = v.trim();
+                            !v.is_empty() && v != "none" && v != "unknown"
+                        })
+                });
+            }
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "Bucardo's sync {} not ready within 90 s (no {}):\n{status}",
+                    me.sync,
+                    kid.display()
+                ));
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
         Ok(me)
     }
 
     fn kill_daemons(&self) {
-        let Ok(entries) = fs::read_dir(&self.home.piddir) else {
-            return;
-        };
-        for e in entries.flatten() {
-            if e.path().extension().and_then(|x| x.to_str()) != Some("pid") {
-                continue;
-            }
-            let pid = fs::read_to_string(e.path())
-                .ok()
-                .and_then(|t| t.trim().parse::<i32>().ok());
-            if let Some(pid) = pid.filter(|p| *p > 1) {
-                // SAFETY: kill has no memory-safety preconditions.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-            }
-            let _ = fs::remove_file(e.path());
+        kill_pid_files(&self.home.piddir);
+    }
+}
+
+fn bucardo_cmd(a_port: u16, args: &[&str]) -> Res<String> {
+    let mut cmd = Command::new("bucardo");
+    cmd.args(["--dbhost", "127.0.0.1", "--dbport", &a_port.to_string()])
+        .args(["--dbuser", "postgres", "--dbname", "bucardo"])
+        .args(args);
+    run_ok(cmd, &format!("bucardo {}", args.join(" ")), BUCARDO_LIMIT)
+}
+
+/// SIGKILLs every process named by a `*.pid` file in `dir`, and removes the files.
+pub fn kill_pid_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.path().extension().and_then(|x| x.to_str()) != Some("pid") {
+            continue;
         }
+        let pid = fs::read_to_string(e.path())
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        if let Some(pid) = pid.filter(|p| *p > 1) {
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = fs::remove_file(e.path());
     }
 }
 
 impl Replicator for Bucardo {
     fn resume(&mut self) -> Res<()> {
-        self.cmd(&["activate", "s1", "0"])?;
-        self.cmd(&["kick", "s1", "0"]).map(|_| ())
+        if self.autokick {
+            return Ok(());
+        }
+        self.cmd(&["kick", &self.sync]).map(|_| ())
     }
 
     fn pause(&mut self) -> Res<()> {
-        self.cmd(&["deactivate", "s1", "0"]).map(|_| ())
+        if self.autokick {
+            return Err(
+                "this Bucardo sync was set up running (autokick=1): it cannot pause".into(),
+            );
+        }
+        Ok(())
     }
 
     fn teardown(&mut self) -> Res<()> {
@@ -644,8 +719,9 @@ impl Replicator for Bucardo {
             self.kill_daemons();
             self.running = false;
         }
-        self.admin
-            .exec("DROP DATABASE IF EXISTS bucardo WITH (FORCE)")
+        let _ = fs::remove_file(self.home.piddir.join("fullstopbucardo"));
+        // The next setup's daemon must not start this sync again.
+        self.cmd(&["remove", "sync", &self.sync]).map(|_| ())
     }
 }
 

@@ -245,10 +245,9 @@ impl Clusters {
         })
     }
 
-    /// A pair of databases of this name, fresh on both clusters.
+    /// A pair of new databases of this name (unique within a run).
     pub fn fresh_pair(&self, name: &str) -> Res<Pair> {
         for (side, c) in [("A", &self.a), ("B", &self.b)] {
-            drop_db(c, name).map_err(|e| format!("{side}: {e}"))?;
             c.create_database(name)
                 .map_err(|e| format!("creating {name} on {side}: {e}"))?;
         }
@@ -261,32 +260,39 @@ impl Clusters {
         })
     }
 
-    /// Drops a pair's databases (and any replication slot left for it on A).
-    pub fn drop_pair(&self, pair: Pair) -> Res<()> {
+    /// Empties a pair's databases and drops any replication slot left for it on A.
+    ///
+    /// The databases themselves stay until the clusters go: with pglogical loaded, `DROP
+    /// DATABASE` waits forever for pglogical's supervisor to accept a ProcSignalBarrier
+    /// (pglogical 2.4.2 on PostgreSQL 15), so nothing here drops a database.
+    pub fn retire_pair(&self, pair: Pair) -> Res<()> {
         let name = pair.name.clone();
-        drop(pair);
-        for (side, c) in [("A", &self.a), ("B", &self.b)] {
-            drop_db(c, &name).map_err(|e| format!("{side}: {e}"))?;
+        for db in [&pair.a, &pair.b] {
+            // Whatever a tool left running there (a Bucardo query that outlived its daemon)
+            // must not hold locks or burn CPU into the next measurement.
+            db.exec(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND pid <> pg_backend_pid() \
+                   AND backend_type = 'client backend'",
+            )?;
+            db.exec(
+                "DROP SCHEMA public CASCADE; CREATE SCHEMA public; \
+                 DROP SCHEMA IF EXISTS tandem CASCADE; DROP SCHEMA IF EXISTS bucardo CASCADE;",
+            )?;
         }
-        Ok(())
+        drop(pair);
+        let admin = Db::connect(&self.a.url("postgres"))?;
+        admin.exec(&format!(
+            "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
+             WHERE database = {} AND NOT active",
+            lit(&name)
+        ))
     }
 
     /// `pgbench` against database `db` of cluster A.
     pub fn pgbench(&self, db: &str, run: &Pgbench) -> Res<PgbenchResult> {
         pgbench(&self.bindir, self.a.port(), db, run)
     }
-}
-
-fn drop_db(c: &Cluster, name: &str) -> Res<()> {
-    // A replication slot of the database blocks DROP DATABASE: drop the inactive ones first.
-    let admin = Db::connect(&c.url("postgres"))?;
-    admin.exec(&format!(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots \
-         WHERE database = {} AND NOT active",
-        lit(name)
-    ))?;
-    c.drop_database(name)
-        .map_err(|e| format!("dropping {name}: {e}"))
 }
 
 /// A database of the same name on A and on B.

@@ -42,6 +42,8 @@ pub enum Cell {
     Skipped,
     /// It ran and failed.
     Failed(String),
+    /// More than this (it was given up on at this point).
+    Over(f64),
 }
 
 /// Which way is better.
@@ -110,7 +112,15 @@ impl Row {
 
     fn ratio_text(&self) -> String {
         match (self.value(Column::Tool(Tool::Tandem)), self.best_peer()) {
-            (Some(t), Some((b, peer))) if b > 0.0 => format!("{:.2}× ({})", t / b, peer.label()),
+            (Some(t), Some((b, peer))) if b > 0.0 => {
+                let r = t / b;
+                let r = if r >= 100.0 {
+                    fmt_num(r)
+                } else {
+                    format!("{r:.2}")
+                };
+                format!("{r}× ({})", peer.label())
+            }
             _ => "—".into(),
         }
     }
@@ -137,9 +147,12 @@ impl Row {
             }
             Target::AtMost(limit) => {
                 let text = format!("≤ {} {}", fmt_num(limit), self.unit);
-                match tandem {
-                    Some(t) => (text, verdict(t, limit, false)),
-                    None => (text, "not measured".into()),
+                match (tandem, self.cells.get(&Column::Tool(Tool::Tandem))) {
+                    (Some(t), _) => (text, verdict(t, limit, false)),
+                    (None, Some(Cell::Over(v))) => {
+                        (text, format!("missed: > {:.0}× over", v / limit.max(1e-9)))
+                    }
+                    _ => (text, "not measured".into()),
                 }
             }
         };
@@ -184,8 +197,10 @@ pub fn fmt_num(v: f64) -> String {
         format!("{v:.0}")
     } else if v.abs() >= 10.0 {
         format!("{v:.1}")
-    } else {
+    } else if v.abs() >= 1.0 || v == 0.0 {
         format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
     }
 }
 
@@ -196,6 +211,7 @@ fn cell_text(c: Option<&Cell>) -> String {
         Some(Cell::NotApplicable) | None => "—".into(),
         Some(Cell::Skipped) => "skipped".into(),
         Some(Cell::Failed(_)) => "failed".into(),
+        Some(Cell::Over(v)) => format!("> {}", fmt_num(*v)),
     }
 }
 
