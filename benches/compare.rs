@@ -166,6 +166,8 @@ struct Bench<'a> {
     missing: HashMap<Tool, String>,
     /// Findings about tandem, printed under the table.
     findings: Vec<String>,
+    /// Which source tree was built (taken when the run starts).
+    fingerprint: String,
 }
 
 fn run() -> Res<()> {
@@ -234,6 +236,7 @@ fn run() -> Res<()> {
         report: Report::default(),
         missing,
         findings: Vec::new(),
+        fingerprint: tree_fingerprint(),
     };
     if b.cfg.wants("w1") {
         b.w1();
@@ -1392,6 +1395,12 @@ impl Bench<'_> {
                 .map_or("default (500)".to_string(), |b| b.to_string()),
             took.as_secs_f64() / 60.0
         );
+        let _ = writeln!(
+            s,
+            "tandem measured: the working tree as built for this run (fingerprint of src/ and \
+             sql/: `{}`).\n",
+            self.fingerprint
+        );
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
         let load: Vec<&str> = load.split_whitespace().take(3).collect();
         let _ = writeln!(
@@ -1414,6 +1423,41 @@ impl Bench<'_> {
         s.push_str(&self.report.markdown());
         s
     }
+}
+
+/// FNV-1a over the paths and contents of src/ and sql/ (sorted): tells which tree a table
+/// measured, without git.
+fn tree_fingerprint() -> String {
+    fn walk(dir: &std::path::Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    walk(&root.join("sql"), &mut files);
+    files.sort();
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for f in &files {
+        let rel = f
+            .strip_prefix(&root)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
+        for b in rel.bytes().chain(std::fs::read(f).unwrap_or_default()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{h:016x}, {} files", files.len())
 }
 
 /// Sizes of tandem's tables in a database.
