@@ -91,6 +91,7 @@ fn outbox_rows(n: usize, distinct: usize, mapped: bool) -> Vec<OutboxRow> {
                 image,
                 captured_at: at,
                 attempts: 0,
+                pulled: false,
             }
         })
         .collect()

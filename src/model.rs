@@ -137,6 +137,9 @@ pub struct OutboxRow {
     pub image: String,
     pub captured_at: DateTime<Utc>,
     pub attempts: i32,
+    /// Folded into a batch as a later change of a record the batch claimed (see `claim_batch`),
+    /// not one of the batch's oldest pending changes.
+    pub pulled: bool,
 }
 
 /// A change mapped into the target's shape, ready for an endpoint to apply.

@@ -26,8 +26,13 @@ CREATE TABLE IF NOT EXISTS {{schema}}.outbox (
 ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS key jsonb;
 -- What is pending: a partial index in sequence order, so claiming stays an index scan.
 CREATE INDEX IF NOT EXISTS outbox_pending ON {{schema}}.outbox (seq) WHERE NOT suspended;
--- Changes of one record: conflict detection, superseding suspended images, waiting children.
-CREATE INDEX IF NOT EXISTS outbox_record ON {{schema}}.outbox (entity, key);
+-- Changes of one record: conflict detection, superseding suspended images, waiting children,
+-- and a record's later changes in sequence order (folded into the batch that claims it).
+CREATE INDEX IF NOT EXISTS outbox_record_seq ON {{schema}}.outbox (entity, key, seq);
+DROP INDEX IF EXISTS {{schema}}.outbox_record;  -- before 0.2: (entity, key), now a prefix of the above
+-- Suspended changes of one record: every write-back looks here for older images to supersede;
+-- this small index answers "none" without probing the pending ones.
+CREATE INDEX IF NOT EXISTS outbox_suspended ON {{schema}}.outbox (entity, key, seq) WHERE suspended;
 -- Rows are inserted and soon deleted: vacuum early so the table stays small.
 ALTER TABLE {{schema}}.outbox SET (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_threshold = 1000);
 
@@ -131,4 +136,46 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     WHERE NOT suspended AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())
     ORDER BY seq
     LIMIT max_rows
+$fn$;
+
+-- A batch: the oldest eligible pending changes after `after_seq` (the head), and, for the
+-- records of the head whose entity is in `pull_entities`, their next changes when these are
+-- plain fresh updates (a run of 'U' never tried, up to 16 a record, 4 * max_rows in all).
+-- Full row images make the newest one of such a run the only one to apply: a backlog of many
+-- updates of one record costs one apply (the lever a log-based replica does not have).
+-- The run stops at the first insert, delete, retried or suspended change, so what is folded
+-- in is always the record's very next changes and order within a record is kept.
+CREATE OR REPLACE FUNCTION {{schema}}.claim_batch(max_rows integer, after_seq bigint, pull_entities text[])
+RETURNS TABLE (seq bigint, entity text, op text, image text, captured_at timestamptz,
+               attempts integer, pulled boolean)
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
+    WITH head AS MATERIALIZED (
+        SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts
+        FROM {{schema}}.outbox AS o
+        WHERE NOT o.suspended AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= clock_timestamp())
+          AND o.seq > after_seq
+        ORDER BY o.seq
+        LIMIT max_rows
+    )
+    SELECT h.seq, h.entity, h.op::text, h.image::text, h.captured_at, h.attempts, false
+    FROM head AS h
+    UNION ALL
+    (SELECT l.seq, l.entity, l.op::text, l.image::text, l.captured_at, l.attempts, true
+     FROM (SELECT DISTINCT h.entity, h.key FROM head AS h
+           WHERE h.entity = ANY(pull_entities) AND h.key IS NOT NULL) AS r,
+          (SELECT max(h.seq) AS s FROM head AS h) AS m,
+          LATERAL (
+              SELECT x.* FROM (
+                  SELECT o.seq, o.entity, o.op, o.image, o.captured_at, o.attempts,
+                         bool_and(o.op = 'U' AND NOT o.suspended AND o.attempts = 0)
+                             OVER (ORDER BY o.seq) AS fresh_run
+                  FROM {{schema}}.outbox AS o
+                  WHERE o.entity = r.entity AND o.key = r.key AND o.seq > m.s
+                  ORDER BY o.seq
+                  LIMIT 16
+              ) AS x
+              WHERE x.fresh_run
+          ) AS l
+     ORDER BY l.seq
+     LIMIT 4 * max_rows)
 $fn$;

@@ -19,6 +19,11 @@ SELECT set_config('tandem.applying', 'on', true) WHERE $1::text IS NOT NULL;
 SELECT seq, entity, op::text, image::text, captured_at, attempts
 FROM {{schema}}.pending($1);
 
+-- name: claim_batch
+-- $1 rows after sequence $2, and later plain updates of their records for entities $3.
+SELECT seq, entity, op, image, captured_at, attempts, pulled
+FROM {{schema}}.claim_batch($1, $2, $3);
+
 -- name: record_lock
 -- Applying a change from the other side: first lock the record (a transaction-scoped advisory
 -- lock on entity and key), so even a record without a link yet is applied by one transaction
@@ -181,16 +186,6 @@ WHERE EXISTS (
     WHERE o.entity = $1 AND o.key = x.k::jsonb AND NOT o.suspended AND o.seq > x.after
 );
 
--- name: wave_unlink_own
-WITH x AS (SELECT * FROM unnest($2::text[], $3::text[]) AS x(src, own)),
-gone AS (
-    DELETE FROM {{schema}}.id_map AS m USING x
-    WHERE m.entity = $1 AND m.{{own}} = x.own AND m.{{peer}} IS NULL
-)
-UPDATE {{schema}}.id_map AS m SET {{own}} = NULL, updated_at = clock_timestamp()
-FROM x
-WHERE m.entity = $1 AND m.{{own}} = x.own AND m.{{peer}} IS NOT NULL AND m.{{peer}} <> x.src;
-
 -- name: wave_link_applied
 INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq, deleted)
 SELECT $1, x.src, x.own, x.seq, x.deleted
@@ -200,17 +195,6 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
     applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     deleted = EXCLUDED.deleted,
     updated_at = clock_timestamp();
-
--- name: wave_unlink_peer
--- Write-back, set-based: links naming one of these peer keys for another record are stale.
-WITH x AS (SELECT * FROM unnest($1::text[], $2::text[], $3::text[]) AS x(entity, own, peer)),
-gone AS (
-    DELETE FROM {{schema}}.id_map AS m USING x
-    WHERE m.entity = x.entity AND m.{{peer}} = x.peer AND m.{{own}} IS NULL
-)
-UPDATE {{schema}}.id_map AS m SET {{peer}} = NULL, updated_at = clock_timestamp()
-FROM x
-WHERE m.entity = x.entity AND m.{{peer}} = x.peer AND m.{{own}} IS NOT NULL AND m.{{own}} <> x.own;
 
 -- name: wave_link_written_back
 INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted)

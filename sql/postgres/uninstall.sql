@@ -15,6 +15,7 @@ END
 $do$;
 DROP FUNCTION IF EXISTS {{schema}}.capture();
 DROP FUNCTION IF EXISTS {{schema}}.pending(integer);
+DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[]);
 DROP TABLE IF EXISTS {{schema}}.outbox;
 DROP TABLE IF EXISTS {{schema}}.id_map;
 DROP TABLE IF EXISTS {{schema}}.conflicts;

@@ -236,6 +236,20 @@ pub trait Endpoint: Send + Sync {
     async fn install_state(&self) -> Result<InstallState, EndpointError>;
     /// The oldest eligible pending outbox rows (not suspended, retry time reached).
     async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError>;
+    /// A batch for a burst of pipelined batches: the oldest eligible rows with a sequence above
+    /// `after` (so a burst can claim the next batch while the previous ones are still being
+    /// applied), plus, for records of `fold` entities, their next plain updates (marked
+    /// `pulled`), which the batch folds into one apply. `None`: this endpoint cannot, and the
+    /// sync runs one batch at a time with [`Endpoint::claim`].
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let _ = (limit, after, fold);
+        Ok(None)
+    }
     /// Looks up links of `entity` in this side's id map by this side's keys.
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;
     /// Applies changes captured at the other side, in order, in one transaction; a change

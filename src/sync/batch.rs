@@ -66,23 +66,101 @@ struct Pending {
     seqs: Vec<i64>,
 }
 
+/// A batch between its stages: claimed, decoded and mapped at the source ([`stage`]),
+/// applied at the target ([`apply_staged`]), then settled at the source ([`finish`]).
+pub struct Staged {
+    report: BatchReport,
+    wb: WriteBack,
+    failures: Vec<Failed>,
+    batch: Vec<TargetChange>,
+    attempts: Vec<i32>,
+    /// Every outbox sequence the batch claimed.
+    pub seqs: Vec<i64>,
+    /// How many of the oldest pending rows the claim returned (0: nothing is pending), counting
+    /// rows left out because an earlier batch of the burst still holds them.
+    pub head_rows: usize,
+    /// The highest sequence among those: the next batch of a burst claims after it.
+    pub head_max: i64,
+    /// Claimed with `claim_batch`: the next batch may be claimed before this one is settled.
+    pub pipelined: bool,
+}
+
+impl Staged {
+    /// Outbox rows this batch claimed.
+    pub fn claimed(&self) -> usize {
+        self.report.claimed
+    }
+}
+
 /// Runs one batch from `from` to `to`.
 pub async fn run_batch(
     config: &Config,
     from: &dyn Endpoint,
     to: &dyn Endpoint,
 ) -> Result<BatchReport, EndpointError> {
+    let staged = stage(config, from, 0, &HashSet::new()).await?;
+    if staged.claimed() == 0 {
+        return Ok(staged.report);
+    }
+    let outcomes = apply_staged(to, &staged).await?;
+    finish(config, from, staged, outcomes, chrono::Utc::now()).await
+}
+
+/// Entities whose later plain updates a batch may fold in: they flow from `side` and refer
+/// to no parent (an update of a child may name a parent created after the batch's rows).
+fn foldable(config: &Config, side: Side) -> Vec<String> {
+    config
+        .entities
+        .iter()
+        .filter(|e| e.direction.flows(side) && e.columns.iter().all(|c| c.parent.is_none()))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
+/// Claims the next batch at the source (after sequence `after`, leaving out the rows in
+/// `in_flight`), decodes, coalesces and maps it.
+pub async fn stage(
+    config: &Config,
+    from: &dyn Endpoint,
+    after: i64,
+    in_flight: &HashSet<i64>,
+) -> Result<Staged, EndpointError> {
     let side = from.side();
-    let rows = from.claim(config.sync.batch_size).await?;
-    let mut report = BatchReport {
-        claimed: rows.len(),
-        ..Default::default()
+    let limit = config.sync.batch_size;
+    let (rows, pipelined) = match from
+        .claim_batch(limit, after, &foldable(config, side))
+        .await?
+    {
+        Some(rows) => (rows, true),
+        None if after == 0 => (from.claim(limit).await?, false),
+        None => (Vec::new(), false),
+    };
+    let head: Vec<i64> = rows.iter().filter(|r| !r.pulled).map(|r| r.seq).collect();
+    let head_rows = head.len();
+    let head_max = head.iter().copied().max().unwrap_or(after);
+    let rows: Vec<OutboxRow> = rows
+        .into_iter()
+        .filter(|r| !in_flight.contains(&r.seq))
+        .collect();
+    let mut staged = Staged {
+        report: BatchReport {
+            claimed: rows.len(),
+            ..Default::default()
+        },
+        wb: WriteBack::default(),
+        failures: Vec::new(),
+        batch: Vec::new(),
+        attempts: Vec::new(),
+        seqs: rows.iter().map(|r| r.seq).collect(),
+        head_rows,
+        head_max,
+        pipelined,
     };
     if rows.is_empty() {
-        return Ok(report);
+        return Ok(staged);
     }
-    let mut wb = WriteBack::default();
-    let mut failures: Vec<Failed> = Vec::new();
+    let wb = &mut staged.wb;
+    let failures = &mut staged.failures;
 
     // Decode, and group the changes of each record.
     let mut runs: BTreeMap<(String, Key), Vec<Change>> = BTreeMap::new();
@@ -157,13 +235,43 @@ pub async fn run_batch(
             _ => (0, rank, c.seq),
         }
     });
-    let (batch, attempts): (Vec<TargetChange>, Vec<i32>) = mapped.into_iter().unzip();
+    (staged.batch, staged.attempts) = mapped.into_iter().unzip();
+    Ok(staged)
+}
 
-    let outcomes = if batch.is_empty() {
-        Vec::new()
-    } else {
-        to.apply(&batch).await?
-    };
+/// Applies a staged batch at the target (in one transaction there).
+pub async fn apply_staged(
+    to: &dyn Endpoint,
+    staged: &Staged,
+) -> Result<Vec<Outcome>, EndpointError> {
+    if staged.batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    to.apply(&staged.batch).await
+}
+
+/// Settles an applied batch at the source: outcomes counted and logged, id pairs written
+/// back, done rows removed, failures noted for their retry or suspended. `applied_at`: when
+/// the target committed (the end of each written change's latency).
+pub async fn finish(
+    config: &Config,
+    from: &dyn Endpoint,
+    staged: Staged,
+    outcomes: Vec<Outcome>,
+    applied_at: chrono::DateTime<chrono::Utc>,
+) -> Result<BatchReport, EndpointError> {
+    let side = from.side();
+    let Staged {
+        mut report,
+        mut wb,
+        mut failures,
+        batch,
+        attempts,
+        ..
+    } = staged;
+    if report.claimed == 0 {
+        return Ok(report);
+    }
     for ((change, attempts), outcome) in batch.iter().zip(attempts).zip(outcomes) {
         match outcome {
             Outcome::Done {
@@ -177,7 +285,7 @@ pub async fn run_batch(
                 match how {
                     Done::Written => {
                         report.written += 1;
-                        let lag = chrono::Utc::now() - change.captured_at;
+                        let lag = applied_at - change.captured_at;
                         report
                             .latencies_s
                             .push(lag.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);

@@ -4,16 +4,19 @@
 pub mod batch;
 pub mod retry;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Config, Side};
-use crate::endpoint::{Endpoint, EndpointError};
+use crate::endpoint::{Endpoint, EndpointError, Outcome};
 
-pub use batch::{run_batch, BatchReport};
+pub use batch::{run_batch, BatchReport, Staged};
 
 /// The two databases.
 #[derive(Clone)]
@@ -50,21 +53,16 @@ pub async fn drain(config: &Config, sides: &Sides) -> Result<BatchReport, Endpoi
     loop {
         let mut progressed = false;
         for from in directions(config) {
+            let source = sides.get(from).as_ref();
+            let target = sides.get(from.other()).as_ref();
+            let log = |r: &BatchReport| log_batch(from, r);
             loop {
-                let r = retrying(config, || {
-                    run_batch(
-                        config,
-                        sides.get(from).as_ref(),
-                        sides.get(from.other()).as_ref(),
-                    )
-                })
-                .await?;
+                let r = retrying(config, || run_burst(config, source, target, None, &log)).await?;
                 total.add(&r);
                 if r.claimed == 0 {
                     break;
                 }
                 progressed = true;
-                log_batch(from, &r);
             }
         }
         // Changes applied in one direction can cause captured changes in the other (the
@@ -107,6 +105,101 @@ fn log_batch(from: Side, r: &BatchReport) {
         r.failed,
         r.suspended
     );
+}
+
+/// How long one direction may keep its pipeline of batches going while the other waits for
+/// its turn: long enough that filling and draining the pipeline costs little, short enough
+/// that a busy direction delays the other by at most this much.
+const BURST: Duration = Duration::from_millis(500);
+
+/// Runs batches from `from` to `to` back to back while there is work (for at most `budget`
+/// when given), pipelined: while the target applies one batch, the source settles the one
+/// before and claims the next. The target still applies the batches one after another, in
+/// order, so a record's changes reach it in sequence. `each` sees every batch's report; the
+/// sum is returned. An endpoint that cannot claim ahead runs one batch.
+pub async fn run_burst(
+    config: &Config,
+    from: &dyn Endpoint,
+    to: &dyn Endpoint,
+    budget: Option<Duration>,
+    each: &(dyn Fn(&BatchReport) + Sync),
+) -> Result<BatchReport, EndpointError> {
+    let started = std::time::Instant::now();
+    let mut total = BatchReport::default();
+    let mut in_flight: HashSet<i64> = HashSet::new();
+    let first = batch::stage(config, from, 0, &in_flight).await?;
+    if !first.pipelined {
+        let report = if first.claimed() == 0 {
+            BatchReport::default()
+        } else {
+            let outcomes = batch::apply_staged(to, &first).await?;
+            batch::finish(config, from, first, outcomes, chrono::Utc::now()).await?
+        };
+        each(&report);
+        return Ok(report);
+    }
+    let mut next = Some(first);
+    let mut applied: Option<(Staged, Vec<Outcome>, DateTime<Utc>)> = None;
+    loop {
+        let Some(current) = next.take().filter(|s| s.head_rows > 0) else {
+            if let Some((s, o, at)) = applied.take() {
+                let r = batch::finish(config, from, s, o, at).await?;
+                each(&r);
+                total.add(&r);
+            }
+            return Ok(total);
+        };
+        in_flight.extend(&current.seqs);
+        let more = budget.is_none_or(|b| started.elapsed() < b);
+        let (after, skip) = (current.head_max, in_flight.clone());
+        let settle = applied.take();
+        let settled_seqs: Vec<i64> = settle.as_ref().map_or(Vec::new(), |(s, ..)| s.seqs.clone());
+        let source = async {
+            let finished = match settle {
+                Some((s, o, at)) => Some(batch::finish(config, from, s, o, at).await),
+                None => None,
+            };
+            let ok = finished.as_ref().is_none_or(Result::is_ok);
+            let staged = if more && ok {
+                Some(batch::stage(config, from, after, &skip).await)
+            } else {
+                None
+            };
+            (finished, staged)
+        };
+        let target = async {
+            let r = batch::apply_staged(to, &current).await;
+            (r, Utc::now())
+        };
+        let ((outcomes, at), (finished, staged)) = tokio::join!(target, source);
+        if let Some(r) = finished {
+            let r = r?;
+            each(&r);
+            total.add(&r);
+            for s in &settled_seqs {
+                in_flight.remove(s);
+            }
+        }
+        let outcomes = outcomes?;
+        if current.claimed() == 0 {
+            // Every row it claimed belonged to an earlier batch of this burst: nothing to settle.
+        } else {
+            applied = Some((current, outcomes, at));
+        }
+        match staged {
+            Some(Ok(s)) => next = Some(s),
+            Some(Err(e)) => {
+                // Settle what the target committed before giving up.
+                if let Some((s, o, at)) = applied.take() {
+                    let r = batch::finish(config, from, s, o, at).await?;
+                    each(&r);
+                    total.add(&r);
+                }
+                return Err(e);
+            }
+            None => {}
+        }
+    }
 }
 
 /// Runs both directions until `shutdown` turns true; returns once the batch in flight is
@@ -157,15 +250,26 @@ pub async fn run_gated(
                 break;
             }
             let (source, target) = (sides.get(from), sides.get(from.other()));
-            let result = run_batch(&config, source.as_ref(), target.as_ref()).await;
-            match &result {
-                Ok(r) => crate::service::metrics::record_batch(from, r),
-                Err(e) => crate::service::metrics::record_error(from, e),
+            let each = |r: &BatchReport| {
+                crate::service::metrics::record_batch(from, r);
+                if r.claimed > 0 {
+                    log_batch(from, r);
+                }
+            };
+            let result = run_burst(
+                &config,
+                source.as_ref(),
+                target.as_ref(),
+                Some(BURST),
+                &each,
+            )
+            .await;
+            if let Err(e) = &result {
+                crate::service::metrics::record_error(from, e);
             }
             match result {
                 Ok(r) => {
                     if r.claimed > 0 {
-                        log_batch(from, &r);
                         busy = true;
                     }
                 }

@@ -240,6 +240,7 @@ impl Endpoint for MsEndpoint {
                 image,
                 captured_at: instant(r.get::<i64, _>(4)).unwrap_or_else(Utc::now),
                 attempts: r.get::<i32, _>(5).unwrap_or(0),
+                pulled: false,
             });
         }
         Ok(out)

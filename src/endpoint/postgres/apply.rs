@@ -122,7 +122,6 @@ async fn prepare_for(
         &c.wave_links,
         &c.wave_parent_links,
         &c.wave_local_pending,
-        &c.wave_unlink_own,
         &c.wave_link_applied,
     ];
     let mut entities: Vec<&str> = batch.iter().map(|c| c.entity.as_str()).collect();
@@ -768,10 +767,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.wave_peer_update.as_deref()),
     );
-    wanted.extend([
-        c.wave_unlink_peer.as_str(),
-        c.wave_link_written_back.as_str(),
-    ]);
+    wanted.push(c.wave_link_written_back.as_str());
     let mut prepared_now = Prepared::new();
     for sql in wanted {
         let st = prepared(&*client, stmts, sql).await.map_err(err)?;
@@ -824,11 +820,11 @@ async fn write_back_txn(
                 .as_ref()
                 .is_none_or(|p| seen.insert((1, l.entity.as_str(), p.as_str())))
     });
-    let set_based = (
-        get(&common.wave_unlink_peer),
-        get(&common.wave_link_written_back),
-    );
-    if let (true, false, (Some(unlink_all), Some(put_all))) = (independent, careful, set_based) {
+    // Set-based, the link rows go in without first looking for stale links naming the same
+    // peer keys: such a link makes the insert fail on id_map's unique peer index (a row error),
+    // and the careful path then unlinks one by one. Saves a probe per link in the common case.
+    let set_based = get(&common.wave_link_written_back);
+    if let (true, false, Some(put_all)) = (independent, careful, set_based) {
         drop(links);
         let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
         let owns: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
@@ -838,20 +834,6 @@ async fn write_back_txn(
             .map(|l| l.peer_key.as_ref().map(Key::as_str))
             .collect();
         let deleted: Vec<bool> = wb.links.iter().map(|l| l.deleted).collect();
-        let mut u_entities = Vec::new();
-        let mut u_owns = Vec::new();
-        let mut u_peers = Vec::new();
-        for l in &wb.links {
-            if let Some(p) = &l.peer_key {
-                u_entities.push(l.entity.as_str());
-                u_owns.push(l.own_key.as_str());
-                u_peers.push(p.as_str());
-            }
-        }
-        if !u_entities.is_empty() {
-            tx.execute(&unlink_all, &[&u_entities, &u_owns, &u_peers])
-                .await?;
-        }
         if !entities.is_empty() {
             tx.execute(&put_all, &[&entities, &owns, &peers, &deleted])
                 .await?;

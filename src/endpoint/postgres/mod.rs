@@ -142,8 +142,41 @@ impl Endpoint for PgEndpoint {
                 image: r.get(3),
                 captured_at: r.get::<_, DateTime<Utc>>(4),
                 attempts: r.get(5),
+                pulled: false,
             })
             .collect())
+    }
+
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("claim pending changes", e);
+        let st = prepared(&*client, stmts, &self.sql.common.claim_batch)
+            .await
+            .map_err(err)?;
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let rows = client
+            .query(&st, &[&limit, &after, &fold])
+            .await
+            .map_err(err)?;
+        Ok(Some(
+            rows.iter()
+                .map(|r| OutboxRow {
+                    seq: r.get(0),
+                    entity: r.get(1),
+                    op: r.get(2),
+                    image: r.get(3),
+                    captured_at: r.get::<_, DateTime<Utc>>(4),
+                    attempts: r.get(5),
+                    pulled: r.get(6),
+                })
+                .collect(),
+        ))
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {

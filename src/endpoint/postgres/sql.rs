@@ -74,6 +74,7 @@ fn sections() -> HashMap<&'static str, &'static str> {
 pub struct Common {
     pub mark_table: String,
     pub claim: String,
+    pub claim_batch: String,
     pub record_lock: String,
     pub link_by_peer: String,
     pub ref_by_peer: String,
@@ -109,9 +110,7 @@ pub struct Common {
     pub wave_links: String,
     pub wave_parent_links: String,
     pub wave_local_pending: String,
-    pub wave_unlink_own: String,
     pub wave_link_applied: String,
-    pub wave_unlink_peer: String,
     pub wave_link_written_back: String,
 }
 
@@ -192,6 +191,7 @@ impl Sql {
         let common = Common {
             mark_table: get("mark_table")?,
             claim: get("claim")?,
+            claim_batch: get("claim_batch")?,
             record_lock: get("record_lock")?,
             link_by_peer: get("link_by_peer")?,
             ref_by_peer: get("ref_by_peer")?,
@@ -227,9 +227,7 @@ impl Sql {
             wave_links: get("wave_links")?,
             wave_parent_links: get("wave_parent_links")?,
             wave_local_pending: get("wave_local_pending")?,
-            wave_unlink_own: get("wave_unlink_own")?,
             wave_link_applied: get("wave_link_applied")?,
-            wave_unlink_peer: get("wave_unlink_peer")?,
             wave_link_written_back: get("wave_link_written_back")?,
         };
         let mut entities = HashMap::new();

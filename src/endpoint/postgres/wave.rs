@@ -66,11 +66,10 @@ pub(super) async fn apply_wave(
     };
     let deletes = first.op == Op::Delete;
     let c = &ep.sql.common;
-    let (Some(locks), Some(links_st), Some(pending_st), Some(unlink), Some(put)) = (
+    let (Some(locks), Some(links_st), Some(pending_st), Some(put)) = (
         stmt(stmts, &c.wave_record_locks),
         stmt(stmts, &c.wave_links),
         stmt(stmts, &c.wave_local_pending),
-        stmt(stmts, &c.wave_unlink_own),
         stmt(stmts, &c.wave_link_applied),
     ) else {
         return Ok(None);
@@ -187,7 +186,7 @@ pub(super) async fn apply_wave(
         return Ok(None);
     }
     if deletes {
-        return apply_deletes(tx, stmts, es, wave, plans, &existing, &unlink, &put, entity)
+        return apply_deletes(tx, stmts, es, wave, plans, &existing, &put, entity)
             .await
             .map(Some);
     }
@@ -278,7 +277,7 @@ pub(super) async fn apply_wave(
             outcomes[*i] = Some(done(k.clone(), Done::Written));
         }
     }
-    write_links(tx, &unlink, &put, entity, wave, &outcomes, false).await?;
+    write_links(tx, &put, entity, wave, &outcomes, false).await?;
     Ok(Some(outcomes.into_iter().flatten().collect()))
 }
 
@@ -407,7 +406,6 @@ async fn apply_deletes(
     wave: &[TargetChange],
     plans: Vec<Plan>,
     existing: &HashSet<String>,
-    unlink: &tokio_postgres::Statement,
     put: &tokio_postgres::Statement,
     entity: &str,
 ) -> Result<Vec<Outcome>, Stop> {
@@ -429,14 +427,17 @@ async fn apply_deletes(
         };
         tx.query(&del, &[&json_array(&objs)]).await?;
     }
-    write_links(tx, unlink, put, entity, wave, &outcomes, true).await?;
+    write_links(tx, put, entity, wave, &outcomes, true).await?;
     Ok(outcomes.into_iter().flatten().collect())
 }
 
 /// The id pairs and sequences of the settled changes (stale ones are left as they are).
+///
+/// No look-up for stale links naming the same keys here first: such a link makes the insert
+/// fail on id_map's unique index (a row error), and the batch goes the per-change way, which
+/// unlinks them. Saves a probe per change in the common case.
 async fn write_links(
     tx: &Transaction<'_>,
-    unlink: &tokio_postgres::Statement,
     put: &tokio_postgres::Statement,
     entity: &str,
     wave: &[TargetChange],
@@ -462,14 +463,6 @@ async fn write_links(
     }
     if src.is_empty() {
         return Ok(());
-    }
-    let (u_src, u_own): (Vec<&str>, Vec<&str>) = src
-        .iter()
-        .zip(&own)
-        .filter_map(|(s, o)| o.map(|o| (*s, o)))
-        .unzip();
-    if !u_src.is_empty() {
-        tx.execute(unlink, &[&entity, &u_src, &u_own]).await?;
     }
     let flags = vec![deleted; src.len()];
     tx.execute(put, &[&entity, &src, &own, &seq, &flags])
