@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS {{schema}}.id_map (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS id_map_a ON {{schema}}.id_map (entity, a_key);
 CREATE UNIQUE INDEX IF NOT EXISTS id_map_b ON {{schema}}.id_map (entity, b_key);
+-- It grows by a row per new record: analyze it early so plans see its real size.
+ALTER TABLE {{schema}}.id_map SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_vacuum_scale_factor = 0.05);
 
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.
@@ -79,7 +81,9 @@ CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
     finished_at timestamptz
 );
 
--- The capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
+-- The generic capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
+-- Triggers of older installs call it; `tandem install` now gives each table a capture function
+-- of its own with the same behaviour, cheaper per row (sql/postgres/trigger.sql).
 -- Tandem's own writes set tandem.applying ('on', or the oid of the one table it writes) and
 -- are skipped at trigger depth 1; what the target's own triggers do at greater depth is
 -- captured and flows back. (A cascade runs at depth 1: see the mark_table statement.)
