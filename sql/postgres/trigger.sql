@@ -1,4 +1,47 @@
--- Capture trigger for entity {{entity_comment}} on {{table}}.
+-- Capture for entity {{entity_comment}} on {{table}}: a function of its own, with the entity
+-- and key columns written in (so a change costs one image and one insert), and its trigger.
+-- Same behaviour as the generic capture() in install.sql, which older installs' triggers call:
+-- tandem's own writes are skipped at trigger depth 1; an update is captured when the row's
+-- bytes changed (1.0 → 1.00 is a change; setting a row to what it was is not), without building
+-- the old image (capture() compares the JSON texts instead, so where bytes differ but the JSON
+-- does not — a json value respaced, a float -0 → 0, an array's lower bound — this one captures
+-- an update carrying the same image); a key change (the key values compared as JSON) travels
+-- as delete + insert; deletes carry the row as it was; no NOTIFY.
+CREATE OR REPLACE FUNCTION {{function}}() RETURNS trigger
+LANGUAGE plpgsql AS {{q}}
+DECLARE
+    new_key jsonb;
+    old_key jsonb;
+BEGIN
+    IF pg_trigger_depth() = 1
+       AND current_setting('tandem.applying', true) IN ('on', TG_RELID::text) THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, key, image)
+        VALUES ({{entity}}, 'I', jsonb_build_array({{new_key}}), to_jsonb(NEW));
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {{schema}}.outbox (entity, op, key, image)
+        VALUES ({{entity}}, 'D', jsonb_build_array({{old_key}}), to_jsonb(OLD));
+    ELSIF NEW OPERATOR(pg_catalog.*=) OLD THEN
+        -- Not a byte changed: not a change.
+        NULL;
+    ELSE
+        new_key := jsonb_build_array({{new_key}});
+        old_key := jsonb_build_array({{old_key}});
+        IF new_key IS DISTINCT FROM old_key THEN
+            -- A key change travels as delete + insert.
+            INSERT INTO {{schema}}.outbox (entity, op, key, image)
+            VALUES ({{entity}}, 'D', old_key, to_jsonb(OLD)), ({{entity}}, 'I', new_key, to_jsonb(NEW));
+        ELSE
+            INSERT INTO {{schema}}.outbox (entity, op, key, image)
+            VALUES ({{entity}}, 'U', new_key, to_jsonb(NEW));
+        END IF;
+    END IF;
+    RETURN NULL;
+END
+{{q}};
+COMMENT ON FUNCTION {{function}}() IS {{function_comment}};
 DROP TRIGGER IF EXISTS tandem_capture ON {{table}};
 CREATE TRIGGER tandem_capture AFTER INSERT OR UPDATE OR DELETE ON {{table}}
-    FOR EACH ROW EXECUTE FUNCTION {{schema}}.capture({{trigger_args}});
+    FOR EACH ROW EXECUTE FUNCTION {{function}}();

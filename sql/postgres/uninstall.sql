@@ -1,15 +1,23 @@
 -- Tandem: remove everything `tandem install` created in this database, and nothing else.
 BEGIN;
--- Every tandem_capture trigger that calls tandem's capture function, on any table.
+-- Every trigger that calls a function of tandem's schema (the tandem_capture trigger of each
+-- table: older installs call capture(), newer ones a generated capture_<table>() each), on any
+-- table; then the generated functions, also those whose table has gone.
 DO $do$
 DECLARE t record;
 BEGIN
-    IF to_regprocedure({{schema_ident_lit}} || '.capture()') IS NULL THEN
-        RETURN;
-    END IF;
-    FOR t IN SELECT tgname, tgrelid::regclass AS tbl FROM pg_trigger
-             WHERE tgfoid = to_regprocedure({{schema_ident_lit}} || '.capture()') LOOP
+    FOR t IN SELECT tg.tgname, tg.tgrelid::regclass AS tbl
+             FROM pg_trigger tg
+             JOIN pg_proc p ON p.oid = tg.tgfoid
+             JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = {{schema_name_lit}} AND NOT tg.tgisinternal LOOP
         EXECUTE format('DROP TRIGGER %I ON %s', t.tgname, t.tbl);
+    END LOOP;
+    FOR t IN SELECT p.oid::regprocedure AS fn
+             FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = {{schema_name_lit}} AND p.proname LIKE 'capture\_%'
+               AND p.prorettype = 'trigger'::regtype LOOP
+        EXECUTE format('DROP FUNCTION %s', t.fn);
     END LOOP;
 END
 $do$;

@@ -469,21 +469,110 @@ fn captured<'a>(config: &'a Config, side: Side) -> impl Iterator<Item = &'a Enti
         .filter(move |e| e.direction.flows(side))
 }
 
+/// The name of the capture function generated for `t`, unique per table and the same on every
+/// install: `capture_` and the table as the config names it (schema never holds a dot, so the
+/// text is unambiguous), cut with a hash of the whole when longer than PostgreSQL's 63 bytes.
+pub fn capture_function_name(t: &TableName) -> String {
+    const MAX: usize = 63;
+    let full = format!("capture_{t}");
+    if full.len() <= MAX {
+        return full;
+    }
+    // FNV-1a (64 bits): fixed, so the name stays the same across versions and hosts.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let mut cut = MAX - 17;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash:016x}", &full[..cut])
+}
+
+/// `text` as a string literal inside a function body, which is parsed again in each session:
+/// an escape string when it holds a backslash, so `standard_conforming_strings` cannot change it.
+fn body_literal(text: &str) -> String {
+    if text.contains('\\') {
+        format!("E'{}'", text.replace('\\', "\\\\").replace('\'', "''"))
+    } else {
+        literal(text)
+    }
+}
+
+/// A dollar-quote tag that does not occur in `body`.
+fn dollar_tag(body: &str) -> String {
+    let mut tag = "$fn$".to_string();
+    let mut n = 0;
+    while body.contains(&tag) {
+        n += 1;
+        tag = format!("$fn{n}$");
+    }
+    tag
+}
+
+/// The capture function and trigger of one captured entity (sql/postgres/trigger.sql).
+fn trigger_script(
+    schema: &str,
+    vars: &[(&'static str, String)],
+    e: &Entity,
+    side: Side,
+) -> Result<String, EndpointError> {
+    let ts = e.side(side);
+    let fname = capture_function_name(&ts.table);
+    let key = |row: &str| list(&ts.key, &format!("{row}."), "");
+    let mut v = vars.to_vec();
+    v.push(("function", format!("{}.{}", ident(schema), ident(&fname))));
+    v.push((
+        "function_comment",
+        literal(&format!(
+            "tandem: captures changes of entity {} on table {}",
+            e.name, ts.table
+        )),
+    ));
+    v.push(("table", table(&ts.table)));
+    v.push(("entity_comment", e.name.replace(['\n', '\r'], " ")));
+    v.push(("entity", body_literal(&e.name)));
+    v.push(("new_key", key("NEW")));
+    v.push(("old_key", key("OLD")));
+    // The body is dollar-quoted: its tag must not occur in the names written into it.
+    let unquoted = fill_once(TRIGGER, &[v.as_slice(), &[("q", String::new())]].concat())?;
+    v.push(("q", dollar_tag(&unquoted)));
+    fill_once(TRIGGER, &v)
+}
+
+/// Like [`fill`], in one pass over `template`: a value is never searched for placeholders, so
+/// names that hold `{{...}}` are written as they are.
+fn fill_once(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find("{{") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 2..];
+        let value = after.find("}}").and_then(|end| {
+            let name = &after[..end];
+            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (v, end))
+        });
+        let Some((value, end)) = value else {
+            let near: String = rest[at..].chars().take(40).collect();
+            return Err(EndpointError::Config(format!(
+                "internal: unfilled SQL placeholder near {near}"
+            )));
+        };
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
 /// The complete install script for one side.
 pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointError> {
     let schema = &config.side(side).schema;
     let vars = schema_vars(schema, side);
     let mut out = fill(INSTALL, &vars)?;
     for e in captured(config, side) {
-        let ts = e.side(side);
-        let mut args = vec![literal(&e.name)];
-        args.extend(ts.key.iter().map(|k| literal(k)));
-        let mut v = vars.clone();
-        v.push(("table", table(&ts.table)));
-        v.push(("entity_comment", e.name.replace(['\n', '\r'], " ")));
-        v.push(("trigger_args", args.join(", ")));
         out.push('\n');
-        out.push_str(&fill(TRIGGER, &v)?);
+        out.push_str(&trigger_script(schema, &vars, e, side)?);
     }
     out.push_str(INSTALL_END);
     Ok(out)
@@ -572,6 +661,14 @@ mod tests {
             assert!(s.contains_key(n), "{n}");
             assert!(!s[n].contains("-- name:"), "{n}");
         }
+    }
+
+    #[test]
+    fn fill_once_never_reads_placeholders_in_values() {
+        let v = [("a", "{{b}}".to_string()), ("b", "x".to_string())];
+        assert_eq!(fill_once("{{a}} {{b}}", &v).unwrap(), "{{b}} x");
+        assert!(fill_once("{{c}}", &v).is_err());
+        assert!(fill_once("{{a", &v).is_err());
     }
 
     #[test]
