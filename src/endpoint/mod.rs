@@ -77,6 +77,10 @@ pub struct LinkWrite {
     pub deleted: bool,
     /// The newest outbox sequence of the change (older suspended images are superseded).
     pub seq: i64,
+    /// This side's id map held exactly this live link when the batch was claimed: the id map
+    /// needs no write (most changes of a linked record). The peer_id_column is still filled
+    /// (a re-created or rewritten row may have lost it).
+    pub known: bool,
 }
 
 /// Outbox rows of one failed change.

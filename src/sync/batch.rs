@@ -305,12 +305,16 @@ pub async fn finish(
                 // A stale change without a target key: a newer change already settled the
                 // record as gone at the target; its link stays a tombstone here too.
                 let gone = how == Done::Stale && target_key.is_none();
+                let deleted = change.op == Op::Delete || how == Done::Deleted || gone;
+                // `peer_hint` is the live link the source held when the batch was claimed.
+                let known = !deleted && target_key.is_some() && change.peer_hint == target_key;
                 wb.links.push(LinkWrite {
                     entity: change.entity.clone(),
                     own_key: change.source_key.clone(),
                     peer_key: target_key,
-                    deleted: change.op == Op::Delete || how == Done::Deleted || gone,
+                    deleted,
                     seq: change.seq,
+                    known,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {

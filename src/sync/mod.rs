@@ -57,7 +57,10 @@ pub async fn drain(config: &Config, sides: &Sides) -> Result<BatchReport, Endpoi
             let target = sides.get(from.other()).as_ref();
             let log = |r: &BatchReport| log_batch(from, r);
             loop {
-                let r = retrying(config, || run_burst(config, source, target, None, &log)).await?;
+                let r = retrying(config, || {
+                    run_burst(config, source, target, None, &|| true, &log)
+                })
+                .await?;
                 total.add(&r);
                 if r.claimed == 0 {
                     break;
@@ -114,14 +117,17 @@ const BURST: Duration = Duration::from_millis(500);
 
 /// Runs batches from `from` to `to` back to back while there is work (for at most `budget`
 /// when given), pipelined: while the target applies one batch, the source settles the one
-/// before and claims the next. The target still applies the batches one after another, in
-/// order, so a record's changes reach it in sequence. `each` sees every batch's report; the
-/// sum is returned. An endpoint that cannot claim ahead runs one batch.
+/// before and claims the next, all at once. The target still applies the batches one after
+/// another, in order, so a record's changes reach it in sequence. `each` sees every batch's report; the
+/// sum is returned. `go_on` is asked before each batch is applied (shutdown, lost lead): when
+/// it says no, the burst settles what was applied and returns. An endpoint that cannot claim
+/// ahead runs one batch.
 pub async fn run_burst(
     config: &Config,
     from: &dyn Endpoint,
     to: &dyn Endpoint,
     budget: Option<Duration>,
+    go_on: &(dyn Fn() -> bool + Sync),
     each: &(dyn Fn(&BatchReport) + Sync),
 ) -> Result<BatchReport, EndpointError> {
     let started = std::time::Instant::now();
@@ -141,7 +147,7 @@ pub async fn run_burst(
     let mut next = Some(first);
     let mut applied: Option<(Staged, Vec<Outcome>, DateTime<Utc>)> = None;
     loop {
-        let Some(current) = next.take().filter(|s| s.head_rows > 0) else {
+        let Some(current) = next.take().filter(|s| s.head_rows > 0 && go_on()) else {
             if let Some((s, o, at)) = applied.take() {
                 let r = batch::finish(config, from, s, o, at).await?;
                 each(&r);
@@ -154,19 +160,23 @@ pub async fn run_burst(
         let (after, skip) = (current.head_max, in_flight.clone());
         let settle = applied.take();
         let settled_seqs: Vec<i64> = settle.as_ref().map_or(Vec::new(), |(s, ..)| s.seqs.clone());
-        let source = async {
-            let finished = match settle {
+        // Settling N-1 and claiming N+1 run side by side too (two connections): the claim
+        // skips N-1's rows, and a link N-1 writes back that the claim does not see yet only
+        // costs a redundant link write (see LinkWrite::known).
+        let settled = async {
+            match settle {
                 Some((s, o, at)) => Some(batch::finish(config, from, s, o, at).await),
                 None => None,
-            };
-            let ok = finished.as_ref().is_none_or(Result::is_ok);
-            let staged = if more && ok {
+            }
+        };
+        let claimed = async {
+            if more {
                 Some(batch::stage(config, from, after, &skip).await)
             } else {
                 None
-            };
-            (finished, staged)
+            }
         };
+        let source = async { tokio::join!(settled, claimed) };
         let target = async {
             let r = batch::apply_staged(to, &current).await;
             (r, Utc::now())
@@ -256,11 +266,13 @@ pub async fn run_gated(
                     log_batch(from, r);
                 }
             };
+            let go_on = || !*shutdown.borrow() && !closed();
             let result = run_burst(
                 &config,
                 source.as_ref(),
                 target.as_ref(),
                 Some(BURST),
+                &go_on,
                 &each,
             )
             .await;

@@ -797,7 +797,10 @@ async fn write_back_txn(
     else {
         return Ok(());
     };
-    let links = wb.links.iter().map(|l| {
+    // Links this side's id map already holds as they are need no write there (most changes of
+    // linked records); their peer ids are still filled below.
+    let writes: Vec<&crate::endpoint::LinkWrite> = wb.links.iter().filter(|l| !l.known).collect();
+    let links = writes.iter().map(|l| {
         let (unlink, put, tx) = (&unlink, &put, &tx);
         async move {
             let own = l.own_key.as_str();
@@ -814,7 +817,7 @@ async fn write_back_txn(
     // link's unlink and another's put must run in order (a record deleted and re-created in
     // one batch settles several source records on one target key).
     let mut seen = std::collections::HashSet::new();
-    let independent = wb.links.iter().all(|l| {
+    let independent = writes.iter().all(|l| {
         seen.insert((0, l.entity.as_str(), l.own_key.as_str()))
             && l.peer_key
                 .as_ref()
@@ -826,14 +829,13 @@ async fn write_back_txn(
     let set_based = get(&common.wave_link_written_back);
     if let (true, false, Some(put_all)) = (independent, careful, set_based) {
         drop(links);
-        let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
-        let owns: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
-        let peers: Vec<Option<&str>> = wb
-            .links
+        let entities: Vec<&str> = writes.iter().map(|l| l.entity.as_str()).collect();
+        let owns: Vec<&str> = writes.iter().map(|l| l.own_key.as_str()).collect();
+        let peers: Vec<Option<&str>> = writes
             .iter()
             .map(|l| l.peer_key.as_ref().map(Key::as_str))
             .collect();
-        let deleted: Vec<bool> = wb.links.iter().map(|l| l.deleted).collect();
+        let deleted: Vec<bool> = writes.iter().map(|l| l.deleted).collect();
         if !entities.is_empty() {
             tx.execute(&put_all, &[&entities, &owns, &peers, &deleted])
                 .await?;
