@@ -1392,7 +1392,7 @@ impl Bench<'_> {
             self.env.tandem_direction,
             self.env
                 .tandem_batch
-                .map_or("default (500)".to_string(), |b| b.to_string()),
+                .map_or("default (1000)".to_string(), |b| b.to_string()),
             took.as_secs_f64() / 60.0
         );
         let _ = writeln!(

@@ -88,10 +88,11 @@ fn outbox_rows(n: usize, distinct: usize, mapped: bool) -> Vec<OutboxRow> {
                 seq: i as i64 + 1,
                 entity: "item".into(),
                 op: "U".into(),
-                image,
+                image: Some(image),
                 captured_at: at,
                 attempts: 0,
                 pulled: false,
+                key: None,
             }
         })
         .collect()
@@ -100,7 +101,7 @@ fn outbox_rows(n: usize, distinct: usize, mapped: bool) -> Vec<OutboxRow> {
 fn decode(cfg: &Config, side: Side, row: &OutboxRow) -> Option<Change> {
     let entity = cfg.entity(&row.entity)?;
     let op = Op::from_code(&row.op)?;
-    let image: Image = serde_json::from_str(&row.image).ok()?;
+    let image: Image = serde_json::from_str(row.image.as_deref()?).ok()?;
     let key = Key::from_image(&image, &entity.side(side).key).ok()?;
     Some(Change {
         seq: row.seq,

@@ -237,7 +237,8 @@ pub struct SideConfig {
 /// Tuning of the sync loop (`[sync]`).
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
-    /// Changes handled per batch (default 500).
+    /// Outbox rows claimed per batch (default 1000; later updates of the same records are
+    /// folded in on top, up to 4 times as many).
     pub batch_size: usize,
     /// Longest wait between polls when idle (default 1000 ms).
     pub poll_interval_ms: u64,
@@ -252,7 +253,7 @@ pub struct SyncConfig {
 impl Default for SyncConfig {
     fn default() -> Self {
         SyncConfig {
-            batch_size: 500,
+            batch_size: 1000,
             poll_interval_ms: 1000,
             max_attempts: 10,
             retry_min_ms: 200,
@@ -1784,7 +1785,7 @@ kind = "postgres"
 url  = "${TANDEM_B_URL}"
 
 [sync]                               # all optional
-# batch_size = 500
+# batch_size = 1000
 # poll_interval_ms = 1000            # longest wait between polls when idle
 # max_attempts = 10                  # then the change is suspended
 # retry_min_ms = 200

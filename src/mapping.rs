@@ -118,29 +118,33 @@ pub fn translate(map: &ValueMap, from: Side, value: &Value) -> Result<Value, Str
     ))
 }
 
-/// Combines a run of changes of one record (in sequence order) into the one change that has
-/// the same final effect: full images make the newest one win. Returns the newest change,
-/// with its op adjusted, and every sequence number of the run.
-pub fn coalesce(run: &[Change]) -> Option<(Change, Vec<i64>)> {
-    let last = run.iter().max_by_key(|c| c.seq)?;
-    let mut newest = last.clone();
-    if newest.op != Op::Delete {
-        // A re-created record (delete, then insert) must stay an insert: an update on a
-        // tombstone is discarded, an insert re-creates.
-        let mut sorted: Vec<&Change> = run.iter().collect();
-        sorted.sort_by_key(|c| c.seq);
-        let since_delete = sorted
-            .iter()
-            .rev()
-            .take_while(|c| c.op != Op::Delete)
-            .any(|c| c.op == Op::Insert);
-        if since_delete {
-            newest.op = Op::Insert;
-        }
+/// The op of the one change that has the effect of a run of one record's changes, given their
+/// ops in sequence order: the newest op, except that a re-created record (an insert since the
+/// last delete) stays an insert — an update on a tombstone is discarded, an insert re-creates.
+pub fn folded_op(ops: &[Op]) -> Option<Op> {
+    let newest = *ops.last()?;
+    if newest == Op::Delete {
+        return Some(newest);
     }
+    let since_delete = ops
+        .iter()
+        .rev()
+        .take_while(|op| **op != Op::Delete)
+        .any(|op| *op == Op::Insert);
+    Some(if since_delete { Op::Insert } else { newest })
+}
+
+/// Combines a run of changes of one record (in any order) into the one change that has
+/// the same final effect: full images make the newest one win. Returns the newest change,
+/// with its op adjusted (see [`folded_op`]), and every sequence number of the run.
+pub fn coalesce(run: &[Change]) -> Option<(Change, Vec<i64>)> {
+    let mut sorted: Vec<&Change> = run.iter().collect();
+    sorted.sort_by_key(|c| c.seq);
+    let ops: Vec<Op> = sorted.iter().map(|c| c.op).collect();
+    let mut newest = (*sorted.last()?).clone();
+    newest.op = folded_op(&ops)?;
     newest.attempts = run.iter().map(|c| c.attempts).max().unwrap_or(0);
-    let mut seqs: Vec<i64> = run.iter().map(|c| c.seq).collect();
-    seqs.sort_unstable();
+    let seqs: Vec<i64> = sorted.iter().map(|c| c.seq).collect();
     Some((newest, seqs))
 }
 
@@ -208,5 +212,16 @@ mod tests {
         let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Insert), ch(3, Op::Update)]).unwrap();
         assert_eq!(c.op, Op::Insert);
         assert!(coalesce(&[]).is_none());
+    }
+
+    #[test]
+    fn folded_op_keeps_deletes_and_re_creations() {
+        use Op::*;
+        assert_eq!(folded_op(&[Update, Update]), Some(Update));
+        assert_eq!(folded_op(&[Insert, Update, Update]), Some(Insert));
+        assert_eq!(folded_op(&[Update, Delete]), Some(Delete));
+        assert_eq!(folded_op(&[Insert, Delete, Insert, Update]), Some(Insert));
+        assert_eq!(folded_op(&[Insert, Delete, Update]), Some(Update));
+        assert_eq!(folded_op(&[]), None);
     }
 }

@@ -134,12 +134,17 @@ pub struct OutboxRow {
     pub seq: i64,
     pub entity: String,
     pub op: String,
-    pub image: String,
+    /// The row image as JSON text; an endpoint may leave it out (`None`) for a row that a
+    /// newer row of the same record (same `key`) in the same claim supersedes.
+    pub image: Option<String>,
     pub captured_at: DateTime<Utc>,
     pub attempts: i32,
     /// Folded into a batch as a later change of a record the batch claimed (see `claim_batch`),
     /// not one of the batch's oldest pending changes.
     pub pulled: bool,
+    /// The record's key as the outbox holds it (JSON text), when the endpoint sends it: rows
+    /// with the same entity and key are changes of one record.
+    pub key: Option<String>,
 }
 
 /// A change mapped into the target's shape, ready for an endpoint to apply.

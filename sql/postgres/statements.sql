@@ -21,7 +21,7 @@ FROM {{schema}}.pending($1);
 
 -- name: claim_batch
 -- $1 rows after sequence $2, and later plain updates of their records for entities $3.
-SELECT seq, entity, op, image, captured_at, attempts, pulled
+SELECT seq, entity, op, image, captured_at, attempts, pulled, key
 FROM {{schema}}.claim_batch($1, $2, $3);
 
 -- name: record_lock

@@ -9,7 +9,7 @@ use crate::config::{Config, Side};
 use crate::endpoint::{
     ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, WriteBack,
 };
-use crate::mapping::{coalesce, map_change};
+use crate::mapping::{coalesce, folded_op, map_change};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
 use crate::sync::retry::backoff_ms;
 
@@ -162,15 +162,58 @@ pub async fn stage(
     let wb = &mut staged.wb;
     let failures = &mut staged.failures;
 
-    // Decode, and group the changes of each record.
-    let mut runs: BTreeMap<(String, Key), Vec<Change>> = BTreeMap::new();
+    // Group the rows of each record. Rows the claim names a record for (its outbox key) are
+    // grouped unread: only the newest of a group carries an image, and is decoded.
+    let mut groups: BTreeMap<(String, String), Vec<OutboxRow>> = BTreeMap::new();
+    let mut loose: Vec<OutboxRow> = Vec::new();
     for row in rows {
+        match &row.key {
+            Some(k) => groups
+                .entry((row.entity.clone(), k.clone()))
+                .or_default()
+                .push(row),
+            None => loose.push(row),
+        }
+    }
+    // Each record's changes, each with the outbox rows it stands for.
+    let mut runs: BTreeMap<(String, Key), Vec<Pending>> = BTreeMap::new();
+    for mut group in groups.into_values() {
+        group.sort_by_key(|r| r.seq);
+        let ops: Vec<Op> = group.iter().filter_map(|r| Op::from_code(&r.op)).collect();
+        let seqs: Vec<i64> = group.iter().map(|r| r.seq).collect();
+        let attempts = group.iter().map(|r| r.attempts).max().unwrap_or(0);
+        let Some(newest) = group.pop() else {
+            continue;
+        };
+        let folded = (ops.len() == seqs.len()).then(|| folded_op(&ops)).flatten();
+        match decode(config, side, newest) {
+            Ok(Some(mut c)) => {
+                c.op = folded.unwrap_or(c.op);
+                c.attempts = attempts;
+                runs.entry((c.entity.clone(), c.key.clone()))
+                    .or_default()
+                    .push(Pending { change: c, seqs });
+            }
+            Ok(None) => wb.done.extend(seqs),
+            Err(error) => failures.push(Failed {
+                seqs,
+                attempts,
+                error,
+                entity: None,
+                key: None,
+            }),
+        }
+    }
+    for row in loose {
         let (seq, attempts) = (row.seq, row.attempts);
         match decode(config, side, row) {
             Ok(Some(c)) => runs
                 .entry((c.entity.clone(), c.key.clone()))
                 .or_default()
-                .push(c),
+                .push(Pending {
+                    change: c,
+                    seqs: vec![seq],
+                }),
             Ok(None) => wb.done.push(seq),
             Err(error) => failures.push(Failed {
                 seqs: vec![seq],
@@ -182,8 +225,17 @@ pub async fn stage(
         }
     }
     let pending: Vec<Pending> = runs
-        .values()
-        .filter_map(|run| coalesce(run).map(|(change, seqs)| Pending { change, seqs }))
+        .into_values()
+        .filter_map(|mut run| {
+            if run.len() == 1 {
+                return run.pop();
+            }
+            let mut seqs: Vec<i64> = run.iter().flat_map(|p| p.seqs.iter().copied()).collect();
+            seqs.sort_unstable();
+            let changes: Vec<Change> = run.into_iter().map(|p| p.change).collect();
+            let (change, _) = coalesce(&changes)?;
+            Some(Pending { change, seqs })
+        })
         .collect();
 
     // Links the source already knows (made by changes from the target whose write-back to
@@ -425,7 +477,11 @@ fn decode(config: &Config, side: Side, row: OutboxRow) -> Result<Option<Change>,
         return Ok(None);
     }
     let op = Op::from_code(&row.op).ok_or_else(|| fail(format!("unknown op {:?}", row.op)))?;
-    let image: Image = serde_json::from_str(&row.image)
+    let text = row
+        .image
+        .as_deref()
+        .ok_or_else(|| fail("the claim sent no image for the newest change of a record".into()))?;
+    let image: Image = serde_json::from_str(text)
         .map_err(|e| fail(format!("row image is not a JSON object: {e}")))?;
     let table = &entity.side(side).table;
     let key = Key::from_image(&image, &entity.side(side).key).map_err(|m| {

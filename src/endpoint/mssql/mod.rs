@@ -237,10 +237,11 @@ impl Endpoint for MsEndpoint {
                 seq,
                 entity: entity.to_string(),
                 op: op.to_string(),
-                image,
+                image: Some(image),
                 captured_at: instant(r.get::<i64, _>(4)).unwrap_or_else(Utc::now),
                 attempts: r.get::<i32, _>(5).unwrap_or(0),
                 pulled: false,
+                key: None,
             });
         }
         Ok(out)

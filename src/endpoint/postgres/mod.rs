@@ -139,10 +139,11 @@ impl Endpoint for PgEndpoint {
                 seq: r.get(0),
                 entity: r.get(1),
                 op: r.get(2),
-                image: r.get(3),
+                image: Some(r.get(3)),
                 captured_at: r.get::<_, DateTime<Utc>>(4),
                 attempts: r.get(5),
                 pulled: false,
+                key: None,
             })
             .collect())
     }
@@ -174,6 +175,7 @@ impl Endpoint for PgEndpoint {
                     captured_at: r.get::<_, DateTime<Utc>>(4),
                     attempts: r.get(5),
                     pulled: r.get(6),
+                    key: r.get(7),
                 })
                 .collect(),
         ))
