@@ -1971,7 +1971,7 @@ b = { table = "public.orders", key = ["id"] }
             assert_eq!(config.side(side).schema, "tandem");
         }
         let sync = &config.sync;
-        assert_eq!(sync.batch_size, 500);
+        assert_eq!(sync.batch_size, 1000);
         assert_eq!(sync.poll_interval_ms, 1000);
         assert_eq!(sync.max_attempts, 10);
         assert_eq!(sync.retry_min_ms, 200);
