@@ -358,8 +358,14 @@ pub async fn finish(
                 // record as gone at the target; its link stays a tombstone here too.
                 let gone = how == Done::Stale && target_key.is_none();
                 let deleted = change.op == Op::Delete || how == Done::Deleted || gone;
-                // `peer_hint` is the live link the source held when the batch was claimed.
-                let known = !deleted && target_key.is_some() && change.peer_hint == target_key;
+                // `peer_hint` is the live link the source held when the batch was claimed. Only
+                // an update may trust it: batches of the same burst still being settled may
+                // change the link of a record deleted or re-created in them, but a record's
+                // update comes after such changes and leaves a live link to the same key.
+                let known = change.op == Op::Update
+                    && !deleted
+                    && target_key.is_some()
+                    && change.peer_hint == target_key;
                 wb.links.push(LinkWrite {
                     entity: change.entity.clone(),
                     own_key: change.source_key.clone(),
