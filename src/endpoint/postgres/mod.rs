@@ -35,6 +35,36 @@ pub struct PgEndpoint {
 }
 
 impl PgEndpoint {
+    /// Runs a claim statement; its columns: seq, entity, op, image, captured_at, attempts and,
+    /// for `claim_batch`, pulled and key.
+    async fn claim_rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<OutboxRow>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("claim pending changes", e);
+        let st = prepared(&*client, stmts, sql).await.map_err(err)?;
+        let rows = client.query(&st, params).await.map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let batch = r.len() > 6;
+                OutboxRow {
+                    seq: r.get(0),
+                    entity: r.get(1),
+                    op: r.get(2),
+                    image: r.get(3),
+                    captured_at: r.get::<_, DateTime<Utc>>(4),
+                    attempts: r.get(5),
+                    pulled: batch && r.get::<_, bool>(6),
+                    key: if batch { r.get(7) } else { None },
+                }
+            })
+            .collect())
+    }
+
     /// Builds the endpoint and its statements; connects on first use.
     pub fn new(config: Arc<Config>, side: Side) -> Result<PgEndpoint, EndpointError> {
         let sc = config.side(side);
@@ -125,27 +155,8 @@ impl Endpoint for PgEndpoint {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("claim pending changes", e);
-        let st = prepared(&*client, stmts, &self.sql.common.claim)
-            .await
-            .map_err(err)?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let rows = client.query(&st, &[&limit]).await.map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| OutboxRow {
-                seq: r.get(0),
-                entity: r.get(1),
-                op: r.get(2),
-                image: Some(r.get(3)),
-                captured_at: r.get::<_, DateTime<Utc>>(4),
-                attempts: r.get(5),
-                pulled: false,
-                key: None,
-            })
-            .collect())
+        self.claim_rows(&self.sql.common.claim, &[&limit]).await
     }
 
     async fn claim_batch(
@@ -154,31 +165,10 @@ impl Endpoint for PgEndpoint {
         after: i64,
         fold: &[String],
     ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("claim pending changes", e);
-        let st = prepared(&*client, stmts, &self.sql.common.claim_batch)
-            .await
-            .map_err(err)?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let rows = client
-            .query(&st, &[&limit, &after, &fold])
+        self.claim_rows(&self.sql.common.claim_batch, &[&limit, &after, &fold])
             .await
-            .map_err(err)?;
-        Ok(Some(
-            rows.iter()
-                .map(|r| OutboxRow {
-                    seq: r.get(0),
-                    entity: r.get(1),
-                    op: r.get(2),
-                    image: r.get(3),
-                    captured_at: r.get::<_, DateTime<Utc>>(4),
-                    attempts: r.get(5),
-                    pulled: r.get(6),
-                    key: r.get(7),
-                })
-                .collect(),
-        ))
+            .map(Some)
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
