@@ -99,6 +99,16 @@ pub async fn run_batch(
     to: &dyn Endpoint,
 ) -> Result<BatchReport, EndpointError> {
     let staged = stage(config, from, 0, &HashSet::new()).await?;
+    complete(config, from, to, staged).await
+}
+
+/// Applies a staged batch and settles it, one after the other.
+pub async fn complete(
+    config: &Config,
+    from: &dyn Endpoint,
+    to: &dyn Endpoint,
+    staged: Staged,
+) -> Result<BatchReport, EndpointError> {
     if staged.claimed() == 0 {
         return Ok(staged.report);
     }

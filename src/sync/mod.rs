@@ -118,8 +118,8 @@ const BURST: Duration = Duration::from_millis(500);
 /// Runs batches from `from` to `to` back to back while there is work (for at most `budget`
 /// when given), pipelined: while the target applies one batch, the source settles the one
 /// before and claims the next, all at once. The target still applies the batches one after
-/// another, in order, so a record's changes reach it in sequence. `each` sees every batch's report; the
-/// sum is returned. `go_on` is asked before each batch is applied (shutdown, lost lead): when
+/// another, in order, so a record's changes reach it in sequence. `each` sees every batch's
+/// report; the sum is returned. `go_on` is asked before each batch is applied (shutdown, lost lead): when
 /// it says no, the burst settles what was applied and returns. An endpoint that cannot claim
 /// ahead runs one batch.
 pub async fn run_burst(
@@ -135,17 +135,14 @@ pub async fn run_burst(
     let mut in_flight: HashSet<i64> = HashSet::new();
     let first = batch::stage(config, from, 0, &in_flight).await?;
     if !first.pipelined {
-        let report = if first.claimed() == 0 {
-            BatchReport::default()
-        } else {
-            let outcomes = batch::apply_staged(to, &first).await?;
-            batch::finish(config, from, first, outcomes, chrono::Utc::now()).await?
-        };
+        let report = batch::complete(config, from, to, first).await?;
         each(&report);
         return Ok(report);
     }
     let mut next = Some(first);
     let mut applied: Option<(Staged, Vec<Outcome>, DateTime<Utc>)> = None;
+    // A claim that failed ends the burst, after what the target committed is settled.
+    let mut failed: Option<EndpointError> = None;
     loop {
         let Some(current) = next.take().filter(|s| s.head_rows > 0 && go_on()) else {
             if let Some((s, o, at)) = applied.take() {
@@ -153,7 +150,7 @@ pub async fn run_burst(
                 each(&r);
                 total.add(&r);
             }
-            return Ok(total);
+            return failed.map_or(Ok(total), Err);
         };
         in_flight.extend(&current.seqs);
         let more = budget.is_none_or(|b| started.elapsed() < b);
@@ -161,8 +158,8 @@ pub async fn run_burst(
         let settle = applied.take();
         let settled_seqs: Vec<i64> = settle.as_ref().map_or(Vec::new(), |(s, ..)| s.seqs.clone());
         // Settling N-1 and claiming N+1 run side by side too (two connections): the claim
-        // skips N-1's rows, and a link N-1 writes back that the claim does not see yet only
-        // costs a redundant link write (see LinkWrite::known).
+        // skips N-1's rows, and its link hints may not show what N-1 and N write back yet,
+        // which is why only updates trust them (see LinkWrite::known).
         let settled = async {
             match settle {
                 Some((s, o, at)) => Some(batch::finish(config, from, s, o, at).await),
@@ -191,22 +188,13 @@ pub async fn run_burst(
             }
         }
         let outcomes = outcomes?;
-        if current.claimed() == 0 {
-            // Every row it claimed belonged to an earlier batch of this burst: nothing to settle.
-        } else {
+        // A batch whose rows all belonged to an earlier batch of the burst has nothing to settle.
+        if current.claimed() > 0 {
             applied = Some((current, outcomes, at));
         }
         match staged {
             Some(Ok(s)) => next = Some(s),
-            Some(Err(e)) => {
-                // Settle what the target committed before giving up.
-                if let Some((s, o, at)) = applied.take() {
-                    let r = batch::finish(config, from, s, o, at).await?;
-                    each(&r);
-                    total.add(&r);
-                }
-                return Err(e);
-            }
+            Some(Err(e)) => failed = Some(e),
             None => {}
         }
     }
