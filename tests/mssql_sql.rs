@@ -171,10 +171,14 @@ fn the_batches_keep_postgres_semantics_in_one_round_trip() {
     // Savepoints per change; a refused change rolls back alone.
     assert!(a.contains("SAVE TRANSACTION tandem_change"));
     assert!(a.contains("ROLLBACK TRANSACTION tandem_change"));
-    // The generated key comes back with OUTPUT, in the key's canonical text.
-    assert!(
-        a.contains("OUTPUT N'[' + CONVERT(nvarchar(40), inserted.[ORDER_NO]) + N']' INTO @ins (k)")
-    );
+    // The generated IDENTITY key comes back through SCOPE_IDENTITY(), in the key's canonical
+    // text; the item's key is given (its row holds it).
+    assert!(a.contains(
+        "INSERT INTO @ins (k) VALUES (N'[' + CONVERT(nvarchar(40), CONVERT(int, SCOPE_IDENTITY())) + N']');"
+    ));
+    assert!(a.contains("INSERT INTO @ins (k) VALUES (@given);"));
+    // A row travels as [[...]]: OPENJSON makes one row of it.
+    assert!(a.contains("OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]'"));
     // ORDERS' key is generated (IDENTITY): the insert leaves it out, so no IDENTITY_INSERT.
     assert!(a.contains("INSERT INTO [dbo].[ORDERS] ([CUST_NAME], [STATUS], [AMOUNT], [NEW_ID])"));
     assert!(!a.contains("IDENTITY_INSERT"));

@@ -131,9 +131,12 @@ BEGIN
                        @missing_parent = NULL, @missing_key = NULL;
                 WHILE @refs_ok = 1
                 BEGIN
-                    SELECT TOP (1) @r = x.n, @r_mark = x.mark, @r_parent = x.parent,
-                           @r_key = x.[key], @r_hint = x.hint
-                    FROM OPENJSON(@refs) WITH (n int '$.n', mark nvarchar(200) '$.mark',
+                    -- The column holds the token "\u0001tandem-ref-N\u0001" (as JSON text: T-SQL
+                    -- literals keep the backslashes), built here rather than sent.
+                    SELECT TOP (1) @r = x.n,
+                           @r_mark = N'"\u0001tandem-ref-' + CONVERT(nvarchar(11), x.n) + N'\u0001"',
+                           @r_parent = x.parent, @r_key = x.[key], @r_hint = x.hint
+                    FROM OPENJSON(@refs) WITH (n int '$.n',
                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
                     WHERE x.n > @r ORDER BY x.n;
                     IF @@ROWCOUNT = 0 BREAK;

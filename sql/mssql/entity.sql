@@ -2,7 +2,9 @@
 -- run time with the entity's table, its columns and their types as the catalog gives them.
 -- Placeholders: {{table}} and column names are quoted as [name]; {{entity_lit}} is N'...'.
 -- A row arrives as a JSON array in the order of {{with_row}} and is typed by OPENJSON ...
--- WITH; {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
+-- WITH, wrapped in one more array: OPENJSON makes a row of each element of an array, so
+-- [[...]] is one row whose paths $[0], $[1]... are the values (OPENJSON over the bare array
+-- would make one row per value); {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
 -- through datetime2(7)). A key arrives as its text (a JSON array, e.g. [17] or ["X",2]) and is
 -- typed by {{with_key}}.
 
@@ -11,19 +13,19 @@
 -- record's changes in the outbox.
 IF @entity = {{entity_lit}}
     SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-    FROM OPENJSON(@key) WITH ({{with_key}}) AS k;
+    FROM OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k;
 
 -- name: given_key
 -- The record's key here when the other side gives it: the row's key columns, typed, as text.
 IF @entity = {{entity_lit}}
     SELECT @given = {{canonical_key_r}}
-    FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+    FROM (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
 
 -- name: lock
 IF @entity = {{entity_lit}}
     SELECT @found = 1
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
-    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
 -- name: update
 -- Writes nothing when the row already holds these values (no echo, no empty updates): the
@@ -32,35 +34,38 @@ IF @entity = {{entity_lit}}
 BEGIN
     UPDATE t SET {{set_list}}
     FROM {{table}} AS t
-    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
-    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
     WHERE CONVERT(nvarchar(max), (SELECT {{t_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
        <> CONVERT(nvarchar(max), (SELECT {{r_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
     SET @n = @@ROWCOUNT;
 END;
 
 -- name: insert
--- OUTPUT returns the key the row got (IDENTITY or default) as text, in the same statement.
+-- The last statement learns the key the row got: the given key, SCOPE_IDENTITY() for an IDENTITY
+-- key, or (a key from another default) what OUTPUT ... INTO returned, checked to be there.
 IF @entity = {{entity_lit}}
 BEGIN
     {{identity_on}}INSERT INTO {{table}} ({{cols}})
-    OUTPUT {{canonical_key_inserted}} INTO @ins (k)
-    SELECT {{r_cols}}
-    FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+    {{output_key}}SELECT {{r_cols}}
+    FROM (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
     {{identity_off}}
+    {{key_back}}
 END;
 
 -- name: insert_defaults
 IF @entity = {{entity_lit}}
+BEGIN
     INSERT INTO {{table}}
-    OUTPUT {{canonical_key_inserted}} INTO @ins (k)
-    DEFAULT VALUES;
+    {{output_key}}DEFAULT VALUES;
+    {{key_back}}
+END;
 
 -- name: delete
 IF @entity = {{entity_lit}}
 BEGIN
     DELETE t FROM {{table}} AS t
-    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
     SET @n = @@ROWCOUNT;
 END;
 
@@ -71,8 +76,8 @@ BEGIN
     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
     UPDATE t SET t.{{peer_col}} = p.[v]
     FROM {{table}} AS t
-    JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
-    CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(@peer_value) WITH ([v] {{peer_input}} '$[0]') AS j) AS p
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(N'[' + @peer_value + N']') WITH ([v] {{peer_input}} '$[0]') AS j) AS p
     WHERE CONVERT(nvarchar(max), (SELECT t.{{peer_col}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
        <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
@@ -84,6 +89,6 @@ END;
 SELECT q.k
 FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
 CROSS APPLY (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS native
-             FROM OPENJSON(q.k) WITH ({{with_key}}) AS k) AS n
+             FROM OPENJSON(N'[' + q.k + N']') WITH ({{with_key}}) AS k) AS n
 WHERE EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
               WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(n.native, 400) AND o.[key] = n.native);

@@ -23,7 +23,12 @@ GO
 -- side and the id pair is written back here. `seq` orders the changes of one record.
 -- `key` is the record's key as the capture trigger writes it (FOR JSON of the key columns);
 -- `key_prefix` makes it indexable (nvarchar(max) cannot be an index key).
+-- The indexes are created with their table, in the same guarded block: the guard is the
+-- table's existence, because an index name cannot be looked up the same way everywhere
+-- (Babelfish stores it under a derived name). A later version that adds an index adds a
+-- guarded step of its own.
 IF OBJECT_ID({{outbox_lit}}, N'U') IS NULL
+BEGIN
 CREATE TABLE {{schema}}.[outbox] (
     seq             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
     entity          nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
@@ -39,17 +44,17 @@ CREATE TABLE {{schema}}.[outbox] (
     last_failed_at  datetimeoffset(7) NULL,
     suspended       bit               NOT NULL DEFAULT 0
 );
-GO
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
 -- this table from application sessions, whatever their SET options are.)
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{outbox_lit}}) AND name = N'outbox_record')
-    CREATE INDEX outbox_record ON {{schema}}.[outbox] (entity, key_prefix);
+CREATE INDEX outbox_record ON {{schema}}.[outbox] (entity, key_prefix);
+END;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
 -- equal changes are discarded), and a tombstone mark so a late update cannot revive a delete.
 IF OBJECT_ID({{id_map_lit}}, N'U') IS NULL
+BEGIN
 CREATE TABLE {{schema}}.[id_map] (
     id          bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
     entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
@@ -60,12 +65,10 @@ CREATE TABLE {{schema}}.[id_map] (
     updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
     CHECK (a_key IS NOT NULL OR b_key IS NOT NULL)
 );
-GO
 -- Unique like PostgreSQL's (entity, a_key) and (entity, b_key), where NULLs never collide.
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{id_map_lit}}) AND name = N'id_map_a')
-    CREATE UNIQUE INDEX id_map_a ON {{schema}}.[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID({{id_map_lit}}) AND name = N'id_map_b')
-    CREATE UNIQUE INDEX id_map_b ON {{schema}}.[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+CREATE UNIQUE INDEX id_map_a ON {{schema}}.[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
+CREATE UNIQUE INDEX id_map_b ON {{schema}}.[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+END;
 GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.

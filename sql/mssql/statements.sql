@@ -62,25 +62,29 @@ SELECT CONVERT(bit, CASE WHEN OBJECT_ID({{outbox_lit}}, N'U') IS NOT NULL
                           AND OBJECT_ID({{id_map_lit}}, N'U') IS NOT NULL THEN 1 ELSE 0 END),
        CONVERT(bigint, (SELECT COUNT(*) FROM sys.triggers AS t
                         JOIN sys.extended_properties AS p
-                          ON p.class = 1 AND p.major_id = t.object_id AND p.minor_id = 0
-                         AND p.name = N'tandem'
-                        WHERE CONVERT(nvarchar(128), p.value) = {{schema_lit}}));
+                          ON p.class = 1 AND p.major_id = t.parent_id AND p.minor_id = 0
+                         AND p.name = {{mark_lit}}
+                        WHERE t.name = CONVERT(sysname, p.value)));
 
 -- name: server
 -- For `tandem check`: SQL Server 2016 (13) or later, and a compatibility level of 130 or
--- more (OPENJSON needs it).
+-- more (OPENJSON needs it). Babelfish for PostgreSQL (a T-SQL engine tandem is tested on)
+-- reports version 12 but has what tandem needs.
 SELECT CONVERT(int, SERVERPROPERTY('ProductMajorVersion')),
-       CONVERT(int, (SELECT compatibility_level FROM sys.databases WHERE database_id = DB_ID()));
+       CONVERT(int, (SELECT compatibility_level FROM sys.databases WHERE database_id = DB_ID())),
+       CONVERT(bit, CASE WHEN @@VERSION LIKE N'Babelfish%' THEN 1 ELSE 0 END);
 
 -- name: table_exists
 SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'U') IS NOT NULL THEN 1 ELSE 0 END);
 
 -- name: table_columns
 -- The table's columns with their system type, size, and whether each is an identity, is
--- computed, has a default. Types of alias types are their system type.
+-- computed, has a default. Types of alias types are their system type. The last column says
+-- whether the database compares names case-insensitively (its collation), as `check` must.
 SELECT c.name, TYPE_NAME(c.system_type_id), CONVERT(int, c.max_length), CONVERT(int, c.precision),
        CONVERT(int, c.scale), c.is_nullable, c.is_identity, c.is_computed,
-       CONVERT(bit, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END)
+       CONVERT(bit, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END),
+       CONVERT(bit, CASE WHEN CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation')) LIKE N'%[_]CI[_]%' THEN 1 ELSE 0 END)
 FROM sys.columns AS c
 WHERE c.object_id = OBJECT_ID(@P1)
 ORDER BY c.column_id;

@@ -1,13 +1,20 @@
 -- Capture trigger for entity {{entity_comment}} on {{table}}.
 -- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+-- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID({{table_lit}}) AND name = {{trigger_name_lit}})
-    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}}))) + N'.' + QUOTENAME({{trigger_name_lit}}));
+BEGIN
+    DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}}))) + N'.' + QUOTENAME({{trigger_name_lit}});
+    EXEC (@drop);
+END;
 GO
 -- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
 -- by key. A row in both with the same key is an update (captured only when its image
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
+-- An image holds the key and the mapped columns, named as the config names them: columns
+-- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
+-- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
 -- while tandem applies a change is captured and flows back.
@@ -30,12 +37,12 @@ BEGIN
     WITH n AS (
         SELECT {{i_key_cols}},
                CONVERT(nvarchar(max), (SELECT {{i_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT {{i_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM inserted AS i
     ), o AS (
         SELECT {{d_key_cols}},
                CONVERT(nvarchar(max), (SELECT {{d_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT {{d_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM deleted AS d
     )
     INSERT INTO @c (ord, op, k, img)
@@ -52,10 +59,16 @@ BEGIN
     ORDER BY c.ord;
 END;
 GO
--- The mark `tandem uninstall` and `tandem check` find the trigger by.
+-- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
+-- table named after this installation's schema, whose value is the trigger's name. (On the
+-- table rather than on the trigger: both work on SQL Server, only this one on Babelfish.)
 DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}})),
         @t sysname = OBJECT_NAME(OBJECT_ID({{table_lit}}));
-EXEC sys.sp_addextendedproperty @name = N'tandem', @value = {{schema_lit}},
-    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
-    @level2type = N'TRIGGER', @level2name = {{trigger_name_lit}};
+IF EXISTS (SELECT 1 FROM sys.extended_properties
+           WHERE class = 1 AND major_id = OBJECT_ID({{table_lit}}) AND minor_id = 0 AND name = {{mark_lit}})
+    EXEC sys.sp_updateextendedproperty @name = {{mark_lit}}, @value = {{trigger_name_lit}},
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
+ELSE
+    EXEC sys.sp_addextendedproperty @name = {{mark_lit}}, @value = {{trigger_name_lit}},
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO

@@ -131,9 +131,12 @@ BEGIN
                        @missing_parent = NULL, @missing_key = NULL;
                 WHILE @refs_ok = 1
                 BEGIN
-                    SELECT TOP (1) @r = x.n, @r_mark = x.mark, @r_parent = x.parent,
-                           @r_key = x.[key], @r_hint = x.hint
-                    FROM OPENJSON(@refs) WITH (n int '$.n', mark nvarchar(200) '$.mark',
+                    -- The column holds the token "\u0001tandem-ref-N\u0001" (as JSON text: T-SQL
+                    -- literals keep the backslashes), built here rather than sent.
+                    SELECT TOP (1) @r = x.n,
+                           @r_mark = N'"\u0001tandem-ref-' + CONVERT(nvarchar(11), x.n) + N'\u0001"',
+                           @r_parent = x.parent, @r_key = x.[key], @r_hint = x.hint
+                    FROM OPENJSON(@refs) WITH (n int '$.n',
                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
                     WHERE x.n > @r ORDER BY x.n;
                     IF @@ROWCOUNT = 0 BREAK;
@@ -166,7 +169,7 @@ BEGIN
                     BEGIN
                         IF @entity = N'order_item'
                             SELECT @given = N'[' + CONVERT(nvarchar(40), r.[ORDER_NO]) + N',' + CONVERT(nvarchar(40), r.[LINE_NO]) + N']'
-                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
                     END;
                 END;
                 IF @refs_ok = 0 AND @op <> 'D'
@@ -188,10 +191,10 @@ BEGIN
                     SELECT @key = @here, @native = NULL;
                     IF @entity = N'order'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-                        FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k;
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-                        FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
                     DELETE FROM @pending;
                     INSERT INTO @pending (seq, captured_at, op, image)
                     SELECT seq, captured_at, op, image FROM [tandem].[outbox]
@@ -253,13 +256,13 @@ BEGIN
                         IF @entity = N'order'
                         BEGIN
                             DELETE t FROM [dbo].[ORDERS] AS t
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
                             SET @n = @@ROWCOUNT;
                         END;
                         IF @entity = N'order_item'
                         BEGIN
                             DELETE t FROM [dbo].[ORDER_ITEMS] AS t
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                             SET @n = @@ROWCOUNT;
                         END;
                         IF @n > 0 SET @out_how = 'W';
@@ -286,11 +289,11 @@ BEGIN
                         IF @entity = N'order'
                             SELECT @found = 1
                             FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
                         IF @entity = N'order_item'
                             SELECT @found = 1
                             FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                     END;
                     IF @found = 1
                     BEGIN
@@ -299,8 +302,8 @@ BEGIN
                         BEGIN
                             UPDATE t SET t.[CUST_NAME] = r.[CUST_NAME], t.[STATUS] = r.[STATUS], t.[AMOUNT] = r.[AMOUNT], t.[NEW_ID] = r.[NEW_ID]
                             FROM [dbo].[ORDERS] AS t
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
-                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r
                             WHERE CONVERT(nvarchar(max), (SELECT t.[CUST_NAME], t.[STATUS], t.[AMOUNT], t.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
                                <> CONVERT(nvarchar(max), (SELECT r.[CUST_NAME], r.[STATUS], r.[AMOUNT], r.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
                             SET @n = @@ROWCOUNT;
@@ -309,8 +312,8 @@ BEGIN
                         BEGIN
                             UPDATE t SET t.[QTY] = r.[QTY]
                             FROM [dbo].[ORDER_ITEMS] AS t
-                            JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]
-                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r
                             WHERE CONVERT(nvarchar(max), (SELECT t.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
                                <> CONVERT(nvarchar(max), (SELECT r.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
                             SET @n = @@ROWCOUNT;
@@ -328,16 +331,16 @@ BEGIN
                         IF @entity = N'order'
                         BEGIN
                             INSERT INTO [dbo].[ORDERS] ([CUST_NAME], [STATUS], [AMOUNT], [NEW_ID])
-                            OUTPUT N'[' + CONVERT(nvarchar(40), inserted.[ORDER_NO]) + N']' INTO @ins (k)
                             SELECT r.[CUST_NAME], r.[STATUS], r.[AMOUNT], r.[NEW_ID]
-                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r;
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r;
+                            INSERT INTO @ins (k) VALUES (N'[' + CONVERT(nvarchar(40), CONVERT(int, SCOPE_IDENTITY())) + N']');
                         END;
                         IF @entity = N'order_item'
                         BEGIN
                             INSERT INTO [dbo].[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY])
-                            OUTPUT N'[' + CONVERT(nvarchar(40), inserted.[ORDER_NO]) + N',' + CONVERT(nvarchar(40), inserted.[LINE_NO]) + N']' INTO @ins (k)
                             SELECT r.[ORDER_NO], r.[LINE_NO], r.[QTY]
-                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(@row) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
+                            FROM (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r;
+                            INSERT INTO @ins (k) VALUES (@given);
                         END;
                         SELECT @put = 1, @link_target = (SELECT TOP (1) k FROM @ins),
                                @link_deleted = 0, @out_how = 'W';

@@ -23,7 +23,12 @@ GO
 -- side and the id pair is written back here. `seq` orders the changes of one record.
 -- `key` is the record's key as the capture trigger writes it (FOR JSON of the key columns);
 -- `key_prefix` makes it indexable (nvarchar(max) cannot be an index key).
+-- The indexes are created with their table, in the same guarded block: the guard is the
+-- table's existence, because an index name cannot be looked up the same way everywhere
+-- (Babelfish stores it under a derived name). A later version that adds an index adds a
+-- guarded step of its own.
 IF OBJECT_ID(N'[tandem].[outbox]', N'U') IS NULL
+BEGIN
 CREATE TABLE [tandem].[outbox] (
     seq             bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
     entity          nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
@@ -39,17 +44,17 @@ CREATE TABLE [tandem].[outbox] (
     last_failed_at  datetimeoffset(7) NULL,
     suspended       bit               NOT NULL DEFAULT 0
 );
-GO
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
 -- this table from application sessions, whatever their SET options are.)
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[outbox]') AND name = N'outbox_record')
-    CREATE INDEX outbox_record ON [tandem].[outbox] (entity, key_prefix);
+CREATE INDEX outbox_record ON [tandem].[outbox] (entity, key_prefix);
+END;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
 -- equal changes are discarded), and a tombstone mark so a late update cannot revive a delete.
 IF OBJECT_ID(N'[tandem].[id_map]', N'U') IS NULL
+BEGIN
 CREATE TABLE [tandem].[id_map] (
     id          bigint            IDENTITY(1,1) NOT NULL PRIMARY KEY CLUSTERED,
     entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL,
@@ -60,12 +65,10 @@ CREATE TABLE [tandem].[id_map] (
     updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
     CHECK (a_key IS NOT NULL OR b_key IS NOT NULL)
 );
-GO
 -- Unique like PostgreSQL's (entity, a_key) and (entity, b_key), where NULLs never collide.
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[id_map]') AND name = N'id_map_a')
-    CREATE UNIQUE INDEX id_map_a ON [tandem].[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
-IF NOT EXISTS (SELECT 1 FROM sys.indexes WHERE object_id = OBJECT_ID(N'[tandem].[id_map]') AND name = N'id_map_b')
-    CREATE UNIQUE INDEX id_map_b ON [tandem].[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+CREATE UNIQUE INDEX id_map_a ON [tandem].[id_map] (entity, a_key) WHERE a_key IS NOT NULL;
+CREATE UNIQUE INDEX id_map_b ON [tandem].[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
+END;
 GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.
@@ -88,14 +91,21 @@ GO
 
 -- Capture trigger for entity order on [dbo].[ORDERS].
 -- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+-- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDERS]') AND name = N'tandem_capture_ORDERS')
-    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDERS'));
+BEGIN
+    DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDERS');
+    EXEC (@drop);
+END;
 GO
 -- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
 -- by key. A row in both with the same key is an update (captured only when its image
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
+-- An image holds the key and the mapped columns, named as the config names them: columns
+-- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
+-- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
 -- while tandem applies a change is captured and flows back.
@@ -118,12 +128,12 @@ BEGIN
     WITH n AS (
         SELECT i.[ORDER_NO] AS [c1],
                CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[CUST_NAME] AS [CUST_NAME], i.[STATUS] AS [STATUS], i.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM inserted AS i
     ), o AS (
         SELECT d.[ORDER_NO] AS [c1],
                CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[CUST_NAME] AS [CUST_NAME], d.[STATUS] AS [STATUS], d.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM deleted AS d
     )
     INSERT INTO @c (ord, op, k, img)
@@ -140,24 +150,37 @@ BEGIN
     ORDER BY c.ord;
 END;
 GO
--- The mark `tandem uninstall` and `tandem check` find the trigger by.
+-- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
+-- table named after this installation's schema, whose value is the trigger's name. (On the
+-- table rather than on the trigger: both work on SQL Server, only this one on Babelfish.)
 DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]')),
         @t sysname = OBJECT_NAME(OBJECT_ID(N'[dbo].[ORDERS]'));
-EXEC sys.sp_addextendedproperty @name = N'tandem', @value = N'tandem',
-    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
-    @level2type = N'TRIGGER', @level2name = N'tandem_capture_ORDERS';
+IF EXISTS (SELECT 1 FROM sys.extended_properties
+           WHERE class = 1 AND major_id = OBJECT_ID(N'[dbo].[ORDERS]') AND minor_id = 0 AND name = N'tandem:tandem')
+    EXEC sys.sp_updateextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDERS',
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
+ELSE
+    EXEC sys.sp_addextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDERS',
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
 
 -- Capture trigger for entity order_item on [dbo].[ORDER_ITEMS].
 -- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
+-- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDER_ITEMS]') AND name = N'tandem_capture_ORDER_ITEMS')
-    EXEC (N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDER_ITEMS'));
+BEGIN
+    DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDER_ITEMS');
+    EXEC (@drop);
+END;
 GO
 -- Set-based: one INSERT for all rows of the statement, from `inserted` and `deleted` paired
 -- by key. A row in both with the same key is an update (captured only when its image
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
+-- An image holds the key and the mapped columns, named as the config names them: columns
+-- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
+-- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
 -- while tandem applies a change is captured and flows back.
@@ -180,12 +203,12 @@ BEGIN
     WITH n AS (
         SELECT i.[ORDER_NO] AS [c1], i.[LINE_NO] AS [c2],
                CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1], i.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT i.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[LINE_NO] AS [LINE_NO], i.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM inserted AS i
     ), o AS (
         SELECT d.[ORDER_NO] AS [c1], d.[LINE_NO] AS [c2],
                CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1], d.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT d.* FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[LINE_NO] AS [LINE_NO], d.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
         FROM deleted AS d
     )
     INSERT INTO @c (ord, op, k, img)
@@ -202,12 +225,18 @@ BEGIN
     ORDER BY c.ord;
 END;
 GO
--- The mark `tandem uninstall` and `tandem check` find the trigger by.
+-- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
+-- table named after this installation's schema, whose value is the trigger's name. (On the
+-- table rather than on the trigger: both work on SQL Server, only this one on Babelfish.)
 DECLARE @s sysname = OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]')),
         @t sysname = OBJECT_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'));
-EXEC sys.sp_addextendedproperty @name = N'tandem', @value = N'tandem',
-    @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t,
-    @level2type = N'TRIGGER', @level2name = N'tandem_capture_ORDER_ITEMS';
+IF EXISTS (SELECT 1 FROM sys.extended_properties
+           WHERE class = 1 AND major_id = OBJECT_ID(N'[dbo].[ORDER_ITEMS]') AND minor_id = 0 AND name = N'tandem:tandem')
+    EXEC sys.sp_updateextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDER_ITEMS',
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
+ELSE
+    EXEC sys.sp_addextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDER_ITEMS',
+        @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
 
 COMMIT TRANSACTION;
@@ -387,9 +416,12 @@ GO
 --                        @missing_parent = NULL, @missing_key = NULL;
 --                 WHILE @refs_ok = 1
 --                 BEGIN
---                     SELECT TOP (1) @r = x.n, @r_mark = x.mark, @r_parent = x.parent,
---                            @r_key = x.[key], @r_hint = x.hint
---                     FROM OPENJSON(@refs) WITH (n int '$.n', mark nvarchar(200) '$.mark',
+--                     -- The column holds the token "\u0001tandem-ref-N\u0001" (as JSON text: T-SQL
+--                     -- literals keep the backslashes), built here rather than sent.
+--                     SELECT TOP (1) @r = x.n,
+--                            @r_mark = N'"\u0001tandem-ref-' + CONVERT(nvarchar(11), x.n) + N'\u0001"',
+--                            @r_parent = x.parent, @r_key = x.[key], @r_hint = x.hint
+--                     FROM OPENJSON(@refs) WITH (n int '$.n',
 --                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
 --                     WHERE x.n > @r ORDER BY x.n;
 --                     IF @@ROWCOUNT = 0 BREAK;
@@ -703,7 +735,9 @@ GO
 -- -- run time with the entity's table, its columns and their types as the catalog gives them.
 -- -- Placeholders: {{table}} and column names are quoted as [name]; {{entity_lit}} is N'...'.
 -- -- A row arrives as a JSON array in the order of {{with_row}} and is typed by OPENJSON ...
--- -- WITH; {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
+-- -- WITH, wrapped in one more array: OPENJSON makes a row of each element of an array, so
+-- -- [[...]] is one row whose paths $[0], $[1]... are the values (OPENJSON over the bare array
+-- -- would make one row per value); {{row_proj}} converts what WITH cannot read directly (bytes from 0x-hex, datetime
 -- -- through datetime2(7)). A key arrives as its text (a JSON array, e.g. [17] or ["X",2]) and is
 -- -- typed by {{with_key}}.
 -- 
@@ -712,19 +746,19 @@ GO
 -- -- record's changes in the outbox.
 -- IF @entity = {{entity_lit}}
 --     SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
---     FROM OPENJSON(@key) WITH ({{with_key}}) AS k;
+--     FROM OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k;
 -- 
 -- -- name: given_key
 -- -- The record's key here when the other side gives it: the row's key columns, typed, as text.
 -- IF @entity = {{entity_lit}}
 --     SELECT @given = {{canonical_key_r}}
---     FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+--     FROM (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
 -- 
 -- -- name: lock
 -- IF @entity = {{entity_lit}}
 --     SELECT @found = 1
 --     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
---     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 -- 
 -- -- name: update
 -- -- Writes nothing when the row already holds these values (no echo, no empty updates): the
@@ -733,35 +767,38 @@ GO
 -- BEGIN
 --     UPDATE t SET {{set_list}}
 --     FROM {{table}} AS t
---     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
---     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
 --     WHERE CONVERT(nvarchar(max), (SELECT {{t_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
 --        <> CONVERT(nvarchar(max), (SELECT {{r_set_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
 --     SET @n = @@ROWCOUNT;
 -- END;
 -- 
 -- -- name: insert
--- -- OUTPUT returns the key the row got (IDENTITY or default) as text, in the same statement.
+-- -- The last statement learns the key the row got: the given key, SCOPE_IDENTITY() for an IDENTITY
+-- -- key, or (a key from another default) what OUTPUT ... INTO returned, checked to be there.
 -- IF @entity = {{entity_lit}}
 -- BEGIN
 --     {{identity_on}}INSERT INTO {{table}} ({{cols}})
---     OUTPUT {{canonical_key_inserted}} INTO @ins (k)
---     SELECT {{r_cols}}
---     FROM (SELECT {{row_proj}} FROM OPENJSON(@row) WITH ({{with_row}}) AS j) AS r;
+--     {{output_key}}SELECT {{r_cols}}
+--     FROM (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
 --     {{identity_off}}
+--     {{key_back}}
 -- END;
 -- 
 -- -- name: insert_defaults
 -- IF @entity = {{entity_lit}}
+-- BEGIN
 --     INSERT INTO {{table}}
---     OUTPUT {{canonical_key_inserted}} INTO @ins (k)
---     DEFAULT VALUES;
+--     {{output_key}}DEFAULT VALUES;
+--     {{key_back}}
+-- END;
 -- 
 -- -- name: delete
 -- IF @entity = {{entity_lit}}
 -- BEGIN
 --     DELETE t FROM {{table}} AS t
---     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}};
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 --     SET @n = @@ROWCOUNT;
 -- END;
 -- 
@@ -772,8 +809,8 @@ GO
 --     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
 --     UPDATE t SET t.{{peer_col}} = p.[v]
 --     FROM {{table}} AS t
---     JOIN OPENJSON(@key) WITH ({{with_key}}) AS k ON {{t_k_join}}
---     CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(@peer_value) WITH ([v] {{peer_input}} '$[0]') AS j) AS p
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{peer_proj}} AS [v] FROM OPENJSON(N'[' + @peer_value + N']') WITH ([v] {{peer_input}} '$[0]') AS j) AS p
 --     WHERE CONVERT(nvarchar(max), (SELECT t.{{peer_col}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
 --        <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
@@ -785,6 +822,6 @@ GO
 -- SELECT q.k
 -- FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
 -- CROSS APPLY (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS native
---              FROM OPENJSON(q.k) WITH ({{with_key}}) AS k) AS n
+--              FROM OPENJSON(N'[' + q.k + N']') WITH ({{with_key}}) AS k) AS n
 -- WHERE EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
 --               WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(n.native, 400) AND o.[key] = n.native);

@@ -4,13 +4,20 @@ SET QUOTED_IDENTIFIER ON;
 SET XACT_ABORT ON;
 BEGIN TRANSACTION;
 GO
--- Every capture trigger marked as this installation's (extended property tandem = schema).
+-- Every capture trigger marked as this installation's (a table property named N'tandem:tandem'
+-- whose value is the trigger's name), and the marks themselves.
 DECLARE @drop nvarchar(max) = N'';
-SELECT @drop = @drop + N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(t.object_id)) + N'.' + QUOTENAME(t.name) + N'; '
-FROM sys.triggers AS t
-JOIN sys.extended_properties AS p
-  ON p.class = 1 AND p.major_id = t.object_id AND p.minor_id = 0 AND p.name = N'tandem'
-WHERE CONVERT(nvarchar(128), p.value) = N'tandem';
+SELECT @drop = @drop
+    + CASE WHEN t.object_id IS NOT NULL
+           THEN N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(p.major_id)) + N'.' + QUOTENAME(t.name) + N'; '
+           ELSE N'' END
+    + N'EXEC sys.sp_dropextendedproperty @name = N' + QUOTENAME(p.name, N'''')
+    + N', @level0type = N''SCHEMA'', @level0name = N' + QUOTENAME(OBJECT_SCHEMA_NAME(p.major_id), N'''')
+    + N', @level1type = N''TABLE'', @level1name = N' + QUOTENAME(OBJECT_NAME(p.major_id), N'''') + N'; '
+FROM sys.extended_properties AS p
+LEFT JOIN sys.triggers AS t
+  ON t.parent_id = p.major_id AND t.name = CONVERT(sysname, p.value)
+WHERE p.class = 1 AND p.minor_id = 0 AND p.name = N'tandem:tandem';
 EXEC (@drop);
 GO
 DROP TABLE IF EXISTS [tandem].[outbox];

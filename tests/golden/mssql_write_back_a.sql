@@ -55,8 +55,8 @@ BEGIN TRY
                     EXEC sys.sp_set_session_context N'tandem.applying', N'[dbo].[ORDERS]';
                     UPDATE t SET t.[NEW_ID] = p.[v]
                     FROM [dbo].[ORDERS] AS t
-                    JOIN OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
-                    CROSS JOIN (SELECT j.[v] AS [v] FROM OPENJSON(@peer_value) WITH ([v] bigint '$[0]') AS j) AS p
+                    JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
+                    CROSS JOIN (SELECT j.[v] AS [v] FROM OPENJSON(N'[' + @peer_value + N']') WITH ([v] bigint '$[0]') AS j) AS p
                     WHERE CONVERT(nvarchar(max), (SELECT t.[NEW_ID] AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
                        <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
                     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
@@ -76,10 +76,10 @@ BEGIN TRY
         SET @native = NULL;
         IF @entity = N'order'
             SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-            FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]') AS k;
+            FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
         IF @entity = N'order_item'
             SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-            FROM OPENJSON(@key) WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+            FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
         DELETE FROM [tandem].[outbox]
         WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
           AND [key] = @native AND seq < @seq;

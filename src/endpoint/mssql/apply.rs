@@ -44,9 +44,10 @@ pub struct ChangeIn {
 /// A column to fill with a parent's key at the target.
 #[derive(Debug, Serialize)]
 pub struct RefIn {
+    /// Ref number `n` stands in `row` and `image` as the token [`marker`]`(n)`, which the
+    /// apply batch builds itself (a JSON string holding it would need escapes, which not every
+    /// T-SQL engine's OPENJSON undoes).
     pub n: usize,
-    /// The JSON token standing for the value in `row` and `image`.
-    pub mark: String,
     pub parent: String,
     pub key: String,
     pub hint: Option<String>,
@@ -73,8 +74,9 @@ fn policy_name(p: ConflictPolicy) -> &'static str {
     }
 }
 
-/// The marker token of ref number `n`: a JSON string no real value is.
-fn marker(n: usize) -> Value {
+/// The marker token of ref number `n`: a JSON string no real value is (its JSON text is
+/// `"\u0001tandem-ref-N\u0001"`; apply.sql builds the same text to replace it).
+pub fn marker(n: usize) -> Value {
     Value::String(format!("\u{1}tandem-ref-{n}\u{1}"))
 }
 
@@ -97,7 +99,6 @@ pub fn prepare(plan: &EntityPlan, policy: ConflictPolicy, i: usize, c: &TargetCh
             row.push(mark.clone());
             refs.push(RefIn {
                 n,
-                mark: mark.to_string(),
                 parent: r.parent.clone(),
                 key: r.source_key.to_string(),
                 hint: r.hint.as_ref().map(|k| k.to_string()),
@@ -516,10 +517,7 @@ mod tests {
             text.contains(r#""row":["\u0001tandem-ref-0\u0001",2,5]"#),
             "{text}"
         );
-        assert!(
-            text.contains(r#""mark":"\"\\u0001tandem-ref-0\\u0001\"""#),
-            "{text}"
-        );
+        assert!(text.contains(r#""refs":[{"n":0,"parent""#), "{text}");
         assert!(
             text.contains(r#""captured_at":"2023-11-14T22:13:20.123456Z""#),
             "{text}"

@@ -97,7 +97,9 @@ impl MsEndpoint {
         let mut tables = HashMap::new();
         for e in &self.config.entities {
             let ts = e.side(self.side);
-            let Some(cols) = schema::columns(self, &sql::table(&ts.table)).await? else {
+            let wanted = schema::configured_names(e, self.side);
+            let Some((cols, _)) = schema::columns(self, &sql::table(&ts.table), &wanted).await?
+            else {
                 return Err(EndpointError::Config(format!(
                     "entity {}, side {}: table {} does not exist in {} (run `tandem check`)",
                     e.name,

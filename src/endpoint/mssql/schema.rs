@@ -7,13 +7,45 @@ use super::pool::run;
 use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
+use crate::config::{Entity, Side};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
-/// Reads the columns of `table_sql` (a quoted table name); None when the table is missing.
+/// The columns `entity` names on `side`: its key, the mapped columns, the peer id column.
+pub fn configured_names(e: &Entity, side: Side) -> Vec<&str> {
+    let ts = e.side(side);
+    let mut out: Vec<&str> = ts.key.iter().map(String::as_str).collect();
+    out.extend(e.columns.iter().map(|c| c.name(side)));
+    out.extend(ts.peer_id_column.as_deref());
+    out
+}
+
+/// Gives catalog columns the spelling the config uses where the server would find them by
+/// that spelling: in a case-insensitive database, `LINE_NO` names the column the catalog
+/// reports as `line_no` (Babelfish's `sys.columns` reports every name in lower case). A name
+/// matched exactly is left alone; an ambiguous one (two columns differing only in case) too.
+pub fn adopt_config_names(cols: &mut [Column], wanted: &[&str], case_insensitive: bool) {
+    if !case_insensitive {
+        return;
+    }
+    for w in wanted {
+        if cols.iter().any(|c| c.name == *w) {
+            continue;
+        }
+        let mut matches = cols.iter_mut().filter(|c| c.name.eq_ignore_ascii_case(w));
+        if let (Some(c), None) = (matches.next(), matches.next()) {
+            c.name = (*w).to_string();
+        }
+    }
+}
+
+/// Reads the columns of `table_sql` (a quoted table name), named as `wanted` names them where
+/// the server resolves them so (see [`adopt_config_names`]), and whether the database compares
+/// names case-insensitively; None when the table is missing.
 pub async fn columns(
     ep: &MsEndpoint,
     table_sql: &str,
-) -> Result<Option<Vec<Column>>, EndpointError> {
+    wanted: &[&str],
+) -> Result<Option<(Vec<Column>, bool)>, EndpointError> {
     let mut conn = ep.pool.get().await?;
     let err = |e| ep.pool.error("read the catalog", e);
     let rb = ep.pool.rollback_sql();
@@ -38,7 +70,9 @@ pub async fn columns(
     .await
     .map_err(err)?;
     let mut out = Vec::new();
+    let mut case_insensitive = false;
     for r in rows.iter().flatten() {
+        case_insensitive = r.get::<bool, _>(9).unwrap_or(false);
         let name: Option<&str> = r.get(0);
         let ty: Option<&str> = r.get(1);
         let (Some(name), Some(ty)) = (name, ty) else {
@@ -59,7 +93,8 @@ pub async fn columns(
             has_default: r.get::<bool, _>(8).unwrap_or(false),
         });
     }
-    Ok(Some(out))
+    adopt_config_names(&mut out, wanted, case_insensitive);
+    Ok(Some((out, case_insensitive)))
 }
 
 /// The unique keys of a table, each as a set of column names.
@@ -111,7 +146,8 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
         if let Some(r) = rows.first().and_then(|r| r.first()) {
             let major = r.get::<i32, _>(0).unwrap_or(0);
             let level = r.get::<i32, _>(1).unwrap_or(0);
-            if major < 13 {
+            let babelfish = r.get::<bool, _>(2).unwrap_or(false);
+            if major < 13 && !babelfish {
                 general(format!(
                     "SQL Server major version {major}: tandem needs SQL Server 2016 (13) or later"
                 ));
@@ -134,7 +170,8 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             })
         };
         let name = table(&ts.table);
-        let Some(cols) = columns(ep, &name).await? else {
+        let Some((cols, case_insensitive)) = columns(ep, &name, &configured_names(e, side)).await?
+        else {
             problem(format!(
                 "table {} does not exist in {} (names are taken exactly; an unqualified name is looked up in the login's default schema)",
                 ts.table,
@@ -184,9 +221,10 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
                 }
             }
         }
-        // The capture trigger reads every column (SELECT i.*): some types break it.
+        // The capture trigger reads the key and the mapped columns: some types break it.
         if e.direction.flows(side) {
-            for c in &cols {
+            let read = configured_names(e, side);
+            for c in cols.iter().filter(|c| read.contains(&c.name.as_str())) {
                 if matches!(
                     c.ty.name.as_str(),
                     "text" | "ntext" | "image" | "geography" | "geometry" | "hierarchyid"
@@ -215,7 +253,13 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             }
         }
         let wanted_key: BTreeSet<String> = ts.key.iter().cloned().collect();
-        if !unique_keys(ep, &name).await?.contains(&wanted_key) {
+        let same =
+            |a: &String, b: &String| a == b || (case_insensitive && a.eq_ignore_ascii_case(b));
+        let unique = unique_keys(ep, &name).await?;
+        let keyed = unique.iter().any(|u| {
+            u.len() == wanted_key.len() && u.iter().all(|c| wanted_key.iter().any(|k| same(c, k)))
+        });
+        if !keyed {
             problem(format!(
                 "no primary key or unique index on ({}) of table {}: tandem finds records by their key",
                 ts.key.join(", "),

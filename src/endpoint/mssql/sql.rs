@@ -184,6 +184,8 @@ fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("outbox_lit", literal(&format!("{s}.[outbox]"))),
         ("id_map_lit", literal(&format!("{s}.[id_map]"))),
         ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
+        // The table property that marks a capture trigger as this installation's.
+        ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
         ("peer", ident(peer)),
     ]
@@ -236,8 +238,26 @@ fn trigger_script(
             ", ",
         )
     };
+    // The image: the key, then the mapped columns, each once, named as the config names it.
+    let mut image_cols: Vec<&str> = ts.key.iter().map(String::as_str).collect();
+    for c in &e.columns {
+        let n = c.name(side);
+        if !image_cols.contains(&n) {
+            image_cols.push(n);
+        }
+    }
+    let image_json = |alias: &str| {
+        joined(
+            image_cols
+                .iter()
+                .map(|c| format!("{alias}.{} AS {}", ident(c), ident(c))),
+            ", ",
+        )
+    };
     let mut v = base.to_vec();
     v.extend([
+        ("i_image_cols", image_json("i")),
+        ("d_image_cols", image_json("d")),
         ("table", t.clone()),
         ("table_lit", literal(&t)),
         ("table_ctx_lit", literal(&t)),
@@ -469,6 +489,40 @@ fn entity_plan(
         format!("N'[' + {} + N']'", tokens.join(" + N',' + "))
     };
     let identity_insert = insert_cols.iter().any(|c| c.identity);
+    // How the apply learns the key an inserted row got. SCOPE_IDENTITY() and the given key
+    // need no OUTPUT clause (which Babelfish cannot run with INSERT ... SELECT); a key from
+    // another default (NEWID(), a sequence) is read with OUTPUT ... INTO, and a missing one
+    // fails the change alone rather than leaving it unlinked.
+    let identity_key = match key_cols.as_slice() {
+        [k] if k.identity && !e.key_is_given(side) => Some(*k),
+        _ => None,
+    };
+    let (output_key, key_back) = if e.key_is_given(side) {
+        (
+            String::new(),
+            "INSERT INTO @ins (k) VALUES (@given);".to_string(),
+        )
+    } else if let Some(k) = identity_key {
+        let v = format!("CONVERT({}, SCOPE_IDENTITY())", k.ty.sql());
+        (
+            String::new(),
+            format!(
+                "INSERT INTO @ins (k) VALUES (N'[' + {} + N']');",
+                k.ty.canonical_token(&v).unwrap_or_default()
+            ),
+        )
+    } else {
+        (
+            format!("OUTPUT {} INTO @ins (k)\n    ", canonical("inserted")),
+            format!(
+                "IF NOT EXISTS (SELECT 1 FROM @ins) THROW 51002, {}, 1;",
+                literal(&format!(
+                    "entity {}, table {}: the key the new row got could not be read back (OUTPUT ... INTO returned nothing)",
+                    e.name, ts.table
+                ))
+            ),
+        )
+    };
     let peer = match &ts.peer_id_column {
         Some(p) => Some(find(p, "peer_id_column")?),
         None => None,
@@ -500,7 +554,8 @@ fn entity_plan(
             ),
         ),
         ("canonical_key_r", canonical("r")),
-        ("canonical_key_inserted", canonical("inserted")),
+        ("output_key", output_key),
+        ("key_back", key_back),
         (
             "set_list",
             joined(
