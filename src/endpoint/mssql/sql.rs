@@ -710,7 +710,9 @@ impl Plan {
         let block = |name: &str, n: usize| {
             let parts = blocks.get(name).cloned().unwrap_or_default();
             if parts.is_empty() {
-                indent("-- (no entity)", n)
+                // A statement, not just a comment: an empty BEGIN TRY ... END TRY (or BEGIN
+                // ... END) is a syntax error. NOCOUNT is ON already, so this changes nothing.
+                indent("SET NOCOUNT ON; -- (no entity)", n)
             } else {
                 indent(&parts.join("\n"), n)
             }
