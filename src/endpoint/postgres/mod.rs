@@ -2,6 +2,7 @@
 
 mod apply;
 mod bulk;
+pub mod error;
 mod pool;
 mod schema;
 pub mod sql;

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::error::classify;
 use crate::config::Side;
-use crate::endpoint::error::sqlstate_is_transient;
 use crate::endpoint::EndpointError;
 
 /// One connection and the statements prepared on it.
@@ -170,8 +170,9 @@ impl PgPool {
                     side: self.side,
                     context: context.to_string(),
                     message: describe(&e),
-                    transient: sqlstate_is_transient(&code),
-                    sqlstate: Some(code),
+                    kind: classify(&code),
+                    code: Some(code),
+                    source: Some(Box::new(e)),
                 }
             }
             None => EndpointError::Unreachable {

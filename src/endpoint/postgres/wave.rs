@@ -285,7 +285,7 @@ fn internal(message: &str) -> Stop {
     Stop::AfterWrite(crate::endpoint::ApplyError::Rejected {
         context: "internal".into(),
         message: message.into(),
-        sqlstate: None,
+        code: None,
     })
 }
 
