@@ -11,7 +11,7 @@ use crate::endpoint::{
 };
 use crate::mapping::{coalesce, folded_op, map_change};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
-use crate::sync::retry::backoff_ms;
+use crate::sync::policy::{Decision, Policy};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -396,7 +396,7 @@ pub async fn finish(
     }
 
     let waiting = parents_in_flight(from, &failures).await?;
-    let s = &config.sync;
+    let policy = Policy::new(&config.sync);
     for Failed {
         seqs,
         attempts,
@@ -414,8 +414,14 @@ pub async fn finish(
             }
             _ => false,
         };
-        let suspend = attempt + 1 >= s.max_attempts && !parent_coming;
-        let retry_in_ms = backoff_ms(attempt, s.retry_min_ms, s.retry_max_ms);
+        let (suspend, retry_in_ms) =
+            match policy.on_change_error(error.kind(), attempt, parent_coming) {
+                Decision::RetryChange { delay } | Decision::RetryBatch { delay } => {
+                    (false, u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+                }
+                // The retry time of a suspended change is never used: resubmitting resets it.
+                Decision::Suspend | Decision::Stop => (true, 0),
+            };
         if suspend {
             report.suspended += 1;
         } else {
