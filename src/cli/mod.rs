@@ -159,7 +159,7 @@ impl From<config::ConfigError> for CliError {
 
 impl From<EndpointError> for CliError {
     fn from(e: EndpointError) -> Self {
-        CliError::Setup(config::redact(&e.to_string()))
+        CliError::Setup(crate::secret::redact(&e.to_string()))
     }
 }
 

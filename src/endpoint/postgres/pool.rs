@@ -91,7 +91,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         m.push_str(&format!(": {s}"));
         src = s.source();
     }
-    crate::config::redact(&m)
+    crate::secret::redact(&m)
 }
 
 impl PgPool {
@@ -100,7 +100,7 @@ impl PgPool {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             EndpointError::Config(format!(
                 "side {side}: the url is not a valid PostgreSQL connection string ({})",
-                crate::config::redact(&format!("{e}"))
+                crate::secret::redact(&format!("{e}"))
             ))
         })?;
         if config.get_application_name().is_none() {
