@@ -14,33 +14,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::{Statement, Transaction};
 
-use super::error::{aborted_by_sibling, caused_by_row, is_transient};
-use super::pool::{describe, prepared, PgConn};
+use super::error::{aborted_by_sibling, caused_by_row, is_transient, Stop};
+use super::pool::{describe, prepared, PgConn, Prepared};
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
-
-/// Why a single change stopped.
-pub(super) enum Stop {
-    /// A driver or database error; transient ones abort the whole batch.
-    Db(tokio_postgres::Error),
-    /// The change cannot be applied as it is.
-    Apply(ApplyError),
-    /// The change cannot be applied, and it may have written already: only the careful path
-    /// (savepoints) can undo it alone.
-    AfterWrite(ApplyError),
-}
-
-/// Statements prepared on the batch's connection, shared by the changes running at once.
-pub(super) type Prepared = HashMap<String, Statement>;
-
-impl From<tokio_postgres::Error> for Stop {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Stop::Db(e)
-    }
-}
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
 /// own writes are not captured — and only its own: cascades into other tables still are.

@@ -2,6 +2,7 @@
 //! same table whether an error is the row's own (fails that change alone) or the batch's.
 
 use crate::endpoint::error::ErrorKind;
+use crate::endpoint::ApplyError;
 
 /// The kind of a SQLSTATE.
 pub fn classify(code: &str) -> ErrorKind {
@@ -50,6 +51,23 @@ pub fn caused_by_row(e: &tokio_postgres::Error) -> bool {
 pub fn aborted_by_sibling(e: &tokio_postgres::Error) -> bool {
     e.as_db_error()
         .is_some_and(|db| db.code().code() == "25P02")
+}
+
+/// Why a single change stopped.
+pub(super) enum Stop {
+    /// A driver or database error; transient ones abort the whole batch.
+    Db(tokio_postgres::Error),
+    /// The change cannot be applied as it is.
+    Apply(ApplyError),
+    /// The change cannot be applied, and it may have written already: only the careful path
+    /// (savepoints) can undo it alone.
+    AfterWrite(ApplyError),
+}
+
+impl From<tokio_postgres::Error> for Stop {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Stop::Db(e)
+    }
 }
 
 #[cfg(test)]

@@ -213,6 +213,9 @@ fn target_of(c: &tokio_postgres::Config) -> String {
     format!("{host}:{port}/{db}")
 }
 
+/// Statements prepared on the batch's connection, shared by the changes running at once.
+pub(super) type Prepared = HashMap<String, Statement>;
+
 /// Prepares `sql` once per connection.
 pub async fn prepared(
     client: &impl tokio_postgres::GenericClient,
