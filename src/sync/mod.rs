@@ -2,6 +2,7 @@
 //! batches (see [`batch`]), polling adaptively, backing off while a database is away.
 
 pub mod batch;
+pub mod metrics;
 pub mod policy;
 pub mod retry;
 
@@ -253,7 +254,7 @@ pub async fn run_gated(
             }
             let (source, target) = (sides.get(from), sides.get(from.other()));
             let each = |r: &BatchReport| {
-                crate::service::metrics::record_batch(from, r);
+                metrics::record_batch(from, r);
                 if r.claimed > 0 {
                     log_batch(from, r);
                 }
@@ -269,7 +270,7 @@ pub async fn run_gated(
             )
             .await;
             if let Err(e) = &result {
-                crate::service::metrics::record_error(from, e);
+                metrics::record_error(from, e);
             }
             match result {
                 Ok(r) => {
