@@ -196,7 +196,7 @@ pub async fn stage(
             continue;
         };
         let folded = (ops.len() == seqs.len()).then(|| folded_op(&ops)).flatten();
-        match decode(config, side, newest) {
+        match decode(config, side, &newest) {
             Ok(Some(mut c)) => {
                 c.op = folded.unwrap_or(c.op);
                 c.attempts = attempts;
@@ -216,7 +216,7 @@ pub async fn stage(
     }
     for row in loose {
         let (seq, attempts) = (row.seq, row.attempts);
-        match decode(config, side, row) {
+        match decode(config, side, &row) {
             Ok(Some(c)) => runs
                 .entry((c.entity.clone(), c.key.clone()))
                 .or_default()
@@ -483,8 +483,10 @@ async fn parents_in_flight(
     Ok(out)
 }
 
-/// Decodes an outbox row. `Ok(None)`: nothing to do (the entity does not travel this way).
-fn decode(config: &Config, side: Side, row: OutboxRow) -> Result<Option<Change>, ApplyError> {
+/// Decodes an outbox row captured at `side` into a [`Change`]: its entity, op, image and key.
+/// `Ok(None)`: nothing to do (the entity does not travel this way). Public so that
+/// `benches/micro.rs` measures this very function.
+pub fn decode(config: &Config, side: Side, row: &OutboxRow) -> Result<Option<Change>, ApplyError> {
     let seq = row.seq;
     let fail = |message: String| ApplyError::Decode { seq, message };
     let entity = config.entity(&row.entity).ok_or_else(|| {
