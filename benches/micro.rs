@@ -7,7 +7,7 @@
 //!
 //! Under `cargo test` each benchmark runs once, as a smoke test.
 //!
-//! Decoding repeats what `sync::batch` does per outbox row (its `decode` is private): parse the
+//! Decoding is `sync::batch::decode`, the function the pipeline runs per outbox row: parse the
 //! image, read the key, build the `Change`.
 
 use std::collections::BTreeMap;
@@ -18,7 +18,8 @@ use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tandem::config::{self, Config, Side};
 use tandem::mapping::{coalesce, map_change};
-use tandem::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
+use tandem::model::{Change, Key, OutboxRow, TargetChange};
+use tandem::sync::batch::decode;
 
 const SAME: &str = r#"
 [a]
@@ -98,25 +99,9 @@ fn outbox_rows(n: usize, distinct: usize, mapped: bool) -> Vec<OutboxRow> {
         .collect()
 }
 
-fn decode(cfg: &Config, side: Side, row: &OutboxRow) -> Option<Change> {
-    let entity = cfg.entity(&row.entity)?;
-    let op = Op::from_code(&row.op)?;
-    let image: Image = serde_json::from_str(row.image.as_deref()?).ok()?;
-    let key = Key::from_image(&image, &entity.side(side).key).ok()?;
-    Some(Change {
-        seq: row.seq,
-        entity: entity.name.clone(),
-        op,
-        key,
-        image,
-        captured_at: row.captured_at,
-        attempts: row.attempts,
-    })
-}
-
 fn decode_all(cfg: &Config, rows: &[OutboxRow]) -> Vec<Change> {
     rows.iter()
-        .filter_map(|r| decode(cfg, Side::A, r))
+        .filter_map(|r| decode(cfg, Side::A, r).ok().flatten())
         .collect()
 }
 

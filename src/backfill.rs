@@ -19,6 +19,7 @@ use tracing::info;
 use crate::config::{Config, Side};
 use crate::endpoint::{EndpointError, Lease, Queued};
 use crate::progress::Progress;
+use crate::sync::policy::{Decision, Job, Policy};
 use crate::sync::{run_batch, Sides};
 
 /// What to backfill.
@@ -206,6 +207,7 @@ async fn settle(
 ) -> Result<Queued, EndpointError> {
     let source = sides.get(from);
     let mut idle = Duration::from_millis(20);
+    let policy = Policy::new(&config.sync);
     let mut failures = 0;
     let mut last_try = Instant::now();
     // Rows that only wait for retries that change nothing (a child of a suspended parent)
@@ -238,17 +240,14 @@ async fn settle(
                 .await
                 {
                     Ok(r) => progressed |= r.claimed > 0,
-                    Err(e) if e.is_transient() && failures < 30 => {
-                        failures += 1;
-                        tracing::warn!("{e}; retrying");
-                        tokio::time::sleep(crate::sync::retry::backoff(
-                            failures,
-                            config.sync.retry_min_ms,
-                            5_000,
-                        ))
-                        .await;
-                    }
-                    Err(e) => return Err(e),
+                    Err(e) => match policy.on_batch_error(Job::Backfill, e.kind(), failures) {
+                        Decision::RetryBatch { delay } => {
+                            failures += 1;
+                            tracing::warn!("{e}; retrying");
+                            tokio::time::sleep(delay).await;
+                        }
+                        _ => return Err(e),
+                    },
                 }
             }
             if progressed {

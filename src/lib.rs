@@ -12,6 +12,8 @@ pub mod logging;
 pub mod mapping;
 pub mod model;
 pub mod progress;
+pub mod secret;
 pub mod service;
+pub mod side;
 pub mod sync;
 pub mod verify;

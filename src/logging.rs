@@ -3,7 +3,14 @@
 
 use tracing_subscriber::EnvFilter;
 
-use crate::cli::LogFormat;
+/// How logs are written (to stderr); `--log-format` takes it (hence `ValueEnum`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    Human,
+    /// One JSON object per event, for log collectors.
+    Json,
+}
 
 /// Installs the global subscriber (once; later calls do nothing). `default_level` applies
 /// when `RUST_LOG` is not set.

@@ -15,12 +15,12 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
         let ep = match endpoint::open(config.clone(), side) {
             Ok(ep) => ep,
             Err(e) => {
-                problems.push(config::redact(&e.to_string()));
+                problems.push(crate::secret::redact(&e.to_string()));
                 continue;
             }
         };
         if let Err(e) = ep.ping().await {
-            problems.push(config::redact(&e.to_string()));
+            problems.push(crate::secret::redact(&e.to_string()));
             continue;
         }
         match ep.check().await {
@@ -29,7 +29,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
                     .into_iter()
                     .map(|p| format!("side {}: entity {}: {}", p.side, p.entity, p.message)),
             ),
-            Err(e) => problems.push(config::redact(&e.to_string())),
+            Err(e) => problems.push(crate::secret::redact(&e.to_string())),
         }
         match ep.install_state().await {
             Ok(InstallState::Missing) => {
@@ -39,7 +39,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
                 "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
             ),
             Ok(InstallState::Installed { .. }) => println!("side {side}: tandem is installed"),
-            Err(e) => problems.push(config::redact(&e.to_string())),
+            Err(e) => problems.push(crate::secret::redact(&e.to_string())),
         }
     }
     if problems.is_empty() {

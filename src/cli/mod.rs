@@ -20,6 +20,9 @@ use crate::config::{self, Config, Side};
 use crate::endpoint::{self, EndpointError};
 use crate::sync::Sides;
 
+/// Re-exported: the option `--log-format` takes it, `logging` owns it.
+pub use crate::logging::LogFormat;
+
 /// Two-way, real-time sync between two SQL databases with different schemas.
 #[derive(Debug, Parser)]
 #[command(name = "tandem", version, about)]
@@ -32,13 +35,6 @@ pub struct Cli {
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// How logs are written (to stderr).
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum LogFormat {
-    Human,
-    Json,
 }
 
 /// Which side(s) a command acts on.
@@ -159,7 +155,7 @@ impl From<config::ConfigError> for CliError {
 
 impl From<EndpointError> for CliError {
     fn from(e: EndpointError) -> Self {
-        CliError::Setup(config::redact(&e.to_string()))
+        CliError::Setup(crate::secret::redact(&e.to_string()))
     }
 }
 

@@ -10,7 +10,8 @@ use tokio::sync::watch;
 use tracing::info;
 
 use super::{open_sides, CliError};
-use crate::config::{redact, Config};
+use crate::config::Config;
+use crate::secret::redact;
 use crate::service::{self, http::Server, leader, metrics, Role};
 use crate::sync;
 

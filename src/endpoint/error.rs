@@ -1,8 +1,51 @@
-//! Errors of an endpoint, classified: a transient error is worth retrying as it is (the
-//! network, a restart, a lock); a permanent one needs the data or the config to change.
+//! Errors of an endpoint, classified once: every error carries an [`ErrorKind`], which each
+//! dialect derives from its own codes (`postgres/error.rs`: SQLSTATEs, `mssql/error.rs`:
+//! SQL Server error numbers). What to do about a kind — retry the batch, retry the change,
+//! suspend it, stop — is decided in one place, `sync::policy`.
 
-use crate::config::{redact, Side};
+use crate::config::Side;
 use crate::mapping::MappingError;
+
+/// What went wrong, in the terms the retry policy decides on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The database cannot be reached: refused, lost, timed out, shutting down, failing over.
+    Unreachable,
+    /// The database is there but cannot serve now: deadlock, lock timeout, serialization
+    /// failure, out of resources, throttled.
+    Busy,
+    /// The target refuses this row's values (key, constraint, type, size, a trigger raising).
+    RowRejected,
+    /// A referenced parent is not linked at the target yet.
+    WaitingForParent,
+    /// A captured change cannot be read or mapped into the other side's shape.
+    Undecodable,
+    /// The database's objects or rights do not fit the config (missing table or column,
+    /// permission, tandem's objects not installed).
+    Schema,
+    /// Anything else: a state tandem does not expect.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Worth retrying unchanged: the cause is passing and lies outside the data.
+    pub fn is_transient(self) -> bool {
+        matches!(self, ErrorKind::Unreachable | ErrorKind::Busy)
+    }
+
+    /// Short lower-case name, for logs and metrics labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorKind::Unreachable => "unreachable",
+            ErrorKind::Busy => "busy",
+            ErrorKind::RowRejected => "row_rejected",
+            ErrorKind::WaitingForParent => "waiting_for_parent",
+            ErrorKind::Undecodable => "undecodable",
+            ErrorKind::Schema => "schema",
+            ErrorKind::Internal => "internal",
+        }
+    }
+}
 
 /// An error that stops a whole operation on one side.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +63,15 @@ pub enum EndpointError {
         side: Side,
         context: String,
         message: String,
-        sqlstate: Option<String>,
-        transient: bool,
+        /// The dialect's own error code: a SQLSTATE on PostgreSQL, an error number on SQL
+        /// Server.
+        code: Option<String>,
+        /// What the dialect's classification made of `code`.
+        kind: ErrorKind,
+        /// The driver's error, kept for callers that want more than the message (which is
+        /// already in `message`, without credentials).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// The configuration does not fit this endpoint.
     #[error("{0}")]
@@ -29,13 +79,18 @@ pub enum EndpointError {
 }
 
 impl EndpointError {
+    /// The error's kind, for the retry policy.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            EndpointError::Unreachable { .. } => ErrorKind::Unreachable,
+            EndpointError::Database { kind, .. } => *kind,
+            EndpointError::Config(_) => ErrorKind::Schema,
+        }
+    }
+
     /// Worth retrying unchanged?
     pub fn is_transient(&self) -> bool {
-        match self {
-            EndpointError::Unreachable { .. } => true,
-            EndpointError::Database { transient, .. } => *transient,
-            EndpointError::Config(_) => false,
-        }
+        self.kind().is_transient()
     }
 }
 
@@ -47,7 +102,9 @@ pub enum ApplyError {
     Rejected {
         context: String,
         message: String,
-        sqlstate: Option<String>,
+        /// The dialect's error code (SQLSTATE or SQL Server error number), when the database
+        /// gave one.
+        code: Option<String>,
     },
     /// A referenced parent has no link at the target yet.
     #[error(
@@ -67,26 +124,15 @@ pub enum ApplyError {
     Decode { seq: i64, message: String },
 }
 
-/// PostgreSQL SQLSTATE classes that a retry can cure.
-pub fn sqlstate_is_transient(code: &str) -> bool {
-    matches!(
-        &code[..code.len().min(2)],
-        "08" // connection exception
-            | "53" // insufficient resources
-            | "57" // operator intervention: shutdown, cancel
-            | "58" // system error (I/O)
-    ) || matches!(
-        code,
-        "40001" // serialization failure
-            | "40P01" // deadlock
-            | "55P03" // lock not available
-            | "55006" // object in use
-    )
-}
-
-/// Strips credentials from a message before it is logged or shown.
-pub fn clean(message: &str) -> String {
-    redact(message)
+impl ApplyError {
+    /// The error's kind, for the retry policy.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            ApplyError::Rejected { .. } => ErrorKind::RowRejected,
+            ApplyError::WaitingForParent { .. } => ErrorKind::WaitingForParent,
+            ApplyError::Mapping(_) | ApplyError::Decode { .. } => ErrorKind::Undecodable,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -94,12 +140,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classifies_sqlstates() {
-        for t in ["08006", "40001", "40P01", "57P01", "53300", "55P03"] {
-            assert!(sqlstate_is_transient(t), "{t}");
+    fn only_unreachable_and_busy_are_transient() {
+        use ErrorKind::*;
+        for k in [Unreachable, Busy] {
+            assert!(k.is_transient(), "{k:?}");
         }
-        for p in ["23505", "22001", "42703", "23503"] {
-            assert!(!sqlstate_is_transient(p), "{p}");
+        for k in [RowRejected, WaitingForParent, Undecodable, Schema, Internal] {
+            assert!(!k.is_transient(), "{k:?}");
         }
+        assert_eq!(EndpointError::Config("x".into()).kind(), Schema);
     }
 }

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crate::config::{Config, DbKind, Side};
 use crate::model::{Key, OutboxRow, TargetChange};
 
-pub use error::{ApplyError, EndpointError};
+pub use error::{ApplyError, EndpointError, ErrorKind};
 
 /// What became of one change at the target.
 #[derive(Debug, Clone)]

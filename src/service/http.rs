@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 use tracing::{debug, info};
 
 use super::{metrics, Role, ServiceError};
-use crate::config::{redact, Side};
+use crate::config::Side;
+use crate::secret::redact;
 use crate::sync::Sides;
 
 /// A ping slower than this makes `/readyz` answer 503 (probes have short timeouts).

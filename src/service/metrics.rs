@@ -8,17 +8,15 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use ::metrics::{
-    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
-};
+use ::metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::sync::watch;
 use tracing::debug;
 
 use super::ServiceError;
 use crate::config::{Config, Side};
-use crate::endpoint::EndpointError;
-use crate::sync::{BatchReport, Sides};
+pub use crate::sync::metrics::{direction, record_batch, record_error};
+use crate::sync::Sides;
 
 /// Capture → applied, in seconds. Wide on purpose: a change that waits for a retry or a
 /// database outage is still counted when it lands.
@@ -132,14 +130,6 @@ fn describe() {
     gauge!("tandem_active").set(0.0);
 }
 
-/// Label of a direction, e.g. `a_to_b`.
-pub fn direction(from: Side) -> &'static str {
-    match from {
-        Side::A => "a_to_b",
-        Side::B => "b_to_a",
-    }
-}
-
 /// Zero series for the directions and sides of this config.
 pub fn init_series(config: &Config) {
     for from in [Side::A, Side::B] {
@@ -159,37 +149,6 @@ pub fn init_series(config: &Config) {
             }
         }
     }
-}
-
-/// Records what one batch did.
-pub fn record_batch(from: Side, r: &BatchReport) {
-    if r.claimed == 0 {
-        // Idle polls are not batches: counting them would drown the size histogram in zeros.
-        return;
-    }
-    let d = direction(from);
-    counter!("tandem_changes_applied_total", "direction" => d).increment(r.written as u64);
-    counter!("tandem_changes_unchanged_total", "direction" => d).increment(r.unchanged as u64);
-    counter!("tandem_changes_stale_total", "direction" => d).increment(r.stale as u64);
-    counter!("tandem_changes_after_delete_total", "direction" => d).increment(r.deleted as u64);
-    counter!("tandem_changes_suspended_total", "direction" => d).increment(r.suspended as u64);
-    counter!("tandem_failures_total", "direction" => d, "kind" => "change")
-        .increment(r.failed as u64);
-    histogram!("tandem_batch_claimed", "direction" => d).record(r.claimed as f64);
-    let latency = histogram!("tandem_apply_latency_seconds", "direction" => d);
-    for s in &r.latencies_s {
-        latency.record(*s);
-    }
-}
-
-/// Records a batch that failed as a whole.
-pub fn record_error(from: Side, e: &EndpointError) {
-    let kind = match e {
-        EndpointError::Unreachable { .. } => "unreachable",
-        EndpointError::Database { .. } => "database",
-        EndpointError::Config(_) => "config",
-    };
-    counter!("tandem_failures_total", "direction" => direction(from), "kind" => kind).increment(1);
 }
 
 /// Sets `tandem_active`.

@@ -11,7 +11,7 @@ use crate::endpoint::{
 };
 use crate::mapping::{coalesce, folded_op, map_change};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
-use crate::sync::retry::backoff_ms;
+use crate::sync::policy::{Decision, Policy};
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -196,7 +196,7 @@ pub async fn stage(
             continue;
         };
         let folded = (ops.len() == seqs.len()).then(|| folded_op(&ops)).flatten();
-        match decode(config, side, newest) {
+        match decode(config, side, &newest) {
             Ok(Some(mut c)) => {
                 c.op = folded.unwrap_or(c.op);
                 c.attempts = attempts;
@@ -216,7 +216,7 @@ pub async fn stage(
     }
     for row in loose {
         let (seq, attempts) = (row.seq, row.attempts);
-        match decode(config, side, row) {
+        match decode(config, side, &row) {
             Ok(Some(c)) => runs
                 .entry((c.entity.clone(), c.key.clone()))
                 .or_default()
@@ -396,7 +396,7 @@ pub async fn finish(
     }
 
     let waiting = parents_in_flight(from, &failures).await?;
-    let s = &config.sync;
+    let policy = Policy::new(&config.sync);
     for Failed {
         seqs,
         attempts,
@@ -414,8 +414,14 @@ pub async fn finish(
             }
             _ => false,
         };
-        let suspend = attempt + 1 >= s.max_attempts && !parent_coming;
-        let retry_in_ms = backoff_ms(attempt, s.retry_min_ms, s.retry_max_ms);
+        let (suspend, retry_in_ms) =
+            match policy.on_change_error(error.kind(), attempt, parent_coming) {
+                Decision::RetryChange { delay } | Decision::RetryBatch { delay } => {
+                    (false, u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+                }
+                // The retry time of a suspended change is never used: resubmitting resets it.
+                Decision::Suspend | Decision::Stop => (true, 0),
+            };
         if suspend {
             report.suspended += 1;
         } else {
@@ -477,8 +483,10 @@ async fn parents_in_flight(
     Ok(out)
 }
 
-/// Decodes an outbox row. `Ok(None)`: nothing to do (the entity does not travel this way).
-fn decode(config: &Config, side: Side, row: OutboxRow) -> Result<Option<Change>, ApplyError> {
+/// Decodes an outbox row captured at `side` into a [`Change`]: its entity, op, image and key.
+/// `Ok(None)`: nothing to do (the entity does not travel this way). Public so that
+/// `benches/micro.rs` measures this very function.
+pub fn decode(config: &Config, side: Side, row: &OutboxRow) -> Result<Option<Change>, ApplyError> {
     let seq = row.seq;
     let fail = |message: String| ApplyError::Decode { seq, message };
     let entity = config.entity(&row.entity).ok_or_else(|| {

@@ -2,6 +2,8 @@
 //! batches (see [`batch`]), polling adaptively, backing off while a database is away.
 
 pub mod batch;
+pub mod metrics;
+pub mod policy;
 pub mod retry;
 
 use std::collections::HashSet;
@@ -14,7 +16,8 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::{Config, Side};
-use crate::endpoint::{Endpoint, EndpointError, Outcome};
+use crate::endpoint::{Endpoint, EndpointError, ErrorKind, Outcome};
+use policy::{Decision, Job, Policy};
 
 pub use batch::{run_batch, BatchReport, Staged};
 
@@ -42,9 +45,6 @@ fn directions(config: &Config) -> Vec<Side> {
         .filter(|s| config.entities.iter().any(|e| e.direction.flows(*s)))
         .collect()
 }
-
-/// How many times `drain` retries a transient error before giving up.
-const DRAIN_TRIES: u32 = 6;
 
 /// Applies every eligible pending change in both directions until none is left (changes
 /// that failed wait for their retry time and are not eligible). For `run --once`.
@@ -81,17 +81,20 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<BatchReport, EndpointError>>,
 {
-    let mut attempt = 0;
+    let policy = Policy::new(&config.sync);
+    let mut failures = 0;
     loop {
-        match f().await {
+        let e = match f().await {
             Ok(r) => return Ok(r),
-            Err(e) if e.is_transient() && attempt + 1 < DRAIN_TRIES => {
-                let wait = retry::backoff(attempt, config.sync.retry_min_ms, 5_000);
-                warn!("{e}; retrying in {} ms", wait.as_millis());
-                tokio::time::sleep(wait).await;
-                attempt += 1;
+            Err(e) => e,
+        };
+        match policy.on_batch_error(Job::Once, e.kind(), failures) {
+            Decision::RetryBatch { delay } => {
+                warn!("{e}; retrying in {} ms", delay.as_millis());
+                tokio::time::sleep(delay).await;
+                failures += 1;
             }
-            Err(e) => return Err(e),
+            _ => return Err(e),
         }
     }
 }
@@ -231,11 +234,13 @@ pub async fn run_gated(
     let dirs = directions(&config);
     let max_idle = Duration::from_millis(config.sync.poll_interval_ms.max(1));
     let mut idle = MIN_IDLE;
+    let policy = Policy::new(&config.sync);
     let mut failures: u32 = 0;
+    // The kind of the latest batch error of this round, for the policy.
+    let mut failed_kind: Option<ErrorKind> = None;
     info!("sync started");
     while !*shutdown.borrow() {
         let mut busy = false;
-        let mut failed = false;
         if closed() {
             tokio::select! {
                 _ = tokio::time::sleep(GATE_PAUSE) => {}
@@ -249,7 +254,7 @@ pub async fn run_gated(
             }
             let (source, target) = (sides.get(from), sides.get(from.other()));
             let each = |r: &BatchReport| {
-                crate::service::metrics::record_batch(from, r);
+                metrics::record_batch(from, r);
                 if r.claimed > 0 {
                     log_batch(from, r);
                 }
@@ -265,7 +270,7 @@ pub async fn run_gated(
             )
             .await;
             if let Err(e) = &result {
-                crate::service::metrics::record_error(from, e);
+                metrics::record_error(from, e);
             }
             match result {
                 Ok(r) => {
@@ -274,18 +279,19 @@ pub async fn run_gated(
                     }
                 }
                 Err(e) => {
-                    failed = true;
-                    let hint = if e.is_transient() {
-                        ""
-                    } else {
-                        " (not a passing fault: check the databases and run `tandem check`)"
-                    };
-                    warn!("{from}→{}: {e}{hint}", from.other());
+                    failed_kind = Some(e.kind());
+                    warn!("{from}→{}: {e}{}", from.other(), Policy::hint(e.kind()));
                 }
             }
         }
-        let wait = if failed {
-            let wait = retry::backoff(failures, config.sync.retry_min_ms, config.sync.retry_max_ms);
+        let retry = failed_kind
+            .take()
+            .map(|kind| policy.on_batch_error(Job::Service, kind, failures));
+        let wait = if let Some(decision) = retry {
+            // The service never stops on its own: the policy retries every batch error.
+            let wait = decision
+                .delay()
+                .unwrap_or(Duration::from_millis(config.sync.retry_max_ms));
             info!("retrying in {:.1} s", wait.as_secs_f64());
             failures = failures.saturating_add(1);
             wait

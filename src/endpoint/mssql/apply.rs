@@ -11,7 +11,7 @@ use super::pool::run;
 use super::sql::{EntityPlan, Plan};
 use super::MsEndpoint;
 use crate::config::ConflictPolicy;
-use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
+use crate::endpoint::{ApplyError, Done, EndpointError, ErrorKind, Outcome, WriteBack};
 use crate::model::{Image, Key, TargetChange};
 
 /// One change as the apply batch reads it.
@@ -211,7 +211,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
             Outcome::Failed(ApplyError::Rejected {
                 context,
                 message,
-                sqlstate: (!ours).then(|| n.to_string()),
+                code: (!ours).then(|| n.to_string()),
             })
         }
         (None, how) => {
@@ -225,7 +225,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
                     return Outcome::Failed(ApplyError::Rejected {
                         context,
                         message: format!("internal: unknown apply result {other:?}"),
-                        sqlstate: None,
+                        code: None,
                     })
                 }
             };
@@ -267,7 +267,7 @@ pub async fn apply_batch(
             early.push(Some(Outcome::Failed(ApplyError::Rejected {
                 context: context(ep, None, c),
                 message: "entity is not in the config".into(),
-                sqlstate: None,
+                code: None,
             })));
             continue;
         };
@@ -312,8 +312,10 @@ pub async fn apply_batch(
                 side: ep.side,
                 context: "apply".into(),
                 message: format!("the apply batch returned no result for change {i} ({ctx})"),
-                sqlstate: None,
-                transient: true,
+                code: None,
+                // The batch's results were cut short: as a lost connection, retried whole.
+                kind: ErrorKind::Unreachable,
+                source: None,
             });
         };
         let suspect = prepared[i].as_ref().and_then(|p| p.suspect.as_deref());
@@ -586,19 +588,16 @@ mod tests {
             err_message: Some("String or binary data would be truncated.".into()),
             ..Default::default()
         };
-        let Outcome::Failed(ApplyError::Rejected {
-            message, sqlstate, ..
-        }) = outcome(
+        let Outcome::Failed(ApplyError::Rejected { message, code, .. }) = outcome(
             &truncated,
             "ctx".into(),
             Some("CUST_NAME (61 characters for varchar(60))"),
-        )
-        else {
+        ) else {
             panic!()
         };
         assert!(message.starts_with("column CUST_NAME (61"), "{message}");
         assert!(message.ends_with("(SQL Server error 8152)"), "{message}");
-        assert_eq!(sqlstate.as_deref(), Some("8152"));
+        assert_eq!(code.as_deref(), Some("8152"));
         let parent = OutRow {
             fail: Some("P".into()),
             parent: Some("order".into()),
@@ -620,13 +619,12 @@ mod tests {
             err_message: Some("target key: key column X is NULL".into()),
             ..Default::default()
         };
-        let Outcome::Failed(ApplyError::Rejected {
-            message, sqlstate, ..
-        }) = outcome(&ours, "ctx".into(), Some("X"))
+        let Outcome::Failed(ApplyError::Rejected { message, code, .. }) =
+            outcome(&ours, "ctx".into(), Some("X"))
         else {
             panic!()
         };
         assert_eq!(message, "target key: key column X is NULL");
-        assert_eq!(sqlstate, None);
+        assert_eq!(code, None);
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod ado;
 mod apply;
+pub mod error;
 mod pool;
 mod schema;
 pub mod sql;

@@ -16,9 +16,10 @@ use tokio::net::TcpStream;
 use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 use super::ado::Ado;
-use super::sql::{is_transient, Common};
+use super::error::classify;
+use super::sql::Common;
 use crate::config::{redact, Side};
-use crate::endpoint::EndpointError;
+use crate::endpoint::{EndpointError, ErrorKind};
 
 /// A tiberius client over a tokio TCP stream.
 pub type Client = tiberius::Client<Compat<TcpStream>>;
@@ -265,8 +266,9 @@ impl MsPool {
                 side: self.side,
                 context: context.to_string(),
                 message: describe(&e),
-                sqlstate: Some(t.code().to_string()),
-                transient: is_transient(t.code()),
+                code: Some(t.code().to_string()),
+                kind: classify(t.code()),
+                source: Some(Box::new(e.clone())),
             },
             TdsError::Io { .. }
             | TdsError::Tls(_)
@@ -280,8 +282,9 @@ impl MsPool {
                 side: self.side,
                 context: context.to_string(),
                 message: describe(&e),
-                sqlstate: None,
-                transient: false,
+                code: None,
+                kind: ErrorKind::Internal,
+                source: Some(Box::new(e.clone())),
             },
         }
     }

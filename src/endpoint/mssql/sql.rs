@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use crate::config::{Config, Entity, Side, TableName};
 use crate::endpoint::EndpointError;
 
+use super::error::{ROW_ERRORS, TRANSIENT_ERRORS};
 use super::types::Column;
 
 const INSTALL: &str = include_str!("../../../sql/mssql/install.sql");
@@ -21,56 +22,6 @@ const STATEMENTS: &str = include_str!("../../../sql/mssql/statements.sql");
 const ENTITY: &str = include_str!("../../../sql/mssql/entity.sql");
 const APPLY: &str = include_str!("../../../sql/mssql/apply.sql");
 const WRITE_BACK: &str = include_str!("../../../sql/mssql/write_back.sql");
-
-/// SQL Server errors caused by the row itself: the target refuses these values (a key or
-/// constraint, a value that does not fit or does not convert, NULL into NOT NULL, a trigger
-/// that raises or rolls back). Such a change fails alone; every other error fails the batch,
-/// which is retried without counting attempts. Errors 50000 and above (RAISERROR/THROW in a
-/// trigger, and tandem's own 51000/51001) count as the row's too.
-pub const ROW_ERRORS: &[u32] = &[
-    2627, // violation of PRIMARY KEY or UNIQUE constraint
-    2601, // duplicate key row in a unique index
-    547,  // FOREIGN KEY or CHECK constraint
-    515,  // NULL into a NOT NULL column
-    8152, // string or binary data would be truncated
-    2628, // the same, naming table and column (2019+)
-    245,  // conversion failed (e.g. 'abc' to int)
-    8114, // error converting data type
-    8115, // arithmetic overflow converting
-    220,  // arithmetic overflow for a data type
-    232,  // arithmetic overflow for type ..., value = ...
-    236,  // conversion from a type to another failed
-    241,  // conversion failed converting date and/or time from a string
-    242,  // a string converted to datetime is out of range
-    244,  // value overflowed an int column
-    248,  // value overflowed an int column
-    293,  // cannot convert char value to smallmoney
-    235,  // cannot convert a char value to money
-    517,  // adding a value to a date column caused an overflow
-    8134, // divide by zero (in a trigger)
-    8169, // conversion failed from a string to uniqueidentifier
-    9455, // XML parsing: illegal qualified name character
-    9400, // XML parsing: unexpected end of input
-    512,  // a trigger's subquery returned more than one value
-    3609, // the transaction ended in the trigger
-];
-
-/// SQL Server errors a retry can cure: deadlock, lock timeout, resources, a database that is
-/// restarting or failing over, Azure throttling.
-pub const TRANSIENT_ERRORS: &[u32] = &[
-    1205, 1222, 1204, 701, 802, 8645, 8651, 3960, 3961, 4060, 976, 978, 983, 6005, 17142, 40197,
-    40501, 40613, 49918, 49919, 49920, 10928, 10929, 233, 10053, 10054, 10060, 64,
-];
-
-/// Is a SQL Server error caused by the row (see [`ROW_ERRORS`])?
-pub fn is_row_error(code: u32) -> bool {
-    code >= 50000 || ROW_ERRORS.contains(&code)
-}
-
-/// Is a SQL Server error worth retrying unchanged?
-pub fn is_transient(code: u32) -> bool {
-    TRANSIENT_ERRORS.contains(&code)
-}
 
 /// `name` as a T-SQL identifier: always bracketed, `]` doubled.
 pub fn ident(name: &str) -> String {
@@ -858,15 +809,5 @@ mod tests {
             assert!(e.contains_key(n), "{n}");
             assert!(!e[n].contains("-- name:"), "{n}");
         }
-    }
-
-    #[test]
-    fn error_classes_do_not_overlap() {
-        for c in TRANSIENT_ERRORS {
-            assert!(!is_row_error(*c), "{c}");
-        }
-        assert!(is_row_error(2627) && is_row_error(50000) && is_row_error(51001));
-        assert!(is_transient(1205) && is_transient(1222));
-        assert!(!is_row_error(208) && !is_transient(208));
     }
 }

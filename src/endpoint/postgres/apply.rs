@@ -14,56 +14,13 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio_postgres::{Statement, Transaction};
 
-use super::pool::{describe, prepared, PgConn};
+use super::error::{aborted_by_sibling, caused_by_row, is_transient, Stop};
+use super::pool::{describe, prepared, PgConn, Prepared};
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
-use crate::endpoint::error::sqlstate_is_transient;
 use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
-
-/// Why a single change stopped.
-pub(super) enum Stop {
-    /// A driver or database error; transient ones abort the whole batch.
-    Db(tokio_postgres::Error),
-    /// The change cannot be applied as it is.
-    Apply(ApplyError),
-    /// The change cannot be applied, and it may have written already: only the careful path
-    /// (savepoints) can undo it alone.
-    AfterWrite(ApplyError),
-}
-
-/// Statements prepared on the batch's connection, shared by the changes running at once.
-pub(super) type Prepared = HashMap<String, Statement>;
-
-impl From<tokio_postgres::Error> for Stop {
-    fn from(e: tokio_postgres::Error) -> Self {
-        Stop::Db(e)
-    }
-}
-
-fn is_transient(e: &tokio_postgres::Error) -> bool {
-    match e.as_db_error() {
-        Some(db) => sqlstate_is_transient(db.code().code()),
-        None => true,
-    }
-}
-
-/// Errors caused by the row itself: the target refuses these values (data exception,
-/// integrity constraint, a trigger raising, a view's check option). Anything else — a missing
-/// table, a permission — is the environment's fault: it fails the whole batch, which is retried
-/// without counting attempts, so no change is suspended for a problem it did not cause.
-/// 25P02: a statement sent after another one failed in the same transaction.
-fn aborted_by_sibling(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code().code() == "25P02")
-}
-
-fn caused_by_row(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .map(|db| matches!(&db.code().code()[..2], "22" | "23" | "P0" | "44"))
-        .unwrap_or(false)
-}
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
 /// own writes are not captured — and only its own: cascades into other tables still are.
@@ -293,7 +250,7 @@ fn rejected(
     ApplyError::Rejected {
         context: context(ep, change),
         message,
-        sqlstate: db.map(|d| d.code().code().to_string()),
+        code: db.map(|d| d.code().code().to_string()),
     }
 }
 
@@ -336,7 +293,7 @@ async fn st(_tx: &Transaction<'_>, stmts: &Prepared, sql: &str) -> Result<Statem
         Stop::AfterWrite(ApplyError::Rejected {
             context: "internal".into(),
             message: "a statement was not prepared for this batch".into(),
-            sqlstate: None,
+            code: None,
         })
     })
 }
@@ -360,7 +317,7 @@ async fn apply_one(
         Stop::Apply(ApplyError::Rejected {
             context: context(ep, c),
             message: "entity is not in the config".into(),
-            sqlstate: None,
+            code: None,
         })
     })?;
     let source_key = c.source_key.as_str();
@@ -655,7 +612,7 @@ fn reject(ep: &PgEndpoint, c: &TargetChange, message: String) -> ApplyError {
     ApplyError::Rejected {
         context: context(ep, c),
         message,
-        sqlstate: None,
+        code: None,
     }
 }
 
@@ -672,7 +629,7 @@ async fn insert(
         Stop::AfterWrite(ApplyError::Rejected {
             context: format!("table {}", es.table),
             message: format!("inserted row returned an unusable key: {m}"),
-            sqlstate: None,
+            code: None,
         })
     })
 }

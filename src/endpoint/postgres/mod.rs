@@ -2,6 +2,7 @@
 
 mod apply;
 mod bulk;
+pub mod error;
 mod pool;
 mod schema;
 pub mod sql;
@@ -480,7 +481,7 @@ mod lease {
             ep.config.side(side).url.expose().parse().map_err(|e| {
                 EndpointError::Config(format!(
                     "side {side}: the url is not a valid PostgreSQL connection string ({})",
-                    crate::config::redact(&format!("{e}"))
+                    crate::secret::redact(&format!("{e}"))
                 ))
             })?;
         // Its own name, so a DBA can tell the lock's session from the pool's.

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, Statement};
 
+use super::error::classify;
 use crate::config::Side;
-use crate::endpoint::error::sqlstate_is_transient;
 use crate::endpoint::EndpointError;
 
 /// One connection and the statements prepared on it.
@@ -91,7 +91,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
         m.push_str(&format!(": {s}"));
         src = s.source();
     }
-    crate::config::redact(&m)
+    crate::secret::redact(&m)
 }
 
 impl PgPool {
@@ -100,7 +100,7 @@ impl PgPool {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             EndpointError::Config(format!(
                 "side {side}: the url is not a valid PostgreSQL connection string ({})",
-                crate::config::redact(&format!("{e}"))
+                crate::secret::redact(&format!("{e}"))
             ))
         })?;
         if config.get_application_name().is_none() {
@@ -170,8 +170,9 @@ impl PgPool {
                     side: self.side,
                     context: context.to_string(),
                     message: describe(&e),
-                    transient: sqlstate_is_transient(&code),
-                    sqlstate: Some(code),
+                    kind: classify(&code),
+                    code: Some(code),
+                    source: Some(Box::new(e)),
                 }
             }
             None => EndpointError::Unreachable {
@@ -211,6 +212,9 @@ fn target_of(c: &tokio_postgres::Config) -> String {
     let db = c.get_dbname().unwrap_or("");
     format!("{host}:{port}/{db}")
 }
+
+/// Statements prepared on the batch's connection, shared by the changes running at once.
+pub(super) type Prepared = HashMap<String, Statement>;
 
 /// Prepares `sql` once per connection.
 pub async fn prepared(

@@ -13,7 +13,8 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 use tokio_postgres::Transaction;
 
-use super::apply::{Prepared, Stop};
+use super::error::Stop;
+use super::pool::Prepared;
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::endpoint::{Done, Outcome};
@@ -285,7 +286,7 @@ fn internal(message: &str) -> Stop {
     Stop::AfterWrite(crate::endpoint::ApplyError::Rejected {
         context: "internal".into(),
         message: message.into(),
-        sqlstate: None,
+        code: None,
     })
 }
 

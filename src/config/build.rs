@@ -1,0 +1,887 @@
+//! The `Builder`: converts the raw document into a [`Config`], checking everything it can and
+//! collecting problems with their positions; and `${ENV}` expansion of string values.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde_json::Value;
+use toml::Spanned;
+
+use super::raw;
+use super::render::{LineIndex, Loc, Span};
+use super::*;
+use crate::side::SIDES;
+
+/// A string value after `${ENV}` expansion, with its position.
+struct Text {
+    value: String,
+    at: Span,
+}
+
+/// Positions kept per entity for the checks that span several entities.
+struct EntityLoc {
+    name: Loc,
+    /// (column index, position of its `ref`), in column order.
+    refs: Vec<(usize, Loc)>,
+}
+
+/// Positions kept per entity side for the checks across an entity's columns.
+#[derive(Default)]
+struct TableSideLoc {
+    peer_id_column: Loc,
+}
+
+/// Positions kept per column for the checks across an entity's columns.
+struct ColumnLoc {
+    /// Position of the column name on side A and on side B.
+    names: [Loc; 2],
+    parent: Loc,
+}
+
+/// Converts the raw document into a [`Config`], collecting problems.
+pub(super) struct Builder<'b> {
+    pub(super) env: &'b dyn Fn(&str) -> Option<String>,
+    pub(super) lines: &'b LineIndex<'b>,
+    pub(super) problems: Vec<(Loc, String)>,
+}
+
+impl Builder<'_> {
+    fn report(&mut self, at: Loc, message: impl Into<String>) {
+        self.problems.push((at, message.into()));
+    }
+
+    fn missing(&mut self, ctx: &str, key: &str, at: &Loc) {
+        self.report(at.clone(), format!("{ctx}: missing required key \"{key}\""));
+    }
+
+    /// " (first at line N)", or nothing when the position is unknown.
+    fn first_at(&self, at: &Loc) -> String {
+        match at {
+            Some(span) => format!(" (first at line {})", self.lines.position(span.start).0),
+            None => String::new(),
+        }
+    }
+
+    /// Expands `${ENV}` in a string value; `None` (with problems reported)
+    /// when a variable is missing, so that no check runs on a half-expanded
+    /// value.
+    fn text(&mut self, what: &str, raw: Spanned<String>) -> Option<Text> {
+        let at = raw.span();
+        match interpolate(raw.get_ref(), self.env) {
+            Ok(value) => Some(Text { value, at }),
+            Err(errors) => {
+                for error in errors {
+                    self.report(Some(at.clone()), format!("{what}: {error}"));
+                }
+                None
+            }
+        }
+    }
+
+    fn required_text(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        raw: Option<Spanned<String>>,
+        table_at: &Loc,
+    ) -> Option<Text> {
+        match raw {
+            Some(raw) => self.text(&format!("{ctx}: {key}"), raw),
+            None => {
+                self.missing(ctx, key, table_at);
+                None
+            }
+        }
+    }
+
+    fn non_empty(&mut self, ctx: &str, key: &str, text: Option<Text>) -> Option<Text> {
+        let text = text?;
+        if text.value.is_empty() {
+            self.report(Some(text.at), format!("{ctx}: {key} must not be empty"));
+            return None;
+        }
+        Some(text)
+    }
+
+    /// A string that must be one of `options`; `default` when absent or wrong.
+    fn choice<T: Copy>(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        text: Option<Text>,
+        options: &[(&str, T)],
+        default: T,
+    ) -> T {
+        let Some(text) = text else { return default };
+        if let Some((_, value)) = options.iter().find(|(name, _)| *name == text.value) {
+            return *value;
+        }
+        let allowed = options
+            .iter()
+            .map(|(name, _)| format!("\"{name}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.report(
+            Some(text.at),
+            format!(
+                "{ctx}: {key} {:?} is not valid; expected one of {allowed}",
+                text.value
+            ),
+        );
+        default
+    }
+
+    /// An integer of at least `min` that fits in `T`; `default` when absent or
+    /// wrong.
+    fn number<T: TryFrom<i64>>(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        raw: Option<Spanned<i64>>,
+        min: i64,
+        default: T,
+    ) -> T {
+        let Some(raw) = raw else { return default };
+        let at = Some(raw.span());
+        let value = raw.into_inner();
+        if value < min {
+            self.report(
+                at,
+                format!("{ctx}: {key} must be at least {min}, got {value}"),
+            );
+            return default;
+        }
+        match T::try_from(value) {
+            Ok(value) => value,
+            Err(_) => {
+                self.report(at, format!("{ctx}: {key} is too large ({value})"));
+                default
+            }
+        }
+    }
+
+    // -- document -----------------------------------------------------------
+
+    pub(super) fn document(&mut self, raw: raw::Document, path: &Path) -> Config {
+        let a = self.database(Side::A, raw.a);
+        let b = self.database(Side::B, raw.b);
+        let sync = self.sync(raw.sync);
+        let mut entities = Vec::new();
+        let mut locs = Vec::new();
+        for (index, raw) in raw.entities.unwrap_or_default().into_iter().enumerate() {
+            let (entity, loc) = self.entity(index, raw);
+            entities.push(entity);
+            locs.push(loc);
+        }
+        self.check_entities(&entities, &locs);
+        Config {
+            path: path.to_path_buf(),
+            a,
+            b,
+            sync,
+            entities,
+        }
+    }
+
+    fn database(&mut self, side: Side, raw: Option<raw::Located<raw::Database>>) -> SideConfig {
+        let ctx = format!("[{}]", side.name());
+        let mut config = SideConfig {
+            kind: DbKind::Postgres,
+            url: Secret::new(String::new()),
+            pool_size: 8,
+            schema: "tandem".to_owned(),
+        };
+        let Some(raw) = raw else {
+            self.report(
+                None,
+                format!("missing required table {ctx} (the database of side {side})"),
+            );
+            return config;
+        };
+        let (at, raw) = (raw.at, raw.value);
+
+        let kind = self.required_text(&ctx, "kind", raw.kind, &at);
+        config.kind = self.choice(
+            &ctx,
+            "kind",
+            kind,
+            &[("postgres", DbKind::Postgres), ("mssql", DbKind::Mssql)],
+            DbKind::Postgres,
+        );
+        let url = self.required_text(&ctx, "url", raw.url, &at);
+        if let Some(url) = url {
+            // The value may hold a password: say where, never what.
+            if url.value.trim().is_empty() {
+                self.report(Some(url.at), format!("{ctx}: url is empty"));
+            }
+            config.url = Secret::new(url.value);
+        }
+        config.pool_size = self.number(&ctx, "pool_size", raw.pool_size, 1, 8);
+        if let Some(raw_schema) = raw.schema {
+            let schema = self.text(&format!("{ctx}: schema"), raw_schema);
+            if let Some(schema) = self.non_empty(&ctx, "schema", schema) {
+                config.schema = schema.value;
+            }
+        }
+        config
+    }
+
+    fn sync(&mut self, raw: Option<raw::Located<raw::Sync>>) -> SyncConfig {
+        let defaults = SyncConfig::default();
+        let Some(raw) = raw else { return defaults };
+        let raw = raw.value;
+        let ctx = "[sync]";
+        let min_at = raw.retry_min_ms.as_ref().map(Spanned::span);
+        let max_at = raw.retry_max_ms.as_ref().map(Spanned::span);
+        let sync = SyncConfig {
+            batch_size: self.number(ctx, "batch_size", raw.batch_size, 1, defaults.batch_size),
+            poll_interval_ms: self.number(
+                ctx,
+                "poll_interval_ms",
+                raw.poll_interval_ms,
+                1,
+                defaults.poll_interval_ms,
+            ),
+            max_attempts: self.number(
+                ctx,
+                "max_attempts",
+                raw.max_attempts,
+                1,
+                defaults.max_attempts,
+            ),
+            retry_min_ms: self.number(
+                ctx,
+                "retry_min_ms",
+                raw.retry_min_ms,
+                1,
+                defaults.retry_min_ms,
+            ),
+            retry_max_ms: self.number(
+                ctx,
+                "retry_max_ms",
+                raw.retry_max_ms,
+                1,
+                defaults.retry_max_ms,
+            ),
+        };
+        if sync.retry_min_ms > sync.retry_max_ms {
+            // Point at whichever of the two the user actually wrote.
+            self.report(
+                min_at.or(max_at),
+                format!(
+                    "{ctx}: retry_min_ms ({}) must not exceed retry_max_ms ({})",
+                    sync.retry_min_ms, sync.retry_max_ms
+                ),
+            );
+        }
+        sync
+    }
+
+    // -- one entity ---------------------------------------------------------
+
+    fn entity(&mut self, index: usize, raw: raw::Located<raw::Entity>) -> (Entity, EntityLoc) {
+        let (at, raw) = (raw.at, raw.value);
+        let unnamed = entity_label("", index);
+        let name = self.required_text(&unnamed, "name", raw.name, &at);
+        let name = self.non_empty(&unnamed, "name", name);
+        let ctx = match &name {
+            Some(name) => entity_label(&name.value, index),
+            None => unnamed,
+        };
+        let name_at = name.as_ref().map(|n| n.at.clone());
+
+        let direction = raw
+            .direction
+            .and_then(|d| self.text(&format!("{ctx}: direction"), d));
+        let direction = self.choice(
+            &ctx,
+            "direction",
+            direction,
+            &[
+                ("both", Direction::Both),
+                ("a_to_b", Direction::AToB),
+                ("b_to_a", Direction::BToA),
+            ],
+            Direction::Both,
+        );
+        let on_conflict = raw
+            .on_conflict
+            .and_then(|c| self.text(&format!("{ctx}: on_conflict"), c));
+        let on_conflict = self.choice(
+            &ctx,
+            "on_conflict",
+            on_conflict,
+            &[
+                ("a_wins", ConflictPolicy::AWins),
+                ("b_wins", ConflictPolicy::BWins),
+                ("newest_wins", ConflictPolicy::NewestWins),
+            ],
+            ConflictPolicy::NewestWins,
+        );
+
+        let (a, a_loc) = self.table_side(&ctx, Side::A, raw.a, &at);
+        let (b, b_loc) = self.table_side(&ctx, Side::B, raw.b, &at);
+
+        let mut columns = Vec::new();
+        let mut column_locs = Vec::new();
+        for (index, raw) in raw.columns.unwrap_or_default().into_iter().enumerate() {
+            let (column, loc) = self.column(&ctx, index, raw, &at);
+            columns.push(column);
+            column_locs.push(loc);
+        }
+
+        let entity = Entity {
+            name: name.map(|n| n.value).unwrap_or_default(),
+            direction,
+            on_conflict,
+            a,
+            b,
+            columns,
+        };
+        self.check_columns(&ctx, &entity, [&a_loc, &b_loc], &column_locs);
+        let refs = column_locs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| entity.columns[*i].parent.is_some())
+            .map(|(i, loc)| (i, loc.parent.clone()))
+            .collect();
+        let loc = EntityLoc {
+            name: name_at,
+            refs,
+        };
+        (entity, loc)
+    }
+
+    fn table_side(
+        &mut self,
+        ctx: &str,
+        side: Side,
+        raw: Option<raw::Located<raw::TableSide>>,
+        entity_at: &Loc,
+    ) -> (TableSide, TableSideLoc) {
+        let s = side.name();
+        let mut table_side = TableSide {
+            table: TableName {
+                schema: None,
+                name: String::new(),
+            },
+            key: Vec::new(),
+            peer_id_column: None,
+        };
+        let Some(raw) = raw else {
+            self.missing(ctx, s, entity_at);
+            return (table_side, TableSideLoc::default());
+        };
+        let at = raw.at.or_else(|| entity_at.clone());
+        let raw = raw.value;
+
+        let table_key = format!("{s}.table");
+        let table = self.required_text(ctx, &table_key, raw.table, &at);
+        if let Some(table) = self.non_empty(ctx, &table_key, table) {
+            table_side.table = self.table_name(ctx, &table_key, table);
+        }
+
+        let key_key = format!("{s}.key");
+        match raw.key {
+            None => self.missing(ctx, &key_key, &at),
+            Some(key) => table_side.key = self.key_columns(ctx, &key_key, key),
+        }
+
+        let mut loc = TableSideLoc::default();
+        if let Some(peer) = raw.peer_id_column {
+            let peer_key = format!("{s}.peer_id_column");
+            let peer = self.text(&format!("{ctx}: {peer_key}"), peer);
+            if let Some(peer) = self.non_empty(ctx, &peer_key, peer) {
+                loc.peer_id_column = Some(peer.at);
+                table_side.peer_id_column = Some(peer.value);
+            }
+        }
+        (table_side, loc)
+    }
+
+    fn table_name(&mut self, ctx: &str, key: &str, text: Text) -> TableName {
+        // Split on the FIRST dot: the schema never contains one, the table
+        // name might (it is taken exactly as written).
+        let (schema, name) = match text.value.split_once('.') {
+            Some((schema, name)) => (Some(schema), name),
+            None => (None, text.value.as_str()),
+        };
+        if schema == Some("") {
+            self.report(
+                Some(text.at.clone()),
+                format!(
+                    "{ctx}: {key} {:?} has an empty schema name (write \"schema.table\" or \"table\")",
+                    text.value
+                ),
+            );
+        }
+        if name.is_empty() {
+            self.report(
+                Some(text.at.clone()),
+                format!("{ctx}: {key} {:?} has an empty table name", text.value),
+            );
+        }
+        TableName {
+            schema: schema.map(str::to_owned),
+            name: name.to_owned(),
+        }
+    }
+
+    fn key_columns(
+        &mut self,
+        ctx: &str,
+        key: &str,
+        raw: Spanned<Vec<Spanned<String>>>,
+    ) -> Vec<String> {
+        let at = raw.span();
+        let items = raw.into_inner();
+        if items.is_empty() {
+            self.report(
+                Some(at),
+                format!("{ctx}: {key} must list at least one column"),
+            );
+            return Vec::new();
+        }
+        let mut columns: Vec<String> = Vec::new();
+        for item in items {
+            let Some(column) = self.text(&format!("{ctx}: {key}"), item) else {
+                continue;
+            };
+            if column.value.is_empty() {
+                self.report(
+                    Some(column.at),
+                    format!("{ctx}: {key} has an empty column name"),
+                );
+            } else if columns.contains(&column.value) {
+                self.report(
+                    Some(column.at),
+                    format!("{ctx}: {key} lists column {} twice", column.value),
+                );
+            } else {
+                columns.push(column.value);
+            }
+        }
+        columns
+    }
+
+    fn column(
+        &mut self,
+        ctx: &str,
+        index: usize,
+        raw: raw::Located<raw::Column>,
+        entity_at: &Loc,
+    ) -> (ColumnMap, ColumnLoc) {
+        let at = raw.at.or_else(|| entity_at.clone());
+        let raw = raw.value;
+        let unnamed = format!("{ctx}: column #{}", index + 1);
+        let a = self.required_text(&unnamed, "a", raw.a, &at);
+        let a = self.non_empty(&unnamed, "a", a);
+        let what = column_label(a.as_ref().map_or("", |a| &a.value), index);
+        let label = format!("{ctx}: {what}");
+        let b = self.required_text(&label, "b", raw.b, &at);
+        let b = self.non_empty(&label, "b", b);
+        let (a_at, a) = a.map_or((None, String::new()), |t| (Some(t.at), t.value));
+        let (b_at, b) = b.map_or((None, String::new()), |t| (Some(t.at), t.value));
+
+        let has_values = raw.values.is_some();
+        let value_map = raw.values.and_then(|v| self.value_map(ctx, &what, v, &at));
+
+        let mut parent = None;
+        let mut parent_at = None;
+        if let Some(raw_parent) = raw.parent {
+            let text = self.text(&format!("{label}: ref"), raw_parent);
+            if let Some(text) = self.non_empty(&label, "ref", text) {
+                if has_values {
+                    self.report(
+                        Some(text.at.clone()),
+                        format!(
+                            "{label}: values and ref cannot be combined; a ref column is translated through the id map of its parent"
+                        ),
+                    );
+                }
+                parent_at = Some(text.at);
+                parent = Some(text.value);
+            }
+        }
+
+        let column = ColumnMap {
+            a,
+            b,
+            values: value_map,
+            parent,
+        };
+        let loc = ColumnLoc {
+            names: [a_at, b_at],
+            parent: parent_at,
+        };
+        (column, loc)
+    }
+
+    /// Converts one `values` table; `column_at` is where the column entry is,
+    /// used for problems about the map as a whole.
+    fn value_map(
+        &mut self,
+        ctx: &str,
+        column: &str,
+        raw: raw::Located<raw::Values>,
+        column_at: &Loc,
+    ) -> Option<ValueMap> {
+        let at = raw.at.or_else(|| column_at.clone());
+        let entries = raw.value.0;
+        if entries.is_empty() {
+            self.report(
+                at,
+                format!(
+                    "{ctx}: values of {column} must not be empty (remove it for no translation)"
+                ),
+            );
+            return None;
+        }
+        // B value text form → (A code, B value), to find codes that collide.
+        let mut seen: HashMap<String, (String, Value)> = HashMap::new();
+        let mut pairs = Vec::with_capacity(entries.len());
+        let mut ok = true;
+        for (code, raw_value) in entries {
+            let Some(value) = self.b_value(ctx, column, &code, raw_value) else {
+                ok = false;
+                continue;
+            };
+            let text = text_form(&value);
+            if let Some((first_code, first_value)) = seen.get(&text) {
+                let target = if *first_value == value {
+                    format!("both map to {value}")
+                } else {
+                    format!("map to {first_value} and {value}, which are equal as text")
+                };
+                self.report(
+                    column_at.clone(),
+                    format!(
+                        "{ctx}: values of {column} are not one-to-one: A codes {first_code:?} and {code:?} {target}"
+                    ),
+                );
+                ok = false;
+            } else {
+                seen.insert(text, (code.clone(), value.clone()));
+            }
+            pairs.push((Value::String(code), value));
+        }
+        ok.then_some(ValueMap { pairs })
+    }
+
+    fn b_value(
+        &mut self,
+        ctx: &str,
+        column: &str,
+        code: &str,
+        raw: Spanned<toml::Value>,
+    ) -> Option<Value> {
+        let at = raw.span();
+        let found = match raw.into_inner() {
+            toml::Value::String(s) => {
+                let what = format!("{ctx}: values of {column}, code {code:?}");
+                return self
+                    .text(&what, Spanned::new(at, s))
+                    .map(|t| Value::String(t.value));
+            }
+            toml::Value::Integer(i) => return Some(Value::from(i)),
+            toml::Value::Boolean(b) => return Some(Value::Bool(b)),
+            toml::Value::Float(f) => match serde_json::Number::from_f64(f) {
+                Some(n) => return Some(Value::Number(n)),
+                None => "a non-finite float",
+            },
+            toml::Value::Datetime(_) => "a date/time",
+            toml::Value::Array(_) => "an array",
+            toml::Value::Table(_) => "a table",
+        };
+        self.report(
+            Some(at),
+            format!(
+                "{ctx}: values of {column}: code {code:?} maps to {found}; B values must be a string, integer, float or boolean"
+            ),
+        );
+        None
+    }
+
+    /// Checks across the columns and key settings of one entity.
+    fn check_columns(
+        &mut self,
+        ctx: &str,
+        entity: &Entity,
+        side_locs: [&TableSideLoc; 2],
+        column_locs: &[ColumnLoc],
+    ) {
+        for (i, side) in SIDES.into_iter().enumerate() {
+            let table_side = entity.side(side);
+            let peer = table_side.peer_id_column.as_deref();
+            let mut seen: HashMap<&str, &Loc> = HashMap::new();
+            for (column, loc) in entity.columns.iter().zip(column_locs) {
+                let name = column.name(side);
+                if name.is_empty() {
+                    continue;
+                }
+                let at = &loc.names[i];
+                if let Some(first) = seen.get(name) {
+                    let first = self.first_at(first);
+                    self.report(
+                        at.clone(),
+                        format!("{ctx}: column {name} is mapped twice on side {side}{first}"),
+                    );
+                } else {
+                    seen.insert(name, at);
+                }
+                if peer == Some(name) {
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "{ctx}: column {name} is mapped but is also {}.peer_id_column, which tandem fills itself",
+                            side.name()
+                        ),
+                    );
+                }
+            }
+
+            let other = entity.side(side.other());
+            if peer.is_some() && other.key.len() > 1 {
+                self.report(
+                    side_locs[i].peer_id_column.clone(),
+                    format!(
+                        "{ctx}: {}.peer_id_column needs a single-column key on side {}, but {}.key has {} columns",
+                        side.name(),
+                        side.other(),
+                        side.other().name(),
+                        other.key.len()
+                    ),
+                );
+            }
+        }
+    }
+
+    // -- across entities ----------------------------------------------------
+
+    fn check_entities(&mut self, entities: &[Entity], locs: &[EntityLoc]) {
+        if entities.is_empty() {
+            self.report(
+                None,
+                "no entities defined; add at least one [[entities]] table",
+            );
+            return;
+        }
+
+        let mut by_name: HashMap<&str, usize> = HashMap::new();
+        for (index, entity) in entities.iter().enumerate() {
+            if entity.name.is_empty() {
+                continue;
+            }
+            match by_name.get(entity.name.as_str()) {
+                Some(&first) => {
+                    let first = self.first_at(&locs[first].name);
+                    self.report(
+                        locs[index].name.clone(),
+                        format!(
+                            "entity {:?}: the name is already used by another entity{first}",
+                            entity.name
+                        ),
+                    );
+                }
+                None => {
+                    by_name.insert(&entity.name, index);
+                }
+            }
+        }
+
+        for (index, (entity, loc)) in entities.iter().zip(locs).enumerate() {
+            let ctx = entity_label(&entity.name, index);
+            for (column_index, at) in &loc.refs {
+                let column = &entity.columns[*column_index];
+                let Some(parent) = column.parent.as_deref() else {
+                    continue;
+                };
+                let label = column_label(&column.a, *column_index);
+                if parent == entity.name {
+                    self.report(
+                        at.clone(),
+                        format!("{ctx}: {label} refers to the entity itself; an entity cannot reference itself"),
+                    );
+                    continue;
+                }
+                let Some(&p) = by_name.get(parent) else {
+                    self.report(
+                        at.clone(),
+                        format!("{ctx}: {label} refers to unknown entity {parent:?}"),
+                    );
+                    continue;
+                };
+                for side in SIDES {
+                    let len = entities[p].side(side).key.len();
+                    if len > 1 {
+                        self.report(
+                            at.clone(),
+                            format!(
+                                "{ctx}: {label} refers to entity {parent:?}, whose key on side {side} has {len} columns; a ref needs a single-column key"
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+
+        self.check_cycles(entities, locs, &by_name);
+    }
+
+    fn check_cycles(
+        &mut self,
+        entities: &[Entity],
+        locs: &[EntityLoc],
+        by_name: &HashMap<&str, usize>,
+    ) {
+        // Edges child → parent, one per parent (the first ref to it), self
+        // and unknown refs left out (reported already).
+        let edges: Vec<Vec<(usize, Loc)>> = entities
+            .iter()
+            .zip(locs)
+            .enumerate()
+            .map(|(index, (entity, loc))| {
+                let mut out: Vec<(usize, Loc)> = Vec::new();
+                for (column_index, at) in &loc.refs {
+                    let parent = entity.columns[*column_index].parent.as_deref();
+                    if let Some(&p) = parent.and_then(|name| by_name.get(name)) {
+                        if p != index && out.iter().all(|(q, _)| *q != p) {
+                            out.push((p, at.clone()));
+                        }
+                    }
+                }
+                out
+            })
+            .collect();
+        let mut state = vec![Visit::New; entities.len()];
+        let mut stack = Vec::new();
+        for index in 0..entities.len() {
+            if state[index] == Visit::New {
+                self.visit(index, entities, &edges, &mut state, &mut stack);
+            }
+        }
+    }
+
+    /// Depth-first search reporting every back edge as a cycle.
+    fn visit(
+        &mut self,
+        index: usize,
+        entities: &[Entity],
+        edges: &[Vec<(usize, Loc)>],
+        state: &mut [Visit],
+        stack: &mut Vec<usize>,
+    ) {
+        state[index] = Visit::OnStack;
+        stack.push(index);
+        for (parent, at) in &edges[index] {
+            match state[*parent] {
+                Visit::New => self.visit(*parent, entities, edges, state, stack),
+                Visit::OnStack => {
+                    // stack ends with [parent, …, index]; the edge index → parent
+                    // closes it. Start the listing at `index`, where it is reported.
+                    let start = stack.iter().position(|i| i == parent).unwrap_or(0);
+                    let names: Vec<&str> = std::iter::once(index)
+                        .chain(stack[start..].iter().copied())
+                        .map(|i| entities[i].name.as_str())
+                        .collect();
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "entity {:?}: refs form a cycle: {}",
+                            entities[index].name,
+                            names.join(" -> ")
+                        ),
+                    );
+                }
+                Visit::Done => {}
+            }
+        }
+        stack.pop();
+        state[index] = Visit::Done;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Visit {
+    New,
+    OnStack,
+    Done,
+}
+
+/// How messages name an entity: by name, or by position when it has none.
+fn entity_label(name: &str, index: usize) -> String {
+    if name.is_empty() {
+        format!("entity #{}", index + 1)
+    } else {
+        format!("entity {name:?}")
+    }
+}
+
+/// How messages name a column: by its A name, or by position when it has none.
+fn column_label(a: &str, index: usize) -> String {
+    if a.is_empty() {
+        format!("column #{}", index + 1)
+    } else {
+        format!("column {a}")
+    }
+}
+
+/// The form in which B values are compared for one-to-one-ness: a value read
+/// back from a text column cannot tell `1` from `"1"`.
+fn text_form(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// ${ENV} interpolation
+// ---------------------------------------------------------------------------
+
+/// Expands every `${NAME}` in `s`. On failure, returns one message per bad
+/// reference; messages never include the text itself, which may be a secret.
+pub(super) fn interpolate(
+    s: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<String, Vec<String>> {
+    let mut out = String::with_capacity(s.len());
+    let mut errors = Vec::new();
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            errors.push("\"${\" without a closing \"}\"".to_owned());
+            rest = "";
+            break;
+        };
+        let name = &after[..end];
+        if !is_env_name(name) {
+            errors.push(
+                "\"${...}\" must contain an environment variable name (letters, digits and _)"
+                    .to_owned(),
+            );
+        } else {
+            match env(name) {
+                Some(value) => out.push_str(&value),
+                None => errors.push(format!("environment variable {name} is not set")),
+            }
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}

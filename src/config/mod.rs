@@ -1,0 +1,361 @@
+//! Loading and validating `tandem.toml`.
+//!
+//! The file is first deserialized into spanned "raw" structures (module
+//! `raw`) so that every problem can point at the line and column of the
+//! offending TOML item. A `Builder` then interpolates `${ENV}` references,
+//! checks everything it can, and converts the raw structures into the public,
+//! validated [`Config`]. Problems are collected rather than returned early so
+//! that a user fixes a broken file in one round trip.
+//!
+//! The parts: `raw` (the file as written, with spans), `build` (the `Builder` that validates
+//! and converts, and `${ENV}` expansion), `render` (line index, problem rendering).
+//! [`Side`] and [`Secret`] live in their own modules and are re-exported here.
+
+mod build;
+mod raw;
+mod render;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+pub use crate::secret::{redact, Secret};
+pub use crate::side::Side;
+pub use render::{ConfigError, Problem};
+
+use build::Builder;
+use render::{parse_error_message, LineIndex};
+
+// ---------------------------------------------------------------------------
+// Public types
+// ---------------------------------------------------------------------------
+
+/// The database engine of one side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbKind {
+    /// PostgreSQL (`kind = "postgres"`).
+    Postgres,
+    /// Microsoft SQL Server (`kind = "mssql"`).
+    Mssql,
+}
+
+/// Which way changes of an entity travel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// A → B and B → A (`"both"`, the default).
+    Both,
+    /// A → B only (`"a_to_b"`).
+    AToB,
+    /// B → A only (`"b_to_a"`).
+    BToA,
+}
+
+impl Direction {
+    /// Does a change captured at `from` travel to the other side?
+    pub fn flows(self, from: Side) -> bool {
+        match self {
+            Direction::Both => true,
+            Direction::AToB => from == Side::A,
+            Direction::BToA => from == Side::B,
+        }
+    }
+}
+
+/// Who wins when both sides changed the same row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConflictPolicy {
+    /// Side A's version is kept (`"a_wins"`).
+    AWins,
+    /// Side B's version is kept (`"b_wins"`).
+    BWins,
+    /// The most recent change is kept (`"newest_wins"`, the default).
+    NewestWins,
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub path: PathBuf,
+    /// The old system.
+    pub a: SideConfig,
+    /// The new system.
+    pub b: SideConfig,
+    /// Tuning of the sync loop.
+    pub sync: SyncConfig,
+    /// What to sync, in config order.
+    pub entities: Vec<Entity>,
+}
+
+impl Config {
+    /// The database settings of `side`.
+    pub fn side(&self, side: Side) -> &SideConfig {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// The entity called `name`, if any.
+    pub fn entity(&self, name: &str) -> Option<&Entity> {
+        self.entities.iter().find(|e| e.name == name)
+    }
+
+    /// Entities ordered so that every parent (target of a `ref`) comes before
+    /// its children; otherwise config order is kept.
+    pub fn entities_parents_first(&self) -> Vec<&Entity> {
+        let mut placed = vec![false; self.entities.len()];
+        let mut order = Vec::with_capacity(self.entities.len());
+        for index in 0..self.entities.len() {
+            self.place_after_parents(index, &mut placed, &mut order);
+        }
+        order
+    }
+
+    fn place_after_parents<'c>(
+        &'c self,
+        index: usize,
+        placed: &mut [bool],
+        order: &mut Vec<&'c Entity>,
+    ) {
+        if placed[index] {
+            return;
+        }
+        // Marked before recursing so that a cycle (impossible in a validated
+        // config, but `Config` is constructible by hand) cannot recurse forever.
+        placed[index] = true;
+        let entity = &self.entities[index];
+        for parent in entity.parents() {
+            if let Some(p) = self.entities.iter().position(|e| e.name == parent) {
+                self.place_after_parents(p, placed, order);
+            }
+        }
+        order.push(entity);
+    }
+}
+
+/// Connection settings of one database (`[a]` or `[b]`).
+#[derive(Debug, Clone)]
+pub struct SideConfig {
+    /// The database engine.
+    pub kind: DbKind,
+    /// The connection string, `${ENV}` already expanded.
+    pub url: Secret,
+    /// Maximum number of pooled connections (default 8).
+    pub pool_size: u32,
+    /// Schema holding tandem's own objects (default `"tandem"`).
+    pub schema: String,
+}
+
+/// Tuning of the sync loop (`[sync]`).
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// Outbox rows claimed per batch (default 1000; later updates of the same records are
+    /// folded in on top, up to 4 times as many).
+    pub batch_size: usize,
+    /// Longest wait between polls when idle (default 1000 ms).
+    pub poll_interval_ms: u64,
+    /// Attempts before a change is suspended (default 10).
+    pub max_attempts: u32,
+    /// First retry delay (default 200 ms).
+    pub retry_min_ms: u64,
+    /// Longest retry delay (default 60000 ms).
+    pub retry_max_ms: u64,
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        SyncConfig {
+            batch_size: 1000,
+            poll_interval_ms: 1000,
+            max_attempts: 10,
+            retry_min_ms: 200,
+            retry_max_ms: 60_000,
+        }
+    }
+}
+
+/// One synced thing: a table on A mapped to a table on B (`[[entities]]`).
+#[derive(Debug, Clone)]
+pub struct Entity {
+    /// Unique name, used by `ref` and in tandem's own bookkeeping.
+    pub name: String,
+    /// Which way changes travel.
+    pub direction: Direction,
+    /// Who wins when both sides changed the same row.
+    pub on_conflict: ConflictPolicy,
+    /// The table on side A.
+    pub a: TableSide,
+    /// The table on side B.
+    pub b: TableSide,
+    /// Mapped columns, in config order.
+    pub columns: Vec<ColumnMap>,
+}
+
+impl Entity {
+    /// The table of `side`.
+    pub fn side(&self, side: Side) -> &TableSide {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+
+    /// True when every key column of `side` is the target of a mapped column
+    /// (the key comes from the other side); false when `side` generates its key.
+    pub fn key_is_given(&self, side: Side) -> bool {
+        let key = &self.side(side).key;
+        !key.is_empty()
+            && key
+                .iter()
+                .all(|k| self.columns.iter().any(|c| c.name(side) == k))
+    }
+
+    /// Entity names referenced by `ref`, deduplicated, in column order.
+    pub fn parents(&self) -> Vec<&str> {
+        let mut parents: Vec<&str> = Vec::new();
+        for parent in self.columns.iter().filter_map(|c| c.parent.as_deref()) {
+            if !parents.contains(&parent) {
+                parents.push(parent);
+            }
+        }
+        parents
+    }
+}
+
+/// The table of one side of an entity.
+#[derive(Debug, Clone)]
+pub struct TableSide {
+    /// The table, as written in the config.
+    pub table: TableName,
+    /// Primary key columns (at least one).
+    pub key: Vec<String>,
+    /// A column of this table that tandem fills with the OTHER side's key.
+    pub peer_id_column: Option<String>,
+}
+
+/// A table name, `schema.table` or `table`, case kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableName {
+    /// The part before the first dot, if there is a dot.
+    pub schema: Option<String>,
+    /// The rest.
+    pub name: String,
+}
+
+impl fmt::Display for TableName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.schema {
+            Some(schema) => write!(f, "{schema}.{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// One mapped column: A's column `a` corresponds to B's column `b`.
+#[derive(Debug, Clone)]
+pub struct ColumnMap {
+    /// The column on side A.
+    pub a: String,
+    /// The column on side B.
+    pub b: String,
+    /// Code translation, if the two sides encode values differently.
+    pub values: Option<ValueMap>,
+    /// The `ref` key: the parent entity whose id map translates this column.
+    pub parent: Option<String>,
+}
+
+impl ColumnMap {
+    /// The column name on `side` of a mapping.
+    pub fn name(&self, side: Side) -> &str {
+        match side {
+            Side::A => &self.a,
+            Side::B => &self.b,
+        }
+    }
+}
+
+/// One-to-one code map. `pairs` are (A value, B value); A values are JSON
+/// strings (TOML keys), B values JSON scalars. The B → A direction uses the
+/// inverse.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValueMap {
+    /// (A value, B value), in config order.
+    pub pairs: Vec<(Value, Value)>,
+}
+
+// ---------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------
+
+/// Reads, interpolates `${ENV}`, parses and validates. Reports ALL problems at
+/// once.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|err| ConfigError {
+        path: path.to_path_buf(),
+        problems: vec![Problem {
+            line: 0,
+            column: 0,
+            message: redact(&format!("cannot read the config file: {err}")),
+        }],
+    })?;
+    parse(&text, path, &|name| std::env::var(name).ok())
+}
+
+/// Same as [`load`] from text (`path` is used in messages only); `env` looks
+/// up variables.
+pub fn parse(
+    text: &str,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let lines = LineIndex::new(text);
+    let document: raw::Document = match toml::from_str(text) {
+        Ok(document) => document,
+        Err(err) => {
+            return Err(ConfigError {
+                path: path.to_path_buf(),
+                problems: vec![lines.problem(err.span(), &parse_error_message(&err, text))],
+            })
+        }
+    };
+    let mut builder = Builder {
+        env,
+        lines: &lines,
+        problems: Vec::new(),
+    };
+    let config = builder.document(document, path);
+    if builder.problems.is_empty() {
+        Ok(config)
+    } else {
+        let mut problems: Vec<Problem> = builder
+            .problems
+            .iter()
+            .map(|(at, message)| lines.problem(at.clone(), message))
+            .collect();
+        problems.sort_by_key(|p| (p.line, p.column));
+        Err(ConfigError {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+}
+
+/// Where to find the config: `--config` if given, else `$TANDEM_CONFIG`, else
+/// `./tandem.toml`.
+pub fn resolve_path(cli: Option<&Path>) -> PathBuf {
+    resolve_path_from(cli, std::env::var_os("TANDEM_CONFIG"))
+}
+
+fn resolve_path_from(cli: Option<&Path>, from_env: Option<std::ffi::OsString>) -> PathBuf {
+    match (cli, from_env) {
+        (Some(path), _) => path.to_path_buf(),
+        // An exported-but-empty variable is treated as unset rather than as
+        // the current directory, which could never be a config file.
+        (None, Some(path)) if !path.is_empty() => PathBuf::from(path),
+        _ => PathBuf::from("tandem.toml"),
+    }
+}

@@ -1,0 +1,1122 @@
+use super::build::interpolate;
+use super::render::LineIndex;
+use super::*;
+
+/// The example from the config contract, verbatim.
+const EXAMPLE: &str = r#"[a]                                  # the old system
+kind = "postgres"                    # "postgres" | "mssql"
+url  = "${TANDEM_A_URL}"             # postgres://user:pw@host:port/db  or an ADO.NET string for mssql
+# pool_size = 8                      # optional
+# schema = "tandem"                  # optional: where tandem's own objects live
+
+[b]
+kind = "postgres"
+url  = "${TANDEM_B_URL}"
+
+[sync]                               # all optional
+# batch_size = 1000
+# poll_interval_ms = 1000            # longest wait between polls when idle
+# max_attempts = 10                  # then the change is suspended
+# retry_min_ms = 200
+# retry_max_ms = 60000
+
+[[entities]]
+name = "order"
+direction = "both"                   # "both" | "a_to_b" | "b_to_a"      (default both)
+on_conflict = "newest_wins"          # "a_wins" | "b_wins" | "newest_wins" (default newest_wins)
+a = { table = "dbo.ORDERS", key = ["ORDER_NO"], peer_id_column = "NEW_ID" }
+b = { table = "public.orders", key = ["id"], peer_id_column = "legacy_no" }
+columns = [
+  { a = "CUST_NAME", b = "customer" },
+  { a = "STATUS", b = "status", values = { O = "open", C = "closed" } },
+  { a = "AMOUNT", b = "amount" },
+]
+
+[[entities]]
+name = "order_item"
+a = { table = "dbo.ORDER_ITEMS", key = ["ORDER_NO", "LINE_NO"] }
+b = { table = "public.order_items", key = ["id"] }
+columns = [
+  { a = "ORDER_NO", b = "order_id", ref = "order" },   # translated through the id map of "order"
+  { a = "LINE_NO", b = "line_no" },
+  { a = "QTY", b = "quantity" },
+]
+"#;
+
+/// Seven lines of valid `[a]` and `[b]`; entity snippets start on line 8.
+const HEAD: &str = r#"[a]
+kind = "mssql"
+url = "Server=db;User Id=sa;Password=hunter2;"
+
+[b]
+kind = "postgres"
+url = "postgres://tandem:hunter2@db/app"
+"#;
+
+/// A valid entity, to which tests append keys.
+const ORDER: &str = r#"[[entities]]
+name = "order"
+a = { table = "dbo.ORDERS", key = ["ORDER_NO"] }
+b = { table = "public.orders", key = ["id"] }
+"#;
+
+fn test_env(name: &str) -> Option<String> {
+    match name {
+        "TANDEM_A_URL" => Some("postgres://old:s3cret@old-host:5432/erp".to_owned()),
+        "TANDEM_B_URL" => Some("postgres://new:t0psecret@new-host/app".to_owned()),
+        "SCHEMA" => Some("sync".to_owned()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn try_parse(text: &str) -> Result<Config, ConfigError> {
+    parse(text, Path::new("tandem.toml"), &test_env)
+}
+
+fn ok(text: &str) -> Config {
+    match try_parse(text) {
+        Ok(config) => config,
+        Err(err) => panic!("expected a valid config, got:\n{err}"),
+    }
+}
+
+fn problems(text: &str) -> Vec<Problem> {
+    match try_parse(text) {
+        Ok(_) => panic!("expected problems, config was accepted:\n{text}"),
+        Err(err) => err.problems,
+    }
+}
+
+fn only_problem(text: &str) -> Problem {
+    let mut all = problems(text);
+    assert_eq!(all.len(), 1, "expected exactly one problem, got {all:#?}");
+    all.remove(0)
+}
+
+/// 1-based (line, column) of the first occurrence of `needle`.
+fn pos(text: &str, needle: &str) -> (usize, usize) {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in text"));
+    LineIndex::new(text).position(offset)
+}
+
+/// 1-based (line, column) of the `n`th (0-based) occurrence of `needle`.
+fn pos_nth(text: &str, needle: &str, n: usize) -> (usize, usize) {
+    let (offset, _) = text
+        .match_indices(needle)
+        .nth(n)
+        .unwrap_or_else(|| panic!("{needle:?} #{n} not in text"));
+    LineIndex::new(text).position(offset)
+}
+
+fn at(problem: &Problem) -> (usize, usize) {
+    (problem.line, problem.column)
+}
+
+fn assert_one(text: &str, needle: &str, message: &str) {
+    let problem = only_problem(text);
+    assert_eq!(problem.message, message);
+    assert_eq!(at(&problem), pos(text, needle), "position of {message:?}");
+}
+
+fn with_order(extra: &str) -> String {
+    format!("{HEAD}{ORDER}{extra}")
+}
+
+// -- the example and defaults --------------------------------------------
+
+#[test]
+fn example_parses_with_expected_values() {
+    let config = ok(EXAMPLE);
+    assert_eq!(config.path, Path::new("tandem.toml"));
+    assert_eq!(config.a.kind, DbKind::Postgres);
+    assert_eq!(
+        config.a.url.expose(),
+        "postgres://old:s3cret@old-host:5432/erp"
+    );
+    assert_eq!(
+        config.b.url.expose(),
+        "postgres://new:t0psecret@new-host/app"
+    );
+    assert_eq!(config.entities.len(), 2);
+
+    let order = config.entity("order").expect("order");
+    assert_eq!(order.direction, Direction::Both);
+    assert_eq!(order.on_conflict, ConflictPolicy::NewestWins);
+    assert_eq!(
+        order.a.table,
+        TableName {
+            schema: Some("dbo".into()),
+            name: "ORDERS".into()
+        }
+    );
+    assert_eq!(order.a.key, ["ORDER_NO"]);
+    assert_eq!(order.a.peer_id_column.as_deref(), Some("NEW_ID"));
+    assert_eq!(order.b.table.to_string(), "public.orders");
+    assert_eq!(order.b.key, ["id"]);
+    assert_eq!(order.b.peer_id_column.as_deref(), Some("legacy_no"));
+    let names: Vec<(&str, &str)> = order
+        .columns
+        .iter()
+        .map(|c| (c.name(Side::A), c.name(Side::B)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("CUST_NAME", "customer"),
+            ("STATUS", "status"),
+            ("AMOUNT", "amount")
+        ]
+    );
+    let status = &order.columns[1];
+    assert_eq!(
+        status.values,
+        Some(ValueMap {
+            pairs: vec![
+                (Value::from("O"), Value::from("open")),
+                (Value::from("C"), Value::from("closed")),
+            ]
+        })
+    );
+    assert!(order.columns[0].values.is_none());
+    assert!(order.columns.iter().all(|c| c.parent.is_none()));
+    assert!(order.parents().is_empty());
+
+    let item = config.entity("order_item").expect("order_item");
+    assert_eq!(item.a.key, ["ORDER_NO", "LINE_NO"]);
+    assert_eq!(item.a.peer_id_column, None);
+    assert_eq!(item.columns[0].parent.as_deref(), Some("order"));
+    assert_eq!(item.parents(), ["order"]);
+    assert!(config.entity("missing").is_none());
+}
+
+#[test]
+fn defaults_apply_when_keys_are_omitted() {
+    let config = ok(EXAMPLE);
+    for side in [Side::A, Side::B] {
+        assert_eq!(config.side(side).pool_size, 8);
+        assert_eq!(config.side(side).schema, "tandem");
+    }
+    let sync = &config.sync;
+    assert_eq!(sync.batch_size, 1000);
+    assert_eq!(sync.poll_interval_ms, 1000);
+    assert_eq!(sync.max_attempts, 10);
+    assert_eq!(sync.retry_min_ms, 200);
+    assert_eq!(sync.retry_max_ms, 60_000);
+    let item = config.entity("order_item").expect("order_item");
+    assert_eq!(item.direction, Direction::Both);
+    assert_eq!(item.on_conflict, ConflictPolicy::NewestWins);
+
+    // No [sync] table at all gives the same defaults.
+    let config = ok(&with_order(""));
+    assert_eq!(config.sync.batch_size, SyncConfig::default().batch_size);
+    assert!(config.entities[0].columns.is_empty());
+}
+
+#[test]
+fn explicit_settings_are_read() {
+    let text = format!(
+        r#"[a]
+kind = "mssql"
+url = "Server=db;Password=x;"
+pool_size = 3
+schema = "${{SCHEMA}}"
+
+[b]
+kind = "postgres"
+url = "postgres://db/app"
+
+[sync]
+batch_size = 50
+poll_interval_ms = 250
+max_attempts = 4
+retry_min_ms = 10
+retry_max_ms = 10
+
+{ORDER}direction = "a_to_b"
+on_conflict = "b_wins"
+"#
+    );
+    let config = ok(&text);
+    assert_eq!(config.a.kind, DbKind::Mssql);
+    assert_eq!(config.a.pool_size, 3);
+    assert_eq!(config.a.schema, "sync");
+    assert_eq!(config.b.kind, DbKind::Postgres);
+    let sync = &config.sync;
+    assert_eq!(
+        (
+            sync.batch_size,
+            sync.poll_interval_ms,
+            sync.max_attempts,
+            sync.retry_min_ms,
+            sync.retry_max_ms
+        ),
+        (50, 250, 4, 10, 10)
+    );
+    assert_eq!(config.entities[0].direction, Direction::AToB);
+    assert_eq!(config.entities[0].on_conflict, ConflictPolicy::BWins);
+    let text = text
+        .replace("\"b_wins\"", "\"a_wins\"")
+        .replace("a_to_b", "b_to_a");
+    let config = ok(&text);
+    assert_eq!(config.entities[0].direction, Direction::BToA);
+    assert_eq!(config.entities[0].on_conflict, ConflictPolicy::AWins);
+}
+
+#[test]
+fn dotted_keys_and_header_tables_are_accepted() {
+    let text = format!(
+        r#"{HEAD}[[entities]]
+name = "order"
+a.table = "ORDERS"
+a.key = ["ORDER_NO"]
+
+[entities.b]
+table = "orders"
+key = ["id"]
+
+[[entities.columns]]
+a = "STATUS"
+b = "status"
+values.O = "open"
+values.C = "closed"
+"#
+    );
+    let config = ok(&text);
+    let order = &config.entities[0];
+    assert_eq!(
+        order.a.table,
+        TableName {
+            schema: None,
+            name: "ORDERS".into()
+        }
+    );
+    assert_eq!(order.b.key, ["id"]);
+    let values = order.columns[0].values.as_ref().expect("values");
+    assert_eq!(values.pairs[0], (Value::from("O"), Value::from("open")));
+    assert_eq!(values.pairs[1], (Value::from("C"), Value::from("closed")));
+
+    // A table without a span of its own: problems fall back to the entity.
+    let text = format!("{HEAD}[[entities]]\nname = \"order\"\na.table = \"ORDERS\"\nb = {{ table = \"o\", key = [\"id\"] }}\n");
+    assert_one(
+        &text,
+        "[[entities]]",
+        r#"entity "order": missing required key "a.key""#,
+    );
+}
+
+// -- parse-level problems ---------------------------------------------------
+
+#[test]
+fn syntax_error_has_position() {
+    let text = format!("{HEAD}[[entities]]\nname = \"order\n");
+    let problem = only_problem(&text);
+    assert_eq!(problem.line, 9);
+    assert!(
+        problem.message.contains("invalid basic string"),
+        "{}",
+        problem.message
+    );
+}
+
+#[test]
+fn unknown_keys_are_named_with_position() {
+    let text = format!("{HEAD}pool = 3\n{ORDER}");
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), (8, 1));
+    assert_eq!(
+        problem.message,
+        "unknown key `pool`, expected one of `kind`, `url`, `pool_size`, `schema`"
+    );
+
+    let text = format!("{HEAD}{ORDER}colums = []\n");
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), (12, 1));
+    assert!(problem.message.starts_with("unknown key `colums`"));
+
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"o\"\na = {{ table = \"t\", key = [\"k\"], peer = \"x\" }}\n"
+    );
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), pos(&text, "peer ="));
+    assert_eq!(
+        problem.message,
+        "unknown key `peer`, expected one of `table`, `key`, `peer_id_column`"
+    );
+
+    let text = with_order("columns = [{ a = \"X\", b = \"x\", reference = \"y\" }]\n");
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), pos(&text, "reference"));
+    assert!(problem.message.starts_with("unknown key `reference`"));
+
+    let text = format!("{HEAD}[sync]\nbatch_size = \"10\"\n{ORDER}");
+    assert_one(
+        &text,
+        "\"10\"",
+        "invalid type: string \"10\", expected an integer",
+    );
+
+    let text = format!("{HEAD}[sink]\n");
+    assert_eq!(at(&only_problem(&text)), (8, 2));
+}
+
+#[test]
+fn wrong_types_have_position() {
+    let text = format!("{HEAD}{ORDER}direction = 1\n");
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), (12, 13));
+    assert_eq!(
+        problem.message,
+        "invalid type: integer `1`, expected a string"
+    );
+
+    let text = format!("{HEAD}{ORDER}columns = {{ a = \"X\" }}\n");
+    let problem = only_problem(&text);
+    assert_eq!(problem.line, 12);
+    assert_eq!(problem.message, "invalid type: table, expected an array");
+
+    let text = format!("{HEAD}[[entities]]\nname = \"o\"\na = \"dbo.T\"\n");
+    let problem = only_problem(&text);
+    assert_eq!(at(&problem), pos(&text, "\"dbo.T\""));
+    assert_eq!(
+        problem.message,
+        "invalid type: string \"dbo.T\", expected a table"
+    );
+}
+
+#[test]
+fn parse_errors_are_redacted() {
+    let text = format!("{HEAD}[sync]\nbatch_size = \"postgres://u:hunter2@h/db\"\n{ORDER}");
+    let err = try_parse(&text).expect_err("wrong type");
+    let shown = err.to_string();
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("postgres://u:***@h/db"), "{shown}");
+}
+
+// -- missing keys -------------------------------------------------------------
+
+#[test]
+fn missing_sides_and_entities_are_reported_without_position() {
+    let all = problems("");
+    let messages: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            "missing required table [a] (the database of side A)",
+            "missing required table [b] (the database of side B)",
+            "no entities defined; add at least one [[entities]] table",
+        ]
+    );
+    assert!(all.iter().all(|p| p.line == 0 && p.column == 0));
+    let err = try_parse("").expect_err("empty");
+    assert!(err
+        .to_string()
+        .starts_with("tandem.toml: missing required table [a]"));
+}
+
+#[test]
+fn missing_database_keys_point_at_the_table() {
+    let text = format!("[a]\nkind = \"mssql\"\n\n[b]\nurl = \"x\"\n{ORDER}");
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0].message, r#"[a]: missing required key "url""#);
+    assert_eq!(at(&all[0]), (1, 1));
+    assert_eq!(all[1].message, r#"[b]: missing required key "kind""#);
+    assert_eq!(at(&all[1]), (4, 1));
+}
+
+#[test]
+fn missing_entity_keys_point_at_the_entity_or_side() {
+    let text = format!("{HEAD}[[entities]]\na = {{ table = \"t\", key = [\"k\"] }}\n");
+    let all = problems(&text);
+    let messages: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            r#"entity #1: missing required key "name""#,
+            r#"entity #1: missing required key "b""#,
+        ]
+    );
+    assert!(all.iter().all(|p| at(p) == (8, 1)));
+
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"o\"\na = {{ key = [\"k\"] }}\nb = {{ table = \"t\" }}\n"
+    );
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        r#"entity "o": missing required key "a.table""#
+    );
+    assert_eq!(at(&all[0]), pos(&text, "{ key"));
+    assert_eq!(
+        all[1].message,
+        r#"entity "o": missing required key "b.key""#
+    );
+    assert_eq!(at(&all[1]), pos(&text, "{ table = \"t\" }"));
+}
+
+#[test]
+fn missing_column_keys_point_at_the_column() {
+    let text = with_order(
+        "columns = [\n  { a = \"X\", b = \"x\" },\n  { b = \"y\" },\n  { a = \"Z\" },\n]\n",
+    );
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        r#"entity "order": column #2: missing required key "a""#
+    );
+    assert_eq!(at(&all[0]), pos(&text, "{ b = \"y\""));
+    assert_eq!(
+        all[1].message,
+        r#"entity "order": column Z: missing required key "b""#
+    );
+    assert_eq!(at(&all[1]), pos(&text, "{ a = \"Z\""));
+}
+
+// -- enumerations ---------------------------------------------------------------
+
+#[test]
+fn invalid_kind_lists_allowed_values() {
+    let text = HEAD.replace("\"mssql\"", "\"oracle\"") + ORDER;
+    assert_one(
+        &text,
+        "\"oracle\"",
+        r#"[a]: kind "oracle" is not valid; expected one of "postgres", "mssql""#,
+    );
+}
+
+#[test]
+fn invalid_direction_and_on_conflict_list_allowed_values() {
+    let text = with_order("direction = \"both_ways\"\non_conflict = \"a\"\n");
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        r#"entity "order": direction "both_ways" is not valid; expected one of "both", "a_to_b", "b_to_a""#
+    );
+    assert_eq!(at(&all[0]), (12, 13));
+    assert_eq!(
+        all[1].message,
+        r#"entity "order": on_conflict "a" is not valid; expected one of "a_wins", "b_wins", "newest_wins""#
+    );
+    assert_eq!(at(&all[1]), (13, 15));
+}
+
+// -- ${ENV} ---------------------------------------------------------------------
+
+#[test]
+fn env_references_are_expanded_in_any_string() {
+    let text = format!(
+            "{HEAD}[[entities]]\nname = \"order\"\na = {{ table = \"${{SCHEMA}}.ORDERS\", key = [\"NO\"] }}\nb = {{ table = \"x${{EMPTY}}y\", key = [\"id\"] }}\ncolumns = [{{ a = \"S\", b = \"s\", values = {{ O = \"${{SCHEMA}}-open\" }} }}]\n"
+        );
+    let config = ok(&text);
+    let order = &config.entities[0];
+    assert_eq!(order.a.table.to_string(), "sync.ORDERS");
+    assert_eq!(order.b.table.name, "xy");
+    let values = order.columns[0].values.as_ref().expect("values");
+    assert_eq!(values.pairs[0].1, Value::from("sync-open"));
+    // '$' alone is kept as is.
+    assert_eq!(interpolate("a$b$", &test_env), Ok("a$b$".to_owned()));
+}
+
+#[test]
+fn undefined_env_variables_are_reported_at_the_string() {
+    let text = format!(
+            "[a]\nkind = \"postgres\"\nurl  = \"${{TANDEM_OLD_URL}}\"\n\n[b]\nkind = \"postgres\"\nurl = \"${{TANDEM_B_URL}}\"\n{ORDER}"
+        );
+    let problem = only_problem(&text);
+    assert_eq!(
+        problem.message,
+        "[a]: url: environment variable TANDEM_OLD_URL is not set"
+    );
+    assert_eq!(at(&problem), (3, 8));
+
+    let text = with_order("columns = [{ a = \"${X1}\", b = \"${X2}_${X3}\" }]\n");
+    let all = problems(&text);
+    let messages: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            r#"entity "order": column #1: a: environment variable X1 is not set"#,
+            r#"entity "order": column #1: b: environment variable X2 is not set"#,
+            r#"entity "order": column #1: b: environment variable X3 is not set"#,
+        ]
+    );
+    assert_eq!(at(&all[0]), pos(&text, "\"${X1}"));
+    assert_eq!(at(&all[2]), pos(&text, "\"${X2}"));
+}
+
+#[test]
+fn malformed_env_references_are_reported_without_the_value() {
+    let text = HEAD.replace(
+        "postgres://tandem:hunter2@db/app",
+        "postgres://u:${pw@db/app",
+    ) + ORDER;
+    let problem = only_problem(&text);
+    assert_eq!(problem.message, r#"[b]: url: "${" without a closing "}""#);
+    assert_eq!(problem.line, 7);
+
+    let text = HEAD.replace("hunter2@db", "${1x}@db") + ORDER;
+    let problem = only_problem(&text);
+    assert_eq!(
+        problem.message,
+        r#"[b]: url: "${...}" must contain an environment variable name (letters, digits and _)"#
+    );
+}
+
+#[test]
+fn expanded_urls_never_appear_in_messages() {
+    // Breaking the file elsewhere must not leak the expanded URLs.
+    let text = EXAMPLE.replace("kind = \"postgres\"", "kind = \"pg\"");
+    let err = try_parse(&text).expect_err("bad kind");
+    let shown = format!("{err}\n{err:?}");
+    assert!(
+        !shown.contains("s3cret") && !shown.contains("t0psecret"),
+        "{shown}"
+    );
+    assert_eq!(err.problems.len(), 2);
+
+    let text = HEAD.replace(
+        "url = \"postgres://tandem:hunter2@db/app\"",
+        "url = \"${EMPTY}\"",
+    ) + ORDER;
+    assert_one(&text, "\"${EMPTY}\"", "[b]: url is empty");
+}
+
+// -- entities -------------------------------------------------------------------
+
+#[test]
+fn entity_names_must_be_present_unique_and_non_empty() {
+    let text = format!("{HEAD}{ORDER}{ORDER}");
+    let problem = only_problem(&text);
+    assert_eq!(
+        problem.message,
+        r#"entity "order": the name is already used by another entity (first at line 9)"#
+    );
+    assert_eq!(at(&problem), pos_nth(&text, "\"order\"", 1));
+    assert_eq!(problem.line, 13);
+
+    let text = format!("{HEAD}{}", ORDER.replace("\"order\"", "\"\""));
+    assert_one(&text, "\"\"", "entity #1: name must not be empty");
+}
+
+#[test]
+fn at_least_one_entity_is_required() {
+    let problem = only_problem(HEAD);
+    assert_eq!(
+        problem.message,
+        "no entities defined; add at least one [[entities]] table"
+    );
+    assert_eq!(problem.line, 0);
+    assert_eq!(only_problem(&format!("entities = []\n{HEAD}")).line, 0);
+}
+
+#[test]
+fn keys_must_be_non_empty_and_without_duplicates() {
+    let text = format!(
+            "{HEAD}[[entities]]\nname = \"order\"\na = {{ table = \"T\", key = [] }}\nb = {{ table = \"t\", key = [\"id\", \"no\", \"id\"] }}\n"
+        );
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        r#"entity "order": a.key must list at least one column"#
+    );
+    assert_eq!(at(&all[0]), pos(&text, "[]"));
+    assert_eq!(
+        all[1].message,
+        r#"entity "order": b.key lists column id twice"#
+    );
+    assert_eq!(at(&all[1]), pos_nth(&text, "\"id\"", 1));
+
+    let text = ORDER.replace("[\"ORDER_NO\"]", "[\"\"]");
+    assert_one(
+        &format!("{HEAD}{text}"),
+        "\"\"",
+        r#"entity "order": a.key has an empty column name"#,
+    );
+}
+
+#[test]
+fn table_names_split_on_the_first_dot_and_keep_case() {
+    let text = format!("{HEAD}{}", ORDER.replace("dbo.ORDERS", "Db.Sales.ORDERS"));
+    let config = ok(&text);
+    assert_eq!(
+        config.entities[0].a.table,
+        TableName {
+            schema: Some("Db".into()),
+            name: "Sales.ORDERS".into()
+        }
+    );
+    assert_eq!(config.entities[0].a.table.to_string(), "Db.Sales.ORDERS");
+}
+
+#[test]
+fn table_names_need_non_empty_parts() {
+    for (table, message) in [
+        (
+            ".ORDERS",
+            r#"entity "order": a.table ".ORDERS" has an empty schema name (write "schema.table" or "table")"#,
+        ),
+        (
+            "dbo.",
+            r#"entity "order": a.table "dbo." has an empty table name"#,
+        ),
+        ("", r#"entity "order": a.table must not be empty"#),
+    ] {
+        let text = format!("{HEAD}{}", ORDER.replace("dbo.ORDERS", table));
+        assert_one(&text, &format!("\"{table}\""), message);
+    }
+}
+
+#[test]
+fn a_column_mapped_twice_on_one_side_is_reported() {
+    let text = with_order(
+            "columns = [\n  { a = \"X\", b = \"x\" },\n  { a = \"Y\", b = \"x\" },\n  { a = \"X\", b = \"z\" },\n]\n",
+        );
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        r#"entity "order": column x is mapped twice on side B (first at line 13)"#
+    );
+    assert_eq!(at(&all[0]), pos_nth(&text, "\"x\"", 1));
+    assert_eq!(
+        all[1].message,
+        r#"entity "order": column X is mapped twice on side A (first at line 13)"#
+    );
+    assert_eq!(at(&all[1]), pos_nth(&text, "\"X\"", 1));
+}
+
+#[test]
+fn a_mapped_peer_id_column_is_reported() {
+    let text = format!(
+        "{HEAD}{}columns = [{{ a = \"NEW_ID\", b = \"id2\" }}]\n",
+        ORDER.replace(
+            "key = [\"ORDER_NO\"]",
+            "key = [\"ORDER_NO\"], peer_id_column = \"NEW_ID\""
+        )
+    );
+    let problem = only_problem(&text);
+    assert_eq!(
+        problem.message,
+        r#"entity "order": column NEW_ID is mapped but is also a.peer_id_column, which tandem fills itself"#
+    );
+    assert_eq!(at(&problem), pos_nth(&text, "\"NEW_ID\"", 1));
+}
+
+#[test]
+fn peer_id_column_needs_a_single_column_key_on_the_other_side() {
+    let text = format!(
+            "{HEAD}[[entities]]\nname = \"item\"\na = {{ table = \"ITEMS\", key = [\"NO\", \"LINE\"] }}\nb = {{ table = \"items\", key = [\"id\"], peer_id_column = \"legacy\" }}\n"
+        );
+    assert_one(
+        &text,
+        "\"legacy\"",
+        r#"entity "item": b.peer_id_column needs a single-column key on side A, but a.key has 2 columns"#,
+    );
+    // The reverse is fine: A's peer column holds B's single-column key.
+    ok(&text
+        .replace(
+            "key = [\"NO\", \"LINE\"] }",
+            "key = [\"NO\", \"LINE\"], peer_id_column = \"NEW_ID\" }",
+        )
+        .replace(", peer_id_column = \"legacy\"", ""));
+}
+
+// -- values ---------------------------------------------------------------------
+
+#[test]
+fn values_must_be_one_to_one() {
+    let text = format!(
+            "{HEAD}{ORDER}columns = [\n  {{ a = \"CUST_NAME\", b = \"customer\" }},\n  {{ a = \"STATUS\", b = \"status\", values = {{ O = \"open\", C = \"closed\", X = \"open\" }} }},\n]\n"
+        );
+    let err = try_parse(&text).expect_err("not one-to-one");
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(
+        err.to_string(),
+        r#"tandem.toml:14:3: entity "order": values of column STATUS are not one-to-one: A codes "O" and "X" both map to "open""#
+    );
+}
+
+#[test]
+fn values_are_compared_by_text_form() {
+    let text = with_order("columns = [{ a = \"F\", b = \"f\", values = { Y = 1, N = \"1\" } }]\n");
+    assert_one(
+        &text,
+        "{ a = \"F\"",
+        r#"entity "order": values of column F are not one-to-one: A codes "Y" and "N" map to 1 and "1", which are equal as text"#,
+    );
+}
+
+#[test]
+fn values_accept_scalars_of_any_type() {
+    let text = with_order(
+            "columns = [{ a = \"F\", b = \"f\", values = { Y = true, N = false, H = 0.5, T = 10, S = \"s\" } }]\n",
+        );
+    let config = ok(&text);
+    let values = config.entities[0].columns[0]
+        .values
+        .clone()
+        .expect("values");
+    let expected = [
+        ("Y", Value::Bool(true)),
+        ("N", Value::Bool(false)),
+        ("H", Value::from(0.5)),
+        ("T", Value::from(10)),
+        ("S", Value::from("s")),
+    ];
+    let expected: Vec<(Value, Value)> = expected
+        .into_iter()
+        .map(|(a, b)| (Value::from(a), b))
+        .collect();
+    assert_eq!(values.pairs, expected);
+}
+
+#[test]
+fn values_must_not_be_empty_or_hold_arrays_and_tables() {
+    let text = with_order("columns = [{ a = \"F\", b = \"f\", values = {} }]\n");
+    assert_one(
+        &text,
+        "{}",
+        r#"entity "order": values of column F must not be empty (remove it for no translation)"#,
+    );
+
+    let text = with_order(
+            "columns = [{ a = \"F\", b = \"f\", values = { A = [1], B = { x = 1 }, C = 1979-05-27 } }]\n",
+        );
+    let all = problems(&text);
+    let messages: Vec<&str> = all.iter().map(|p| p.message.as_str()).collect();
+    assert_eq!(
+        messages,
+        [
+            r#"entity "order": values of column F: code "A" maps to an array; B values must be a string, integer, float or boolean"#,
+            r#"entity "order": values of column F: code "B" maps to a table; B values must be a string, integer, float or boolean"#,
+            r#"entity "order": values of column F: code "C" maps to a date/time; B values must be a string, integer, float or boolean"#,
+        ]
+    );
+    assert_eq!(at(&all[0]), pos(&text, "[1]"));
+    assert_eq!(at(&all[1]), pos(&text, "{ x = 1 }"));
+    assert_eq!(at(&all[2]), pos(&text, "1979"));
+
+    let text = with_order("columns = [{ a = \"F\", b = \"f\", values = { A = nan } }]\n");
+    assert_one(
+        &text,
+        "nan",
+        r#"entity "order": values of column F: code "A" maps to a non-finite float; B values must be a string, integer, float or boolean"#,
+    );
+}
+
+// -- refs -----------------------------------------------------------------------
+
+fn item(columns: &str) -> String {
+    format!(
+            "[[entities]]\nname = \"item\"\na = {{ table = \"ITEMS\", key = [\"ITEM_NO\"] }}\nb = {{ table = \"items\", key = [\"id\"] }}\ncolumns = [{columns}]\n"
+        )
+}
+
+#[test]
+fn ref_must_name_a_known_other_entity() {
+    let text = format!(
+        "{HEAD}{ORDER}{}",
+        item("{ a = \"ORDER_NO\", b = \"order_id\", ref = \"ordr\" }")
+    );
+    assert_one(
+        &text,
+        "\"ordr\"",
+        r#"entity "item": column ORDER_NO refers to unknown entity "ordr""#,
+    );
+
+    let text = format!(
+        "{HEAD}{ORDER}{}",
+        item("{ a = \"PARENT_NO\", b = \"parent_id\", ref = \"item\" }")
+    );
+    assert_one(
+        &text,
+        "\"item\" }",
+        r#"entity "item": column PARENT_NO refers to the entity itself; an entity cannot reference itself"#,
+    );
+}
+
+#[test]
+fn ref_needs_a_parent_with_a_single_column_key() {
+    let parent = ORDER.replace("[\"ORDER_NO\"]", "[\"ORDER_NO\", \"YEAR\"]");
+    let text = format!(
+        "{HEAD}{parent}{}",
+        item("{ a = \"ORDER_NO\", b = \"order_id\", ref = \"order\" }")
+    );
+    assert_one(
+        &text,
+        "\"order\" }",
+        r#"entity "item": column ORDER_NO refers to entity "order", whose key on side A has 2 columns; a ref needs a single-column key"#,
+    );
+}
+
+#[test]
+fn ref_cannot_be_combined_with_values() {
+    let text = format!(
+        "{HEAD}{ORDER}{}",
+        item("{ a = \"ORDER_NO\", b = \"order_id\", values = { A = \"a\" }, ref = \"order\" }")
+    );
+    assert_one(
+        &text,
+        "\"order\" }",
+        r#"entity "item": column ORDER_NO: values and ref cannot be combined; a ref column is translated through the id map of its parent"#,
+    );
+}
+
+#[test]
+fn ref_cycles_are_named() {
+    let text = format!(
+            "{HEAD}{}{}[[entities]]\nname = \"line\"\na = {{ table = \"L\", key = [\"L\"] }}\nb = {{ table = \"l\", key = [\"l\"] }}\ncolumns = [{{ a = \"I\", b = \"i\", ref = \"item\" }}]\n",
+            ORDER.to_owned() + "columns = [{ a = \"LAST_LINE\", b = \"last_line\", ref = \"line\" }]\n",
+            item("{ a = \"ORDER_NO\", b = \"order_id\", ref = \"order\" }"),
+        );
+    // order -> line -> item -> order, found (and reported) where the
+    // search from "order" closes it: at item's ref.
+    assert_one(
+        &text,
+        "\"order\" }",
+        r#"entity "item": refs form a cycle: item -> order -> line -> item"#,
+    );
+
+    let text = format!(
+        "{HEAD}{}{}",
+        ORDER.to_owned() + "columns = [{ a = \"ITEM\", b = \"item\", ref = \"item\" }]\n",
+        item("{ a = \"ORDER_NO\", b = \"order_id\", ref = \"order\" }"),
+    );
+    assert_one(
+        &text,
+        "\"order\" }",
+        r#"entity "item": refs form a cycle: item -> order -> item"#,
+    );
+}
+
+// -- sync and pool --------------------------------------------------------------
+
+#[test]
+fn sync_values_must_be_positive() {
+    for key in [
+        "batch_size",
+        "poll_interval_ms",
+        "max_attempts",
+        "retry_min_ms",
+        "retry_max_ms",
+    ] {
+        let text = format!("{HEAD}[sync]\n{key} = 0\n{ORDER}");
+        let problem = only_problem(&text);
+        assert_eq!(
+            problem.message,
+            format!("[sync]: {key} must be at least 1, got 0")
+        );
+        assert_eq!(at(&problem), (9, key.len() + 4));
+    }
+    let text = format!("{HEAD}[sync]\nbatch_size = -5\n{ORDER}");
+    assert_one(&text, "-5", "[sync]: batch_size must be at least 1, got -5");
+    let text = format!("{HEAD}[sync]\nmax_attempts = 5000000000\n{ORDER}");
+    assert_one(
+        &text,
+        "5000000000",
+        "[sync]: max_attempts is too large (5000000000)",
+    );
+}
+
+#[test]
+fn retry_min_must_not_exceed_retry_max() {
+    let text = format!("{HEAD}[sync]\nretry_min_ms = 500\nretry_max_ms = 100\n{ORDER}");
+    assert_one(
+        &text,
+        "500",
+        "[sync]: retry_min_ms (500) must not exceed retry_max_ms (100)",
+    );
+    // Only the maximum written: it clashes with the default minimum.
+    let text = format!("{HEAD}[sync]\nretry_max_ms = 100\n{ORDER}");
+    assert_one(
+        &text,
+        "100",
+        "[sync]: retry_min_ms (200) must not exceed retry_max_ms (100)",
+    );
+}
+
+#[test]
+fn pool_size_and_schema_are_checked() {
+    let text = format!("{}pool_size = 0\nschema = \"\"\n{ORDER}", HEAD);
+    let all = problems(&text);
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(all[0].message, "[b]: pool_size must be at least 1, got 0");
+    assert_eq!(at(&all[0]), (8, 13));
+    assert_eq!(all[1].message, "[b]: schema must not be empty");
+    assert_eq!(at(&all[1]), (9, 10));
+}
+
+// -- reporting ------------------------------------------------------------------
+
+#[test]
+fn all_problems_are_reported_in_file_order() {
+    let text = r#"[a]
+kind = "db2"
+url = "${NOPE}"
+pool_size = 0
+
+[b]
+kind = "postgres"
+url = "x"
+
+[sync]
+retry_min_ms = 0
+
+[[entities]]
+name = "order"
+direction = "up"
+a = { table = "ORDERS", key = [] }
+b = { table = ".orders", key = ["id"], peer_id_column = "" }
+columns = [{ a = "S", b = "s", values = { X = "x", Y = "x" }, ref = "nobody" }]
+"#;
+    let all = problems(text);
+    let lines: Vec<usize> = all.iter().map(|p| p.line).collect();
+    assert_eq!(lines, [2, 3, 4, 11, 15, 16, 17, 17, 18, 18, 18], "{all:#?}");
+    let shown = try_parse(text).expect_err("broken").to_string();
+    assert_eq!(shown.lines().count(), all.len());
+    assert!(shown.starts_with(
+            "tandem.toml:2:8: [a]: kind \"db2\" is not valid; expected one of \"postgres\", \"mssql\"\ntandem.toml:3:7: [a]: url: environment variable NOPE is not set\n"
+        ), "{shown}");
+}
+
+#[test]
+fn problem_positions_count_characters() {
+    let index = LineIndex::new("ab\nçé = 1\n");
+    assert_eq!(index.position(0), (1, 1));
+    assert_eq!(index.position(3), (2, 1));
+    assert_eq!(index.position(3 + "çé ".len()), (2, 4));
+    assert_eq!(index.position(1000), (3, 1));
+}
+
+// -- redaction ------------------------------------------------------------------
+
+#[test]
+fn secret_prints_redacted() {
+    let url = Secret::new("postgres://user:pw@host/db".to_owned());
+    assert_eq!(url.to_string(), "postgres://user:***@host/db");
+    assert_eq!(url.redacted(), "postgres://user:***@host/db");
+    assert_eq!(
+        format!("{url:?}"),
+        "Secret(\"postgres://user:***@host/db\")"
+    );
+    assert_eq!(url.expose(), "postgres://user:pw@host/db");
+
+    let config = ok(EXAMPLE);
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("s3cret") && !debug.contains("t0psecret"));
+    let ado = Secret::new("Server=db;Password=pw;".to_owned());
+    assert_eq!(ado.to_string(), "Server=db;Password=***;");
+}
+
+// -- derived facts ----------------------------------------------------------------
+
+#[test]
+fn key_is_given_when_every_key_column_is_mapped() {
+    let config = ok(EXAMPLE);
+    let item = config.entity("order_item").expect("order_item");
+    assert!(item.key_is_given(Side::A));
+    assert!(!item.key_is_given(Side::B));
+    let order = config.entity("order").expect("order");
+    assert!(!order.key_is_given(Side::A));
+    assert!(!order.key_is_given(Side::B));
+}
+
+#[test]
+fn parents_come_first() {
+    let text = format!(
+            "{HEAD}{}{}{}",
+            item("{ a = \"ORDER_NO\", b = \"order_id\", ref = \"order\" }, { a = \"O2\", b = \"o2\", ref = \"order\" }, { a = \"C\", b = \"c\", ref = \"customer\" }"),
+            ORDER.to_owned() + "columns = [{ a = \"CUST\", b = \"cust\", ref = \"customer\" }]\n",
+            ORDER.replace("order", "customer"),
+        );
+    let config = ok(&text);
+    assert_eq!(
+        config.entity("item").expect("item").parents(),
+        ["order", "customer"]
+    );
+    let order: Vec<&str> = config
+        .entities_parents_first()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(order, ["customer", "order", "item"]);
+
+    let config = ok(EXAMPLE);
+    let order: Vec<&str> = config
+        .entities_parents_first()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(order, ["order", "order_item"]);
+}
+
+#[test]
+fn direction_flows() {
+    assert!(Direction::Both.flows(Side::A));
+    assert!(Direction::Both.flows(Side::B));
+    assert!(Direction::AToB.flows(Side::A));
+    assert!(!Direction::AToB.flows(Side::B));
+    assert!(!Direction::BToA.flows(Side::A));
+    assert!(Direction::BToA.flows(Side::B));
+}
+
+#[test]
+fn sides_name_themselves() {
+    assert_eq!(Side::A.other(), Side::B);
+    assert_eq!(Side::B.other(), Side::A);
+    assert_eq!((Side::A.name(), Side::B.name()), ("a", "b"));
+    assert_eq!(format!("{} {}", Side::A, Side::B), "A B");
+    let table = TableName {
+        schema: None,
+        name: "orders".into(),
+    };
+    assert_eq!(table.to_string(), "orders");
+}
+
+// -- finding and reading the file ---------------------------------------------
+
+#[test]
+fn resolve_path_prefers_cli_then_env() {
+    let cli = Path::new("/etc/tandem/prod.toml");
+    assert_eq!(
+        resolve_path_from(Some(cli), Some("/x.toml".into())),
+        PathBuf::from(cli)
+    );
+    assert_eq!(
+        resolve_path_from(None, Some("/x.toml".into())),
+        PathBuf::from("/x.toml")
+    );
+    assert_eq!(
+        resolve_path_from(None, Some("".into())),
+        PathBuf::from("tandem.toml")
+    );
+    assert_eq!(resolve_path_from(None, None), PathBuf::from("tandem.toml"));
+    assert_eq!(resolve_path(Some(cli)), PathBuf::from(cli));
+}
+
+#[test]
+fn load_reads_the_file() {
+    let dir = std::env::temp_dir().join(format!("tandem-config-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("tandem.toml");
+    std::fs::write(&path, with_order("")).expect("write");
+    let config = load(&path).expect("valid");
+    assert_eq!(config.path, path);
+    assert_eq!(config.a.kind, DbKind::Mssql);
+
+    let missing = dir.join("missing.toml");
+    let err = load(&missing).expect_err("missing file");
+    assert_eq!(err.problems.len(), 1);
+    assert!(err.to_string().starts_with(&format!(
+        "{}: cannot read the config file:",
+        missing.display()
+    )));
+    std::fs::remove_dir_all(&dir).expect("cleanup");
+}

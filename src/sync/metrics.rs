@@ -1,0 +1,49 @@
+//! The pipeline's own series (changes applied, failures, batch sizes, latency), recorded
+//! through the `metrics` facade: the pipeline does not know the exporter, which
+//! `service::metrics` installs (without one, recording is a no-op). `service::metrics`
+//! re-exports these and describes the series.
+
+use ::metrics::{counter, histogram};
+
+use crate::config::Side;
+use crate::endpoint::EndpointError;
+use crate::sync::BatchReport;
+
+/// Label of a direction, e.g. `a_to_b`.
+pub fn direction(from: Side) -> &'static str {
+    match from {
+        Side::A => "a_to_b",
+        Side::B => "b_to_a",
+    }
+}
+
+/// Records what one batch did.
+pub fn record_batch(from: Side, r: &BatchReport) {
+    if r.claimed == 0 {
+        // Idle polls are not batches: counting them would drown the size histogram in zeros.
+        return;
+    }
+    let d = direction(from);
+    counter!("tandem_changes_applied_total", "direction" => d).increment(r.written as u64);
+    counter!("tandem_changes_unchanged_total", "direction" => d).increment(r.unchanged as u64);
+    counter!("tandem_changes_stale_total", "direction" => d).increment(r.stale as u64);
+    counter!("tandem_changes_after_delete_total", "direction" => d).increment(r.deleted as u64);
+    counter!("tandem_changes_suspended_total", "direction" => d).increment(r.suspended as u64);
+    counter!("tandem_failures_total", "direction" => d, "kind" => "change")
+        .increment(r.failed as u64);
+    histogram!("tandem_batch_claimed", "direction" => d).record(r.claimed as f64);
+    let latency = histogram!("tandem_apply_latency_seconds", "direction" => d);
+    for s in &r.latencies_s {
+        latency.record(*s);
+    }
+}
+
+/// Records a batch that failed as a whole.
+pub fn record_error(from: Side, e: &EndpointError) {
+    let kind = match e {
+        EndpointError::Unreachable { .. } => "unreachable",
+        EndpointError::Database { .. } => "database",
+        EndpointError::Config(_) => "config",
+    };
+    counter!("tandem_failures_total", "direction" => direction(from), "kind" => kind).increment(1);
+}
