@@ -1013,3 +1013,94 @@ async fn sql_server_works_as_side_b_too() {
         0
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn a_backlog_of_updates_at_sql_server_costs_one_apply_per_record() {
+    // SQL Server's claim_batch: pipelined batches that fold a record's later plain updates.
+    let url = mssql_url();
+    let a_url = fresh_ms_db(&url, "backlog").await;
+    let (_, b_url) = common::fresh_dbs("ms_backlog");
+    let text = DEMO_CONFIG
+        .replacen("kind = \"postgres\"", "kind = \"mssql\"", 1)
+        .replace(
+            "poll_interval_ms = 500",
+            "poll_interval_ms = 500\nbatch_size = 20",
+        );
+    let mut env = Env::on(a_url, b_url, &text, A_SCHEMA, B_SCHEMA, true).await;
+    let numbers: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    ms_exec(
+        &mut env.ms,
+        &format!(
+            "SET IDENTITY_INSERT dbo.ORDERS ON;
+             INSERT INTO dbo.ORDERS (ORDER_NO, CUST_NAME, AMOUNT)
+             SELECT CONVERT(int, value), N'c' + value, CONVERT(int, value) FROM OPENJSON(N'[{}]');
+             SET IDENTITY_INSERT dbo.ORDERS OFF;",
+            numbers.join(",")
+        ),
+    )
+    .await;
+    env.drain().await;
+    for round in 1..=5 {
+        ms_exec(
+            &mut env.ms,
+            &format!(
+                "UPDATE dbo.ORDERS SET AMOUNT = AMOUNT + 1000, CUST_NAME = N'r{round}-' + CONVERT(nvarchar(10), ORDER_NO)"
+            ),
+        )
+        .await;
+        if round == 3 {
+            ms_exec(&mut env.ms, "DELETE FROM dbo.ORDERS WHERE ORDER_NO = 7").await;
+        }
+        if round == 4 {
+            ms_exec(
+                &mut env.ms,
+                "SET IDENTITY_INSERT dbo.ORDERS ON;
+                 INSERT INTO dbo.ORDERS (ORDER_NO, CUST_NAME, AMOUNT) VALUES (7, N'reborn', 7);
+                 SET IDENTITY_INSERT dbo.ORDERS OFF;",
+            )
+            .await;
+        }
+    }
+    ms_exec(&mut env.ms, "DELETE FROM dbo.ORDERS WHERE ORDER_NO = 9").await;
+    let queued = ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await;
+    assert_eq!(queued, 5 * 60 - 1 + 2 + 1);
+    let r = env.drain().await;
+    assert_eq!(r.claimed as i64, queued, "every row claimed once: {r:?}");
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert!(r.written <= 62, "one write per record and run: {r:?}");
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT legacy_no::text, customer, amount::text FROM orders \
+             WHERE legacy_no IN (6, 7, 8, 9) ORDER BY legacy_no"
+        )
+        .await,
+        table(&[
+            &["6", "r5-6", "5006.00"],
+            &["7", "r5-7", "1007.00"],
+            &["8", "r5-8", "5008.00"]
+        ]),
+        "the newest images; 7 re-created, 9 gone"
+    );
+    assert_eq!(
+        count(&env.pg, "SELECT count(*) FROM orders").await,
+        59,
+        "every record but 9"
+    );
+    assert_eq!(
+        ms_rows(
+            &mut env.ms,
+            "SELECT a_key, CONVERT(varchar(1), deleted) FROM tandem.id_map WHERE a_key IN (N'[7]', N'[9]') ORDER BY a_key"
+        )
+        .await,
+        table(&[&["[7]", "0"], &["[9]", "1"]])
+    );
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+        0
+    );
+}

@@ -135,6 +135,70 @@ impl MsEndpoint {
     }
 
     /// Runs a statement outside any transaction and returns its rows.
+    /// Runs a claim statement (columns: seq, entity, op, image, captured_us, attempts, and
+    /// optionally pulled and the record's outbox key) and converts the images to the
+    /// canonical form.
+    async fn claimed(
+        &self,
+        what: &str,
+        sql: &str,
+        params: &[&dyn tiberius::ToSql],
+    ) -> Result<Vec<OutboxRow>, EndpointError> {
+        let plan = self.plan().await?;
+        let rows = match self.rows(what, sql, params).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.forget_plan(&e).await;
+                return Err(e);
+            }
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let cell = |n: &str| {
+                EndpointError::Config(format!(
+                    "internal: {what}: column {n} is missing or of another type"
+                ))
+            };
+            let seq = r
+                .try_get::<i64, _>(0)
+                .map_err(|_| cell("seq"))?
+                .ok_or_else(|| cell("seq"))?;
+            let entity = r
+                .try_get::<&str, _>(1)
+                .map_err(|_| cell("entity"))?
+                .ok_or_else(|| cell("entity"))?;
+            let op = r
+                .try_get::<&str, _>(2)
+                .map_err(|_| cell("op"))?
+                .ok_or_else(|| cell("op"))?;
+            let image = r
+                .try_get::<&str, _>(3)
+                .map_err(|_| cell("image"))?
+                .ok_or_else(|| cell("image"))?;
+            let image = match plan.entities.get(entity) {
+                Some(p) => canonical_image(p, image),
+                None => image.to_string(),
+            };
+            let extra = r.len() > 6;
+            out.push(OutboxRow {
+                seq,
+                entity: entity.to_string(),
+                op: op.to_string(),
+                image: Some(image),
+                captured_at: instant(r.try_get::<i64, _>(4).ok().flatten())
+                    .unwrap_or_else(Utc::now),
+                attempts: r.try_get::<i32, _>(5).ok().flatten().unwrap_or(0),
+                pulled: extra && r.try_get::<bool, _>(6).ok().flatten().unwrap_or(false),
+                key: if extra {
+                    r.try_get::<&str, _>(7).ok().flatten().map(str::to_string)
+                } else {
+                    None
+                },
+            });
+        }
+        Ok(out)
+    }
+
     async fn rows(
         &self,
         what: &str,
@@ -210,44 +274,26 @@ impl Endpoint for MsEndpoint {
     }
 
     async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
-        let plan = self.plan().await?;
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let rows = match self
-            .rows("claim pending changes", &self.common.claim, &[&limit])
+        self.claimed("claim pending changes", &self.common.claim, &[&limit])
             .await
-        {
-            Ok(r) => r,
-            Err(e) => {
-                self.forget_plan(&e).await;
-                return Err(e);
-            }
-        };
-        let mut out = Vec::with_capacity(rows.len());
-        for r in &rows {
-            let (Some(seq), Some(entity), Some(op), Some(image)) = (
-                r.get::<i64, _>(0),
-                r.get::<&str, _>(1),
-                r.get::<&str, _>(2),
-                r.get::<&str, _>(3),
-            ) else {
-                continue;
-            };
-            let image = match plan.entities.get(entity) {
-                Some(p) => canonical_image(p, image),
-                None => image.to_string(),
-            };
-            out.push(OutboxRow {
-                seq,
-                entity: entity.to_string(),
-                op: op.to_string(),
-                image: Some(image),
-                captured_at: instant(r.get::<i64, _>(4)).unwrap_or_else(Utc::now),
-                attempts: r.get::<i32, _>(5).unwrap_or(0),
-                pulled: false,
-                key: None,
-            });
-        }
-        Ok(out)
+    }
+
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let fold = serde_json::to_string(fold).unwrap_or_else(|_| "[]".into());
+        self.claimed(
+            "claim pending changes",
+            &self.common.claim_batch,
+            &[&limit, &after, &fold.as_str()],
+        )
+        .await
+        .map(Some)
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {

@@ -253,6 +253,7 @@ pub fn uninstall_script(config: &Config, side: Side) -> Result<String, EndpointE
 #[derive(Debug, Clone)]
 pub struct Common {
     pub claim: String,
+    pub claim_batch: String,
     pub links_by_own: String,
     pub suspended_list: String,
     pub resubmit: String,
@@ -282,6 +283,7 @@ impl Common {
         };
         Ok(Common {
             claim: get("claim")?,
+            claim_batch: get("claim_batch")?,
             links_by_own: get("links_by_own")?,
             suspended_list: get("suspended_list")?,
             resubmit: get("resubmit")?,
@@ -718,6 +720,7 @@ pub fn runtime_listing(common: &Common) -> String {
     };
     for (n, t) in [
         ("claim", &common.claim),
+        ("claim_batch", &common.claim_batch),
         ("links_by_own", &common.links_by_own),
         ("session", &common.session),
         ("rollback", &common.rollback),
