@@ -13,141 +13,19 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::fixtures::{count, rows, table};
+use common::mssql::{
+    fresh_ms_db, is_babelfish, ms_connect, ms_count, ms_exec, ms_rows, mssql_url, Ms,
+};
 use tandem::config::{self, Config, Side};
 use tandem::endpoint::mssql::ado;
 use tandem::sync::{self, BatchReport, Sides};
-use tiberius::ColumnData;
-use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 const DEMO_CONFIG: &str = include_str!("../sql/demo/tandem.toml");
 const A_SCHEMA: &str = include_str!("../sql/mssql/demo_a.sql");
 const B_SCHEMA: &str = include_str!("../sql/demo/b_new.sql");
-
-type Ms = tiberius::Client<Compat<TcpStream>>;
-
-/// The server to test against. The tests are `#[ignore]`d when the variable was not set at
-/// build time (build.rs); run anyway without it, they fail rather than pass unproven.
-fn mssql_url() -> String {
-    match std::env::var("TANDEM_TEST_MSSQL_URL") {
-        Ok(u) if !u.trim().is_empty() => u,
-        _ => panic!(
-            "TANDEM_TEST_MSSQL_URL is not set: this SQL Server test cannot run (bash deploy/test.sh starts Babelfish and sets it)"
-        ),
-    }
-}
-
-async fn ms_connect(url: &str) -> Ms {
-    let a = ado::parse(url, Side::A).unwrap_or_else(|e| panic!("TANDEM_TEST_MSSQL_URL: {e}"));
-    let tcp = TcpStream::connect(a.config.get_addr())
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {}: {e}", a.target));
-    tcp.set_nodelay(true).expect("nodelay");
-    tiberius::Client::connect(a.config, tcp.compat_write())
-        .await
-        .unwrap_or_else(|e| panic!("cannot log in to {}: {e}", a.target))
-}
-
-/// Runs a script (batches separated by GO lines).
-async fn ms_exec(c: &mut Ms, script: &str) {
-    for b in tandem::endpoint::mssql::sql::batches(script) {
-        c.simple_query(b.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("{b}: {e}"))
-            .into_results()
-            .await
-            .unwrap_or_else(|e| panic!("{b}: {e}"));
-    }
-}
-
-fn cell(d: &ColumnData<'static>) -> String {
-    match d {
-        ColumnData::U8(Some(v)) => v.to_string(),
-        ColumnData::I16(Some(v)) => v.to_string(),
-        ColumnData::I32(Some(v)) => v.to_string(),
-        ColumnData::I64(Some(v)) => v.to_string(),
-        ColumnData::F32(Some(v)) => v.to_string(),
-        ColumnData::F64(Some(v)) => v.to_string(),
-        ColumnData::Bit(Some(v)) => (if *v { "t" } else { "f" }).to_string(),
-        ColumnData::String(Some(v)) => v.to_string(),
-        ColumnData::Guid(Some(v)) => v.to_string(),
-        ColumnData::Numeric(Some(v)) => v.to_string(),
-        ColumnData::Binary(Some(v)) => v.iter().map(|b| format!("{b:02x}")).collect(),
-        _ if format!("{d:?}").contains("None") => "NULL".to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Rows of a query as text (NULL as "NULL"); cast dates and decimals in the query.
-async fn ms_rows(c: &mut Ms, sql: &str) -> Vec<Vec<String>> {
-    let rows = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_first_result()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .map(|r| r.cells().map(|(_, d)| cell(d)).collect())
-        .collect()
-}
-
-async fn ms_count(c: &mut Ms, sql: &str) -> i64 {
-    ms_rows(c, sql).await[0][0]
-        .parse()
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-/// Is the server Babelfish for PostgreSQL (a T-SQL engine that is not SQL Server)?
-async fn is_babelfish(c: &mut Ms) -> bool {
-    ms_rows(c, "SELECT @@VERSION").await[0][0].contains("Babelfish")
-}
-
-/// A fresh database on the test server; returns its connection string.
-async fn fresh_ms_db(url: &str, test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "tandem_{}_{}_{}",
-        test,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = ms_connect(url).await;
-    // The name is new (process id and counter): no earlier database to drop. Babelfish may
-    // refuse one of two CREATE DATABASE at the same instant ("tuple concurrently updated"):
-    // tried again a few times.
-    let create = format!("CREATE DATABASE [{name}];");
-    for attempt in 1.. {
-        let r = admin.simple_query(create.as_str()).await;
-        let r = match r {
-            Ok(s) => s.into_results().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => break,
-            Err(e) if attempt < 10 && e.to_string().contains("concurrently") => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Err(e) => panic!("{create}: {e}"),
-        }
-    }
-    // SQL Server: pin the lowest level tandem supports (130, SQL Server 2016), so the suite
-    // proves that level. Babelfish has no ALTER DATABASE; its test rig reports 150.
-    if is_babelfish(&mut admin).await {
-        println!("babelfish: skipped ALTER DATABASE {name} SET COMPATIBILITY_LEVEL = 130 (not supported there)");
-    } else {
-        ms_exec(
-            &mut admin,
-            &format!("ALTER DATABASE [{name}] SET COMPATIBILITY_LEVEL = 130;"),
-        )
-        .await;
-    }
-    ado::with_database(url, &name).expect("connection string")
-}
 
 /// Side A on SQL Server (or B, with `b_on_mssql`), the other on PostgreSQL, installed.
 struct Env {

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod mssql;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
