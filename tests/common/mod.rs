@@ -8,6 +8,7 @@
 
 pub mod fixtures;
 pub mod mssql;
+pub mod side;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
