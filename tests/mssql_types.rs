@@ -5,7 +5,7 @@
 //! The `FOR JSON` samples below are written in the formats SQL Server documents for FOR JSON
 //! (ISO 8601 date/times with all fractional digits of the type, base64 for binary, upper-case
 //! uniqueidentifier, true/false for bit, `\/` for a slash); they were not captured from a live
-//! server on this machine. `mssql_sync.rs` checks the same values end to end against a real
+//! server on this machine. `scenarios.rs` checks the same values end to end against a real
 //! server when TANDEM_TEST_MSSQL_URL is set.
 
 use serde_json::{json, Value};

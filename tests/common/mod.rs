@@ -7,6 +7,8 @@
 #![allow(dead_code)]
 
 pub mod fixtures;
+pub mod mssql;
+pub mod side;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;

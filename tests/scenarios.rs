@@ -1,0 +1,819 @@
+//! The core sync scenarios, written once and run on every pairing of dialects:
+//! `pg_pg::…` (PostgreSQL ↔ PostgreSQL), `ms_pg::…` (A on SQL Server, B on PostgreSQL) and
+//! `pg_ms::…` (A on PostgreSQL, B on SQL Server): capture, mapped apply both ways, id links,
+//! the sequence guard, tombstones, no echo, parents first, key changes, a value that does not
+//! fit, exact round trips of every mapped type.
+//!
+//! Statements are written in the neutral spelling of `common::side` (T-SQL's `[Name]` quoting,
+//! `BEGIN TRANSACTION`, `CAST`), or per dialect where the dialects differ; where the product
+//! itself differs by dialect (what a capture trigger reads, how a rewrite shows), the scenario
+//! states the intent per dialect.
+//!
+//! The SQL Server pairings need a SQL Server or Babelfish: TANDEM_TEST_MSSQL_URL, an ADO.NET
+//! connection string of a login that may create databases, set when the tests are built
+//! (`deploy/test.sh` starts Babelfish from `../shared/babelfish` and sets it). Without it they
+//! are reported as ignored (build.rs). On Babelfish, the steps it cannot run are skipped one by
+//! one, each printing `babelfish: skipped …` and why. PostgreSQL is started by the tests.
+
+mod common;
+
+use common::fixtures::table;
+use common::side::{brackets_to_quotes, Dialect, Env, Pairing, TestSide, DEMO_CONFIG};
+
+/// One `#[tokio::test]` per scenario and pairing; the SQL Server pairings are ignored when no
+/// server was configured at build time.
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod pg_pg {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Pairing::PgPg).await
+                }
+            )*
+        }
+        mod ms_pg {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                #[cfg_attr(
+                    not(tandem_mssql),
+                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+                )]
+                async fn $name() {
+                    super::$name(Pairing::MsPg).await
+                }
+            )*
+        }
+        mod pg_ms {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                #[cfg_attr(
+                    not(tandem_mssql),
+                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+                )]
+                async fn $name() {
+                    super::$name(Pairing::PgMs).await
+                }
+            )*
+        }
+    };
+}
+
+scenarios!(
+    capture_is_transactional_full_image_and_ordered,
+    inserts_updates_deletes_flow_both_ways_mapped_and_linked,
+    duplicates_and_older_images_change_nothing,
+    a_late_update_never_revives_a_deleted_record,
+    an_apply_that_changes_nothing_writes_nothing,
+    children_follow_their_parents_both_ways_with_given_and_generated_keys,
+    a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
+    a_key_change_travels_as_delete_and_insert,
+    claiming_neither_waits_for_nor_skips_an_open_writer,
+    a_value_that_does_not_fit_fails_alone_and_names_its_column,
+    values_survive_a_round_trip_through_the_other_side_exactly,
+    a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order,
+);
+
+#[test]
+fn the_neutral_spelling_quotes_only_identifiers() {
+    assert_eq!(
+        brackets_to_quotes(
+            r#"SELECT [CUST_NAME] FROM dbo.[ORDERS] WHERE a_key = '[500,3]' OR b_key = '["X",2]'"#
+        ),
+        r#"SELECT "CUST_NAME" FROM dbo."ORDERS" WHERE a_key = '[500,3]' OR b_key = '["X",2]'"#
+    );
+}
+
+async fn capture_is_transactional_full_image_and_ordered(p: Pairing) {
+    let env = Env::demo(p, "capture").await;
+    let a = &env.a;
+    // A rolled-back transaction captures nothing.
+    a.exec("BEGIN TRANSACTION; INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('ghost'); ROLLBACK;")
+        .await;
+    assert_eq!(a.outbox_count().await, 0);
+
+    a.exec_in_transaction(
+        "INSERT INTO dbo.[ORDERS] ([CUST_NAME], [AMOUNT], [REMARK]) VALUES ('Ada', 10.50, 'x');
+         UPDATE dbo.[ORDERS] SET [STATUS] = 'C' WHERE [CUST_NAME] = 'Ada';",
+    )
+    .await;
+    let got = a
+        .rows(a.sql(
+            "SELECT op::text, image->>'CUST_NAME', image->>'STATUS', image->'AMOUNT' \
+             FROM tandem.outbox ORDER BY seq",
+            "SELECT op, JSON_VALUE(image, '$.CUST_NAME'), JSON_VALUE(image, '$.STATUS'), \
+                    JSON_VALUE(image, '$.AMOUNT') \
+             FROM tandem.outbox ORDER BY seq",
+        ))
+        .await;
+    assert_eq!(
+        got,
+        table(&[&["I", "Ada", "O", "10.50"], &["U", "Ada", "C", "10.50"]]),
+        "full images, exact numeric scale"
+    );
+    // The unmapped REMARK: PostgreSQL's trigger captures the whole row; SQL Server's reads
+    // only the mapped columns (not REMARK, not the rowversion).
+    let unmapped = a
+        .rows(a.sql(
+            "SELECT image ? 'REMARK', image->'REMARK' FROM tandem.outbox ORDER BY seq",
+            "SELECT CASE WHEN image LIKE '%REMARK%' OR image LIKE '%ROW_VER%' THEN 't' ELSE 'f' END \
+             FROM tandem.outbox ORDER BY seq",
+        ))
+        .await;
+    let want: &[&str] = if a.is_ms() { &["f"] } else { &["t", "\"x\""] };
+    assert_eq!(unmapped, table(&[want, want]));
+    let seqs = a
+        .rows("SELECT seq FROM tandem.outbox ORDER BY captured_at, seq")
+        .await;
+    assert!(seqs[0][0].parse::<i64>().unwrap() < seqs[1][0].parse::<i64>().unwrap());
+
+    // A column tandem does not synchronise: SQL Server captures nothing; PostgreSQL captures
+    // the row (the apply finds nothing to write, see an_apply_that_changes_nothing_writes_nothing).
+    a.exec("UPDATE dbo.[ORDERS] SET [REMARK] = 'y'").await;
+    let pending = if a.is_ms() { 2 } else { 3 };
+    assert_eq!(a.outbox_count().await, pending);
+    // An update that changes nothing is not captured.
+    a.exec("UPDATE dbo.[ORDERS] SET [STATUS] = [STATUS]").await;
+    assert_eq!(a.outbox_count().await, pending);
+    // A multi-row statement is captured row by row.
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('m1'), ('m2'), ('m3')")
+        .await;
+    assert_eq!(a.outbox_count().await, pending + 3);
+    // A mapped NULL stays a member with value null, apart from '' and from absence.
+    assert_eq!(
+        a.count(a.sql(
+            "SELECT count(*) FROM tandem.outbox WHERE image->'AMOUNT' = 'null'::jsonb",
+            "SELECT count(*) FROM tandem.outbox \
+             WHERE image LIKE '%\"AMOUNT\":null%' OR image LIKE '%\"AMOUNT\": null%'",
+        ))
+        .await,
+        3
+    );
+    // What is claimed applies at B (Ada's images folded into her newest).
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (4, 0), "{r:?}");
+    assert_eq!(
+        env.b
+            .rows("SELECT customer, status, CAST(amount AS varchar(40)) FROM orders ORDER BY id")
+            .await[0],
+        vec!["Ada", "closed", "10.50"]
+    );
+}
+
+async fn inserts_updates_deletes_flow_both_ways_mapped_and_linked(p: Pairing) {
+    let env = Env::demo(p, "both_ways").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME], [STATUS], [AMOUNT]) VALUES ('Ada', 'O', 12.30)")
+        .await;
+    b.exec("INSERT INTO orders (customer, status, amount) VALUES ('Bob', 'closed', 7)")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed, r.suspended), (2, 0, 0), "{r:?}");
+
+    // Mapped: renamed columns, translated codes; each side sees the other's id.
+    let a_rows = a
+        .rows(
+            "SELECT [ORDER_NO], [CUST_NAME], [STATUS], CAST([AMOUNT] AS varchar(40)), [NEW_ID] \
+             FROM dbo.[ORDERS] ORDER BY [CUST_NAME]",
+        )
+        .await;
+    let b_rows = b
+        .rows(
+            "SELECT id, customer, status, CAST(amount AS varchar(40)), legacy_no \
+             FROM orders ORDER BY customer",
+        )
+        .await;
+    assert_eq!((a_rows.len(), b_rows.len()), (2, 2));
+    let (a_ada, a_bob, b_ada, b_bob) = (&a_rows[0], &a_rows[1], &b_rows[0], &b_rows[1]);
+    assert_eq!(&b_ada[1..4], &["Ada", "open", "12.30"]);
+    assert_eq!(&a_bob[1..4], &["Bob", "C", "7.00"]);
+    assert_eq!(a_ada[4], b_ada[0], "A's NEW_ID holds B's id");
+    assert_eq!(b_ada[4], a_ada[0], "B's legacy_no holds A's ORDER_NO");
+    assert_eq!(a_bob[4], b_bob[0]);
+    assert_eq!(b_bob[4], a_bob[0]);
+
+    // Linked in both id maps, with JSON-array keys.
+    let mut want = vec![
+        vec![
+            format!("[{}]", a_ada[0]),
+            format!("[{}]", b_ada[0]),
+            "f".to_string(),
+        ],
+        vec![
+            format!("[{}]", a_bob[0]),
+            format!("[{}]", b_bob[0]),
+            "f".to_string(),
+        ],
+    ];
+    want.sort();
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key, deleted FROM tandem.id_map WHERE entity = 'order' ORDER BY a_key"
+            )
+            .await,
+            want,
+            "links at {}",
+            s.side()
+        );
+        // No echo: both outboxes stay empty.
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+
+    // Updates both ways.
+    a.exec("UPDATE dbo.[ORDERS] SET [STATUS] = 'X', [AMOUNT] = NULL WHERE [CUST_NAME] = 'Ada'")
+        .await;
+    b.exec("UPDATE orders SET customer = 'Bobby' WHERE customer = 'Bob'")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    assert_eq!(
+        b.rows(
+            "SELECT customer, status, CAST(amount AS varchar(40)) FROM orders ORDER BY customer"
+        )
+        .await,
+        table(&[&["Ada", "cancelled", "NULL"], &["Bobby", "closed", "7.00"]])
+    );
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME], [STATUS] FROM dbo.[ORDERS] ORDER BY [ORDER_NO]")
+            .await,
+        table(&[&["Ada", "X"], &["Bobby", "C"]])
+    );
+
+    // Deletes both ways; links become tombstones.
+    a.exec("DELETE FROM dbo.[ORDERS] WHERE [CUST_NAME] = 'Ada'")
+        .await;
+    b.exec("DELETE FROM orders WHERE customer = 'Bobby'").await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDERS]").await, 0);
+    assert_eq!(b.count("SELECT count(*) FROM orders").await, 0);
+    for s in [a, b] {
+        assert_eq!(
+            s.count("SELECT count(*) FROM tandem.id_map WHERE deleted = '0'")
+                .await,
+            0,
+            "live links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+async fn duplicates_and_older_images_change_nothing(p: Pairing) {
+    let env = Env::demo(p, "guard").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME], [AMOUNT]) VALUES ('v1', 1)")
+        .await;
+    let first = a.outbox().await;
+    env.drain().await;
+    a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'v2', [AMOUNT] = 2")
+        .await;
+    let second = a.outbox().await;
+    env.drain().await;
+    let b_state = format!(
+        "SELECT {}, customer, CAST(amount AS varchar(40)) FROM orders",
+        b.row_version()
+    );
+    let before = b.rows(&b_state).await;
+    assert_eq!(&before[0][1..], &["v2", "2.00"]);
+
+    // The same change again, and the older image after the newer one.
+    a.requeue(&second[0]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "duplicate: {r:?}");
+    a.requeue(&first[0]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "older image: {r:?}");
+    assert_eq!(
+        b.rows(&b_state).await,
+        before,
+        "B untouched (not even rewritten)"
+    );
+    assert_eq!(b.count("SELECT count(*) FROM orders").await, 1);
+    assert_eq!(a.outbox_count().await, 0);
+
+    // The same guard at A: a change from B applied twice leaves A's row as it was.
+    b.exec("UPDATE orders SET customer = 'v3'").await;
+    let b_change = b.outbox().await;
+    env.drain().await;
+    let a_state = format!("SELECT {}, [CUST_NAME] FROM dbo.[ORDERS]", a.row_version());
+    let a_before = a.rows(&a_state).await;
+    assert_eq!(a_before[0][1], "v3");
+    b.requeue(&b_change[0]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "duplicate at A: {r:?}");
+    assert_eq!(a.rows(&a_state).await, a_before, "A untouched");
+    assert_eq!(b.outbox_count().await, 0);
+}
+
+async fn a_late_update_never_revives_a_deleted_record(p: Pairing) {
+    let env = Env::demo(p, "tombstone").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('gone soon')")
+        .await;
+    env.drain().await;
+    a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'late'").await;
+    let update = a.outbox().await;
+    a.exec("DELETE FROM tandem.outbox; DELETE FROM dbo.[ORDERS];")
+        .await;
+    // The delete travels first (the update was "delayed").
+    let r = env.drain().await;
+    assert_eq!(r.written, 1, "{r:?}");
+    assert_eq!(b.count("SELECT count(*) FROM orders").await, 0);
+    a.requeue(&update[0]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "{r:?}");
+    assert_eq!(
+        b.count("SELECT count(*) FROM orders").await,
+        0,
+        "not revived"
+    );
+    assert_eq!(
+        b.count("SELECT count(*) FROM tandem.id_map WHERE deleted = '1'")
+            .await,
+        1,
+        "the tombstone stays"
+    );
+}
+
+async fn an_apply_that_changes_nothing_writes_nothing(p: Pairing) {
+    let env = Env::demo(p, "no_echo").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('same')")
+        .await;
+    env.drain().await;
+    let b_version = format!("SELECT {} FROM orders", b.row_version());
+    let before = b.rows(&b_version).await;
+
+    // REMARK is not mapped. PostgreSQL captures the row and the change travels, but B already
+    // holds every mapped value; SQL Server does not even capture it.
+    a.exec("UPDATE dbo.[ORDERS] SET [REMARK] = 'only in A'")
+        .await;
+    let r = env.drain().await;
+    if a.is_ms() {
+        assert_eq!((r.claimed, r.written), (0, 0), "{r:?}");
+    } else {
+        assert_eq!((r.unchanged, r.written), (1, 0), "{r:?}");
+    }
+    assert_eq!(b.rows(&b_version).await, before, "B not rewritten");
+
+    // A mapped column changed and changed back: captured, and B's row is not rewritten.
+    a.exec_in_transaction(
+        "UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'other'; UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'same';",
+    )
+    .await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 0, "{r:?}");
+    assert!(r.unchanged >= 1, "{r:?}");
+    assert_eq!(b.rows(&b_version).await, before, "B not rewritten");
+
+    // And at A: B changes a column A does not map; A's row is not rewritten.
+    let a_version = format!("SELECT {} FROM dbo.[ORDERS]", a.row_version());
+    let a_before = a.rows(&a_version).await;
+    b.exec(b.sql(
+        "UPDATE orders SET created_at = created_at - interval '1 day'",
+        "UPDATE orders SET created_at = DATEADD(day, -1, created_at)",
+    ))
+    .await;
+    let r = env.drain().await;
+    if b.is_ms() {
+        assert_eq!((r.claimed, r.written), (0, 0), "{r:?}");
+    } else {
+        assert_eq!((r.unchanged, r.written), (1, 0), "{r:?}");
+    }
+    assert_eq!(a.rows(&a_version).await, a_before, "A not rewritten");
+    for s in [a, b] {
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+async fn children_follow_their_parents_both_ways_with_given_and_generated_keys(p: Pairing) {
+    let env = Env::demo(p, "children").await;
+    let (a, b) = (&env.a, &env.b);
+    // Parent and children in one transaction at A (A's item key is ORDER_NO + LINE_NO).
+    a.exec_in_transaction(&format!(
+        "{}\nINSERT INTO dbo.[ORDER_ITEMS] VALUES (500, 1, 3), (500, 2, 4);",
+        a.identity_insert(
+            "dbo.[ORDERS]",
+            "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES (500, 'P');"
+        )
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (3, 0), "{r:?}");
+    let b_order = b.count("SELECT id FROM orders").await.to_string();
+    assert_eq!(
+        b.rows("SELECT order_id, line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&[&b_order, "1", "3"], &[&b_order, "2", "4"]])
+    );
+    // A child created at B: A's key is given (ORDER_NO through the order's link + LINE_NO).
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({b_order}, 3, 9)"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 0), "{r:?}");
+    assert_eq!(
+        a.rows("SELECT [ORDER_NO], [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["500", "1", "3"], &["500", "2", "4"], &["500", "3", "9"]])
+    );
+    assert_eq!(
+        a.count(
+            "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND a_key = '[500,3]'"
+        )
+        .await,
+        1
+    );
+    // Deleting the parent at B cascades there; A ends the same (its own cascade is captured
+    // and settles as nothing to do), nothing pending.
+    b.exec("DELETE FROM orders").await;
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDERS]").await, 0);
+    for s in [a, b] {
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+async fn a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a(p: Pairing) {
+    let env = Env::demo(p, "at_b").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec(&format!(
+        "{}\nINSERT INTO dbo.[ORDER_ITEMS] VALUES (900, 1, 2);",
+        a.identity_insert(
+            "dbo.[ORDERS]",
+            "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME], [AMOUNT]) VALUES (900, 'Ann', 5.5);"
+        )
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    assert_eq!(
+        b.rows("SELECT customer, status, CAST(amount AS varchar(20)), legacy_no FROM orders")
+            .await,
+        table(&[&["Ann", "open", "5.50", "900"]])
+    );
+    b.exec("UPDATE order_items SET quantity = 7; UPDATE orders SET status = 'closed';")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    assert_eq!(
+        a.rows(
+            "SELECT o.[STATUS], i.[QTY] FROM dbo.[ORDERS] o \
+             JOIN dbo.[ORDER_ITEMS] i ON i.[ORDER_NO] = o.[ORDER_NO]"
+        )
+        .await,
+        table(&[&["C", "7"]])
+    );
+    b.exec("DELETE FROM orders").await;
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDERS]").await, 0);
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+}
+
+async fn a_key_change_travels_as_delete_and_insert(p: Pairing) {
+    let env = Env::demo(p, "key_change").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec(&a.identity_insert(
+        "dbo.[ORDERS]",
+        "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES (7, 'K');",
+    ))
+    .await;
+    env.drain().await;
+    // The order's own key: PostgreSQL only (ORDER_NO is an IDENTITY on SQL Server, which
+    // cannot be updated).
+    let order_no = if a.is_ms() {
+        "7"
+    } else {
+        a.exec("UPDATE dbo.[ORDERS] SET [ORDER_NO] = 8").await;
+        assert_eq!(
+            a.rows("SELECT op FROM tandem.outbox ORDER BY seq").await,
+            table(&[&["D"], &["I"]])
+        );
+        let r = env.drain().await;
+        assert_eq!(r.failed, 0, "{r:?}");
+        assert_eq!(
+            b.rows("SELECT customer, legacy_no FROM orders").await,
+            table(&[&["K", "8"]])
+        );
+        assert_eq!(
+            b.rows("SELECT a_key, deleted FROM tandem.id_map ORDER BY a_key")
+                .await,
+            table(&[&["[7]", "t"], &["[8]", "f"]])
+        );
+        "8"
+    };
+    // A child's key (ORDER_NO, LINE_NO), on every dialect.
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] VALUES ({order_no}, 1, 5);"
+    ))
+    .await;
+    env.drain().await;
+    a.exec("UPDATE dbo.[ORDER_ITEMS] SET [LINE_NO] = 8").await;
+    assert_eq!(
+        a.rows(a.sql(
+            "SELECT op::text FROM tandem.outbox ORDER BY seq",
+            "SELECT op FROM tandem.outbox ORDER BY seq"
+        ))
+        .await,
+        table(&[&["D"], &["I"]])
+    );
+    let r = env.drain().await;
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items").await,
+        table(&[&["8", "5"]])
+    );
+    assert_eq!(
+        b.rows(
+            "SELECT a_key, deleted FROM tandem.id_map WHERE entity = 'order_item' ORDER BY a_key"
+        )
+        .await,
+        table(&[
+            &[&format!("[{order_no},1]"), "t"],
+            &[&format!("[{order_no},8]"), "f"]
+        ])
+    );
+}
+
+async fn claiming_neither_waits_for_nor_skips_an_open_writer(p: Pairing) {
+    let env = Env::demo(p, "open_writer").await;
+    let a = &env.a;
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('committed')")
+        .await;
+    // A second session keeps a captured insert uncommitted while tandem claims.
+    let writer = a.another_session().await;
+    writer
+        .exec("BEGIN TRANSACTION; INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('open');")
+        .await;
+    // A bound on a wait that must not happen (a hang would otherwise stall the suite).
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), env.drain())
+        .await
+        .expect("claiming must not wait for the open transaction");
+    assert_eq!(r.written, 1, "{r:?}");
+    writer.exec("COMMIT;").await;
+    let r = env.drain().await;
+    assert_eq!(
+        r.written, 1,
+        "the row committed later is not skipped: {r:?}"
+    );
+    assert_eq!(
+        env.b.rows("SELECT customer FROM orders ORDER BY id").await,
+        table(&[&["committed"], &["open"]])
+    );
+}
+
+async fn a_value_that_does_not_fit_fails_alone_and_names_its_column(p: Pairing) {
+    let env = Env::demo(p, "too_long").await;
+    let (a, b) = (&env.a, &env.b);
+    b.exec(&format!(
+        "INSERT INTO orders (customer, status) VALUES ('{}', 'open'), ('fine', 'open')",
+        "x".repeat(61)
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 1), "{r:?}");
+    let err = b.rows("SELECT last_error FROM tandem.outbox").await;
+    assert!(err[0][0].contains("column CUST_NAME"), "{err:?}");
+    assert!(err[0][0].contains("entity order"), "{err:?}");
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
+        table(&[&["fine"]])
+    );
+}
+
+/// Every mapped type, from a PostgreSQL side to the other side and back as a copy made there:
+/// equal to the originals (PostgreSQL → SQL Server → PostgreSQL when one side is SQL Server).
+async fn values_survive_a_round_trip_through_the_other_side_exactly(p: Pairing) {
+    // (PostgreSQL column and type, SQL Server column and type).
+    const COLUMNS: &[(&str, &str, &str, &str)] = &[
+        ("txt", "text", "TXT", "nvarchar(max)"),
+        ("empty_null", "text", "EMPTY_NULL", "nvarchar(100)"),
+        ("price", "numeric(20,6)", "PRICE", "decimal(20,6)"),
+        ("cash", "numeric(19,4)", "CASH", "money"),
+        ("flag", "boolean", "FLAG", "bit"),
+        ("day", "date", "DAY", "date"),
+        ("at_local", "timestamp", "AT_LOCAL", "datetime2(6)"),
+        ("at_zone", "timestamptz", "AT_ZONE", "datetimeoffset(6)"),
+        ("tm", "time", "TM", "time(6)"),
+        ("guid", "uuid", "GUID", "uniqueidentifier"),
+        ("blob", "bytea", "BLOB", "varbinary(max)"),
+        ("big", "text", "BIG", "nvarchar(max)"),
+    ];
+    // The PostgreSQL side where the values start, and the side they visit.
+    let origin_is_a = p.a() == Dialect::Pg;
+    let far_dialect = if origin_is_a { p.b() } else { p.a() };
+    // Babelfish's OPENJSON returns strings still JSON-escaped ("double" as \"double\"), cuts
+    // strings at 4,000 characters, and its FOR JSON refuses binary and crashes the server on
+    // a NULL money: those values are left out there (SQL Server runs them all).
+    let babelfish = far_dialect == Dialect::Ms && {
+        let url = common::mssql::mssql_url();
+        common::mssql::is_babelfish(&mut common::mssql::ms_connect(&url).await).await
+    };
+    let (txt, big) = if babelfish {
+        println!(
+            "babelfish: skipped the values with '\"', '\\', tab or newline, the 1 MiB string, a \
+             NULL money and the varbinary column (Babelfish's OPENJSON keeps JSON escapes, cuts strings at 4,000 \
+             characters; its FOR JSON refuses binary and crashes on a NULL money)"
+        );
+        ("E'héllo ✓ 世界 \\'quoted\\' a/b'", "repeat('x', 3000)")
+    } else {
+        (
+            "E'héllo ✓ 世界 \\'quoted\\' \"double\" back\\\\slash a/b tab\\t newline\\n'",
+            "repeat('x', 1048576)",
+        )
+    };
+    let null_cash = if babelfish { "0" } else { "NULL" };
+    let mapped: Vec<_> = COLUMNS
+        .iter()
+        .filter(|c| !(babelfish && c.0 == "blob"))
+        .collect();
+
+    let table_of = |d: Dialect| match d {
+        Dialect::Pg => ("things", "id"),
+        Dialect::Ms => ("dbo.THINGS", "ID"),
+    };
+    fn name_of(d: Dialect, c: &(&'static str, &str, &'static str, &str)) -> &'static str {
+        match d {
+            Dialect::Pg => c.0,
+            Dialect::Ms => c.2,
+        }
+    }
+    let schema_of = |d: Dialect| {
+        let (t, id) = table_of(d);
+        let cols: Vec<String> = COLUMNS
+            .iter()
+            .map(|c| match d {
+                Dialect::Pg => format!("{} {}", c.0, c.1),
+                Dialect::Ms => format!("{} {}", c.2, c.3),
+            })
+            .collect();
+        let id_type = match d {
+            Dialect::Pg => "bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+            Dialect::Ms => "bigint IDENTITY PRIMARY KEY",
+        };
+        format!("CREATE TABLE {t} ({id} {id_type}, {});", cols.join(", "))
+    };
+    let (a_table, a_id) = table_of(p.a());
+    let (b_table, b_id) = table_of(p.b());
+    let columns: Vec<String> = mapped
+        .iter()
+        .map(|c| {
+            format!(
+                "{{ a = \"{}\", b = \"{}\" }}",
+                name_of(p.a(), c),
+                name_of(p.b(), c)
+            )
+        })
+        .collect();
+    let config = format!(
+        r#"
+[a]
+kind = "postgres"
+url = "${{TANDEM_A_URL}}"
+[b]
+kind = "postgres"
+url = "${{TANDEM_B_URL}}"
+
+[[entities]]
+name = "thing"
+a = {{ table = "{a_table}", key = ["{a_id}"] }}
+b = {{ table = "{b_table}", key = ["{b_id}"] }}
+columns = [
+  {}
+]
+"#,
+        columns.join(",\n  ")
+    );
+    let env = Env::new(p, "types", &config, &schema_of(p.a()), &schema_of(p.b())).await;
+    let (origin, far): (&TestSide, &TestSide) = if origin_is_a {
+        (&env.a, &env.b)
+    } else {
+        (&env.b, &env.a)
+    };
+    origin
+        .pg()
+        .batch_execute(&format!(
+            r#"SET TimeZone = 'Asia/Kolkata';
+               INSERT INTO things (txt, empty_null, price, cash, flag, day, at_local, at_zone, tm, guid, blob, big) VALUES
+               ({txt}, '', 12345678901234.123456, 12.34,
+                true, '0001-01-01', '1999-12-31 23:59:59.999999', '2024-02-29 23:59:59.123456+05:30', '10:11:12.5',
+                '6f9619ff-8b86-d011-b42d-00c04fc964ff', '\x00ff10'::bytea, {big}),
+               (NULL, NULL, -0.000001, {null_cash}, false, NULL, NULL, NULL, NULL, NULL, '\x'::bytea, '')"#
+        ))
+        .await
+        .expect("insert the originals");
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    // Copies made at the other side travel back as new records: equal to the originals.
+    let far_cols: Vec<&str> = COLUMNS.iter().map(|c| name_of(far_dialect, c)).collect();
+    let (far_table, far_id) = table_of(far_dialect);
+    far.exec(&format!(
+        "INSERT INTO {far_table} ({cols}) SELECT {cols} FROM {far_table} ORDER BY {far_id}",
+        cols = far_cols.join(", ")
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (2, 0), "{r:?}");
+    let cols = if babelfish {
+        "txt, empty_null, price, cash, flag, day, at_local, at_zone, tm, guid, md5(big), length(big)"
+    } else {
+        "txt, empty_null, price, cash, flag, day, at_local, at_zone, tm, guid, blob, md5(big), length(big)"
+    };
+    let all = origin
+        .rows(&format!("SELECT {cols} FROM things ORDER BY id"))
+        .await;
+    assert_eq!(all.len(), 4);
+    assert_eq!(all[2..], all[..2], "{p:?}: there and back exact");
+    assert_eq!(all[0][1], "", "empty stays empty");
+    assert_eq!(all[1][1], "NULL", "NULL stays NULL");
+}
+
+/// Pipelined, folded claiming (`claim_batch`): 302 queued changes of 60 orders, claimed in
+/// batches of 20, land in at most 62 writes (one per record and run; 302 without folding), in
+/// order: a record deleted and re-created mid-way ends re-created, a deleted one gone.
+async fn a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order(p: Pairing) {
+    let text = DEMO_CONFIG.replace(
+        "poll_interval_ms = 500",
+        "poll_interval_ms = 500\nbatch_size = 20",
+    );
+    let env = Env::demo_with(p, "backlog_fold", &text).await;
+    let (a, b) = (&env.a, &env.b);
+    let numbers: Vec<String> = (1..=60).map(|i| i.to_string()).collect();
+    let pg_insert = "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME], [AMOUNT]) \
+                     SELECT i, 'c' || i, i FROM generate_series(1, 60) AS i";
+    let ms_insert = format!(
+        "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME], [AMOUNT]) \
+         SELECT CONVERT(int, value), N'c' + value, CONVERT(int, value) FROM OPENJSON(N'[{}]')",
+        numbers.join(",")
+    );
+    a.exec(&a.identity_insert("dbo.ORDERS", a.sql(pg_insert, &ms_insert)))
+        .await;
+    env.drain().await;
+    for round in 1..=5 {
+        let pg_update = format!(
+            "UPDATE dbo.[ORDERS] SET [AMOUNT] = [AMOUNT] + 1000, [CUST_NAME] = 'r{round}-' || [ORDER_NO]"
+        );
+        let ms_update = format!(
+            "UPDATE dbo.[ORDERS] SET [AMOUNT] = [AMOUNT] + 1000, [CUST_NAME] = N'r{round}-' + CONVERT(nvarchar(10), [ORDER_NO])"
+        );
+        a.exec(a.sql(&pg_update, &ms_update)).await;
+        if round == 3 {
+            a.exec("DELETE FROM dbo.[ORDERS] WHERE [ORDER_NO] = 7")
+                .await;
+        }
+        if round == 4 {
+            a.exec(&a.identity_insert(
+                "dbo.ORDERS",
+                "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME], [AMOUNT]) VALUES (7, 'reborn', 7);",
+            ))
+            .await;
+        }
+    }
+    a.exec("DELETE FROM dbo.[ORDERS] WHERE [ORDER_NO] = 9")
+        .await;
+    let queued = a.outbox_count().await;
+    assert_eq!(queued, 5 * 60 - 1 + 2 + 1);
+
+    let r = env.drain().await;
+    assert_eq!(r.claimed as i64, queued, "every row claimed once: {r:?}");
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert!(r.written <= 62, "one write per record and run: {r:?}");
+    assert_eq!(
+        b.rows(&format!(
+            "SELECT {}, customer, {} FROM {} WHERE legacy_no IN (6, 7, 8, 9) ORDER BY legacy_no",
+            b.sql("legacy_no::text", "CONVERT(varchar(20), legacy_no)"),
+            b.sql("amount::text", "CONVERT(varchar(40), amount)"),
+            b.orders()
+        ))
+        .await,
+        table(&[
+            &["6", "r5-6", "5006.00"],
+            &["7", "r5-7", "1007.00"],
+            &["8", "r5-8", "5008.00"]
+        ]),
+        "the newest images; 7 re-created, 9 gone"
+    );
+    assert_eq!(
+        b.count(&format!("SELECT count(*) FROM {}", b.orders()))
+            .await,
+        59
+    );
+    assert_eq!(
+        a.rows(
+            "SELECT a_key, deleted FROM tandem.id_map WHERE a_key IN ('[7]', '[9]') ORDER BY a_key"
+        )
+        .await,
+        table(&[&["[7]", "f"], &["[9]", "t"]])
+    );
+    assert_eq!(a.outbox_count().await, 0);
+    assert_eq!(b.outbox_count().await, 0);
+}
