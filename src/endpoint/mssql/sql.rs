@@ -57,49 +57,7 @@ pub fn trigger_name(t: &TableName) -> String {
     format!("{head}_{h:016x}")
 }
 
-/// Replaces `{{name}}` placeholders in one pass (a value is never scanned again, so an
-/// identifier containing braces stays as it is); a placeholder without a value is a bug in
-/// tandem, reported.
-pub fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(at) = rest.find("{{") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let Some(end) = after.find("}}") else {
-            return Err(unfilled(&rest[at..]));
-        };
-        let name = &after[..end];
-        let Some((_, value)) = vars.iter().find(|(n, _)| *n == name) else {
-            return Err(unfilled(&rest[at..]));
-        };
-        out.push_str(value);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-fn unfilled(at: &str) -> EndpointError {
-    let near: String = at.chars().take(40).collect();
-    EndpointError::Config(format!("internal: unfilled SQL placeholder near {near}"))
-}
-
-/// The `-- name: X` sections of a statements file.
-pub fn sections(text: &'static str) -> HashMap<&'static str, &'static str> {
-    let mut out = HashMap::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("-- name: ") {
-        let after = &rest[start + "-- name: ".len()..];
-        let name_end = after.find('\n').unwrap_or(after.len());
-        let name = after[..name_end].trim();
-        let body = &after[(name_end + 1).min(after.len())..];
-        let end = body.find("-- name: ").unwrap_or(body.len());
-        out.insert(name, body[..end].trim());
-        rest = &body[end..];
-    }
-    out
-}
+pub use crate::endpoint::template::{fill, sections};
 
 /// A script split into the batches between `GO` lines (as sqlcmd does), empty ones dropped.
 pub fn batches(script: &str) -> Vec<String> {
@@ -750,15 +708,6 @@ mod tests {
             name: "My Table".into(),
         };
         assert_eq!(table(&t), "[dbo].[My Table]");
-    }
-
-    #[test]
-    fn fill_is_one_pass_and_rejects_leftovers() {
-        assert!(fill("{{x}} {{y}}", &[("x", "1".into())]).is_err());
-        assert_eq!(
-            fill("{{x}}-{{y}}", &[("x", "{{y}}".into()), ("y", "2".into())]).unwrap(),
-            "{{y}}-2"
-        );
     }
 
     #[test]

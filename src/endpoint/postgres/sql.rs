@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use crate::config::{Config, Entity, Side, TableName};
+use crate::endpoint::template::{self, fill};
 use crate::endpoint::EndpointError;
 
 const INSTALL: &str = include_str!("../../../sql/postgres/install.sql");
@@ -37,36 +38,9 @@ fn list(cols: &[String], prefix: &str, suffix: &str) -> String {
         .join(", ")
 }
 
-/// Replaces `{{name}}` placeholders; a placeholder left over is a bug in tandem, reported.
-fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
-    let mut out = template.to_string();
-    for (name, value) in vars {
-        out = out.replace(&format!("{{{{{name}}}}}"), value);
-    }
-    if let Some(at) = out.find("{{") {
-        let rest: String = out[at..].chars().take(40).collect();
-        return Err(EndpointError::Config(format!(
-            "internal: unfilled SQL placeholder near {rest}"
-        )));
-    }
-    Ok(out)
-}
-
 /// The `-- name: X` sections of statements.sql.
 fn sections() -> HashMap<&'static str, &'static str> {
-    let mut out = HashMap::new();
-    let mut rest = STATEMENTS;
-    while let Some(start) = rest.find("-- name: ") {
-        let after = &rest[start + "-- name: ".len()..];
-        let name_end = after.find('\n').unwrap_or(after.len());
-        let name = after[..name_end].trim();
-        let body_start = (name_end + 1).min(after.len());
-        let body = &after[body_start..];
-        let end = body.find("-- name: ").unwrap_or(body.len());
-        out.insert(name, body[..end].trim());
-        rest = &body[end..];
-    }
-    out
+    template::sections(STATEMENTS)
 }
 
 /// Statements shared by all entities, for one side.
@@ -535,34 +509,9 @@ fn trigger_script(
     v.push(("new_key", key("NEW")));
     v.push(("old_key", key("OLD")));
     // The body is dollar-quoted: its tag must not occur in the names written into it.
-    let unquoted = fill_once(TRIGGER, &[v.as_slice(), &[("q", String::new())]].concat())?;
+    let unquoted = fill(TRIGGER, &[v.as_slice(), &[("q", String::new())]].concat())?;
     v.push(("q", dollar_tag(&unquoted)));
-    fill_once(TRIGGER, &v)
-}
-
-/// Like [`fill`], in one pass over `template`: a value is never searched for placeholders, so
-/// names that hold `{{...}}` are written as they are.
-fn fill_once(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointError> {
-    let mut out = String::with_capacity(template.len());
-    let mut rest = template;
-    while let Some(at) = rest.find("{{") {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 2..];
-        let value = after.find("}}").and_then(|end| {
-            let name = &after[..end];
-            vars.iter().find(|(n, _)| *n == name).map(|(_, v)| (v, end))
-        });
-        let Some((value, end)) = value else {
-            let near: String = rest[at..].chars().take(40).collect();
-            return Err(EndpointError::Config(format!(
-                "internal: unfilled SQL placeholder near {near}"
-            )));
-        };
-        out.push_str(value);
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    fill(TRIGGER, &v)
 }
 
 /// The complete install script for one side.
@@ -661,19 +610,5 @@ mod tests {
             assert!(s.contains_key(n), "{n}");
             assert!(!s[n].contains("-- name:"), "{n}");
         }
-    }
-
-    #[test]
-    fn fill_once_never_reads_placeholders_in_values() {
-        let v = [("a", "{{b}}".to_string()), ("b", "x".to_string())];
-        assert_eq!(fill_once("{{a}} {{b}}", &v).unwrap(), "{{b}} x");
-        assert!(fill_once("{{c}}", &v).is_err());
-        assert!(fill_once("{{a", &v).is_err());
-    }
-
-    #[test]
-    fn fill_rejects_leftover_placeholders() {
-        assert!(fill("{{x}} {{y}}", &[("x", "1".into())]).is_err());
-        assert_eq!(fill("{{x}}", &[("x", "1".into())]).unwrap(), "1");
     }
 }
