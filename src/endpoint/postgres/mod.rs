@@ -4,6 +4,7 @@ mod apply;
 mod bulk;
 pub mod error;
 mod pool;
+mod row;
 mod schema;
 pub mod sql;
 mod wave;
@@ -23,6 +24,7 @@ use crate::endpoint::{
 use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
 
 use pool::{prepared, PgConn, PgPool};
+use row::col;
 use sql::Sql;
 
 /// One PostgreSQL database as side A or B.
@@ -48,22 +50,22 @@ impl PgEndpoint {
         let err = |e| self.pool.error("claim pending changes", e);
         let st = prepared(&*client, stmts, sql).await.map_err(err)?;
         let rows = client.query(&st, params).await.map_err(err)?;
-        Ok(rows
-            .iter()
+        let what = "claim pending changes";
+        rows.iter()
             .map(|r| {
                 let batch = r.len() > 6;
-                OutboxRow {
-                    seq: r.get(0),
-                    entity: r.get(1),
-                    op: r.get(2),
-                    image: r.get(3),
-                    captured_at: r.get::<_, DateTime<Utc>>(4),
-                    attempts: r.get(5),
-                    pulled: batch && r.get::<_, bool>(6),
-                    key: if batch { r.get(7) } else { None },
-                }
+                Ok(OutboxRow {
+                    seq: col(r, 0, "seq", what)?,
+                    entity: col(r, 1, "entity", what)?,
+                    op: col(r, 2, "op", what)?,
+                    image: col(r, 3, "image", what)?,
+                    captured_at: col::<DateTime<Utc>>(r, 4, "captured_at", what)?,
+                    attempts: col(r, 5, "attempts", what)?,
+                    pulled: batch && col::<bool>(r, 6, "pulled", what)?,
+                    key: if batch { col(r, 7, "key", what)? } else { None },
+                })
             })
-            .collect())
+            .collect()
     }
 
     /// Builds the endpoint and its statements; connects on first use.
@@ -137,8 +139,8 @@ impl Endpoint for PgEndpoint {
             .await
             .map_err(err)?;
         let row = client.query_one(&st, &[]).await.map_err(err)?;
-        let present: Option<bool> = row.get(0);
-        let triggers: i64 = row.get(1);
+        let present: Option<bool> = col(&row, 0, "present", "read install state")?;
+        let triggers: i64 = col(&row, 1, "triggers", "read install state")?;
         let expected = self
             .config
             .entities
@@ -184,18 +186,19 @@ impl Endpoint for PgEndpoint {
             .await
             .map_err(err)?;
         let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let what = "read id links";
         for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
-            let own: Option<String> = r.get(0);
-            let peer: Option<String> = r.get(1);
-            let (Some(own), deleted) = (own.and_then(|s| Key::parse(&s).ok()), r.get(2)) else {
+            let own: Option<String> = col(&r, 0, "own key", what)?;
+            let peer: Option<String> = col(&r, 1, "peer key", what)?;
+            let Some(own) = own.and_then(|s| Key::parse(&s).ok()) else {
                 continue;
             };
             out.insert(
                 own,
                 Link {
                     peer_key: peer.and_then(|s| Key::parse(&s).ok()),
-                    deleted,
-                    applied_seq: r.get(3),
+                    deleted: col(&r, 2, "deleted", what)?,
+                    applied_seq: col(&r, 3, "applied_seq", what)?,
                 },
             );
         }
