@@ -70,6 +70,18 @@ CREATE UNIQUE INDEX id_map_a ON [tandem].[id_map] (entity, a_key) WHERE a_key IS
 CREATE UNIQUE INDEX id_map_b ON [tandem].[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
 END;
 GO
+-- Backfill progress, one row per entity backfilled from this side: the key of the last row
+-- queued (as id_map writes keys), rows queued so far, and when it finished. Saved in the same
+-- transaction as the chunk it describes, so a backfill resumes exactly after the last chunk.
+IF OBJECT_ID(N'[tandem].[backfill]', N'U') IS NULL
+CREATE TABLE [tandem].[backfill] (
+    entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY CLUSTERED,
+    last_key    nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+    rows_done   bigint            NOT NULL DEFAULT 0,
+    updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    finished_at datetimeoffset(7) NULL
+);
+GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.
 IF OBJECT_ID(N'[tandem].[conflicts]', N'U') IS NULL
@@ -562,9 +574,11 @@ GO
 --                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 0,
 --                                @out_how = CASE WHEN @n > 0 THEN 'W' ELSE 'U' END;
 --                     END
---                     ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0
+--                     ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0 AND @op = 'U'
 --                         -- Linked, yet gone here, with no delete of it pending here: it was
 --                         -- deleted at this side and that delete reached the other side already.
+--                         -- (An insert re-creates it, as PostgreSQL's apply does: that is how
+--                         -- `verify --repair` brings back a record deleted behind tandem's back.)
 --                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
 --                     ELSE
 --                     BEGIN

@@ -171,7 +171,7 @@ pub fn batches(script: &str) -> Vec<String> {
     out
 }
 
-fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
+pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
     let (own, peer) = match side {
         Side::A => ("a_key", "b_key"),
         Side::B => ("b_key", "a_key"),
@@ -184,6 +184,7 @@ fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("outbox_lit", literal(&format!("{s}.[outbox]"))),
         ("id_map_lit", literal(&format!("{s}.[id_map]"))),
         ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
+        ("backfill_lit", literal(&format!("{s}.[backfill]"))),
         // The table property that marks a capture trigger as this installation's.
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),

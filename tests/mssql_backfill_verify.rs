@@ -1,0 +1,785 @@
+//! Backfill, verify and verify --repair with SQL Server on either side, against a real SQL
+//! Server (or Babelfish) and a real PostgreSQL: the scenarios of `backfill_verify.rs` across
+//! dialects.
+//!
+//! These need TANDEM_TEST_MSSQL_URL (an ADO.NET connection string of a login that may create
+//! databases; `deploy/test.sh` starts Babelfish and sets it). Without it at build time every
+//! test here is reported as ignored (see build.rs). PostgreSQL is started by the tests.
+
+mod common;
+
+use std::process::Output;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::fixtures::{count, rows};
+use tandem::config::{self, Config, Side};
+use tandem::endpoint::mssql::ado;
+use tandem::sync::Sides;
+use tiberius::ColumnData;
+use tokio::net::TcpStream;
+use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
+
+const DEMO_CONFIG: &str = include_str!("../sql/demo/tandem.toml");
+const MS_A_SCHEMA: &str = include_str!("../sql/mssql/demo_a.sql");
+const PG_A_SCHEMA: &str = include_str!("../sql/demo/a_legacy.sql");
+const PG_B_SCHEMA: &str = include_str!("../sql/demo/b_new.sql");
+/// Side B on SQL Server: the demo's new schema in T-SQL.
+const MS_B_SCHEMA: &str = "CREATE TABLE dbo.orders (
+    id bigint IDENTITY PRIMARY KEY, customer nvarchar(max) NOT NULL, status nvarchar(20) NOT NULL,
+    amount decimal(12,2), legacy_no int, created_at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET());
+GO
+CREATE TABLE dbo.order_items (
+    id bigint IDENTITY PRIMARY KEY, order_id bigint NOT NULL REFERENCES dbo.orders (id) ON DELETE CASCADE,
+    line_no int NOT NULL, quantity int NOT NULL, UNIQUE (order_id, line_no));";
+
+type Ms = tiberius::Client<Compat<TcpStream>>;
+
+fn mssql_url() -> String {
+    match std::env::var("TANDEM_TEST_MSSQL_URL") {
+        Ok(u) if !u.trim().is_empty() => u,
+        _ => panic!(
+            "TANDEM_TEST_MSSQL_URL is not set: this SQL Server test cannot run (bash deploy/test.sh starts Babelfish and sets it)"
+        ),
+    }
+}
+
+async fn ms_connect(url: &str) -> Ms {
+    let a = ado::parse(url, Side::A).unwrap_or_else(|e| panic!("TANDEM_TEST_MSSQL_URL: {e}"));
+    let tcp = TcpStream::connect(a.config.get_addr())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach {}: {e}", a.target));
+    tcp.set_nodelay(true).expect("nodelay");
+    tiberius::Client::connect(a.config, tcp.compat_write())
+        .await
+        .unwrap_or_else(|e| panic!("cannot log in to {}: {e}", a.target))
+}
+
+/// Runs a script (batches separated by GO lines).
+async fn ms_exec(c: &mut Ms, script: &str) {
+    for b in tandem::endpoint::mssql::sql::batches(script) {
+        c.simple_query(b.as_str())
+            .await
+            .unwrap_or_else(|e| panic!("{b}: {e}"))
+            .into_results()
+            .await
+            .unwrap_or_else(|e| panic!("{b}: {e}"));
+    }
+}
+
+/// Runs T-SQL on a table of the SQL Server side without capturing it (marked as tandem's own
+/// write to `table`, as an apply does): what happened "behind tandem's back".
+async fn ms_behind(c: &mut Ms, table: &str, sql: &str) {
+    ms_exec(
+        c,
+        &format!(
+            "EXEC sys.sp_set_session_context N'tandem.applying', N'{table}';\n{sql};\nEXEC sys.sp_set_session_context N'tandem.applying', NULL;"
+        ),
+    )
+    .await;
+}
+
+/// The same on PostgreSQL.
+async fn pg_behind(c: &tokio_postgres::Client, sql: &str) {
+    c.batch_execute(&format!(
+        "BEGIN; SET LOCAL tandem.applying = 'on'; {sql}; COMMIT;"
+    ))
+    .await
+    .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+fn cell(d: &ColumnData<'static>) -> String {
+    match d {
+        ColumnData::U8(Some(v)) => v.to_string(),
+        ColumnData::I16(Some(v)) => v.to_string(),
+        ColumnData::I32(Some(v)) => v.to_string(),
+        ColumnData::I64(Some(v)) => v.to_string(),
+        ColumnData::F32(Some(v)) => v.to_string(),
+        ColumnData::F64(Some(v)) => v.to_string(),
+        ColumnData::Bit(Some(v)) => (if *v { "t" } else { "f" }).to_string(),
+        ColumnData::String(Some(v)) => v.to_string(),
+        ColumnData::Guid(Some(v)) => v.to_string(),
+        ColumnData::Numeric(Some(v)) => v.to_string(),
+        _ if format!("{d:?}").contains("None") => "NULL".to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Rows of a query as text (NULL as "NULL"); cast decimals in the query.
+async fn ms_rows(c: &mut Ms, sql: &str) -> Vec<Vec<String>> {
+    let rows = c
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .into_first_result()
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .map(|r| r.cells().map(|(_, d)| cell(d)).collect())
+        .collect()
+}
+
+async fn ms_count(c: &mut Ms, sql: &str) -> i64 {
+    ms_rows(c, sql).await[0][0]
+        .parse()
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+async fn is_babelfish(c: &mut Ms) -> bool {
+    ms_rows(c, "SELECT @@VERSION").await[0][0].contains("Babelfish")
+}
+
+/// A fresh database on the test server; returns its connection string.
+async fn fresh_ms_db(url: &str, test: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let name = format!(
+        "tandem_{}_{}_{}",
+        test,
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let mut admin = ms_connect(url).await;
+    let create = format!("CREATE DATABASE [{name}];");
+    for attempt in 1.. {
+        let r = match admin.simple_query(create.as_str()).await {
+            Ok(s) => s.into_results().await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        match r {
+            Ok(()) => break,
+            // Babelfish may refuse one of two CREATE DATABASE at the same instant.
+            Err(e) if attempt < 10 && e.to_string().contains("concurrently") => {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
+            }
+            Err(e) => panic!("{create}: {e}"),
+        }
+    }
+    if is_babelfish(&mut admin).await {
+        println!("babelfish: skipped ALTER DATABASE {name} SET COMPATIBILITY_LEVEL = 130 (not supported there)");
+    } else {
+        ms_exec(
+            &mut admin,
+            &format!("ALTER DATABASE [{name}] SET COMPATIBILITY_LEVEL = 130;"),
+        )
+        .await;
+    }
+    ado::with_database(url, &name).expect("connection string")
+}
+
+/// One side on SQL Server, the other on PostgreSQL, installed; the binary runs with the same
+/// config (URLs through ${TANDEM_A_URL} / ${TANDEM_B_URL}, as users write them).
+struct Env {
+    ms: Ms,
+    pg: tokio_postgres::Client,
+    config: Arc<Config>,
+    dir: tempfile::TempDir,
+    a_url: String,
+    b_url: String,
+}
+
+impl Env {
+    /// SQL Server as A (`ms_is_a`) or as B, with the demo schema.
+    async fn new(name: &str, ms_is_a: bool) -> Env {
+        let ms_url = fresh_ms_db(&mssql_url(), name).await;
+        let (pg_a, pg_b) = common::fresh_dbs(&format!("msbv_{name}"));
+        let (text, ms_schema, pg_url, pg_schema) = if ms_is_a {
+            (
+                DEMO_CONFIG.replacen("kind = \"postgres\"", "kind = \"mssql\"", 1),
+                MS_A_SCHEMA,
+                pg_b,
+                PG_B_SCHEMA,
+            )
+        } else {
+            let text = DEMO_CONFIG
+                .replace("public.orders", "dbo.orders")
+                .replace("public.order_items", "dbo.order_items");
+            let at = text.find("[b]").expect("[b]");
+            let (head, tail) = text.split_at(at);
+            (
+                format!(
+                    "{head}{}",
+                    tail.replacen("kind = \"postgres\"", "kind = \"mssql\"", 1)
+                ),
+                MS_B_SCHEMA,
+                pg_a,
+                PG_A_SCHEMA,
+            )
+        };
+        let mut ms = ms_connect(&ms_url).await;
+        ms_exec(&mut ms, ms_schema).await;
+        let pg = common::connect(&pg_url).await;
+        pg.batch_execute(pg_schema)
+            .await
+            .expect("PostgreSQL schema");
+        let (a_url, b_url) = if ms_is_a {
+            (ms_url, pg_url)
+        } else {
+            (pg_url, ms_url)
+        };
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tandem.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let vars = |n: &str| match n {
+            "TANDEM_A_URL" => Some(a_url.clone()),
+            "TANDEM_B_URL" => Some(b_url.clone()),
+            _ => None,
+        };
+        let config = Arc::new(config::parse(&text, &path, &vars).expect("config"));
+        for side in [Side::A, Side::B] {
+            let ep = tandem::endpoint::open(config.clone(), side).expect("open");
+            ep.install().await.expect("install");
+            ep.install().await.expect("install again");
+            let problems = ep.check().await.expect("check");
+            assert!(problems.is_empty(), "side {side}: {problems:?}");
+        }
+        Env {
+            ms,
+            pg,
+            config,
+            dir,
+            a_url,
+            b_url,
+        }
+    }
+
+    fn sides(&self) -> Sides {
+        Sides {
+            a: tandem::endpoint::open(self.config.clone(), Side::A).expect("open A"),
+            b: tandem::endpoint::open(self.config.clone(), Side::B).expect("open B"),
+        }
+    }
+
+    /// Runs the tandem binary to completion.
+    fn tandem(&self, args: &[&str]) -> Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .arg("--config")
+            .arg(self.dir.path().join("tandem.toml"))
+            .args(args)
+            .env("TANDEM_A_URL", &self.a_url)
+            .env("TANDEM_B_URL", &self.b_url)
+            .env("RUST_LOG", "tandem=info")
+            .output()
+            .expect("run tandem")
+    }
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Rows 1..=n of a generated sequence in T-SQL (no recursion, so no MAXRECURSION).
+fn ms_numbers(n: usize) -> String {
+    format!(
+        "(SELECT a.x * 1000 + b.x * 100 + c.x * 10 + d.x + 1 AS i
+          FROM (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) AS a (x)
+          CROSS JOIN (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) AS b (x)
+          CROSS JOIN (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) AS c (x)
+          CROSS JOIN (VALUES (0),(1),(2),(3),(4),(5),(6),(7),(8),(9)) AS d (x)
+          WHERE a.x * 1000 + b.x * 100 + c.x * 10 + d.x + 1 <= {n}) AS n"
+    )
+}
+
+/// SQL Server as A: orders and items equal on both sides, every order linked both ways
+/// (NEW_ID at A is B's id, legacy_no at B is A's ORDER_NO), both outboxes empty.
+async fn assert_equal_and_linked_ms_a(env: &mut Env) {
+    let a = ms_rows(
+        &mut env.ms,
+        "SELECT CONVERT(varchar(20), ORDER_NO), CONVERT(varchar(20), NEW_ID), CUST_NAME, STATUS, CONVERT(varchar(40), AMOUNT) FROM dbo.ORDERS ORDER BY ORDER_NO",
+    )
+    .await;
+    let b = rows(
+        &env.pg,
+        "SELECT o.legacy_no::text, o.id::text, o.customer, CASE o.status WHEN 'open' THEN 'O' WHEN 'closed' THEN 'C' ELSE o.status END, o.amount::text FROM orders AS o ORDER BY o.legacy_no",
+    )
+    .await;
+    assert_eq!(a.len(), b.len(), "order counts");
+    assert!(a == b, "orders differ:\nA {a:?}\nB {b:?}");
+    let ai = ms_rows(
+        &mut env.ms,
+        "SELECT CONVERT(varchar(20), ORDER_NO), CONVERT(varchar(20), LINE_NO), CONVERT(varchar(20), QTY) FROM dbo.ORDER_ITEMS ORDER BY ORDER_NO, LINE_NO",
+    )
+    .await;
+    let bi = rows(
+        &env.pg,
+        "SELECT o.legacy_no::text, i.line_no::text, i.quantity::text FROM order_items i JOIN orders o ON o.id = i.order_id ORDER BY o.legacy_no, i.line_no",
+    )
+    .await;
+    assert_eq!(ai.len(), bi.len(), "item counts");
+    assert!(ai == bi, "items differ");
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+        0,
+        "outbox at A"
+    );
+    assert_eq!(
+        count(&env.pg, "SELECT count(*) FROM tandem.outbox").await,
+        0,
+        "outbox at B"
+    );
+    // Every record has one live id pair on each side, and the pairs agree.
+    let a_map = ms_rows(
+        &mut env.ms,
+        "SELECT entity, a_key, b_key FROM tandem.id_map WHERE deleted = 0 ORDER BY entity, a_key",
+    )
+    .await;
+    let b_map = rows(
+        &env.pg,
+        "SELECT entity, a_key, b_key FROM tandem.id_map WHERE NOT deleted ORDER BY entity, a_key COLLATE \"C\"",
+    )
+    .await;
+    let mut b_sorted = b_map.clone();
+    let mut a_sorted = a_map.clone();
+    a_sorted.sort();
+    b_sorted.sort();
+    assert_eq!(a_sorted, b_sorted, "id pairs differ between the sides");
+    assert_eq!(a_map.len(), a.len() + ai.len(), "every record linked");
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn backfill_from_sql_server_resumes_keeps_live_changes_and_links() {
+    let mut env = Env::new("bf_from_ms", true).await;
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[ORDERS]",
+        &format!(
+            "SET IDENTITY_INSERT dbo.ORDERS ON;
+             INSERT INTO dbo.ORDERS (ORDER_NO, CUST_NAME, AMOUNT) SELECT i, 'old ' + CONVERT(varchar(10), i), i FROM {};
+             SET IDENTITY_INSERT dbo.ORDERS OFF",
+            ms_numbers(250)
+        ),
+    )
+    .await;
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[ORDER_ITEMS]",
+        &format!(
+            "INSERT INTO dbo.ORDER_ITEMS (ORDER_NO, LINE_NO, QTY) SELECT n.i, l.x, n.i * 10 + l.x FROM {} CROSS JOIN (VALUES (1), (2)) AS l (x)",
+            ms_numbers(250)
+        ),
+    )
+    .await;
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+        0,
+        "nothing captured: the rows exist already"
+    );
+
+    // One chunk of the parents, queued in A's outbox with the progress, not applied yet.
+    let sides = env.sides();
+    assert_eq!(sides.a.row_count("order").await.unwrap(), 250);
+    let c = sides.a.backfill_chunk("order", 100).await.unwrap();
+    assert_eq!((c.rows, c.finished), (100, false), "{c:?}");
+    let (min, max) = (c.min_seq.unwrap(), c.max_seq.unwrap());
+    assert!(max - min + 1 >= 100, "{c:?}");
+    let p = sides.a.backfill_progress("order").await.unwrap();
+    assert_eq!((p.started, p.rows_done, p.finished), (true, 100, false));
+    assert_eq!(
+        sides.a.pending_between(min, max).await.unwrap().eligible,
+        100
+    );
+    assert_eq!(
+        ms_rows(
+            &mut env.ms,
+            "SELECT last_key FROM tandem.backfill WHERE entity = N'order'"
+        )
+        .await,
+        vec![vec!["[100]".to_string()]]
+    );
+    // Live changes while the backfill runs: to rows already queued (newer than the queued
+    // images) and to rows not queued yet; a delete of a queued row.
+    ms_exec(
+        &mut env.ms,
+        "UPDATE dbo.ORDERS SET CUST_NAME = 'live 5', STATUS = 'C' WHERE ORDER_NO = 5;
+         UPDATE dbo.ORDERS SET CUST_NAME = 'live 200' WHERE ORDER_NO = 200;
+         DELETE FROM dbo.ORDERS WHERE ORDER_NO = 7;",
+    )
+    .await;
+    drop(sides);
+
+    // The backfill resumes after the saved chunk (parents first, then the items), via the CLI.
+    let o = env.tandem(&["backfill", "--entity", "order_item", "--chunk", "70"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: 150 rows copied")
+            && text(&o).contains("order_item: 498 rows copied"),
+        "resumed after the first 100 orders: {}",
+        text(&o)
+    );
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT customer, status FROM orders WHERE legacy_no IN (5, 200) ORDER BY legacy_no"
+        )
+        .await,
+        vec![
+            vec!["live 5".to_string(), "closed".to_string()],
+            vec!["live 200".to_string(), "open".to_string()]
+        ],
+        "the live changes won over the older backfilled images"
+    );
+    assert_eq!(
+        count(&env.pg, "SELECT count(*) FROM orders WHERE legacy_no = 7").await,
+        0,
+        "a deleted row does not come back"
+    );
+    assert_equal_and_linked_ms_a(&mut env).await;
+    assert_eq!(
+        ms_count(
+            &mut env.ms,
+            "SELECT COUNT_BIG(*) FROM dbo.ORDERS WHERE NEW_ID IS NULL"
+        )
+        .await,
+        0,
+        "NEW_ID filled with B's id"
+    );
+
+    // Finished: again copies nothing; --restart copies again and writes nothing at B.
+    let o = env.tandem(&["backfill", "--entity", "order"]);
+    assert!(text(&o).contains("order: 0 rows copied"), "{}", text(&o));
+    let before = rows(
+        &env.pg,
+        "SELECT count(*), max(xmin::text::bigint) FROM orders",
+    )
+    .await;
+    let o = env.tandem(&["backfill", "--entity", "order", "--restart"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("order: 249 rows copied"), "{}", text(&o));
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT count(*), max(xmin::text::bigint) FROM orders"
+        )
+        .await,
+        before,
+        "a backfill of equal rows writes nothing"
+    );
+    let o = env.tandem(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: equal (A 249 rows, B 249 rows)"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn verify_and_repair_with_sql_server_as_a() {
+    let mut env = Env::new("verify_ms_a", true).await;
+    ms_exec(
+        &mut env.ms,
+        &format!(
+            "SET IDENTITY_INSERT dbo.ORDERS ON;
+             INSERT INTO dbo.ORDERS (ORDER_NO, CUST_NAME, AMOUNT) SELECT i, 'c' + CONVERT(varchar(10), i), i FROM {};
+             SET IDENTITY_INSERT dbo.ORDERS OFF;
+             INSERT INTO dbo.ORDER_ITEMS (ORDER_NO, LINE_NO, QTY) SELECT i, 1, i FROM {};",
+            ms_numbers(300),
+            ms_numbers(300)
+        ),
+    )
+    .await;
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: equal (A 300 rows, B 300 rows)")
+            && text(&o).contains("order_item: equal (A 300 rows, B 300 rows)"),
+        "{}",
+        text(&o)
+    );
+    // One notion of equal: B's amount as an unconstrained numeric holding 31 (no scale) is
+    // A's decimal(12,2) 31.00.
+    pg_behind(
+        &env.pg,
+        "ALTER TABLE orders ALTER COLUMN amount TYPE numeric; UPDATE orders SET amount = 31 WHERE legacy_no = 31",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT amount::text FROM orders WHERE legacy_no = 31"
+        )
+        .await,
+        vec![vec!["31".to_string()]]
+    );
+    let o = env.tandem(&["verify", "--entity", "order"]);
+    assert_eq!(o.status.code(), Some(0), "31 equals 31.00: {}", text(&o));
+
+    // Sync stopped; then, behind tandem's back: a changed value, a deleted row, an extra row
+    // at B, a changed code at A; and one change on its way (not a difference).
+    pg_behind(
+        &env.pg,
+        "UPDATE orders SET customer = 'changed in B' WHERE legacy_no = 10",
+    )
+    .await;
+    pg_behind(&env.pg, "DELETE FROM order_items WHERE quantity = 20").await;
+    pg_behind(
+        &env.pg,
+        "INSERT INTO orders (customer, status) VALUES ('extra in B', 'open')",
+    )
+    .await;
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[ORDERS]",
+        "UPDATE dbo.ORDERS SET STATUS = 'C' WHERE ORDER_NO = 30",
+    )
+    .await;
+    ms_exec(
+        &mut env.ms,
+        "UPDATE dbo.ORDERS SET CUST_NAME = 'pending' WHERE ORDER_NO = 40",
+    )
+    .await;
+
+    let o = env.tandem(&["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    let order = &report[0];
+    assert_eq!(order["entity"], "order");
+    assert_eq!(order["different"], 2, "{order}");
+    assert_eq!(order["only_in_b"], 1, "{order}");
+    assert_eq!(order["only_in_a"], 0, "{order}");
+    assert_eq!(order["in_flight"], 1, "{order}");
+    let mut keys: Vec<String> = order["sample_different"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .map(|d| d["a_key"].as_str().unwrap_or_default().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["[10]", "[30]"]);
+    assert_eq!(
+        order["sample_only_in_b"][0]["b_row"]["customer"],
+        "extra in B"
+    );
+    let d10 = order["sample_different"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .find(|d| d["a_key"] == "[10]")
+        .expect("[10]");
+    assert_eq!(d10["a_row"]["CUST_NAME"], "c10", "{d10}");
+    assert_eq!(d10["b_row"]["customer"], "changed in B", "{d10}");
+    let item = &report[1];
+    assert_eq!(item["only_in_a"], 1, "{item}");
+    assert_eq!(item["sample_only_in_a"][0]["a_key"], "[20,1]");
+
+    let o = env.tandem(&["verify"]);
+    let human = text(&o);
+    assert!(
+        human.contains("order: DIFFERENT")
+            && human.contains("[10]")
+            && human.contains("extra in B"),
+        "{human}"
+    );
+
+    // Repair from A (SQL Server), apply, verify again.
+    let o = env.tandem(&["verify", "--repair"]);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "it reports what it found: {}",
+        text(&o)
+    );
+    assert!(
+        text(&o).contains("queued for re-sync from side A"),
+        "{}",
+        text(&o)
+    );
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        count(
+            &env.pg,
+            "SELECT count(*) FROM orders WHERE customer = 'extra in B'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        rows(&env.pg, "SELECT customer, status FROM orders WHERE legacy_no IN (10, 30, 40) ORDER BY legacy_no").await,
+        vec![
+            vec!["c10".to_string(), "open".to_string()],
+            vec!["c30".to_string(), "closed".to_string()],
+            vec!["pending".to_string(), "open".to_string()],
+        ]
+    );
+    pg_behind(&env.pg, "UPDATE orders SET amount = amount::numeric(12,2)").await;
+    assert_equal_and_linked_ms_a(&mut env).await;
+}
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn backfill_into_sql_server_as_b_then_verify_and_repair() {
+    let mut env = Env::new("bf_into_ms", false).await;
+    pg_behind(
+        &env.pg,
+        r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME", "AMOUNT") SELECT g, 'old ' || g, g FROM generate_series(1, 300) g;
+           INSERT INTO dbo."ORDER_ITEMS" SELECT g, l, l FROM generate_series(1, 300) g, generate_series(1, 2) l"#,
+    )
+    .await;
+    let o = env.tandem(&["backfill", "--entity", "order_item", "--chunk", "128"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order: 300 rows copied")
+            && text(&o).contains("order_item: 600 rows copied"),
+        "{}",
+        text(&o)
+    );
+    let a = rows(
+        &env.pg,
+        r#"SELECT o."ORDER_NO"::text, o."NEW_ID"::text, o."CUST_NAME", o."AMOUNT"::text FROM dbo."ORDERS" AS o ORDER BY o."ORDER_NO""#,
+    )
+    .await;
+    let b = ms_rows(
+        &mut env.ms,
+        "SELECT CONVERT(varchar(20), legacy_no), CONVERT(varchar(20), id), customer, CONVERT(varchar(40), amount) FROM dbo.orders ORDER BY legacy_no",
+    )
+    .await;
+    assert_eq!(a.len(), 300);
+    assert!(
+        a == b,
+        "orders differ or are not linked:\nA {:?}\nB {:?}",
+        &a[..3],
+        &b[..3.min(b.len())]
+    );
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM dbo.order_items").await,
+        600
+    );
+    assert_eq!(
+        ms_count(
+            &mut env.ms,
+            "SELECT COUNT_BIG(*) FROM tandem.id_map WHERE deleted = 0"
+        )
+        .await,
+        900
+    );
+    assert_eq!(
+        count(
+            &env.pg,
+            "SELECT count(*) FROM tandem.id_map WHERE NOT deleted"
+        )
+        .await,
+        900
+    );
+    for o in [
+        count(&env.pg, "SELECT count(*) FROM tandem.outbox").await,
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+    ] {
+        assert_eq!(o, 0, "outboxes empty");
+    }
+    let o = env.tandem(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(
+        text(&o).contains("order_item: equal (A 600 rows, B 600 rows)"),
+        "{}",
+        text(&o)
+    );
+
+    // Behind tandem's back at B (SQL Server): a changed value, a changed code, an extra
+    // record, a deleted item.
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[orders]",
+        "UPDATE dbo.orders SET customer = N'changed in B' WHERE legacy_no = 7;
+         UPDATE dbo.orders SET status = N'closed' WHERE legacy_no = 8;
+         INSERT INTO dbo.orders (customer, status) VALUES (N'extra in B', N'open')",
+    )
+    .await;
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[order_items]",
+        "DELETE i FROM dbo.order_items AS i JOIN dbo.orders AS o ON o.id = i.order_id WHERE o.legacy_no = 9 AND i.line_no = 2",
+    )
+    .await;
+    let o = env.tandem(&["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    let order = &report[0];
+    assert_eq!(
+        (
+            &order["different"],
+            &order["only_in_b"],
+            &order["only_in_a"]
+        ),
+        (
+            &serde_json::json!(2),
+            &serde_json::json!(1),
+            &serde_json::json!(0)
+        ),
+        "{order}"
+    );
+    let mut keys: Vec<String> = order["sample_different"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .map(|d| d["a_key"].as_str().unwrap_or_default().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["[7]", "[8]"]);
+    assert_eq!(
+        order["sample_only_in_b"][0]["b_row"]["customer"], "extra in B",
+        "{order}"
+    );
+    assert_eq!(report[1]["only_in_a"], 1, "{}", report[1]);
+    assert_eq!(report[1]["sample_only_in_a"][0]["a_key"], "[9,2]");
+
+    // Repair from A: B's extra record is deleted at B (SQL Server), the rest re-sent.
+    let o = env.tandem(&["verify", "--repair"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem(&["verify"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        ms_count(
+            &mut env.ms,
+            "SELECT COUNT_BIG(*) FROM dbo.orders WHERE customer = N'extra in B'"
+        )
+        .await,
+        0
+    );
+    let b = ms_rows(
+        &mut env.ms,
+        "SELECT CONVERT(varchar(20), legacy_no), CONVERT(varchar(20), id), customer, CONVERT(varchar(40), amount) FROM dbo.orders ORDER BY legacy_no",
+    )
+    .await;
+    assert!(a == b, "orders differ after repair");
+    assert_eq!(
+        ms_rows(
+            &mut env.ms,
+            "SELECT status FROM dbo.orders WHERE legacy_no = 8"
+        )
+        .await,
+        vec![vec!["open".to_string()]]
+    );
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM dbo.order_items").await,
+        600
+    );
+    for o in [
+        count(&env.pg, "SELECT count(*) FROM tandem.outbox").await,
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+    ] {
+        assert_eq!(o, 0, "outboxes empty");
+    }
+}
