@@ -895,3 +895,107 @@ columns = [
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(count(&env.pg, "SELECT count(*) FROM countries").await, 7);
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn verify_compares_values_across_types_as_apply_does() {
+    let mut env = Env::with(
+        "verify_types",
+        true,
+        r#"
+[[entities]]
+name = "event"
+a = { table = "dbo.EVENTS", key = ["ID"] }
+b = { table = "public.events", key = ["id"] }
+columns = [
+  { a = "ID", b = "id" },
+  { a = "AT", b = "at" },
+  { a = "ATZ", b = "atz" },
+  { a = "AMOUNT", b = "amount" },
+  { a = "FLAG", b = "flag" },
+  { a = "NAME", b = "name" },
+  { a = "G", b = "g" },
+  { a = "TOD", b = "tod" },
+]
+"#,
+        "CREATE TABLE dbo.EVENTS (ID int NOT NULL PRIMARY KEY, AT datetime2(7) NULL, ATZ datetimeoffset(7) NULL,
+            AMOUNT decimal(10,2) NULL, FLAG bit NULL, NAME nvarchar(40) NULL, G uniqueidentifier NULL, TOD time(7) NULL);",
+        "CREATE TABLE public.events (id integer PRIMARY KEY, at timestamp, atz timestamptz, amount numeric,
+            flag boolean, name text, g uuid, tod time);",
+    )
+    .await;
+    ms_exec(
+        &mut env.ms,
+        "INSERT INTO dbo.EVENTS VALUES
+            (1, '2024-02-29T23:59:59.123456', '2024-02-29T23:59:59.5+05:30', 31.00, 1, N'Zoë', '6F9619FF-8B86-D011-B42D-00C04FC964FF', '10:11:12.5'),
+            (2, '2024-01-01T00:00:00', '2024-01-01T00:00:00+00:00', 0.50, 0, N'', NULL, '00:00:00'),
+            (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .await;
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem(&["verify", "--entity", "event"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // Equal values written differently at B: 31 for 31.00, 0.5 for 0.50, the same instant in
+    // another zone. Still equal.
+    pg_behind(
+        &env.pg,
+        "UPDATE events SET amount = 31 WHERE id = 1;
+         UPDATE events SET amount = 0.5000, atz = '2023-12-31T19:00:00-05:00' WHERE id = 2",
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT amount::text FROM events WHERE id IN (1, 2) ORDER BY id"
+        )
+        .await,
+        common::fixtures::table(&[&["31"], &["0.5000"]])
+    );
+    let o = env.tandem(&["verify", "--entity", "event"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "equal values of other types: {}",
+        text(&o)
+    );
+    // A microsecond, a case, NULL against '': differences, each named by its key.
+    pg_behind(
+        &env.pg,
+        "UPDATE events SET at = at + interval '1 microsecond' WHERE id = 1;
+         UPDATE events SET name = NULL WHERE id = 2;
+         UPDATE events SET g = '6f9619ff-8b86-d011-b42d-00c04fc964fe' WHERE id = 3",
+    )
+    .await;
+    let o = env.tandem(&["verify", "--entity", "event", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    let mut keys: Vec<String> = report[0]["sample_different"]
+        .as_array()
+        .expect("sample")
+        .iter()
+        .map(|d| d["a_key"].as_str().unwrap_or_default().to_string())
+        .collect();
+    keys.sort();
+    assert_eq!(keys, vec!["[1]", "[2]", "[3]"], "{report}");
+    let o = env.tandem(&["verify", "--entity", "event", "--repair"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let o = env.tandem(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let o = env.tandem(&["verify", "--entity", "event"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        rows(
+            &env.pg,
+            "SELECT e.id::text, coalesce(e.name, 'NULL'), coalesce(e.g::text, 'NULL'), to_char(e.at, 'YYYY-MM-DD HH24:MI:SS.US') FROM events AS e ORDER BY e.id"
+        )
+        .await[..2],
+        common::fixtures::table(&[
+            &["1", "Zoë", "6f9619ff-8b86-d011-b42d-00c04fc964ff", "2024-02-29 23:59:59.123456"],
+            &["2", "", "NULL", "2024-01-01 00:00:00.000000"],
+        ])[..]
+    );
+}
