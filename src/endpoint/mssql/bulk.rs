@@ -12,7 +12,7 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 
 use super::pool::{run, TxState};
-use super::sql::{fill, ident, literal, schema_vars, sections, table, EntityPlan};
+use super::sql::{fill, ident, literal, schema_vars, sections, table, EntityPlan, BULK};
 use super::MsEndpoint;
 use crate::config::{Entity, Side};
 use crate::endpoint::verify_hash::{normalize_text, Fold};
@@ -20,8 +20,6 @@ use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, EndpointError, Queued, RecordHash,
 };
 use crate::model::{value_text, Image, Key, Op};
-
-const BULK: &str = include_str!("../../../sql/mssql/bulk.sql");
 
 /// Binary comparison for keys as id_map texts (id_map's own collation).
 const BIN: &str = "COLLATE Latin1_General_100_BIN2";
@@ -392,7 +390,12 @@ async fn stream_records(
             let b_key = get::<&str>(&r, 1, &what)?.map(str::to_string);
             let jk = get::<&str>(&r, 2, &what)?.unwrap_or_default().to_string();
             let img = get::<&str>(&r, 3, &what)?.unwrap_or("{}");
-            let image: Image = serde_json::from_str(img).unwrap_or_default();
+            let image: Image = serde_json::from_str(img).map_err(|e| {
+                EndpointError::Config(format!(
+                    "{what}: the image of record {} is not a JSON object ({e}): {img}",
+                    a_key.as_deref().or(b_key.as_deref()).unwrap_or("?")
+                ))
+            })?;
             let mut values = Vec::with_capacity(b.entity.columns.len());
             for (i, c) in b.entity.columns.iter().enumerate() {
                 let name = c.name(side);
@@ -604,4 +607,38 @@ pub async fn delete_records(
         }
     }
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_statement_is_there() {
+        let s = sections(BULK);
+        for n in [
+            "backfill_get",
+            "backfill_reset",
+            "pending_between",
+            "links_by_peer",
+            "row_count",
+            "backfill_chunk",
+            "requeue",
+            "fetch_image",
+            "delete_record",
+            "verify_rows",
+        ] {
+            assert!(s.contains_key(n), "{n}");
+            assert!(!s[n].contains("-- name:"), "{n}");
+        }
+    }
+
+    #[test]
+    fn keyset_pagination_orders_by_every_key_column() {
+        assert_eq!(after_key(&["A".into()]), "((t.[A] > @k1))");
+        assert_eq!(
+            after_key(&["A".into(), "B]".into()]),
+            "((t.[A] > @k1) OR (t.[A] = @k1 AND t.[B]]] > @k2))"
+        );
+    }
 }

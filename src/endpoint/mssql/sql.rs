@@ -21,6 +21,7 @@ const STATEMENTS: &str = include_str!("../../../sql/mssql/statements.sql");
 const ENTITY: &str = include_str!("../../../sql/mssql/entity.sql");
 const APPLY: &str = include_str!("../../../sql/mssql/apply.sql");
 const WRITE_BACK: &str = include_str!("../../../sql/mssql/write_back.sql");
+pub(super) const BULK: &str = include_str!("../../../sql/mssql/bulk.sql");
 
 /// SQL Server errors caused by the row itself: the target refuses these values (a key or
 /// constraint, a value that does not fit or does not convert, NULL into NOT NULL, a trigger
@@ -780,6 +781,10 @@ pub fn runtime_listing(common: &Common) -> String {
     );
     add("write-back batch (sql/mssql/write_back.sql)", WRITE_BACK);
     add("per-entity parts (sql/mssql/entity.sql)", ENTITY);
+    add(
+        "backfill and verify (sql/mssql/bulk.sql; per entity, typed from the catalog at run time)",
+        BULK,
+    );
     out
 }
 

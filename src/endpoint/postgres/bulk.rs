@@ -164,8 +164,13 @@ async fn stream_records(
             let b_key: Option<String> = r.try_get(1).map_err(bad)?;
             let jk: Option<String> = r.try_get(2).map_err(bad)?;
             let v: Option<String> = r.try_get(3).map_err(bad)?;
-            let texts: Vec<Option<String>> =
-                serde_json::from_str(v.as_deref().unwrap_or("[]")).unwrap_or_default();
+            let texts: Vec<Option<String>> = serde_json::from_str(v.as_deref().unwrap_or("[]"))
+                .map_err(|e| {
+                    EndpointError::Config(format!(
+                        "internal: {what}: the values of record {} are not a JSON array of texts ({e})",
+                        a_key.as_deref().or(b_key.as_deref()).unwrap_or("?")
+                    ))
+                })?;
             let values: Vec<String> = texts.iter().map(|t| normalize_text(t.as_deref())).collect();
             fold.add(a_key, b_key, jk.unwrap_or_default(), &values);
         }
