@@ -999,3 +999,83 @@ columns = [
         ])[..]
     );
 }
+
+#[tokio::test]
+#[cfg_attr(
+    not(tandem_mssql),
+    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+)]
+async fn backfill_pages_through_a_text_key_and_verify_agrees() {
+    let mut env = Env::with(
+        "bf_text_key",
+        true,
+        r#"
+[[entities]]
+name = "tag"
+a = { table = "dbo.TAGS", key = ["CODE"] }
+b = { table = "public.tags", key = ["code"] }
+columns = [
+  { a = "CODE", b = "code" },
+  { a = "LABEL", b = "label" },
+]
+"#,
+        "CREATE TABLE dbo.TAGS (CODE nvarchar(20) NOT NULL PRIMARY KEY, LABEL nvarchar(40) NULL);",
+        "CREATE TABLE public.tags (code text PRIMARY KEY, label text);",
+    )
+    .await;
+    ms_behind(
+        &mut env.ms,
+        "[dbo].[TAGS]",
+        "INSERT INTO dbo.TAGS (CODE, LABEL) VALUES (N'a', N'1'), (N'B', N'2'), (N'b/c', N'3'), (N'Zoë', N'4'),
+            (N'quote\"d', N'5'), (N'x y', NULL), (N'back\\slash', N'7')",
+    )
+    .await;
+    // Keyset pagination through text keys, escapes included: every row queued once.
+    let sides = env.sides();
+    let mut chunks = 0;
+    while !sides
+        .a
+        .backfill_chunk("tag", 2)
+        .await
+        .expect("chunk")
+        .finished
+    {
+        chunks += 1;
+        assert!(chunks < 10, "the backfill does not end");
+    }
+    assert_eq!(
+        ms_count(
+            &mut env.ms,
+            "SELECT COUNT_BIG(DISTINCT JSON_VALUE([key], '$.k1')) FROM tandem.outbox"
+        )
+        .await,
+        7
+    );
+    assert_eq!(
+        ms_count(&mut env.ms, "SELECT COUNT_BIG(*) FROM tandem.outbox").await,
+        7
+    );
+    if is_babelfish(&mut env.ms).await {
+        println!(
+            "babelfish: skipped applying and verifying text keys because Babelfish's OPENJSON returns JSON strings still escaped, which breaks the write-back of a text key there (see README)"
+        );
+        return;
+    }
+    sides.a.backfill_reset("tag").await.expect("reset");
+    ms_exec(&mut env.ms, "DELETE FROM tandem.outbox").await;
+    let o = env.tandem(&["backfill", "--entity", "tag", "--chunk", "2"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("tag: 7 rows copied"), "{}", text(&o));
+    assert_eq!(count(&env.pg, "SELECT count(*) FROM tags").await, 7);
+    let o = env.tandem(&["verify", "--entity", "tag"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    pg_behind(
+        &env.pg,
+        "UPDATE tags SET label = 'changed' WHERE code = 'b/c'",
+    )
+    .await;
+    let o = env.tandem(&["verify", "--entity", "tag", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).expect("json report");
+    assert_eq!(report[0]["sample_different"][0]["a_key"], r#"["b/c"]"#);
+}

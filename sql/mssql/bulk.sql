@@ -13,6 +13,7 @@ SELECT last_key, rows_done, CONVERT(bit, CASE WHEN finished_at IS NULL THEN 0 EL
 FROM {{schema}}.[backfill] WHERE entity = @P1;
 
 -- name: backfill_reset
+DELETE FROM {{schema}}.[backfill_key] WHERE entity = @P1;
 DELETE FROM {{schema}}.[backfill] WHERE entity = @P1;
 
 -- name: pending_between
@@ -37,8 +38,9 @@ WHERE m.entity = @P1 AND m.deleted = 0;
 SELECT COUNT_BIG(*) FROM {{table}};
 
 -- name: backfill_chunk
--- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the saved
--- last key), queued as changes in the outbox, and the progress saved, in one transaction.
+-- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the last key
+-- queued, kept typed in backfill_key), queued as changes in the outbox, and the progress
+-- saved, in one transaction.
 -- Live-safe: the rows are read with UPDLOCK, which is a locking read even under
 -- READ_COMMITTED_SNAPSHOT: it waits for a transaction writing a row to end, reads the row as
 -- committed, and keeps the row locked until this transaction commits. So a live change of a
@@ -53,7 +55,7 @@ DECLARE @last nvarchar(max), @new_last nvarchar(max), @found bit = 0, @finished 
         @n bigint = 0, @before bigint = NULL, @max bigint = NULL;
 {{key_declare}}
 DECLARE @c TABLE (ord int IDENTITY(1,1) NOT NULL PRIMARY KEY, k nvarchar(max) NOT NULL,
-                  img nvarchar(max) NOT NULL, last nvarchar(max) NOT NULL);
+                  img nvarchar(max) NOT NULL, last nvarchar(max) NOT NULL, {{c_key_cols}});
 BEGIN TRY
     BEGIN TRANSACTION;
     SELECT @found = 1, @last = last_key,
@@ -62,15 +64,15 @@ BEGIN TRY
     IF @finished = 0
     BEGIN
         IF @last IS NULL
-            INSERT INTO @c (k, img, last)
-            SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}
+            INSERT INTO @c (k, img, last, {{c_key_names}})
+            SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
             ORDER BY {{t_key_order}};
         ELSE
         BEGIN
-            SELECT {{key_assign}} FROM OPENJSON(N'[' + @last + N']') WITH ({{with_key}}) AS k;
-            INSERT INTO @c (k, img, last)
-            SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}
+{{key_load}}
+            INSERT INTO @c (k, img, last, {{c_key_names}})
+            SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
             WHERE {{after_key}}
             ORDER BY {{t_key_order}};
@@ -82,7 +84,9 @@ BEGIN TRY
             INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
             SELECT @P1, 'U', c.k, LEFT(c.k, 400), c.img FROM @c AS c ORDER BY c.ord;
             SET @max = CONVERT(bigint, SCOPE_IDENTITY());
-            SELECT TOP (1) @new_last = c.last FROM @c AS c ORDER BY c.ord DESC;
+            SELECT TOP (1) @new_last = c.last, {{key_assign}} FROM @c AS c ORDER BY c.ord DESC;
+            DELETE FROM {{schema}}.[backfill_key] WHERE entity = @P1;
+            INSERT INTO {{schema}}.[backfill_key] (entity, ord, v) VALUES {{key_store}};
         END;
         SET @finished = CASE WHEN @n < @P2 THEN 1 ELSE 0 END;
         IF @found = 1

@@ -71,7 +71,7 @@ CREATE UNIQUE INDEX id_map_b ON [tandem].[id_map] (entity, b_key) WHERE b_key IS
 END;
 GO
 -- Backfill progress, one row per entity backfilled from this side: the key of the last row
--- queued (as id_map writes keys), rows queued so far, and when it finished. Saved in the same
+-- queued (as id_map writes keys, for people), rows queued so far, and when it finished. Saved in the same
 -- transaction as the chunk it describes, so a backfill resumes exactly after the last chunk.
 IF OBJECT_ID(N'[tandem].[backfill]', N'U') IS NULL
 CREATE TABLE [tandem].[backfill] (
@@ -80,6 +80,16 @@ CREATE TABLE [tandem].[backfill] (
     rows_done   bigint            NOT NULL DEFAULT 0,
     updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
     finished_at datetimeoffset(7) NULL
+);
+GO
+-- Where a backfill resumes: the typed values of the last key queued, one row per key column
+-- (sql_variant keeps each value's type exactly, so no text has to be parsed back).
+IF OBJECT_ID(N'[tandem].[backfill_key]', N'U') IS NULL
+CREATE TABLE [tandem].[backfill_key] (
+    entity nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    ord    int               NOT NULL,
+    v      sql_variant       NULL,
+    PRIMARY KEY CLUSTERED (entity, ord)
 );
 GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
@@ -856,6 +866,7 @@ GO
 -- FROM {{schema}}.[backfill] WHERE entity = @P1;
 -- 
 -- -- name: backfill_reset
+-- DELETE FROM {{schema}}.[backfill_key] WHERE entity = @P1;
 -- DELETE FROM {{schema}}.[backfill] WHERE entity = @P1;
 -- 
 -- -- name: pending_between
@@ -880,8 +891,9 @@ GO
 -- SELECT COUNT_BIG(*) FROM {{table}};
 -- 
 -- -- name: backfill_chunk
--- -- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the saved
--- -- last key), queued as changes in the outbox, and the progress saved, in one transaction.
+-- -- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the last key
+-- -- queued, kept typed in backfill_key), queued as changes in the outbox, and the progress
+-- -- saved, in one transaction.
 -- -- Live-safe: the rows are read with UPDLOCK, which is a locking read even under
 -- -- READ_COMMITTED_SNAPSHOT: it waits for a transaction writing a row to end, reads the row as
 -- -- committed, and keeps the row locked until this transaction commits. So a live change of a
@@ -896,7 +908,7 @@ GO
 --         @n bigint = 0, @before bigint = NULL, @max bigint = NULL;
 -- {{key_declare}}
 -- DECLARE @c TABLE (ord int IDENTITY(1,1) NOT NULL PRIMARY KEY, k nvarchar(max) NOT NULL,
---                   img nvarchar(max) NOT NULL, last nvarchar(max) NOT NULL);
+--                   img nvarchar(max) NOT NULL, last nvarchar(max) NOT NULL, {{c_key_cols}});
 -- BEGIN TRY
 --     BEGIN TRANSACTION;
 --     SELECT @found = 1, @last = last_key,
@@ -905,15 +917,15 @@ GO
 --     IF @finished = 0
 --     BEGIN
 --         IF @last IS NULL
---             INSERT INTO @c (k, img, last)
---             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}
+--             INSERT INTO @c (k, img, last, {{c_key_names}})
+--             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
 --             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
 --             ORDER BY {{t_key_order}};
 --         ELSE
 --         BEGIN
---             SELECT {{key_assign}} FROM OPENJSON(N'[' + @last + N']') WITH ({{with_key}}) AS k;
---             INSERT INTO @c (k, img, last)
---             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}
+-- {{key_load}}
+--             INSERT INTO @c (k, img, last, {{c_key_names}})
+--             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
 --             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
 --             WHERE {{after_key}}
 --             ORDER BY {{t_key_order}};
@@ -925,7 +937,9 @@ GO
 --             INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
 --             SELECT @P1, 'U', c.k, LEFT(c.k, 400), c.img FROM @c AS c ORDER BY c.ord;
 --             SET @max = CONVERT(bigint, SCOPE_IDENTITY());
---             SELECT TOP (1) @new_last = c.last FROM @c AS c ORDER BY c.ord DESC;
+--             SELECT TOP (1) @new_last = c.last, {{key_assign}} FROM @c AS c ORDER BY c.ord DESC;
+--             DELETE FROM {{schema}}.[backfill_key] WHERE entity = @P1;
+--             INSERT INTO {{schema}}.[backfill_key] (entity, ord, v) VALUES {{key_store}};
 --         END;
 --         SET @finished = CASE WHEN @n < @P2 THEN 1 ELSE 0 END;
 --         IF @found = 1

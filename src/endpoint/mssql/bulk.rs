@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::pool::{run, TxState};
 use super::sql::{fill, ident, literal, schema_vars, sections, table, EntityPlan, BULK};
+use super::types::Family;
 use super::MsEndpoint;
 use crate::config::{Entity, Side};
 use crate::endpoint::verify_hash::{normalize_text, Fold};
@@ -122,6 +123,23 @@ impl<'a> EntityBulk<'a> {
             }
         }
         let mut vars = schema_vars(&ep.config.side(side).schema, side);
+        let schema = ident(&ep.config.side(side).schema);
+        // The keyset position, typed as the key columns (a max-length text as the longest a
+        // sql_variant holds: keys are at most 700 characters).
+        let key_vars: Vec<String> = key_types
+            .iter()
+            .map(|(_, c, _)| match c.ty.family() {
+                Family::Str {
+                    unicode: true,
+                    chars: None,
+                } => "nvarchar(4000)".to_string(),
+                Family::Str {
+                    unicode: false,
+                    chars: None,
+                } => "varchar(8000)".to_string(),
+                _ => c.ty.sql(),
+            })
+            .collect();
         let filled = |text: String, vars: &[(&str, String)]| fill(&text, vars);
         let (a_key, b_key, jk, ref_cols) = (
             filled(a_key, &vars)?,
@@ -184,18 +202,51 @@ impl<'a> EntityBulk<'a> {
                 format!(
                     "DECLARE {};",
                     joined(
-                        key_types
+                        key_vars
                             .iter()
                             .enumerate()
-                            .map(|(i, (_, _, input))| format!("@k{} {input}", i + 1)),
+                            .map(|(i, ty)| format!("@k{} {ty}", i + 1)),
                         ", "
                     )
                 ),
             ),
             (
+                "c_key_cols",
+                joined(
+                    key_vars
+                        .iter()
+                        .enumerate()
+                        .map(|(i, ty)| format!("[c{}] {ty} NOT NULL", i + 1)),
+                    ", ",
+                ),
+            ),
+            (
+                "c_key_names",
+                joined((1..=ts.key.len()).map(|i| format!("[c{i}]")), ", "),
+            ),
+            (
                 "key_assign",
                 joined(
-                    (1..=ts.key.len()).map(|i| format!("@k{i} = k.[c{i}]")),
+                    (1..=ts.key.len()).map(|i| format!("@k{i} = c.[c{i}]")),
+                    ", ",
+                ),
+            ),
+            (
+                "key_load",
+                joined(
+                    key_vars.iter().enumerate().map(|(i, ty)| {
+                        format!(
+                            "            SELECT @k{n} = CONVERT({ty}, v) FROM {schema}.[backfill_key] WHERE entity = @P1 AND ord = {n};",
+                            n = i + 1
+                        )
+                    }),
+                    "\n",
+                ),
+            ),
+            (
+                "key_store",
+                joined(
+                    (1..=ts.key.len()).map(|i| format!("(@P1, {i}, CONVERT(sql_variant, @k{i}))")),
                     ", ",
                 ),
             ),

@@ -186,6 +186,7 @@ pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("id_map_lit", literal(&format!("{s}.[id_map]"))),
         ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
         ("backfill_lit", literal(&format!("{s}.[backfill]"))),
+        ("backfill_key_lit", literal(&format!("{s}.[backfill_key]"))),
         // The table property that marks a capture trigger as this installation's.
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
