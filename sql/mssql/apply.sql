@@ -277,9 +277,11 @@ BEGIN
                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 0,
                                @out_how = CASE WHEN @n > 0 THEN 'W' ELSE 'U' END;
                     END
-                    ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0
+                    ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0 AND @op = 'U'
                         -- Linked, yet gone here, with no delete of it pending here: it was
                         -- deleted at this side and that delete reached the other side already.
+                        -- (An insert re-creates it, as PostgreSQL's apply does: that is how
+                        -- `verify --repair` brings back a record deleted behind tandem's back.)
                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
                     ELSE
                     BEGIN

@@ -70,6 +70,28 @@ CREATE UNIQUE INDEX id_map_a ON {{schema}}.[id_map] (entity, a_key) WHERE a_key 
 CREATE UNIQUE INDEX id_map_b ON {{schema}}.[id_map] (entity, b_key) WHERE b_key IS NOT NULL;
 END;
 GO
+-- Backfill progress, one row per entity backfilled from this side: the key of the last row
+-- queued (as id_map writes keys, for people), rows queued so far, and when it finished. Saved in the same
+-- transaction as the chunk it describes, so a backfill resumes exactly after the last chunk.
+IF OBJECT_ID({{backfill_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[backfill] (
+    entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY CLUSTERED,
+    last_key    nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+    rows_done   bigint            NOT NULL DEFAULT 0,
+    updated_at  datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET(),
+    finished_at datetimeoffset(7) NULL
+);
+GO
+-- Where a backfill resumes: the typed values of the last key queued, one row per key column
+-- (sql_variant keeps each value's type exactly, so no text has to be parsed back).
+IF OBJECT_ID({{backfill_key_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[backfill_key] (
+    entity nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+    ord    int               NOT NULL,
+    v      sql_variant       NULL,
+    PRIMARY KEY CLUSTERED (entity, ord)
+);
+GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.
 IF OBJECT_ID({{conflicts_lit}}, N'U') IS NULL

@@ -23,6 +23,8 @@ GO
 DROP TABLE IF EXISTS {{schema}}.[outbox];
 DROP TABLE IF EXISTS {{schema}}.[id_map];
 DROP TABLE IF EXISTS {{schema}}.[conflicts];
+DROP TABLE IF EXISTS {{schema}}.[backfill];
+DROP TABLE IF EXISTS {{schema}}.[backfill_key];
 GO
 -- The schema goes only if tandem created it and nothing else lives in it.
 IF SCHEMA_ID({{schema_lit}}) IS NOT NULL

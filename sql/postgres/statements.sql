@@ -409,6 +409,13 @@ SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{join_key_expr}} AS jk
        md5(coalesce({{a_key_expr}}, '-') || '|' || coalesce({{b_key_expr}}, '-') || '|' || {{values_expr}}) AS h
 FROM {{table}} AS t
 
+-- name: verify_values
+-- Verify across dialects (the other side is not PostgreSQL): each record's keys as in
+-- verify_rows and its values in the same shape, one JSON text per column, which tandem
+-- normalises and hashes (src/endpoint/verify_hash.rs explains why not in the database).
+SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{join_key_expr}} AS jk, {{values_array}} AS v
+FROM {{table}} AS t;
+
 -- name: verify_buckets
 -- Count and hash sum per bucket of join keys: equal buckets never leave the database.
 SELECT (('x' || substr(md5(jk), 1, 8))::bit(32)::bigint % $1)::int AS bucket,

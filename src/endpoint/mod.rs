@@ -6,6 +6,7 @@ pub mod error;
 pub mod mssql;
 pub mod postgres;
 pub mod template;
+pub mod verify_hash;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -23,6 +23,8 @@ GO
 DROP TABLE IF EXISTS [tandem].[outbox];
 DROP TABLE IF EXISTS [tandem].[id_map];
 DROP TABLE IF EXISTS [tandem].[conflicts];
+DROP TABLE IF EXISTS [tandem].[backfill];
+DROP TABLE IF EXISTS [tandem].[backfill_key];
 GO
 -- The schema goes only if tandem created it and nothing else lives in it.
 IF SCHEMA_ID(N'tandem') IS NOT NULL

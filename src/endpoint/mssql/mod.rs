@@ -6,6 +6,7 @@
 
 pub mod ado;
 mod apply;
+mod bulk;
 pub mod error;
 mod pool;
 mod schema;
@@ -22,10 +23,11 @@ use tokio::sync::Mutex;
 
 use crate::config::{Config, Side};
 use crate::endpoint::{
-    Endpoint, EndpointError, EntityStatus, InstallState, Lease, Link, Outcome, PoolState,
-    SchemaProblem, SuspendedChange, WriteBack,
+    BackfillChunk, BackfillProgress, BucketHash, Endpoint, EndpointError, EntityStatus,
+    InstallState, Lease, Link, Outcome, PoolState, Queued, RecordHash, SchemaProblem,
+    SuspendedChange, WriteBack,
 };
-use crate::model::{Image, Key, OutboxRow, TargetChange};
+use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
 
 use pool::{run, MsPool};
 use sql::{Common, EntityPlan, Plan};
@@ -492,6 +494,71 @@ impl Endpoint for MsEndpoint {
 
     async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {
         lease::try_lead(self).await
+    }
+
+    async fn row_count(&self, entity: &str) -> Result<i64, EndpointError> {
+        bulk::row_count(self, entity).await
+    }
+
+    async fn backfill_progress(&self, entity: &str) -> Result<BackfillProgress, EndpointError> {
+        bulk::progress(self, entity).await
+    }
+
+    async fn backfill_reset(&self, entity: &str) -> Result<(), EndpointError> {
+        bulk::reset(self, entity).await
+    }
+
+    async fn backfill_chunk(
+        &self,
+        entity: &str,
+        chunk: usize,
+    ) -> Result<BackfillChunk, EndpointError> {
+        let result = bulk::chunk(self, entity, chunk).await;
+        if let Err(e) = &result {
+            self.forget_plan(e).await;
+        }
+        result
+    }
+
+    async fn pending_between(&self, min: i64, max: i64) -> Result<Queued, EndpointError> {
+        bulk::pending_between(self, min, max).await
+    }
+
+    async fn verify_buckets(
+        &self,
+        entity: &str,
+        buckets: i32,
+    ) -> Result<Vec<BucketHash>, EndpointError> {
+        bulk::buckets(self, entity, buckets).await
+    }
+
+    async fn verify_records(
+        &self,
+        entity: &str,
+        buckets: i32,
+        which: &[i32],
+    ) -> Result<Vec<RecordHash>, EndpointError> {
+        bulk::records(self, entity, buckets, which).await
+    }
+
+    async fn verify_in_flight(
+        &self,
+        entity: &str,
+        join_keys: &[String],
+    ) -> Result<HashSet<String>, EndpointError> {
+        bulk::in_flight(self, entity, join_keys).await
+    }
+
+    async fn fetch_image(&self, entity: &str, key: &Key) -> Result<Option<Image>, EndpointError> {
+        bulk::fetch_image(self, entity, key).await
+    }
+
+    async fn requeue(&self, entity: &str, key: &Key, op: Op) -> Result<u64, EndpointError> {
+        bulk::requeue(self, entity, key, op).await
+    }
+
+    async fn delete_records(&self, entity: &str, keys: &[Key]) -> Result<u64, EndpointError> {
+        bulk::delete_records(self, entity, keys).await
     }
 
     fn pool_state(&self) -> PoolState {

@@ -22,6 +22,7 @@ const STATEMENTS: &str = include_str!("../../../sql/mssql/statements.sql");
 const ENTITY: &str = include_str!("../../../sql/mssql/entity.sql");
 const APPLY: &str = include_str!("../../../sql/mssql/apply.sql");
 const WRITE_BACK: &str = include_str!("../../../sql/mssql/write_back.sql");
+pub(super) const BULK: &str = include_str!("../../../sql/mssql/bulk.sql");
 
 /// `name` as a T-SQL identifier: always bracketed, `]` doubled.
 pub fn ident(name: &str) -> String {
@@ -80,7 +81,7 @@ pub fn batches(script: &str) -> Vec<String> {
     out
 }
 
-fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
+pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
     let (own, peer) = match side {
         Side::A => ("a_key", "b_key"),
         Side::B => ("b_key", "a_key"),
@@ -93,6 +94,8 @@ fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("outbox_lit", literal(&format!("{s}.[outbox]"))),
         ("id_map_lit", literal(&format!("{s}.[id_map]"))),
         ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
+        ("backfill_lit", literal(&format!("{s}.[backfill]"))),
+        ("backfill_key_lit", literal(&format!("{s}.[backfill_key]"))),
         // The table property that marks a capture trigger as this installation's.
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
@@ -691,6 +694,10 @@ pub fn runtime_listing(common: &Common) -> String {
     );
     add("write-back batch (sql/mssql/write_back.sql)", WRITE_BACK);
     add("per-entity parts (sql/mssql/entity.sql)", ENTITY);
+    add(
+        "backfill and verify (sql/mssql/bulk.sql; per entity, typed from the catalog at run time)",
+        BULK,
+    );
     out
 }
 

@@ -3,9 +3,12 @@
 
 use std::collections::HashSet;
 
+use futures_util::TryStreamExt;
+
 use super::pool::{prepared, PgConn};
 use super::sql::EntitySql;
 use super::PgEndpoint;
+use crate::endpoint::verify_hash::{normalize_text, Fold};
 use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, EndpointError, Queued, RecordHash,
 };
@@ -127,11 +130,65 @@ pub async fn pending_between(ep: &PgEndpoint, min: i64, max: i64) -> Result<Queu
     })
 }
 
+/// Is the other side another kind of database? Then both sides hash in tandem, from the same
+/// normalised values (see `crate::endpoint::verify_hash` for why).
+fn across_dialects(ep: &PgEndpoint) -> bool {
+    ep.config.side(ep.side.other()).kind != crate::config::DbKind::Postgres
+}
+
+/// Streams every record of the entity into `fold` (verify across dialects).
+async fn stream_records(
+    ep: &PgEndpoint,
+    entity: &str,
+    fold: &mut Fold,
+) -> Result<(), EndpointError> {
+    let es = entity_sql(ep, entity)?;
+    let mut conn = ep.pool.get().await?;
+    let what = format!("verify {} (entity {entity})", es.table);
+    let err = |e| ep.pool.error(&what, e);
+    let tx = conn.client.transaction().await.map_err(err)?;
+    tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
+    {
+        let stream = tx
+            .query_raw(
+                es.verify_values.as_str(),
+                std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
+            )
+            .await
+            .map_err(err)?;
+        futures_util::pin_mut!(stream);
+        while let Some(r) = stream.try_next().await.map_err(err)? {
+            let bad =
+                |e: tokio_postgres::Error| EndpointError::Config(format!("internal: {what}: {e}"));
+            let a_key: Option<String> = r.try_get(0).map_err(bad)?;
+            let b_key: Option<String> = r.try_get(1).map_err(bad)?;
+            let jk: Option<String> = r.try_get(2).map_err(bad)?;
+            let v: Option<String> = r.try_get(3).map_err(bad)?;
+            let texts: Vec<Option<String>> = serde_json::from_str(v.as_deref().unwrap_or("[]"))
+                .map_err(|e| {
+                    EndpointError::Config(format!(
+                        "internal: {what}: the values of record {} are not a JSON array of texts ({e})",
+                        a_key.as_deref().or(b_key.as_deref()).unwrap_or("?")
+                    ))
+                })?;
+            let values: Vec<String> = texts.iter().map(|t| normalize_text(t.as_deref())).collect();
+            fold.add(a_key, b_key, jk.unwrap_or_default(), &values);
+        }
+    }
+    tx.commit().await.map_err(err)?;
+    Ok(())
+}
+
 pub async fn buckets(
     ep: &PgEndpoint,
     entity: &str,
     n: i32,
 ) -> Result<Vec<BucketHash>, EndpointError> {
+    if across_dialects(ep) {
+        let mut fold = Fold::new(n, None);
+        stream_records(ep, entity, &mut fold).await?;
+        return Ok(fold.buckets());
+    }
     let es = entity_sql(ep, entity)?;
     let mut conn = ep.pool.get().await?;
     let err = |e| ep.pool.error(&format!("verify {}", es.table), e);
@@ -158,6 +215,11 @@ pub async fn records(
     n: i32,
     which: &[i32],
 ) -> Result<Vec<RecordHash>, EndpointError> {
+    if across_dialects(ep) {
+        let mut fold = Fold::new(n, Some(which));
+        stream_records(ep, entity, &mut fold).await?;
+        return Ok(fold.records());
+    }
     let es = entity_sql(ep, entity)?;
     let mut conn = ep.pool.get().await?;
     let err = |e| ep.pool.error(&format!("verify {}", es.table), e);

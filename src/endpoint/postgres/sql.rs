@@ -121,6 +121,8 @@ pub struct EntitySql {
     pub verify_buckets: String,
     pub verify_records: String,
     pub verify_in_flight: String,
+    /// verify across dialects: keys and one value text per column, hashed by tandem.
+    pub verify_values: String,
 }
 
 /// Every statement one side needs.
@@ -297,6 +299,7 @@ fn entity_sql(
         verify_buckets: with_rows("verify_buckets")?,
         verify_records: with_rows("verify_records")?,
         verify_in_flight: get("verify_in_flight")?,
+        verify_values: get("verify_values")?,
         table: ts.table.to_string(),
         table_sql: table(&ts.table),
         key,
@@ -354,6 +357,8 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
         ),
     };
     let mut values = Vec::new();
+    // The same texts, one per column, for verify across dialects (hashed by tandem).
+    let mut raw: Vec<String> = Vec::new();
     for c in &e.columns {
         let col = format!("t.{}", ident(c.name(side)));
         let expr = if let Some(parent) = &c.parent {
@@ -390,11 +395,17 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
             format!("to_jsonb({col})::text")
         };
         values.push(format!("coalesce({expr}, '~')"));
+        raw.push(expr);
     }
     let values_expr = if values.is_empty() {
         "''".to_string()
     } else {
         values.join(" || '|' || ")
+    };
+    let values_array = if raw.is_empty() {
+        "'[]'".to_string()
+    } else {
+        format!("array_to_json(ARRAY[{}]::text[])::text", raw.join(", "))
     };
     let ok = compact_json("o.key");
     let outbox_jk = match side {
@@ -429,6 +440,7 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
         ("b_key_expr", b_key),
         ("join_key_expr", jk),
         ("values_expr", values_expr),
+        ("values_array", values_array),
         ("outbox_jk", outbox_jk),
         ("image_key", image_key),
         ("image_order_desc", image_order_desc),
