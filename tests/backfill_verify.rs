@@ -5,7 +5,7 @@ mod common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::fixtures::{count, eventually_or, rows, Env};
+use common::fixtures::{count, eventually_or, rows, table, Env};
 
 /// Runs SQL on a side without capturing it: what happened "behind tandem's back".
 async fn behind(c: &tokio_postgres::Client, sql: &str) {
@@ -320,4 +320,54 @@ async fn backfill_of_100k_rows_under_concurrent_writes_while_tandem_runs_ends_eq
     assert_equal_and_linked(&env).await;
     let o = env.tandem_run(&["verify"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+/// A column named like the statements' table alias (`t`) is a column like any other: the
+/// backfilled image is the whole row (`to_jsonb(t.*)`), not that column's value, and verify
+/// can read a differing record.
+#[tokio::test]
+async fn a_column_named_t_is_backfilled_and_verified_as_any_other() {
+    let config = r#"
+[a]
+kind = "postgres"
+url = "${TANDEM_A_URL}"
+[b]
+kind = "postgres"
+url = "${TANDEM_B_URL}"
+
+[[entities]]
+name = "tag"
+a = { table = "tags", key = ["id"] }
+b = { table = "labels", key = ["id"] }
+columns = [{ a = "id", b = "id" }, { a = "t", b = "t" }, { a = "note", b = "remark" }]
+"#;
+    let (a_url, b_url) = common::fresh_dbs("column_t");
+    let env = Env::on(
+        a_url,
+        b_url,
+        config,
+        "CREATE TABLE tags (id int PRIMARY KEY, t text, note text);",
+        "CREATE TABLE labels (id int PRIMARY KEY, t text, remark text);",
+        true,
+    )
+    .await;
+    behind(
+        &env.a,
+        "INSERT INTO tags VALUES (1, 'one', 'first'), (2, 'two', NULL)",
+    )
+    .await;
+    let o = env.tandem_run(&["backfill", "--entity", "tag"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert_eq!(
+        rows(&env.b, "SELECT id::text, t, remark FROM labels ORDER BY id").await,
+        table(&[&["1", "one", "first"], &["2", "two", "NULL"]])
+    );
+    behind(&env.b, "UPDATE labels SET t = 'uno' WHERE id = 1").await;
+    let o = env.tandem_run(&["verify", "--json"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("uno"),
+        "the differing row is shown: {}",
+        text(&o)
+    );
 }

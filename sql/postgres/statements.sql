@@ -368,7 +368,7 @@ SELECT count(*) FROM {{table}};
 -- of a row to commit and then reads its new version, so the queued image is never older than a
 -- live change with a smaller sequence: a backfilled row never overwrites a newer live change.
 WITH chunk AS MATERIALIZED (
-    SELECT to_jsonb(t) AS image
+    SELECT to_jsonb(t.*) AS image
     FROM {{table}} AS t
     WHERE $1::text IS NULL
        OR ({{t_key}}) > (SELECT {{r_key}} FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r)
@@ -388,7 +388,7 @@ SELECT (SELECT count(*) FROM queued),
 -- name: requeue
 -- `verify --repair`: queue the current image of one record as a change of op $3.
 WITH rec AS MATERIALIZED (
-    SELECT to_jsonb(t) AS image
+    SELECT to_jsonb(t.*) AS image
     FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
     WHERE ({{t_key}}) = ({{r_key}})
     FOR SHARE OF t
@@ -397,7 +397,7 @@ INSERT INTO {{schema}}.outbox (entity, op, key, image)
 SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
 
 -- name: fetch_image
-SELECT to_jsonb(t)::text
+SELECT to_jsonb(t.*)::text
 FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}});
 
