@@ -95,6 +95,8 @@ pub async fn run(
         }
     }
     let source = sides.get(from);
+    // Asked before anything starts: a side that cannot backfill says so now.
+    let bulk = crate::endpoint::bulk(source.as_ref(), "backfill")?;
     // Whoever leads applies the queued rows: a running `tandem run`, or else this backfill.
     let mut lease = source.try_lead().await?;
     if lease.is_none() {
@@ -104,8 +106,8 @@ pub async fn run(
     for name in &entities {
         let is_target = name == &opts.entity;
         if is_target && opts.restart {
-            source.backfill_reset(name).await?;
-        } else if !is_target && source.backfill_progress(name).await?.finished {
+            bulk.backfill_reset(name).await?;
+        } else if !is_target && bulk.backfill_progress(name).await?.finished {
             continue;
         }
         if !is_target {
@@ -131,7 +133,7 @@ async fn one_entity(
     lease: &mut Option<Box<dyn Lease>>,
     stop: watch::Receiver<bool>,
 ) -> Result<(u64, i64, bool), EndpointError> {
-    let source = sides.get(opts.from);
+    let source = crate::endpoint::bulk(sides.get(opts.from).as_ref(), "backfill")?;
     let saved = source.backfill_progress(entity).await?;
     if saved.finished {
         info!(
@@ -205,7 +207,7 @@ async fn settle(
     stop: &watch::Receiver<bool>,
     all: bool,
 ) -> Result<Queued, EndpointError> {
-    let source = sides.get(from);
+    let source = crate::endpoint::bulk(sides.get(from).as_ref(), "backfill")?;
     let mut idle = Duration::from_millis(20);
     let policy = Policy::new(&config.sync);
     let mut failures = 0;
@@ -258,7 +260,7 @@ async fn settle(
         } else if last_try.elapsed() >= Duration::from_secs(1) {
             // The active instance may have gone: then this backfill applies its own rows.
             last_try = Instant::now();
-            *lease = source.try_lead().await?;
+            *lease = sides.get(from).try_lead().await?;
         }
         // Rows waiting for a retry time, or another instance applying them.
         tokio::time::sleep(idle).await;

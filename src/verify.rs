@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde::Serialize;
 
 use crate::config::{Config, Entity, Side};
-use crate::endpoint::{EndpointError, RecordHash};
+use crate::endpoint::{bulk, EndpointError, RecordHash};
 use crate::model::{Image, Key, Op};
 use crate::progress::Progress;
 use crate::sync::Sides;
@@ -87,6 +87,15 @@ pub async fn run(
             .ok_or_else(|| EndpointError::Config(format!("no entity {name:?} in the config")))?],
         None => config.entities_parents_first(),
     };
+    // Asked before anything starts: a side that cannot verify (or repair) says so now.
+    let what = if opts.repair_from.is_some() {
+        "verify --repair"
+    } else {
+        "verify"
+    };
+    for side in [Side::A, Side::B] {
+        bulk(sides.get(side).as_ref(), what)?;
+    }
     let mut out = Vec::new();
     for e in entities {
         out.push(one(sides, e, opts).await?);
@@ -96,7 +105,10 @@ pub async fn run(
 
 async fn one(sides: &Sides, e: &Entity, opts: &Options) -> Result<EntityReport, EndpointError> {
     let name = e.name.as_str();
-    let (a, b) = (sides.get(Side::A), sides.get(Side::B));
+    let (a, b) = (
+        bulk(sides.get(Side::A).as_ref(), "verify")?,
+        bulk(sides.get(Side::B).as_ref(), "verify")?,
+    );
     let mut report = EntityReport {
         entity: name.to_string(),
         a_rows: a.row_count(name).await?,
@@ -204,11 +216,19 @@ async fn record(
     let b_here = kind != Kind::OnlyA;
     if sample.len() < SAMPLE {
         let a_row = match (&a_key, a_here) {
-            (Some(k), true) => sides.get(Side::A).fetch_image(name, k).await?,
+            (Some(k), true) => {
+                bulk(sides.get(Side::A).as_ref(), "verify")?
+                    .fetch_image(name, k)
+                    .await?
+            }
             _ => None,
         };
         let b_row = match (&b_key, b_here) {
-            (Some(k), true) => sides.get(Side::B).fetch_image(name, k).await?,
+            (Some(k), true) => {
+                bulk(sides.get(Side::B).as_ref(), "verify")?
+                    .fetch_image(name, k)
+                    .await?
+            }
             _ => None,
         };
         sample.push(Difference {
@@ -233,12 +253,13 @@ async fn record(
         // Send the authoritative side's current row again, as an insert: it re-creates the
         // record where it is missing and overwrites it where it differs.
         (true, Some(k), _) => {
-            report.queued += sides.get(from).requeue(name, &k, Op::Insert).await?
+            report.queued += bulk(sides.get(from).as_ref(), "verify --repair")?
+                .requeue(name, &k, Op::Insert)
+                .await?
         }
         // Only on the other side: the authoritative side does not have it, so it goes.
         (false, _, Some(k)) => {
-            report.deleted += sides
-                .get(from.other())
+            report.deleted += bulk(sides.get(from.other()).as_ref(), "verify --repair")?
                 .delete_records(name, std::slice::from_ref(&k))
                 .await?
         }

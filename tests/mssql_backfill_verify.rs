@@ -9,62 +9,24 @@
 mod common;
 
 use std::process::Output;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use common::fixtures::{count, rows};
+use common::mssql::{
+    fresh_ms_db, is_babelfish, ms_connect, ms_count, ms_exec, ms_rows, mssql_url, Ms,
+};
 use tandem::config::{self, Config, Side};
-use tandem::endpoint::mssql::ado;
 use tandem::sync::Sides;
-use tiberius::ColumnData;
-use tokio::net::TcpStream;
-use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 
 const DEMO_CONFIG: &str = include_str!("../sql/demo/tandem.toml");
 const MS_A_SCHEMA: &str = include_str!("../sql/mssql/demo_a.sql");
 const PG_A_SCHEMA: &str = include_str!("../sql/demo/a_legacy.sql");
 const PG_B_SCHEMA: &str = include_str!("../sql/demo/b_new.sql");
-/// Side B on SQL Server: the demo's new schema in T-SQL.
-const MS_B_SCHEMA: &str = "CREATE TABLE dbo.orders (
-    id bigint IDENTITY PRIMARY KEY, customer nvarchar(max) NOT NULL, status nvarchar(20) NOT NULL,
-    amount decimal(12,2), legacy_no int, created_at datetimeoffset NOT NULL DEFAULT SYSDATETIMEOFFSET());
-GO
-CREATE TABLE dbo.order_items (
-    id bigint IDENTITY PRIMARY KEY, order_id bigint NOT NULL REFERENCES dbo.orders (id) ON DELETE CASCADE,
-    line_no int NOT NULL, quantity int NOT NULL, UNIQUE (order_id, line_no));";
+const MS_B_SCHEMA: &str = include_str!("../sql/mssql/demo_b.sql");
 
-type Ms = tiberius::Client<Compat<TcpStream>>;
-
-fn mssql_url() -> String {
-    match std::env::var("TANDEM_TEST_MSSQL_URL") {
-        Ok(u) if !u.trim().is_empty() => u,
-        _ => panic!(
-            "TANDEM_TEST_MSSQL_URL is not set: this SQL Server test cannot run (bash deploy/test.sh starts Babelfish and sets it)"
-        ),
-    }
-}
-
-async fn ms_connect(url: &str) -> Ms {
-    let a = ado::parse(url, Side::A).unwrap_or_else(|e| panic!("TANDEM_TEST_MSSQL_URL: {e}"));
-    let tcp = TcpStream::connect(a.config.get_addr())
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach {}: {e}", a.target));
-    tcp.set_nodelay(true).expect("nodelay");
-    tiberius::Client::connect(a.config, tcp.compat_write())
-        .await
-        .unwrap_or_else(|e| panic!("cannot log in to {}: {e}", a.target))
-}
-
-/// Runs a script (batches separated by GO lines).
-async fn ms_exec(c: &mut Ms, script: &str) {
-    for b in tandem::endpoint::mssql::sql::batches(script) {
-        c.simple_query(b.as_str())
-            .await
-            .unwrap_or_else(|e| panic!("{b}: {e}"))
-            .into_results()
-            .await
-            .unwrap_or_else(|e| panic!("{b}: {e}"));
-    }
+/// Side A's bulk role (backfill, verify), which SQL Server offers.
+fn bulk_a(sides: &Sides) -> &dyn tandem::endpoint::Bulk {
+    tandem::endpoint::bulk(sides.a.as_ref(), "backfill").expect("SQL Server offers bulk")
 }
 
 /// Runs T-SQL on a table of the SQL Server side without capturing it (marked as tandem's own
@@ -86,84 +48,6 @@ async fn pg_behind(c: &tokio_postgres::Client, sql: &str) {
     ))
     .await
     .unwrap_or_else(|e| panic!("{sql}: {e}"));
-}
-
-fn cell(d: &ColumnData<'static>) -> String {
-    match d {
-        ColumnData::U8(Some(v)) => v.to_string(),
-        ColumnData::I16(Some(v)) => v.to_string(),
-        ColumnData::I32(Some(v)) => v.to_string(),
-        ColumnData::I64(Some(v)) => v.to_string(),
-        ColumnData::F32(Some(v)) => v.to_string(),
-        ColumnData::F64(Some(v)) => v.to_string(),
-        ColumnData::Bit(Some(v)) => (if *v { "t" } else { "f" }).to_string(),
-        ColumnData::String(Some(v)) => v.to_string(),
-        ColumnData::Guid(Some(v)) => v.to_string(),
-        ColumnData::Numeric(Some(v)) => v.to_string(),
-        _ if format!("{d:?}").contains("None") => "NULL".to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Rows of a query as text (NULL as "NULL"); cast decimals in the query.
-async fn ms_rows(c: &mut Ms, sql: &str) -> Vec<Vec<String>> {
-    let rows = c
-        .simple_query(sql)
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-        .into_first_result()
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    rows.iter()
-        .map(|r| r.cells().map(|(_, d)| cell(d)).collect())
-        .collect()
-}
-
-async fn ms_count(c: &mut Ms, sql: &str) -> i64 {
-    ms_rows(c, sql).await[0][0]
-        .parse()
-        .unwrap_or_else(|e| panic!("{sql}: {e}"))
-}
-
-async fn is_babelfish(c: &mut Ms) -> bool {
-    ms_rows(c, "SELECT @@VERSION").await[0][0].contains("Babelfish")
-}
-
-/// A fresh database on the test server; returns its connection string.
-async fn fresh_ms_db(url: &str, test: &str) -> String {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let name = format!(
-        "tandem_{}_{}_{}",
-        test,
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    );
-    let mut admin = ms_connect(url).await;
-    let create = format!("CREATE DATABASE [{name}];");
-    for attempt in 1.. {
-        let r = match admin.simple_query(create.as_str()).await {
-            Ok(s) => s.into_results().await.map(|_| ()),
-            Err(e) => Err(e),
-        };
-        match r {
-            Ok(()) => break,
-            // Babelfish may refuse one of two CREATE DATABASE at the same instant.
-            Err(e) if attempt < 10 && e.to_string().contains("concurrently") => {
-                tokio::time::sleep(std::time::Duration::from_millis(200 * attempt)).await;
-            }
-            Err(e) => panic!("{create}: {e}"),
-        }
-    }
-    if is_babelfish(&mut admin).await {
-        println!("babelfish: skipped ALTER DATABASE {name} SET COMPATIBILITY_LEVEL = 130 (not supported there)");
-    } else {
-        ms_exec(
-            &mut admin,
-            &format!("ALTER DATABASE [{name}] SET COMPATIBILITY_LEVEL = 130;"),
-        )
-        .await;
-    }
-    ado::with_database(url, &name).expect("connection string")
 }
 
 /// One side on SQL Server, the other on PostgreSQL, installed; the binary runs with the same
@@ -380,15 +264,19 @@ async fn backfill_from_sql_server_resumes_keeps_live_changes_and_links() {
 
     // One chunk of the parents, queued in A's outbox with the progress, not applied yet.
     let sides = env.sides();
-    assert_eq!(sides.a.row_count("order").await.unwrap(), 250);
-    let c = sides.a.backfill_chunk("order", 100).await.unwrap();
+    assert_eq!(bulk_a(&sides).row_count("order").await.unwrap(), 250);
+    let c = bulk_a(&sides).backfill_chunk("order", 100).await.unwrap();
     assert_eq!((c.rows, c.finished), (100, false), "{c:?}");
     let (min, max) = (c.min_seq.unwrap(), c.max_seq.unwrap());
     assert!(max - min + 1 >= 100, "{c:?}");
-    let p = sides.a.backfill_progress("order").await.unwrap();
+    let p = bulk_a(&sides).backfill_progress("order").await.unwrap();
     assert_eq!((p.started, p.rows_done, p.finished), (true, 100, false));
     assert_eq!(
-        sides.a.pending_between(min, max).await.unwrap().eligible,
+        bulk_a(&sides)
+            .pending_between(min, max)
+            .await
+            .unwrap()
+            .eligible,
         100
     );
     assert_eq!(
@@ -1033,8 +921,7 @@ columns = [
     // Keyset pagination through text keys, escapes included: every row queued once.
     let sides = env.sides();
     let mut chunks = 0;
-    while !sides
-        .a
+    while !bulk_a(&sides)
         .backfill_chunk("tag", 2)
         .await
         .expect("chunk")
@@ -1061,7 +948,7 @@ columns = [
         );
         return;
     }
-    sides.a.backfill_reset("tag").await.expect("reset");
+    bulk_a(&sides).backfill_reset("tag").await.expect("reset");
     ms_exec(&mut env.ms, "DELETE FROM tandem.outbox").await;
     let o = env.tandem(&["backfill", "--entity", "tag", "--chunk", "2"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));

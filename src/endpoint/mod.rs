@@ -1,23 +1,32 @@
-//! One trait over a database. The sync pipeline talks only to [`Endpoint`]; each dialect
-//! (PostgreSQL here, SQL Server in `mssql`) keeps its SQL, parameters, JSON functions and the
-//! way it marks tandem's own writes to itself.
+//! A database as tandem uses it, in roles: [`Source`] (claim, write back), [`Target`]
+//! (apply), [`Admin`] (install, check, status, suspended changes, leadership) and, as a
+//! declared capability, [`Bulk`] (backfill, verify, repair). The sync pipeline talks only to
+//! these traits; each dialect (`postgres`, `mssql`) keeps its SQL, parameters, JSON functions
+//! and the way it marks tandem's own writes to itself.
 
+mod admin;
+mod bulk;
 pub mod error;
 pub mod mssql;
 pub mod postgres;
+mod source;
+mod target;
 pub mod template;
 pub mod verify_hash;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, DbKind, Side};
-use crate::model::{Key, OutboxRow, TargetChange};
+use crate::model::Key;
 
+pub use admin::Admin;
+pub use bulk::Bulk;
 pub use error::{ApplyError, EndpointError, ErrorKind};
+pub use source::Source;
+pub use target::Target;
 
 /// What became of one change at the target.
 #[derive(Debug, Clone)]
@@ -215,153 +224,23 @@ pub struct RecordHash {
     pub hash: String,
 }
 
-fn unsupported<T>(what: &str) -> Result<T, EndpointError> {
-    Err(EndpointError::Config(format!(
-        "{what} is not supported for this kind of database yet"
-    )))
+/// One database, as tandem uses it: every endpoint is a [`Source`], a [`Target`] and an
+/// [`Admin`] (each a file with its contract); backfill, verify and repair ([`Bulk`]) are a
+/// capability an endpoint declares, so a command can refuse up front what it cannot do.
+pub trait Endpoint: Source + Target + Admin {
+    /// Backfill, verify and repair, when this endpoint offers them.
+    fn bulk(&self) -> Option<&dyn Bulk>;
 }
 
-/// One database, as tandem uses it.
-#[async_trait]
-pub trait Endpoint: Send + Sync {
-    /// Which side this is.
-    fn side(&self) -> Side;
-    /// The SQL `install` runs, exactly as it runs it (needs no connection).
-    fn install_script(&self) -> String;
-    /// The SQL `uninstall` runs.
-    fn uninstall_script(&self) -> String;
-    /// Creates or upgrades tandem's objects and capture triggers (idempotent).
-    async fn install(&self) -> Result<(), EndpointError>;
-    /// Removes them.
-    async fn uninstall(&self) -> Result<(), EndpointError>;
-    /// Is the database reachable?
-    async fn ping(&self) -> Result<(), EndpointError>;
-    /// Tables, columns and keys that do not fit the config.
-    async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError>;
-    /// Are tandem's objects there?
-    async fn install_state(&self) -> Result<InstallState, EndpointError>;
-    /// The oldest eligible pending outbox rows (not suspended, retry time reached).
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError>;
-    /// A batch for a burst of pipelined batches: the oldest eligible rows with a sequence above
-    /// `after` (so a burst can claim the next batch while the previous ones are still being
-    /// applied), plus, for records of `fold` entities, their next plain updates (marked
-    /// `pulled`), which the batch folds into one apply. `None`: this endpoint cannot, and the
-    /// sync runs one batch at a time with [`Endpoint::claim`].
-    async fn claim_batch(
-        &self,
-        limit: usize,
-        after: i64,
-        fold: &[String],
-    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
-        let _ = (limit, after, fold);
-        Ok(None)
-    }
-    /// Looks up links of `entity` in this side's id map by this side's keys.
-    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;
-    /// Applies changes captured at the other side, in order, in one transaction; a change
-    /// that fails is rolled back alone and reported, the others commit.
-    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError>;
-    /// Stores id pairs, removes done outbox rows and records failures, in one transaction.
-    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError>;
-    /// Counts per entity.
-    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError>;
-    /// Which of these records of `entity` (this side's keys) still have changes in this
-    /// side's outbox, pending or suspended.
-    async fn in_flight(
-        &self,
-        entity: &str,
-        keys: &[Key],
-    ) -> Result<std::collections::HashSet<Key>, EndpointError>;
-    /// Suspended changes here, oldest first (`seq`: just that one).
-    async fn suspended(
-        &self,
-        seq: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<SuspendedChange>, EndpointError>;
-    /// Back to pending with attempts reset (`None`: all suspended changes); how many.
-    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError>;
-    /// Removes a suspended change; returns it, or None when there is no such suspended change.
-    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError>;
-    /// Tries to become the active instance (one lock per tandem installation); `None` when
-    /// another instance holds it.
-    async fn try_lead(&self) -> Result<Option<Box<dyn Lease>>, EndpointError> {
-        Ok(Some(Box::new(NoLease)))
-    }
-    /// Rows in the entity's table on this side.
-    async fn row_count(&self, _entity: &str) -> Result<i64, EndpointError> {
-        unsupported("backfill")
-    }
-    /// The saved progress of a backfill of `entity` from this side.
-    async fn backfill_progress(&self, _entity: &str) -> Result<BackfillProgress, EndpointError> {
-        unsupported("backfill")
-    }
-    /// Forgets that progress (`--restart`).
-    async fn backfill_reset(&self, _entity: &str) -> Result<(), EndpointError> {
-        unsupported("backfill")
-    }
-    /// Queues the next `chunk` existing rows (in key order, after the saved progress) as
-    /// changes in this side's outbox and saves the progress, in one transaction.
-    async fn backfill_chunk(
-        &self,
-        _entity: &str,
-        _chunk: usize,
-    ) -> Result<BackfillChunk, EndpointError> {
-        unsupported("backfill")
-    }
-    /// Outbox rows with sequences in `min..=max`.
-    async fn pending_between(&self, _min: i64, _max: i64) -> Result<Queued, EndpointError> {
-        unsupported("backfill")
-    }
-    /// Count and hash per bucket of the entity's records (`buckets` buckets).
-    async fn verify_buckets(
-        &self,
-        _entity: &str,
-        _buckets: i32,
-    ) -> Result<Vec<BucketHash>, EndpointError> {
-        unsupported("verify")
-    }
-    /// The records of some buckets, each with its hash.
-    async fn verify_records(
-        &self,
-        _entity: &str,
-        _buckets: i32,
-        _which: &[i32],
-    ) -> Result<Vec<RecordHash>, EndpointError> {
-        unsupported("verify")
-    }
-    /// Which of these join keys have changes in this side's outbox.
-    async fn verify_in_flight(
-        &self,
-        _entity: &str,
-        _join_keys: &[String],
-    ) -> Result<std::collections::HashSet<String>, EndpointError> {
-        unsupported("verify")
-    }
-    /// The current row of a record here.
-    async fn fetch_image(
-        &self,
-        _entity: &str,
-        _key: &Key,
-    ) -> Result<Option<crate::model::Image>, EndpointError> {
-        unsupported("verify")
-    }
-    /// Queues the current row of a record as a change of `op` in this side's outbox.
-    async fn requeue(
-        &self,
-        _entity: &str,
-        _key: &Key,
-        _op: crate::model::Op,
-    ) -> Result<u64, EndpointError> {
-        unsupported("verify --repair")
-    }
-    /// Deletes records here without capturing it, and marks their links deleted.
-    async fn delete_records(&self, _entity: &str, _keys: &[Key]) -> Result<u64, EndpointError> {
-        unsupported("verify --repair")
-    }
-    /// The pool's connections, for metrics.
-    fn pool_state(&self) -> PoolState {
-        PoolState::default()
-    }
+/// The bulk role of `ep`, or an error that says which side cannot do `what` (asked before a
+/// command starts, not half-way through it).
+pub fn bulk<'a>(ep: &'a dyn Endpoint, what: &str) -> Result<&'a dyn Bulk, EndpointError> {
+    ep.bulk().ok_or_else(|| {
+        EndpointError::Config(format!(
+            "side {}: this kind of database does not support {what}",
+            ep.side()
+        ))
+    })
 }
 
 /// Opens the endpoint for one side (lazily: no connection is made until first use).

@@ -467,11 +467,14 @@ async fn parents_in_flight(
     let mut out = HashSet::new();
     for (parent, keys) in wanted {
         // A backfill of the parent entity under way will bring the parent.
-        let backfilling = from
-            .backfill_progress(&parent)
-            .await
-            .map(|p| p.started && !p.finished)
-            .unwrap_or(false);
+        let backfilling = match from.bulk() {
+            Some(b) => b
+                .backfill_progress(&parent)
+                .await
+                .map(|p| p.started && !p.finished)
+                .unwrap_or(false),
+            None => false,
+        };
         if backfilling {
             out.extend(keys.iter().map(|k| (parent.clone(), k.to_string())));
             continue;

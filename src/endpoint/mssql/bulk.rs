@@ -576,7 +576,7 @@ pub async fn in_flight(
         }
     }
     let keys: Vec<Key> = own.iter().map(|(k, _)| k.clone()).collect();
-    let flying = crate::endpoint::Endpoint::in_flight(ep, entity, &keys).await?;
+    let flying = crate::endpoint::Source::in_flight(ep, entity, &keys).await?;
     for (k, jk) in own {
         if flying.contains(&k) {
             out.insert(jk);

@@ -22,6 +22,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, Side};
+use crate::endpoint::{Admin, Bulk, Source, Target};
 use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, Endpoint, EndpointError, EntityStatus,
     InstallState, Lease, Link, Outcome, PoolState, Queued, RecordHash, SchemaProblem,
@@ -216,7 +217,106 @@ impl MsEndpoint {
 }
 
 #[async_trait]
-impl Endpoint for MsEndpoint {
+impl Source for MsEndpoint {
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.claimed("claim pending changes", &self.common.claim, &[&limit])
+            .await
+    }
+
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        let fold = serde_json::to_string(fold).unwrap_or_else(|_| "[]".into());
+        self.claimed(
+            "claim pending changes",
+            &self.common.claim_batch,
+            &[&limit, &after, &fold.as_str()],
+        )
+        .await
+        .map(Some)
+    }
+
+    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+        let rows = self
+            .rows(
+                "read id links",
+                &self.common.links_by_own,
+                &[&entity, &json.as_str()],
+            )
+            .await?;
+        for r in &rows {
+            let Some(own) = r.get::<&str, _>(0).and_then(|s| Key::parse(s).ok()) else {
+                continue;
+            };
+            out.insert(
+                own,
+                Link {
+                    peer_key: r.get::<&str, _>(1).and_then(|s| Key::parse(s).ok()),
+                    deleted: r.get::<bool, _>(2).unwrap_or(false),
+                    applied_seq: r.get::<i64, _>(3).unwrap_or(0),
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
+        let plan = self.plan().await?;
+        let result = apply::write_back(self, &plan, wb).await;
+        if let Err(e) = &result {
+            self.forget_plan(e).await;
+        }
+        result
+    }
+
+    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let plan = self.plan().await?;
+        let Some(sql) = plan.in_flight.get(entity) else {
+            return Ok(out);
+        };
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+        for r in self
+            .rows("look for changes in flight", sql, &[&json.as_str()])
+            .await?
+        {
+            if let Some(k) = r.get::<&str, _>(0).and_then(|t| Key::parse(t).ok()) {
+                out.insert(k);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Target for MsEndpoint {
+    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
+        let plan = self.plan().await?;
+        let result = apply::apply_batch(self, &plan, batch).await;
+        if let Err(e) = &result {
+            self.forget_plan(e).await;
+        }
+        result
+    }
+}
+
+#[async_trait]
+impl Admin for MsEndpoint {
     fn side(&self) -> Side {
         self.side
     }
@@ -275,77 +375,6 @@ impl Endpoint for MsEndpoint {
         })
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claimed("claim pending changes", &self.common.claim, &[&limit])
-            .await
-    }
-
-    async fn claim_batch(
-        &self,
-        limit: usize,
-        after: i64,
-        fold: &[String],
-    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        let fold = serde_json::to_string(fold).unwrap_or_else(|_| "[]".into());
-        self.claimed(
-            "claim pending changes",
-            &self.common.claim_batch,
-            &[&limit, &after, &fold.as_str()],
-        )
-        .await
-        .map(Some)
-    }
-
-    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
-        let mut out = HashMap::new();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-        let rows = self
-            .rows(
-                "read id links",
-                &self.common.links_by_own,
-                &[&entity, &json.as_str()],
-            )
-            .await?;
-        for r in &rows {
-            let Some(own) = r.get::<&str, _>(0).and_then(|s| Key::parse(s).ok()) else {
-                continue;
-            };
-            out.insert(
-                own,
-                Link {
-                    peer_key: r.get::<&str, _>(1).and_then(|s| Key::parse(s).ok()),
-                    deleted: r.get::<bool, _>(2).unwrap_or(false),
-                    applied_seq: r.get::<i64, _>(3).unwrap_or(0),
-                },
-            );
-        }
-        Ok(out)
-    }
-
-    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
-        let plan = self.plan().await?;
-        let result = apply::apply_batch(self, &plan, batch).await;
-        if let Err(e) = &result {
-            self.forget_plan(e).await;
-        }
-        result
-    }
-
-    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
-        let plan = self.plan().await?;
-        let result = apply::write_back(self, &plan, wb).await;
-        if let Err(e) = &result {
-            self.forget_plan(e).await;
-        }
-        result
-    }
-
     async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {
         let mut by: HashMap<String, EntityStatus> = self
             .config
@@ -394,28 +423,6 @@ impl Endpoint for MsEndpoint {
         }
         let mut out: Vec<EntityStatus> = by.into_values().collect();
         out.sort_by(|a, b| a.entity.cmp(&b.entity));
-        Ok(out)
-    }
-
-    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
-        let mut out = HashSet::new();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let plan = self.plan().await?;
-        let Some(sql) = plan.in_flight.get(entity) else {
-            return Ok(out);
-        };
-        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-        for r in self
-            .rows("look for changes in flight", sql, &[&json.as_str()])
-            .await?
-        {
-            if let Some(k) = r.get::<&str, _>(0).and_then(|t| Key::parse(t).ok()) {
-                out.insert(k);
-            }
-        }
         Ok(out)
     }
 
@@ -496,6 +503,13 @@ impl Endpoint for MsEndpoint {
         lease::try_lead(self).await
     }
 
+    fn pool_state(&self) -> PoolState {
+        self.pool.state()
+    }
+}
+
+#[async_trait]
+impl Bulk for MsEndpoint {
     async fn row_count(&self, entity: &str) -> Result<i64, EndpointError> {
         bulk::row_count(self, entity).await
     }
@@ -560,9 +574,11 @@ impl Endpoint for MsEndpoint {
     async fn delete_records(&self, entity: &str, keys: &[Key]) -> Result<u64, EndpointError> {
         bulk::delete_records(self, entity, keys).await
     }
+}
 
-    fn pool_state(&self) -> PoolState {
-        self.pool.state()
+impl Endpoint for MsEndpoint {
+    fn bulk(&self) -> Option<&dyn Bulk> {
+        Some(self)
     }
 }
 

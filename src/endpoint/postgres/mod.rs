@@ -16,6 +16,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Side};
+use crate::endpoint::{Admin, Bulk, Source, Target};
 use crate::endpoint::{BackfillChunk, BackfillProgress, BucketHash, RecordHash};
 use crate::endpoint::{
     Endpoint, EndpointError, EntityStatus, InstallState, Link, Outcome, SchemaProblem,
@@ -92,7 +93,90 @@ impl PgEndpoint {
 }
 
 #[async_trait]
-impl Endpoint for PgEndpoint {
+impl Source for PgEndpoint {
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.claim_rows(&self.sql.common.claim, &[&limit]).await
+    }
+
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
+        self.claim_rows(&self.sql.common.claim_batch, &[&limit, &after, &fold])
+            .await
+            .map(Some)
+    }
+
+    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
+        let mut out = HashMap::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("read id links", e);
+        let st = prepared(&*client, stmts, &self.sql.common.links_by_own)
+            .await
+            .map_err(err)?;
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        let what = "read id links";
+        for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
+            let own: Option<String> = col(&r, 0, "own key", what)?;
+            let peer: Option<String> = col(&r, 1, "peer key", what)?;
+            let Some(own) = own.and_then(|s| Key::parse(&s).ok()) else {
+                continue;
+            };
+            out.insert(
+                own,
+                Link {
+                    peer_key: peer.and_then(|s| Key::parse(&s).ok()),
+                    deleted: col(&r, 2, "deleted", what)?,
+                    applied_seq: col(&r, 3, "applied_seq", what)?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
+        let mut out = HashSet::new();
+        if keys.is_empty() {
+            return Ok(out);
+        }
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("look for changes in flight", e);
+        let st = prepared(&*client, stmts, &self.sql.common.in_flight)
+            .await
+            .map_err(err)?;
+        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+        for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
+            let text: Option<String> = r.get(0);
+            if let Some(k) = text.and_then(|t| Key::parse(&t).ok()) {
+                out.insert(k);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
+        apply::write_back(self, wb).await
+    }
+}
+
+#[async_trait]
+impl Target for PgEndpoint {
+    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
+        apply::apply_batch(self, batch).await
+    }
+}
+
+#[async_trait]
+impl Admin for PgEndpoint {
     fn side(&self) -> Side {
         self.side
     }
@@ -157,54 +241,6 @@ impl Endpoint for PgEndpoint {
         })
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claim_rows(&self.sql.common.claim, &[&limit]).await
-    }
-
-    async fn claim_batch(
-        &self,
-        limit: usize,
-        after: i64,
-        fold: &[String],
-    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
-        let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claim_rows(&self.sql.common.claim_batch, &[&limit, &after, &fold])
-            .await
-            .map(Some)
-    }
-
-    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
-        let mut out = HashMap::new();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("read id links", e);
-        let st = prepared(&*client, stmts, &self.sql.common.links_by_own)
-            .await
-            .map_err(err)?;
-        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        let what = "read id links";
-        for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
-            let own: Option<String> = col(&r, 0, "own key", what)?;
-            let peer: Option<String> = col(&r, 1, "peer key", what)?;
-            let Some(own) = own.and_then(|s| Key::parse(&s).ok()) else {
-                continue;
-            };
-            out.insert(
-                own,
-                Link {
-                    peer_key: peer.and_then(|s| Key::parse(&s).ok()),
-                    deleted: col(&r, 2, "deleted", what)?,
-                    applied_seq: col(&r, 3, "applied_seq", what)?,
-                },
-            );
-        }
-        Ok(out)
-    }
-
     fn pool_state(&self) -> crate::endpoint::PoolState {
         self.pool.state()
     }
@@ -213,6 +249,121 @@ impl Endpoint for PgEndpoint {
         lease::try_lead(self).await
     }
 
+    async fn suspended(
+        &self,
+        seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SuspendedChange>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("read suspended changes", e);
+        let st = prepared(&*client, stmts, &self.sql.common.suspended_list)
+            .await
+            .map_err(err)?;
+        let rows = client.query(&st, &[&seq, &limit]).await.map_err(err)?;
+        Ok(rows
+            .iter()
+            .map(|r| SuspendedChange {
+                side: self.side,
+                seq: r.get(0),
+                entity: r.get(1),
+                op: r.get(2),
+                key: r
+                    .get::<_, Option<String>>(3)
+                    .and_then(|k| Key::parse(&k).ok())
+                    .map(|k| k.to_string())
+                    .unwrap_or_default(),
+                attempts: r.get(4),
+                captured_at: r.get(5),
+                first_failed_at: r.get(6),
+                last_failed_at: r.get(7),
+                last_error: r.get(8),
+                image: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("resubmit", e);
+        let st = prepared(&*client, stmts, &self.sql.common.resubmit)
+            .await
+            .map_err(err)?;
+        client.execute(&st, &[&seq]).await.map_err(err)
+    }
+
+    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
+        let Some(found) = self.suspended(Some(seq), 1).await?.into_iter().next() else {
+            return Ok(None);
+        };
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("discard", e);
+        let st = prepared(&*client, stmts, &self.sql.common.discard)
+            .await
+            .map_err(err)?;
+        let n = client.execute(&st, &[&seq]).await.map_err(err)?;
+        Ok((n > 0).then_some(found))
+    }
+
+    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("read status", e);
+        let mut by: HashMap<String, EntityStatus> = self
+            .config
+            .entities
+            .iter()
+            .map(|e| {
+                (
+                    e.name.clone(),
+                    EntityStatus {
+                        entity: e.name.clone(),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect();
+        let st = prepared(&*client, stmts, &self.sql.common.status_outbox)
+            .await
+            .map_err(err)?;
+        for r in client.query(&st, &[]).await.map_err(err)? {
+            let name: String = r.get(0);
+            let s = by.entry(name.clone()).or_insert_with(|| EntityStatus {
+                entity: name,
+                ..Default::default()
+            });
+            s.pending = r.get(1);
+            s.suspended = r.get(2);
+            s.oldest_pending = r.get(3);
+        }
+        let st = prepared(&*client, stmts, &self.sql.common.status_links)
+            .await
+            .map_err(err)?;
+        for r in client.query(&st, &[]).await.map_err(err)? {
+            let name: String = r.get(0);
+            if let Some(s) = by.get_mut(&name) {
+                s.linked = r.get(1);
+            }
+        }
+        let st = prepared(&*client, stmts, &self.sql.common.status_conflicts)
+            .await
+            .map_err(err)?;
+        for r in client.query(&st, &[]).await.map_err(err)? {
+            let name: String = r.get(0);
+            if let Some(s) = by.get_mut(&name) {
+                s.conflicts = r.get(1);
+            }
+        }
+        let mut out: Vec<EntityStatus> = by.into_values().collect();
+        out.sort_by(|a, b| a.entity.cmp(&b.entity));
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl Bulk for PgEndpoint {
     async fn row_count(&self, entity: &str) -> Result<i64, EndpointError> {
         bulk::row_count(self, entity).await
     }
@@ -277,146 +428,11 @@ impl Endpoint for PgEndpoint {
     async fn delete_records(&self, entity: &str, keys: &[Key]) -> Result<u64, EndpointError> {
         bulk::delete_records(self, entity, keys).await
     }
+}
 
-    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
-        let mut out = HashSet::new();
-        if keys.is_empty() {
-            return Ok(out);
-        }
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("look for changes in flight", e);
-        let st = prepared(&*client, stmts, &self.sql.common.in_flight)
-            .await
-            .map_err(err)?;
-        let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
-        for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
-            let text: Option<String> = r.get(0);
-            if let Some(k) = text.and_then(|t| Key::parse(&t).ok()) {
-                out.insert(k);
-            }
-        }
-        Ok(out)
-    }
-
-    async fn suspended(
-        &self,
-        seq: Option<i64>,
-        limit: i64,
-    ) -> Result<Vec<SuspendedChange>, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("read suspended changes", e);
-        let st = prepared(&*client, stmts, &self.sql.common.suspended_list)
-            .await
-            .map_err(err)?;
-        let rows = client.query(&st, &[&seq, &limit]).await.map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| SuspendedChange {
-                side: self.side,
-                seq: r.get(0),
-                entity: r.get(1),
-                op: r.get(2),
-                key: r
-                    .get::<_, Option<String>>(3)
-                    .and_then(|k| Key::parse(&k).ok())
-                    .map(|k| k.to_string())
-                    .unwrap_or_default(),
-                attempts: r.get(4),
-                captured_at: r.get(5),
-                first_failed_at: r.get(6),
-                last_failed_at: r.get(7),
-                last_error: r.get(8),
-                image: r.get(9),
-            })
-            .collect())
-    }
-
-    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("resubmit", e);
-        let st = prepared(&*client, stmts, &self.sql.common.resubmit)
-            .await
-            .map_err(err)?;
-        client.execute(&st, &[&seq]).await.map_err(err)
-    }
-
-    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
-        let Some(found) = self.suspended(Some(seq), 1).await?.into_iter().next() else {
-            return Ok(None);
-        };
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("discard", e);
-        let st = prepared(&*client, stmts, &self.sql.common.discard)
-            .await
-            .map_err(err)?;
-        let n = client.execute(&st, &[&seq]).await.map_err(err)?;
-        Ok((n > 0).then_some(found))
-    }
-
-    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
-        apply::apply_batch(self, batch).await
-    }
-
-    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
-        apply::write_back(self, wb).await
-    }
-
-    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let err = |e| self.pool.error("read status", e);
-        let mut by: HashMap<String, EntityStatus> = self
-            .config
-            .entities
-            .iter()
-            .map(|e| {
-                (
-                    e.name.clone(),
-                    EntityStatus {
-                        entity: e.name.clone(),
-                        ..Default::default()
-                    },
-                )
-            })
-            .collect();
-        let st = prepared(&*client, stmts, &self.sql.common.status_outbox)
-            .await
-            .map_err(err)?;
-        for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
-            let s = by.entry(name.clone()).or_insert_with(|| EntityStatus {
-                entity: name,
-                ..Default::default()
-            });
-            s.pending = r.get(1);
-            s.suspended = r.get(2);
-            s.oldest_pending = r.get(3);
-        }
-        let st = prepared(&*client, stmts, &self.sql.common.status_links)
-            .await
-            .map_err(err)?;
-        for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
-            if let Some(s) = by.get_mut(&name) {
-                s.linked = r.get(1);
-            }
-        }
-        let st = prepared(&*client, stmts, &self.sql.common.status_conflicts)
-            .await
-            .map_err(err)?;
-        for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
-            if let Some(s) = by.get_mut(&name) {
-                s.conflicts = r.get(1);
-            }
-        }
-        let mut out: Vec<EntityStatus> = by.into_values().collect();
-        out.sort_by(|a, b| a.entity.cmp(&b.entity));
-        Ok(out)
+impl Endpoint for PgEndpoint {
+    fn bulk(&self) -> Option<&dyn Bulk> {
+        Some(self)
     }
 }
 
