@@ -14,6 +14,8 @@
 # 3. Runs `cargo bench --bench compare`: cargo builds tandem with the bench profile (the release
 #    profile's optimisations) and the benchmark runs that binary as `tandem run`; it prints the
 #    table and writes it to target/bench/compare-<time>.md (sizes: see benches/compare.rs).
+# 4. Then `cargo bench --bench mssql` (SQL Server ↔ PostgreSQL, ratios to PostgreSQL ↔ PostgreSQL)
+#    when a SQL Server or Babelfish is there (see the end of this file).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -67,4 +69,20 @@ if [[ ${#want[@]} -gt 0 ]]; then
     fi
 fi
 
-exec cargo bench --bench compare "$@"
+cargo bench --bench compare "$@"
+
+# SQL Server ↔ PostgreSQL next to PostgreSQL ↔ PostgreSQL (benches/mssql.rs): against
+# TANDEM_TEST_MSSQL_URL, else Babelfish from $TANDEM_BABELFISH_HOME or ../shared/babelfish,
+# else skipped with a line saying so.
+if [[ -z "${TANDEM_TEST_MSSQL_URL:-}" ]]; then
+    bf="${TANDEM_BABELFISH_HOME:-../shared/babelfish}"
+    if [[ -f "$bf/start.sh" ]]; then
+        url="$(bash "$bf/start.sh" </dev/null | tail -n 1)"
+        [[ "$url" == server=* ]] && export TANDEM_TEST_MSSQL_URL="$url"
+    fi
+fi
+if [[ -n "${TANDEM_TEST_MSSQL_URL:-}" ]]; then
+    cargo bench --bench mssql
+else
+    echo "bench: no SQL Server (TANDEM_TEST_MSSQL_URL unset, no Babelfish): SQL Server ↔ PostgreSQL skipped"
+fi
