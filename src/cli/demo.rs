@@ -2,10 +2,15 @@
 //! the new one on B, tandem installed on both and syncing live; a scripted scene, then a live
 //! feed of every change until Ctrl-C, then everything is removed.
 //!
+//! `tandem demo --a mssql`: the same with A on SQL Server (or Babelfish): a fresh database on
+//! the server named by `--mssql-url` / `$TANDEM_DEMO_MSSQL_URL` gets `sql/mssql/demo_a.sql`,
+//! and is dropped at the end; B is a throwaway PostgreSQL cluster as before.
+//!
 //! Environment (for tests and CI):
 //! - `TANDEM_DEMO_SECONDS=N`: end the live phase after N seconds, as Ctrl-C would.
 //! - `TANDEM_DEMO_PAUSE_MS=N`: pause between scene steps (default 1500).
 
+mod mssql;
 mod scene;
 mod show;
 
@@ -16,15 +21,15 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
 
-use super::CliError;
+use super::{CliError, DemoEngine};
 use crate::cluster::Cluster;
-use crate::config::{self, Config, Side};
+use crate::config::{self, Config, Secret, Side};
 use crate::endpoint;
-use show::{pg_error, Row, Table, A_ITEMS, A_ORDERS, B_ITEMS, B_ORDERS};
+use show::{Db, Dialect, Row, Table, Target, A_ITEMS, A_ORDERS, B_ITEMS, B_ORDERS};
 
 const A_SCHEMA: &str = include_str!("../../sql/demo/a_legacy.sql");
+const MS_A_SCHEMA: &str = include_str!("../../sql/mssql/demo_a.sql");
 const B_SCHEMA: &str = include_str!("../../sql/demo/b_new.sql");
 const CONFIG: &str = include_str!("../../sql/demo/tandem.toml");
 
@@ -70,14 +75,72 @@ impl Options {
     }
 }
 
-/// The two clusters; dropping them stops and removes them.
-struct Clusters {
-    a: Cluster,
+/// Where A runs.
+enum APlace {
+    /// A throwaway cluster (dropping it stops and removes it).
+    Cluster(Cluster),
+    /// The demo's own database on a SQL Server (dropped by [`teardown`]).
+    Mssql(mssql::Database),
+}
+
+/// Where both sides run.
+struct Places {
+    a: APlace,
     b: Cluster,
 }
 
-/// Runs the demo.
-pub async fn run() -> Result<(), CliError> {
+impl Places {
+    fn a_target(&self) -> Target {
+        match &self.a {
+            APlace::Cluster(c) => Target::Pg(c.url(DB)),
+            APlace::Mssql(d) => Target::Ms(d.url.clone()),
+        }
+    }
+
+    fn b_target(&self) -> Target {
+        Target::Pg(self.b.url(DB))
+    }
+
+    fn on_mssql(&self) -> bool {
+        matches!(self.a, APlace::Mssql(_))
+    }
+
+    /// Where the config is written: a cluster directory, so that it goes away with the
+    /// clusters (also after a kill: the next cluster start sweeps dead runs' directories).
+    fn config_dir(&self) -> &Path {
+        match &self.a {
+            APlace::Cluster(a) => a.dir(),
+            APlace::Mssql(_) => self.b.dir(),
+        }
+    }
+}
+
+/// The SQL Server for `--a mssql`, from `--mssql-url` or `$TANDEM_DEMO_MSSQL_URL`.
+fn server(url: Option<Secret>) -> Result<mssql::Server, CliError> {
+    let Some(url) = url else {
+        return Err(CliError::Setup(
+            "tandem demo --a mssql needs a SQL Server to create its database A on: give \
+             --mssql-url 'server=tcp:HOST,1433;user=USER;password=PASSWORD;TrustServerCertificate=true' \
+             or set TANDEM_DEMO_MSSQL_URL to that string (bash deploy/demo.sh --a mssql starts \
+             Babelfish when ../shared/babelfish or $TANDEM_BABELFISH_HOME is there)"
+                .into(),
+        ));
+    };
+    // clap takes the option over the variable: equal to the variable, it came from there.
+    let source = if std::env::var("TANDEM_DEMO_MSSQL_URL").ok().as_deref() == Some(url.expose()) {
+        "$TANDEM_DEMO_MSSQL_URL"
+    } else {
+        "--mssql-url"
+    };
+    mssql::Server::new(url.expose().to_string(), source)
+}
+
+/// Runs the demo; A on a PostgreSQL cluster, or on SQL Server (`engine` `Mssql`, at `mssql_url`).
+pub async fn run(engine: DemoEngine, mssql_url: Option<Secret>) -> Result<(), CliError> {
+    let server = match engine {
+        DemoEngine::Postgres => None,
+        DemoEngine::Mssql => Some(server(mssql_url)?),
+    };
     crate::cluster::stop_all_at_exit();
     let options = Options::from_env()?;
 
@@ -89,12 +152,27 @@ pub async fn run() -> Result<(), CliError> {
         let _ = stop_tx.send(true);
     });
 
-    println!("tandem demo: starting two throwaway PostgreSQL clusters …");
-    let clusters = start_clusters(stop.clone()).await;
-    let result = match clusters {
-        Ok(clusters) => {
-            let result = demo(&clusters, &options, stop).await;
-            teardown(clusters).await;
+    let places = match server {
+        None => {
+            println!("tandem demo: starting two throwaway PostgreSQL clusters …");
+            start_clusters(stop.clone()).await.map(|(a, b)| Places {
+                a: APlace::Cluster(a),
+                b,
+            })
+        }
+        Some(server) => {
+            println!(
+                "tandem demo: A on SQL Server {} (connection string from {}): creating a database \
+                 there; B: starting a throwaway PostgreSQL cluster …",
+                server.target, server.source
+            );
+            start_on_mssql(&server).await
+        }
+    };
+    let result = match places {
+        Ok(places) => {
+            let result = demo(&places, &options, stop).await;
+            teardown(places).await;
             result
         }
         Err(e) => Err(e),
@@ -103,8 +181,49 @@ pub async fn run() -> Result<(), CliError> {
     result
 }
 
+/// Creates A's database on SQL Server while B's cluster starts. Neither is cut short by
+/// Ctrl-C (both take seconds at most): what was made is removed before returning.
+async fn start_on_mssql(server: &mssql::Server) -> Result<Places, CliError> {
+    let b = tokio::task::spawn_blocking(|| Cluster::start("demo-b"));
+    let a = mssql::create_database(server).await;
+    let b = cluster_started("B", b.await);
+    match (a, b) {
+        (Ok(a), Ok(b)) => Ok(Places {
+            a: APlace::Mssql(a),
+            b,
+        }),
+        (Ok(a), Err(e)) => {
+            drop_ms_database(&a).await;
+            Err(e)
+        }
+        (Err(e), b) => {
+            if let Ok(b) = b {
+                drop_blocking(b).await;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// A cluster start's outcome; the message says how to install PostgreSQL when that is what
+/// is missing.
+fn cluster_started(
+    side: &str,
+    joined: Result<crate::cluster::Result<Cluster>, tokio::task::JoinError>,
+) -> Result<Cluster, CliError> {
+    match joined {
+        Ok(Ok(cluster)) => Ok(cluster),
+        Ok(Err(e)) => Err(CliError::Setup(format!(
+            "cannot start the demo's PostgreSQL cluster {side}: {e}"
+        ))),
+        Err(e) => Err(CliError::Setup(format!(
+            "starting the demo's PostgreSQL cluster {side}: {e}"
+        ))),
+    }
+}
+
 /// Starts both clusters in parallel (each takes a second or two: `initdb`, then start).
-async fn start_clusters(mut stop: watch::Receiver<bool>) -> Result<Clusters, CliError> {
+async fn start_clusters(mut stop: watch::Receiver<bool>) -> Result<(Cluster, Cluster), CliError> {
     let a = tokio::task::spawn_blocking(|| Cluster::start("demo-a"));
     let b = tokio::task::spawn_blocking(|| Cluster::start("demo-b"));
     let both = async { (a.await, b.await) };
@@ -120,20 +239,14 @@ async fn start_clusters(mut stop: watch::Receiver<bool>) -> Result<Clusters, Cli
     let mut started = Vec::new();
     let mut errors = Vec::new();
     for (side, joined) in [("A", a), ("B", b)] {
-        match joined {
-            Ok(Ok(cluster)) => started.push(cluster),
-            // The message says how to install PostgreSQL when that is what is missing.
-            Ok(Err(e)) => errors.push(CliError::Setup(format!(
-                "cannot start the demo's PostgreSQL cluster {side}: {e}"
-            ))),
-            Err(e) => errors.push(CliError::Setup(format!(
-                "starting the demo's PostgreSQL cluster {side}: {e}"
-            ))),
+        match cluster_started(side, joined) {
+            Ok(cluster) => started.push(cluster),
+            Err(e) => errors.push(e),
         }
     }
     if errors.is_empty() {
         if let (Some(b), Some(a)) = (started.pop(), started.pop()) {
-            return Ok(Clusters { a, b });
+            return Ok((a, b));
         }
     }
     // Whichever cluster did start is stopped and removed before reporting.
@@ -144,13 +257,32 @@ async fn start_clusters(mut stop: watch::Receiver<bool>) -> Result<Clusters, Cli
         .unwrap_or_else(|| CliError::Setup("the demo's clusters did not start".into())))
 }
 
-/// Stops and removes the clusters, off the async threads (their Drop waits for `pg_ctl`).
-async fn teardown(clusters: Clusters) {
-    let dirs = [
-        clusters.a.dir().to_path_buf(),
-        clusters.b.dir().to_path_buf(),
-    ];
-    drop_blocking(clusters).await;
+/// Stops and removes the clusters, off the async threads (their Drop waits for `pg_ctl`),
+/// and drops A's database on SQL Server.
+async fn teardown(places: Places) {
+    let Places { a, b } = places;
+    let a = match a {
+        APlace::Cluster(a) => a,
+        APlace::Mssql(db) => {
+            drop_ms_database(&db).await;
+            let dir = b.dir().to_path_buf();
+            drop_blocking(b).await;
+            if dir.exists() {
+                println!(
+                    "cleaned up, but could not remove {}; delete it by hand",
+                    dir.display()
+                );
+            } else {
+                println!(
+                    "cleaned up: cluster B stopped and removed ({})",
+                    dir.display()
+                );
+            }
+            return;
+        }
+    };
+    let dirs = [a.dir().to_path_buf(), b.dir().to_path_buf()];
+    drop_blocking((a, b)).await;
     let left: Vec<&PathBuf> = dirs.iter().filter(|d| d.exists()).collect();
     if left.is_empty() {
         println!(
@@ -166,6 +298,23 @@ async fn teardown(clusters: Clusters) {
                 .collect::<Vec<_>>()
                 .join(" and ")
         );
+    }
+}
+
+/// Drops A's database on SQL Server, saying so (or how to do it by hand).
+async fn drop_ms_database(db: &mssql::Database) {
+    match mssql::drop_database(db).await {
+        Ok(()) => println!(
+            "cleaned up: database {} dropped on SQL Server {}",
+            db.name,
+            db.target()
+        ),
+        Err(e) => println!(
+            "could not drop the demo's database {} on SQL Server {}: {e}; drop it by hand: DROP DATABASE [{}]",
+            db.name,
+            db.target(),
+            db.name
+        ),
     }
 }
 
@@ -206,15 +355,15 @@ async fn until_stopped<T>(
 /// Everything between starting and removing the clusters; Ctrl-C ends it early, and the
 /// sync, once started, is always stopped before returning.
 async fn demo(
-    clusters: &Clusters,
+    places: &Places,
     options: &Options,
     stop: watch::Receiver<bool>,
 ) -> Result<(), CliError> {
-    let Some((config, config_path, a, b)) = until_stopped(stop.clone(), setup(clusters)).await?
+    let Some((config, config_path, a, b)) = until_stopped(stop.clone(), setup(places)).await?
     else {
         return Ok(());
     };
-    intro(clusters, &config, &config_path);
+    intro(places, &config, &config_path);
 
     let sides = super::open_sides(&config)?;
     let (sync_stop, sync_stopped) = watch::channel(false);
@@ -235,14 +384,11 @@ async fn demo(
         Ok(())
     };
     let outcome = until_stopped(stop.clone(), scene).await;
+    // The scene's sessions end here: on SQL Server, A's database can only be dropped once
+    // nobody uses it.
+    drop((a, b));
     if let Ok(Some(())) = outcome {
-        live(
-            &clusters.a.url(DB),
-            &clusters.b.url(DB),
-            options.live_for,
-            stop,
-        )
-        .await;
+        live(places, options.live_for, stop).await;
     }
 
     println!("Stopping the sync: finishing the batches in flight …");
@@ -250,41 +396,44 @@ async fn demo(
     match tokio::time::timeout(SYNC_STOP_TIMEOUT, sync_task).await {
         Ok(_) => println!("sync stopped"),
         Err(_) => println!(
-            "the sync did not stop within {} s; removing the clusters anyway",
-            SYNC_STOP_TIMEOUT.as_secs()
+            "the sync did not stop within {} s; removing the {} anyway",
+            SYNC_STOP_TIMEOUT.as_secs(),
+            if places.on_mssql() {
+                "cluster and A's database"
+            } else {
+                "clusters"
+            }
         ),
     }
     outcome.map(|_| ())
 }
 
 /// Creates the databases, loads the sample schemas, writes the config and installs tandem.
-async fn setup(clusters: &Clusters) -> Result<(Arc<Config>, PathBuf, Client, Client), CliError> {
-    let a_url = clusters.a.url(DB);
-    let b_url = clusters.b.url(DB);
-    create_database(&clusters.a.url("postgres"), "A").await?;
-    create_database(&clusters.b.url("postgres"), "B").await?;
-    let a = connect(&a_url, "A").await?;
-    let b = connect(&b_url, "B").await?;
-    a.batch_execute(A_SCHEMA).await.map_err(|e| {
-        CliError::Setup(format!(
-            "loading sql/demo/a_legacy.sql into A: {}",
-            pg_error(&e)
-        ))
-    })?;
-    b.batch_execute(B_SCHEMA).await.map_err(|e| {
-        CliError::Setup(format!(
-            "loading sql/demo/b_new.sql into B: {}",
-            pg_error(&e)
-        ))
-    })?;
+async fn setup(places: &Places) -> Result<(Arc<Config>, PathBuf, Db, Db), CliError> {
+    let a_target = places.a_target();
+    let b_target = places.b_target();
+    let (a_url, a_kind, a_schema, a_file) = match &places.a {
+        APlace::Cluster(a) => {
+            create_database(&a.url("postgres"), "A").await?;
+            (a.url(DB), "postgres", A_SCHEMA, "sql/demo/a_legacy.sql")
+        }
+        // Created when the demo started (so that teardown drops it whatever happens next).
+        APlace::Mssql(d) => (d.url.clone(), "mssql", MS_A_SCHEMA, "sql/mssql/demo_a.sql"),
+    };
+    let b_url = places.b.url(DB);
+    create_database(&places.b.url("postgres"), "B").await?;
+    let a = a_target.connect("A").await.map_err(CliError::Setup)?;
+    let b = b_target.connect("B").await.map_err(CliError::Setup)?;
+    a.script(a_schema)
+        .await
+        .map_err(|e| CliError::Setup(format!("loading {a_file} into A: {e}")))?;
+    b.script(B_SCHEMA)
+        .await
+        .map_err(|e| CliError::Setup(format!("loading sql/demo/b_new.sql into B: {e}")))?;
 
-    // The config lives in cluster A's directory, so it goes away with the clusters (also
-    // after a kill: the next cluster start sweeps dead runs' directories).
-    let config_path = clusters.a.dir().join("tandem.toml");
-    let text = CONFIG
-        .replace("${TANDEM_A_URL}", &a_url)
-        .replace("${TANDEM_B_URL}", &b_url);
-    std::fs::write(&config_path, text)
+    let config_path = places.config_dir().join("tandem.toml");
+    let text = config_text(&a_url, a_kind, &b_url)?;
+    write_private(&config_path, &text)
         .map_err(|e| CliError::Setup(format!("writing {}: {e}", config_path.display())))?;
     let config = Arc::new(config::load(&config_path)?);
     for side in [Side::A, Side::B] {
@@ -293,46 +442,95 @@ async fn setup(clusters: &Clusters) -> Result<(Arc<Config>, PathBuf, Client, Cli
     Ok((config, config_path, a, b))
 }
 
-async fn connect(url: &str, side: &str) -> Result<Client, CliError> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .map_err(|e| CliError::Setup(format!("connecting to {side} ({url}): {}", pg_error(&e))))?;
-    tokio::spawn(async move {
-        // Ends when the client is dropped or the server goes away; either is reported by the
-        // next query.
-        let _ = connection.await;
-    });
-    Ok(client)
+/// sql/demo/tandem.toml for these databases: A's `kind` and both URLs filled in (as TOML
+/// strings, so that an ADO.NET string's quotes and backslashes survive).
+fn config_text(a_url: &str, a_kind: &str, b_url: &str) -> Result<String, CliError> {
+    let mut text = CONFIG.to_string();
+    if a_kind != "postgres" {
+        let from = "[a]\nkind = \"postgres\"";
+        if !text.contains(from) {
+            return Err(CliError::Setup(
+                "sql/demo/tandem.toml: [a] does not start with kind = \"postgres\"".into(),
+            ));
+        }
+        text = text.replacen(from, &format!("[a]\nkind = \"{a_kind}\""), 1);
+    }
+    for (name, url) in [("TANDEM_A_URL", a_url), ("TANDEM_B_URL", b_url)] {
+        if url.contains("${") {
+            return Err(CliError::Setup(format!(
+                "the connection string for {} holds \"${{\", which tandem.toml would read as a variable",
+                &name[7..8]
+            )));
+        }
+        let quoted = toml::Value::String(url.to_string()).to_string();
+        text = text.replace(&format!("\"${{{name}}}\""), &quoted);
+    }
+    Ok(text)
+}
+
+/// Writes `text` to `path`, readable by this user only (an ADO.NET string holds a password).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    options.open(path)?.write_all(text.as_bytes())
 }
 
 async fn create_database(admin_url: &str, side: &str) -> Result<(), CliError> {
-    connect(admin_url, side)
-        .await?
-        .batch_execute(&format!("CREATE DATABASE {DB}"))
+    Target::Pg(admin_url.to_string())
+        .connect(side)
         .await
-        .map_err(|e| {
-            CliError::Setup(format!(
-                "creating database {DB} on {side}: {}",
-                pg_error(&e)
-            ))
-        })
+        .map_err(CliError::Setup)?
+        .script(&format!("CREATE DATABASE {DB}"))
+        .await
+        .map_err(|e| CliError::Setup(format!("creating database {DB} on {side}: {e}")))
 }
 
 /// Where everything is, what is mapped to what, and how to play along.
-fn intro(clusters: &Clusters, config: &Config, config_path: &Path) {
+fn intro(places: &Places, config: &Config, config_path: &Path) {
     let exe = std::env::args().next().unwrap_or_else(|| "tandem".into());
+    let b_url = places.b.url(DB);
     println!();
-    println!("Two PostgreSQL clusters are running, each with a database `{DB}`:");
+    match &places.a {
+        APlace::Cluster(a) => {
+            println!("Two PostgreSQL clusters are running, each with a database `{DB}`:");
+            println!(
+                "  A (the legacy system)  {}   tables dbo.\"ORDERS\", dbo.\"ORDER_ITEMS\"",
+                a.url(DB)
+            );
+        }
+        APlace::Mssql(d) => {
+            println!(
+                "A is a new database `{}` on SQL Server {}; B a PostgreSQL cluster with a database `{DB}`:",
+                d.name,
+                d.target()
+            );
+            println!(
+                "  A (the legacy system)  {}   tables dbo.ORDERS, dbo.ORDER_ITEMS",
+                d.shown_url()
+            );
+            println!(
+                "                         (the connection string from {}, password hidden, with database={})",
+                d.source, d.name
+            );
+            if !d.version.is_empty() {
+                println!("                         engine: {}", d.version);
+            }
+        }
+    }
+    println!("  B (the new system)     {b_url}   tables public.orders, public.order_items");
+    let note = if places.on_mssql() {
+        "(sql/demo/tandem.toml with these URLs and A's kind = \"mssql\"; only you can read it)"
+    } else {
+        "(sql/demo/tandem.toml with these URLs)"
+    };
     println!(
-        "  A (the legacy system)  {}   tables dbo.\"ORDERS\", dbo.\"ORDER_ITEMS\"",
-        clusters.a.url(DB)
-    );
-    println!(
-        "  B (the new system)     {}   tables public.orders, public.order_items",
-        clusters.b.url(DB)
-    );
-    println!(
-        "  config                 {}   (sql/demo/tandem.toml with these URLs)",
+        "  config                 {}   {note}",
         config_path.display()
     );
     println!("tandem is installed on both: its schema `tandem` (outbox, id_map) and a capture trigger per table.");
@@ -343,8 +541,15 @@ fn intro(clusters: &Clusters, config: &Config, config_path: &Path) {
     }
     println!();
     println!("Play along from another terminal; your changes are synchronised too:");
-    println!("  psql {}      # A", clusters.a.url(DB));
-    println!("  psql {}      # B", clusters.b.url(DB));
+    match &places.a {
+        APlace::Cluster(a) => println!("  psql {}      # A", a.url(DB)),
+        APlace::Mssql(d) => println!(
+            "  {}      # A (it asks for the password of the connection string from {})",
+            d.sqlcmd(),
+            d.source
+        ),
+    }
+    println!("  psql {b_url}      # B");
     println!("  {exe} status --config {}", config_path.display());
 }
 
@@ -397,54 +602,53 @@ fn bare(v: &Value) -> String {
 }
 
 /// Both sides after the scene, and the id links that join them.
-async fn summary(a: &Client, b: &Client, config: &Config) {
+async fn summary(a: &Db, b: &Db, config: &Config) {
     println!();
     println!("Both sides now:");
-    for (client, table) in [(a, &A_ORDERS), (b, &B_ORDERS), (a, &A_ITEMS), (b, &B_ITEMS)] {
-        match table.rows(client, "").await {
+    for (db, table) in [(a, &A_ORDERS), (b, &B_ORDERS), (a, &A_ITEMS), (b, &B_ITEMS)] {
+        match table.rows(db, "").await {
             Ok(rows) => table.print(&rows),
             Err(e) => println!("  ({e})"),
         }
     }
     let schema = &config.a.schema;
-    let sql = format!(
-        "SELECT entity, a_key, b_key FROM \"{}\".id_map WHERE NOT deleted ORDER BY entity, a_key",
-        schema.replace('"', "\"\"")
-    );
+    let live = match a.dialect() {
+        Dialect::Pg => "WHERE NOT deleted",
+        Dialect::Ms => "WHERE deleted = 0",
+    };
     println!("  id links ({schema}.id_map on A; B holds the same)");
-    match a.query(sql.as_str(), &[]).await {
+    let read = a
+        .select(
+            &["entity", "a_key", "b_key"],
+            &format!("{}.id_map", a.quote(schema)),
+            live,
+            &["entity", "a_key"],
+        )
+        .await;
+    match read {
         Ok(rows) => {
             let body: Vec<Vec<String>> = rows
                 .iter()
-                .map(|r| {
-                    (0..3)
-                        .map(|i| {
-                            r.try_get::<_, Option<String>>(i)
-                                .ok()
-                                .flatten()
-                                .unwrap_or_else(|| "NULL".into())
-                        })
-                        .collect()
-                })
+                .map(|r| r.iter().map(show::plain).collect())
                 .collect();
             let header = ["entity", "key in A", "key in B"].map(String::from);
             show::print_aligned(&header, &body);
         }
-        Err(e) => println!("    (could not read the id links: {})", pg_error(&e)),
+        Err(e) => println!("    (could not read the id links: {e})"),
     }
 }
 
 /// One side's tables in the live phase, with what was last read.
-struct Watch<'a> {
-    url: &'a str,
+struct Watch {
+    target: Target,
     side: &'static str,
-    client: Option<Client>,
+    client: Option<Db>,
     tables: Vec<(&'static Table, Vec<Row>)>,
     last_error: Option<String>,
     truncated: bool,
 }
 
-impl Watch<'_> {
+impl Watch {
     /// Reads every table; returns the changes since the last read (none on the first).
     async fn poll(&mut self, first: bool) -> Vec<String> {
         match self.read().await {
@@ -487,11 +691,7 @@ impl Watch<'_> {
 
     async fn read(&mut self) -> Result<Vec<Vec<Row>>, String> {
         if self.client.as_ref().is_none_or(|c| c.is_closed()) {
-            self.client = Some(
-                connect(self.url, self.side)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
+            self.client = Some(self.target.connect(self.side).await?);
         }
         let Some(client) = self.client.as_ref() else {
             return Err("not connected".into());
@@ -505,15 +705,19 @@ impl Watch<'_> {
 }
 
 /// Prints every change to the four tables until stopped (or for `live_for`).
-async fn live(
-    a_url: &str,
-    b_url: &str,
-    live_for: Option<Duration>,
-    mut stop: watch::Receiver<bool>,
-) {
+async fn live(places: &Places, live_for: Option<Duration>, mut stop: watch::Receiver<bool>) {
     println!();
-    println!("Sync is live: change either database with psql and watch the changes arrive here.");
-    println!("Ctrl-C stops the sync and removes both clusters.");
+    if places.on_mssql() {
+        println!(
+            "Sync is live: change A with sqlcmd or B with psql and watch the changes arrive here."
+        );
+        println!("Ctrl-C stops the sync, removes the cluster and drops A's database.");
+    } else {
+        println!(
+            "Sync is live: change either database with psql and watch the changes arrive here."
+        );
+        println!("Ctrl-C stops the sync and removes both clusters.");
+    }
     if let Some(d) = live_for {
         println!(
             "(TANDEM_DEMO_SECONDS is set: stopping after {:.1} s)",
@@ -522,7 +726,7 @@ async fn live(
     }
     let mut watches = [
         Watch {
-            url: a_url,
+            target: places.a_target(),
             side: "A",
             client: None,
             tables: vec![(&A_ORDERS, Vec::new()), (&A_ITEMS, Vec::new())],
@@ -530,7 +734,7 @@ async fn live(
             truncated: false,
         },
         Watch {
-            url: b_url,
+            target: places.b_target(),
             side: "B",
             client: None,
             tables: vec![(&B_ORDERS, Vec::new()), (&B_ITEMS, Vec::new())],
@@ -567,5 +771,35 @@ async fn live(
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::DbKind;
+
+    #[test]
+    fn config_puts_a_on_sql_server() {
+        let a = r#"server=tcp:h,1433;user=u;password="p;w\'x";database=tandem_demo_1"#;
+        let b = "postgres://postgres@127.0.0.1:5432/demo";
+        let text = config_text(a, "mssql", b).unwrap();
+        let config = config::parse(&text, Path::new("tandem.toml"), &|_| None).unwrap();
+        assert_eq!(config.a.kind, DbKind::Mssql);
+        assert_eq!(config.a.url.expose(), a);
+        assert_eq!(config.b.kind, DbKind::Postgres);
+        assert_eq!(config.b.url.expose(), b);
+        assert!(config_text("password=${X}", "mssql", b).is_err());
+    }
+
+    #[test]
+    fn config_keeps_both_on_postgres() {
+        let text = config_text("postgres://a/demo", "postgres", "postgres://b/demo").unwrap();
+        assert_eq!(
+            text,
+            CONFIG
+                .replace("${TANDEM_A_URL}", "postgres://a/demo")
+                .replace("${TANDEM_B_URL}", "postgres://b/demo")
+        );
     }
 }

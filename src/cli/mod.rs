@@ -55,6 +55,15 @@ impl SideArg {
     }
 }
 
+/// Where the demo's side A runs.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum DemoEngine {
+    /// A throwaway local PostgreSQL cluster.
+    Postgres,
+    /// A fresh database on a SQL Server (or Babelfish) named by --mssql-url.
+    Mssql,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the config, connect to both databases, check tables, columns and keys.
@@ -88,8 +97,19 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Two throwaway local PostgreSQL clusters, a sample schema on each, live sync.
-    Demo,
+    /// Two throwaway local PostgreSQL clusters, a sample schema on each, live sync
+    /// (`--a mssql`: A on SQL Server instead).
+    Demo {
+        /// Where A, the legacy system, runs.
+        #[arg(long, value_enum, default_value_t = DemoEngine::Postgres)]
+        a: DemoEngine,
+        /// With `--a mssql`: the SQL Server, as an ADO.NET connection string
+        /// (server=tcp:host,1433;user=…;password=…;TrustServerCertificate=true). The demo
+        /// creates a database of its own there and drops it at the end.
+        #[arg(long, env = "TANDEM_DEMO_MSSQL_URL", hide_env_values = true, value_name = "ADO",
+              value_parser = |s: &str| Ok::<_, String>(config::Secret::new(s.to_string())))]
+        mssql_url: Option<config::Secret>,
+    },
     /// Copy rows that exist already, linking records present on both sides; resumable.
     Backfill {
         #[arg(long)]
@@ -163,7 +183,7 @@ impl From<EndpointError> for CliError {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; the service's batch log would drown it.
-    let level = if matches!(cli.command, Command::Demo) {
+    let level = if matches!(cli.command, Command::Demo { .. }) {
         "warn"
     } else {
         "info"
@@ -197,7 +217,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> Result<(), CliError> {
     let path = config::resolve_path(cli.config.as_deref());
     match cli.command {
-        Command::Demo => demo::run().await,
+        Command::Demo { a, mssql_url } => demo::run(a, mssql_url).await,
         Command::Check => check::run(&path).await,
         Command::Install { side, dry_run } => install::install(&load(&path)?, side, dry_run).await,
         Command::Uninstall { side, dry_run } => {

@@ -2,13 +2,13 @@
 //! the other side.
 //!
 //! The SQL printed is exactly the SQL run (ids are integers read back from the databases),
-//! so a user can copy any step into psql.
+//! so a user can copy any step into psql (or sqlcmd, for A on SQL Server). It is written
+//! once, in the shared spelling of [`show`] (`dbo.[ORDERS]`); only how an insert returns its
+//! generated key differs: `RETURNING` on PostgreSQL, `SCOPE_IDENTITY()` on SQL Server.
 
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
-
-use super::show::{self, pg_error, Row, Table, A_ITEMS, A_ORDERS, B_ITEMS, B_ORDERS};
+use super::show::{self, Db, Dialect, Row, Table, A_ITEMS, A_ORDERS, B_ITEMS, B_ORDERS};
 use crate::cli::CliError;
 
 /// How long a change may take to arrive before the demo gives up on it.
@@ -19,15 +19,15 @@ const POLL: Duration = Duration::from_millis(10);
 
 /// The two demo databases and the pause between steps.
 pub struct Scene<'a> {
-    pub a: &'a Client,
-    pub b: &'a Client,
+    pub a: &'a Db,
+    pub b: &'a Db,
     pub pause: Duration,
 }
 
 const STEPS: usize = 7;
 
 impl Scene<'_> {
-    fn client(&self, side: &str) -> &Client {
+    fn client(&self, side: &str) -> &Db {
         if side == "A" {
             self.a
         } else {
@@ -39,13 +39,13 @@ impl Scene<'_> {
     pub async fn play(&self) -> Result<(), CliError> {
         // 1. An order born in A, in A's legacy codes.
         self.step(1, "insert an order in A, with A's legacy code STATUS 'O'");
-        let rows = self
-            .exec(
+        let a_ada = self
+            .insert(
                 "A",
-                r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "STATUS", "AMOUNT") VALUES ('Ada Lovelace', 'O', 120.50) RETURNING "ORDER_NO""#,
+                "INSERT INTO dbo.[ORDERS] ([CUST_NAME], [STATUS], [AMOUNT]) VALUES ('Ada Lovelace', 'O', 120.50)",
+                "ORDER_NO",
             )
             .await?;
-        let a_ada = returned_id(&rows, "ORDER_NO")?;
         println!("     → ORDER_NO {a_ada}");
         let t0 = Instant::now();
         let row = self
@@ -58,7 +58,7 @@ impl Scene<'_> {
         println!("       STATUS 'O' became status 'open'; B generated id {b_ada}; legacy_no holds A's ORDER_NO");
         self.linked(
             &A_ORDERS,
-            &format!(r#"WHERE "ORDER_NO" = {a_ada} AND "NEW_ID" IS NOT NULL"#),
+            &format!("WHERE [ORDER_NO] = {a_ada} AND [NEW_ID] IS NOT NULL"),
             t0,
         )
         .await?;
@@ -70,7 +70,7 @@ impl Scene<'_> {
         self.exec(
             "A",
             &format!(
-                r#"INSERT INTO dbo."ORDER_ITEMS" ("ORDER_NO", "LINE_NO", "QTY") VALUES ({a_ada}, 1, 2), ({a_ada}, 2, 5)"#
+                "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({a_ada}, 1, 2), ({a_ada}, 2, 5)"
             ),
         )
         .await?;
@@ -86,22 +86,19 @@ impl Scene<'_> {
 
         // 3. An order born in B.
         self.step(3, "insert an order in B");
-        let rows = self
-            .exec(
+        let b_grace = self
+            .insert(
                 "B",
-                "INSERT INTO public.orders (customer, status, amount) VALUES ('Grace Hopper', 'open', 75.00) RETURNING id",
+                "INSERT INTO public.orders (customer, status, amount) VALUES ('Grace Hopper', 'open', 75.00)",
+                "id",
             )
             .await?;
-        let b_grace = returned_id(&rows, "id")?;
         println!("     → id {b_grace}");
         let t0 = Instant::now();
         let row = self
-            .arrive(
-                &A_ORDERS,
-                &format!(r#"WHERE "NEW_ID" = {b_grace}"#),
-                t0,
-                |r| !r.is_empty(),
-            )
+            .arrive(&A_ORDERS, &format!("WHERE [NEW_ID] = {b_grace}"), t0, |r| {
+                !r.is_empty()
+            })
             .await?
             .remove(0);
         let a_grace = id_of(&row, &A_ORDERS)?;
@@ -117,17 +114,18 @@ impl Scene<'_> {
 
         // 4. A child born in B.
         self.step(4, "add an item to that order in B");
-        self.exec(
+        self.insert(
             "B",
             &format!(
-                "INSERT INTO public.order_items (order_id, line_no, quantity) VALUES ({b_grace}, 1, 3) RETURNING id"
+                "INSERT INTO public.order_items (order_id, line_no, quantity) VALUES ({b_grace}, 1, 3)"
             ),
+            "id",
         )
         .await?;
         let t0 = Instant::now();
         self.arrive(
             &A_ITEMS,
-            &format!(r#"WHERE "ORDER_NO" = {a_grace}"#),
+            &format!("WHERE [ORDER_NO] = {a_grace}"),
             t0,
             |r| !r.is_empty(),
         )
@@ -144,7 +142,7 @@ impl Scene<'_> {
         let t0 = Instant::now();
         self.arrive(
             &A_ORDERS,
-            &format!(r#"WHERE "ORDER_NO" = {a_ada} AND "STATUS" = 'C'"#),
+            &format!("WHERE [ORDER_NO] = {a_ada} AND [STATUS] = 'C'"),
             t0,
             |r| !r.is_empty(),
         )
@@ -156,9 +154,7 @@ impl Scene<'_> {
         self.step(6, "delete an item in A");
         self.exec(
             "A",
-            &format!(
-                r#"DELETE FROM dbo."ORDER_ITEMS" WHERE "ORDER_NO" = {a_ada} AND "LINE_NO" = 2"#
-            ),
+            &format!("DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {a_ada} AND [LINE_NO] = 2"),
         )
         .await?;
         let t0 = Instant::now();
@@ -183,10 +179,10 @@ impl Scene<'_> {
         )
         .await?;
         let t0 = Instant::now();
-        self.gone(&A_ORDERS, &format!(r#"WHERE "ORDER_NO" = {a_grace}"#), t0)
+        self.gone(&A_ORDERS, &format!("WHERE [ORDER_NO] = {a_grace}"), t0)
             .await?;
         let ms = self
-            .gone(&A_ITEMS, &format!(r#"WHERE "ORDER_NO" = {a_grace}"#), t0)
+            .gone(&A_ITEMS, &format!("WHERE [ORDER_NO] = {a_grace}"), t0)
             .await?;
         println!(
             "  ✓ gone from A {} and its item from {} after {ms} ms",
@@ -204,13 +200,32 @@ impl Scene<'_> {
         tokio::time::sleep(self.pause).await;
     }
 
-    /// Prints and runs one statement on a side; returns its rows (for `RETURNING`).
-    async fn exec(&self, side: &str, sql: &str) -> Result<Vec<tokio_postgres::Row>, CliError> {
+    /// Prints and runs one statement (in the shared spelling) on a side.
+    async fn exec(&self, side: &str, sql: &str) -> Result<(), CliError> {
+        let db = self.client(side);
+        self.run(side, &db.spell(sql)).await.map(|_| ())
+    }
+
+    /// Prints and runs an `INSERT` (in the shared spelling) of one row or more on a side;
+    /// returns the `column` its side generated for the last one.
+    async fn insert(&self, side: &str, insert: &str, column: &str) -> Result<i64, CliError> {
+        let db = self.client(side);
+        let sql = match db.dialect() {
+            Dialect::Pg => format!("{} RETURNING {}", db.spell(insert), returned(column)),
+            Dialect::Ms => format!("{insert}; SELECT SCOPE_IDENTITY() AS [{column}]"),
+        };
+        self.run(side, &sql)
+            .await?
+            .ok_or_else(|| CliError::Setup(format!("the insert on {side} returned no {column}")))
+    }
+
+    /// Prints `sql` (in the side's dialect) and runs it.
+    async fn run(&self, side: &str, sql: &str) -> Result<Option<i64>, CliError> {
         println!("  {side}> {sql};");
         self.client(side)
-            .query(sql, &[])
+            .exec(sql)
             .await
-            .map_err(|e| CliError::Setup(format!("demo step on {side} failed: {}", pg_error(&e))))
+            .map_err(|e| CliError::Setup(format!("demo step on {side} failed: {e}")))
     }
 
     /// Polls `table` until the rows matching `filter` satisfy `done`, prints them with the
@@ -287,15 +302,16 @@ impl Scene<'_> {
     }
 }
 
-/// The first row's first column of a `RETURNING id` result.
-fn returned_id(rows: &[tokio_postgres::Row], column: &str) -> Result<i64, CliError> {
-    let row = rows
-        .first()
-        .ok_or_else(|| CliError::Setup(format!("the insert returned no {column}")))?;
-    // ORDER_NO is an integer, id a bigint.
-    row.try_get::<_, i64>(0)
-        .or_else(|_| row.try_get::<_, i32>(0).map(i64::from))
-        .map_err(|e| CliError::Setup(format!("reading the returned {column}: {e}")))
+/// A column after `RETURNING` on PostgreSQL: bare when lower case, quoted otherwise.
+fn returned(column: &str) -> String {
+    if column
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        column.to_string()
+    } else {
+        format!("\"{}\"", column.replace('"', "\"\""))
+    }
 }
 
 /// The (single-column) key of a row read from `table`.
