@@ -216,6 +216,17 @@ async fn pairing(servers: &Servers, a: Kind, b: Kind, n: u64, tag: &str) -> Res<
     .await?;
     let b_to_a = timed("update drain B→A").await?;
     let _ = std::fs::remove_file(&dir);
+    // The SQL Server database goes (best effort; PostgreSQL's go with their clusters).
+    drop((sides, a_db, b_db));
+    if a == Kind::Ms || b == Kind::Ms {
+        if let Some(base) = servers.ms.as_deref() {
+            if let Ok(mut admin) = ms_connect(base).await {
+                if let Ok(s) = admin.simple_query(format!("DROP DATABASE [{name}]")).await {
+                    let _ = s.into_results().await;
+                }
+            }
+        }
+    }
     Ok([insert, a_to_b, b_to_a])
 }
 

@@ -75,6 +75,7 @@ scenarios!(
     a_value_that_does_not_fit_fails_alone_and_names_its_column,
     values_survive_a_round_trip_through_the_other_side_exactly,
     a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order,
+    a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_or_discards_it,
 );
 
 #[test]
@@ -816,4 +817,91 @@ async fn a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order(p: Pair
     );
     assert_eq!(a.outbox_count().await, 0);
     assert_eq!(b.outbox_count().await, 0);
+}
+
+/// The operator's side of a bad change: it is suspended with its error (after `max_attempts`),
+/// shows in `status` and `suspended`, and waits; once the target can take it, `resubmit` sends
+/// it again and it lands; `discard` removes one for good. Nothing else is held up.
+async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_or_discards_it(
+    p: Pairing,
+) {
+    let text = DEMO_CONFIG.replace(
+        "poll_interval_ms = 500",
+        "poll_interval_ms = 500\nmax_attempts = 1",
+    );
+    let env = Env::demo_with(p, "suspended", &text).await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    let long = "x".repeat(80);
+    b.exec(&format!(
+        "INSERT INTO orders (customer, status) VALUES ('{long}', 'open'), ('fine', 'open')"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed, r.suspended), (1, 0, 1), "{r:?}");
+
+    let parked = sides.b.suspended(None, 10).await.expect("suspended list");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let s = &parked[0];
+    assert_eq!((s.entity.as_str(), s.op.as_str()), ("order", "I"));
+    let err = s.last_error.clone().unwrap_or_default();
+    assert!(
+        err.contains("column CUST_NAME") && err.contains("entity order"),
+        "{err}"
+    );
+    let status = sides.b.status().await.expect("status");
+    let order = status
+        .iter()
+        .find(|e| e.entity == "order")
+        .expect("order status");
+    assert_eq!((order.suspended, order.pending), (1, 0), "{status:?}");
+    // Suspended is parked: another drain leaves it alone.
+    let r = env.drain().await;
+    assert_eq!(r.claimed, 0, "{r:?}");
+
+    // The DBA widens the column at A; the operator resubmits; the change lands.
+    a.exec(a.sql(
+        r#"ALTER TABLE dbo."ORDERS" ALTER COLUMN "CUST_NAME" TYPE varchar(100)"#,
+        "ALTER TABLE dbo.ORDERS ALTER COLUMN CUST_NAME varchar(100)",
+    ))
+    .await;
+    assert_eq!(sides.b.resubmit(Some(s.seq)).await.expect("resubmit"), 1);
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 0), "{r:?}");
+    assert_eq!(
+        a.count(&format!(
+            "SELECT count(*) FROM dbo.[ORDERS] WHERE [CUST_NAME] = '{long}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(b.outbox_count().await, 0);
+
+    // Too long even now: suspended again, and discarded by the operator.
+    let longer = "y".repeat(150);
+    b.exec(&format!(
+        "INSERT INTO orders (customer, status) VALUES ('{longer}', 'open')"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(r.suspended, 1, "{r:?}");
+    let parked = sides.b.suspended(None, 10).await.expect("suspended list");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let gone = sides.b.discard(parked[0].seq).await.expect("discard");
+    assert_eq!(gone.map(|g| g.seq), Some(parked[0].seq));
+    assert_eq!(
+        sides
+            .b
+            .discard(parked[0].seq)
+            .await
+            .expect("discard again")
+            .map(|g| g.seq),
+        None
+    );
+    assert_eq!(b.outbox_count().await, 0);
+    assert_eq!(
+        a.count("SELECT count(*) FROM dbo.[ORDERS]").await,
+        2,
+        "fine and the resubmitted one"
+    );
 }

@@ -98,6 +98,43 @@ pub async fn is_babelfish(c: &mut Ms) -> bool {
     ms_rows(c, "SELECT @@VERSION").await[0][0].contains("Babelfish")
 }
 
+/// Drops, once per test process, the test databases of test processes that are gone (their
+/// names end in `_<pid>_<n>`): each run cleans up after the runs before it, whatever way they
+/// ended. A database that cannot be dropped (still in use) is left for the next run.
+async fn sweep_once(admin: &mut Ms) {
+    // Held by the test that sweeps until it is done: the others wait, since installing into a
+    // database while another is dropped has failed on Babelfish ("trigger … does not exist").
+    static SWEPT: tokio::sync::Mutex<bool> = tokio::sync::Mutex::const_new(false);
+    let mut swept = SWEPT.lock().await;
+    if *swept {
+        return;
+    }
+    *swept = true;
+    let names = ms_rows(
+        admin,
+        "SELECT name FROM sys.databases WHERE name LIKE N'tandem[_]%'",
+    )
+    .await;
+    for row in names {
+        let Some(name) = row.first() else { continue };
+        let mut parts = name.rsplit('_');
+        let (Some(_n), Some(pid)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<i32>() else {
+            continue;
+        };
+        // SAFETY: kill with signal 0 only asks whether the process exists.
+        let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+        if !alive {
+            let drop = format!("DROP DATABASE [{}]", name.replace(']', "]]"));
+            if let Ok(s) = admin.simple_query(drop.as_str()).await {
+                let _ = s.into_results().await;
+            }
+        }
+    }
+}
+
 /// A fresh database on the test server `url`; returns its connection string.
 pub async fn fresh_ms_db(url: &str, test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
@@ -119,6 +156,7 @@ pub async fn fresh_ms_db(url: &str, test: &str) -> String {
         N.fetch_add(1, Ordering::Relaxed)
     );
     let mut admin = ms_connect(url).await;
+    sweep_once(&mut admin).await;
     // The name is new (process id and counter): no earlier database to drop. Babelfish may
     // refuse one of two CREATE DATABASE at the same instant ("tuple concurrently updated"):
     // tried again a few times.
