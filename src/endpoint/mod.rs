@@ -6,6 +6,7 @@
 
 mod admin;
 mod bulk;
+pub mod desc;
 pub mod error;
 pub mod mssql;
 pub mod postgres;
