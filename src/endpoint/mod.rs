@@ -9,6 +9,7 @@ mod bulk;
 pub mod desc;
 pub mod error;
 pub mod mssql;
+pub mod pool;
 pub mod postgres;
 mod source;
 mod target;
