@@ -6,8 +6,10 @@
 
 mod admin;
 mod bulk;
+pub mod desc;
 pub mod error;
 pub mod mssql;
+pub mod pool;
 pub mod postgres;
 mod source;
 mod target;

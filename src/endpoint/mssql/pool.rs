@@ -6,9 +6,9 @@
 //! its whole result was read. A batch that failed is followed by a rollback; if that fails too,
 //! or the future was dropped half-way (a cancelled request leaves the connection mid-message),
 //! the state stays non-idle and `has_broken` makes bb8 discard the connection instead of handing
-//! it out again. (bb8-tiberius reports no connection as broken, hence this manager.)
+//! it out again. (bb8-tiberius reports no connection as broken, hence this manager.) The pool
+//! around it is the shared [`Pool`](crate::endpoint::pool::Pool).
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tiberius::error::Error as TdsError;
@@ -19,6 +19,7 @@ use super::ado::Ado;
 use super::error::classify;
 use super::sql::Common;
 use crate::config::{redact, Side};
+use crate::endpoint::pool::{Driver, Pool};
 use crate::endpoint::{EndpointError, ErrorKind};
 
 /// A tiberius client over a tokio TCP stream.
@@ -173,29 +174,16 @@ pub async fn run(
     result
 }
 
-/// Keeps the last connection error: bb8 only reports "timed out" to the caller.
-#[derive(Debug, Clone, Default)]
-struct LastError(Arc<Mutex<Option<String>>>);
-
-impl bb8::ErrorSink<TdsError> for LastError {
-    fn sink(&self, e: TdsError) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(describe(&e));
-        }
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<TdsError>> {
-        Box::new(self.clone())
+impl Driver for Manager {
+    fn describe(e: &TdsError) -> String {
+        describe(e)
     }
 }
 
-/// A pool for one side, created without connecting.
+/// A pool for one side, created without connecting: the shared [`Pool`] and the statement
+/// that cleans up after a failed batch.
 pub struct MsPool {
-    pool: bb8::Pool<Manager>,
-    max: u32,
-    last_error: LastError,
-    side: Side,
-    target: String,
+    pool: Pool<Manager>,
     rollback: String,
 }
 
@@ -211,47 +199,21 @@ pub fn describe(e: &TdsError) -> String {
 impl MsPool {
     /// Builds the pool; no connection is made yet.
     pub fn new(ado: Ado, size: u32, side: Side, common: &Common) -> MsPool {
-        let last_error = LastError::default();
         let manager = Manager {
             config: ado.config,
             connect_timeout: ado.connect_timeout,
             session: common.session.clone(),
         };
-        let pool = bb8::Pool::builder()
-            .max_size(size.max(1))
-            .connection_timeout(ado.connect_timeout * 3 + Duration::from_secs(1))
-            .test_on_check_out(false)
-            .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(manager);
+        let timeout = ado.connect_timeout * 3 + Duration::from_secs(1);
         MsPool {
-            pool,
-            max: size.max(1),
-            last_error,
-            side,
-            target: ado.target,
+            pool: Pool::build(manager, size, side, ado.target, timeout),
             rollback: common.rollback.clone(),
         }
     }
 
     /// A connection, or why there is none.
     pub async fn get(&self) -> Result<bb8::PooledConnection<'_, Manager>, EndpointError> {
-        self.pool.get().await.map_err(|e| {
-            let message = match e {
-                bb8::RunError::User(e) => describe(&e),
-                bb8::RunError::TimedOut => self
-                    .last_error
-                    .0
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.clone())
-                    .unwrap_or_else(|| "timed out waiting for a connection".into()),
-            };
-            EndpointError::Unreachable {
-                side: self.side,
-                target: self.target.clone(),
-                message,
-            }
-        })
+        self.pool.get().await
     }
 
     /// The statement that cleans up after a failed batch.
@@ -263,7 +225,7 @@ impl MsPool {
     pub fn error(&self, context: &str, e: TdsError) -> EndpointError {
         match &e {
             TdsError::Server(t) => EndpointError::Database {
-                side: self.side,
+                side: self.pool.side(),
                 context: context.to_string(),
                 message: describe(&e),
                 code: Some(t.code().to_string()),
@@ -274,12 +236,12 @@ impl MsPool {
             | TdsError::Tls(_)
             | TdsError::Routing { .. }
             | TdsError::Protocol(_) => EndpointError::Unreachable {
-                side: self.side,
-                target: self.target.clone(),
+                side: self.pool.side(),
+                target: self.pool.target().to_string(),
                 message: describe(&e),
             },
             _ => EndpointError::Database {
-                side: self.side,
+                side: self.pool.side(),
                 context: context.to_string(),
                 message: describe(&e),
                 code: None,
@@ -291,17 +253,12 @@ impl MsPool {
 
     /// Open and idle connections.
     pub fn state(&self) -> crate::endpoint::PoolState {
-        let st = self.pool.state();
-        crate::endpoint::PoolState {
-            connections: st.connections,
-            idle: st.idle_connections,
-            max: self.max,
-        }
+        self.pool.state()
     }
 
     /// Where this pool connects, without credentials.
     pub fn target(&self) -> &str {
-        &self.target
+        self.pool.target()
     }
 }
 

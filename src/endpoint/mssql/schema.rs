@@ -1,13 +1,15 @@
-//! The catalog on SQL Server: the column types the endpoint converts images with, and
-//! `tandem check` (do the configured tables, columns and keys exist and fit?).
+//! The catalog on SQL Server: the column types the endpoint converts images with, and the
+//! [`TableDesc`] `tandem check` compares with the config ([`desc::check`], shared with
+//! PostgreSQL). The server's version and compatibility level are checked here.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::pool::run;
 use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
 use crate::config::{Entity, Side};
+use crate::endpoint::desc::{self, ColumnDesc, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
 /// The columns `entity` names on `side`: its key, the mapped columns, the peer id column.
@@ -121,6 +123,73 @@ async fn unique_keys(
     Ok(by_index.into_values().collect())
 }
 
+/// How SQL Server's messages word what differs between dialects.
+const WORDING: Wording = Wording {
+    missing_table:
+        "names are taken exactly; an unqualified name is looked up in the login's default schema",
+    name_case: "tandem takes names exactly",
+    identity: "IDENTITY",
+    identity_example: "IDENTITY(1,1)",
+};
+
+/// Types the capture trigger cannot read.
+const UNCAPTURABLE: &[&str] = &[
+    "text",
+    "ntext",
+    "image",
+    "geography",
+    "geometry",
+    "hierarchyid",
+];
+
+/// A catalog column as [`desc::check`] sees it, with SQL Server's reasons to refuse it.
+fn column_desc(c: &Column) -> ColumnDesc {
+    let family = c.ty.family();
+    ColumnDesc {
+        name: c.name.clone(),
+        type_name: c.ty.sql(),
+        defaulted: c.identity || c.has_default,
+        unusable: match family {
+            Family::Unsupported(why) => Some(why.to_string()),
+            _ => None,
+        },
+        bad_name: c.name.contains('.').then(|| {
+            "FOR JSON PATH reads a dot in a column name as nesting; rename the column".to_string()
+        }),
+        read_only: (c.computed || family == Family::RowVersion)
+            .then(|| "computed or a rowversion".to_string()),
+        not_a_key: c.ty.key_input_type().is_none().then(|| {
+            "tandem supports integer, decimal, money, bit, char/varchar/nchar/nvarchar, \
+             uniqueidentifier and date keys on SQL Server"
+                .to_string()
+        }),
+        uncapturable: UNCAPTURABLE.contains(&c.ty.name.as_str()).then(|| {
+            "the capture trigger cannot read it (convert it to varchar(max), nvarchar(max) \
+             or varbinary(max))"
+                .to_string()
+        }),
+    }
+}
+
+/// The table `table_sql` (quoted) of `e` as the catalog has it, its columns named as the
+/// config names them where the server resolves them so; None when it does not exist.
+pub async fn describe(
+    ep: &MsEndpoint,
+    e: &Entity,
+    table_sql: &str,
+) -> Result<Option<TableDesc>, EndpointError> {
+    let Some((cols, case_insensitive)) =
+        columns(ep, table_sql, &configured_names(e, ep.side)).await?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(TableDesc {
+        columns: cols.iter().map(column_desc).collect(),
+        unique_keys: unique_keys(ep, table_sql).await?,
+        case_insensitive,
+    }))
+}
+
 /// Every problem of this side, for every entity.
 pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError> {
     let mut problems = Vec::new();
@@ -161,124 +230,14 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
         }
     }
     for e in &ep.config.entities {
-        let ts = e.side(side);
-        let mut problem = |message: String| {
-            problems.push(SchemaProblem {
-                side,
-                entity: e.name.clone(),
-                message,
-            })
-        };
-        let name = table(&ts.table);
-        let Some((cols, case_insensitive)) = columns(ep, &name, &configured_names(e, side)).await?
-        else {
-            problem(format!(
-                "table {} does not exist in {} (names are taken exactly; an unqualified name is looked up in the login's default schema)",
-                ts.table,
-                ep.pool.target()
-            ));
-            continue;
-        };
-        let by: HashMap<&str, &Column> = cols.iter().map(|c| (c.name.as_str(), c)).collect();
-        let mut wanted: Vec<(&str, &str)> = ts.key.iter().map(|k| (k.as_str(), "key")).collect();
-        wanted.extend(e.columns.iter().map(|c| (c.name(side), "mapped")));
-        if let Some(p) = &ts.peer_id_column {
-            wanted.push((p.as_str(), "peer_id_column"));
-        }
-        for (col, role) in &wanted {
-            match by.get(col) {
-                None => {
-                    let hint = by
-                        .keys()
-                        .find(|c| c.eq_ignore_ascii_case(col))
-                        .map(|c| format!(" (did you mean {c:?}? tandem takes names exactly)"))
-                        .unwrap_or_default();
-                    problem(format!(
-                        "{role} column {col:?} does not exist in table {}{hint}",
-                        ts.table
-                    ));
-                }
-                Some(c) => {
-                    if let Family::Unsupported(why) = c.ty.family() {
-                        problem(format!(
-                            "{role} column {col:?} of table {} is of type {}: {why}",
-                            ts.table,
-                            c.ty.sql()
-                        ));
-                    }
-                    if col.contains('.') {
-                        problem(format!(
-                            "{role} column {col:?} of table {}: FOR JSON PATH reads a dot in a column name as nesting; rename the column",
-                            ts.table
-                        ));
-                    }
-                    if *role != "key" && (c.computed || c.ty.family() == Family::RowVersion) {
-                        problem(format!(
-                            "{role} column {col:?} of table {} is computed or a rowversion: tandem cannot write it",
-                            ts.table
-                        ));
-                    }
-                }
-            }
-        }
-        // The capture trigger reads the key and the mapped columns: some types break it.
-        if e.direction.flows(side) {
-            let read = configured_names(e, side);
-            for c in cols.iter().filter(|c| read.contains(&c.name.as_str())) {
-                if matches!(
-                    c.ty.name.as_str(),
-                    "text" | "ntext" | "image" | "geography" | "geometry" | "hierarchyid"
-                ) {
-                    problem(format!(
-                        "column {:?} of table {} is of type {}: the capture trigger cannot read it (convert it to varchar(max), nvarchar(max) or varbinary(max))",
-                        c.name,
-                        ts.table,
-                        c.ty.sql()
-                    ));
-                }
-            }
-        }
-        if !ts.key.iter().all(|k| by.contains_key(k.as_str())) {
-            continue;
-        }
-        for k in &ts.key {
-            if let Some(c) = by.get(k.as_str()) {
-                if c.ty.key_input_type().is_none() {
-                    problem(format!(
-                        "key column {k:?} of table {} is of type {}: tandem supports integer, decimal, money, bit, char/varchar/nchar/nvarchar, uniqueidentifier and date keys on SQL Server",
-                        ts.table,
-                        c.ty.sql()
-                    ));
-                }
-            }
-        }
-        let wanted_key: BTreeSet<String> = ts.key.iter().cloned().collect();
-        let same =
-            |a: &String, b: &String| a == b || (case_insensitive && a.eq_ignore_ascii_case(b));
-        let unique = unique_keys(ep, &name).await?;
-        let keyed = unique.iter().any(|u| {
-            u.len() == wanted_key.len() && u.iter().all(|c| wanted_key.iter().any(|k| same(c, k)))
-        });
-        if !keyed {
-            problem(format!(
-                "no primary key or unique index on ({}) of table {}: tandem finds records by their key",
-                ts.key.join(", "),
-                ts.table
-            ));
-        }
-        if !e.key_is_given(side) {
-            for k in &ts.key {
-                if let Some(c) = by.get(k.as_str()) {
-                    if !c.identity && !c.has_default {
-                        problem(format!(
-                            "key column {k:?} of table {} has no default or IDENTITY, so tandem cannot create records here: give it one (e.g. IDENTITY(1,1)), or map it from side {}",
-                            ts.table,
-                            side.other()
-                        ));
-                    }
-                }
-            }
-        }
+        let found = describe(ep, e, &table(&e.side(side).table)).await?;
+        problems.extend(desc::check(
+            e,
+            side,
+            found.as_ref(),
+            ep.pool.target(),
+            &WORDING,
+        ));
     }
     Ok(problems)
 }

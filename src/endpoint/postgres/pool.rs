@@ -1,16 +1,17 @@
-//! A bb8 pool of tokio-postgres connections that each keep their prepared statements.
+//! A bb8 pool of tokio-postgres connections that each keep their prepared statements (the
+//! pool itself is the shared [`Pool`]; here are the connection manager and the error mapping).
 //!
 //! bb8-postgres hands out bare `Client`s, which cannot carry a statement cache; tandem runs
 //! the same few statements millions of times, so preparing once per connection matters.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::error::classify;
 use crate::config::Side;
+use crate::endpoint::pool::{Driver, Pool};
 use crate::endpoint::EndpointError;
 
 /// One connection and the statements prepared on it.
@@ -50,31 +51,14 @@ impl bb8::ManageConnection for Manager {
     }
 }
 
-/// Keeps the last connection error: bb8 only reports "timed out" to the caller.
-#[derive(Debug, Clone, Default)]
-struct LastError(Arc<Mutex<Option<String>>>);
-
-impl bb8::ErrorSink<tokio_postgres::Error> for LastError {
-    fn sink(&self, e: tokio_postgres::Error) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(describe(&e));
-        }
-    }
-
-    fn boxed_clone(&self) -> Box<dyn bb8::ErrorSink<tokio_postgres::Error>> {
-        Box::new(self.clone())
+impl Driver for Manager {
+    fn describe(e: &tokio_postgres::Error) -> String {
+        describe(e)
     }
 }
 
 /// A pool for one side, created without connecting.
-pub struct PgPool {
-    pool: bb8::Pool<Manager>,
-    max: u32,
-    last_error: LastError,
-    side: Side,
-    /// host:port/db, never the password.
-    target: String,
-}
+pub type PgPool = Pool<Manager>;
 
 /// The message of an error with its source (tokio-postgres hides the cause in `source`).
 pub fn describe(e: &tokio_postgres::Error) -> String {
@@ -94,7 +78,7 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     crate::secret::redact(&m)
 }
 
-impl PgPool {
+impl Pool<Manager> {
     /// Parses the URL and builds the pool; no connection is made yet.
     pub fn new(url: &str, size: u32, side: Side) -> Result<PgPool, EndpointError> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
@@ -124,41 +108,13 @@ impl PgPool {
         };
         config.options(options);
         let target = target_of(&config);
-        let last_error = LastError::default();
-        let pool = bb8::Pool::builder()
-            .max_size(size.max(1))
-            .connection_timeout(Duration::from_secs(6))
-            .test_on_check_out(false)
-            .error_sink(Box::new(last_error.clone()))
-            .build_unchecked(Manager { config });
-        Ok(PgPool {
-            pool,
-            max: size.max(1),
-            last_error,
+        Ok(Pool::build(
+            Manager { config },
+            size,
             side,
             target,
-        })
-    }
-
-    /// A connection, or why there is none.
-    pub async fn get(&self) -> Result<bb8::PooledConnection<'_, Manager>, EndpointError> {
-        self.pool.get().await.map_err(|e| {
-            let message = match e {
-                bb8::RunError::User(e) => describe(&e),
-                bb8::RunError::TimedOut => self
-                    .last_error
-                    .0
-                    .lock()
-                    .ok()
-                    .and_then(|s| s.clone())
-                    .unwrap_or_else(|| "timed out waiting for a connection".into()),
-            };
-            EndpointError::Unreachable {
-                side: self.side,
-                target: self.target.clone(),
-                message,
-            }
-        })
+            Duration::from_secs(6),
+        ))
     }
 
     /// Converts a driver error met while doing `context`.
@@ -167,7 +123,7 @@ impl PgPool {
             Some(db) => {
                 let code = db.code().code().to_string();
                 EndpointError::Database {
-                    side: self.side,
+                    side: self.side(),
                     context: context.to_string(),
                     message: describe(&e),
                     kind: classify(&code),
@@ -176,26 +132,11 @@ impl PgPool {
                 }
             }
             None => EndpointError::Unreachable {
-                side: self.side,
-                target: self.target.clone(),
+                side: self.side(),
+                target: self.target().to_string(),
                 message: describe(&e),
             },
         }
-    }
-
-    /// Open and idle connections.
-    pub fn state(&self) -> crate::endpoint::PoolState {
-        let st = self.pool.state();
-        crate::endpoint::PoolState {
-            connections: st.connections,
-            idle: st.idle_connections,
-            max: self.max,
-        }
-    }
-
-    /// Where this pool connects, without credentials.
-    pub fn target(&self) -> &str {
-        &self.target
     }
 }
 
