@@ -76,6 +76,7 @@ scenarios!(
     values_survive_a_round_trip_through_the_other_side_exactly,
     a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order,
     a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_or_discards_it,
+    the_lead_is_one_per_installation_also_with_two_databases_on_one_server,
 );
 
 #[test]
@@ -904,4 +905,26 @@ async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_
         2,
         "fine and the resubmitted one"
     );
+}
+
+/// The lead (one active `tandem run` per installation) is held at A: a second instance of the
+/// same installation cannot take it, but an installation in another database of the same
+/// server can (Babelfish keeps SQL Server's per-database application locks server-wide, so the
+/// lock's resource names the database).
+async fn the_lead_is_one_per_installation_also_with_two_databases_on_one_server(p: Pairing) {
+    let first = Env::demo(p, "lead_one").await;
+    let second = Env::demo(p, "lead_two").await;
+    let (one, two) = (first.sides(), second.sides());
+    let held = one.a.try_lead().await.expect("try_lead");
+    assert!(held.is_some(), "the first instance leads");
+    assert!(
+        one.a.try_lead().await.expect("try_lead again").is_none(),
+        "a second instance of the same installation does not"
+    );
+    let other = two.a.try_lead().await.expect("try_lead elsewhere");
+    assert!(
+        other.is_some(),
+        "another installation on the same server leads its own"
+    );
+    drop(held);
 }

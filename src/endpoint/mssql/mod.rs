@@ -595,11 +595,16 @@ mod lease {
     use super::MsEndpoint;
     use crate::endpoint::{EndpointError, Lease};
 
-    const TRY_LOCK: &str = "DECLARE @r int; \
-        EXEC @r = sys.sp_getapplock @Resource = @P1, @LockMode = 'Exclusive', \
+    // The resource names the database too: application locks are per database on SQL Server,
+    // but Babelfish keeps them for the whole server, where two installations in two databases
+    // would otherwise take each other's lead.
+    const TRY_LOCK: &str =
+        "DECLARE @r int, @res nvarchar(255) = LEFT(@P1 + N' ' + DB_NAME(), 255); \
+        EXEC @r = sys.sp_getapplock @Resource = @res, @LockMode = 'Exclusive', \
              @LockOwner = 'Session', @LockTimeout = 0; \
         SELECT @r;";
-    const HELD: &str = "SELECT APPLOCK_MODE('public', @P1, 'Session');";
+    const HELD: &str =
+        "SELECT APPLOCK_MODE('public', LEFT(@P1 + N' ' + DB_NAME(), 255), 'Session');";
     /// A check slower than this means the session is in doubt: give the lead up.
     const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
