@@ -165,7 +165,9 @@ pub fn check(
             ts.table
         ));
     }
-    if !e.key_is_given(side) {
+    // Only a side that changes flow into has records created by tandem (a reference entity
+    // that travels A → B never creates one at A).
+    if !e.key_is_given(side) && e.direction.flows(side.other()) {
         for (k, c) in ts.key.iter().zip(&key) {
             if !c.defaulted {
                 problem(format!(
@@ -232,6 +234,23 @@ mod tests {
                 p.message
             })
             .collect()
+    }
+
+    #[test]
+    fn a_generated_key_needs_a_default_only_where_changes_flow_in() {
+        let mut t = orders();
+        t.columns[0].defaulted = false;
+        let wanted = r#"key column "id" of table public.orders has no default or IDENTITY, so tandem cannot create records here: give it one (e.g. IDENTITY(1,1)), or map it from side A"#;
+        assert_eq!(messages(Some(&t)), vec![wanted.to_string()]);
+        let mut c = config();
+        let e = &mut c.entities[0];
+        e.direction = crate::config::Direction::BToA;
+        assert!(
+            check(e, Side::B, Some(&t), "db", &WORDS).is_empty(),
+            "b_to_a: tandem never creates records at B"
+        );
+        e.direction = crate::config::Direction::AToB;
+        assert_eq!(check(e, Side::B, Some(&t), "db", &WORDS).len(), 1);
     }
 
     #[test]
