@@ -115,13 +115,7 @@ impl Env {
             _ => None,
         };
         let config = Arc::new(config::parse(&text, &path, &vars).expect("config"));
-        for side in [Side::A, Side::B] {
-            let ep = tandem::endpoint::open(config.clone(), side).expect("open");
-            ep.install().await.expect("install");
-            ep.install().await.expect("install again");
-            let problems = ep.check().await.expect("check");
-            assert!(problems.is_empty(), "side {side}: {problems:?}");
-        }
+        common::install_twice_and_check(&config).await;
         Env {
             ms,
             pg,

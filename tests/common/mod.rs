@@ -52,12 +52,10 @@ pub fn own_pair(label: &str) -> Pair {
     start_pair(label)
 }
 
-/// Creates a fresh, uniquely named database in each cluster of the [`shared`] pair and returns
-/// their URLs `(a_url, b_url)`.
-pub fn fresh_dbs(test_name: &str) -> (String, String) {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let stem: String = test_name
+/// A test's name as part of a database name: lower-case ASCII letters, digits and `_`, at most
+/// `max` characters.
+pub fn db_stem(test_name: &str, max: usize) -> String {
+    test_name
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() {
@@ -66,9 +64,28 @@ pub fn fresh_dbs(test_name: &str) -> (String, String) {
                 '_'
             }
         })
-        .take(40)
-        .collect();
-    let name = format!("t_{stem}_{n}");
+        .take(max)
+        .collect()
+}
+
+/// Installs tandem on both sides of `config` twice (the second install must be harmless) and
+/// asserts that `check` then finds nothing.
+pub async fn install_twice_and_check(config: &std::sync::Arc<tandem::config::Config>) {
+    for side in [tandem::config::Side::A, tandem::config::Side::B] {
+        let ep = tandem::endpoint::open(config.clone(), side).expect("open");
+        ep.install().await.expect("install");
+        ep.install().await.expect("install again");
+        let problems = ep.check().await.expect("check");
+        assert!(problems.is_empty(), "side {side}: {problems:?}");
+    }
+}
+
+/// Creates a fresh, uniquely named database in each cluster of the [`shared`] pair and returns
+/// their URLs `(a_url, b_url)`.
+pub fn fresh_dbs(test_name: &str) -> (String, String) {
+    static COUNTER: AtomicUsize = AtomicUsize::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = format!("t_{}_{n}", db_stem(test_name, 40));
     let pair = shared();
     for (side, cluster) in [("A", &pair.a), ("B", &pair.b)] {
         cluster

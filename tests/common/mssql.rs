@@ -138,17 +138,7 @@ async fn sweep_once(admin: &mut Ms) {
 /// A fresh database on the test server `url`; returns its connection string.
 pub async fn fresh_ms_db(url: &str, test: &str) -> String {
     static N: AtomicUsize = AtomicUsize::new(0);
-    let stem: String = test
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .take(24)
-        .collect();
+    let stem = super::db_stem(test, 24);
     let name = format!(
         "tandem_{}_{}_{}",
         stem,
