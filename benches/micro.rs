@@ -94,6 +94,7 @@ fn outbox_rows(n: usize, distinct: usize, mapped: bool) -> Vec<OutboxRow> {
                 attempts: 0,
                 pulled: false,
                 key: None,
+                derived: false,
             }
         })
         .collect()

@@ -88,6 +88,7 @@ pub fn map_change(
         row,
         refs,
         captured_at: change.captured_at,
+        derived: change.derived,
     })
 }
 
@@ -144,6 +145,7 @@ pub fn coalesce(run: &[Change]) -> Option<(Change, Vec<i64>)> {
     let mut newest = (*sorted.last()?).clone();
     newest.op = folded_op(&ops)?;
     newest.attempts = run.iter().map(|c| c.attempts).max().unwrap_or(0);
+    newest.derived = run.iter().all(|c| c.derived);
     let seqs: Vec<i64> = sorted.iter().map(|c| c.seq).collect();
     Some((newest, seqs))
 }
@@ -195,6 +197,7 @@ mod tests {
             image: Image::new(),
             captured_at: chrono::Utc::now(),
             attempts: seq as i32 % 3,
+            derived: false,
         }
     }
 

@@ -126,6 +126,10 @@ pub struct Change {
     pub captured_at: DateTime<Utc>,
     /// Failed attempts so far.
     pub attempts: i32,
+    /// Captured while tandem applied a change at this side (a cascade, another trigger's
+    /// effect): the consequence of a change already decided, so it loses every conflict
+    /// against a change a user made (see `Target`'s contract).
+    pub derived: bool,
 }
 
 /// An outbox row as an endpoint reads it, before decoding.
@@ -145,6 +149,8 @@ pub struct OutboxRow {
     /// The record's key as the outbox holds it (JSON text), when the endpoint sends it: rows
     /// with the same entity and key are changes of one record.
     pub key: Option<String>,
+    /// Captured while tandem applied a change here (see [`Change::derived`]).
+    pub derived: bool,
 }
 
 /// A change mapped into the target's shape, ready for an endpoint to apply.
@@ -170,6 +176,9 @@ pub struct TargetChange {
     /// Columns whose value is a parent's source key, to translate through the parent's links.
     pub refs: Vec<RefValue>,
     pub captured_at: DateTime<Utc>,
+    /// Every coalesced change was a consequence of tandem's own apply at the source (see
+    /// [`Change::derived`]).
+    pub derived: bool,
 }
 
 /// A column holding a parent's key, to be translated at the target.

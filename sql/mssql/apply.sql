@@ -27,20 +27,21 @@ DECLARE @changes TABLE (
     key_problem      nvarchar(2000)    NULL,
     row_problem      nvarchar(2000)    NULL,
     policy           varchar(12)       NOT NULL,
+    derived          bit               NOT NULL,
     row_values       nvarchar(max)     NOT NULL,
     row_image        nvarchar(max)     NOT NULL,
     refs             nvarchar(max)     NULL
 );
 INSERT INTO @changes
 SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
-       c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.row_values,
+       c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.derived, c.row_values,
        c.row_image, c.refs
 FROM OPENJSON(@P1) WITH (
     i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
     seq bigint '$.seq', source_key nvarchar(max) '$.source_key', peer_hint nvarchar(max) '$.peer_hint',
     peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
     key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
-    row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy',
+    row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy', derived bit '$.derived',
     row_values nvarchar(max) '$.row' AS JSON, row_image nvarchar(max) '$.image' AS JSON,
     refs nvarchar(max) '$.refs' AS JSON
 ) AS c;
@@ -59,19 +60,20 @@ DECLARE @out TABLE (
 -- Changes that left the transaction unable to go on; the batch is redone without them.
 -- (Table variables keep their rows through a rollback.)
 DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
-DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max));
+DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max), derived bit);
 DECLARE @ins TABLE (k nvarchar(max));
 
 DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
         @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
-        @row_problem nvarchar(2000), @policy varchar(12), @row_values nvarchar(max),
+        @row_problem nvarchar(2000), @policy varchar(12), @derived bit, @row_values nvarchar(max),
         @row_image nvarchar(max), @refs nvarchar(max),
         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
         @given nvarchar(max), @found bit, @n int,
         @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
         @known nvarchar(max), @linked_live bit, @tombstone bit,
-        @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max),
+        @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
+        @parent_link bit, @parent_deleted bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -92,7 +94,7 @@ BEGIN
                @source_key = source_key, @peer_hint = peer_hint,
                @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
                @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
-               @policy = policy, @row_values = row_values, @row_image = row_image, @refs = refs
+               @policy = policy, @derived = derived, @row_values = row_values, @row_image = row_image, @refs = refs
         FROM @changes WHERE i > @i ORDER BY i;
         IF @@ROWCOUNT = 0 BREAK;
         IF EXISTS (SELECT 1 FROM @skip WHERE i = @i)
@@ -140,12 +142,19 @@ BEGIN
                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
                     WHERE x.n > @r ORDER BY x.n;
                     IF @@ROWCOUNT = 0 BREAK;
-                    SET @parent_key = NULL;
-                    SELECT @parent_key = {{own}} FROM {{schema}}.[id_map]
-                    WHERE entity = @r_parent AND {{peer}} = @r_key AND (deleted = 0 OR @op = 'D');
-                    SET @parent_key = COALESCE(@parent_key, @r_hint);
+                    -- The source's hint stands in only where there is no link here at all: a
+                    -- tombstone here knows better (the parent's delete is on its way there).
+                    SELECT @parent_key = NULL, @parent_link = 0, @parent_deleted = 0;
+                    SELECT @parent_key = {{own}}, @parent_link = 1, @parent_deleted = deleted
+                    FROM {{schema}}.[id_map]
+                    WHERE entity = @r_parent AND {{peer}} = @r_key;
+                    IF @parent_deleted = 1 AND @op <> 'D'
+                        SET @parent_key = NULL;
+                    IF @parent_link = 0
+                        SET @parent_key = @r_hint;
                     IF @parent_key IS NULL
-                        SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key;
+                        SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key,
+                               @missing_gone = CASE WHEN @parent_deleted = 1 AND @op <> 'D' THEN 1 ELSE 0 END;
                     ELSE
                     BEGIN
                         -- The ref column holds a marker token (2016 has no JSON_MODIFY with a
@@ -173,7 +182,8 @@ BEGIN
                 IF @refs_ok = 0 AND @op <> 'D'
                 BEGIN
                     ROLLBACK TRANSACTION tandem_change;
-                    INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'P', @missing_parent, @missing_key);
+                    INSERT INTO @out (i, fail, parent, parent_key)
+                    VALUES (@i, CASE WHEN @missing_gone = 1 THEN 'G' ELSE 'P' END, @missing_parent, @missing_key);
                     SET @done = 1;
                 END;
             END;
@@ -181,6 +191,23 @@ BEGIN
             IF @done = 0
             BEGIN
                 SET @here = CASE WHEN @key_given = 1 THEN COALESCE(@given, @known) ELSE @known END;
+                -- A key given by values that another live record holds here is not this
+                -- record's: its image is older than that record's, so it waits (retried) until
+                -- that record moves or is deleted, or a newer change of its own supersedes it.
+                IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
+                BEGIN
+                    SET @v = NULL;
+                    SELECT TOP (1) @v = {{peer}} FROM {{schema}}.[id_map]
+                    WHERE entity = @entity AND {{own}} = @given AND deleted = 0
+                      AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key;
+                    IF @v IS NOT NULL
+                    BEGIN
+                        SET @msg = N'key ' + @given + N' at side ' + {{here_lit}}
+                            + N' belongs to another record (side ' + {{incoming_lit}} + N' key ' + @v
+                            + N'); this change waits until that record moves or is deleted, or a newer change of this record arrives';
+                        ;THROW 51003, @msg, 1;
+                    END;
+                END;
                 -- 4. A change of this record captured here and not yet applied at the other side
                 -- means it changed on both sides: the entity's policy settles it.
                 SET @resolution = 'N';
@@ -189,8 +216,8 @@ BEGIN
                     SELECT @key = @here, @native = NULL;
 {{native_key_blocks}}
                     DELETE FROM @pending;
-                    INSERT INTO @pending (seq, captured_at, op, image)
-                    SELECT seq, captured_at, op, image FROM {{schema}}.[outbox]
+                    INSERT INTO @pending (seq, captured_at, op, image, derived)
+                    SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
                       AND suspended = 0 AND seq > @peer_applied_seq;
                     IF @@ROWCOUNT > 0
@@ -198,11 +225,16 @@ BEGIN
                         SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
                                @local_image = image
                         FROM @pending ORDER BY seq DESC;
-                        -- Ties go to A, so both sides decide the same way.
-                        SET @winner = CASE @policy WHEN 'a_wins' THEN 'A' WHEN 'b_wins' THEN 'B'
-                            ELSE CASE WHEN @captured_at > @local_at THEN {{incoming_lit}}
-                                      WHEN @captured_at < @local_at THEN {{here_lit}}
-                                      ELSE 'A' END END;
+                        -- A change tandem's own apply caused (derived: a cascade, a trigger's
+                        -- effect) loses to a user's change; otherwise the policy decides, and
+                        -- ties go to A, so both sides decide the same way.
+                        SET @winner = CASE
+                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
+                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
+                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+                            WHEN @captured_at > @local_at THEN {{incoming_lit}}
+                            WHEN @captured_at < @local_at THEN {{here_lit}}
+                            ELSE 'A' END;
                         INSERT INTO {{schema}}.[conflicts]
                             (entity, incoming_side, incoming_key, local_key, policy, winner,
                              incoming_op, incoming_image, local_op, local_image)
@@ -219,14 +251,23 @@ BEGIN
                             -- create the record again at the other side.
                             IF @op = 'D' AND @local_op <> 'D'
                                 UPDATE {{schema}}.[outbox] SET op = 'I' WHERE seq = @local_seq;
-                            -- The losing change is settled: later copies of it are stale.
+                            -- The losing change is settled: later copies of it are stale. A
+                            -- link naming this key for another record is stale (as in 6.).
+                            IF @here IS NOT NULL
+                                DELETE FROM {{schema}}.[id_map]
+                                WHERE entity = @entity AND {{own}} = @here
+                                  AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+                            -- A lost delete still deleted the record at the other side: the
+                            -- link is a tombstone (the winner travels as an insert).
                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
-                                {{own}} = COALESCE({{own}}, @here), updated_at = SYSDATETIMEOFFSET()
+                                {{own}} = COALESCE({{own}}, @here),
+                                deleted = CASE WHEN @op = 'D' THEN 1 ELSE deleted END,
+                                updated_at = SYSDATETIMEOFFSET()
                             WHERE entity = @entity AND {{peer}} = @source_key;
                             IF @@ROWCOUNT = 0
-                                INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq)
-                                VALUES (@entity, @source_key, @here, @seq);
+                                INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
+                                VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' THEN 1 ELSE 0 END);
                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
                             SET @done = 1;
                         END;

@@ -42,13 +42,21 @@ CREATE TABLE {{schema}}.[outbox] (
     last_error      nvarchar(max)     NULL,
     first_failed_at datetimeoffset(7) NULL,
     last_failed_at  datetimeoffset(7) NULL,
-    suspended       bit               NOT NULL DEFAULT 0
+    suspended       bit               NOT NULL DEFAULT 0,
+    -- Captured while tandem applied a change here (a cascade, another trigger's effect):
+    -- the consequence of a change already decided, which loses every conflict against a
+    -- change a user made.
+    derived         bit               NOT NULL DEFAULT 0
 );
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
 -- this table from application sessions, whatever their SET options are.)
 CREATE INDEX outbox_record ON {{schema}}.[outbox] (entity, key_prefix);
 END;
+GO
+-- Upgrades from versions without the derived mark.
+IF COL_LENGTH({{outbox_lit}}, 'derived') IS NULL
+    ALTER TABLE {{schema}}.[outbox] ADD derived bit NOT NULL DEFAULT 0;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or

@@ -10,7 +10,7 @@
 -- READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared locks last only while each row is
 -- read, so claiming never blocks an application writing to its tables.
 SELECT TOP (@P1) seq, entity, op, image,
-       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts
+       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts, derived
 FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
 ORDER BY seq;
@@ -34,24 +34,24 @@ DECLARE @last bigint = (
         ORDER BY seq) AS h);
 IF @P3 = N'[]'
     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
-           attempts, CONVERT(bit, 0) AS pulled, [key]
+           attempts, CONVERT(bit, 0) AS pulled, [key], derived
     FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
       AND seq > @P2 AND seq <= @last;
 ELSE
     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
-           attempts, CONVERT(bit, 0) AS pulled, [key]
+           attempts, CONVERT(bit, 0) AS pulled, [key], derived
     FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
       AND seq > @P2 AND seq <= @last
     UNION ALL
     SELECT p.seq, p.entity, p.op, p.image, DATEDIFF_BIG(microsecond, '1970-01-01', p.captured_at),
-           p.attempts, CONVERT(bit, 1), p.[key]
+           p.attempts, CONVERT(bit, 1), p.[key], p.derived
     FROM (
         SELECT TOP (4 * @P1) l.*
         FROM {{schema}}.[outbox] AS h WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
         CROSS APPLY (
-            SELECT TOP (16) o.seq, o.entity, o.op, o.image, o.captured_at, o.attempts, o.[key]
+            SELECT TOP (16) o.seq, o.entity, o.op, o.image, o.captured_at, o.attempts, o.[key], o.derived
             FROM {{schema}}.[outbox] AS o WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
             WHERE o.entity = h.entity AND o.key_prefix = h.key_prefix AND o.[key] = h.[key]
               AND o.seq > @last

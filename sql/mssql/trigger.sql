@@ -17,7 +17,8 @@ GO
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
--- while tandem applies a change is captured and flows back.
+-- while tandem applies a change is captured and flows back, marked `derived` (the
+-- consequence of a change already decided: it loses every conflict against a user's change).
 CREATE TRIGGER {{trigger}} ON {{table}}
 AFTER INSERT, UPDATE, DELETE
 AS
@@ -53,8 +54,9 @@ BEGIN
        OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
        OR (v.ord = 2 AND o.k IS NULL);
     -- Deletes first, so a key change is a delete followed by an insert in sequence order.
-    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
-    SELECT {{entity_lit}}, c.op, c.k, LEFT(c.k, 400), c.img
+    DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
+    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
+    SELECT {{entity_lit}}, c.op, c.k, LEFT(c.k, 400), c.img, @derived
     FROM @c AS c
     ORDER BY c.ord;
 END;

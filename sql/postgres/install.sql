@@ -24,6 +24,10 @@ CREATE TABLE IF NOT EXISTS {{schema}}.outbox (
 );
 -- Upgrades from versions without the key column.
 ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS key jsonb;
+-- Captured while tandem applied a change here (a cascade or another trigger's effect of its
+-- write): the consequence of a change already decided, which loses every conflict against a
+-- change a user made. Added by upgrades too.
+ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS derived boolean NOT NULL DEFAULT false;
 -- What is pending: a partial index in sequence order, so claiming stays an index scan.
 CREATE INDEX IF NOT EXISTS outbox_pending ON {{schema}}.outbox (seq) WHERE NOT suspended;
 -- Changes of one record: conflict detection, superseding suspended images, waiting children,
@@ -84,9 +88,10 @@ CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
 -- The generic capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
 -- Triggers of older installs call it; `tandem install` now gives each table a capture function
 -- of its own with the same behaviour, cheaper per row (sql/postgres/trigger.sql).
--- Tandem's own writes set tandem.applying ('on', or the oid of the one table it writes) and
--- are skipped at trigger depth 1; what the target's own triggers do at greater depth is
--- captured and flows back. (A cascade runs at depth 1: see the mark_table statement.)
+-- Tandem's own writes set tandem.applying (the oid of the one table it writes; 'on' in older
+-- versions: every table) and are skipped at trigger depth 1; what they cause (cascades into
+-- other tables at depth 1, the target's own triggers at greater depth) is captured, marked
+-- `derived`, and flows back.
 -- No NOTIFY: a notifying commit serialises all commits (tandem polls an indexed outbox).
 CREATE OR REPLACE FUNCTION {{schema}}.capture() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
@@ -96,9 +101,10 @@ DECLARE
     new_key jsonb := '[]';
     old_key jsonb := '[]';
     i integer;
+    applying text := current_setting('tandem.applying', true);
+    derived boolean := COALESCE(current_setting('tandem.applying', true), '') <> '';
 BEGIN
-    IF pg_trigger_depth() = 1
-       AND current_setting('tandem.applying', true) IN ('on', TG_RELID::text) THEN
+    IF pg_trigger_depth() = 1 AND applying IN ('on', TG_RELID::text) THEN
         RETURN NULL;
     END IF;
     IF TG_OP <> 'DELETE' THEN
@@ -114,18 +120,18 @@ BEGIN
         END LOOP;
     END IF;
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'I', new_key, new_img);
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived) VALUES (TG_ARGV[0], 'I', new_key, new_img, derived);
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'D', old_key, old_img);
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived) VALUES (TG_ARGV[0], 'D', old_key, old_img, derived);
     ELSIF new_img = old_img AND new_img::text = old_img::text THEN
         -- An update that changes nothing is not a change (text compare keeps 1.0 <> 1.00).
         NULL;
     ELSIF new_key IS DISTINCT FROM old_key THEN
         -- A key change travels as delete + insert.
-        INSERT INTO {{schema}}.outbox (entity, op, key, image)
-        VALUES (TG_ARGV[0], 'D', old_key, old_img), (TG_ARGV[0], 'I', new_key, new_img);
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+        VALUES (TG_ARGV[0], 'D', old_key, old_img, derived), (TG_ARGV[0], 'I', new_key, new_img, derived);
     ELSE
-        INSERT INTO {{schema}}.outbox (entity, op, key, image) VALUES (TG_ARGV[0], 'U', new_key, new_img);
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived) VALUES (TG_ARGV[0], 'U', new_key, new_img, derived);
     END IF;
     RETURN NULL;
 END
@@ -155,26 +161,26 @@ $fn$;
 DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[]);
 CREATE FUNCTION {{schema}}.claim_batch(max_rows integer, after_seq bigint, pull_entities text[])
 RETURNS TABLE (seq bigint, entity text, op text, image text, captured_at timestamptz,
-               attempts integer, pulled boolean, key text)
+               attempts integer, derived boolean, pulled boolean, key text)
 LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     WITH head AS MATERIALIZED (
-        SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts
+        SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts, o.derived
         FROM {{schema}}.outbox AS o
         WHERE NOT o.suspended AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= clock_timestamp())
           AND o.seq > after_seq
         ORDER BY o.seq
         LIMIT max_rows
     ), batch AS (
-        SELECT h.seq, h.entity, h.op, h.key, h.image, h.captured_at, h.attempts, false AS pulled
+        SELECT h.seq, h.entity, h.op, h.key, h.image, h.captured_at, h.attempts, h.derived, false AS pulled
         FROM head AS h
         UNION ALL
-        (SELECT l.seq, l.entity, l.op, l.key, l.image, l.captured_at, l.attempts, true
+        (SELECT l.seq, l.entity, l.op, l.key, l.image, l.captured_at, l.attempts, l.derived, true
          FROM (SELECT DISTINCT h.entity, h.key FROM head AS h
                WHERE h.entity = ANY(pull_entities) AND h.key IS NOT NULL) AS r,
               (SELECT max(h.seq) AS s FROM head AS h) AS m,
               LATERAL (
                   SELECT x.* FROM (
-                      SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts,
+                      SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts, o.derived,
                              bool_and(o.op = 'U' AND NOT o.suspended AND o.attempts = 0)
                                  OVER (ORDER BY o.seq) AS fresh_run
                       FROM {{schema}}.outbox AS o
@@ -187,7 +193,7 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
          ORDER BY l.seq
          LIMIT 4 * max_rows)
     )
-    SELECT b.seq, b.entity, b.op::text, b.image::text, b.captured_at, b.attempts, b.pulled,
-           b.key::text
+    SELECT b.seq, b.entity, b.op::text, b.image::text, b.captured_at, b.attempts, b.derived,
+           b.pulled, b.key::text
     FROM batch AS b
 $fn$;

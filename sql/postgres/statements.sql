@@ -7,21 +7,19 @@
 -- timestamps with or without time zone).
 
 -- name: mark_table
--- Tandem is about to write this table ($1): the capture trigger skips tandem's writes (see
--- install.sql). It marks every table ('on'), so a cascade that tandem's write causes at depth 1
--- is not captured either: naming only the table written ($1's oid) would capture cascades, but
--- a captured cascade then counts as a change of the other side in conflict detection and can
--- win over newer changes under a_wins/b_wins (found by the fault suite); until such changes
--- can be told apart, cascades caused by tandem stay uncaptured (see README, known limits).
-SELECT set_config('tandem.applying', 'on', true) WHERE $1::text IS NOT NULL;
+-- Tandem is about to write this table ($1): the capture trigger skips tandem's writes to it
+-- (see install.sql), and captures what they cause in other tables (an ON DELETE CASCADE runs
+-- at trigger depth 1 too) marked `derived`: the consequence of a change already decided,
+-- which loses every conflict against a user's change (apply.rs, resolve_conflict).
+SELECT set_config('tandem.applying', $1::text::regclass::oid::text, true);
 
 -- name: claim
-SELECT seq, entity, op::text, image::text, captured_at, attempts
+SELECT seq, entity, op::text, image::text, captured_at, attempts, derived
 FROM {{schema}}.pending($1);
 
 -- name: claim_batch
 -- $1 rows after sequence $2, and later plain updates of their records for entities $3.
-SELECT seq, entity, op, image, captured_at, attempts, pulled, key
+SELECT seq, entity, op, image, captured_at, attempts, derived, pulled, key
 FROM {{schema}}.claim_batch($1, $2, $3);
 
 -- name: record_lock
@@ -63,7 +61,7 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
 -- name: local_pending
 -- Conflict detection: changes of this record captured here and not yet applied at the other
 -- side (newer than the newest one the other side has applied), newest first.
-SELECT seq, captured_at, op::text, image::text FROM {{schema}}.outbox
+SELECT seq, captured_at, op::text, image::text, derived FROM {{schema}}.outbox
 WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
 ORDER BY seq DESC;
 
@@ -79,12 +77,15 @@ INSERT INTO {{schema}}.conflicts
 VALUES ($1, $2, $3, $4, $5, $6, $7::text::"char", $8::text::jsonb, $9::text::"char", $10::text::jsonb);
 
 -- name: link_seen
--- A change that lost a conflict is settled: later copies of it are stale.
-INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq)
-VALUES ($1, $2, $3, $4)
+-- A change that lost a conflict is settled: later copies of it are stale. A lost delete ($5)
+-- still deleted the record at the other side: the link is a tombstone (the winning record
+-- here travels as an insert and is linked to the new record it creates there).
+INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq, deleted)
+VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (entity, {{peer}}) DO UPDATE
 SET applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     {{own}} = COALESCE(m.{{own}}, EXCLUDED.{{own}}),
+    deleted = m.deleted OR EXCLUDED.deleted,
     updated_at = clock_timestamp();
 
 -- name: supersede
@@ -128,21 +129,30 @@ CROSS JOIN LATERAL (
 ) AS m;
 
 -- name: unlink_peer
--- As unlink_own, the other way round (keeps the other record's guard).
-WITH gone AS (
-    DELETE FROM {{schema}}.id_map
-    WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NULL
-)
+-- As unlink_own, the other way round: another record of this side linked to the same peer
+-- loses its peer and keeps its guard. (A guard row of the peer without a record here is
+-- merged into the new link by link_written_back.)
 UPDATE {{schema}}.id_map SET {{peer}} = NULL, updated_at = clock_timestamp()
 WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2;
 
 -- name: link_written_back
--- Write-back at the side a change came from, after the other side committed it.
-INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted)
-VALUES ($1, $2, $3, $4)
+-- Write-back at the side a change came from, after the other side committed it. A link of
+-- the peer with no record here (written when its changes were applied here, e.g. the delete of
+-- a record this side never had) holds the guard of the peer's changes: it is merged into this
+-- link, so a late copy of an older change of the peer is still recognised as old (found by
+-- the simulation: a record re-created with the same given key lost its guard and an older
+-- insert was applied again).
+WITH gone AS (
+    DELETE FROM {{schema}}.id_map
+    WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NULL
+    RETURNING applied_seq
+)
+INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted, applied_seq)
+VALUES ($1, $2, $3, $4, COALESCE((SELECT max(applied_seq) FROM gone), 0))
 ON CONFLICT (entity, {{own}}) DO UPDATE
 SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,
+    applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp();
 
 -- name: done

@@ -1,7 +1,9 @@
 -- Capture for entity {{entity_comment}} on {{table}}: a function of its own, with the entity
 -- and key columns written in (so a change costs one image and one insert), and its trigger.
 -- Same behaviour as the generic capture() in install.sql, which older installs' triggers call:
--- tandem's own writes are skipped at trigger depth 1; an update is captured when the row's
+-- tandem's own writes to this table are skipped at trigger depth 1, and what they cause here
+-- (a cascade into another table, other triggers' writes) is captured marked `derived`, so it
+-- never wins a conflict against a user's change; an update is captured when the row's
 -- bytes changed (1.0 → 1.00 is a change; setting a row to what it was is not), without building
 -- the old image (capture() compares the JSON texts instead, so where bytes differ but the JSON
 -- does not — a json value respaced, a float -0 → 0, an array's lower bound — this one captures
@@ -12,17 +14,19 @@ LANGUAGE plpgsql AS {{q}}
 DECLARE
     new_key jsonb;
     old_key jsonb;
+    applying text := current_setting('tandem.applying', true);
+    derived boolean;
 BEGIN
-    IF pg_trigger_depth() = 1
-       AND current_setting('tandem.applying', true) IN ('on', TG_RELID::text) THEN
+    IF pg_trigger_depth() = 1 AND applying IN ('on', TG_RELID::text) THEN
         RETURN NULL;
     END IF;
+    derived := COALESCE(applying, '') <> '';
     IF TG_OP = 'INSERT' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, key, image)
-        VALUES ({{entity}}, 'I', jsonb_build_array({{new_key}}), to_jsonb(NEW));
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+        VALUES ({{entity}}, 'I', jsonb_build_array({{new_key}}), to_jsonb(NEW), derived);
     ELSIF TG_OP = 'DELETE' THEN
-        INSERT INTO {{schema}}.outbox (entity, op, key, image)
-        VALUES ({{entity}}, 'D', jsonb_build_array({{old_key}}), to_jsonb(OLD));
+        INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+        VALUES ({{entity}}, 'D', jsonb_build_array({{old_key}}), to_jsonb(OLD), derived);
     ELSIF NEW OPERATOR(pg_catalog.*=) OLD THEN
         -- Not a byte changed: not a change.
         NULL;
@@ -31,11 +35,11 @@ BEGIN
         old_key := jsonb_build_array({{old_key}});
         IF new_key IS DISTINCT FROM old_key THEN
             -- A key change travels as delete + insert.
-            INSERT INTO {{schema}}.outbox (entity, op, key, image)
-            VALUES ({{entity}}, 'D', old_key, to_jsonb(OLD)), ({{entity}}, 'I', new_key, to_jsonb(NEW));
+            INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+            VALUES ({{entity}}, 'D', old_key, to_jsonb(OLD), derived), ({{entity}}, 'I', new_key, to_jsonb(NEW), derived);
         ELSE
-            INSERT INTO {{schema}}.outbox (entity, op, key, image)
-            VALUES ({{entity}}, 'U', new_key, to_jsonb(NEW));
+            INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+            VALUES ({{entity}}, 'U', new_key, to_jsonb(NEW), derived);
         END IF;
     END IF;
     RETURN NULL;

@@ -106,15 +106,15 @@ pub enum ApplyError {
         /// gave one.
         code: Option<String>,
     },
-    /// A referenced parent has no link at the target yet.
-    #[error(
-        "{context}: waiting for parent {parent} {key}, which is not linked at the target yet; \
-         if it never arrives, run `tandem backfill --entity {parent}`"
-    )]
+    /// A referenced parent has no live link at the target: not linked yet, or (`gone`)
+    /// deleted there.
+    #[error("{}", waiting_text(context, parent, key, *gone))]
     WaitingForParent {
         context: String,
         parent: String,
         key: String,
+        /// The parent was deleted at the target (its link is a tombstone there).
+        gone: bool,
     },
     /// The row cannot be mapped.
     #[error(transparent)]
@@ -122,6 +122,23 @@ pub enum ApplyError {
     /// The outbox row cannot be decoded.
     #[error("outbox row {seq}: {message}")]
     Decode { seq: i64, message: String },
+}
+
+fn waiting_text(context: &str, parent: &str, key: &str, gone: bool) -> String {
+    if gone {
+        format!(
+            "{context}: its parent {parent} {key} was deleted at the target; the change waits \
+             while that delete travels to the source (where a cascade or the application removes \
+             this record, and the change is settled); if the record stays at the source without \
+             its parent, delete it there or create the parent again, then run \
+             `tandem suspended resubmit`"
+        )
+    } else {
+        format!(
+            "{context}: waiting for parent {parent} {key}, which is not linked at the target yet; \
+             if it never arrives, run `tandem backfill --entity {parent}`"
+        )
+    }
 }
 
 impl ApplyError {

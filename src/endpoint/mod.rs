@@ -8,6 +8,7 @@ mod admin;
 mod bulk;
 pub mod desc;
 pub mod error;
+pub mod memory;
 pub mod mssql;
 pub mod pool;
 pub mod postgres;
@@ -243,6 +244,37 @@ pub fn bulk<'a>(ep: &'a dyn Endpoint, what: &str) -> Result<&'a dyn Bulk, Endpoi
             ep.side()
         ))
     })
+}
+
+/// Who wins a conflict at side `here` between an incoming change and the changes of the same
+/// record pending here, each given as (captured at, derived). A change that tandem's own apply
+/// caused (`derived`: a cascade, a trigger's effect) is the consequence of a decision already
+/// made and loses to a user's change whatever the policy; otherwise the entity's policy
+/// decides, and `newest_wins` ties go to A so both sides decide alike. One rule for every
+/// dialect: the PostgreSQL apply calls it, `sql/mssql/apply.sql` spells it out, the in-memory
+/// model calls it.
+pub fn conflict_winner(
+    policy: crate::config::ConflictPolicy,
+    here: Side,
+    incoming: (DateTime<Utc>, bool),
+    local: (DateTime<Utc>, bool),
+) -> Side {
+    use crate::config::ConflictPolicy;
+    let from = here.other();
+    match (incoming.1, local.1) {
+        (true, false) => return here,
+        (false, true) => return from,
+        _ => {}
+    }
+    match policy {
+        ConflictPolicy::AWins => Side::A,
+        ConflictPolicy::BWins => Side::B,
+        ConflictPolicy::NewestWins => match incoming.0.cmp(&local.0) {
+            std::cmp::Ordering::Greater => from,
+            std::cmp::Ordering::Less => here,
+            std::cmp::Ordering::Equal => Side::A,
+        },
+    }
 }
 
 /// Opens the endpoint for one side (lazily: no connection is made until first use).

@@ -192,6 +192,7 @@ pub async fn stage(
         let ops: Vec<Op> = group.iter().filter_map(|r| Op::from_code(&r.op)).collect();
         let seqs: Vec<i64> = group.iter().map(|r| r.seq).collect();
         let attempts = group.iter().map(|r| r.attempts).max().unwrap_or(0);
+        let derived = group.iter().all(|r| r.derived);
         let Some(newest) = group.pop() else {
             continue;
         };
@@ -200,6 +201,7 @@ pub async fn stage(
             Ok(Some(mut c)) => {
                 c.op = folded.unwrap_or(c.op);
                 c.attempts = attempts;
+                c.derived = derived;
                 runs.entry((c.entity.clone(), c.key.clone()))
                     .or_default()
                     .push(Pending { change: c, seqs });
@@ -290,11 +292,22 @@ pub async fn stage(
             }),
         }
     }
+    // Upserts go parents first. Deletes of an entity that is nobody's parent go just before
+    // its upserts: a record deleted and another created with the same values in one batch
+    // (an application that saves an order by replacing its lines) frees the key first, where
+    // keys are given by values. Deletes of parents go last, children first, after every
+    // child was moved away or deleted.
+    let parents: HashSet<&str> = config
+        .entities
+        .iter()
+        .flat_map(|e| e.columns.iter().filter_map(|c| c.parent.as_deref()))
+        .collect();
     mapped.sort_by_key(|(c, _)| {
         let rank = order.get(c.entity.as_str()).copied().unwrap_or(0) as i64;
         match c.op {
-            Op::Delete => (1, -rank, c.seq),
-            _ => (0, rank, c.seq),
+            Op::Delete if parents.contains(c.entity.as_str()) => (1, -rank, 0, c.seq),
+            Op::Delete => (0, rank, 0, c.seq),
+            _ => (0, rank, 1, c.seq),
         }
     });
     (staged.batch, staged.attempts) = mapped.into_iter().unzip();
@@ -406,8 +419,9 @@ pub async fn finish(
     } in failures
     {
         let attempt = u32::try_from(attempts).unwrap_or(0);
-        // A child whose parent is still on its way (pending, or suspended for an operator)
-        // waits for it however long that takes, instead of being suspended itself.
+        // A child whose parent is still on its way (pending, or suspended for an operator),
+        // or whose parent's delete at the target is still on its way here, waits for it
+        // however long that takes, instead of being suspended itself.
         let parent_coming = match &error {
             ApplyError::WaitingForParent { parent, key, .. } => {
                 waiting.contains(&(parent.clone(), key.clone()))
@@ -451,21 +465,44 @@ fn live_peer(link: &Link) -> Option<Key> {
 }
 
 /// The parents that failed children wait for and that are on their way: still in the
-/// source's outbox, or about to be (a backfill of their entity is under way).
+/// source's outbox, or about to be (a backfill of their entity is under way); and parents
+/// deleted at the target whose delete has not reached the source yet (the source's link is
+/// still live), after which a cascade or the application settles the child here.
 async fn parents_in_flight(
     from: &dyn Endpoint,
     failures: &[Failed],
 ) -> Result<HashSet<(String, String)>, EndpointError> {
     let mut wanted: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    let mut gone: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for f in failures {
-        if let ApplyError::WaitingForParent { parent, key, .. } = &f.error {
+        if let ApplyError::WaitingForParent {
+            parent,
+            key,
+            gone: g,
+            ..
+        } = &f.error
+        {
             if let Ok(k) = Key::parse(key) {
+                if *g {
+                    gone.entry(parent.clone()).or_default().push(k.clone());
+                }
                 wanted.entry(parent.clone()).or_default().push(k);
             }
         }
     }
     let mut out = HashSet::new();
-    for (parent, keys) in wanted {
+    for (parent, mut keys) in gone {
+        keys.sort();
+        keys.dedup();
+        for (k, link) in from.links(&parent, &keys).await? {
+            if !link.deleted {
+                out.insert((parent.clone(), k.to_string()));
+            }
+        }
+    }
+    for (parent, mut keys) in wanted {
+        keys.sort();
+        keys.dedup();
         // A backfill of the parent entity under way will bring the parent.
         let backfilling = match from.bulk() {
             Some(b) => b
@@ -525,6 +562,7 @@ pub fn decode(config: &Config, side: Side, row: &OutboxRow) -> Result<Option<Cha
         image,
         captured_at: row.captured_at,
         attempts: row.attempts,
+        derived: row.derived,
     }))
 }
 

@@ -42,13 +42,21 @@ CREATE TABLE [tandem].[outbox] (
     last_error      nvarchar(max)     NULL,
     first_failed_at datetimeoffset(7) NULL,
     last_failed_at  datetimeoffset(7) NULL,
-    suspended       bit               NOT NULL DEFAULT 0
+    suspended       bit               NOT NULL DEFAULT 0,
+    -- Captured while tandem applied a change here (a cascade, another trigger's effect):
+    -- the consequence of a change already decided, which loses every conflict against a
+    -- change a user made.
+    derived         bit               NOT NULL DEFAULT 0
 );
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
 -- this table from application sessions, whatever their SET options are.)
 CREATE INDEX outbox_record ON [tandem].[outbox] (entity, key_prefix);
 END;
+GO
+-- Upgrades from versions without the derived mark.
+IF COL_LENGTH(N'[tandem].[outbox]', 'derived') IS NULL
+    ALTER TABLE [tandem].[outbox] ADD derived bit NOT NULL DEFAULT 0;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
@@ -130,7 +138,8 @@ GO
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
--- while tandem applies a change is captured and flows back.
+-- while tandem applies a change is captured and flows back, marked `derived` (the
+-- consequence of a change already decided: it loses every conflict against a user's change).
 CREATE TRIGGER [dbo].[tandem_capture_ORDERS] ON [dbo].[ORDERS]
 AFTER INSERT, UPDATE, DELETE
 AS
@@ -166,8 +175,9 @@ BEGIN
        OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
        OR (v.ord = 2 AND o.k IS NULL);
     -- Deletes first, so a key change is a delete followed by an insert in sequence order.
-    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
-    SELECT N'order', c.op, c.k, LEFT(c.k, 400), c.img
+    DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
+    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
+    SELECT N'order', c.op, c.k, LEFT(c.k, 400), c.img, @derived
     FROM @c AS c
     ORDER BY c.ord;
 END;
@@ -205,7 +215,8 @@ GO
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
 -- are skipped, but only at nesting level 1: what other triggers and ON DELETE CASCADE do
--- while tandem applies a change is captured and flows back.
+-- while tandem applies a change is captured and flows back, marked `derived` (the
+-- consequence of a change already decided: it loses every conflict against a user's change).
 CREATE TRIGGER [dbo].[tandem_capture_ORDER_ITEMS] ON [dbo].[ORDER_ITEMS]
 AFTER INSERT, UPDATE, DELETE
 AS
@@ -241,8 +252,9 @@ BEGIN
        OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
        OR (v.ord = 2 AND o.k IS NULL);
     -- Deletes first, so a key change is a delete followed by an insert in sequence order.
-    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
-    SELECT N'order_item', c.op, c.k, LEFT(c.k, 400), c.img
+    DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
+    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
+    SELECT N'order_item', c.op, c.k, LEFT(c.k, 400), c.img, @derived
     FROM @c AS c
     ORDER BY c.ord;
 END;
@@ -273,7 +285,7 @@ GO
 -- -- READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared locks last only while each row is
 -- -- read, so claiming never blocks an application writing to its tables.
 -- SELECT TOP (@P1) seq, entity, op, image,
---        DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts
+--        DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts, derived
 -- FROM [tandem].[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 -- WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
 -- ORDER BY seq;
@@ -297,24 +309,24 @@ GO
 --         ORDER BY seq) AS h);
 -- IF @P3 = N'[]'
 --     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
---            attempts, CONVERT(bit, 0) AS pulled, [key]
+--            attempts, CONVERT(bit, 0) AS pulled, [key], derived
 --     FROM [tandem].[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 --     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
 --       AND seq > @P2 AND seq <= @last;
 -- ELSE
 --     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
---            attempts, CONVERT(bit, 0) AS pulled, [key]
+--            attempts, CONVERT(bit, 0) AS pulled, [key], derived
 --     FROM [tandem].[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 --     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
 --       AND seq > @P2 AND seq <= @last
 --     UNION ALL
 --     SELECT p.seq, p.entity, p.op, p.image, DATEDIFF_BIG(microsecond, '1970-01-01', p.captured_at),
---            p.attempts, CONVERT(bit, 1), p.[key]
+--            p.attempts, CONVERT(bit, 1), p.[key], p.derived
 --     FROM (
 --         SELECT TOP (4 * @P1) l.*
 --         FROM [tandem].[outbox] AS h WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 --         CROSS APPLY (
---             SELECT TOP (16) o.seq, o.entity, o.op, o.image, o.captured_at, o.attempts, o.[key]
+--             SELECT TOP (16) o.seq, o.entity, o.op, o.image, o.captured_at, o.attempts, o.[key], o.derived
 --             FROM [tandem].[outbox] AS o WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 --             WHERE o.entity = h.entity AND o.key_prefix = h.key_prefix AND o.[key] = h.[key]
 --               AND o.seq > @last
@@ -388,20 +400,21 @@ GO
 --     key_problem      nvarchar(2000)    NULL,
 --     row_problem      nvarchar(2000)    NULL,
 --     policy           varchar(12)       NOT NULL,
+--     derived          bit               NOT NULL,
 --     row_values       nvarchar(max)     NOT NULL,
 --     row_image        nvarchar(max)     NOT NULL,
 --     refs             nvarchar(max)     NULL
 -- );
 -- INSERT INTO @changes
 -- SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
---        c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.row_values,
+--        c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.derived, c.row_values,
 --        c.row_image, c.refs
 -- FROM OPENJSON(@P1) WITH (
 --     i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
 --     seq bigint '$.seq', source_key nvarchar(max) '$.source_key', peer_hint nvarchar(max) '$.peer_hint',
 --     peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
 --     key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
---     row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy',
+--     row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy', derived bit '$.derived',
 --     row_values nvarchar(max) '$.row' AS JSON, row_image nvarchar(max) '$.image' AS JSON,
 --     refs nvarchar(max) '$.refs' AS JSON
 -- ) AS c;
@@ -420,19 +433,20 @@ GO
 -- -- Changes that left the transaction unable to go on; the batch is redone without them.
 -- -- (Table variables keep their rows through a rollback.)
 -- DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
--- DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max));
+-- DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max), derived bit);
 -- DECLARE @ins TABLE (k nvarchar(max));
 -- 
 -- DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
 --         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
 --         @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
---         @row_problem nvarchar(2000), @policy varchar(12), @row_values nvarchar(max),
+--         @row_problem nvarchar(2000), @policy varchar(12), @derived bit, @row_values nvarchar(max),
 --         @row_image nvarchar(max), @refs nvarchar(max),
 --         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
 --         @given nvarchar(max), @found bit, @n int,
 --         @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
 --         @known nvarchar(max), @linked_live bit, @tombstone bit,
---         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max),
+--         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
+--         @parent_link bit, @parent_deleted bit,
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
 --         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -453,7 +467,7 @@ GO
 --                @source_key = source_key, @peer_hint = peer_hint,
 --                @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
 --                @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
---                @policy = policy, @row_values = row_values, @row_image = row_image, @refs = refs
+--                @policy = policy, @derived = derived, @row_values = row_values, @row_image = row_image, @refs = refs
 --         FROM @changes WHERE i > @i ORDER BY i;
 --         IF @@ROWCOUNT = 0 BREAK;
 --         IF EXISTS (SELECT 1 FROM @skip WHERE i = @i)
@@ -501,12 +515,19 @@ GO
 --                          parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
 --                     WHERE x.n > @r ORDER BY x.n;
 --                     IF @@ROWCOUNT = 0 BREAK;
---                     SET @parent_key = NULL;
---                     SELECT @parent_key = {{own}} FROM {{schema}}.[id_map]
---                     WHERE entity = @r_parent AND {{peer}} = @r_key AND (deleted = 0 OR @op = 'D');
---                     SET @parent_key = COALESCE(@parent_key, @r_hint);
+--                     -- The source's hint stands in only where there is no link here at all: a
+--                     -- tombstone here knows better (the parent's delete is on its way there).
+--                     SELECT @parent_key = NULL, @parent_link = 0, @parent_deleted = 0;
+--                     SELECT @parent_key = {{own}}, @parent_link = 1, @parent_deleted = deleted
+--                     FROM {{schema}}.[id_map]
+--                     WHERE entity = @r_parent AND {{peer}} = @r_key;
+--                     IF @parent_deleted = 1 AND @op <> 'D'
+--                         SET @parent_key = NULL;
+--                     IF @parent_link = 0
+--                         SET @parent_key = @r_hint;
 --                     IF @parent_key IS NULL
---                         SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key;
+--                         SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key,
+--                                @missing_gone = CASE WHEN @parent_deleted = 1 AND @op <> 'D' THEN 1 ELSE 0 END;
 --                     ELSE
 --                     BEGIN
 --                         -- The ref column holds a marker token (2016 has no JSON_MODIFY with a
@@ -534,7 +555,8 @@ GO
 --                 IF @refs_ok = 0 AND @op <> 'D'
 --                 BEGIN
 --                     ROLLBACK TRANSACTION tandem_change;
---                     INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'P', @missing_parent, @missing_key);
+--                     INSERT INTO @out (i, fail, parent, parent_key)
+--                     VALUES (@i, CASE WHEN @missing_gone = 1 THEN 'G' ELSE 'P' END, @missing_parent, @missing_key);
 --                     SET @done = 1;
 --                 END;
 --             END;
@@ -542,6 +564,23 @@ GO
 --             IF @done = 0
 --             BEGIN
 --                 SET @here = CASE WHEN @key_given = 1 THEN COALESCE(@given, @known) ELSE @known END;
+--                 -- A key given by values that another live record holds here is not this
+--                 -- record's: its image is older than that record's, so it waits (retried) until
+--                 -- that record moves or is deleted, or a newer change of its own supersedes it.
+--                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
+--                 BEGIN
+--                     SET @v = NULL;
+--                     SELECT TOP (1) @v = {{peer}} FROM {{schema}}.[id_map]
+--                     WHERE entity = @entity AND {{own}} = @given AND deleted = 0
+--                       AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key;
+--                     IF @v IS NOT NULL
+--                     BEGIN
+--                         SET @msg = N'key ' + @given + N' at side ' + {{here_lit}}
+--                             + N' belongs to another record (side ' + {{incoming_lit}} + N' key ' + @v
+--                             + N'); this change waits until that record moves or is deleted, or a newer change of this record arrives';
+--                         ;THROW 51003, @msg, 1;
+--                     END;
+--                 END;
 --                 -- 4. A change of this record captured here and not yet applied at the other side
 --                 -- means it changed on both sides: the entity's policy settles it.
 --                 SET @resolution = 'N';
@@ -550,8 +589,8 @@ GO
 --                     SELECT @key = @here, @native = NULL;
 -- {{native_key_blocks}}
 --                     DELETE FROM @pending;
---                     INSERT INTO @pending (seq, captured_at, op, image)
---                     SELECT seq, captured_at, op, image FROM {{schema}}.[outbox]
+--                     INSERT INTO @pending (seq, captured_at, op, image, derived)
+--                     SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
 --                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
 --                       AND suspended = 0 AND seq > @peer_applied_seq;
 --                     IF @@ROWCOUNT > 0
@@ -559,11 +598,16 @@ GO
 --                         SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
 --                                @local_image = image
 --                         FROM @pending ORDER BY seq DESC;
---                         -- Ties go to A, so both sides decide the same way.
---                         SET @winner = CASE @policy WHEN 'a_wins' THEN 'A' WHEN 'b_wins' THEN 'B'
---                             ELSE CASE WHEN @captured_at > @local_at THEN {{incoming_lit}}
---                                       WHEN @captured_at < @local_at THEN {{here_lit}}
---                                       ELSE 'A' END END;
+--                         -- A change tandem's own apply caused (derived: a cascade, a trigger's
+--                         -- effect) loses to a user's change; otherwise the policy decides, and
+--                         -- ties go to A, so both sides decide the same way.
+--                         SET @winner = CASE
+--                             WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
+--                             WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
+--                             WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+--                             WHEN @captured_at > @local_at THEN {{incoming_lit}}
+--                             WHEN @captured_at < @local_at THEN {{here_lit}}
+--                             ELSE 'A' END;
 --                         INSERT INTO {{schema}}.[conflicts]
 --                             (entity, incoming_side, incoming_key, local_key, policy, winner,
 --                              incoming_op, incoming_image, local_op, local_image)
@@ -580,7 +624,12 @@ GO
 --                             -- create the record again at the other side.
 --                             IF @op = 'D' AND @local_op <> 'D'
 --                                 UPDATE {{schema}}.[outbox] SET op = 'I' WHERE seq = @local_seq;
---                             -- The losing change is settled: later copies of it are stale.
+--                             -- The losing change is settled: later copies of it are stale. A
+--                             -- link naming this key for another record is stale (as in 6.).
+--                             IF @here IS NOT NULL
+--                                 DELETE FROM {{schema}}.[id_map]
+--                                 WHERE entity = @entity AND {{own}} = @here
+--                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
 --                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
 --                                 {{own}} = COALESCE({{own}}, @here), updated_at = SYSDATETIMEOFFSET()
@@ -742,6 +791,7 @@ GO
 -- DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
 -- DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
 --         @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+--         @guard bigint,
 --         @err int, @msg nvarchar(4000);
 -- 
 -- BEGIN TRY
@@ -752,15 +802,27 @@ GO
 --                @seq = seq, @peer_value = peer_value
 --         FROM @links WHERE n > @n ORDER BY n;
 --         IF @@ROWCOUNT = 0 BREAK;
+--         -- Another record here linked to the same peer loses its peer (and keeps its guard); a
+--         -- link of the peer with no record here holds the guard of the peer's changes and is
+--         -- merged into this link (as link_written_back does on PostgreSQL).
+--         SET @guard = 0;
 --         IF @peer IS NOT NULL
+--         BEGIN
+--             SELECT @guard = ISNULL(MAX(applied_seq), 0) FROM {{schema}}.[id_map]
+--             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
 --             DELETE FROM {{schema}}.[id_map]
---             WHERE entity = @entity AND {{peer}} = @peer AND ({{own}} IS NULL OR {{own}} <> @key);
+--             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
+--             UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
+--             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+--         END;
 --         UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
---         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted, updated_at = SYSDATETIMEOFFSET()
+--         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
+--             applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,
+--             updated_at = SYSDATETIMEOFFSET()
 --         WHERE entity = @entity AND {{own}} = @key;
 --         IF @@ROWCOUNT = 0
---             INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted)
---             VALUES (@entity, @key, @peer, @deleted);
+--             INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted, applied_seq)
+--             VALUES (@entity, @key, @peer, @deleted, @guard);
 --         IF @peer_value IS NOT NULL AND @deleted = 0
 --         BEGIN
 --             SAVE TRANSACTION tandem_peer;

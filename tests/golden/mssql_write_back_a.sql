@@ -27,6 +27,7 @@ FROM OPENJSON(@P1) WITH (
 DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
 DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
         @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+        @guard bigint,
         @err int, @msg nvarchar(4000);
 
 BEGIN TRY
@@ -37,15 +38,27 @@ BEGIN TRY
                @seq = seq, @peer_value = peer_value
         FROM @links WHERE n > @n ORDER BY n;
         IF @@ROWCOUNT = 0 BREAK;
+        -- Another record here linked to the same peer loses its peer (and keeps its guard); a
+        -- link of the peer with no record here holds the guard of the peer's changes and is
+        -- merged into this link (as link_written_back does on PostgreSQL).
+        SET @guard = 0;
         IF @peer IS NOT NULL
+        BEGIN
+            SELECT @guard = ISNULL(MAX(applied_seq), 0) FROM [tandem].[id_map]
+            WHERE entity = @entity AND [b_key] = @peer AND [a_key] IS NULL;
             DELETE FROM [tandem].[id_map]
-            WHERE entity = @entity AND [b_key] = @peer AND ([a_key] IS NULL OR [a_key] <> @key);
+            WHERE entity = @entity AND [b_key] = @peer AND [a_key] IS NULL;
+            UPDATE [tandem].[id_map] SET [b_key] = NULL, updated_at = SYSDATETIMEOFFSET()
+            WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key;
+        END;
         UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
-        SET [b_key] = COALESCE(@peer, [b_key]), deleted = @deleted, updated_at = SYSDATETIMEOFFSET()
+        SET [b_key] = COALESCE(@peer, [b_key]), deleted = @deleted,
+            applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,
+            updated_at = SYSDATETIMEOFFSET()
         WHERE entity = @entity AND [a_key] = @key;
         IF @@ROWCOUNT = 0
-            INSERT INTO [tandem].[id_map] (entity, [a_key], [b_key], deleted)
-            VALUES (@entity, @key, @peer, @deleted);
+            INSERT INTO [tandem].[id_map] (entity, [a_key], [b_key], deleted, applied_seq)
+            VALUES (@entity, @key, @peer, @deleted, @guard);
         IF @peer_value IS NOT NULL AND @deleted = 0
         BEGIN
             SAVE TRANSACTION tandem_peer;

@@ -34,6 +34,9 @@ pub struct ChangeIn {
     /// A value that could not be converted for its column.
     pub row_problem: Option<String>,
     pub policy: &'static str,
+    /// Caused by tandem's own apply at the source: loses every conflict against a user's
+    /// change (see `endpoint::conflict_winner`).
+    pub derived: bool,
     /// Values in the order of the entity's row columns; ref columns hold a marker.
     pub row: Vec<Value>,
     /// The mapped row as an object (for the conflict log).
@@ -152,6 +155,7 @@ pub fn prepare(plan: &EntityPlan, policy: ConflictPolicy, i: usize, c: &TargetCh
             key_problem,
             row_problem,
             policy: policy_name(policy),
+            derived: c.derived,
             row,
             image,
             refs,
@@ -189,15 +193,17 @@ pub struct OutRow {
 pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome {
     let key = row.target_key.as_deref().and_then(|k| Key::parse(k).ok());
     match (row.fail.as_deref(), row.how.as_deref()) {
-        (Some("P"), _) => Outcome::Failed(ApplyError::WaitingForParent {
+        // P: the parent is not linked here yet; G: it was deleted here.
+        (Some(f @ ("P" | "G")), _) => Outcome::Failed(ApplyError::WaitingForParent {
             context,
             parent: row.parent.clone().unwrap_or_default(),
             key: row.parent_key.clone().unwrap_or_default(),
+            gone: f == "G",
         }),
         (Some(_), _) => {
             let n = row.err_number.unwrap_or(0);
             let text = row.err_message.clone().unwrap_or_default();
-            let ours = n == 51000 || n == 51001;
+            let ours = matches!(n, 51000 | 51001 | 51003);
             let mut message = if ours {
                 text
             } else {
@@ -494,6 +500,7 @@ mod tests {
             peer_applied_seq: 0,
             row,
             refs,
+            derived: false,
             captured_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456)
                 .unwrap_or_default(),
         }

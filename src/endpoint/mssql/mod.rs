@@ -182,7 +182,8 @@ impl MsEndpoint {
                 Some(p) => canonical_image(p, image),
                 None => image.to_string(),
             };
-            let extra = r.len() > 6;
+            // claim: 7 columns; claim_batch: 9 (pulled and key before derived).
+            let extra = r.len() > 7;
             out.push(OutboxRow {
                 seq,
                 entity: entity.to_string(),
@@ -192,6 +193,11 @@ impl MsEndpoint {
                     .unwrap_or_else(Utc::now),
                 attempts: r.try_get::<i32, _>(5).ok().flatten().unwrap_or(0),
                 pulled: extra && r.try_get::<bool, _>(6).ok().flatten().unwrap_or(false),
+                derived: r
+                    .try_get::<bool, _>(r.len() - 1)
+                    .ok()
+                    .flatten()
+                    .unwrap_or(false),
                 key: if extra {
                     r.try_get::<&str, _>(7).ok().flatten().map(str::to_string)
                 } else {

@@ -377,6 +377,23 @@ async fn apply_one(
     } else {
         known.clone()
     };
+    // A key given by values that another live record holds here is not this record's: its
+    // image is older than that record's (the other side's unique key keeps two live records
+    // apart), so it waits, retried, until that record moves or is deleted, or until a newer
+    // change of its own supersedes it. (Taking the row over relinked it and lost the other
+    // record: found by the simulation.)
+    if let (Some(g), false) = (&given, c.op == Op::Delete) {
+        let q = st(tx, stmts, &common.links_by_own).await?;
+        let holder = tx
+            .query_opt(&q, &[&c.entity, &vec![g.as_str()]])
+            .await?
+            .filter(|r| !r.get::<_, bool>(2))
+            .and_then(|r| parse_key(r.get(1)))
+            .filter(|p| *p != c.source_key);
+        if let Some(p) = holder {
+            return Err(Stop::Apply(reject(ep, c, key_held(g, ep.side, &p))));
+        }
+    }
 
     // Lock the record's row here before looking for its pending changes here: a writer that
     // changed it and has not committed yet holds that lock, so once it is ours, the writer's
@@ -409,10 +426,22 @@ async fn apply_one(
         Resolution::LocalWins => {
             // Where the record stays: a move that lost leaves it under its old key.
             let here = moved_from.clone().or(here);
+            // A link naming this key for another record is stale, as in `put_link` (found by
+            // the simulation: a tombstone of a record deleted here and re-created with the
+            // same given key made the link insert below violate id_map's unique key).
+            if let Some(k) = &here {
+                let un = st(tx, stmts, &common.unlink_own).await?;
+                tx.execute(&un, &[&c.entity, &source_key, &k.as_str()])
+                    .await?;
+            }
             let seen = st(tx, stmts, &common.link_seen).await?;
             let here_text = here.as_ref().map(Key::as_str);
-            tx.execute(&seen, &[&c.entity, &source_key, &here_text, &c.seq])
-                .await?;
+            let lost_delete = c.op == Op::Delete;
+            tx.execute(
+                &seen,
+                &[&c.entity, &source_key, &here_text, &c.seq, &lost_delete],
+            )
+            .await?;
             return Ok(done(here, Done::ConflictLost, true));
         }
     };
@@ -542,26 +571,25 @@ async fn resolve_conflict(
     let local_at: DateTime<Utc> = newest.get(1);
     let local_op: String = newest.get(2);
     let local_image: String = newest.get(3);
+    // Local changes that tandem's own applies caused here rank below a user's change.
+    let local_derived = pending.iter().all(|r| r.get::<_, bool>(4));
     let incoming = ep.side.other();
     let policy = ep
         .config
         .entity(&c.entity)
         .map(|e| e.on_conflict)
         .unwrap_or(ConflictPolicy::NewestWins);
-    let winner = match policy {
-        ConflictPolicy::AWins => Side::A,
-        ConflictPolicy::BWins => Side::B,
-        // Ties go to A, so both sides decide the same way.
-        ConflictPolicy::NewestWins => match c.captured_at.cmp(&local_at) {
-            std::cmp::Ordering::Greater => incoming,
-            std::cmp::Ordering::Less => ep.side,
-            std::cmp::Ordering::Equal => Side::A,
-        },
-    };
-    let policy_name = match policy {
-        ConflictPolicy::AWins => "a_wins",
-        ConflictPolicy::BWins => "b_wins",
-        ConflictPolicy::NewestWins => "newest_wins",
+    let winner = crate::endpoint::conflict_winner(
+        policy,
+        ep.side,
+        (c.captured_at, c.derived),
+        (local_at, local_derived),
+    );
+    let policy_name = match (policy, c.derived == local_derived) {
+        (_, false) => "user_change_over_derived",
+        (ConflictPolicy::AWins, true) => "a_wins",
+        (ConflictPolicy::BWins, true) => "b_wins",
+        (ConflictPolicy::NewestWins, true) => "newest_wins",
     };
     let incoming_image = (c.op != Op::Delete).then(|| json(row));
     let log = st(tx, stmts, &common.conflict_log).await?;
@@ -606,6 +634,15 @@ fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
         how,
         conflict,
     }
+}
+
+/// Why a change waits for a key given by values that another record holds.
+pub(crate) fn key_held(key: &Key, here: Side, holder: &Key) -> String {
+    format!(
+        "key {key} at side {here} belongs to another record (side {} key {holder}); this change \
+         waits until that record moves or is deleted, or a newer change of this record arrives",
+        here.other()
+    )
 }
 
 fn reject(ep: &PgEndpoint, c: &TargetChange, message: String) -> ApplyError {
@@ -653,16 +690,23 @@ async fn resolve_refs(
         // A parent deleted here makes an insert or update of its child wait like a parent
         // not linked yet: either the child's own delete is on its way (then this image is
         // stale when retried) or the parent comes back (a conflict re-creates it).
-        let found = link.and_then(|row| {
-            let own = parse_key(row.get(0));
-            let deleted: bool = row.get(1);
-            own.filter(|_| !deleted || c.op == Op::Delete)
-        });
-        let Some(parent_key) = found.or_else(|| r.hint.clone()) else {
+        // The source's hint stands in only where the target has no link at all: a tombstone
+        // here knows better than a live link there (the parent's delete is on its way).
+        let (found, gone) = match link {
+            Some(row) => {
+                let own = parse_key(row.get(0));
+                let deleted: bool = row.get(1);
+                let gone = deleted && c.op != Op::Delete;
+                (own.filter(|_| !gone), gone)
+            }
+            None => (r.hint.clone(), false),
+        };
+        let Some(parent_key) = found else {
             return Err(Stop::Apply(ApplyError::WaitingForParent {
                 context: context(ep, c),
                 parent: r.parent.clone(),
                 key: r.source_key.to_string(),
+                gone,
             }));
         };
         let value = parent_key

@@ -39,8 +39,8 @@ pub struct PgEndpoint {
 }
 
 impl PgEndpoint {
-    /// Runs a claim statement; its columns: seq, entity, op, image, captured_at, attempts and,
-    /// for `claim_batch`, pulled and key.
+    /// Runs a claim statement; its columns: seq, entity, op, image, captured_at, attempts,
+    /// derived and, for `claim_batch`, pulled and key.
     async fn claim_rows(
         &self,
         sql: &str,
@@ -54,7 +54,7 @@ impl PgEndpoint {
         let what = "claim pending changes";
         rows.iter()
             .map(|r| {
-                let batch = r.len() > 6;
+                let batch = r.len() > 7;
                 Ok(OutboxRow {
                     seq: col(r, 0, "seq", what)?,
                     entity: col(r, 1, "entity", what)?,
@@ -62,8 +62,9 @@ impl PgEndpoint {
                     image: col(r, 3, "image", what)?,
                     captured_at: col::<DateTime<Utc>>(r, 4, "captured_at", what)?,
                     attempts: col(r, 5, "attempts", what)?,
-                    pulled: batch && col::<bool>(r, 6, "pulled", what)?,
-                    key: if batch { col(r, 7, "key", what)? } else { None },
+                    derived: col(r, 6, "derived", what)?,
+                    pulled: batch && col::<bool>(r, 7, "pulled", what)?,
+                    key: if batch { col(r, 8, "key", what)? } else { None },
                 })
             })
             .collect()

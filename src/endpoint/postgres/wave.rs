@@ -183,7 +183,9 @@ pub(super) async fn apply_wave(
             return Ok(None);
         }
     }
-    if deletes && given_key_owned_elsewhere(ep, tx, stmts, es, wave, &plans).await? {
+    // A key another live record holds: the per-change path decides (a delete leaves it, an
+    // upsert waits).
+    if given_key_owned_elsewhere(ep, tx, stmts, es, wave, &plans).await? {
         return Ok(None);
     }
     if deletes {

@@ -1,0 +1,1144 @@
+//! An in-memory database with tandem installed: tables, capture, outbox, id map, and the
+//! same apply rules as the SQL dialects (sequence guard, tombstones, conflicts, moved keys,
+//! keys given by values, parents through links). It implements the endpoint roles, so the
+//! real pipeline (`sync`) runs against it unchanged: the deterministic simulation
+//! (`tests/simulation.rs`) drives it with racing writers, crashes and lost replies.
+//!
+//! It is a model **beside** the real databases, never instead of them: each rule here mirrors
+//! `postgres/apply.rs` (`apply_one`, `resolve_conflict`, `put_link`, `write_back`) and the
+//! statements in `sql/postgres/statements.sql`; when one changes, the other must too. A call
+//! is one transaction: it commits whole or not at all. Time is a [`Clock`] the driver moves.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+
+use super::{
+    Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus, InstallState, Link, Outcome,
+    SchemaProblem, Source, SuspendedChange, Target, WriteBack,
+};
+use crate::config::{Config, Entity, Side};
+use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
+
+/// Simulated time, in milliseconds, shared by both sides.
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Arc<AtomicI64>);
+
+impl Clock {
+    /// Now, as a timestamp (2026-01-01 plus the simulated milliseconds).
+    pub fn now(&self) -> DateTime<Utc> {
+        let base = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        base + chrono::Duration::milliseconds(self.ms())
+    }
+    /// Milliseconds since the start.
+    pub fn ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+    /// Moves time on.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+/// What a foreign key from a child's `ref` column does at one side when its parent goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fk {
+    /// `ON DELETE CASCADE`; a child needs its parent.
+    Cascade,
+    /// No foreign key at all (many legacy schemas): children may outlive their parent.
+    None,
+}
+
+/// One outbox row.
+#[derive(Debug, Clone)]
+pub struct OutRow {
+    pub seq: i64,
+    pub entity: String,
+    pub op: Op,
+    pub key: Key,
+    pub image: Image,
+    pub captured_at: DateTime<Utc>,
+    pub attempts: i32,
+    pub next_attempt_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub suspended: bool,
+    /// Captured while tandem applied a change here.
+    pub derived: bool,
+}
+
+/// One id map row: keys as this side calls them (`own`) and as the other side does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MapRow {
+    pub entity: String,
+    pub own: Option<Key>,
+    pub peer: Option<Key>,
+    pub applied_seq: i64,
+    pub deleted: bool,
+}
+
+/// A failure the driver arms for the next call of a kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Call {
+    Claim,
+    Apply,
+    WriteBack,
+}
+
+/// Faults the driver sets on a side.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Every call fails: the database is away.
+    pub down: bool,
+    /// The next call of this kind fails: before doing anything (`false`), or after its
+    /// transaction committed, so the caller never learns that it did (`true`).
+    pub fail: Option<(Call, bool)>,
+}
+
+/// The database of one side.
+#[derive(Debug, Clone)]
+pub struct MemDb {
+    pub side: Side,
+    config: Arc<Config>,
+    /// Rows per entity's table, by their key here.
+    pub rows: BTreeMap<String, BTreeMap<Key, Image>>,
+    /// Next generated key per entity (a sequence: never reused).
+    next_id: BTreeMap<String, i64>,
+    pub outbox: BTreeMap<i64, OutRow>,
+    next_seq: i64,
+    pub id_map: Vec<MapRow>,
+    /// Foreign key behaviour per child entity here.
+    pub fk: BTreeMap<String, Fk>,
+    /// Unique constraints per entity here: the columns that give the other side its key
+    /// (the other side's primary key, so this side must keep them unique too).
+    pub unique: BTreeMap<String, Vec<String>>,
+    /// Conflicts resolved here.
+    pub conflicts: u64,
+    /// Set while tandem writes an entity's table (the trigger skips that table's captures).
+    applying: Option<String>,
+    /// Cascade depth of the write under way (0: the statement itself).
+    depth: u32,
+}
+
+/// Why a write was refused (a constraint): becomes a row error.
+#[derive(Debug, Clone)]
+pub struct Refused(pub String);
+
+impl MemDb {
+    /// An empty database with tandem installed for `config`'s entities.
+    pub fn new(config: Arc<Config>, side: Side, fk: Fk) -> MemDb {
+        let mut rows = BTreeMap::new();
+        let mut fks = BTreeMap::new();
+        let mut unique = BTreeMap::new();
+        for e in &config.entities {
+            if e.key_is_given(side.other()) {
+                let cols: Vec<String> = e
+                    .side(side.other())
+                    .key
+                    .iter()
+                    .filter_map(|k| e.columns.iter().find(|c| c.name(side.other()) == k))
+                    .map(|c| c.name(side).to_string())
+                    .collect();
+                unique.insert(e.name.clone(), cols);
+            }
+            rows.insert(e.name.clone(), BTreeMap::new());
+            if e.columns.iter().any(|c| c.parent.is_some()) {
+                fks.insert(e.name.clone(), fk);
+            }
+        }
+        MemDb {
+            side,
+            config,
+            rows,
+            next_id: BTreeMap::new(),
+            outbox: BTreeMap::new(),
+            next_seq: 1,
+            id_map: Vec::new(),
+            fk: fks,
+            unique,
+            conflicts: 0,
+            applying: None,
+            depth: 0,
+        }
+    }
+
+    fn entity(&self, name: &str) -> Option<&Entity> {
+        self.config.entity(name)
+    }
+
+    /// The next generated key value of `entity` here.
+    pub fn next_id(&mut self, entity: &str) -> i64 {
+        let n = self.next_id.entry(entity.to_string()).or_insert(0);
+        *n += 1;
+        *n
+    }
+
+    /// Makes sure a generated key never collides with a key a user typed.
+    pub fn bump_id(&mut self, entity: &str, at_least: i64) {
+        let n = self.next_id.entry(entity.to_string()).or_insert(0);
+        *n = (*n).max(at_least);
+    }
+
+    /// The capture trigger: one outbox row per change of a synchronised table, except
+    /// tandem's own writes to the table it is applying; what those cause in other tables (a
+    /// cascade) is captured `derived`.
+    fn capture(&mut self, entity: &str, op: Op, key: &Key, image: &Image, now: DateTime<Utc>) {
+        if self.applying.as_deref() == Some(entity) && self.depth == 0 {
+            return;
+        }
+        let derived = self.applying.is_some();
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.outbox.insert(
+            seq,
+            OutRow {
+                seq,
+                entity: entity.to_string(),
+                op,
+                key: key.clone(),
+                image: image.clone(),
+                captured_at: now,
+                attempts: 0,
+                next_attempt_ms: None,
+                last_error: None,
+                suspended: false,
+                derived,
+            },
+        );
+    }
+
+    fn key_of(&self, entity: &str, image: &Image) -> Result<Key, Refused> {
+        let e = self
+            .entity(entity)
+            .ok_or_else(|| Refused(format!("no entity {entity}")))?;
+        Key::from_image(image, &e.side(self.side).key).map_err(Refused)
+    }
+
+    /// Children of `entity`'s row `key` here: (child entity, child key).
+    fn children(&self, entity: &str, key: &Key) -> Vec<(String, Key)> {
+        let value = key.values().into_iter().next().unwrap_or(Value::Null);
+        let mut out = Vec::new();
+        for e in &self.config.entities {
+            for c in e
+                .columns
+                .iter()
+                .filter(|c| c.parent.as_deref() == Some(entity))
+            {
+                let col = c.name(self.side);
+                if let Some(rows) = self.rows.get(&e.name) {
+                    for (k, row) in rows {
+                        if row.get(col) == Some(&value) {
+                            out.push((e.name.clone(), k.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Foreign keys of a row about to be written: its parents must exist here.
+    fn check_parents(&self, entity: &str, image: &Image) -> Result<(), Refused> {
+        let Some(e) = self.entity(entity) else {
+            return Ok(());
+        };
+        if self.fk.get(entity).copied().unwrap_or(Fk::None) == Fk::None {
+            return Ok(());
+        }
+        for c in e.columns.iter() {
+            let Some(parent) = &c.parent else { continue };
+            let Some(v) = image.get(c.name(self.side)).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            let pk = Key::from_values(std::slice::from_ref(v));
+            if !self.rows.get(parent).is_some_and(|r| r.contains_key(&pk)) {
+                return Err(Refused(format!(
+                    "foreign key: {entity} row refers to {parent} {pk}, which does not exist"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The unique constraint besides the key: refused when another row holds the same values.
+    fn check_unique_values(&self, entity: &str, key: &Key, image: &Image) -> Result<(), Refused> {
+        let Some(cols) = self.unique.get(entity) else {
+            return Ok(());
+        };
+        let values: Vec<Option<&Value>> = cols.iter().map(|c| image.get(c)).collect();
+        let clash = self.rows.get(entity).is_some_and(|t| {
+            t.iter().any(|(k, r)| {
+                k != key && cols.iter().map(|c| r.get(c)).collect::<Vec<_>>() == values
+            })
+        });
+        if clash {
+            return Err(Refused(format!(
+                "unique constraint on {entity} ({}) violated",
+                cols.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Inserts a row (its key read from the image); a duplicate key is refused.
+    pub fn insert(
+        &mut self,
+        entity: &str,
+        image: Image,
+        now: DateTime<Utc>,
+    ) -> Result<Key, Refused> {
+        let key = self.key_of(entity, &image)?;
+        self.check_parents(entity, &image)?;
+        self.check_unique_values(entity, &key, &image)?;
+        let table = self.rows.entry(entity.to_string()).or_default();
+        if table.contains_key(&key) {
+            return Err(Refused(format!("duplicate key {key} in {entity}")));
+        }
+        table.insert(key.clone(), image.clone());
+        self.capture(entity, Op::Insert, &key, &image, now);
+        Ok(key)
+    }
+
+    /// Sets columns of the row at `key` (a key column among them moves the row: captured as
+    /// a delete and an insert). Returns whether a byte changed; `None` when there is no row.
+    pub fn update(
+        &mut self,
+        entity: &str,
+        key: &Key,
+        set: &Image,
+        now: DateTime<Utc>,
+    ) -> Result<Option<bool>, Refused> {
+        let Some(old) = self.rows.get(entity).and_then(|t| t.get(key)).cloned() else {
+            return Ok(None);
+        };
+        let mut new = old.clone();
+        for (c, v) in set {
+            new.insert(c.clone(), v.clone());
+        }
+        if new == old {
+            return Ok(Some(false));
+        }
+        let new_key = self.key_of(entity, &new)?;
+        self.check_parents(entity, &new)?;
+        self.check_unique_values(entity, key, &new)?;
+        if new_key != *key {
+            if !self.children(entity, key).is_empty() && self.fk_on_children(entity) {
+                return Err(Refused(format!(
+                    "foreign key: {entity} {key} still has children (no ON UPDATE CASCADE)"
+                )));
+            }
+            let table = self.rows.entry(entity.to_string()).or_default();
+            if table.contains_key(&new_key) {
+                return Err(Refused(format!("duplicate key {new_key} in {entity}")));
+            }
+            table.remove(key);
+            table.insert(new_key.clone(), new.clone());
+            self.capture(entity, Op::Delete, key, &old, now);
+            self.capture(entity, Op::Insert, &new_key, &new, now);
+        } else {
+            self.rows
+                .entry(entity.to_string())
+                .or_default()
+                .insert(key.clone(), new.clone());
+            self.capture(entity, Op::Update, key, &new, now);
+        }
+        Ok(Some(true))
+    }
+
+    fn fk_on_children(&self, parent: &str) -> bool {
+        self.config.entities.iter().any(|e| {
+            e.columns
+                .iter()
+                .any(|c| c.parent.as_deref() == Some(parent))
+                && self.fk.get(&e.name).copied().unwrap_or(Fk::None) != Fk::None
+        })
+    }
+
+    /// Deletes the row at `key`, cascading to children with a cascading foreign key.
+    /// Returns whether there was a row.
+    pub fn delete(&mut self, entity: &str, key: &Key, now: DateTime<Utc>) -> bool {
+        let Some(old) = self.rows.get_mut(entity).and_then(|t| t.remove(key)) else {
+            return false;
+        };
+        self.capture(entity, Op::Delete, key, &old, now);
+        for (child, ck) in self.children(entity, key) {
+            if self.fk.get(&child).copied().unwrap_or(Fk::None) == Fk::Cascade {
+                self.depth += 1;
+                self.delete(&child, &ck, now);
+                self.depth -= 1;
+            }
+        }
+        true
+    }
+
+    fn row(&self, entity: &str, key: &Key) -> Option<&Image> {
+        self.rows.get(entity).and_then(|t| t.get(key))
+    }
+
+    // --- the id map -------------------------------------------------------------------
+
+    fn by_peer(&self, entity: &str, peer: &Key) -> Option<usize> {
+        self.id_map
+            .iter()
+            .position(|m| m.entity == entity && m.peer.as_ref() == Some(peer))
+    }
+
+    fn by_own(&self, entity: &str, own: &Key) -> Option<usize> {
+        self.id_map
+            .iter()
+            .position(|m| m.entity == entity && m.own.as_ref() == Some(own))
+    }
+
+    /// `unlink_own`: a link naming `own` for another peer record is stale.
+    fn unlink_own(&mut self, entity: &str, peer: &Key, own: &Key) {
+        self.id_map
+            .retain(|m| !(m.entity == entity && m.own.as_ref() == Some(own) && m.peer.is_none()));
+        for m in &mut self.id_map {
+            if m.entity == entity
+                && m.own.as_ref() == Some(own)
+                && m.peer.as_ref().is_some_and(|p| p != peer)
+            {
+                m.own = None;
+            }
+        }
+    }
+
+    /// `unlink_peer`: the same, the other way round (the peer's guard row, with no record
+    /// here, is merged into the new link by `link_written_back`).
+    fn unlink_peer(&mut self, entity: &str, own: &Key, peer: &Key) {
+        for m in &mut self.id_map {
+            if m.entity == entity
+                && m.peer.as_ref() == Some(peer)
+                && m.own.as_ref().is_some_and(|o| o != own)
+            {
+                m.peer = None;
+            }
+        }
+    }
+
+    /// `link_applied`: upsert by peer key.
+    #[track_caller]
+    fn link_applied(
+        &mut self,
+        entity: &str,
+        peer: &Key,
+        own: Option<&Key>,
+        seq: i64,
+        deleted: bool,
+    ) {
+        match self.by_peer(entity, peer) {
+            Some(i) => {
+                let m = &mut self.id_map[i];
+                if own.is_some() {
+                    m.own = own.cloned();
+                }
+                m.applied_seq = m.applied_seq.max(seq);
+                m.deleted = deleted;
+            }
+            None => self.id_map.push(MapRow {
+                entity: entity.to_string(),
+                own: own.cloned(),
+                peer: Some(peer.clone()),
+                applied_seq: seq,
+                deleted,
+            }),
+        }
+        self.check_unique(entity);
+    }
+
+    /// `link_seen`: a change that lost a conflict is settled.
+    #[track_caller]
+    fn link_seen(&mut self, entity: &str, peer: &Key, own: Option<&Key>, seq: i64, deleted: bool) {
+        match self.by_peer(entity, peer) {
+            Some(i) => {
+                let m = &mut self.id_map[i];
+                m.applied_seq = m.applied_seq.max(seq);
+                if m.own.is_none() {
+                    m.own = own.cloned();
+                }
+                m.deleted |= deleted;
+            }
+            None => self.id_map.push(MapRow {
+                entity: entity.to_string(),
+                own: own.cloned(),
+                peer: Some(peer.clone()),
+                applied_seq: seq,
+                deleted,
+            }),
+        }
+        self.check_unique(entity);
+    }
+
+    /// `link_written_back`: upsert by own key.
+    #[track_caller]
+    fn link_written_back(&mut self, entity: &str, own: &Key, peer: Option<&Key>, deleted: bool) {
+        let mut guard = 0;
+        if let Some(p) = peer {
+            self.id_map.retain(|m| {
+                let gone = m.entity == entity && m.peer.as_ref() == Some(p) && m.own.is_none();
+                if gone {
+                    guard = guard.max(m.applied_seq);
+                }
+                !gone
+            });
+        }
+        match self.by_own(entity, own) {
+            Some(i) => {
+                let m = &mut self.id_map[i];
+                if peer.is_some() {
+                    m.peer = peer.cloned();
+                }
+                m.deleted = deleted;
+                m.applied_seq = m.applied_seq.max(guard);
+            }
+            None => self.id_map.push(MapRow {
+                entity: entity.to_string(),
+                own: Some(own.clone()),
+                peer: peer.cloned(),
+                applied_seq: guard,
+                deleted,
+            }),
+        }
+        self.check_unique(entity);
+    }
+
+    /// The id map's two unique indexes. A violation is a bug of the rules (the SQL would
+    /// refuse the statement): the model panics so the simulation reports it with its seed.
+    #[track_caller]
+    fn check_unique(&self, entity: &str) {
+        let map: Vec<String> = self
+            .id_map
+            .iter()
+            .filter(|m| m.entity == entity)
+            .map(|m| format!("{:?}", m))
+            .collect();
+        let map = map.join("\n");
+        let mut own = HashSet::new();
+        let mut peer = HashSet::new();
+        for m in self.id_map.iter().filter(|m| m.entity == entity) {
+            if let Some(o) = &m.own {
+                assert!(
+                    own.insert(o.clone()),
+                    "id_map: two links with own key {o} ({entity}, side {}):\n{map}",
+                    self.side
+                );
+            }
+            if let Some(p) = &m.peer {
+                assert!(
+                    peer.insert(p.clone()),
+                    "id_map: two links with peer key {p} ({entity}, side {}):\n{map}",
+                    self.side
+                );
+            }
+        }
+    }
+}
+
+/// One side's database as an endpoint.
+#[derive(Clone)]
+pub struct MemEndpoint {
+    side: Side,
+    config: Arc<Config>,
+    /// The database (shared with the driver, which writes to it as the users).
+    pub db: Arc<Mutex<MemDb>>,
+    pub faults: Arc<Mutex<Faults>>,
+    pub clock: Clock,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl MemEndpoint {
+    pub fn new(config: Arc<Config>, side: Side, fk: Fk, clock: Clock) -> MemEndpoint {
+        MemEndpoint {
+            side,
+            db: Arc::new(Mutex::new(MemDb::new(config.clone(), side, fk))),
+            config,
+            faults: Arc::new(Mutex::new(Faults::default())),
+            clock,
+        }
+    }
+
+    fn unreachable(&self, what: &str) -> EndpointError {
+        EndpointError::Unreachable {
+            side: self.side,
+            target: "memory".into(),
+            message: format!("{what}: connection lost (simulated)"),
+        }
+    }
+
+    /// Before a call: fails it when the side is down or a failure before it is armed.
+    /// Returns whether the reply must be lost after the call commits.
+    fn enter(&self, call: Call) -> Result<bool, EndpointError> {
+        let mut f = lock(&self.faults);
+        if f.down {
+            return Err(self.unreachable("down"));
+        }
+        match f.fail {
+            Some((c, after)) if c == call => {
+                f.fail = None;
+                if after {
+                    Ok(true)
+                } else {
+                    Err(self.unreachable("before commit"))
+                }
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn leave<T>(&self, lost: bool, value: T) -> Result<T, EndpointError> {
+        if lost {
+            Err(self.unreachable("reply lost after commit"))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+fn context(side: Side, c: &TargetChange) -> String {
+    format!(
+        "entity {}, side {side}, {} of source key {}",
+        c.entity, c.op, c.source_key
+    )
+}
+
+fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict,
+    }
+}
+
+enum Resolution {
+    None,
+    IncomingWins,
+    LocalWins,
+}
+
+/// `apply_one` of `postgres/apply.rs`, on the model.
+fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Outcome, ApplyError> {
+    let side = db.side;
+    let reject = |m: String| ApplyError::Rejected {
+        context: context(side, c),
+        message: m,
+        code: None,
+    };
+    let Some(entity) = db.entity(&c.entity).cloned() else {
+        return Err(reject("entity is not in the config".into()));
+    };
+    let ts = entity.side(side);
+    let key_given = entity.key_is_given(side);
+    let link = db
+        .by_peer(&c.entity, &c.source_key)
+        .map(|i| db.id_map[i].clone());
+    if let Some(l) = &link {
+        if l.applied_seq >= c.seq {
+            let own = l.own.clone().filter(|_| !l.deleted);
+            return Ok(done(own, Done::Stale, false));
+        }
+    }
+    let (known, linked_live, tombstone) = match &link {
+        Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
+        None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
+    };
+    let mut row = c.row.clone();
+    let refs = resolve_refs(db, c, &mut row);
+    let given = if key_given && refs.is_ok() {
+        match Key::from_image(&row, &ts.key) {
+            Ok(k) => Some(k),
+            Err(m) if c.op != Op::Delete => return Err(reject(format!("target key: {m}"))),
+            Err(_) => None,
+        }
+    } else {
+        None
+    };
+    if c.op != Op::Delete {
+        refs?;
+    }
+    let moved_from = match (&given, &known) {
+        (Some(g), Some(k)) if linked_live && g != k => Some(k.clone()),
+        _ => None,
+    };
+    let here = if key_given && !(c.op == Op::Delete && moved_from.is_some()) {
+        given.clone().or_else(|| known.clone())
+    } else {
+        known.clone()
+    };
+    if let (Some(g), false) = (&given, c.op == Op::Delete) {
+        let holder = db
+            .by_own(&c.entity, g)
+            .map(|i| &db.id_map[i])
+            .filter(|m| !m.deleted)
+            .and_then(|m| m.peer.clone())
+            .filter(|p| *p != c.source_key);
+        if let Some(p) = holder {
+            return Err(reject(format!("key {g} belongs to another record ({p})")));
+        }
+    }
+
+    let mut conflict = Resolution::None;
+    let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
+    for k in old_key.into_iter().chain(here.as_ref()) {
+        match resolve_conflict(db, &entity, c, k, &row) {
+            Resolution::None => {}
+            Resolution::IncomingWins => conflict = Resolution::IncomingWins,
+            Resolution::LocalWins => {
+                conflict = Resolution::LocalWins;
+                break;
+            }
+        }
+    }
+    let force = match conflict {
+        Resolution::None => false,
+        Resolution::IncomingWins => true,
+        Resolution::LocalWins => {
+            let here = moved_from.clone().or(here);
+            if let Some(k) = &here {
+                db.unlink_own(&c.entity, &c.source_key, k);
+            }
+            db.link_seen(
+                &c.entity,
+                &c.source_key,
+                here.as_ref(),
+                c.seq,
+                c.op == Op::Delete,
+            );
+            return Ok(done(here, Done::ConflictLost, true));
+        }
+    };
+
+    db.applying = Some(c.entity.clone());
+    if c.op == Op::Delete {
+        let mut how = Done::Unchanged;
+        let mut owner = None;
+        if let (Some(k), true) = (&here, key_given) {
+            owner = db
+                .by_own(&c.entity, k)
+                .map(|i| db.id_map[i].clone())
+                .filter(|m| !m.deleted)
+                .and_then(|m| m.peer);
+        }
+        let here = here.filter(|_| owner.as_ref().is_none_or(|o| *o == c.source_key));
+        if let Some(k) = &here {
+            if db.delete(&c.entity, k, now) {
+                how = Done::Written;
+            }
+        }
+        put_link(db, c, here.as_ref(), true);
+        return Ok(done(here, how, force));
+    }
+    if tombstone && c.op == Op::Update && !force {
+        put_link(db, c, known.as_ref(), true);
+        return Ok(done(known, Done::Deleted, false));
+    }
+    let mut moved = false;
+    if let Some(old) = &moved_from {
+        moved = db.delete(&c.entity, old, now);
+    }
+    let candidate = if key_given {
+        given
+    } else if tombstone {
+        None
+    } else {
+        known.clone()
+    };
+    let (target, how) = match candidate {
+        Some(k) => {
+            let mut obj = row.clone();
+            obj.extend(k.to_object(&ts.key));
+            if db.row(&c.entity, &k).is_some() {
+                let changed = db
+                    .update(&c.entity, &k, &obj, now)
+                    .map_err(|r| reject(r.0))?
+                    .unwrap_or(false);
+                (
+                    k,
+                    if changed {
+                        Done::Written
+                    } else {
+                        Done::Unchanged
+                    },
+                )
+            } else if linked_live && !force && !moved && c.op == Op::Update {
+                put_link(db, c, Some(&k), true);
+                return Ok(done(Some(k), Done::Deleted, false));
+            } else {
+                let k = db.insert(&c.entity, obj, now).map_err(|r| reject(r.0))?;
+                (k, Done::Written)
+            }
+        }
+        None => {
+            let mut obj = row.clone();
+            if !key_given {
+                // A generated key: the table's sequence.
+                let id = db.next_id(&c.entity);
+                obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
+            }
+            let k = db.insert(&c.entity, obj, now).map_err(|r| reject(r.0))?;
+            (k, Done::Written)
+        }
+    };
+    put_link(db, c, Some(&target), false);
+    Ok(done(Some(target), how, force))
+}
+
+fn resolve_refs(db: &MemDb, c: &TargetChange, row: &mut Image) -> Result<(), ApplyError> {
+    for r in &c.refs {
+        let (found, gone) = match db.by_peer(&r.parent, &r.source_key).map(|i| &db.id_map[i]) {
+            Some(m) => {
+                let gone = m.deleted && c.op != Op::Delete;
+                (m.own.clone().filter(|_| !gone), gone)
+            }
+            None => (r.hint.clone(), false),
+        };
+        let Some(parent_key) = found else {
+            return Err(ApplyError::WaitingForParent {
+                context: context(db.side, c),
+                parent: r.parent.clone(),
+                key: r.source_key.to_string(),
+                gone,
+            });
+        };
+        let value = parent_key
+            .values()
+            .into_iter()
+            .next()
+            .unwrap_or(Value::Null);
+        row.insert(r.column.clone(), value);
+    }
+    Ok(())
+}
+
+fn resolve_conflict(
+    db: &mut MemDb,
+    entity: &Entity,
+    c: &TargetChange,
+    here: &Key,
+    _row: &Image,
+) -> Resolution {
+    let mut pending: Vec<&OutRow> = db
+        .outbox
+        .values()
+        .filter(|o| {
+            o.entity == c.entity && o.key == *here && !o.suspended && o.seq > c.peer_applied_seq
+        })
+        .collect();
+    pending.sort_by_key(|o| std::cmp::Reverse(o.seq));
+    let Some(newest) = pending.first() else {
+        return Resolution::None;
+    };
+    let incoming = db.side.other();
+    let local_derived = pending.iter().all(|o| o.derived);
+    let winner = super::conflict_winner(
+        entity.on_conflict,
+        db.side,
+        (c.captured_at, c.derived),
+        (newest.captured_at, local_derived),
+    );
+    let (newest_seq, newest_op) = (newest.seq, newest.op);
+    let seqs: Vec<i64> = pending.iter().map(|o| o.seq).collect();
+    db.conflicts += 1;
+    if winner == incoming {
+        for s in seqs {
+            db.outbox.remove(&s);
+        }
+        Resolution::IncomingWins
+    } else {
+        if c.op == Op::Delete && newest_op != Op::Delete {
+            if let Some(o) = db.outbox.get_mut(&newest_seq) {
+                o.op = Op::Insert;
+            }
+        }
+        Resolution::LocalWins
+    }
+}
+
+fn put_link(db: &mut MemDb, c: &TargetChange, target: Option<&Key>, deleted: bool) {
+    if let Some(t) = target {
+        db.unlink_own(&c.entity, &c.source_key, t);
+    }
+    db.link_applied(&c.entity, &c.source_key, target, c.seq, deleted);
+}
+
+#[async_trait]
+impl Source for MemEndpoint {
+    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+        Ok(self.claim_batch(limit, 0, &[]).await?.unwrap_or_default())
+    }
+
+    async fn claim_batch(
+        &self,
+        limit: usize,
+        after: i64,
+        fold: &[String],
+    ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
+        let lost = self.enter(Call::Claim)?;
+        let now = self.clock.ms();
+        let db = lock(&self.db);
+        let head: Vec<&OutRow> = db
+            .outbox
+            .values()
+            .filter(|o| !o.suspended && o.next_attempt_ms.is_none_or(|t| t <= now) && o.seq > after)
+            .take(limit)
+            .collect();
+        let row = |o: &OutRow, pulled: bool| OutboxRow {
+            seq: o.seq,
+            entity: o.entity.clone(),
+            op: o.op.code().to_string(),
+            image: Some(serde_json::to_string(&o.image).unwrap_or_default()),
+            captured_at: o.captured_at,
+            attempts: o.attempts,
+            pulled,
+            key: Some(o.key.to_string()),
+            derived: o.derived,
+        };
+        let mut out: Vec<OutboxRow> = head.iter().map(|o| row(o, false)).collect();
+        if let Some(max) = head.iter().map(|o| o.seq).max() {
+            let records: BTreeSet<(String, Key)> = head
+                .iter()
+                .filter(|o| fold.contains(&o.entity))
+                .map(|o| (o.entity.clone(), o.key.clone()))
+                .collect();
+            let mut pulled = Vec::new();
+            for (entity, key) in records {
+                let run = db
+                    .outbox
+                    .values()
+                    .filter(|o| o.entity == entity && o.key == key && o.seq > max)
+                    .take(16)
+                    .take_while(|o| o.op == Op::Update && !o.suspended && o.attempts == 0);
+                pulled.extend(run.map(|o| row(o, true)));
+            }
+            pulled.sort_by_key(|r| r.seq);
+            pulled.truncate(4 * limit);
+            out.extend(pulled);
+        }
+        drop(db);
+        self.leave(lost, Some(out))
+    }
+
+    async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
+        let lost = self.enter(Call::Claim)?;
+        let db = lock(&self.db);
+        let mut out = HashMap::new();
+        for k in keys {
+            if let Some(i) = db.by_own(entity, k) {
+                let m = &db.id_map[i];
+                out.insert(
+                    k.clone(),
+                    Link {
+                        peer_key: m.peer.clone(),
+                        deleted: m.deleted,
+                        applied_seq: m.applied_seq,
+                    },
+                );
+            }
+        }
+        drop(db);
+        self.leave(lost, out)
+    }
+
+    async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
+        let lost = self.enter(Call::Claim)?;
+        let db = lock(&self.db);
+        let out = db
+            .outbox
+            .values()
+            .filter(|o| o.entity == entity && keys.contains(&o.key))
+            .map(|o| o.key.clone())
+            .collect();
+        drop(db);
+        self.leave(lost, out)
+    }
+
+    async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
+        let lost = self.enter(Call::WriteBack)?;
+        let now_ms = self.clock.ms();
+        let now = self.clock.now();
+        let mut db = lock(&self.db);
+        for l in wb.links.iter().filter(|l| !l.known) {
+            if let Some(p) = &l.peer_key {
+                db.unlink_peer(&l.entity, &l.own_key, p);
+            }
+            db.link_written_back(&l.entity, &l.own_key, l.peer_key.as_ref(), l.deleted);
+        }
+        for l in wb.links.iter().filter(|l| !l.deleted) {
+            let (Some(peer), Some(col)) = (
+                &l.peer_key,
+                self.config
+                    .entity(&l.entity)
+                    .and_then(|e| e.side(self.side).peer_id_column.clone()),
+            ) else {
+                continue;
+            };
+            let mut set = Image::new();
+            set.insert(col, peer.values().into_iter().next().unwrap_or(Value::Null));
+            db.applying = Some(l.entity.clone());
+            // A row that is gone has nothing to fill.
+            let _ = db.update(&l.entity, &l.own_key, &set, now);
+        }
+        db.applying = None;
+        for s in &wb.done {
+            db.outbox.remove(s);
+        }
+        for l in &wb.links {
+            db.outbox.retain(|_, o| {
+                !(o.suspended && o.entity == l.entity && o.key == l.own_key && o.seq < l.seq)
+            });
+        }
+        for f in &wb.failed {
+            for s in &f.seqs {
+                if let Some(o) = db.outbox.get_mut(s) {
+                    o.attempts += 1;
+                    o.next_attempt_ms =
+                        Some(now_ms + i64::try_from(f.retry_in_ms).unwrap_or(i64::MAX / 4));
+                    o.last_error = Some(f.error.clone());
+                    o.suspended = f.suspend;
+                }
+            }
+        }
+        drop(db);
+        self.leave(lost, ())
+    }
+}
+
+#[async_trait]
+impl Target for MemEndpoint {
+    async fn apply(&self, batch: &[TargetChange]) -> Result<Vec<Outcome>, EndpointError> {
+        let lost = self.enter(Call::Apply)?;
+        let now = self.clock.now();
+        let mut db = lock(&self.db);
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for c in batch {
+            // A savepoint per change: a refused change is rolled back alone.
+            let savepoint = db.clone();
+            match apply_one(&mut db, c, now) {
+                Ok(o) => outcomes.push(o),
+                Err(e) => {
+                    *db = savepoint;
+                    outcomes.push(Outcome::Failed(e));
+                }
+            }
+            db.applying = None;
+        }
+        drop(db);
+        self.leave(lost, outcomes)
+    }
+}
+
+#[async_trait]
+impl Admin for MemEndpoint {
+    fn side(&self) -> Side {
+        self.side
+    }
+    fn install_script(&self) -> String {
+        String::new()
+    }
+    fn uninstall_script(&self) -> String {
+        String::new()
+    }
+    async fn install(&self) -> Result<(), EndpointError> {
+        Ok(())
+    }
+    async fn uninstall(&self) -> Result<(), EndpointError> {
+        Ok(())
+    }
+    async fn ping(&self) -> Result<(), EndpointError> {
+        self.enter(Call::Claim).map(|_| ())
+    }
+    async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError> {
+        Ok(Vec::new())
+    }
+    async fn install_state(&self) -> Result<InstallState, EndpointError> {
+        let n = self.config.entities.len();
+        Ok(InstallState::Installed {
+            triggers: n,
+            expected: n,
+        })
+    }
+    async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {
+        let db = lock(&self.db);
+        Ok(self
+            .config
+            .entities
+            .iter()
+            .map(|e| EntityStatus {
+                entity: e.name.clone(),
+                pending: db
+                    .outbox
+                    .values()
+                    .filter(|o| o.entity == e.name && !o.suspended)
+                    .count() as i64,
+                suspended: db
+                    .outbox
+                    .values()
+                    .filter(|o| o.entity == e.name && o.suspended)
+                    .count() as i64,
+                oldest_pending: None,
+                linked: db.id_map.iter().filter(|m| m.entity == e.name).count() as i64,
+                conflicts: 0,
+            })
+            .collect())
+    }
+    async fn suspended(
+        &self,
+        seq: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SuspendedChange>, EndpointError> {
+        let db = lock(&self.db);
+        Ok(db
+            .outbox
+            .values()
+            .filter(|o| o.suspended && seq.is_none_or(|s| s == o.seq))
+            .take(usize::try_from(limit).unwrap_or(0))
+            .map(|o| SuspendedChange {
+                side: self.side,
+                seq: o.seq,
+                entity: o.entity.clone(),
+                op: o.op.code().to_string(),
+                key: o.key.to_string(),
+                attempts: o.attempts,
+                captured_at: o.captured_at,
+                first_failed_at: None,
+                last_failed_at: None,
+                last_error: o.last_error.clone(),
+                image: serde_json::to_string(&o.image).unwrap_or_default(),
+            })
+            .collect())
+    }
+    async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
+        let mut db = lock(&self.db);
+        let mut n = 0;
+        for o in db.outbox.values_mut() {
+            if o.suspended && seq.is_none_or(|s| s == o.seq) {
+                o.suspended = false;
+                o.attempts = 0;
+                o.next_attempt_ms = None;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+    async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
+        let found = self.suspended(Some(seq), 1).await?.into_iter().next();
+        if found.is_some() {
+            lock(&self.db).outbox.remove(&seq);
+        }
+        Ok(found)
+    }
+}
+
+impl Endpoint for MemEndpoint {
+    fn bulk(&self) -> Option<&dyn super::Bulk> {
+        None
+    }
+}
