@@ -194,6 +194,12 @@ BEGIN
                 -- A key given by values that another live record holds here is not this
                 -- record's: its image is older than that record's, so it waits (retried) until
                 -- that record moves or is deleted, or a newer change of its own supersedes it.
+                -- A delete settles without touching that record's row, link or pending changes.
+                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
+                    AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+                                WHERE entity = @entity AND {{own}} = @here AND deleted = 0
+                                  AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
+                    SET @here = NULL;
                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
                 BEGIN
                     SET @v = NULL;
@@ -322,7 +328,8 @@ BEGIN
                         -- Linked, yet gone here, with no delete of it pending here: it was
                         -- deleted at this side and that delete reached the other side already.
                         -- (An insert re-creates it, as PostgreSQL's apply does: that is how
-                        -- `verify --repair` brings back a record deleted behind tandem's back.)
+                        -- `verify --repair` brings back a record deleted behind tandem's back;
+                        -- a generated key is drawn anew.)
                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
                     ELSE
                     BEGIN

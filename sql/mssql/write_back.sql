@@ -3,7 +3,8 @@
 -- done (JSON array of seq), @P3: the failures (JSON array).
 -- Per link: drop a stale link naming the peer for another record, store the pair, fill the
 -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
--- block the write-back of the change itself), and remove suspended older images of the record
+-- block the write-back of the change itself), and remove older images of the record, pending or
+-- suspended
 -- (a newer image was applied: images are full rows, the newest wins).
 -- Result: one row per peer id that could not be stored (n, error).
 SET NOCOUNT ON;
@@ -50,6 +51,10 @@ BEGIN TRY
             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
             UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+            -- This record's link to another peer is retired, not overwritten: that peer was
+            -- replaced at the other side, and its row keeps its guard as a tombstone.
+            UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+            WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
         END;
         UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
@@ -79,7 +84,7 @@ BEGIN TRY
         SET @native = NULL;
 {{native_key_blocks}}
         DELETE FROM {{schema}}.[outbox]
-        WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
           AND [key] = @native AND seq < @seq;
     END;
     DELETE o FROM {{schema}}.[outbox] AS o

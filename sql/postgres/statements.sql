@@ -89,10 +89,14 @@ SET applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp();
 
 -- name: supersede
--- A newer image of a record that was applied replaces its suspended older images.
+-- A newer image of a record that was settled replaces its older images, suspended or still
+-- waiting for a retry: images are full rows, so applied later they would be stale, and left
+-- pending they would count as changes of the record here in conflict detection (found by the
+-- simulation: an insert deleted again before it could be applied won a conflict against a
+-- record the other side created with the same key).
 DELETE FROM {{schema}}.outbox AS o
 USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(entity, key, seq)
-WHERE o.suspended AND o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
+WHERE o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
 
 -- name: in_flight
 -- Records with changes still in this outbox (pending or suspended).
@@ -131,7 +135,14 @@ CROSS JOIN LATERAL (
 -- name: unlink_peer
 -- As unlink_own, the other way round: another record of this side linked to the same peer
 -- loses its peer and keeps its guard. (A guard row of the peer without a record here is
--- merged into the new link by link_written_back.)
+-- merged into the new link by link_written_back.) And this record's link to another peer is
+-- retired, not overwritten: that peer was replaced at the other side (a record deleted there
+-- and created again under a new generated key), and its row keeps its guard as a tombstone,
+-- so a late copy of its changes is still recognised (found by the simulation).
+WITH retired AS (
+    UPDATE {{schema}}.id_map SET {{own}} = NULL, deleted = true, updated_at = clock_timestamp()
+    WHERE entity = $1 AND {{own}} = $2 AND {{peer}} IS NOT NULL AND {{peer}} <> $3
+)
 UPDATE {{schema}}.id_map SET {{peer}} = NULL, updated_at = clock_timestamp()
 WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2;
 
@@ -214,13 +225,17 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
     updated_at = clock_timestamp();
 
 -- name: wave_link_written_back
+-- The common case in one statement: a link whose peer would change (the other side replaced
+-- the record) is left out (the WHERE), and the caller, seeing fewer rows than links, takes
+-- the careful path, which retires the old peer's link (unlink_peer).
 INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted)
 SELECT x.entity, x.own, x.peer, x.deleted
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS x(entity, own, peer, deleted)
 ON CONFLICT (entity, {{own}}) DO UPDATE
 SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,
-    updated_at = clock_timestamp();
+    updated_at = clock_timestamp()
+WHERE m.{{peer}} IS NULL OR EXCLUDED.{{peer}} IS NULL OR m.{{peer}} = EXCLUDED.{{peer}};
 
 -- name: status_outbox
 SELECT entity,

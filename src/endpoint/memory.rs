@@ -414,6 +414,16 @@ impl MemDb {
     fn unlink_peer(&mut self, entity: &str, own: &Key, peer: &Key) {
         for m in &mut self.id_map {
             if m.entity == entity
+                && m.own.as_ref() == Some(own)
+                && m.peer.as_ref().is_some_and(|p| p != peer)
+            {
+                // Retired: the other side replaced that record; its guard stays.
+                m.own = None;
+                m.deleted = true;
+            }
+        }
+        for m in &mut self.id_map {
+            if m.entity == entity
                 && m.peer.as_ref() == Some(peer)
                 && m.own.as_ref().is_some_and(|o| o != own)
             {
@@ -673,15 +683,20 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     } else {
         known.clone()
     };
-    if let (Some(g), false) = (&given, c.op == Op::Delete) {
+    let probe = if c.op == Op::Delete { &here } else { &given };
+    if let (Some(k), true) = (probe, key_given) {
         let holder = db
-            .by_own(&c.entity, g)
+            .by_own(&c.entity, k)
             .map(|i| &db.id_map[i])
             .filter(|m| !m.deleted)
             .and_then(|m| m.peer.clone())
             .filter(|p| *p != c.source_key);
         if let Some(p) = holder {
-            return Err(reject(format!("key {g} belongs to another record ({p})")));
+            if c.op == Op::Delete {
+                put_link(db, c, None, true);
+                return Ok(done(None, Done::Unchanged, false));
+            }
+            return Err(reject(format!("key {k} belongs to another record ({p})")));
         }
     }
 
@@ -719,15 +734,6 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     db.applying = Some(c.entity.clone());
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
-        let mut owner = None;
-        if let (Some(k), true) = (&here, key_given) {
-            owner = db
-                .by_own(&c.entity, k)
-                .map(|i| db.id_map[i].clone())
-                .filter(|m| !m.deleted)
-                .and_then(|m| m.peer);
-        }
-        let here = here.filter(|_| owner.as_ref().is_none_or(|o| *o == c.source_key));
         if let Some(k) = &here {
             if db.delete(&c.entity, k, now) {
                 how = Done::Written;
@@ -772,6 +778,12 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 put_link(db, c, Some(&k), true);
                 return Ok(done(Some(k), Done::Deleted, false));
             } else {
+                let mut obj = obj;
+                if !key_given {
+                    // A generated key is drawn anew, never the old one again.
+                    let id = db.next_id(&c.entity);
+                    obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
+                }
                 let k = db.insert(&c.entity, obj, now).map_err(|r| reject(r.0))?;
                 (k, Done::Written)
             }
@@ -991,9 +1003,8 @@ impl Source for MemEndpoint {
             db.outbox.remove(s);
         }
         for l in &wb.links {
-            db.outbox.retain(|_, o| {
-                !(o.suspended && o.entity == l.entity && o.key == l.own_key && o.seq < l.seq)
-            });
+            db.outbox
+                .retain(|_, o| !(o.entity == l.entity && o.key == l.own_key && o.seq < l.seq));
         }
         for f in &wb.failed {
             for s in &f.seqs {

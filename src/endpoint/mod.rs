@@ -89,7 +89,7 @@ pub struct LinkWrite {
     pub own_key: Key,
     pub peer_key: Option<Key>,
     pub deleted: bool,
-    /// The newest outbox sequence of the change (older suspended images are superseded).
+    /// The newest outbox sequence of the change (older images of the record are superseded).
     pub seq: i64,
     /// This side's id map held exactly this live link when the batch was claimed: the id map
     /// needs no write (most changes of a linked record). The peer_id_column is still filled

@@ -90,6 +90,11 @@ impl Staged {
     pub fn claimed(&self) -> usize {
         self.report.claimed
     }
+
+    /// The changes to apply, in order (for traces and tests).
+    pub fn changes(&self) -> &[TargetChange] {
+        &self.batch
+    }
 }
 
 /// Runs one batch from `from` to `to`.

@@ -196,6 +196,12 @@ BEGIN
                 -- A key given by values that another live record holds here is not this
                 -- record's: its image is older than that record's, so it waits (retried) until
                 -- that record moves or is deleted, or a newer change of its own supersedes it.
+                -- A delete settles without touching that record's row, link or pending changes.
+                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
+                    AND EXISTS (SELECT 1 FROM [tandem].[id_map]
+                                WHERE entity = @entity AND [a_key] = @here AND deleted = 0
+                                  AND [b_key] IS NOT NULL AND [b_key] <> @source_key)
+                    SET @here = NULL;
                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
                 BEGIN
                     SET @v = NULL;
@@ -264,13 +270,17 @@ BEGIN
                                 DELETE FROM [tandem].[id_map]
                                 WHERE entity = @entity AND [a_key] = @here
                                   AND ([b_key] IS NULL OR [b_key] <> @source_key);
+                            -- A lost delete still deleted the record at the other side: the
+                            -- link is a tombstone (the winner travels as an insert).
                             UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
-                                [a_key] = COALESCE([a_key], @here), updated_at = SYSDATETIMEOFFSET()
+                                [a_key] = COALESCE([a_key], @here),
+                                deleted = CASE WHEN @op = 'D' THEN 1 ELSE deleted END,
+                                updated_at = SYSDATETIMEOFFSET()
                             WHERE entity = @entity AND [b_key] = @source_key;
                             IF @@ROWCOUNT = 0
-                                INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq)
-                                VALUES (@entity, @source_key, @here, @seq);
+                                INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq, deleted)
+                                VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' THEN 1 ELSE 0 END);
                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
                             SET @done = 1;
                         END;
@@ -362,7 +372,8 @@ BEGIN
                         -- Linked, yet gone here, with no delete of it pending here: it was
                         -- deleted at this side and that delete reached the other side already.
                         -- (An insert re-creates it, as PostgreSQL's apply does: that is how
-                        -- `verify --repair` brings back a record deleted behind tandem's back.)
+                        -- `verify --repair` brings back a record deleted behind tandem's back;
+                        -- a generated key is drawn anew.)
                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
                     ELSE
                     BEGIN

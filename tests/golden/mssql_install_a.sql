@@ -567,6 +567,12 @@ GO
 --                 -- A key given by values that another live record holds here is not this
 --                 -- record's: its image is older than that record's, so it waits (retried) until
 --                 -- that record moves or is deleted, or a newer change of its own supersedes it.
+--                 -- A delete settles without touching that record's row, link or pending changes.
+--                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
+--                     AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+--                                 WHERE entity = @entity AND {{own}} = @here AND deleted = 0
+--                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
+--                     SET @here = NULL;
 --                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
 --                 BEGIN
 --                     SET @v = NULL;
@@ -630,13 +636,17 @@ GO
 --                                 DELETE FROM {{schema}}.[id_map]
 --                                 WHERE entity = @entity AND {{own}} = @here
 --                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+--                             -- A lost delete still deleted the record at the other side: the
+--                             -- link is a tombstone (the winner travels as an insert).
 --                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
---                                 {{own}} = COALESCE({{own}}, @here), updated_at = SYSDATETIMEOFFSET()
+--                                 {{own}} = COALESCE({{own}}, @here),
+--                                 deleted = CASE WHEN @op = 'D' THEN 1 ELSE deleted END,
+--                                 updated_at = SYSDATETIMEOFFSET()
 --                             WHERE entity = @entity AND {{peer}} = @source_key;
 --                             IF @@ROWCOUNT = 0
---                                 INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq)
---                                 VALUES (@entity, @source_key, @here, @seq);
+--                                 INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
+--                                 VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' THEN 1 ELSE 0 END);
 --                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
 --                             SET @done = 1;
 --                         END;
@@ -691,7 +701,8 @@ GO
 --                         -- Linked, yet gone here, with no delete of it pending here: it was
 --                         -- deleted at this side and that delete reached the other side already.
 --                         -- (An insert re-creates it, as PostgreSQL's apply does: that is how
---                         -- `verify --repair` brings back a record deleted behind tandem's back.)
+--                         -- `verify --repair` brings back a record deleted behind tandem's back;
+--                         -- a generated key is drawn anew.)
 --                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 1, @out_how = 'D';
 --                     ELSE
 --                     BEGIN
@@ -767,7 +778,8 @@ GO
 -- -- done (JSON array of seq), @P3: the failures (JSON array).
 -- -- Per link: drop a stale link naming the peer for another record, store the pair, fill the
 -- -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
--- -- block the write-back of the change itself), and remove suspended older images of the record
+-- -- block the write-back of the change itself), and remove older images of the record, pending or
+-- -- suspended
 -- -- (a newer image was applied: images are full rows, the newest wins).
 -- -- Result: one row per peer id that could not be stored (n, error).
 -- SET NOCOUNT ON;
@@ -814,6 +826,10 @@ GO
 --             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
 --             UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
 --             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+--             -- This record's link to another peer is retired, not overwritten: that peer was
+--             -- replaced at the other side, and its row keeps its guard as a tombstone.
+--             UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+--             WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
 --         END;
 --         UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
@@ -843,7 +859,7 @@ GO
 --         SET @native = NULL;
 -- {{native_key_blocks}}
 --         DELETE FROM {{schema}}.[outbox]
---         WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+--         WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
 --           AND [key] = @native AND seq < @seq;
 --     END;
 --     DELETE o FROM {{schema}}.[outbox] AS o

@@ -3,7 +3,8 @@
 -- done (JSON array of seq), @P3: the failures (JSON array).
 -- Per link: drop a stale link naming the peer for another record, store the pair, fill the
 -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
--- block the write-back of the change itself), and remove suspended older images of the record
+-- block the write-back of the change itself), and remove older images of the record, pending or
+-- suspended
 -- (a newer image was applied: images are full rows, the newest wins).
 -- Result: one row per peer id that could not be stored (n, error).
 SET NOCOUNT ON;
@@ -50,6 +51,10 @@ BEGIN TRY
             WHERE entity = @entity AND [b_key] = @peer AND [a_key] IS NULL;
             UPDATE [tandem].[id_map] SET [b_key] = NULL, updated_at = SYSDATETIMEOFFSET()
             WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key;
+            -- This record's link to another peer is retired, not overwritten: that peer was
+            -- replaced at the other side, and its row keeps its guard as a tombstone.
+            UPDATE [tandem].[id_map] SET [a_key] = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+            WHERE entity = @entity AND [a_key] = @key AND [b_key] IS NOT NULL AND [b_key] <> @peer;
         END;
         UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
         SET [b_key] = COALESCE(@peer, [b_key]), deleted = @deleted,
@@ -94,7 +99,7 @@ BEGIN TRY
             SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
             FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
         DELETE FROM [tandem].[outbox]
-        WHERE suspended = 1 AND entity = @entity AND key_prefix = LEFT(@native, 400)
+        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
           AND [key] = @native AND seq < @seq;
     END;
     DELETE o FROM [tandem].[outbox] AS o

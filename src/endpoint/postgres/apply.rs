@@ -377,21 +377,29 @@ async fn apply_one(
     } else {
         known.clone()
     };
-    // A key given by values that another live record holds here is not this record's: its
-    // image is older than that record's (the other side's unique key keeps two live records
-    // apart), so it waits, retried, until that record moves or is deleted, or until a newer
-    // change of its own supersedes it. (Taking the row over relinked it and lost the other
-    // record: found by the simulation.)
-    if let (Some(g), false) = (&given, c.op == Op::Delete) {
+    // A key given by values that another live record holds here is not this record's, nor
+    // are that record's row and pending changes (found by the simulation: taking the row over
+    // relinked it and lost the other record; a delete's conflict check discarded the other
+    // record's pending cascade). An upsert's image is then older than that record's (the
+    // other side's unique key keeps two live records apart): it waits, retried, until that
+    // record moves or is deleted, or a newer change of its own supersedes it. A delete
+    // settles without touching the row (one record deleted and another created with the
+    // same values).
+    let probe = if c.op == Op::Delete { &here } else { &given };
+    if let (Some(k), true) = (probe, es.key_given) {
         let q = st(tx, stmts, &common.links_by_own).await?;
         let holder = tx
-            .query_opt(&q, &[&c.entity, &vec![g.as_str()]])
+            .query_opt(&q, &[&c.entity, &vec![k.as_str()]])
             .await?
             .filter(|r| !r.get::<_, bool>(2))
             .and_then(|r| parse_key(r.get(1)))
             .filter(|p| *p != c.source_key);
         if let Some(p) = holder {
-            return Err(Stop::Apply(reject(ep, c, key_held(g, ep.side, &p))));
+            if c.op == Op::Delete {
+                put_link(ep, tx, stmts, c, None, true).await?;
+                return Ok(done(None, Done::Unchanged, false));
+            }
+            return Err(Stop::Apply(reject(ep, c, key_held(k, ep.side, &p))));
         }
     }
 
@@ -449,20 +457,6 @@ async fn apply_one(
 
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
-        // With keys given by values, several source records can settle on one row here (one
-        // deleted and another created with the same values, in one batch, where deletes run
-        // last): a delete removes the row only while it is this record's.
-        let mut owner = None;
-        if let (Some(k), true) = (&here, es.key_given) {
-            let q = st(tx, stmts, &common.links_by_own).await?;
-            owner = tx
-                .query_opt(&q, &[&c.entity, &vec![k.as_str()]])
-                .await?
-                .filter(|r| !r.get::<_, bool>(2))
-                .and_then(|r| parse_key(r.get(1)));
-        }
-        // Another record's row: this delete settles without touching it or its link.
-        let here = here.filter(|_| owner.is_none_or(|o| o == c.source_key));
         if let Some(k) = &here {
             let del = st(tx, stmts, &es.row_delete).await?;
             if tx.execute(&del, &[&json(&k.to_object(&es.key))]).await? > 0 {
@@ -528,7 +522,12 @@ async fn apply_one(
                     put_link(ep, tx, stmts, c, Some(&k), true).await?;
                     return Ok(done(Some(k), Done::Deleted, false));
                 }
-                None => (insert(tx, stmts, es, &obj).await?, Done::Written),
+                // Gone here and created again: with a key given by values, under that key;
+                // a generated key is drawn anew (as on SQL Server), never the old one again,
+                // whose delete may still be on its way to the other side (reviving it made
+                // that delete tombstone a live record: found by the simulation).
+                None if es.key_given => (insert(tx, stmts, es, &obj).await?, Done::Written),
+                None => (insert(tx, stmts, es, &row).await?, Done::Written),
             }
         }
         None => (insert(tx, stmts, es, &row).await?, Done::Written),
@@ -776,7 +775,9 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     }
     for careful in [false, true] {
         match write_back_txn(ep, client, &prepared_now, wb, careful).await {
-            Ok(()) => return Ok(()),
+            Ok(true) => return Ok(()),
+            // The set-based path left a link out: the careful path writes it.
+            Ok(false) => continue,
             Err(e) if careful || is_transient(&e) || !caused_by_row(&e) => return Err(err(e)),
             Err(_) => continue,
         }
@@ -790,13 +791,13 @@ async fn write_back_txn(
     stmts: &Prepared,
     wb: &WriteBack,
     careful: bool,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<bool, tokio_postgres::Error> {
     let mut tx = client.transaction().await?;
     let get = |sql: &str| stmts.get(sql).cloned();
     let common = &ep.sql.common;
     let (Some(unlink), Some(put)) = (get(&common.unlink_peer), get(&common.link_written_back))
     else {
-        return Ok(());
+        return Ok(true);
     };
     // Links this side's id map already holds as they are need no write there (most changes of
     // linked records); their peer ids are still filled below.
@@ -838,8 +839,13 @@ async fn write_back_txn(
             .collect();
         let deleted: Vec<bool> = writes.iter().map(|l| l.deleted).collect();
         if !entities.is_empty() {
-            tx.execute(&put_all, &[&entities, &owns, &peers, &deleted])
+            let n = tx
+                .execute(&put_all, &[&entities, &owns, &peers, &deleted])
                 .await?;
+            if n < entities.len() as u64 {
+                // Rolled back when `tx` drops.
+                return Ok(false);
+            }
         }
     } else if independent {
         for r in futures_util::future::join_all(links).await {
@@ -950,5 +956,5 @@ async fn write_back_txn(
                 .await?;
         }
     }
-    tx.commit().await
+    tx.commit().await.map(|()| true)
 }
