@@ -690,3 +690,212 @@ async fn nothing_secret_in_logs_errors_status_or_metrics() {
         assert!(!seen.contains(secret), "{secret:?} was shown:\n{seen}");
     }
 }
+
+/// README's grants for the run role and an application role on one side (`{schema}`,
+/// `{tables}` filled in), run by the DBA who installed tandem.
+const README_GRANTS: &str = r#"
+GRANT USAGE ON SCHEMA tandem TO {run};
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA tandem TO {run};
+GRANT USAGE ON SCHEMA {schema} TO {run};
+GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {run};
+GRANT USAGE ON SCHEMA tandem TO {app};
+GRANT INSERT ON tandem.outbox TO {app};
+"#;
+
+/// `install` as a DBA who owns the business tables but is no superuser; every other command
+/// as a role holding exactly README's grants; and an application role that can write its
+/// tables (and so the outbox) but neither read the outbox's row images nor touch the id map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn install_as_the_dba_and_every_command_with_only_the_documented_grants() {
+    let (a, b) = common::fresh_dbs("least_privilege");
+    let config = DEMO_CONFIG.replace("[sync]\n", "[sync]\nmax_attempts = 1\n");
+    let env = Env::on(a, b, &config, A_SCHEMA, B_SCHEMA, false).await;
+    let db = env.a_url.rsplit('/').next().expect("db").to_string();
+    let (dba, run, app) = (
+        format!("dba_{db}"),
+        format!("run_{db}"),
+        format!("app_{db}"),
+    );
+    let sides = [
+        (
+            &env.a,
+            &env.a_url,
+            "dbo",
+            r#"dbo."ORDERS", dbo."ORDER_ITEMS""#,
+        ),
+        (
+            &env.b,
+            &env.b_url,
+            "public",
+            "public.orders, public.order_items",
+        ),
+    ];
+    for (c, _, schema, tables) in &sides {
+        c.batch_execute(&format!(
+            r#"CREATE ROLE {dba} LOGIN NOSUPERUSER; CREATE ROLE {run} LOGIN NOSUPERUSER;
+               CREATE ROLE {app} LOGIN NOSUPERUSER;
+               GRANT CREATE ON DATABASE "{db}" TO {dba};
+               GRANT USAGE ON SCHEMA {schema} TO {dba};
+               GRANT USAGE ON SCHEMA {schema} TO {app};
+               GRANT SELECT, INSERT, UPDATE, DELETE ON {tables} TO {app};"#
+        ))
+        .await
+        .expect("roles");
+        // The DBA owns the business tables (a trigger needs the owner) and their schema
+        // (public stays the database's: every role may use it).
+        if *schema != "public" {
+            c.batch_execute(&format!("ALTER SCHEMA {schema} OWNER TO {dba}"))
+                .await
+                .expect("schema owner");
+        }
+        for t in tables.split(", ") {
+            c.batch_execute(&format!("ALTER TABLE {t} OWNER TO {dba}"))
+                .await
+                .expect("owner");
+        }
+    }
+    let as_role = |url: &str, role: &str| url.replacen("postgres@", &format!("{role}@"), 1);
+    let config_as = |role: &str| {
+        let text = std::fs::read_to_string(&env.config_path)
+            .expect("config")
+            .replace(&env.a_url, &as_role(&env.a_url, role))
+            .replace(&env.b_url, &as_role(&env.b_url, role));
+        let path = env.dir.path().join(format!("{role}.toml"));
+        std::fs::write(&path, text).expect("write config");
+        path
+    };
+    let home = env.dir.path().join("home");
+    std::fs::create_dir_all(&home).expect("home");
+    let as_dba = config_as(&dba);
+    let out = tandem(&as_dba, &home)
+        .arg("install")
+        .output()
+        .expect("install");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "install as the DBA:\n{}",
+        text(&out)
+    );
+    for (c, url, schema, tables) in &sides {
+        let grants = README_GRANTS
+            .replace("{run}", &run)
+            .replace("{app}", &app)
+            .replace("{schema}", schema)
+            .replace("{tables}", tables);
+        common::connect(&as_role(url, &dba))
+            .await
+            .batch_execute(&grants)
+            .await
+            .expect("the DBA grants README's privileges");
+        // The run role is no superuser and owns nothing.
+        let owned = count(
+            c,
+            &format!(
+                "SELECT count(*) FROM pg_class c JOIN pg_roles r ON r.oid = c.relowner
+                 WHERE r.rolname = '{run}'"
+            ),
+        )
+        .await;
+        assert_eq!(owned, 0);
+        let superuser = count(
+            c,
+            &format!("SELECT count(*) FROM pg_roles WHERE rolname = '{run}' AND rolsuper"),
+        )
+        .await;
+        assert_eq!(superuser, 0);
+    }
+
+    // The applications write as their own role; one change cannot be mapped ('Z' is no code
+    // of the values map) and is suspended after its one attempt.
+    let a_app = common::connect(&as_role(&env.a_url, &app)).await;
+    a_app
+        .batch_execute(
+            r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "AMOUNT") SELECT 'g' || g, g FROM generate_series(1, 5) g;
+               INSERT INTO dbo."ORDER_ITEMS" SELECT "ORDER_NO", 1, 2 FROM dbo."ORDERS";
+               INSERT INTO dbo."ORDERS" ("CUST_NAME", "STATUS") VALUES ('odd', 'Z');"#,
+        )
+        .await
+        .expect("application writes at A");
+    let b_app = common::connect(&as_role(&env.b_url, &app)).await;
+    b_app
+        .batch_execute("INSERT INTO orders (customer, status) VALUES ('h', 'open')")
+        .await
+        .expect("application writes at B");
+
+    let as_run = config_as(&run);
+    let tandem_as_run = |args: &[&str]| {
+        let out = tandem(&as_run, &home).args(args).output().expect("tandem");
+        let printed = text(&out);
+        assert!(
+            !printed.contains("permission denied"),
+            "{args:?}:\n{printed}"
+        );
+        (out.status.code(), printed)
+    };
+    let (code, out) = tandem_as_run(&["run", "--once"]);
+    assert_eq!(
+        code,
+        Some(1),
+        "run --once: one change failed and was suspended:\n{out}"
+    );
+    let (code, out) = tandem_as_run(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("\"suspended\": 1") || out.contains("\"suspended\":1"),
+        "{out}"
+    );
+    let (code, out) = tandem_as_run(&["suspended", "list"]);
+    assert_eq!(code, Some(0), "{out}");
+    let id = out
+        .split_whitespace()
+        .find(|w| w.starts_with("A-"))
+        .unwrap_or_else(|| panic!("an id in:\n{out}"))
+        .to_string();
+    let (code, out) = tandem_as_run(&["suspended", "show", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = tandem_as_run(&["suspended", "resubmit", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = tandem_as_run(&["run", "--once"]);
+    assert_eq!(code, Some(1), "suspended again:\n{out}");
+    let (code, out) = tandem_as_run(&["suspended", "discard", &id]);
+    assert_eq!(code, Some(0), "{out}");
+    // The code is fixed at A; a backfill brings the record whose insert was discarded.
+    a_app
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "STATUS" = 'C' WHERE "CUST_NAME" = 'odd'"#)
+        .await
+        .expect("fix the code");
+    let (code, out) = tandem_as_run(&["run", "--once"]);
+    assert_eq!(code, Some(0), "{out}");
+    for entity in ["order", "order_item"] {
+        let (code, out) = tandem_as_run(&["backfill", "--entity", entity]);
+        assert_eq!(code, Some(0), "backfill {entity}:\n{out}");
+    }
+    let (code, out) = tandem_as_run(&["verify"]);
+    assert_eq!(code, Some(0), "verify:\n{out}");
+    let (code, out) = tandem_as_run(&["verify", "--repair"]);
+    assert_eq!(code, Some(0), "verify --repair:\n{out}");
+    let (code, out) = tandem_as_run(&["status"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // The application role can write its tables, but not read row images or links.
+    for (c_url, what) in [(&env.a_url, "A"), (&env.b_url, "B")] {
+        let c = common::connect(&as_role(c_url, &app)).await;
+        for sql in [
+            "SELECT image FROM tandem.outbox",
+            "SELECT count(*) FROM tandem.id_map",
+            "UPDATE tandem.id_map SET applied_seq = 0",
+            "DELETE FROM tandem.id_map",
+            "INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq) VALUES ('order', '[1]', '[1]', 0)",
+            "DELETE FROM tandem.outbox",
+            "UPDATE tandem.outbox SET suspended = false",
+        ] {
+            let e = c
+                .batch_execute(sql)
+                .await
+                .expect_err(&format!("side {what}: the application role ran {sql}"));
+            let m = e.as_db_error().map(|d| d.message().to_string()).unwrap_or_default();
+            assert!(m.contains("permission denied"), "side {what}: {sql}: {m}");
+        }
+    }
+}
