@@ -27,7 +27,9 @@ pub enum ConnectError {
 /// A connection string split into what tokio-postgres takes and what tandem handles.
 #[derive(Debug)]
 pub struct Conninfo {
+    /// What tokio-postgres gets (its `ssl_mode` set from `sslmode`).
     pub config: tokio_postgres::Config,
+    /// libpq's TLS parameters, which tandem honours itself.
     pub tls: TlsSettings,
     /// libpq's `passfile`.
     pub passfile: Option<PathBuf>,

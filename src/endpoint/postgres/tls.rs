@@ -92,6 +92,7 @@ pub enum RootCert {
 /// The TLS settings of a connection string (libpq's `ssl*` parameters).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsSettings {
+    /// `sslmode` (default `prefer`).
     pub mode: SslMode,
     /// `None`: the default file, `~/.postgresql/root.crt`, when it exists.
     pub root_cert: Option<RootCert>,
