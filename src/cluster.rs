@@ -545,6 +545,29 @@ fn sweep(root: &Path, runner: &Runner) {
 // The cluster
 // ---------------------------------------------------------------------------------------------
 
+/// What a cluster needs beyond the defaults, for [`Cluster::start_with`]: TLS and
+/// authentication rules (the tests of TLS, client certificates and passwords).
+#[derive(Debug, Clone, Default)]
+pub struct ServerSetup {
+    /// With it the server runs with `ssl = on`.
+    pub tls: Option<ServerTls>,
+    /// `pg_hba.conf` lines put before initdb's (`trust` for everyone), so they decide first:
+    /// e.g. `hostssl all alice 127.0.0.1/32 cert` or `host all bob 127.0.0.1/32 scram-sha-256`.
+    pub hba: Vec<String>,
+}
+
+/// The server's TLS files, as PEM text.
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// The server's certificate (and any intermediates).
+    pub cert_pem: String,
+    /// Its private key.
+    pub key_pem: String,
+    /// The authority whose client certificates the server accepts (`ssl_ca_file`), for
+    /// `cert` rules in `pg_hba.conf`.
+    pub client_ca_pem: Option<String>,
+}
+
 /// A throwaway local PostgreSQL cluster; see the module documentation.
 ///
 /// All methods take `&self`, so a cluster can be shared between threads (e.g. in a `static`).
@@ -553,6 +576,8 @@ pub struct Cluster {
     id: u64,
     teardown: Teardown,
     port: u16,
+    /// Lines added to `tandem.conf` (TLS).
+    extra_settings: String,
 }
 
 fn sanitize_label(label: &str) -> String {
@@ -614,6 +639,12 @@ impl Cluster {
     /// `label` names the directory (`<label>-<pid>-<n>`; characters other than ASCII letters,
     /// digits and `_` become `_`). Also removes clusters left behind by dead processes.
     pub fn start(label: &str) -> Result<Cluster> {
+        Cluster::start_with(label, &ServerSetup::default())
+    }
+
+    /// [`start`](Self::start), with TLS files and `pg_hba.conf` rules installed before the
+    /// server starts.
+    pub fn start_with(label: &str, setup: &ServerSetup) -> Result<Cluster> {
         static SWEEP: Once = Once::new();
         static NEXT: AtomicU64 = AtomicU64::new(0);
 
@@ -649,6 +680,7 @@ impl Cluster {
             id,
             teardown,
             port: 0,
+            extra_settings: String::new(),
         };
         runner.give(&dir)?;
 
@@ -669,6 +701,7 @@ impl Cluster {
             .open(&conf)
             .and_then(|mut f| f.write_all(b"\n# tandem cluster settings\ninclude 'tandem.conf'\n"))
             .map_err(io_err(format!("appending to {}", conf.display())))?;
+        cluster.apply_setup(setup)?;
 
         let mut attempts = 0;
         loop {
@@ -688,6 +721,42 @@ impl Cluster {
 
     fn data_dir(&self) -> PathBuf {
         self.teardown.data()
+    }
+
+    /// Writes the TLS files (the key readable by the server's user only, as PostgreSQL
+    /// demands) and the `pg_hba.conf` rules of `setup`.
+    fn apply_setup(&mut self, setup: &ServerSetup) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let data = self.data_dir();
+        let runner = self.runner().clone();
+        let write = |name: &str, text: &str, mode: u32| -> Result<()> {
+            let path = data.join(name);
+            fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(io_err(format!("chmod {}", path.display())))?;
+            runner.give(&path)
+        };
+        if let Some(tls) = &setup.tls {
+            write("server.crt", &tls.cert_pem, 0o644)?;
+            write("server.key", &tls.key_pem, 0o600)?;
+            self.extra_settings = "ssl = on\n\
+                 ssl_cert_file = 'server.crt'\n\
+                 ssl_key_file = 'server.key'\n"
+                .to_string();
+            if let Some(ca) = &tls.client_ca_pem {
+                write("client_ca.crt", ca, 0o644)?;
+                self.extra_settings
+                    .push_str("ssl_ca_file = 'client_ca.crt'\n");
+            }
+        }
+        if !setup.hba.is_empty() {
+            let path = data.join("pg_hba.conf");
+            let old =
+                fs::read_to_string(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let text = format!("{}\n{old}", setup.hba.join("\n"));
+            fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;
+        }
+        Ok(())
     }
 
     fn runner(&self) -> &Runner {
@@ -714,8 +783,10 @@ impl Cluster {
              synchronous_commit = on\n\
              full_page_writes = off\n\
              max_connections = 100\n\
-             shared_buffers = 32MB\n",
+             shared_buffers = 32MB\n\
+             {extra}",
             port = self.port,
+            extra = self.extra_settings,
         );
         let path = self.data_dir().join("tandem.conf");
         fs::write(&path, text).map_err(io_err(format!("writing {}", path.display())))?;

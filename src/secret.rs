@@ -2,9 +2,13 @@
 //! prints it with the password replaced by `***`; [`redact`] does the same to any text (error
 //! messages of drivers and of the config loader, which may quote a URL). Every message that
 //! may hold a connection string goes through here before it is logged or shown.
+//! [`SecretFile`] is a password or connection string kept in a file of its own
+//! (`password_file`, `url_file`), read when a connection is opened, so a rotated secret is
+//! used without a restart; its errors name the file, never what it holds.
 
 use std::fmt;
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 /// A connection string. Debug and Display print it with any password
 /// replaced by `***` (postgres URL `postgres://user:pw@host/db` →
@@ -56,6 +60,72 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
+    }
+}
+
+/// A file that holds one secret (a password, or a whole connection string): a Docker or
+/// Kubernetes secret, a systemd credential. Read anew each time a connection is opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretFile(PathBuf);
+
+/// Why a [`SecretFile`] could not be read. Names the file, never its content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretFileError {
+    /// The file is missing, unreadable or not UTF-8 text.
+    #[error("cannot read {path}: {reason}")]
+    Unreadable {
+        /// The file.
+        path: PathBuf,
+        /// The system's reason (never the content).
+        reason: String,
+    },
+    /// The file holds nothing but blanks.
+    #[error("{path} is empty")]
+    Empty {
+        /// The file.
+        path: PathBuf,
+    },
+}
+
+impl SecretFile {
+    /// The secret in the file at `path`.
+    pub fn new(path: PathBuf) -> Self {
+        SecretFile(path)
+    }
+
+    /// Where the secret is.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Reads the secret now. Line ends at the end are dropped (`echo pw > file` and
+    /// Kubernetes secrets written from text end with one); everything else is kept.
+    pub fn read(&self) -> Result<Secret, SecretFileError> {
+        let text = std::fs::read_to_string(&self.0).map_err(|e| SecretFileError::Unreadable {
+            path: self.0.clone(),
+            reason: io_reason(&e),
+        })?;
+        let value = text.trim_end_matches(['\n', '\r']);
+        if value.trim().is_empty() {
+            return Err(SecretFileError::Empty {
+                path: self.0.clone(),
+            });
+        }
+        Ok(Secret::new(value.to_string()))
+    }
+}
+
+/// An I/O error's reason without the "(os error N)" tail, which tells a user nothing.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::InvalidData => "it is not UTF-8 text".to_string(),
+        _ => {
+            let m = e.to_string();
+            match m.find(" (os error") {
+                Some(i) => m[..i].to_string(),
+                None => m,
+            }
+        }
     }
 }
 
@@ -178,6 +248,30 @@ fn closing_quote(bytes: &[u8], open: usize, quote: u8) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_drop_line_ends_and_never_show_their_content() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("pw");
+        std::fs::write(&path, "s3 cret\r\n").expect("write");
+        let file = SecretFile::new(path.clone());
+        assert_eq!(file.read().expect("read").expose(), "s3 cret");
+        std::fs::write(&path, "\n").expect("write");
+        let e = file.read().expect_err("empty");
+        assert_eq!(e.to_string(), format!("{} is empty", path.display()));
+        std::fs::write(&path, [0xff_u8, b'x']).expect("write");
+        let e = file.read().expect_err("binary").to_string();
+        assert!(e.ends_with("it is not UTF-8 text"), "{e}");
+        let missing = SecretFile::new(dir.path().join("nope"));
+        let e = missing.read().expect_err("missing").to_string();
+        assert_eq!(
+            e,
+            format!(
+                "cannot read {}: No such file or directory",
+                missing.path().display()
+            )
+        );
+    }
 
     #[test]
     fn redacts_url_passwords() {

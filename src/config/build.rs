@@ -42,6 +42,8 @@ struct ColumnLoc {
 pub(super) struct Builder<'b> {
     pub(super) env: &'b dyn Fn(&str) -> Option<String>,
     pub(super) lines: &'b LineIndex<'b>,
+    /// The config file's folder: relative `*_file` paths start there.
+    pub(super) dir: Option<&'b Path>,
     pub(super) problems: Vec<(Loc, String)>,
 }
 
@@ -76,6 +78,26 @@ impl Builder<'_> {
                 None
             }
         }
+    }
+
+    /// A `*_file` key: `${ENV}` expanded, relative to the config file's folder, and readable
+    /// now (the problem names the file and the line, never what the file holds).
+    fn secret_file(&mut self, ctx: &str, key: &str, raw: Spanned<String>) -> Option<SecretFile> {
+        let text = self.text(&format!("{ctx}: {key}"), raw)?;
+        if text.value.trim().is_empty() {
+            self.report(Some(text.at), format!("{ctx}: {key} is empty"));
+            return None;
+        }
+        let path = Path::new(&text.value);
+        let path = match self.dir {
+            Some(dir) if path.is_relative() => dir.join(path),
+            _ => path.to_path_buf(),
+        };
+        let file = SecretFile::new(path);
+        if let Err(e) = file.read() {
+            self.report(Some(text.at), format!("{ctx}: {key}: {e}"));
+        }
+        Some(file)
     }
 
     fn required_text(
@@ -188,6 +210,8 @@ impl Builder<'_> {
         let mut config = SideConfig {
             kind: DbKind::Postgres,
             url: Secret::new(String::new()),
+            url_file: None,
+            password_file: None,
             pool_size: 8,
             schema: "tandem".to_owned(),
         };
@@ -208,13 +232,34 @@ impl Builder<'_> {
             &[("postgres", DbKind::Postgres), ("mssql", DbKind::Mssql)],
             DbKind::Postgres,
         );
-        let url = self.required_text(&ctx, "url", raw.url, &at);
-        if let Some(url) = url {
-            // The value may hold a password: say where, never what.
-            if url.value.trim().is_empty() {
-                self.report(Some(url.at), format!("{ctx}: url is empty"));
+        match (raw.url, raw.url_file) {
+            (Some(_), Some(file)) => self.report(
+                Some(file.span()),
+                format!("{ctx}: give url or url_file, not both"),
+            ),
+            (None, Some(file)) => {
+                if let Some(file) = self.secret_file(&ctx, "url_file", file) {
+                    // Read now so that a missing file is a config error; connections read it
+                    // again (rotation).
+                    if let Ok(url) = file.read() {
+                        config.url = url;
+                    }
+                    config.url_file = Some(file);
+                }
             }
-            config.url = Secret::new(url.value);
+            (url, None) => {
+                let url = self.required_text(&ctx, "url", url, &at);
+                if let Some(url) = url {
+                    // The value may hold a password: say where, never what.
+                    if url.value.trim().is_empty() {
+                        self.report(Some(url.at), format!("{ctx}: url is empty"));
+                    }
+                    config.url = Secret::new(url.value);
+                }
+            }
+        }
+        if let Some(file) = raw.password_file {
+            config.password_file = self.secret_file(&ctx, "password_file", file);
         }
         config.pool_size = self.number(&ctx, "pool_size", raw.pool_size, 1, 8);
         if let Some(raw_schema) = raw.schema {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use crate::secret::{redact, Secret};
+pub use crate::secret::{redact, Secret, SecretFile, SecretFileError};
 pub use crate::side::Side;
 pub use render::{ConfigError, Problem};
 
@@ -142,12 +142,36 @@ impl Config {
 pub struct SideConfig {
     /// The database engine.
     pub kind: DbKind,
-    /// The connection string, `${ENV}` already expanded.
+    /// The connection string, `${ENV}` already expanded (with `url_file`: the file's content
+    /// when the config was loaded; connections read the file again, see [`Self::current_url`]).
     pub url: Secret,
+    /// `url_file`: the connection string is kept in this file.
+    pub url_file: Option<SecretFile>,
+    /// `password_file`: the password is kept in this file; it wins over one in the url.
+    pub password_file: Option<SecretFile>,
     /// Maximum number of pooled connections (default 8).
     pub pool_size: u32,
     /// Schema holding tandem's own objects (default `"tandem"`).
     pub schema: String,
+}
+
+impl SideConfig {
+    /// The connection string as it is now: `url_file` is read again, so a connection opened
+    /// after a rotation uses the new one.
+    pub fn current_url(&self) -> Result<Secret, SecretFileError> {
+        match &self.url_file {
+            Some(file) => file.read(),
+            None => Ok(self.url.clone()),
+        }
+    }
+
+    /// The password from `password_file` as it is now (`None` without one).
+    pub fn current_password(&self) -> Result<Option<Secret>, SecretFileError> {
+        self.password_file
+            .as_ref()
+            .map(SecretFile::read)
+            .transpose()
+    }
 }
 
 /// Tuning of the sync loop (`[sync]`).
@@ -305,8 +329,8 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     parse(&text, path, &|name| std::env::var(name).ok())
 }
 
-/// Same as [`load`] from text (`path` is used in messages only); `env` looks
-/// up variables.
+/// Same as [`load`] from text (`path` is used in messages, and relative `url_file` and
+/// `password_file` paths start from its folder); `env` looks up variables.
 pub fn parse(
     text: &str,
     path: &Path,
@@ -325,6 +349,7 @@ pub fn parse(
     let mut builder = Builder {
         env,
         lines: &lines,
+        dir: path.parent().filter(|d| !d.as_os_str().is_empty()),
         problems: Vec::new(),
     };
     let config = builder.document(document, path);

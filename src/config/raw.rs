@@ -23,6 +23,8 @@ pub struct Document {
 pub struct Database {
     pub kind: Option<Spanned<String>>,
     pub url: Option<Spanned<String>>,
+    pub url_file: Option<Spanned<String>>,
+    pub password_file: Option<Spanned<String>>,
     // Signed so that negative numbers get our message, not serde's.
     pub pool_size: Option<Spanned<i64>>,
     pub schema: Option<Spanned<String>>,

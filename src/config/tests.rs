@@ -328,7 +328,7 @@ fn unknown_keys_are_named_with_position() {
     assert_eq!(at(&problem), (8, 1));
     assert_eq!(
         problem.message,
-        "unknown key `pool`, expected one of `kind`, `url`, `pool_size`, `schema`"
+        "unknown key `pool`, expected one of `kind`, `url`, `url_file`, `password_file`, `pool_size`, `schema`"
     );
 
     let text = format!("{HEAD}{ORDER}colums = []\n");
@@ -425,6 +425,72 @@ fn missing_database_keys_point_at_the_table() {
     assert_eq!(at(&all[0]), (1, 1));
     assert_eq!(all[1].message, r#"[b]: missing required key "kind""#);
     assert_eq!(at(&all[1]), (4, 1));
+}
+
+#[test]
+fn secrets_can_live_in_files_read_again_at_each_connection() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("a.url"),
+        "Server=db;User Id=sa;Password=hunter2;\n",
+    )
+    .expect("write");
+    std::fs::write(dir.path().join("b.pw"), "first\n").expect("write");
+    let text = format!(
+        "[a]\nkind = \"mssql\"\nurl_file = \"a.url\"\n\n[b]\nkind = \"postgres\"\n\
+         url = \"postgres://tandem@db/app\"\npassword_file = \"{}/b.pw\"\n{ORDER}",
+        dir.path().display()
+    );
+    // Relative paths start at the config file's folder.
+    let config = parse(&text, &dir.path().join("tandem.toml"), &test_env).expect("valid");
+    assert_eq!(
+        config.a.url.expose(),
+        "Server=db;User Id=sa;Password=hunter2;"
+    );
+    let pw = |c: &Config| c.b.current_password().expect("read").expect("some");
+    assert_eq!(pw(&config).expose(), "first");
+    std::fs::write(dir.path().join("b.pw"), "second").expect("rotate");
+    assert_eq!(pw(&config).expose(), "second", "read again, not cached");
+    std::fs::write(dir.path().join("a.url"), "Server=db2;User Id=sa;Password=x").expect("rotate");
+    assert_eq!(
+        config.a.current_url().expect("read").expose(),
+        "Server=db2;User Id=sa;Password=x"
+    );
+}
+
+#[test]
+fn unreadable_secret_files_name_the_file_and_the_line_never_the_secret() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(dir.path().join("empty"), "\n").expect("write");
+    let text = format!(
+        "[a]\nkind = \"postgres\"\nurl_file = \"/nonexistent/tandem/a.url\"\n\n[b]\n\
+         kind = \"postgres\"\nurl = \"postgres://u:hunter2@db/app\"\npassword_file = \"empty\"\n{ORDER}"
+    );
+    let err = parse(&text, &dir.path().join("tandem.toml"), &test_env).expect_err("problems");
+    let all = &err.problems;
+    assert_eq!(all.len(), 2, "{all:#?}");
+    assert_eq!(
+        all[0].message,
+        "[a]: url_file: cannot read /nonexistent/tandem/a.url: No such file or directory"
+    );
+    assert_eq!(at(&all[0]), (3, 12));
+    assert_eq!(
+        all[1].message,
+        format!(
+            "[b]: password_file: {}/empty is empty",
+            dir.path().display()
+        )
+    );
+    assert_eq!(at(&all[1]), (8, 17));
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+
+    let both = format!("{HEAD}{ORDER}").replacen(
+        "kind = \"mssql\"\n",
+        "kind = \"mssql\"\nurl_file = \"/x\"\n",
+        1,
+    );
+    let problem = only_problem(&both);
+    assert_eq!(problem.message, "[a]: give url or url_file, not both");
 }
 
 #[test]

@@ -127,6 +127,11 @@ impl TestSide {
         TestSide::connect(self.dialect(), &self.url, self.side).await
     }
 
+    /// The database's connection string (a URL, or an ADO.NET string on SQL Server).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     pub fn dialect(&self) -> Dialect {
         match self.conn {
             Conn::Pg(_) => Dialect::Pg,

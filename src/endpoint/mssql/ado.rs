@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::config::{redact, Side};
+use crate::config::{redact, Side, SideConfig};
 use crate::endpoint::EndpointError;
 
 /// A parsed connection string: the driver config and what to show in messages.
@@ -178,6 +178,27 @@ pub fn parse(s: &str, side: Side) -> Result<Ado, EndpointError> {
         target,
         connect_timeout,
     })
+}
+
+/// The side's connection as it is now: `url_file` and `password_file` are read again, so the
+/// next connection after a rotation uses the new secret. The password from `password_file`
+/// wins over one in the string.
+pub fn for_side(sc: &SideConfig, side: Side) -> Result<Ado, EndpointError> {
+    let file_error = |key: &str, e: crate::config::SecretFileError| {
+        EndpointError::Config(format!("side {side}: {key}: {e}"))
+    };
+    let url = sc.current_url().map_err(|e| file_error("url_file", e))?;
+    let mut ado = parse(url.expose(), side)?;
+    if let Some(password) = sc
+        .current_password()
+        .map_err(|e| file_error("password_file", e))?
+    {
+        let p = pairs(url.expose()).unwrap_or_default();
+        let user = get(&p, &["user", "user id", "uid", "username"]).unwrap_or("");
+        ado.config
+            .authentication(tiberius::AuthMethod::sql_server(user, password.expose()));
+    }
+    Ok(ado)
 }
 
 /// The same connection string pointing at another database (used by the tests to create

@@ -77,12 +77,12 @@ impl MsEndpoint {
     /// Builds the endpoint; connects on first use.
     pub fn new(config: Arc<Config>, side: Side) -> Result<MsEndpoint, EndpointError> {
         let sc = config.side(side);
-        let ado = ado::parse(sc.url.expose(), side)?;
+        let ado = ado::for_side(sc, side)?;
         let common = Common::build(&config, side)?;
         // Validates every template now, so the scripts below cannot fail later.
         sql::install_script(&config, side)?;
         sql::uninstall_script(&config, side)?;
-        let pool = MsPool::new(ado, sc.pool_size, side, &common);
+        let pool = MsPool::new(ado, sc, side, &common);
         Ok(MsEndpoint {
             config,
             side,
@@ -643,7 +643,7 @@ mod lease {
 
     pub async fn try_lead(ep: &MsEndpoint) -> Result<Option<Box<dyn Lease>>, EndpointError> {
         let side = ep.side;
-        let ado = super::ado::parse(ep.config.side(side).url.expose(), side)?;
+        let ado = super::ado::for_side(ep.config.side(side), side)?;
         let unreachable = |message: String| EndpointError::Unreachable {
             side,
             target: ado.target.clone(),

@@ -18,7 +18,7 @@ use tokio_util::compat::{Compat, TokioAsyncWriteCompatExt};
 use super::ado::Ado;
 use super::error::classify;
 use super::sql::Common;
-use crate::config::{redact, Side};
+use crate::config::{redact, Side, SideConfig};
 use crate::endpoint::pool::{Driver, Pool};
 use crate::endpoint::{EndpointError, ErrorKind};
 
@@ -47,6 +47,9 @@ pub struct Manager {
     config: tiberius::Config,
     connect_timeout: Duration,
     session: String,
+    /// With `url_file` or `password_file`, the side's settings: each new connection reads the
+    /// files again (a rotated password works without a restart).
+    secrets: Option<(SideConfig, Side)>,
 }
 
 impl Manager {
@@ -76,10 +79,21 @@ impl bb8::ManageConnection for Manager {
     type Error = TdsError;
 
     async fn connect(&self) -> Result<MsConn, TdsError> {
-        let client = match self.open(self.config.clone()).await {
+        let config = match &self.secrets {
+            Some((sc, side)) => {
+                super::ado::for_side(sc, *side)
+                    .map_err(|e| TdsError::Io {
+                        kind: std::io::ErrorKind::InvalidInput,
+                        message: e.to_string(),
+                    })?
+                    .config
+            }
+            None => self.config.clone(),
+        };
+        let client = match self.open(config.clone()).await {
             // Azure SQL and availability groups may redirect the login to another node.
             Err(TdsError::Routing { host, port }) => {
-                let mut config = self.config.clone();
+                let mut config = config;
                 config.host(&host);
                 config.port(port);
                 self.open(config).await?
@@ -198,11 +212,15 @@ pub fn describe(e: &TdsError) -> String {
 
 impl MsPool {
     /// Builds the pool; no connection is made yet.
-    pub fn new(ado: Ado, size: u32, side: Side, common: &Common) -> MsPool {
+    pub fn new(ado: Ado, sc: &SideConfig, side: Side, common: &Common) -> MsPool {
+        let size = sc.pool_size;
+        let secrets =
+            (sc.url_file.is_some() || sc.password_file.is_some()).then(|| (sc.clone(), side));
         let manager = Manager {
             config: ado.config,
             connect_timeout: ado.connect_timeout,
             session: common.session.clone(),
+            secrets,
         };
         let timeout = ado.connect_timeout * 3 + Duration::from_secs(1);
         MsPool {

@@ -2,11 +2,13 @@
 
 mod apply;
 mod bulk;
+pub mod connect;
 pub mod error;
 mod pool;
 mod row;
 mod schema;
 pub mod sql;
+pub mod tls;
 mod wave;
 
 use std::collections::{HashMap, HashSet};
@@ -73,7 +75,7 @@ impl PgEndpoint {
     /// Builds the endpoint and its statements; connects on first use.
     pub fn new(config: Arc<Config>, side: Side) -> Result<PgEndpoint, EndpointError> {
         let sc = config.side(side);
-        let pool = PgPool::new(sc.url.expose(), sc.pool_size, side)?;
+        let pool = PgPool::new(sc, side)?;
         let sql = Sql::build(&config, side)?;
         Ok(PgEndpoint {
             config,
@@ -443,9 +445,8 @@ mod lease {
     use std::time::Duration;
 
     use async_trait::async_trait;
-    use tokio_postgres::{Client, NoTls, Statement};
+    use tokio_postgres::{Client, Statement};
 
-    use super::pool::describe;
     use super::PgEndpoint;
     use crate::endpoint::{EndpointError, Lease};
 
@@ -497,35 +498,25 @@ mod lease {
 
     pub async fn try_lead(ep: &PgEndpoint) -> Result<Option<Box<dyn Lease>>, EndpointError> {
         let side = ep.side;
-        let mut config: tokio_postgres::Config =
-            ep.config.side(side).url.expose().parse().map_err(|e| {
-                EndpointError::Config(format!(
-                    "side {side}: the url is not a valid PostgreSQL connection string ({})",
-                    crate::secret::redact(&format!("{e}"))
-                ))
+        let (connector, _) = super::connect::Connector::new(ep.config.side(side), side)?;
+        let client = connector
+            .connect(|config| {
+                // Its own name, so a DBA can tell the lock's session from the pool's.
+                let name = match config.get_application_name() {
+                    Some(n) => format!("{n} lease"),
+                    None => "tandem lease".to_string(),
+                };
+                config.application_name(&name);
+                if config.get_connect_timeout().is_none() {
+                    config.connect_timeout(Duration::from_secs(5));
+                }
+            })
+            .await
+            .map_err(|e| EndpointError::Unreachable {
+                side,
+                target: ep.pool.target().to_string(),
+                message: super::pool::describe_connect(&e),
             })?;
-        // Its own name, so a DBA can tell the lock's session from the pool's.
-        let name = match config.get_application_name() {
-            Some(n) => format!("{n} lease"),
-            None => "tandem lease".to_string(),
-        };
-        config.application_name(&name);
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|e| EndpointError::Unreachable {
-                    side,
-                    target: ep.pool.target().to_string(),
-                    message: describe(&e),
-                })?;
-        tokio::spawn(async move {
-            // Ends when the lease (the client) is dropped or the server goes away.
-            let _ = connection.await;
-        });
         let err = |e| ep.pool.error("take the lead", e);
         client
             .batch_execute(section("session"))

@@ -7,10 +7,11 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio_postgres::{Client, Statement};
 
+use super::connect::{ConnectError, Connector};
 use super::error::classify;
-use crate::config::Side;
+use crate::config::{Side, SideConfig};
 use crate::endpoint::pool::{Driver, Pool};
 use crate::endpoint::EndpointError;
 
@@ -20,30 +21,57 @@ pub struct PgConn {
     pub stmts: HashMap<String, Statement>,
 }
 
-/// Opens connections for bb8.
+/// Opens connections for bb8 (through the side's [`Connector`]: TLS, secret files, the
+/// password file, all read again for each new connection).
 pub struct Manager {
-    config: tokio_postgres::Config,
+    connector: Connector,
+}
+
+/// Plan every execution for its parameters. A generic plan is cached after a few runs,
+/// typically while id_map is still nearly empty; when it has grown to 100k links that plan (a
+/// bitmap scan of the entity's whole id_map) cost 11 ms a batch of look-ups instead of well
+/// under one (measured). Planning each time costs far less. random_page_cost 1.1: what tandem
+/// reads is hot (the outbox's newest rows, id_map); with the default 4 the planner deleted
+/// 4,000 done rows by a sequential scan of a 200,000-row outbox (23 ms a batch) rather than by
+/// its primary key.
+const SESSION: &str = "-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1";
+
+/// The pool's settings on top of the connection string's.
+fn pool_settings(config: &mut tokio_postgres::Config) {
+    if config.get_application_name().is_none() {
+        config.application_name("tandem");
+    }
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(5));
+    }
+    config.keepalives_idle(Duration::from_secs(30));
+    let options = match config.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} {SESSION}"),
+        _ => SESSION.to_string(),
+    };
+    config.options(options);
 }
 
 impl bb8::ManageConnection for Manager {
     type Connection = PgConn;
-    type Error = tokio_postgres::Error;
+    type Error = ConnectError;
 
-    async fn connect(&self) -> Result<PgConn, tokio_postgres::Error> {
-        let (client, connection) = self.config.connect(NoTls).await?;
-        tokio::spawn(async move {
-            // The connection ends when the client is dropped or the server goes away; the
-            // client then reports itself closed and the pool discards it.
-            let _ = connection.await;
-        });
+    async fn connect(&self) -> Result<PgConn, ConnectError> {
+        // The connection ends when the client is dropped or the server goes away; the client
+        // then reports itself closed and the pool discards it.
+        let client = self.connector.connect(pool_settings).await?;
         Ok(PgConn {
             client,
             stmts: HashMap::new(),
         })
     }
 
-    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), tokio_postgres::Error> {
-        conn.client.simple_query("").await.map(|_| ())
+    async fn is_valid(&self, conn: &mut PgConn) -> Result<(), ConnectError> {
+        conn.client
+            .simple_query("")
+            .await
+            .map(|_| ())
+            .map_err(ConnectError::Driver)
     }
 
     fn has_broken(&self, conn: &mut PgConn) -> bool {
@@ -52,8 +80,29 @@ impl bb8::ManageConnection for Manager {
 }
 
 impl Driver for Manager {
-    fn describe(e: &tokio_postgres::Error) -> String {
-        describe(e)
+    fn describe(e: &ConnectError) -> String {
+        describe_connect(e)
+    }
+}
+
+/// A failed connection's message, with what to do when TLS is the cause.
+pub fn describe_connect(e: &ConnectError) -> String {
+    match e {
+        ConnectError::Setup(m) => m.clone(),
+        ConnectError::Driver(e) => {
+            let m = describe(e);
+            let hint = if m.contains("server does not support TLS") {
+                " (the connection string asks for TLS with sslmode=require, verify-ca or \
+                 verify-full, and this server has ssl = off: turn TLS on at the server, or \
+                 connect with sslmode=prefer or disable)"
+            } else if m.contains("invalid peer certificate") {
+                " (sslmode=verify-ca checks the server's certificate against sslrootcert; \
+                 verify-full also checks that it names the host in the url)"
+            } else {
+                ""
+            };
+            format!("{m}{hint}")
+        }
     }
 }
 
@@ -79,38 +128,12 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 }
 
 impl Pool<Manager> {
-    /// Parses the URL and builds the pool; no connection is made yet.
-    pub fn new(url: &str, size: u32, side: Side) -> Result<PgPool, EndpointError> {
-        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
-            EndpointError::Config(format!(
-                "side {side}: the url is not a valid PostgreSQL connection string ({})",
-                crate::secret::redact(&format!("{e}"))
-            ))
-        })?;
-        if config.get_application_name().is_none() {
-            config.application_name("tandem");
-        }
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(5));
-        }
-        config.keepalives_idle(Duration::from_secs(30));
-        // Plan every execution for its parameters. A generic plan is cached after a few runs,
-        // typically while id_map is still nearly empty; when it has grown to 100k links that
-        // plan (a bitmap scan of the entity's whole id_map) cost 11 ms a batch of look-ups
-        // instead of well under one (measured). Planning each time costs far less.
-        // random_page_cost 1.1: what tandem reads is hot (the outbox's newest rows, id_map);
-        // with the default 4 the planner deleted 4,000 done rows by a sequential scan of a
-        // 200,000-row outbox (23 ms a batch) rather than by its primary key.
-        const SESSION: &str = "-c plan_cache_mode=force_custom_plan -c random_page_cost=1.1";
-        let options = match config.get_options() {
-            Some(o) if !o.is_empty() => format!("{o} {SESSION}"),
-            _ => SESSION.to_string(),
-        };
-        config.options(options);
-        let target = target_of(&config);
+    /// Checks the connection string and builds the pool; no connection is made yet.
+    pub fn new(sc: &SideConfig, side: Side) -> Result<PgPool, EndpointError> {
+        let (connector, target) = Connector::new(sc, side)?;
         Ok(Pool::build(
-            Manager { config },
-            size,
+            Manager { connector },
+            sc.pool_size,
             side,
             target,
             Duration::from_secs(6),
@@ -138,20 +161,6 @@ impl Pool<Manager> {
             },
         }
     }
-}
-
-fn target_of(c: &tokio_postgres::Config) -> String {
-    let host = c
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            tokio_postgres::config::Host::Tcp(h) => h.clone(),
-            tokio_postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_else(|| "localhost".into());
-    let port = c.get_ports().first().copied().unwrap_or(5432);
-    let db = c.get_dbname().unwrap_or("");
-    format!("{host}:{port}/{db}")
 }
 
 /// Statements prepared on the batch's connection, shared by the changes running at once.
