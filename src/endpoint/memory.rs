@@ -179,6 +179,15 @@ impl MemDb {
         *n
     }
 
+    /// Rolls back to `before`, as a transaction or savepoint does: sequences (generated keys,
+    /// outbox sequence numbers) keep their values, as they do in the databases.
+    pub fn rollback_to(&mut self, before: MemDb) {
+        let (ids, seq) = (std::mem::take(&mut self.next_id), self.next_seq);
+        *self = before;
+        self.next_id = ids;
+        self.next_seq = seq;
+    }
+
     /// Makes sure a generated key never collides with a key a user typed.
     pub fn bump_id(&mut self, entity: &str, at_least: i64) {
         let n = self.next_id.entry(entity.to_string()).or_insert(0);
@@ -1035,7 +1044,7 @@ impl Target for MemEndpoint {
             match apply_one(&mut db, c, now) {
                 Ok(o) => outcomes.push(o),
                 Err(e) => {
-                    *db = savepoint;
+                    db.rollback_to(savepoint);
                     outcomes.push(Outcome::Failed(e));
                 }
             }
