@@ -167,8 +167,10 @@ struct World {
     worker: Worker,
     trace: String,
     verbose: bool,
-    /// Users change key columns (keys given by values move; legacy numbers are renumbered).
-    moves: bool,
+    /// The full workload (`SIM_WORKLOAD=full`): users also change key columns (keys given by
+    /// values move; legacy numbers are renumbered), reuse legacy numbers of deleted records,
+    /// and a side may have no foreign keys (children outlive their parent there).
+    full: bool,
 }
 
 /// A batch's outcomes and when the target committed them.
@@ -181,6 +183,8 @@ struct Worker {
     batches: VecDeque<(Staged, Option<Applied>)>,
     /// The last claim found nothing new: the burst ends once the rest is settled.
     exhausted: bool,
+    /// Records whose change failed in this burst (see `batch::apply_staged`).
+    held: batch::Held,
 }
 
 impl World {
@@ -210,9 +214,9 @@ async fn run_seed(seed: u64, steps: usize, verbose: bool) -> Result<(), String> 
     let config = Arc::new(
         config::parse(&text, Path::new("sim.toml"), &|_| None).map_err(|e| e.to_string())?,
     );
-    let no_fk = std::env::var("SIM_FK").as_deref() != Ok("cascade");
+    let full = std::env::var("SIM_WORKLOAD").as_deref() == Ok("full");
     let fk = |r: &mut ChaCha8Rng| {
-        if r.gen_bool(0.8) || !no_fk {
+        if r.gen_bool(0.8) || !full {
             Fk::Cascade
         } else {
             Fk::None
@@ -231,10 +235,11 @@ async fn run_seed(seed: u64, steps: usize, verbose: bool) -> Result<(), String> 
             from: Side::A,
             batches: VecDeque::new(),
             exhausted: false,
+            held: batch::Held::new(),
         },
         trace: String::new(),
         verbose,
-        moves: std::env::var("SIM_WORKLOAD").as_deref() == Ok("full"),
+        full,
     };
     w.note(format!(
         "seed {seed}: batch {batch}, fk A {fk_a:?} B {fk_b:?}, policies order {:?} item {:?}",
@@ -365,6 +370,7 @@ async fn step(w: &mut World) {
             w.note("crash: tandem restarts".into());
             w.worker.batches.clear();
             w.worker.exhausted = false;
+            w.worker.held.clear();
         }
         94..=96 => {
             let side = if w.rng.gen_bool(0.5) {
@@ -422,6 +428,7 @@ async fn worker_step(w: &mut World) {
         // The burst is over: the other direction's turn.
         w.worker.from = from.other();
         w.worker.exhausted = false;
+        w.worker.held.clear();
         return;
     };
     let result: Result<(), String> = match what {
@@ -455,7 +462,10 @@ async fn worker_step(w: &mut World) {
             let Some(i) = w.worker.batches.iter().position(|(_, o)| o.is_none()) else {
                 return;
             };
-            match batch::apply_staged(&target, &w.worker.batches[i].0).await {
+            let mut held = std::mem::take(&mut w.worker.held);
+            let applied = batch::apply_staged(&target, &mut w.worker.batches[i].0, &mut held).await;
+            w.worker.held = held;
+            match applied {
                 Ok(outcomes) => {
                     let text = summary(&w.worker.batches[i].0, &outcomes);
                     w.note(format!(
@@ -489,6 +499,7 @@ async fn worker_step(w: &mut World) {
         w.note(format!("{from}→: burst ends: {e}"));
         w.worker.batches.clear();
         w.worker.exhausted = false;
+        w.worker.held.clear();
         w.worker.from = from.other();
     }
 }
@@ -633,7 +644,7 @@ fn user_statement(
                     .collect::<Vec<_>>();
                 let key = match reuse.choose(&mut w.rng) {
                     // Legacy applications number their own records and reuse numbers.
-                    Some(k) if side == Side::A && w.rng.gen_bool(0.3) => k.clone(),
+                    Some(k) if w.full && side == Side::A && w.rng.gen_bool(0.3) => k.clone(),
                     _ => Key::from_values(&[json!(db.next_id(&entity.name))]),
                 };
                 used.push(key.clone());
@@ -647,7 +658,7 @@ fn user_statement(
             let movable: Vec<usize> = (0..entity.columns.len())
                 .filter(|&i| {
                     let c = &entity.columns[i];
-                    w.moves
+                    w.full
                         || [Side::A, Side::B]
                             .iter()
                             .all(|&s| !entity.side(s).key.iter().any(|k| k == c.name(s)))
@@ -672,7 +683,7 @@ fn user_statement(
             db.update(&entity.name, &k, &set, now).map_err(|r| r.0)?;
             Ok(format!("update {} {k} set {text}", entity.name))
         }
-        (80..=84, Some((k, _))) if w.moves && !entity.key_is_given(side) && side == Side::A => {
+        (80..=84, Some((k, _))) if w.full && !entity.key_is_given(side) && side == Side::A => {
             // A legacy key renumbered by a user.
             let to = db.next_id(&entity.name);
             let mut set = Image::new();

@@ -23,6 +23,9 @@ ORDER BY seq;
 -- all, each record's run stopping at its first row that is not a fresh update (an insert, a
 -- delete, a retried or suspended change). Every row comes with its record's key (as the
 -- capture trigger wrote it), so tandem groups a record's rows without reading their images.
+-- A head record's older changes still waiting for a retry come along too (pulled = 1): the
+-- newest image carries them, with the op folded (an update after an insert that failed is
+-- applied as that insert). A row pulled twice (by two head rows) is taken once by tandem.
 -- Locking as in claim. The head is found by its last sequence, then read by range: no table
 -- variable (measured on Babelfish: 40 ms a batch of 1,000 against 170 ms with one).
 SET NOCOUNT ON;
@@ -37,7 +40,16 @@ IF @P3 = N'[]'
            attempts, CONVERT(bit, 0) AS pulled, [key], derived
     FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
-      AND seq > @P2 AND seq <= @last;
+      AND seq > @P2 AND seq <= @last
+    UNION ALL
+    SELECT w.seq, w.entity, w.op, w.image, DATEDIFF_BIG(microsecond, '1970-01-01', w.captured_at),
+           w.attempts, CONVERT(bit, 1), w.[key], w.derived
+    FROM {{schema}}.[outbox] AS h WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+    JOIN {{schema}}.[outbox] AS w WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+      ON w.entity = h.entity AND w.key_prefix = h.key_prefix AND w.[key] = h.[key] AND w.seq < h.seq
+    WHERE h.suspended = 0 AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= SYSDATETIMEOFFSET())
+      AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
+      AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
 ELSE
     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
            attempts, CONVERT(bit, 0) AS pulled, [key], derived
@@ -67,7 +79,16 @@ ELSE
                           WHERE h2.entity = h.entity AND h2.key_prefix = h.key_prefix AND h2.[key] = h.[key]
                             AND h2.seq > h.seq AND h2.seq <= @last)
         ORDER BY l.seq
-    ) AS p;
+    ) AS p
+    UNION ALL
+    SELECT w.seq, w.entity, w.op, w.image, DATEDIFF_BIG(microsecond, '1970-01-01', w.captured_at),
+           w.attempts, CONVERT(bit, 1), w.[key], w.derived
+    FROM {{schema}}.[outbox] AS h WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+    JOIN {{schema}}.[outbox] AS w WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
+      ON w.entity = h.entity AND w.key_prefix = h.key_prefix AND w.[key] = h.[key] AND w.seq < h.seq
+    WHERE h.suspended = 0 AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= SYSDATETIMEOFFSET())
+      AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
+      AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
 
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).

@@ -137,6 +137,11 @@ BEGIN
 END
 $fn$;
 
+-- Changes waiting for a retry, by record: a newer change of the record takes them along (see
+-- claim_batch). Small: only failed changes are in it.
+CREATE INDEX IF NOT EXISTS outbox_retrying ON {{schema}}.outbox (entity, key, seq)
+    WHERE next_attempt_at IS NOT NULL AND NOT suspended;
+
 -- The oldest eligible pending changes. `SET enable_seqscan = off` pins the index scan even
 -- when statistics are stale (a fresh outbox looks empty to the planner).
 CREATE OR REPLACE FUNCTION {{schema}}.pending(max_rows integer)
@@ -155,6 +160,9 @@ $fn$;
 -- updates of one record costs one apply (the lever a log-based replica does not have).
 -- The run stops at the first insert, delete, retried or suspended change, so what is folded
 -- in is always the record's very next changes and order within a record is kept.
+-- A head record's older changes still waiting for a retry come along too (pulled): the
+-- newest image carries them, with the op folded (an update after an insert that failed is
+-- applied as that insert, not as an update after a delete; found by the simulation).
 -- Each row comes with its record's key, so tandem groups a record's rows without reading
 -- their images and decodes only the newest. (Sending only the newest image needs a sort of
 -- the batch by record here, which cost more than the images it saved: measured.)
@@ -173,6 +181,13 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     ), batch AS (
         SELECT h.seq, h.entity, h.op, h.key, h.image, h.captured_at, h.attempts, h.derived, false AS pulled
         FROM head AS h
+        UNION ALL
+        SELECT w.seq, w.entity, w.op, w.key, w.image, w.captured_at, w.attempts, w.derived, true
+        FROM (SELECT h.entity, h.key, min(h.seq) AS first FROM head AS h
+              WHERE h.key IS NOT NULL GROUP BY h.entity, h.key) AS r
+        JOIN {{schema}}.outbox AS w
+          ON w.entity = r.entity AND w.key = r.key AND w.seq < r.first
+         AND w.next_attempt_at > clock_timestamp() AND NOT w.suspended
         UNION ALL
         (SELECT l.seq, l.entity, l.op, l.key, l.image, l.captured_at, l.attempts, l.derived, true
          FROM (SELECT DISTINCT h.entity, h.key FROM head AS h

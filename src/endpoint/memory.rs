@@ -923,6 +923,23 @@ impl Source for MemEndpoint {
             derived: o.derived,
         };
         let mut out: Vec<OutboxRow> = head.iter().map(|o| row(o, false)).collect();
+        // A head record's older changes still waiting for a retry come along (pulled).
+        let mut first: BTreeMap<(&str, &Key), i64> = BTreeMap::new();
+        for o in &head {
+            first.entry((o.entity.as_str(), &o.key)).or_insert(o.seq);
+        }
+        out.extend(
+            db.outbox
+                .values()
+                .filter(|w| {
+                    !w.suspended
+                        && w.next_attempt_ms.is_some_and(|t| t > now)
+                        && first
+                            .get(&(w.entity.as_str(), &w.key))
+                            .is_some_and(|f| w.seq < *f)
+                })
+                .map(|w| row(w, true)),
+        );
         if let Some(max) = head.iter().map(|o| o.seq).max() {
             let records: BTreeSet<(String, Key)> = head
                 .iter()

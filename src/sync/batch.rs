@@ -117,7 +117,8 @@ pub async fn complete(
     if staged.claimed() == 0 {
         return Ok(staged.report);
     }
-    let outcomes = apply_staged(to, &staged).await?;
+    let mut staged = staged;
+    let outcomes = apply_staged(to, &mut staged, &mut Held::new()).await?;
     finish(config, from, staged, outcomes, chrono::Utc::now()).await
 }
 
@@ -153,9 +154,12 @@ pub async fn stage(
     let head: Vec<i64> = rows.iter().filter(|r| !r.pulled).map(|r| r.seq).collect();
     let head_rows = head.len();
     let head_max = head.iter().copied().max().unwrap_or(after);
+    // A row may come twice (a record's older waiting change, pulled along by two of its
+    // newer ones): once is enough.
+    let mut seen = HashSet::new();
     let rows: Vec<OutboxRow> = rows
         .into_iter()
-        .filter(|r| !in_flight.contains(&r.seq))
+        .filter(|r| !in_flight.contains(&r.seq) && seen.insert(r.seq))
         .collect();
     let mut staged = Staged {
         report: BatchReport {
@@ -319,15 +323,37 @@ pub async fn stage(
     Ok(staged)
 }
 
-/// Applies a staged batch at the target (in one transaction there).
+/// Records whose change failed earlier in a burst, with that change's op.
+pub type Held = HashMap<(String, Key), Op>;
+
+/// Applies a staged batch at the target (in one transaction there). A change of a record in
+/// `held` (its change in an earlier batch of the same burst failed: a batch is claimed while
+/// the one before is still being applied) carries that change along, its op folded with it
+/// as if both had been claimed together (an update after a failed insert is that insert);
+/// records whose change fails here are added to `held`.
 pub async fn apply_staged(
     to: &dyn Endpoint,
-    staged: &Staged,
+    staged: &mut Staged,
+    held: &mut Held,
 ) -> Result<Vec<Outcome>, EndpointError> {
     if staged.batch.is_empty() {
         return Ok(Vec::new());
     }
-    to.apply(&staged.batch).await
+    for c in &mut staged.batch {
+        if let Some(earlier) = held.get(&(c.entity.clone(), c.source_key.clone())) {
+            c.op = folded_op(&[*earlier, c.op]).unwrap_or(c.op);
+        }
+    }
+    let outcomes = to.apply(&staged.batch).await?;
+    for (c, o) in staged.batch.iter().zip(&outcomes) {
+        let record = (c.entity.clone(), c.source_key.clone());
+        if matches!(o, Outcome::Failed(_)) {
+            held.insert(record, c.op);
+        } else {
+            held.remove(&record);
+        }
+    }
+    Ok(outcomes)
 }
 
 /// Settles an applied batch at the source: outcomes counted and logged, id pairs written

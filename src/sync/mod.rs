@@ -136,6 +136,7 @@ pub async fn run_burst(
     let started = std::time::Instant::now();
     let mut total = BatchReport::default();
     let mut in_flight: HashSet<i64> = HashSet::new();
+    let mut held = batch::Held::new();
     let first = batch::stage(config, from, 0, &in_flight).await?;
     if !first.pipelined {
         let report = batch::complete(config, from, to, first).await?;
@@ -147,7 +148,7 @@ pub async fn run_burst(
     // A claim that failed ends the burst, after what the target committed is settled.
     let mut failed: Option<EndpointError> = None;
     loop {
-        let Some(current) = next.take().filter(|s| s.head_rows > 0 && go_on()) else {
+        let Some(mut current) = next.take().filter(|s| s.head_rows > 0 && go_on()) else {
             if let Some((s, o, at)) = applied.take() {
                 let r = batch::finish(config, from, s, o, at).await?;
                 each(&r);
@@ -178,7 +179,7 @@ pub async fn run_burst(
         };
         let source = async { tokio::join!(settled, claimed) };
         let target = async {
-            let r = batch::apply_staged(to, &current).await;
+            let r = batch::apply_staged(to, &mut current, &mut held).await;
             (r, Utc::now())
         };
         let ((outcomes, at), (finished, staged)) = tokio::join!(target, source);
