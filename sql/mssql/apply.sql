@@ -28,13 +28,14 @@ DECLARE @changes TABLE (
     row_problem      nvarchar(2000)    NULL,
     policy           varchar(12)       NOT NULL,
     derived          bit               NOT NULL,
+    source_key_given bit               NOT NULL,
     row_values       nvarchar(max)     NOT NULL,
     row_image        nvarchar(max)     NOT NULL,
     refs             nvarchar(max)     NULL
 );
 INSERT INTO @changes
 SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
-       c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.derived, c.row_values,
+       c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.derived, c.source_key_given, c.row_values,
        c.row_image, c.refs
 FROM OPENJSON(@P1) WITH (
     i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
@@ -42,6 +43,7 @@ FROM OPENJSON(@P1) WITH (
     peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
     key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
     row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy', derived bit '$.derived',
+    source_key_given bit '$.source_key_given',
     row_values nvarchar(max) '$.row' AS JSON, row_image nvarchar(max) '$.image' AS JSON,
     refs nvarchar(max) '$.refs' AS JSON
 ) AS c;
@@ -66,7 +68,8 @@ DECLARE @ins TABLE (k nvarchar(max));
 DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
         @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
-        @row_problem nvarchar(2000), @policy varchar(12), @derived bit, @row_values nvarchar(max),
+        @row_problem nvarchar(2000), @policy varchar(12), @derived bit, @source_key_given bit,
+        @row_values nvarchar(max),
         @row_image nvarchar(max), @refs nvarchar(max),
         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
         @given nvarchar(max), @found bit, @n int,
@@ -94,7 +97,8 @@ BEGIN
                @source_key = source_key, @peer_hint = peer_hint,
                @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
                @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
-               @policy = policy, @derived = derived, @row_values = row_values, @row_image = row_image, @refs = refs
+               @policy = policy, @derived = derived, @source_key_given = source_key_given,
+               @row_values = row_values, @row_image = row_image, @refs = refs
         FROM @changes WHERE i > @i ORDER BY i;
         IF @@ROWCOUNT = 0 BREAK;
         IF EXISTS (SELECT 1 FROM @skip WHERE i = @i)
@@ -121,7 +125,13 @@ BEGIN
             BEGIN
                 -- What this side knows of the record: its own link, else the source's (the
                 -- write-back of a link the source made may still be on its way here).
-                IF @link_found = 1
+                -- A tombstone here of another record than the one the source now links this key
+                -- to is older than that link where the source's keys are given by values (the
+                -- key was taken by a new record): the source's link wins.
+                IF @link_found = 1 AND @deleted = 1 AND @source_key_given = 1
+                   AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
+                    SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
+                ELSE IF @link_found = 1
                     SELECT @known = @own, @tombstone = @deleted,
                            @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;
                 ELSE

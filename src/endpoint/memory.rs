@@ -665,7 +665,11 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             return Ok(done(own, Done::Stale, false));
         }
     }
+    let reused = entity.key_is_given(side.other());
     let (known, linked_live, tombstone) = match &link {
+        Some(l) if l.deleted && reused && c.peer_hint.is_some() && c.peer_hint != l.own => {
+            (c.peer_hint.clone(), true, false)
+        }
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
@@ -788,7 +792,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 return Ok(done(Some(k), Done::Deleted, false));
             } else {
                 let mut obj = obj;
-                if !key_given {
+                if !key_given && !force {
                     // A generated key is drawn anew, never the old one again.
                     let id = db.next_id(&c.entity);
                     obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));

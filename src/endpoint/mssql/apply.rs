@@ -37,6 +37,8 @@ pub struct ChangeIn {
     /// Caused by tandem's own apply at the source: loses every conflict against a user's
     /// change (see `endpoint::conflict_winner`).
     pub derived: bool,
+    /// The source's keys are given by values (a key can be taken by a new record there).
+    pub source_key_given: bool,
     /// Values in the order of the entity's row columns; ref columns hold a marker.
     pub row: Vec<Value>,
     /// The mapped row as an object (for the conflict log).
@@ -156,6 +158,7 @@ pub fn prepare(plan: &EntityPlan, policy: ConflictPolicy, i: usize, c: &TargetCh
             row_problem,
             policy: policy_name(policy),
             derived: c.derived,
+            source_key_given: false,
             row,
             image,
             refs,
@@ -277,7 +280,9 @@ pub async fn apply_batch(
             })));
             continue;
         };
-        prepared.push(Some(prepare(p, e.on_conflict, i, c)));
+        let mut one = prepare(p, e.on_conflict, i, c);
+        one.change.source_key_given = e.key_is_given(ep.side.other());
+        prepared.push(Some(one));
         early.push(None);
     }
     let changes: Vec<&ChangeIn> = prepared.iter().flatten().map(|p| &p.change).collect();

@@ -343,7 +343,18 @@ async fn apply_one(
     }
     // What the target knows of the record: its own link, else the source's (write-back of
     // a link the source made may still be on its way here).
+    // A tombstone here of another record than the one the source now links this key to is
+    // older than that link when the source's keys are given by values (the key was taken by a
+    // new record): the source's link wins (found by the simulation: a delete of the new
+    // record was settled on the old one's tombstone, and the new record was left behind).
+    let reused = ep
+        .config
+        .entity(&c.entity)
+        .is_some_and(|e| e.key_is_given(ep.side.other()));
     let (known, linked_live, tombstone) = match &link {
+        Some((_, own, true)) if reused && c.peer_hint.is_some() && c.peer_hint != *own => {
+            (c.peer_hint.clone(), true, false)
+        }
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
@@ -523,10 +534,15 @@ async fn apply_one(
                     return Ok(done(Some(k), Done::Deleted, false));
                 }
                 // Gone here and created again: with a key given by values, under that key;
-                // a generated key is drawn anew (as on SQL Server), never the old one again,
-                // whose delete may still be on its way to the other side (reviving it made
-                // that delete tombstone a live record: found by the simulation).
-                None if es.key_given => (insert(tx, stmts, es, &obj).await?, Done::Written),
+                // a record that won a conflict over its delete here comes back under its old
+                // key (its other references here keep pointing at it); otherwise a generated
+                // key is drawn anew, never the old one, whose delete may still be on its way
+                // to the other side (reviving it made that delete tombstone a live record:
+                // found by the simulation). SQL Server always draws anew: giving an IDENTITY
+                // column a value needs ALTER on the table.
+                None if es.key_given || force => {
+                    (insert(tx, stmts, es, &obj).await?, Done::Written)
+                }
                 None => (insert(tx, stmts, es, &row).await?, Done::Written),
             }
         }
