@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Long runs of the randomized fault suite (tests/fault_suite.rs): many seeds, longer fault
-# phases. Every seed prints its setup and fault schedule; a failing one prints how to replay it
+# Long runs of the deterministic simulation (`bash deploy/soak.sh sim`) or of the randomized
+# fault suite (tests/fault_suite.rs; the default): many seeds, longer fault phases.
+#
+#   bash deploy/soak.sh sim       # SIM_SEEDS (default 1000000) seeds from SIM_FIRST_SEED
+#                                 # (default 1), release build; SIM_WORKLOAD=full adds key
+#                                 # moves, legacy number reuse, sides without foreign keys.
+#                                 # A failing seed replays with SIM_SEED=n.
+#
+# The fault suite: Every seed prints its setup and fault schedule; a failing one prints how to replay it
 # (FAULT_SEED=n) and keeps its evidence (tandem logs, both sides' tandem tables) under
 # target/tmp/fault-suite/seed-n/.
 #
@@ -20,6 +27,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
+
+if [[ "${1:-}" == "sim" ]]; then
+    export SIM_SEEDS="${SIM_SEEDS:-1000000}"
+    mkdir -p target
+    log="target/soak-sim-$(date +%Y%m%d-%H%M%S).log"
+    echo "soak: simulation, ${SIM_SEEDS} seed(s) from ${SIM_FIRST_SEED:-1}, workload ${SIM_WORKLOAD:-safe}; log: $log"
+    status=0
+    SIM_LIST=1 cargo test --release --test simulation -- --nocapture 2>&1 | tee "$log" || status=$?
+    grep '^simulation:' "$log" || true
+    exit "$status"
+fi
 
 bash deploy/install-postgres.sh >/dev/null
 

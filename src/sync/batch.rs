@@ -407,6 +407,13 @@ pub async fn finish(
                     info!(entity = %change.entity, from = %side, key = %change.source_key,
                           "{} discarded: the record was deleted at side {}", change.op, side.other());
                 }
+                // Moot: the record is gone at the target too (a child created while its
+                // parent was deleted there, and removed here by the cascade; an old copy).
+                if target_key.is_none() && (how == Done::Stale || change.op == Op::Delete) {
+                    info!(entity = %change.entity, from = %side, key = %change.source_key,
+                          "{} settled without effect: the record is gone at side {} too",
+                          change.op, side.other());
+                }
                 wb.done.extend(&change.seqs);
                 // A stale change without a target key: a newer change already settled the
                 // record as gone at the target; its link stays a tombstone here too.
