@@ -763,9 +763,12 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     if let Some(old) = &moved_from {
         moved = db.delete(&c.entity, old, now);
     }
+    // After a tombstone the record is created anew, unless the incoming change won a conflict
+    // against this side's changes of the record here: then it is that record (its values
+    // become the winner's; creating another left it behind unlinked: found by the fault suite).
     let candidate = if key_given {
         given
-    } else if tombstone {
+    } else if tombstone && !force {
         None
     } else {
         known.clone()

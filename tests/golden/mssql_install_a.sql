@@ -713,8 +713,10 @@ GO
 --                     BEGIN
 --                         ;THROW 51000, @row_problem, 1;
 --                     END;
+--                     -- After a tombstone the record is created anew, unless the incoming change
+--                     -- won a conflict against this side's changes of the record here.
 --                     SET @candidate = CASE WHEN @key_given = 1 THEN @given
---                                           WHEN @tombstone = 1 THEN NULL ELSE @known END;
+--                                           WHEN @tombstone = 1 AND @force = 0 THEN NULL ELSE @known END;
 --                     SET @found = 0;
 --                     IF @candidate IS NOT NULL
 --                     BEGIN

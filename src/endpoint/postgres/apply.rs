@@ -490,9 +490,12 @@ async fn apply_one(
         moved = tx.execute(&del, &[&json(&old.to_object(&es.key))]).await? > 0;
     }
 
+    // After a tombstone the record is created anew, unless the incoming change won a conflict
+    // against this side's changes of the record here: then it is that record (its values
+    // become the winner's; creating another left it behind unlinked: found by the fault suite).
     let candidate = if es.key_given {
         given
-    } else if tombstone {
+    } else if tombstone && !force {
         None
     } else {
         known.clone()
