@@ -13,7 +13,10 @@
 -- a captured cascade then counts as a change of the other side in conflict detection and can
 -- win over newer changes under a_wins/b_wins (found by the fault suite); until such changes
 -- can be told apart, cascades caused by tandem stay uncaptured (see README, known limits).
-SELECT set_config('tandem.applying', 'on', true) WHERE $1::text IS NOT NULL;
+-- tandem.entity names the entity ($2) written for: on a table several entities read, the
+-- others capture the write (sql/postgres/trigger.sql).
+SELECT set_config('tandem.applying', 'on', true), set_config('tandem.entity', $2, true)
+WHERE $1::text IS NOT NULL;
 
 -- name: claim
 SELECT seq, entity, op::text, image::text, captured_at, attempts

@@ -104,6 +104,30 @@ impl Config {
         self.entities.iter().find(|e| e.name == name)
     }
 
+    /// The tables of `side` whose changes travel, each with the entities that read it and
+    /// flow from `side` (config order): one capture trigger per table, whatever the number of
+    /// entities on it (several entities may share a table).
+    pub fn captured_tables(&self, side: Side) -> Vec<(&TableName, Vec<&Entity>)> {
+        let mut out: Vec<(&TableName, Vec<&Entity>)> = Vec::new();
+        for e in self.entities.iter().filter(|e| e.direction.flows(side)) {
+            let t = &e.side(side).table;
+            match out.iter_mut().find(|(u, _)| *u == t) {
+                Some((_, es)) => es.push(e),
+                None => out.push((t, vec![e])),
+            }
+        }
+        out
+    }
+
+    /// The entities whose table on `side` is `table` (any direction): tandem writes the table
+    /// for each of them.
+    pub fn entities_on(&self, side: Side, table: &TableName) -> Vec<&Entity> {
+        self.entities
+            .iter()
+            .filter(|e| e.side(side).table == *table)
+            .collect()
+    }
+
     /// Entities ordered so that every parent (target of a `ref`) comes before
     /// its children; otherwise config order is kept.
     pub fn entities_parents_first(&self) -> Vec<&Entity> {

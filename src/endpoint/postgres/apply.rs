@@ -23,7 +23,8 @@ use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
-/// own writes are not captured — and only its own: cascades into other tables still are.
+/// own writes are not captured for `entity` (other entities reading the same table capture
+/// them: see sql/postgres/trigger.sql).
 async fn mark(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
@@ -36,7 +37,9 @@ async fn mark(
     ) else {
         return Ok(());
     };
-    tx.query_one(st, &[&es.table_sql]).await.map(|_| ())
+    tx.query_one(st, &[&es.table_sql, &entity])
+        .await
+        .map(|_| ())
 }
 
 /// Applies a batch in one transaction; see the module comment.
