@@ -220,6 +220,15 @@ pub struct Entity {
 }
 
 impl Entity {
+    /// Whether a `ref` column names this entity itself (employees.reports_to → employee): its
+    /// records are ordered parent first within a batch, and cycles are broken (see
+    /// `sync::order`).
+    pub fn refers_to_itself(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| c.parent.as_deref() == Some(self.name.as_str()))
+    }
+
     /// The table of `side`.
     pub fn side(&self, side: Side) -> &TableSide {
         match side {
@@ -238,11 +247,12 @@ impl Entity {
                 .all(|k| self.columns.iter().any(|c| c.name(side) == k))
     }
 
-    /// Entity names referenced by `ref`, deduplicated, in column order.
+    /// Other entity names referenced by `ref`, deduplicated, in column order (a reference to
+    /// the entity itself is not among them: see [`Entity::refers_to_itself`]).
     pub fn parents(&self) -> Vec<&str> {
         let mut parents: Vec<&str> = Vec::new();
         for parent in self.columns.iter().filter_map(|c| c.parent.as_deref()) {
-            if !parents.contains(&parent) {
+            if parent != self.name && !parents.contains(&parent) {
                 parents.push(parent);
             }
         }

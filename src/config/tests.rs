@@ -830,16 +830,24 @@ fn ref_must_name_a_known_other_entity() {
         "\"ordr\"",
         r#"entity "item": column ORDER_NO refers to unknown entity "ordr""#,
     );
+}
 
+#[test]
+fn a_self_reference_is_accepted_and_is_not_a_parent() {
     let text = format!(
         "{HEAD}{ORDER}{}",
         item("{ a = \"PARENT_NO\", b = \"parent_id\", ref = \"item\" }")
     );
-    assert_one(
-        &text,
-        "\"item\" }",
-        r#"entity "item": column PARENT_NO refers to the entity itself; an entity cannot reference itself"#,
-    );
+    let config = parse(&text, Path::new("t.toml"), &test_env).expect("a self-reference is valid");
+    let item = config.entity("item").expect("item");
+    assert!(item.refers_to_itself());
+    assert!(item.parents().is_empty());
+    let order: Vec<&str> = config
+        .entities_parents_first()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(order, ["order", "item"]);
 }
 
 #[test]
