@@ -79,6 +79,7 @@ scenarios!(
     the_lead_is_one_per_installation_also_with_two_databases_on_one_server,
     two_entities_on_one_table_each_capture_and_see_each_others_writes,
     a_self_reference_applies_parents_first_and_breaks_cycles,
+    check_compares_each_column_pair_in_either_dialect,
 );
 
 #[test]
@@ -1357,4 +1358,31 @@ async fn self_reference_steps(env: &Env, one_per_batch: bool) {
     {
         assert!(!report.differs(), "{report:?}");
     }
+}
+
+/// `check`'s comparison of the two sides reads each dialect's catalog into the same terms: on
+/// the demo schemas the one misfit is B's unbounded customer name flowing into A's
+/// varchar(60), whichever side is SQL Server.
+async fn check_compares_each_column_pair_in_either_dialect(p: Pairing) {
+    let env = Env::demo(p, "pairs").await;
+    let sides = env.sides();
+    let mut found = Vec::new();
+    for e in &env.config.entities {
+        let a = sides.a.describe(&e.name).await.expect("describe A");
+        let b = sides.b.describe(&e.name).await.expect("describe B");
+        let (Some(a), Some(b)) = (a, b) else {
+            panic!("entity {}: a table is missing", e.name)
+        };
+        found.extend(tandem::endpoint::desc::compare(e, &a, &b));
+    }
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].level, tandem::endpoint::desc::Level::Warning);
+    assert!(
+        found[0].message.starts_with("column B.customer (")
+            && found[0].message.contains("→ A.CUST_NAME (")
+            && found[0].message.ends_with(
+                "values longer than 60 characters will be refused (the source allows any length)"
+            ),
+        "{found:?}"
+    );
 }

@@ -238,11 +238,12 @@ SELECT to_regclass({{schema_ident_lit}} || '.outbox') IS NOT NULL
           AND p.pronamespace = to_regnamespace({{schema_ident_lit}}));
 
 -- name: table_columns
--- For `tandem check`: the table's columns, whether each has a default (or identity), and
--- every unique or primary key index as a list of column names.
+-- For `tandem check`: the table's columns, whether each has a default (or identity), whether
+-- it refuses NULL, and every unique or primary key index as a list of column names.
 SELECT a.attname,
        format_type(a.atttypid, a.atttypmod),
-       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '')
+       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
+       a.attnotnull
 FROM pg_attribute a
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;

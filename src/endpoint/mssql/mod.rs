@@ -350,6 +350,16 @@ impl Admin for MsEndpoint {
         schema::check(self).await
     }
 
+    async fn describe(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError> {
+        match self.config.entity(entity) {
+            Some(e) => schema::describe(self, e, &sql::table(&e.side(self.side).table)).await,
+            None => Ok(None),
+        }
+    }
+
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let rows = self
             .rows("read install state", &self.common.install_state, &[])

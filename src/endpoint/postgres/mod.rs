@@ -215,6 +215,16 @@ impl Admin for PgEndpoint {
         schema::check(self).await
     }
 
+    async fn describe(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError> {
+        match self.config.entity(entity) {
+            Some(e) => schema::describe(self, &sql::table(&e.side(self.side).table)).await,
+            None => Ok(None),
+        }
+    }
+
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let mut conn = self.pool.get().await?;
         let PgConn { client, stmts } = &mut *conn;
