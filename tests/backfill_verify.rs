@@ -80,6 +80,13 @@ async fn verify_finds_what_changed_behind_tandems_back_and_repair_fixes_it() {
     )
     .await;
     behind(&env.b, "DELETE FROM order_items WHERE quantity = 20").await;
+    // An item moved to another order (a ref column) and line.
+    behind(
+        &env.b,
+        "UPDATE order_items SET order_id = (SELECT id FROM orders WHERE legacy_no = 5), line_no = 2 \
+         WHERE quantity = 50",
+    )
+    .await;
     behind(
         &env.b,
         "INSERT INTO orders (customer, status) VALUES ('extra in B', 'open')",
@@ -118,15 +125,65 @@ async fn verify_finds_what_changed_behind_tandems_back_and_repair_fixes_it() {
         order["sample_only_in_b"][0]["b_row"]["customer"],
         "extra in B"
     );
+    // Which columns differ, with both values.
+    let columns = |a_key: &str| -> Vec<(String, String, String)> {
+        order["sample_different"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["a_key"] == a_key)
+            .unwrap()["columns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                (
+                    format!(
+                        "{}/{}",
+                        c["a_column"].as_str().unwrap(),
+                        c["b_column"].as_str().unwrap()
+                    ),
+                    c["a"].as_str().unwrap().to_string(),
+                    c["b"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        columns("[10]"),
+        [(
+            "CUST_NAME/customer".into(),
+            "\"c10\"".into(),
+            "\"changed in B\"".into()
+        )]
+    );
+    assert_eq!(
+        columns("[30]"),
+        [("STATUS/status".into(), "\"C\"".into(), "\"open\"".into())],
+        "codes in each side's terms"
+    );
     let item = &report[1];
     assert_eq!(item["only_in_a"], 1, "{item}");
     assert_eq!(item["sample_only_in_a"][0]["a_key"], "[20,1]");
+    assert_eq!(item["different"], 1, "{item}");
+    let moved = &item["sample_different"][0];
+    assert_eq!(moved["a_key"], "[50,1]");
+    let b_order_5 = count(&env.b, "SELECT id FROM orders WHERE legacy_no = 5").await;
+    assert_eq!(
+        moved["columns"],
+        serde_json::json!([
+            { "a_column": "ORDER_NO", "b_column": "order_id", "a": "50", "b": b_order_5.to_string() },
+            { "a_column": "LINE_NO", "b_column": "line_no", "a": "1", "b": "2" },
+        ]),
+        "a parent compared through its links"
+    );
 
     let o = env.tandem_run(&["verify"]);
     let human = text(&o);
     assert!(
         human.contains("order: DIFFERENT")
             && human.contains("[10]")
+            && human.contains(r#"CUST_NAME / customer: A "c10"  B "changed in B""#)
             && human.contains("extra in B"),
         "{human}"
     );
