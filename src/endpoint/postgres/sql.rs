@@ -336,6 +336,20 @@ fn compact_json(expr: &str) -> String {
     )
 }
 
+/// A column's value as verify compares it, the way apply finds a target already holding it:
+/// its JSON text, a number by its value (`31`, `31.00` and a real's `31` alike: apply writes
+/// nothing when a numeric(10,2) holds 31.00 and 31 arrives, so verify must not report it);
+/// the same form `verify_hash::normalize` gives across dialects. (Instants are rendered in
+/// UTC by the verify session.)
+fn comparable_json(col: &str) -> String {
+    format!(
+        "CASE WHEN jsonb_typeof(to_jsonb({col})) = 'number' \
+         THEN regexp_replace(regexp_replace((to_jsonb({col})::text)::numeric::text, \
+         '(\\.[0-9]*[1-9])0+$', '\\1'), '\\.0+$', '') \
+         ELSE to_jsonb({col})::text END"
+    )
+}
+
 /// Expressions that put a record of `side` into one comparable shape (A's): keys as id_map
 /// texts, codes as A's codes, parents by A's key.
 fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
@@ -392,7 +406,7 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
                 }
             }
         } else {
-            format!("to_jsonb({col})::text")
+            comparable_json(&col)
         };
         values.push(format!("coalesce({expr}, '~')"));
         raw.push(expr);
