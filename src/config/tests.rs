@@ -1128,3 +1128,26 @@ fn load_reads_the_file() {
     )));
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
+
+/// Conversions this version cannot express (per-column direction, trim, constants…) are
+/// refused where they are written, never accepted and silently ignored.
+#[test]
+fn a_column_setting_tandem_does_not_know_is_refused_at_its_line() {
+    for setting in [
+        "direction = \"a_to_b\"",
+        "trim = true",
+        "convert = \"flag\"",
+    ] {
+        let text =
+            format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
+        let problem = only_problem(&text);
+        let key = setting.split(' ').next().unwrap_or_default();
+        assert!(
+            problem.message.contains(&format!("unknown key `{key}`")),
+            "{setting}: {}",
+            problem.message
+        );
+        let (line, _) = at(&problem);
+        assert_eq!(line, 13, "{setting}: the column's line");
+    }
+}
