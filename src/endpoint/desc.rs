@@ -462,6 +462,19 @@ fn fits(s: Kind, d: Kind) -> Option<(Level, String)> {
             ))
         }
         (Xml, Text { .. }) | (Text { .. }, Xml) => None,
+        // Rendered as strings (ISO dates and times, uuids): they land as that text and parse
+        // back, and verify compares the same strings.
+        (Uuid | Date | Time | Timestamp, Text { .. }) => None,
+        (TimestampTz, Text { .. }) => warn(
+            "an instant lands as text with the offset of the writing session, while verify \
+             renders instants in UTC: keep the session time zones in UTC, or map like with like"
+                .into(),
+        ),
+        (Json, Text { .. }) | (Text { .. }, Json) => warn(
+            "a JSON value lands in a text column as its text and comes back as a JSON string: \
+             map json to text on both sides"
+                .into(),
+        ),
         (Text { .. }, Uuid | Date | Time | Timestamp | TimestampTz | Integer { .. } | Decimal { .. } | Float | Bool) => {
             warn(format!(
                 "text into {}: every value must parse as one, or its change is refused",
@@ -659,6 +672,8 @@ mod tests {
             Some(Level::Error)
         );
         assert_eq!(level(Unknown, Bool), None);
+        assert_eq!(fits(Date, Text { chars: Some(10) }), None);
+        assert_eq!(level(Json, Text { chars: None }), Some(Level::Warning));
     }
 
     #[test]
