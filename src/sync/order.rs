@@ -8,9 +8,10 @@
 //! or A → B → A) cannot all go first: the one with the oldest sequence of each cycle is
 //! applied in two steps — first a *pre-step* that inserts it with its references to the
 //! entity left NULL (so it exists and is linked), later in the batch the change itself, whose
-//! references then all resolve. A record that already waited for a parent (an insert being
+//! references then all resolve. A record that already waited for a parent (a change being
 //! retried) gets the same pre-step, so two records referencing each other across batches
-//! never wait for each other forever.
+//! never wait for each other forever. (Upserts of both ops: a backfilled or re-sent record
+//! travels as an update and creates the record where it is missing.)
 //!
 //! Deletes have the same problem in reverse: the source may clear a reference and then delete
 //! both records, and folding turns that into two deletes of records still naming each other
@@ -125,7 +126,7 @@ fn dependency_order(run: Vec<(TargetChange, i32)>, pre_steps: bool) -> Vec<(Targ
     if pre_steps {
         for (i, (c, attempts)) in run.iter().enumerate() {
             let waits_outside = self_parents(c).any(|k| !index.contains_key(k));
-            if c.op == Op::Insert && *attempts > 0 && waits_outside {
+            if *attempts > 0 && waits_outside {
                 order.push((i, true));
                 resolved[i] = true;
             }
@@ -140,7 +141,7 @@ fn dependency_order(run: Vec<(TargetChange, i32)>, pre_steps: bool) -> Vec<(Targ
             let Some(i) = (0..n).find(|&i| !placed[i]) else {
                 break;
             };
-            if pre_steps && run[i].0.op == Op::Insert && !resolved[i] {
+            if pre_steps && !resolved[i] {
                 order.push((i, true));
                 resolved[i] = true;
             } else {
@@ -286,7 +287,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
     }
 
     #[test]
-    fn a_retried_insert_waiting_outside_the_batch_gets_a_pre_step() {
+    fn a_retried_change_waiting_outside_the_batch_gets_a_pre_step() {
         let batch = vec![
             (emp(5, 10, Op::Insert, Some(6)), 3),
             (emp(8, 11, Op::Insert, Some(6)), 0),
@@ -294,7 +295,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
         ];
         assert_eq!(
             order(batch),
-            keys(&[(5, true), (5, false), (8, false), (9, false)])
+            keys(&[(5, true), (9, true), (5, false), (8, false), (9, false)])
         );
     }
 
