@@ -228,3 +228,62 @@ mod tests {
         assert_eq!(folded_op(&[]), None);
     }
 }
+
+/// The `values` converter (codes, flags such as `Y`/`N` or `0`/`1` ↔ boolean) declares its
+/// inverse by being one-to-one: every code travels A → B → A and B → A → B unchanged.
+#[cfg(test)]
+mod values_round_trip {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    use super::*;
+
+    /// A one-to-one map: distinct A codes (strings, as TOML keys are) to distinct B values
+    /// of one kind (strings, integers, or the two booleans).
+    fn one_to_one() -> impl Strategy<Value = ValueMap> {
+        let codes = proptest::collection::btree_set("[A-Z0-9]{1,3}", 1..8);
+        (codes, 0..3u8).prop_flat_map(|(codes, kind)| {
+            let codes: Vec<String> = codes.into_iter().collect();
+            let n = codes.len();
+            let b: BoxedStrategy<Vec<Value>> = match kind {
+                0 => proptest::collection::btree_set("[a-z ]{0,6}", n..=n)
+                    .prop_map(|s: BTreeSet<String>| s.into_iter().map(Value::from).collect())
+                    .boxed(),
+                1 => proptest::collection::btree_set(any::<i64>(), n..=n)
+                    .prop_map(|s| s.into_iter().map(|i| json!(i)).collect())
+                    .boxed(),
+                _ => Just(vec![json!(false), json!(true)]).boxed(),
+            };
+            (Just(codes), b).prop_map(|(codes, b)| ValueMap {
+                pairs: codes.into_iter().map(Value::from).zip(b).collect(),
+            })
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_code_round_trips_both_ways(map in one_to_one()) {
+            for (a, b) in &map.pairs {
+                let there = translate(&map, Side::A, a).expect("A code known");
+                prop_assert_eq!(&there, b);
+                let back = translate(&map, Side::B, &there).expect("B value known");
+                prop_assert_eq!(value_text(&back), value_text(a));
+                let back = translate(&map, Side::B, b).expect("B value known");
+                prop_assert_eq!(&translate(&map, Side::A, &back).expect("A code known"), b);
+            }
+            // An A code held as a number (an int 0/1 flag column) is found by its text.
+            for (a, b) in &map.pairs {
+                if let Some(n) = a.as_str().and_then(|t| t.parse::<i64>().ok()) {
+                    if n.to_string() == a.as_str().unwrap_or_default() {
+                        prop_assert_eq!(&translate(&map, Side::A, &json!(n)).expect("known"), b);
+                    }
+                }
+            }
+            // NULL passes through; an unknown code is an error, never copied.
+            prop_assert_eq!(translate(&map, Side::A, &Value::Null).expect("null"), Value::Null);
+            prop_assert!(translate(&map, Side::A, &json!("not a code!")).is_err());
+        }
+    }
+}

@@ -40,7 +40,25 @@ pub struct Difference {
     pub a_row: Option<Image>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub b_row: Option<Image>,
+    /// For a record in both with different values (in the sample): the mapped columns that
+    /// differ, each with both values.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub columns: Vec<ColumnDiff>,
 }
+
+/// One mapped column that differs in a sampled record, with both values as JSON texts cut
+/// to [`VALUE_CHARS`] characters (codes in each side's own terms; a `ref` as the parent's key
+/// on each side).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ColumnDiff {
+    pub a_column: String,
+    pub b_column: String,
+    pub a: String,
+    pub b: String,
+}
+
+/// How much of a value a [`ColumnDiff`] shows.
+pub const VALUE_CHARS: usize = 60;
 
 /// The comparison of one entity.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -194,6 +212,66 @@ fn parse(k: &Option<String>) -> Option<Key> {
     k.as_deref().and_then(|t| Key::parse(t).ok())
 }
 
+/// The mapped columns of `e` whose values differ between A's row `a` and B's row `b`,
+/// compared as verify compares them: B's codes in A's terms, a parent through A's links,
+/// values in their comparable form (`verify_hash::normalize`: numbers by value, date/times
+/// at microseconds, instants in UTC).
+async fn differing_columns(
+    sides: &Sides,
+    e: &Entity,
+    a: &Image,
+    b: &Image,
+) -> Result<Vec<ColumnDiff>, EndpointError> {
+    use crate::endpoint::verify_hash::normalize;
+    use serde_json::Value;
+    let mut out = Vec::new();
+    for c in &e.columns {
+        let av = a.get(&c.a).cloned().unwrap_or(Value::Null);
+        let bv = b.get(&c.b).cloned().unwrap_or(Value::Null);
+        let equal = if let Some(parent) = &c.parent {
+            // A's parent key, through A's links, against B's parent key.
+            if av.is_null() || bv.is_null() {
+                av.is_null() && bv.is_null()
+            } else {
+                let ak = Key::from_values(std::slice::from_ref(&av));
+                let links = sides
+                    .get(Side::A)
+                    .links(parent, std::slice::from_ref(&ak))
+                    .await?;
+                let peer = links
+                    .get(&ak)
+                    .filter(|l| !l.deleted)
+                    .and_then(|l| l.peer_key.clone());
+                peer.is_some_and(|p| p.values().first().map(normalize) == Some(normalize(&bv)))
+            }
+        } else if let Some(map) = &c.values {
+            match crate::mapping::translate(map, Side::B, &bv) {
+                Ok(in_a) => normalize(&in_a) == normalize(&av),
+                Err(_) => false,
+            }
+        } else {
+            normalize(&av) == normalize(&bv)
+        };
+        if !equal {
+            out.push(ColumnDiff {
+                a_column: c.a.clone(),
+                b_column: c.b.clone(),
+                a: cut(&av.to_string()),
+                b: cut(&bv.to_string()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// `text` cut to [`VALUE_CHARS`] characters, marked with `…` when cut.
+fn cut(text: &str) -> String {
+    match text.char_indices().nth(VALUE_CHARS) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
 /// Counts one difference, keeps it in the sample, and repairs it when asked.
 async fn record(
     sides: &Sides,
@@ -231,11 +309,18 @@ async fn record(
             }
             _ => None,
         };
+        let columns = match (&a_row, &b_row) {
+            (Some(ar), Some(br)) if kind == Kind::Different => {
+                differing_columns(sides, e, ar, br).await?
+            }
+            _ => Vec::new(),
+        };
         sample.push(Difference {
             a_key: r.a_key.clone(),
             b_key: r.b_key.clone(),
             a_row,
             b_row,
+            columns,
         });
     }
     let Some(from) = repair_from else {
@@ -266,4 +351,18 @@ async fn record(
         _ => {}
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_at_a_character_boundary() {
+        assert_eq!(cut("\"short\""), "\"short\"");
+        let long = format!("\"{}\"", "é".repeat(100));
+        let c = cut(&long);
+        assert_eq!(c.chars().count(), VALUE_CHARS + 1);
+        assert!(c.ends_with('…'));
+    }
 }

@@ -50,6 +50,49 @@ async fn check_reports_every_schema_problem_with_entity_table_and_column() {
 }
 
 #[tokio::test]
+async fn check_compares_each_mapped_column_pair_across_the_sides() {
+    let (a, b) = common::fresh_dbs("check_pairs");
+    let a_schema = format!("{A_SCHEMA}\nALTER TABLE dbo.\"ORDERS\" ADD \"PLACED\" timestamp;");
+    let b_schema = B_SCHEMA
+        .replace(
+            "customer   text NOT NULL",
+            "customer   varchar(10) NOT NULL",
+        )
+        .replace("amount     numeric(12,2)", "amount     numeric(12,1)")
+        .replace(
+            "legacy_no  integer,",
+            "legacy_no  integer, placed_at timestamptz, region text NOT NULL,",
+        );
+    let config = DEMO_CONFIG.replace(
+        "  { a = \"AMOUNT\", b = \"amount\" },",
+        "  { a = \"AMOUNT\", b = \"amount\" },\n  { a = \"PLACED\", b = \"placed_at\" },",
+    );
+    let env = Env::on(a, b, &config, &a_schema, &b_schema, false).await;
+    let o = env.tandem_run(&["check"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    // Errors: no insert at B can succeed; zoned against unzoned times never compare equal.
+    for want in [
+        "entity order: column B.region of table public.orders is NOT NULL without a default and no mapped column feeds it",
+        "entity order: column A.PLACED (timestamp without time zone) → B.placed_at (timestamp with time zone): a time without a zone against one with a zone",
+        "entity order: column B.placed_at (timestamp with time zone) → A.PLACED (timestamp without time zone)",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    // Warnings: some values cannot arrive; said before install, each with both types.
+    for want in [
+        "warning: entity order: column A.CUST_NAME (character varying(60)) → B.customer (character varying(10)): values longer than 10 characters will be refused (the source allows 60)",
+        "warning: entity order: column A.AMOUNT (numeric(12,2)) → B.amount (numeric(12,1)): 2 decimals into 1: values are rounded at the target",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    assert!(
+        !out.contains("QTY") && !err.contains("QTY"),
+        "fitting pairs are not mentioned: {out}{err}"
+    );
+}
+
+#[tokio::test]
 async fn check_rejects_a_bad_config_with_file_and_line() {
     let env = bare("check_cfg", false).await;
     let bad = DEMO_CONFIG.replace("[sync]\n", "[sync]\nbatch_sise = 10\n");

@@ -461,6 +461,13 @@ async fn verify_and_repair_with_sql_server_as_a() {
         .expect("[10]");
     assert_eq!(d10["a_row"]["CUST_NAME"], "c10", "{d10}");
     assert_eq!(d10["b_row"]["customer"], "changed in B", "{d10}");
+    // Only the column that differs is listed (AMOUNT decimal(12,2) against numeric compares
+    // by value), with both values.
+    assert_eq!(
+        d10["columns"],
+        serde_json::json!([{ "a_column": "CUST_NAME", "b_column": "customer", "a": "\"c10\"", "b": "\"changed in B\"" }]),
+        "{d10}"
+    );
     let item = &report[1];
     assert_eq!(item["only_in_a"], 1, "{item}");
     assert_eq!(item["sample_only_in_a"][0]["a_key"], "[20,1]");

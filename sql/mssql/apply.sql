@@ -297,6 +297,8 @@ BEGIN
                 SET @force = CASE WHEN @resolution = 'I' THEN 1 ELSE 0 END;
                 SET @out_conflict = @force;
                 EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+                -- Entities sharing the table capture this write (sql/mssql/trigger.sql).
+                EXEC sys.sp_set_session_context N'tandem.entity', @entity;
                 IF @op = 'D'
                 BEGIN
                     SET @out_how = 'U';
@@ -352,6 +354,7 @@ BEGIN
                     END;
                 END;
                 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                EXEC sys.sp_set_session_context N'tandem.entity', NULL;
             END;
 
             IF @put = 1
@@ -379,6 +382,7 @@ BEGIN
             SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
 {{identity_off_all}}
             EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+            EXEC sys.sp_set_session_context N'tandem.entity', NULL;
             IF @err IN ({{row_errors}}) OR @err >= 50000
             BEGIN
                 -- Caused by the row: this change fails alone.

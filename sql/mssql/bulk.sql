@@ -131,10 +131,12 @@ DECLARE @n bigint = 0;
 BEGIN TRY
     BEGIN TRANSACTION;
     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+    EXEC sys.sp_set_session_context N'tandem.entity', @P2;
     DELETE t FROM {{table}} AS t
     JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
     SET @n = @@ROWCOUNT;
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+    EXEC sys.sp_set_session_context N'tandem.entity', NULL;
     UPDATE {{schema}}.[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
     WHERE entity = @P2 AND {{own}} = @P1;
     COMMIT TRANSACTION;
@@ -142,6 +144,7 @@ END TRY
 BEGIN CATCH
     IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+    EXEC sys.sp_set_session_context N'tandem.entity', NULL;
     THROW;
 END CATCH;
 SELECT @n;

@@ -178,6 +178,7 @@ WHERE i.object_id = OBJECT_ID(@P1) AND i.is_unique = 1 AND i.has_filter = 0
 -- Run on a connection whose batch failed: nothing it began may stay open.
 IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 
 -- name: session
 -- Every pooled connection: the SET options filtered indexes need (id_map), and SET XACT_ABORT

@@ -1,6 +1,14 @@
--- Capture trigger for entity {{entity_comment}} on {{table}}.
+-- Capture trigger of one table, with a block per entity that reads it.
 -- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
 -- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
+-- Several entities on one table (one legacy table split in two): each block writes that
+-- entity's own outbox rows, from its own key and columns. Tandem's write for one entity (the
+-- session context tandem.entity names it) is skipped for that entity only: the others that
+-- read the table capture it when their columns changed, so what tandem wrote for entity X
+-- reaches entity Y's other side too (it cannot echo back as X).
+
+-- name: trigger
+-- Capture trigger on {{table}} for {{entities_comment}}.
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID({{table_lit}}) AND name = {{trigger_name_lit}})
 BEGIN
     DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID({{table_lit}}))) + N'.' + QUOTENAME({{trigger_name_lit}});
@@ -24,9 +32,6 @@ AFTER INSERT, UPDATE, DELETE
 AS
 BEGIN
     SET NOCOUNT ON;
-    IF TRIGGER_NESTLEVEL() = 1
-       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = {{table_ctx_lit}}
-        RETURN;
     IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
         RETURN;
     DECLARE @c TABLE (
@@ -35,30 +40,8 @@ BEGIN
         k   nvarchar(max) NOT NULL,
         img nvarchar(max) NOT NULL
     );
-    WITH n AS (
-        SELECT {{i_key_cols}},
-               CONVERT(nvarchar(max), (SELECT {{i_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT {{i_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM inserted AS i
-    ), o AS (
-        SELECT {{d_key_cols}},
-               CONVERT(nvarchar(max), (SELECT {{d_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT {{d_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM deleted AS d
-    )
-    INSERT INTO @c (ord, op, k, img)
-    SELECT v.ord, v.op, v.k, v.img
-    FROM n FULL OUTER JOIN o ON {{n_o_join}} AND n.k = o.k
-    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
-    WHERE (v.ord = 0 AND n.k IS NULL)
-       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
-       OR (v.ord = 2 AND o.k IS NULL);
-    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
     DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
-    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
-    SELECT {{entity_lit}}, c.op, c.k, LEFT(c.k, 400), c.img, @derived
-    FROM @c AS c
-    ORDER BY c.ord;
+{{entities}}
 END;
 GO
 -- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
@@ -74,3 +57,36 @@ ELSE
     EXEC sys.sp_addextendedproperty @name = {{mark_lit}}, @value = {{trigger_name_lit}},
         @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
+
+-- name: entity
+    -- Entity {{entity_comment}}: skipped when tandem writes for it (only at nesting level 1:
+    -- what other triggers and ON DELETE CASCADE do while tandem applies a change is captured).
+    -- (ISNULL: outside tandem's writes the context is NULL, and NOT (NULL = x) is not true.)
+    IF NOT (TRIGGER_NESTLEVEL() = 1
+            AND ISNULL(CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')), N'') = {{table_ctx_lit}}{{others_write}})
+    BEGIN
+        DELETE FROM @c;
+        WITH n AS (
+            SELECT {{i_key_cols}},
+                   CONVERT(nvarchar(max), (SELECT {{i_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT {{i_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM inserted AS i
+        ), o AS (
+            SELECT {{d_key_cols}},
+                   CONVERT(nvarchar(max), (SELECT {{d_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT {{d_image_cols}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM deleted AS d
+        )
+        INSERT INTO @c (ord, op, k, img)
+        SELECT v.ord, v.op, v.k, v.img
+        FROM n FULL OUTER JOIN o ON {{n_o_join}} AND n.k = o.k
+        CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+        WHERE (v.ord = 0 AND n.k IS NULL)
+           OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+           OR (v.ord = 2 AND o.k IS NULL);
+        -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+        INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
+        SELECT {{entity_lit}}, c.op, c.k, LEFT(c.k, 400), c.img, @derived
+        FROM @c AS c
+        ORDER BY c.ord;
+    END;

@@ -11,7 +11,10 @@
 -- (see install.sql), and captures what they cause in other tables (an ON DELETE CASCADE runs
 -- at trigger depth 1 too) marked `derived`: the consequence of a change already decided,
 -- which loses every conflict against a user's change (apply.rs, resolve_conflict).
-SELECT set_config('tandem.applying', $1::text::regclass::oid::text, true);
+-- tandem.entity names the entity ($2) written for: on a table several entities read, the
+-- others capture the write, derived too (sql/postgres/trigger.sql).
+SELECT set_config('tandem.applying', $1::text::regclass::oid::text, true),
+       set_config('tandem.entity', $2, true);
 
 -- name: claim
 SELECT seq, entity, op::text, image::text, captured_at, attempts, derived
@@ -260,11 +263,12 @@ SELECT to_regclass({{schema_ident_lit}} || '.outbox') IS NOT NULL
           AND p.pronamespace = to_regnamespace({{schema_ident_lit}}));
 
 -- name: table_columns
--- For `tandem check`: the table's columns, whether each has a default (or identity), and
--- every unique or primary key index as a list of column names.
+-- For `tandem check`: the table's columns, whether each has a default (or identity), whether
+-- it refuses NULL, and every unique or primary key index as a list of column names.
 SELECT a.attname,
        format_type(a.atttypid, a.atttypmod),
-       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> '')
+       (a.atthasdef OR a.attidentity <> '' OR a.attgenerated <> ''),
+       a.attnotnull
 FROM pg_attribute a
 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped
 ORDER BY a.attnum;

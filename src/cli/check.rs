@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use super::CliError;
 use crate::config::{self, Side};
+use crate::endpoint::desc::{self, Level};
 use crate::endpoint::{self, InstallState};
 
 /// Validates the config, then each side's schema; exit 2 when anything is wrong.
 pub async fn run(path: &Path) -> Result<(), CliError> {
     let config = Arc::new(config::load(path)?);
     let mut problems = Vec::new();
+    let mut reachable = Vec::new();
     for side in [Side::A, Side::B] {
         let ep = match endpoint::open(config.clone(), side) {
             Ok(ep) => ep,
@@ -40,6 +42,30 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             ),
             Ok(InstallState::Installed { .. }) => println!("side {side}: tandem is installed"),
             Err(e) => problems.push(crate::secret::redact(&e.to_string())),
+        }
+        reachable.push(ep);
+    }
+    // Each mapped column pair, once both sides could be read.
+    if let [a, b] = reachable.as_slice() {
+        for e in &config.entities {
+            let (Some(at), Some(bt)) = (
+                a.describe(&e.name)
+                    .await
+                    .map_err(|e| CliError::Setup(crate::secret::redact(&e.to_string())))?,
+                b.describe(&e.name)
+                    .await
+                    .map_err(|e| CliError::Setup(crate::secret::redact(&e.to_string())))?,
+            ) else {
+                continue;
+            };
+            for p in desc::compare(e, &at, &bt) {
+                match p.level {
+                    Level::Error => problems.push(format!("entity {}: {}", p.entity, p.message)),
+                    Level::Warning => {
+                        println!("warning: entity {}: {}", p.entity, p.message)
+                    }
+                }
+            }
         }
     }
     if problems.is_empty() {

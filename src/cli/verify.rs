@@ -93,6 +93,15 @@ fn print_human(r: &EntityReport) {
                 d.a_key.as_deref().unwrap_or("-"),
                 d.b_key.as_deref().unwrap_or("-")
             );
+            if !d.columns.is_empty() {
+                for c in &d.columns {
+                    println!(
+                        "      {} / {}: A {}  B {}",
+                        c.a_column, c.b_column, c.a, c.b
+                    );
+                }
+                continue;
+            }
             if let Some(row) = &d.a_row {
                 println!("      A: {}", serde_json::Value::Object(row.clone()));
             }

@@ -742,13 +742,6 @@ impl Builder<'_> {
                     continue;
                 };
                 let label = column_label(&column.a, *column_index);
-                if parent == entity.name {
-                    self.report(
-                        at.clone(),
-                        format!("{ctx}: {label} refers to the entity itself; an entity cannot reference itself"),
-                    );
-                    continue;
-                }
                 let Some(&p) = by_name.get(parent) else {
                     self.report(
                         at.clone(),

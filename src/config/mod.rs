@@ -104,6 +104,30 @@ impl Config {
         self.entities.iter().find(|e| e.name == name)
     }
 
+    /// The tables of `side` whose changes travel, each with the entities that read it and
+    /// flow from `side` (config order): one capture trigger per table, whatever the number of
+    /// entities on it (several entities may share a table).
+    pub fn captured_tables(&self, side: Side) -> Vec<(&TableName, Vec<&Entity>)> {
+        let mut out: Vec<(&TableName, Vec<&Entity>)> = Vec::new();
+        for e in self.entities.iter().filter(|e| e.direction.flows(side)) {
+            let t = &e.side(side).table;
+            match out.iter_mut().find(|(u, _)| *u == t) {
+                Some((_, es)) => es.push(e),
+                None => out.push((t, vec![e])),
+            }
+        }
+        out
+    }
+
+    /// The entities whose table on `side` is `table` (any direction): tandem writes the table
+    /// for each of them.
+    pub fn entities_on(&self, side: Side, table: &TableName) -> Vec<&Entity> {
+        self.entities
+            .iter()
+            .filter(|e| e.side(side).table == *table)
+            .collect()
+    }
+
     /// Entities ordered so that every parent (target of a `ref`) comes before
     /// its children; otherwise config order is kept.
     pub fn entities_parents_first(&self) -> Vec<&Entity> {
@@ -220,6 +244,15 @@ pub struct Entity {
 }
 
 impl Entity {
+    /// Whether a `ref` column names this entity itself (employees.reports_to → employee): its
+    /// records are ordered parent first within a batch, and cycles are broken (see
+    /// `sync::order`).
+    pub fn refers_to_itself(&self) -> bool {
+        self.columns
+            .iter()
+            .any(|c| c.parent.as_deref() == Some(self.name.as_str()))
+    }
+
     /// The table of `side`.
     pub fn side(&self, side: Side) -> &TableSide {
         match side {
@@ -238,11 +271,12 @@ impl Entity {
                 .all(|k| self.columns.iter().any(|c| c.name(side) == k))
     }
 
-    /// Entity names referenced by `ref`, deduplicated, in column order.
+    /// Other entity names referenced by `ref`, deduplicated, in column order (a reference to
+    /// the entity itself is not among them: see [`Entity::refers_to_itself`]).
     pub fn parents(&self) -> Vec<&str> {
         let mut parents: Vec<&str> = Vec::new();
         for parent in self.columns.iter().filter_map(|c| c.parent.as_deref()) {
-            if !parents.contains(&parent) {
+            if parent != self.name && !parents.contains(&parent) {
                 parents.push(parent);
             }
         }

@@ -896,16 +896,24 @@ fn ref_must_name_a_known_other_entity() {
         "\"ordr\"",
         r#"entity "item": column ORDER_NO refers to unknown entity "ordr""#,
     );
+}
 
+#[test]
+fn a_self_reference_is_accepted_and_is_not_a_parent() {
     let text = format!(
         "{HEAD}{ORDER}{}",
         item("{ a = \"PARENT_NO\", b = \"parent_id\", ref = \"item\" }")
     );
-    assert_one(
-        &text,
-        "\"item\" }",
-        r#"entity "item": column PARENT_NO refers to the entity itself; an entity cannot reference itself"#,
-    );
+    let config = parse(&text, Path::new("t.toml"), &test_env).expect("a self-reference is valid");
+    let item = config.entity("item").expect("item");
+    assert!(item.refers_to_itself());
+    assert!(item.parents().is_empty());
+    let order: Vec<&str> = config
+        .entities_parents_first()
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert_eq!(order, ["order", "item"]);
 }
 
 #[test]
@@ -1185,4 +1193,27 @@ fn load_reads_the_file() {
         missing.display()
     )));
     std::fs::remove_dir_all(&dir).expect("cleanup");
+}
+
+/// Conversions this version cannot express (per-column direction, trim, constants…) are
+/// refused where they are written, never accepted and silently ignored.
+#[test]
+fn a_column_setting_tandem_does_not_know_is_refused_at_its_line() {
+    for setting in [
+        "direction = \"a_to_b\"",
+        "trim = true",
+        "convert = \"flag\"",
+    ] {
+        let text =
+            format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
+        let problem = only_problem(&text);
+        let key = setting.split(' ').next().unwrap_or_default();
+        assert!(
+            problem.message.contains(&format!("unknown key `{key}`")),
+            "{setting}: {}",
+            problem.message
+        );
+        let (line, _) = at(&problem);
+        assert_eq!(line, 13, "{setting}: the column's line");
+    }
 }

@@ -34,6 +34,12 @@ pub trait Admin: Send + Sync {
     async fn ping(&self) -> Result<(), EndpointError>;
     /// Tables, columns and keys that do not fit the config.
     async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError>;
+    /// The table of `entity` on this side as the catalog has it (None: no such entity or
+    /// table), for `check`'s comparison of the two sides (`desc::compare`).
+    async fn describe(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError>;
     /// Are tandem's objects there?
     async fn install_state(&self) -> Result<InstallState, EndpointError>;
     /// Counts per entity.

@@ -41,6 +41,128 @@ pub struct ColumnDesc {
     pub not_a_key: Option<String>,
     /// Why the capture trigger cannot read the column.
     pub uncapturable: Option<String>,
+    /// What the column holds, in terms both dialects share (for the pair comparison).
+    pub kind: Kind,
+    /// The column refuses NULL.
+    pub not_null: bool,
+}
+
+/// What a column holds, in terms both dialects share: enough to tell whether a value of one
+/// side's column fits the other's ([`compare`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Kind {
+    /// An integer type with up to `digits` decimal digits (smallint 5, int 10, bigint 19).
+    Integer {
+        digits: u32,
+    },
+    /// numeric/decimal; None where unconstrained (PostgreSQL's bare `numeric`).
+    Decimal {
+        precision: Option<u32>,
+        scale: Option<u32>,
+    },
+    Float,
+    Bool,
+    /// Character data of at most `chars` characters (None: unbounded).
+    Text {
+        chars: Option<u32>,
+    },
+    Date,
+    Time,
+    /// A date and time without a zone (timestamp, datetime2, datetime).
+    Timestamp,
+    /// An instant (timestamptz, datetimeoffset).
+    TimestampTz,
+    Uuid,
+    Binary,
+    Json,
+    Xml,
+    /// A type the comparison does not judge (arrays, ranges, user types…).
+    #[default]
+    Unknown,
+}
+
+impl Kind {
+    /// The kind of a PostgreSQL type as `format_type` writes it.
+    pub fn from_postgres(t: &str) -> Kind {
+        let (base, args) = match t.find('(') {
+            Some(i) => {
+                let end = t[i..].find(')').map_or(t.len(), |j| i + j);
+                (
+                    format!("{}{}", &t[..i], &t[(end + 1).min(t.len())..]),
+                    t[i + 1..end]
+                        .split(',')
+                        .filter_map(|n| n.trim().parse::<u32>().ok())
+                        .collect::<Vec<u32>>(),
+                )
+            }
+            None => (t.to_string(), Vec::new()),
+        };
+        match base.trim() {
+            "smallint" => Kind::Integer { digits: 5 },
+            "integer" => Kind::Integer { digits: 10 },
+            "bigint" => Kind::Integer { digits: 19 },
+            "numeric" => Kind::Decimal {
+                precision: args.first().copied(),
+                scale: args.first().map(|_| args.get(1).copied().unwrap_or(0)),
+            },
+            "real" | "double precision" => Kind::Float,
+            "boolean" => Kind::Bool,
+            "text" | "citext" => Kind::Text { chars: None },
+            "character varying" | "character" => Kind::Text {
+                chars: if base.trim() == "character" {
+                    Some(args.first().copied().unwrap_or(1))
+                } else {
+                    args.first().copied()
+                },
+            },
+            "date" => Kind::Date,
+            "time without time zone" => Kind::Time,
+            "timestamp without time zone" => Kind::Timestamp,
+            "timestamp with time zone" => Kind::TimestampTz,
+            "uuid" => Kind::Uuid,
+            "bytea" => Kind::Binary,
+            "json" | "jsonb" => Kind::Json,
+            "xml" => Kind::Xml,
+            _ => Kind::Unknown,
+        }
+    }
+
+    /// Families whose values convert into each other as they travel.
+    fn family(self) -> &'static str {
+        match self {
+            Kind::Integer { .. } | Kind::Decimal { .. } | Kind::Float => "number",
+            Kind::Text { .. } => "text",
+            Kind::Bool => "boolean",
+            Kind::Date => "date",
+            Kind::Time => "time",
+            Kind::Timestamp => "timestamp without time zone",
+            Kind::TimestampTz => "timestamp with time zone",
+            Kind::Uuid => "uuid",
+            Kind::Binary => "binary",
+            Kind::Json => "json",
+            Kind::Xml => "xml",
+            Kind::Unknown => "unknown",
+        }
+    }
+}
+
+/// How serious a misfit between the two sides of a column is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// Some values cannot arrive (too long, out of range, NULL into NOT NULL): those changes
+    /// will fail alone, with their column named. `check` reports it and exits 0.
+    Warning,
+    /// No value, or no insert, can arrive as configured, or the sides can never compare equal:
+    /// `check` exits 2.
+    Error,
+}
+
+/// A misfit between the two sides of an entity, found by [`compare`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairProblem {
+    pub entity: String,
+    pub level: Level,
+    pub message: String,
 }
 
 /// The words a dialect's messages differ in.
@@ -184,6 +306,193 @@ pub fn check(
     problems
 }
 
+/// Compares each mapped column pair of `e` in each direction its changes travel, given both
+/// sides' tables (issue 15: types compatible, lengths and precision that fit, NOT NULL
+/// columns that an insert would leave without a value). Columns missing on a side are left
+/// to [`check`].
+pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
+    let mut out = Vec::new();
+    let table = |side: Side| if side == Side::A { a } else { b };
+    for from in [Side::A, Side::B] {
+        if !e.direction.flows(from) {
+            continue;
+        }
+        let to = from.other();
+        let (src_t, dst_t) = (table(from), table(to));
+        let col = |t: &'_ TableDesc, name: &str| t.columns.iter().find(|c| c.name == name).cloned();
+        let mut say = |level: Level, message: String| {
+            out.push(PairProblem {
+                entity: e.name.clone(),
+                level,
+                message,
+            })
+        };
+        for c in &e.columns {
+            let (Some(s), Some(d)) = (col(src_t, c.name(from)), col(dst_t, c.name(to))) else {
+                continue;
+            };
+            let what = format!(
+                "column {from}.{} ({}) → {to}.{} ({})",
+                c.name(from),
+                s.type_name,
+                c.name(to),
+                d.type_name
+            );
+            if c.parent.is_some() {
+                // Holds a parent's key, translated through its links: the parent's key types
+                // matter, not this column's.
+                continue;
+            }
+            if let Some(map) = &c.values {
+                // The codes of `to` are what arrives.
+                if let Kind::Text { chars: Some(max) } = d.kind {
+                    for (a_code, b_code) in &map.pairs {
+                        let code = if to == Side::A { a_code } else { b_code };
+                        let text = crate::model::value_text(code).unwrap_or_default();
+                        let n = text.chars().count();
+                        if n > max as usize {
+                            say(
+                                Level::Error,
+                                format!("{what}: the code {text:?} ({n} characters) does not fit"),
+                            );
+                        }
+                    }
+                }
+            } else if let Some((level, why)) = fits(s.kind, d.kind) {
+                say(level, format!("{what}: {why}"));
+            }
+            if d.not_null && !s.not_null {
+                say(
+                    Level::Warning,
+                    format!("{what}: NULL is allowed at {from} but refused at {to} (NOT NULL): such changes will fail"),
+                );
+            }
+        }
+        // An insert at `to` writes the key (unless generated), the mapped columns and the
+        // peer id column; any other NOT NULL column needs a default.
+        let ts = e.side(to);
+        let written = |n: &str| {
+            ts.key.iter().any(|k| k == n)
+                || e.columns.iter().any(|c| c.name(to) == n)
+                || ts.peer_id_column.as_deref() == Some(n)
+        };
+        for d in &dst_t.columns {
+            if d.not_null && !d.defaulted && d.read_only.is_none() && !written(&d.name) {
+                say(
+                    Level::Error,
+                    format!(
+                        "column {to}.{} of table {} is NOT NULL without a default and no mapped column feeds it: tandem's inserts there would fail (map it, or give it a default)",
+                        d.name, ts.table
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Whether a value of kind `s` arrives intact in a column of kind `d`: None when it does.
+fn fits(s: Kind, d: Kind) -> Option<(Level, String)> {
+    use Kind::*;
+    let warn = |m: String| Some((Level::Warning, m));
+    match (s, d) {
+        (Unknown, _) | (_, Unknown) => None,
+        (Timestamp, TimestampTz) | (TimestampTz, Timestamp) => Some((
+            Level::Error,
+            "a time without a zone against one with a zone: tandem does not convert between \
+             them (values would shift with the session's zone and verify would never agree); \
+             map like with like"
+                .into(),
+        )),
+        (Integer { digits: sd }, Integer { digits: dd }) if sd > dd => warn(format!(
+            "integers of up to {sd} digits into {dd}: larger values will be refused"
+        )),
+        (Integer { digits: sd }, Decimal { precision: Some(p), scale }) => {
+            let int = p.saturating_sub(scale.unwrap_or(0));
+            (sd > int).then(|| (Level::Warning, format!(
+                "integers of up to {sd} digits into {int} integer digits: larger values will be refused"
+            )))
+        }
+        (Decimal { precision, scale }, Integer { digits }) => {
+            if scale.unwrap_or(1) > 0 {
+                warn("values with a fraction will be refused by an integer column".into())
+            } else if precision.is_none_or(|p| p > digits) {
+                warn(format!("values beyond {digits} digits will be refused"))
+            } else {
+                None
+            }
+        }
+        (Float, Integer { .. }) => {
+            warn("values with a fraction will be refused by an integer column".into())
+        }
+        (
+            Decimal {
+                precision: sp,
+                scale: ss,
+            },
+            Decimal {
+                precision: Some(dp),
+                scale: ds,
+            },
+        ) => {
+            let ds = ds.unwrap_or(0);
+            let dint = dp.saturating_sub(ds);
+            match (sp, ss) {
+                (Some(_), Some(ss)) if ss > ds => warn(format!(
+                    "{ss} decimals into {ds}: values are rounded at the target, and the sides then differ"
+                )),
+                (Some(sp), ss) if sp.saturating_sub(ss.unwrap_or(0)) > dint => warn(format!(
+                    "{} integer digits into {dint}: larger values will be refused",
+                    sp.saturating_sub(ss.unwrap_or(0))
+                )),
+                (None, _) => warn(format!(
+                    "an unconstrained numeric into numeric({dp},{ds}): values with more than {dint} integer digits are refused, more than {ds} decimals rounded"
+                )),
+                _ => None,
+            }
+        }
+        (Float, Decimal { precision: Some(_), scale }) => warn(format!(
+            "floating-point values are rounded to {} decimals at the target, and the sides then differ",
+            scale.unwrap_or(0)
+        )),
+        (Text { chars: sc }, Text { chars: Some(dc) }) if sc.is_none_or(|n| n > dc) => {
+            warn(format!(
+                "values longer than {dc} characters will be refused (the source allows {})",
+                sc.map_or("any length".to_string(), |n| n.to_string())
+            ))
+        }
+        (Xml, Text { .. }) | (Text { .. }, Xml) => None,
+        // Rendered as strings (ISO dates and times, uuids): they land as that text and parse
+        // back, and verify compares the same strings.
+        (Uuid | Date | Time | Timestamp, Text { .. }) => None,
+        (TimestampTz, Text { .. }) => warn(
+            "an instant lands as text with the offset of the writing session, while verify \
+             renders instants in UTC: keep the session time zones in UTC, or map like with like"
+                .into(),
+        ),
+        (Json, Text { .. }) | (Text { .. }, Json) => warn(
+            "a JSON value lands in a text column as its text and comes back as a JSON string: \
+             map json to text on both sides"
+                .into(),
+        ),
+        (Text { .. }, Uuid | Date | Time | Timestamp | TimestampTz | Integer { .. } | Decimal { .. } | Float | Bool) => {
+            warn(format!(
+                "text into {}: every value must parse as one, or its change is refused",
+                d.family()
+            ))
+        }
+        (s, d) if s.family() == d.family() => None,
+        (s, d) => Some((
+            Level::Error,
+            format!(
+                "{} against {}: tandem does not convert between them (a converter is needed)",
+                s.family(),
+                d.family()
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +601,79 @@ mod tests {
         assert!(!messages(Some(&t))
             .iter()
             .any(|m| m.starts_with("no primary key")));
+    }
+
+    #[test]
+    fn postgres_types_are_read_into_shared_kinds() {
+        use Kind::*;
+        for (t, k) in [
+            ("integer", Integer { digits: 10 }),
+            (
+                "numeric(10,2)",
+                Decimal {
+                    precision: Some(10),
+                    scale: Some(2),
+                },
+            ),
+            (
+                "numeric(7)",
+                Decimal {
+                    precision: Some(7),
+                    scale: Some(0),
+                },
+            ),
+            (
+                "numeric",
+                Decimal {
+                    precision: None,
+                    scale: None,
+                },
+            ),
+            ("character varying(40)", Text { chars: Some(40) }),
+            ("character(1)", Text { chars: Some(1) }),
+            ("text", Text { chars: None }),
+            ("timestamp(3) without time zone", Timestamp),
+            ("timestamp with time zone", TimestampTz),
+            ("integer[]", Unknown),
+        ] {
+            assert_eq!(Kind::from_postgres(t), k, "{t}");
+        }
+    }
+
+    #[test]
+    fn pairs_that_fit_say_nothing_and_misfits_say_why() {
+        use Kind::*;
+        let dec = |p, s| Decimal {
+            precision: Some(p),
+            scale: Some(s),
+        };
+        assert_eq!(fits(Integer { digits: 10 }, Integer { digits: 19 }), None);
+        assert_eq!(fits(dec(10, 2), dec(12, 2)), None);
+        assert_eq!(fits(Text { chars: Some(10) }, Text { chars: None }), None);
+        assert_eq!(fits(Integer { digits: 10 }, Float), None);
+        let level = |s, d| fits(s, d).map(|(l, _)| l);
+        assert_eq!(
+            level(Text { chars: Some(40) }, Text { chars: Some(10) }),
+            Some(Level::Warning)
+        );
+        assert_eq!(
+            level(Integer { digits: 19 }, Integer { digits: 10 }),
+            Some(Level::Warning)
+        );
+        assert_eq!(level(dec(12, 2), dec(12, 1)), Some(Level::Warning));
+        assert_eq!(
+            level(dec(12, 2), Integer { digits: 19 }),
+            Some(Level::Warning)
+        );
+        assert_eq!(level(Timestamp, TimestampTz), Some(Level::Error));
+        assert_eq!(level(Bool, Integer { digits: 10 }), Some(Level::Error));
+        assert_eq!(
+            level(Integer { digits: 10 }, Text { chars: None }),
+            Some(Level::Error)
+        );
+        assert_eq!(level(Unknown, Bool), None);
+        assert_eq!(fits(Date, Text { chars: Some(10) }), None);
+        assert_eq!(level(Json, Text { chars: None }), Some(Level::Warning));
     }
 
     #[test]

@@ -1102,6 +1102,12 @@ impl Admin for MemEndpoint {
     async fn check(&self) -> Result<Vec<SchemaProblem>, EndpointError> {
         Ok(Vec::new())
     }
+    async fn describe(
+        &self,
+        _entity: &str,
+    ) -> Result<Option<super::desc::TableDesc>, EndpointError> {
+        Ok(None)
+    }
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let n = self.config.entities.len();
         Ok(InstallState::Installed {

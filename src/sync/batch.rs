@@ -319,6 +319,8 @@ pub async fn stage(
             _ => (0, rank, 1, c.seq),
         }
     });
+    // Within an entity that references itself: parents first, cycles broken.
+    let mapped = super::order::order_self_references(config, mapped);
     (staged.batch, staged.attempts) = mapped.into_iter().unzip();
     Ok(staged)
 }
@@ -379,6 +381,10 @@ pub async fn finish(
         return Ok(report);
     }
     for ((change, attempts), outcome) in batch.iter().zip(attempts).zip(outcomes) {
+        // A pre-step stands for no outbox row: its change, later in the batch, settles.
+        if super::order::is_pre_step(change) {
+            continue;
+        }
         match outcome {
             Outcome::Done {
                 target_key,

@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod metrics;
+pub mod order;
 pub mod policy;
 pub mod retry;
 

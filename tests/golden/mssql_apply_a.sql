@@ -304,6 +304,8 @@ BEGIN
                 SET @force = CASE WHEN @resolution = 'I' THEN 1 ELSE 0 END;
                 SET @out_conflict = @force;
                 EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+                -- Entities sharing the table capture this write (sql/mssql/trigger.sql).
+                EXEC sys.sp_set_session_context N'tandem.entity', @entity;
                 IF @op = 'D'
                 BEGIN
                     SET @out_how = 'U';
@@ -409,6 +411,7 @@ BEGIN
                     END;
                 END;
                 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                EXEC sys.sp_set_session_context N'tandem.entity', NULL;
             END;
 
             IF @put = 1
@@ -436,6 +439,7 @@ BEGIN
             SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
 
             EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+            EXEC sys.sp_set_session_context N'tandem.entity', NULL;
             IF @err IN (2627, 2601, 547, 515, 8152, 2628, 245, 8114, 8115, 220, 232, 236, 241, 242, 244, 248, 293, 235, 517, 8134, 8169, 9455, 9400, 512, 3609) OR @err >= 50000
             BEGIN
                 -- Caused by the row: this change fails alone.

@@ -119,9 +119,7 @@ CREATE TABLE [tandem].[conflicts] (
 );
 GO
 
--- Capture trigger for entity order on [dbo].[ORDERS].
--- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
--- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
+-- Capture trigger on [dbo].[ORDERS] for entity order.
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDERS]') AND name = N'tandem_capture_ORDERS')
 BEGIN
     DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDERS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDERS');
@@ -145,9 +143,6 @@ AFTER INSERT, UPDATE, DELETE
 AS
 BEGIN
     SET NOCOUNT ON;
-    IF TRIGGER_NESTLEVEL() = 1
-       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = N'[dbo].[ORDERS]'
-        RETURN;
     IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
         RETURN;
     DECLARE @c TABLE (
@@ -156,30 +151,38 @@ BEGIN
         k   nvarchar(max) NOT NULL,
         img nvarchar(max) NOT NULL
     );
-    WITH n AS (
-        SELECT i.[ORDER_NO] AS [c1],
-               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[CUST_NAME] AS [CUST_NAME], i.[STATUS] AS [STATUS], i.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM inserted AS i
-    ), o AS (
-        SELECT d.[ORDER_NO] AS [c1],
-               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[CUST_NAME] AS [CUST_NAME], d.[STATUS] AS [STATUS], d.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM deleted AS d
-    )
-    INSERT INTO @c (ord, op, k, img)
-    SELECT v.ord, v.op, v.k, v.img
-    FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.k = o.k
-    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
-    WHERE (v.ord = 0 AND n.k IS NULL)
-       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
-       OR (v.ord = 2 AND o.k IS NULL);
-    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
     DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
-    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
-    SELECT N'order', c.op, c.k, LEFT(c.k, 400), c.img, @derived
-    FROM @c AS c
-    ORDER BY c.ord;
+-- Entity order: skipped when tandem writes for it (only at nesting level 1:
+    -- what other triggers and ON DELETE CASCADE do while tandem applies a change is captured).
+    -- (ISNULL: outside tandem's writes the context is NULL, and NOT (NULL = x) is not true.)
+    IF NOT (TRIGGER_NESTLEVEL() = 1
+            AND ISNULL(CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')), N'') = N'[dbo].[ORDERS]')
+    BEGIN
+        DELETE FROM @c;
+        WITH n AS (
+            SELECT i.[ORDER_NO] AS [c1],
+                   CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[CUST_NAME] AS [CUST_NAME], i.[STATUS] AS [STATUS], i.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM inserted AS i
+        ), o AS (
+            SELECT d.[ORDER_NO] AS [c1],
+                   CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[CUST_NAME] AS [CUST_NAME], d.[STATUS] AS [STATUS], d.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM deleted AS d
+        )
+        INSERT INTO @c (ord, op, k, img)
+        SELECT v.ord, v.op, v.k, v.img
+        FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.k = o.k
+        CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+        WHERE (v.ord = 0 AND n.k IS NULL)
+           OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+           OR (v.ord = 2 AND o.k IS NULL);
+        -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+        INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
+        SELECT N'order', c.op, c.k, LEFT(c.k, 400), c.img, @derived
+        FROM @c AS c
+        ORDER BY c.ord;
+    END;
 END;
 GO
 -- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
@@ -195,10 +198,7 @@ ELSE
     EXEC sys.sp_addextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDERS',
         @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
-
--- Capture trigger for entity order_item on [dbo].[ORDER_ITEMS].
--- Trigger names are per schema in SQL Server, so each table's is tandem_capture_<table>.
--- (EXEC takes a variable: SQL Server allows only literals and variables inside EXEC (...).)
+-- Capture trigger on [dbo].[ORDER_ITEMS] for entity order_item.
 IF EXISTS (SELECT 1 FROM sys.triggers WHERE parent_id = OBJECT_ID(N'[dbo].[ORDER_ITEMS]') AND name = N'tandem_capture_ORDER_ITEMS')
 BEGIN
     DECLARE @drop nvarchar(max) = N'DROP TRIGGER ' + QUOTENAME(OBJECT_SCHEMA_NAME(OBJECT_ID(N'[dbo].[ORDER_ITEMS]'))) + N'.' + QUOTENAME(N'tandem_capture_ORDER_ITEMS');
@@ -222,9 +222,6 @@ AFTER INSERT, UPDATE, DELETE
 AS
 BEGIN
     SET NOCOUNT ON;
-    IF TRIGGER_NESTLEVEL() = 1
-       AND CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')) = N'[dbo].[ORDER_ITEMS]'
-        RETURN;
     IF NOT EXISTS (SELECT 1 FROM inserted) AND NOT EXISTS (SELECT 1 FROM deleted)
         RETURN;
     DECLARE @c TABLE (
@@ -233,30 +230,38 @@ BEGIN
         k   nvarchar(max) NOT NULL,
         img nvarchar(max) NOT NULL
     );
-    WITH n AS (
-        SELECT i.[ORDER_NO] AS [c1], i.[LINE_NO] AS [c2],
-               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1], i.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[LINE_NO] AS [LINE_NO], i.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM inserted AS i
-    ), o AS (
-        SELECT d.[ORDER_NO] AS [c1], d.[LINE_NO] AS [c2],
-               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1], d.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
-               CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[LINE_NO] AS [LINE_NO], d.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
-        FROM deleted AS d
-    )
-    INSERT INTO @c (ord, op, k, img)
-    SELECT v.ord, v.op, v.k, v.img
-    FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.[c2] = o.[c2] AND n.k = o.k
-    CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
-    WHERE (v.ord = 0 AND n.k IS NULL)
-       OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
-       OR (v.ord = 2 AND o.k IS NULL);
-    -- Deletes first, so a key change is a delete followed by an insert in sequence order.
     DECLARE @derived bit = CASE WHEN SESSION_CONTEXT(N'tandem.applying') IS NULL THEN 0 ELSE 1 END;
-    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
-    SELECT N'order_item', c.op, c.k, LEFT(c.k, 400), c.img, @derived
-    FROM @c AS c
-    ORDER BY c.ord;
+-- Entity order_item: skipped when tandem writes for it (only at nesting level 1:
+    -- what other triggers and ON DELETE CASCADE do while tandem applies a change is captured).
+    -- (ISNULL: outside tandem's writes the context is NULL, and NOT (NULL = x) is not true.)
+    IF NOT (TRIGGER_NESTLEVEL() = 1
+            AND ISNULL(CONVERT(nvarchar(600), SESSION_CONTEXT(N'tandem.applying')), N'') = N'[dbo].[ORDER_ITEMS]')
+    BEGIN
+        DELETE FROM @c;
+        WITH n AS (
+            SELECT i.[ORDER_NO] AS [c1], i.[LINE_NO] AS [c2],
+                   CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [k1], i.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT i.[ORDER_NO] AS [ORDER_NO], i.[LINE_NO] AS [LINE_NO], i.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM inserted AS i
+        ), o AS (
+            SELECT d.[ORDER_NO] AS [c1], d.[LINE_NO] AS [c2],
+                   CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [k1], d.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                   CONVERT(nvarchar(max), (SELECT d.[ORDER_NO] AS [ORDER_NO], d.[LINE_NO] AS [LINE_NO], d.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS img
+            FROM deleted AS d
+        )
+        INSERT INTO @c (ord, op, k, img)
+        SELECT v.ord, v.op, v.k, v.img
+        FROM n FULL OUTER JOIN o ON n.[c1] = o.[c1] AND n.[c2] = o.[c2] AND n.k = o.k
+        CROSS APPLY (VALUES (0, 'D', o.k, o.img), (1, 'U', n.k, n.img), (2, 'I', n.k, n.img)) AS v (ord, op, k, img)
+        WHERE (v.ord = 0 AND n.k IS NULL)
+           OR (v.ord = 1 AND n.k IS NOT NULL AND o.k IS NOT NULL AND n.img <> o.img)
+           OR (v.ord = 2 AND o.k IS NULL);
+        -- Deletes first, so a key change is a delete followed by an insert in sequence order.
+        INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
+        SELECT N'order_item', c.op, c.k, LEFT(c.k, 400), c.img, @derived
+        FROM @c AS c
+        ORDER BY c.ord;
+    END;
 END;
 GO
 -- The mark `tandem uninstall` and `tandem check` find the trigger by: a property of the
@@ -272,7 +277,6 @@ ELSE
     EXEC sys.sp_addextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDER_ITEMS',
         @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
-
 COMMIT TRANSACTION;
 SET XACT_ABORT OFF;
 GO
@@ -390,6 +394,7 @@ GO
 -- -- Run on a connection whose batch failed: nothing it began may stay open.
 -- IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
 -- EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+-- EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 
 -- apply batch (sql/mssql/apply.sql; per-entity parts from sql/mssql/entity.sql, typed from the catalog at run time)
 -- -- Tandem: apply a batch of changes from the other side, in one round trip (SQL Server).
@@ -691,6 +696,8 @@ GO
 --                 SET @force = CASE WHEN @resolution = 'I' THEN 1 ELSE 0 END;
 --                 SET @out_conflict = @force;
 --                 EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+--                 -- Entities sharing the table capture this write (sql/mssql/trigger.sql).
+--                 EXEC sys.sp_set_session_context N'tandem.entity', @entity;
 --                 IF @op = 'D'
 --                 BEGIN
 --                     SET @out_how = 'U';
@@ -746,6 +753,7 @@ GO
 --                     END;
 --                 END;
 --                 EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--                 EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 --             END;
 -- 
 --             IF @put = 1
@@ -773,6 +781,7 @@ GO
 --             SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
 -- {{identity_off_all}}
 --             EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--             EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 --             IF @err IN ({{row_errors}}) OR @err >= 50000
 --             BEGIN
 --                 -- Caused by the row: this change fails alone.
@@ -1149,10 +1158,12 @@ GO
 -- BEGIN TRY
 --     BEGIN TRANSACTION;
 --     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+--     EXEC sys.sp_set_session_context N'tandem.entity', @P2;
 --     DELETE t FROM {{table}} AS t
 --     JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 --     SET @n = @@ROWCOUNT;
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--     EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 --     UPDATE {{schema}}.[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
 --     WHERE entity = @P2 AND {{own}} = @P1;
 --     COMMIT TRANSACTION;
@@ -1160,6 +1171,7 @@ GO
 -- BEGIN CATCH
 --     IF @@TRANCOUNT > 0 ROLLBACK TRANSACTION;
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--     EXEC sys.sp_set_session_context N'tandem.entity', NULL;
 --     THROW;
 -- END CATCH;
 -- SELECT @n;

@@ -356,6 +356,16 @@ impl Admin for MsEndpoint {
         schema::check(self).await
     }
 
+    async fn describe(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError> {
+        match self.config.entity(entity) {
+            Some(e) => schema::describe(self, e, &sql::table(&e.side(self.side).table)).await,
+            None => Ok(None),
+        }
+    }
+
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let rows = self
             .rows("read install state", &self.common.install_state, &[])
@@ -365,12 +375,8 @@ impl Admin for MsEndpoint {
             .and_then(|r| r.get::<bool, _>(0))
             .unwrap_or(false);
         let triggers = rows.first().and_then(|r| r.get::<i64, _>(1)).unwrap_or(0);
-        let expected = self
-            .config
-            .entities
-            .iter()
-            .filter(|e| e.direction.flows(self.side))
-            .count();
+        // One capture trigger per table, however many entities read it.
+        let expected = self.config.captured_tables(self.side).len();
         Ok(if present {
             InstallState::Installed {
                 triggers: usize::try_from(triggers).unwrap_or(0),

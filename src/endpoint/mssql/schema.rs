@@ -9,7 +9,7 @@ use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
 use crate::config::{Entity, Side};
-use crate::endpoint::desc::{self, ColumnDesc, TableDesc, Wording};
+use crate::endpoint::desc::{self, ColumnDesc, Kind, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
 /// The columns `entity` names on `side`: its key, the mapped columns, the peer id column.
@@ -142,6 +142,37 @@ const UNCAPTURABLE: &[&str] = &[
     "hierarchyid",
 ];
 
+/// What a SQL Server column holds, in the terms [`desc::compare`] shares with PostgreSQL.
+fn kind(c: &Column) -> Kind {
+    let digits = |max: i128| max.to_string().len() as u32;
+    match c.ty.family() {
+        Family::Int { max, .. } => Kind::Integer {
+            digits: digits(max),
+        },
+        Family::Decimal => Kind::Decimal {
+            precision: Some(u32::from(c.ty.precision)),
+            scale: Some(u32::from(c.ty.scale)),
+        },
+        Family::Money => Kind::Decimal {
+            precision: Some(if c.ty.name == "smallmoney" { 10 } else { 19 }),
+            scale: Some(4),
+        },
+        Family::Float => Kind::Float,
+        Family::Bit => Kind::Bool,
+        Family::Str { chars, .. } => Kind::Text {
+            chars: chars.and_then(|n| u32::try_from(n).ok()),
+        },
+        Family::Date => Kind::Date,
+        Family::Time => Kind::Time,
+        Family::DateTime2 | Family::LegacyDateTime => Kind::Timestamp,
+        Family::DateTimeOffset => Kind::TimestampTz,
+        Family::Uuid => Kind::Uuid,
+        Family::Binary { .. } | Family::RowVersion => Kind::Binary,
+        Family::Xml => Kind::Xml,
+        Family::Unsupported(_) => Kind::Unknown,
+    }
+}
+
 /// A catalog column as [`desc::check`] sees it, with SQL Server's reasons to refuse it.
 fn column_desc(c: &Column) -> ColumnDesc {
     let family = c.ty.family();
@@ -163,6 +194,8 @@ fn column_desc(c: &Column) -> ColumnDesc {
              uniqueidentifier and date keys on SQL Server"
                 .to_string()
         }),
+        kind: kind(c),
+        not_null: !c.nullable,
         uncapturable: UNCAPTURABLE.contains(&c.ty.name.as_str()).then(|| {
             "the capture trigger cannot read it (convert it to varchar(max), nvarchar(max) \
              or varbinary(max))"

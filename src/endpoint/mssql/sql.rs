@@ -107,31 +107,74 @@ fn side_lit(side: Side) -> String {
     format!("'{side}'")
 }
 
-/// Tables of `side` that capture changes (their changes travel to the other side).
-fn captured<'a>(config: &'a Config, side: Side) -> impl Iterator<Item = &'a Entity> + 'a {
-    config
-        .entities
-        .iter()
-        .filter(move |e| e.direction.flows(side))
-}
-
 fn joined(items: impl IntoIterator<Item = String>, sep: &str) -> String {
     items.into_iter().collect::<Vec<_>>().join(sep)
 }
 
-/// The capture trigger of one entity's table.
+/// The capture trigger of one table (sql/mssql/trigger.sql): a block per entity of
+/// `captured` (those of `side` that read `tn` and whose changes travel).
 fn trigger_script(
-    e: &Entity,
+    config: &Config,
+    tn: &TableName,
+    captured: &[&Entity],
     side: Side,
     base: &[(&'static str, String)],
 ) -> Result<String, EndpointError> {
-    let ts = e.side(side);
-    let t = table(&ts.table);
-    let name = trigger_name(&ts.table);
-    let trigger = match &ts.table.schema {
+    let s = crate::endpoint::template::sections(TRIGGER);
+    let section = |name: &str| {
+        s.get(name).copied().ok_or_else(|| {
+            EndpointError::Config(format!("internal: trigger section {name} missing"))
+        })
+    };
+    let t = table(tn);
+    let name = trigger_name(tn);
+    let trigger = match &tn.schema {
         Some(s) => format!("{}.{}", ident(s), ident(&name)),
         None => ident(&name),
     };
+    // Every entity on this table (whatever its direction): tandem writes the table for each.
+    let on_table = config.entities_on(side, tn);
+    let mut blocks = Vec::new();
+    for e in captured {
+        blocks.push(entity_block(
+            e,
+            side,
+            &on_table,
+            &t,
+            base,
+            section("entity")?,
+        )?);
+    }
+    let mut v = base.to_vec();
+    v.extend([
+        ("table", t.clone()),
+        ("table_lit", literal(&t)),
+        ("trigger", trigger),
+        ("trigger_name_lit", literal(&name)),
+        (
+            "entities_comment",
+            joined(
+                captured
+                    .iter()
+                    .map(|e| format!("entity {}", e.name.replace(['\n', '\r'], " "))),
+                ", ",
+            ),
+        ),
+        ("entities", blocks.join("\n")),
+    ]);
+    fill(section("trigger")?, &v)
+}
+
+/// One entity's block of a capture trigger.
+fn entity_block(
+    e: &Entity,
+    side: Side,
+    on_table: &[&Entity],
+    t: &str,
+    base: &[(&'static str, String)],
+    template: &str,
+) -> Result<String, EndpointError> {
+    let ts = e.side(side);
     let key_cols = |alias: &str| {
         joined(
             ts.key
@@ -166,15 +209,26 @@ fn trigger_script(
             ", ",
         )
     };
+    // Tandem's write for another entity of this table is a change for this one.
+    let others: Vec<String> = on_table
+        .iter()
+        .filter(|o| o.name != e.name)
+        .map(|o| literal(&o.name))
+        .collect();
+    let others_write = if others.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "\n                 AND ISNULL(CONVERT(nvarchar(128), SESSION_CONTEXT(N'tandem.entity')), N'') NOT IN ({})",
+            others.join(", ")
+        )
+    };
     let mut v = base.to_vec();
     v.extend([
         ("i_image_cols", image_json("i")),
         ("d_image_cols", image_json("d")),
-        ("table", t.clone()),
-        ("table_lit", literal(&t)),
-        ("table_ctx_lit", literal(&t)),
-        ("trigger", trigger),
-        ("trigger_name_lit", literal(&name)),
+        ("table_ctx_lit", literal(t)),
+        ("others_write", others_write),
         ("entity_lit", literal(&e.name)),
         ("entity_comment", e.name.replace(['\n', '\r'], " ")),
         ("i_key_cols", key_cols("i")),
@@ -189,16 +243,16 @@ fn trigger_script(
             ),
         ),
     ]);
-    fill(TRIGGER, &v)
+    fill(template, &v)
 }
 
 /// The complete install script for one side (batches separated by `GO`).
 pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointError> {
     let vars = schema_vars(&config.side(side).schema, side);
     let mut out = fill(INSTALL, &vars)?;
-    for e in captured(config, side) {
+    for (t, entities) in config.captured_tables(side) {
         out.push('\n');
-        out.push_str(&trigger_script(e, side, &vars)?);
+        out.push_str(&trigger_script(config, t, &entities, side, &vars)?);
     }
     out.push('\n');
     out.push_str(INSTALL_END);

@@ -23,7 +23,8 @@ use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
-/// own writes are not captured — and only its own: cascades into other tables still are.
+/// own writes are not captured for `entity` (other entities reading the same table capture
+/// them: see sql/postgres/trigger.sql).
 async fn mark(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
@@ -36,7 +37,9 @@ async fn mark(
     ) else {
         return Ok(());
     };
-    tx.query_one(st, &[&es.table_sql]).await.map(|_| ())
+    tx.query_one(st, &[&es.table_sql, &entity])
+        .await
+        .map(|_| ())
 }
 
 /// Applies a batch in one transaction; see the module comment.
@@ -172,13 +175,32 @@ fn waves(batch: &[TargetChange]) -> Vec<&[TargetChange]> {
     for i in 1..=batch.len() {
         let boundary = i == batch.len()
             || batch[i].entity != batch[start].entity
-            || (batch[i].op == Op::Delete) != (batch[start].op == Op::Delete);
+            || (batch[i].op == Op::Delete) != (batch[start].op == Op::Delete)
+            || depends_on_wave(&batch[i], &batch[start..i]);
         if boundary && start < i {
             out.push(&batch[start..i]);
             start = i;
         }
     }
     out
+}
+
+/// Whether `c` must wait for a change of `wave` (applied concurrently, so it cannot see their
+/// writes): the same record again (a self-reference's pre-step and its change), or a record
+/// of its own entity that it references (see `sync::order`).
+fn depends_on_wave(c: &TargetChange, wave: &[TargetChange]) -> bool {
+    let self_refs: Vec<&Key> = c
+        .refs
+        .iter()
+        .filter(|r| r.parent == c.entity)
+        .map(|r| &r.source_key)
+        .collect();
+    // Only a change referencing its own entity can (a pre-step's change does too).
+    if self_refs.is_empty() {
+        return false;
+    }
+    wave.iter()
+        .any(|w| w.source_key == c.source_key || self_refs.contains(&&w.source_key))
 }
 
 /// The careful path: one change at a time, each in a savepoint.

@@ -312,7 +312,11 @@ pub async fn delete_records(
     let err = |e| ep.pool.error(&format!("delete from {}", es.table), e);
     let tx = client.transaction().await.map_err(err)?;
     // Like an apply: a repair is tandem's own write, not a change to capture.
-    tx.batch_execute("SET LOCAL tandem.applying = 'on'")
+    // Entities sharing the table capture the delete (as they would an apply's).
+    let own = prepared(&tx, stmts, &ep.sql.common.mark_table)
+        .await
+        .map_err(err)?;
+    tx.query_one(&own, &[&es.table_sql, &entity])
         .await
         .map_err(err)?;
     let del = prepared(&tx, stmts, &es.row_delete).await.map_err(err)?;

@@ -218,6 +218,16 @@ impl Admin for PgEndpoint {
         schema::check(self).await
     }
 
+    async fn describe(
+        &self,
+        entity: &str,
+    ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError> {
+        match self.config.entity(entity) {
+            Some(e) => schema::describe(self, &sql::table(&e.side(self.side).table)).await,
+            None => Ok(None),
+        }
+    }
+
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let mut conn = self.pool.get().await?;
         let PgConn { client, stmts } = &mut *conn;
@@ -228,12 +238,8 @@ impl Admin for PgEndpoint {
         let row = client.query_one(&st, &[]).await.map_err(err)?;
         let present: Option<bool> = col(&row, 0, "present", "read install state")?;
         let triggers: i64 = col(&row, 1, "triggers", "read install state")?;
-        let expected = self
-            .config
-            .entities
-            .iter()
-            .filter(|e| e.direction.flows(self.side))
-            .count();
+        // One capture trigger per table, however many entities read it.
+        let expected = self.config.captured_tables(self.side).len();
         Ok(if present == Some(true) {
             InstallState::Installed {
                 triggers: triggers as usize,

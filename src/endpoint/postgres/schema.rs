@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use super::pool::{prepared, PgConn};
 use super::sql::table;
 use super::PgEndpoint;
-use crate::endpoint::desc::{self, ColumnDesc, TableDesc, Wording};
+use crate::endpoint::desc::{self, ColumnDesc, Kind, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
 /// How PostgreSQL's messages word what differs between dialects.
@@ -67,8 +67,15 @@ pub async fn describe(ep: &PgEndpoint, name: &str) -> Result<Option<TableDesc>, 
                 .try_get::<_, Option<bool>>(2)
                 .map_err(err)?
                 .unwrap_or(false),
+            not_null: r
+                .try_get::<_, Option<bool>>(3)
+                .map_err(err)?
+                .unwrap_or(false),
             ..ColumnDesc::default()
         });
+        if let Some(c) = columns.last_mut() {
+            c.kind = Kind::from_postgres(&c.type_name);
+        }
     }
     let keys_st = prepared(&*client, stmts, &common.table_unique_keys)
         .await

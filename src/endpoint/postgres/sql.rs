@@ -336,6 +336,20 @@ fn compact_json(expr: &str) -> String {
     )
 }
 
+/// A column's value as verify compares it, the way apply finds a target already holding it:
+/// its JSON text, a number by its value (`31`, `31.00` and a real's `31` alike: apply writes
+/// nothing when a numeric(10,2) holds 31.00 and 31 arrives, so verify must not report it);
+/// the same form `verify_hash::normalize` gives across dialects. (Instants are rendered in
+/// UTC by the verify session.)
+fn comparable_json(col: &str) -> String {
+    format!(
+        "CASE WHEN jsonb_typeof(to_jsonb({col})) = 'number' \
+         THEN regexp_replace(regexp_replace((to_jsonb({col})::text)::numeric::text, \
+         '(\\.[0-9]*[1-9])0+$', '\\1'), '\\.0+$', '') \
+         ELSE to_jsonb({col})::text END"
+    )
+}
+
 /// Expressions that put a record of `side` into one comparable shape (A's): keys as id_map
 /// texts, codes as A's codes, parents by A's key.
 fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
@@ -392,7 +406,7 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
                 }
             }
         } else {
-            format!("to_jsonb({col})::text")
+            comparable_json(&col)
         };
         values.push(format!("coalesce({expr}, '~')"));
         raw.push(expr);
@@ -447,14 +461,6 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// Tables of `side` that capture changes (their changes travel to the other side).
-fn captured<'a>(config: &'a Config, side: Side) -> impl Iterator<Item = &'a Entity> + 'a {
-    config
-        .entities
-        .iter()
-        .filter(move |e| e.direction.flows(side))
-}
-
 /// The name of the capture function generated for `t`, unique per table and the same on every
 /// install: `capture_` and the table as the config names it (schema never holds a dot, so the
 /// text is unambiguous), cut with a hash of the whole when longer than PostgreSQL's 63 bytes.
@@ -496,34 +502,101 @@ fn dollar_tag(body: &str) -> String {
     tag
 }
 
-/// The capture function and trigger of one captured entity (sql/postgres/trigger.sql).
+/// The capture function and trigger of one table (sql/postgres/trigger.sql): a block per
+/// entity of `captured` (those of `side` that read `t` and whose changes travel).
 fn trigger_script(
-    schema: &str,
+    config: &Config,
     vars: &[(&'static str, String)],
-    e: &Entity,
+    t: &TableName,
+    captured: &[&Entity],
     side: Side,
 ) -> Result<String, EndpointError> {
-    let ts = e.side(side);
-    let fname = capture_function_name(&ts.table);
-    let key = |row: &str| list(&ts.key, &format!("{row}."), "");
+    let schema = &config.side(side).schema;
+    let s = template::sections(TRIGGER);
+    let section = |name: &str| {
+        s.get(name).copied().ok_or_else(|| {
+            EndpointError::Config(format!("internal: trigger section {name} missing"))
+        })
+    };
+    // Every entity on this table (whatever its direction): tandem writes the table for each.
+    let on_table = config.entities_on(side, t);
+    let shared = on_table.len() > 1;
+    let mut blocks = Vec::new();
+    for e in captured {
+        let ts = e.side(side);
+        let key = |row: &str| list(&ts.key, &format!("{row}."), "");
+        // Tandem's write for another entity of this table is a change for this one.
+        let others: Vec<String> = on_table
+            .iter()
+            .filter(|o| o.name != e.name)
+            .map(|o| body_literal(&o.name))
+            .collect();
+        let others_write = if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "\n       AND coalesce(current_setting('tandem.entity', true), '') NOT IN ({})",
+                others.join(", ")
+            )
+        };
+        // Alone on its table, an entity captures any change of the row; sharing it, only
+        // changes of what it reads (the key and its mapped columns), so tandem's write of
+        // another entity's columns is no change of this one.
+        let unchanged = if shared {
+            let mut read: Vec<&str> = ts.key.iter().map(String::as_str).collect();
+            for c in &e.columns {
+                if !read.contains(&c.name(side)) {
+                    read.push(c.name(side));
+                }
+            }
+            let row = |r: &str| {
+                read.iter()
+                    .map(|c| format!("{r}.{}", ident(c)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            format!(
+                "(ROW({})::record) OPERATOR(pg_catalog.*=) (ROW({})::record)",
+                row("NEW"),
+                row("OLD")
+            )
+        } else {
+            "NEW OPERATOR(pg_catalog.*=) OLD".to_string()
+        };
+        let mut v = vars.to_vec();
+        v.extend([
+            ("entity_comment", e.name.replace(['\n', '\r'], " ")),
+            ("entity", body_literal(&e.name)),
+            ("new_key", key("NEW")),
+            ("old_key", key("OLD")),
+            ("others_write", others_write),
+            ("unchanged", unchanged),
+        ]);
+        blocks.push(fill(section("entity")?, &v)?);
+    }
+    let fname = capture_function_name(t);
+    let names: Vec<&str> = captured.iter().map(|e| e.name.as_str()).collect();
     let mut v = vars.to_vec();
     v.push(("function", format!("{}.{}", ident(schema), ident(&fname))));
     v.push((
         "function_comment",
         literal(&format!(
-            "tandem: captures changes of entity {} on table {}",
-            e.name, ts.table
+            "tandem: captures changes of {} {} on table {t}",
+            if names.len() == 1 {
+                "entity"
+            } else {
+                "entities"
+            },
+            names.join(", ")
         )),
     ));
-    v.push(("table", table(&ts.table)));
-    v.push(("entity_comment", e.name.replace(['\n', '\r'], " ")));
-    v.push(("entity", body_literal(&e.name)));
-    v.push(("new_key", key("NEW")));
-    v.push(("old_key", key("OLD")));
+    v.push(("table", table(t)));
+    v.push(("entities", blocks.join("\n")));
     // The body is dollar-quoted: its tag must not occur in the names written into it.
-    let unquoted = fill(TRIGGER, &[v.as_slice(), &[("q", String::new())]].concat())?;
+    let function = section("function")?;
+    let unquoted = fill(function, &[v.as_slice(), &[("q", String::new())]].concat())?;
     v.push(("q", dollar_tag(&unquoted)));
-    fill(TRIGGER, &v)
+    fill(function, &v)
 }
 
 /// The complete install script for one side.
@@ -531,9 +604,9 @@ pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointErr
     let schema = &config.side(side).schema;
     let vars = schema_vars(schema, side);
     let mut out = fill(INSTALL, &vars)?;
-    for e in captured(config, side) {
+    for (t, entities) in config.captured_tables(side) {
         out.push('\n');
-        out.push_str(&trigger_script(schema, &vars, e, side)?);
+        out.push_str(&trigger_script(config, &vars, t, &entities, side)?);
     }
     out.push_str(INSTALL_END);
     Ok(out)
