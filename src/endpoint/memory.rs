@@ -738,7 +738,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 &c.source_key,
                 here.as_ref(),
                 c.seq,
-                c.op == Op::Delete,
+                c.op == Op::Delete && !reused,
             );
             return Ok(done(here, Done::ConflictLost, true));
         }

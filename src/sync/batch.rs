@@ -421,10 +421,22 @@ pub async fn finish(
                           change.op, side.other());
                 }
                 wb.done.extend(&change.seqs);
-                // A stale change without a target key: a newer change already settled the
-                // record as gone at the target; its link stays a tombstone here too.
-                let gone = how == Done::Stale && target_key.is_none();
-                let deleted = change.op == Op::Delete || how == Done::Deleted || gone;
+                // A stale change (applied already, or older than what was) reports the record
+                // as the target holds it now: without a target key it is gone there (its link
+                // stays a tombstone here too), with one it lives there, whatever this copy's op
+                // (the copy of a delete that lost a conflict must not tombstone the record the
+                // winner created again: found by the simulation).
+                // A delete that lost a conflict where this side's keys are given by values:
+                // the winner comes back here under the same key, so the link stays live.
+                let lost_reused = how == Done::ConflictLost
+                    && config
+                        .entity(&change.entity)
+                        .is_some_and(|e| e.key_is_given(side));
+                let deleted = if how == Done::Stale {
+                    target_key.is_none()
+                } else {
+                    (change.op == Op::Delete && !lost_reused) || how == Done::Deleted
+                };
                 // `peer_hint` is the live link the source held when the batch was claimed. Only
                 // an update may trust it: batches of the same burst still being settled may
                 // change the link of a record deleted or re-created in them, but a record's

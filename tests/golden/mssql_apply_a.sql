@@ -280,17 +280,19 @@ BEGIN
                                 DELETE FROM [tandem].[id_map]
                                 WHERE entity = @entity AND [a_key] = @here
                                   AND ([b_key] IS NULL OR [b_key] <> @source_key);
-                            -- A lost delete still deleted the record at the other side: the
-                            -- link is a tombstone (the winner travels as an insert).
+                            -- A lost delete deleted the record at the other side for good where
+                            -- keys are generated there (the winner travels as an insert and gets
+                            -- a new key): a tombstone; where they are given by values, the
+                            -- winner comes back under the same key and the link stays.
                             UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
                                 [a_key] = COALESCE([a_key], @here),
-                                deleted = CASE WHEN @op = 'D' THEN 1 ELSE deleted END,
+                                deleted = CASE WHEN @op = 'D' AND @source_key_given = 0 THEN 1 ELSE deleted END,
                                 updated_at = SYSDATETIMEOFFSET()
                             WHERE entity = @entity AND [b_key] = @source_key;
                             IF @@ROWCOUNT = 0
                                 INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq, deleted)
-                                VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' THEN 1 ELSE 0 END);
+                                VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' AND @source_key_given = 0 THEN 1 ELSE 0 END);
                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
                             SET @done = 1;
                         END;

@@ -672,17 +672,19 @@ GO
 --                                 DELETE FROM {{schema}}.[id_map]
 --                                 WHERE entity = @entity AND {{own}} = @here
 --                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
---                             -- A lost delete still deleted the record at the other side: the
---                             -- link is a tombstone (the winner travels as an insert).
+--                             -- A lost delete deleted the record at the other side for good where
+--                             -- keys are generated there (the winner travels as an insert and gets
+--                             -- a new key): a tombstone; where they are given by values, the
+--                             -- winner comes back under the same key and the link stays.
 --                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
 --                                 {{own}} = COALESCE({{own}}, @here),
---                                 deleted = CASE WHEN @op = 'D' THEN 1 ELSE deleted END,
+--                                 deleted = CASE WHEN @op = 'D' AND @source_key_given = 0 THEN 1 ELSE deleted END,
 --                                 updated_at = SYSDATETIMEOFFSET()
 --                             WHERE entity = @entity AND {{peer}} = @source_key;
 --                             IF @@ROWCOUNT = 0
 --                                 INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
---                                 VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' THEN 1 ELSE 0 END);
+--                                 VALUES (@entity, @source_key, @here, @seq, CASE WHEN @op = 'D' AND @source_key_given = 0 THEN 1 ELSE 0 END);
 --                             INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @here, 1);
 --                             SET @done = 1;
 --                         END;

@@ -477,7 +477,11 @@ async fn apply_one(
             }
             let seen = st(tx, stmts, &common.link_seen).await?;
             let here_text = here.as_ref().map(Key::as_str);
-            let lost_delete = c.op == Op::Delete;
+            // A lost delete deleted the record at the other side for good where keys are
+            // generated there (the winner is created anew under a new key): a tombstone. Where
+            // its keys are given by values, the winner comes back under the same key: the link
+            // stays (found by the simulation).
+            let lost_delete = c.op == Op::Delete && !reused;
             tx.execute(
                 &seen,
                 &[&c.entity, &source_key, &here_text, &c.seq, &lost_delete],
