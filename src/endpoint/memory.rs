@@ -531,30 +531,31 @@ impl MemDb {
     /// refuse the statement): the model panics so the simulation reports it with its seed.
     #[track_caller]
     fn check_unique(&self, entity: &str) {
-        let map: Vec<String> = self
+        let mut own = HashSet::new();
+        let mut peer = HashSet::new();
+        let clash = self
             .id_map
             .iter()
             .filter(|m| m.entity == entity)
-            .map(|m| format!("{:?}", m))
-            .collect();
-        let map = map.join("\n");
-        let mut own = HashSet::new();
-        let mut peer = HashSet::new();
-        for m in self.id_map.iter().filter(|m| m.entity == entity) {
-            if let Some(o) = &m.own {
-                assert!(
-                    own.insert(o.clone()),
-                    "id_map: two links with own key {o} ({entity}, side {}):\n{map}",
-                    self.side
-                );
-            }
-            if let Some(p) = &m.peer {
-                assert!(
-                    peer.insert(p.clone()),
-                    "id_map: two links with peer key {p} ({entity}, side {}):\n{map}",
-                    self.side
-                );
-            }
+            .find_map(|m| {
+                let o = m.own.as_ref().filter(|o| !own.insert((*o).clone()));
+                let p = m.peer.as_ref().filter(|p| !peer.insert((*p).clone()));
+                o.map(|o| format!("own key {o}"))
+                    .or_else(|| p.map(|p| format!("peer key {p}")))
+            });
+        if let Some(what) = clash {
+            // The whole map, only when it is needed for the report.
+            let map: Vec<String> = self
+                .id_map
+                .iter()
+                .filter(|m| m.entity == entity)
+                .map(|m| format!("{m:?}"))
+                .collect();
+            panic!(
+                "id_map: two links with {what} ({entity}, side {}):\n{}",
+                self.side,
+                map.join("\n")
+            );
         }
     }
 }
