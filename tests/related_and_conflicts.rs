@@ -464,3 +464,49 @@ async fn cascaded_deletes_on_both_sides_leave_nothing_pending_or_suspended() {
     );
     assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 0);
 }
+
+/// Issue 14: a child created at A while B deletes its parent, both sides cascading. The item
+/// cannot be applied at B (its parent is gone there); B's delete reaches A, whose cascade
+/// removes the item: that cascade, caused by tandem's own delete, is captured (derived) and
+/// settles the waiting insert. Both sides end without order and item, nothing left pending
+/// or suspended.
+#[tokio::test]
+async fn a_child_created_while_its_parent_is_deleted_on_the_other_side_ends_gone_on_both() {
+    let env = env_with("child_vs_parent_delete", &quick(DEMO_CONFIG), B_SCHEMA).await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (5, 'o')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    assert_eq!(count(&env.b, "SELECT count(*) FROM orders").await, 1);
+    // Both at once, before tandem runs again.
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDER_ITEMS" VALUES (5, 1, 1)"#)
+        .await
+        .unwrap();
+    env.b.batch_execute("DELETE FROM orders").await.unwrap();
+    let b = &env.b;
+    let a = &env.a;
+    drain_until(&env, 40, || async {
+        count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+            && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
+    })
+    .await;
+    for (side, c, sql) in [
+        ("A", a, r#"SELECT count(*) FROM dbo."ORDERS""#),
+        ("A", a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#),
+        ("B", b, "SELECT count(*) FROM orders"),
+        ("B", b, "SELECT count(*) FROM order_items"),
+    ] {
+        assert_eq!(count(c, sql).await, 0, "side {side}: {sql}");
+    }
+    // The item's delete at A was captured as a consequence of tandem's own delete.
+    assert_eq!(
+        count(
+            b,
+            "SELECT count(*) FROM tandem.id_map WHERE entity = 'order' AND NOT deleted"
+        )
+        .await,
+        0
+    );
+}
