@@ -667,8 +667,18 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         }
     }
     let reused = entity.key_is_given(side.other());
+    // A tombstone, or a live link whose row is gone here, of another record than the one the
+    // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
     let (known, linked_live, tombstone) = match &link {
-        Some(l) if l.deleted && reused && c.peer_hint.is_some() && c.peer_hint != l.own => {
+        Some(l)
+            if reused
+                && c.peer_hint.is_some()
+                && c.peer_hint != l.own
+                && (l.deleted
+                    || l.own
+                        .as_ref()
+                        .is_some_and(|o| db.row(&c.entity, o).is_none())) =>
+        {
             (c.peer_hint.clone(), true, false)
         }
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),

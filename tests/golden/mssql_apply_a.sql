@@ -73,7 +73,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @row_image nvarchar(max), @refs nvarchar(max),
         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
         @given nvarchar(max), @found bit, @n int,
-        @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
+        @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit, @dead_own bit,
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit,
@@ -111,7 +111,7 @@ BEGIN
         SAVE TRANSACTION tandem_change;
         BEGIN TRY
             -- 1. Lock the record's link; the sequence guard.
-            SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0;
+            SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0, @dead_own = 0;
             SELECT @link_found = 1, @applied = applied_seq, @own = [a_key], @deleted = deleted
             FROM [tandem].[id_map] WITH (UPDLOCK, HOLDLOCK)
             WHERE entity = @entity AND [b_key] = @source_key;
@@ -128,7 +128,26 @@ BEGIN
                 -- A tombstone here of another record than the one the source now links this key
                 -- to is older than that link where the source's keys are given by values (the
                 -- key was taken by a new record): the source's link wins.
-                IF @link_found = 1 AND @deleted = 1 AND @source_key_given = 1
+                -- So does a live link whose row is gone here: that record was deleted here and
+                -- its delete has not reached the source, which already linked its key to the
+                -- record that replaced it.
+                SET @found = 0;
+                IF @link_found = 1 AND @deleted = 0 AND @own IS NOT NULL AND @source_key_given = 1
+                   AND @peer_hint IS NOT NULL AND @own <> @peer_hint
+                BEGIN
+                    SELECT @key = @own, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                    IF @found = 0
+                        SET @dead_own = 1;
+                END;
+                IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
                 ELSE IF @link_found = 1

@@ -373,8 +373,25 @@ async fn apply_one(
         .config
         .entity(&c.entity)
         .is_some_and(|e| e.key_is_given(ep.side.other()));
+    // The same holds for a live link whose row is gone here: that record was deleted here
+    // and its delete has not reached the source yet, while the source already linked its key
+    // to the record that replaced it (found by the simulation: the winning delete of a
+    // conflict settled on the gone row and left the new record behind).
+    let dead_own = match &link {
+        Some((_, Some(own), false))
+            if reused && c.peer_hint.is_some() && c.peer_hint.as_ref() != Some(own) =>
+        {
+            let lock = st(tx, stmts, &es.row_lock).await?;
+            tx.query_opt(&lock, &[&json(&own.to_object(&es.key))])
+                .await?
+                .is_none()
+        }
+        _ => false,
+    };
     let (known, linked_live, tombstone) = match &link {
-        Some((_, own, true)) if reused && c.peer_hint.is_some() && c.peer_hint != *own => {
+        Some((_, own, deleted))
+            if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
+        {
             (c.peer_hint.clone(), true, false)
         }
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),

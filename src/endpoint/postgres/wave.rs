@@ -105,7 +105,9 @@ pub(super) async fn apply_wave(
                 plans.push(Plan::Stale(l.own.clone().filter(|_| !l.deleted)));
                 continue;
             }
-            if l.deleted {
+            // A tombstone, or a source that links this key to another record here than
+            // this link does (keys given by values, reused): `apply_one` decides which.
+            if l.deleted || (ch.peer_hint.is_some() && ch.peer_hint != l.own) {
                 return Ok(None);
             }
         }
