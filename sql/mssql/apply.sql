@@ -130,8 +130,9 @@ BEGIN
                         SET @dead_own = 1;
                 END;
                 -- The guard protects the record this link names; when that one is gone and the
-                -- source's record lives here, the latter has not seen this change yet.
-                IF @applied >= @seq AND (@deleted = 1 OR @own IS NULL OR @dead_own = 1)
+                -- source's record lives here, the latter has not seen this delete yet (only a
+                -- delete: an older update must not overwrite the newer record).
+                IF @op = 'D' AND @applied >= @seq AND (@deleted = 1 OR @own IS NULL OR @dead_own = 1)
                 BEGIN
                     SELECT @key = @peer_hint, @found = 0;
 {{lock_blocks}}
@@ -260,7 +261,22 @@ BEGIN
                     SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
                       AND suspended = 0 AND seq > @peer_applied_seq;
-                    IF @@ROWCOUNT > 0
+                    SET @n = @@ROWCOUNT;
+                    -- Changes of a row that is gone here without a captured delete: tandem
+                    -- deleted it, applying the other side's delete, which could pass only once
+                    -- they had been applied there (their replies lost). They decide nothing.
+                    IF @n > 0
+                    BEGIN
+                        SELECT TOP (1) @local_op = op FROM @pending ORDER BY seq DESC;
+                        SELECT @key = @here, @found = 0;
+{{lock_blocks}}
+                        IF @local_op <> 'D' AND @found = 0
+                        BEGIN
+                            DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+                            SET @n = 0;
+                        END;
+                    END;
+                    IF @n > 0
                     BEGIN
                         SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
                                @local_image = image

@@ -663,9 +663,10 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let reused = entity.key_is_given(side.other());
     // The guard protects the record this link names; where the source already links its key
     // to another live record here (keys given by values, reused), that record has not seen
-    // this change yet.
+    // this delete yet (only a delete: an older update must not overwrite the newer record).
     let moved_on = |l: &MapRow| {
-        reused
+        c.op == Op::Delete
+            && reused
             && c.peer_hint.is_some()
             && c.peer_hint != l.own
             && c.peer_hint
@@ -922,6 +923,17 @@ fn resolve_conflict(
     let Some(newest) = pending.first() else {
         return Resolution::None;
     };
+    // Changes of a row that is gone here without a captured delete: tandem deleted it,
+    // applying the other side's delete, which could pass only once they had been applied
+    // there (their replies lost): they decide nothing any more (found by the simulation: such
+    // a change won against a new record with the same key and overwrote it there).
+    if newest.op != Op::Delete && db.row(&c.entity, here).is_none() {
+        let seqs: Vec<i64> = pending.iter().map(|o| o.seq).collect();
+        for s in seqs {
+            db.outbox.remove(&s);
+        }
+        return Resolution::None;
+    }
     let incoming = db.side.other();
     let local_derived = pending.iter().all(|o| o.derived);
     let winner = super::conflict_winner(

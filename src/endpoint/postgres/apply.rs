@@ -384,11 +384,14 @@ async fn apply_one(
     if let Some((applied, own, deleted)) = &link {
         // The guard protects the record this link names. Where the source already links this
         // key to another live record here (keys given by values, reused) and the named one is
-        // gone, that record has not seen this change yet (found by the simulation: a winning
+        // gone, that record has not seen this delete yet (only a delete: an older update must
+        // not overwrite the newer record) (found by the simulation: a winning
         // delete, applied to the old record before its reply was lost, never reached the
         // record that lost the conflict to it).
         let moved_on = match (&c.peer_hint, own) {
-            (Some(h), own) if reused && *applied >= c.seq && Some(h) != own.as_ref() => {
+            (Some(h), own)
+                if c.op == Op::Delete && reused && *applied >= c.seq && Some(h) != own.as_ref() =>
+            {
                 exists(h).await?
                     && match own {
                         Some(o) if !deleted => !exists(o).await?,
@@ -505,7 +508,8 @@ async fn apply_one(
     let mut conflict = Resolution::None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
-        match resolve_conflict(ep, tx, stmts, c, k, &row).await? {
+        let exists = locked.iter().any(|(lk, found)| lk == k && found.is_some());
+        match resolve_conflict(ep, tx, stmts, c, k, &row, exists).await? {
             Resolution::None => {}
             Resolution::IncomingWins => conflict = Resolution::IncomingWins,
             Resolution::LocalWins => {
@@ -656,6 +660,7 @@ async fn resolve_conflict(
     c: &TargetChange,
     here: &Key,
     row: &Image,
+    exists: bool,
 ) -> Result<Resolution, Stop> {
     let common = &ep.sql.common;
     let q = st(tx, stmts, &common.local_pending).await?;
@@ -667,6 +672,16 @@ async fn resolve_conflict(
     };
     let local_at: DateTime<Utc> = newest.get(1);
     let local_op: String = newest.get(2);
+    // Changes of a row that is gone here without a captured delete: tandem deleted it,
+    // applying the other side's delete, which could pass only once they had been applied
+    // there (their replies lost). They decide nothing any more (found by the simulation: such
+    // a change won against a new record with the same key and overwrote it there).
+    if local_op != "D" && !exists {
+        let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
+        let del = st(tx, stmts, &common.done).await?;
+        tx.execute(&del, &[&seqs]).await?;
+        return Ok(Resolution::None);
+    }
     let local_image: String = newest.get(3);
     // Local changes that tandem's own applies caused here rank below a user's change.
     let local_derived = pending.iter().all(|r| r.get::<_, bool>(4));
