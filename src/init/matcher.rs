@@ -36,11 +36,20 @@ struct Named<'c> {
     words: Vec<String>,
     /// Per column: its words without the table's name in front, and all its words.
     columns: Vec<(Vec<String>, Vec<String>)>,
+    /// Each column's words, sorted and joined (both forms), to count shared columns fast.
+    column_keys: HashSet<String>,
+}
+
+/// Words in any order as one string.
+fn sorted_key(words: &[String]) -> String {
+    let mut w = words.to_vec();
+    w.sort();
+    w.join(" ")
 }
 
 fn named<'c>(t: &'c CatalogTable, vocab: &dyn Fn(&str) -> bool) -> Named<'c> {
     let words = names::table_words(&t.name.name, vocab);
-    let columns = t
+    let columns: Vec<(Vec<String>, Vec<String>)> = t
         .columns
         .iter()
         .map(|c| {
@@ -48,10 +57,15 @@ fn named<'c>(t: &'c CatalogTable, vocab: &dyn Fn(&str) -> bool) -> Named<'c> {
             (names::column_words(&all, &words), all)
         })
         .collect();
+    let column_keys = columns
+        .iter()
+        .flat_map(|(c, all)| [sorted_key(c), sorted_key(all)])
+        .collect();
     Named {
         table: t,
         words,
         columns,
+        column_keys,
     }
 }
 
@@ -244,18 +258,17 @@ pub fn draft(a: &Catalog, b: &Catalog, a_kind: DbKind, b_kind: DbKind) -> Draft 
     draft
 }
 
-/// A table pair's score: its name, helped by how many columns match by name.
+/// A table pair's score: its name, helped by how many columns have the same words (counted
+/// by set look-ups, so that schemas of hundreds of tables stay fast).
 fn table_score(a: &Named, b: &Named) -> f64 {
     let name = similarity(&a.words, &b.words);
-    let mut matched = 0usize;
-    for (ca, fa) in &a.columns {
-        if b.columns
-            .iter()
-            .any(|(cb, fb)| similarity(ca, cb).max(similarity(fa, fb)) >= CERTAIN)
-        {
-            matched += 1;
-        }
-    }
+    let matched = a
+        .columns
+        .iter()
+        .filter(|(c, all)| {
+            b.column_keys.contains(&sorted_key(c)) || b.column_keys.contains(&sorted_key(all))
+        })
+        .count();
     let total = a.columns.len() + b.columns.len();
     let overlap = if total == 0 {
         0.0
@@ -536,7 +549,7 @@ fn columns(
                 "uncertain match (score {s:.2}): A.{an} ↔ B.{bn}{alt}"
             ));
         }
-        reference(&mut col, e, a, b, tables, keys);
+        reference(&mut col, a, b, tables, keys);
         if col.parent.is_none() {
             propose_values(&mut col, ca, cb);
         }
@@ -578,8 +591,14 @@ fn columns(
                 "given by side {} (every key column is mapped)",
                 side.other()
             )
-        } else {
+        } else if s.key.iter().all(|k| {
+            (if side == Side::A { a } else { b })
+                .column(k)
+                .is_some_and(|c| c.generated())
+        }) {
             "generated here on insert; tandem links it with the other side's key".to_string()
+        } else {
+            "neither mapped nor generated here (no default or identity)".to_string()
         };
         notes.push(format!("side {side} key ({}): {how}", s.key.join(", ")));
     }
@@ -606,7 +625,6 @@ fn e_side_mut(e: &mut DraftEntity, side: Side) -> &mut DraftSide {
 /// column could hold that entity's key).
 fn reference(
     col: &mut DraftColumn,
-    e: &DraftEntity,
     a: &CatalogTable,
     b: &CatalogTable,
     tables: &[(TableName, TableName, String)],
@@ -621,7 +639,7 @@ fn reference(
             let (pa, pb) = (by_a(&fa.parent), by_b(&fb.parent));
             match (pa, pb) {
                 (Some(x), Some(y)) if x == y => Some(x),
-                (x, y) => {
+                _ => {
                     col.active = false;
                     col.todos.push(format!(
                         "A.{} references {} and B.{} references {}, which no one entity maps together: copying the values would link the wrong records; map the parents as one entity, then add ref",
@@ -630,7 +648,6 @@ fn reference(
                         col.b,
                         fb.parent
                     ));
-                    let _ = (x, y);
                     return;
                 }
             }
@@ -692,7 +709,6 @@ fn reference(
         ));
         return;
     }
-    let _ = e;
     col.parent = Some(parent);
 }
 
@@ -837,26 +853,39 @@ fn pair_codes(a: &[String], b: &[String]) -> (Vec<(String, String)>, Vec<String>
     let mut used = vec![false; b.len()];
     let mut out = Vec::new();
     let mut lost = Vec::new();
-    let tests: [&CodeTest; 2] = [
+    let tests: [&CodeTest; 3] = [
         &|x: &str, y: &str| x.eq_ignore_ascii_case(y),
         &|x: &str, y: &str| {
             let (x, y) = (x.to_lowercase(), y.to_lowercase());
             !x.is_empty() && (y.starts_with(&x) || x.starts_with(&y))
         },
+        // A one-letter code for any word of the label (`H` → `on_hold`).
+        &|x: &str, y: &str| {
+            x.chars().count() == 1
+                && names::split(y)
+                    .iter()
+                    .any(|w| w.starts_with(&x.to_lowercase()))
+        },
     ];
     let mut done = vec![false; a.len()];
-    for t in tests {
-        for (i, code) in a.iter().enumerate() {
-            if done[i] {
-                continue;
-            }
-            let hits: Vec<usize> = (0..b.len())
-                .filter(|&j| !used[j] && t(code, &b[j]))
-                .collect();
-            if hits.len() == 1 {
-                used[hits[0]] = true;
-                done[i] = true;
-                out.push((code.clone(), b[hits[0]].clone()));
+    // Each pairing that is unique makes others unique in turn: repeat until nothing moves.
+    let mut progress = true;
+    while progress {
+        progress = false;
+        for t in tests {
+            for (i, code) in a.iter().enumerate() {
+                if done[i] {
+                    continue;
+                }
+                let hits: Vec<usize> = (0..b.len())
+                    .filter(|&j| !used[j] && t(code, &b[j]))
+                    .collect();
+                if hits.len() == 1 {
+                    used[hits[0]] = true;
+                    done[i] = true;
+                    progress = true;
+                    out.push((code.clone(), b[hits[0]].clone()));
+                }
             }
         }
     }
@@ -874,25 +903,58 @@ fn pair_codes(a: &[String], b: &[String]) -> (Vec<(String, String)>, Vec<String>
 /// it concerns is commented out (or, for a key no side can create, the direction narrowed).
 fn judge(e: &mut DraftEntity, a: &CatalogTable, b: &CatalogTable, a_ci: bool, b_ci: bool) {
     let (da, db) = (a.desc(a_ci), b.desc(b_ci));
-    // A side whose key is neither given nor generated cannot take inserts.
+    // A side whose key is neither given nor generated cannot take inserts: that is decided
+    // here (the direction), not left as one of check's problems.
     let cfg = e.to_config();
     let mut blocked = Vec::new();
+    for (side, t) in [(Side::A, a), (Side::B, b)] {
+        let key = &e_side(e, side).key;
+        let generated = key
+            .iter()
+            .all(|k| t.column(k).is_some_and(|c| c.generated()));
+        if !cfg.key_is_given(side) && !generated {
+            blocked.push(side);
+        }
+    }
+    let mut both = cfg.clone();
+    both.direction = Direction::Both;
     for (side, t) in [(Side::A, &da), (Side::B, &db)] {
-        for p in desc::check(&cfg, side, Some(t), "", &WORDS) {
+        for p in desc::check(&both, side, Some(t), "", &WORDS) {
             if p.message.contains("has no default") {
-                blocked.push(side);
-            } else if let Some(c) = e.columns.iter_mut().find(|c| {
-                p.message.contains(&format!(
-                    "mapped column {:?}",
-                    if side == Side::A { &c.a } else { &c.b }
-                ))
-            }) {
+                continue;
+            }
+            let named = |c: &DraftColumn| {
+                let n = if side == Side::A { &c.a } else { &c.b };
+                p.message.contains(&format!("mapped column {n:?}"))
+            };
+            if let Some(c) = e.columns.iter_mut().find(|c| named(c)) {
                 c.active = false;
                 c.todos
                     .push(format!("check refuses it: side {side}: {}", p.message));
             } else if !e.todos.iter().any(|t| t.contains(&p.message)) {
                 e.todos.push(format!("check: side {side}: {}", p.message));
             }
+        }
+    }
+    // A peer id column holds the other side's key: its type must take it.
+    for side in [Side::A, Side::B] {
+        let (own, other) = if side == Side::A { (a, b) } else { (b, a) };
+        let (s, o) = (e_side(e, side), e_side(e, side.other()));
+        let (Some(peer), [key]) = (&s.peer_id_column, o.key.as_slice()) else {
+            continue;
+        };
+        let (Some(pc), Some(kc)) = (own.column(peer), other.column(key)) else {
+            continue;
+        };
+        if let Some((Level::Error, why)) = desc::fits(kc.desc.kind, pc.desc.kind) {
+            let m = format!(
+                "{side}.peer_id_column {peer} ({}) cannot hold side {}'s key {key} ({}): {why}; removed",
+                pc.desc.type_name,
+                side.other(),
+                kc.desc.type_name
+            );
+            e_side_mut(e, side).peer_id_column = None;
+            e.todos.push(m);
         }
     }
     blocked.dedup();
