@@ -126,7 +126,7 @@ pub async fn run(args: InitArgs) -> Result<(), CliError> {
         }
     };
     say(format!(
-        "{}: {} entities, {} column pairs ({} with a TODO, {} commented out), {} TODO lines; not matched: {} tables, {} columns",
+        "{}: {} entities, {} column pairs ({} with a TODO, {} commented out), {} TODO lines; tables not matched: {}, columns not matched: {}",
         if to_stdout { "draft".to_string() } else { format!("wrote {}", args.out.display()) },
         c.entities,
         c.pairs,

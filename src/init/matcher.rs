@@ -550,6 +550,16 @@ fn columns(
             ));
         }
         reference(&mut col, a, b, tables, keys);
+        // Matched on the strength of the foreign keys alone: say so.
+        let names_alike = similarity(&ta.columns[i].0, &tb.columns[j].0)
+            .max(similarity(&ta.columns[i].1, &tb.columns[j].1));
+        if col.todos.is_empty() && names_alike < COLUMN_MATCH {
+            if let Some(p) = &col.parent {
+                col.todos.push(format!(
+                    "matched because both reference entity {p}; the names share little (score {names_alike:.2}): confirm"
+                ));
+            }
+        }
         if col.parent.is_none() {
             propose_values(&mut col, ca, cb);
         }
