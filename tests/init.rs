@@ -341,6 +341,54 @@ async fn init_drafts_a_config_that_check_accepts_once_its_todos_are_resolved() {
         resolve_todos(&draft)
     );
 
+    // The accepted draft syncs: records created at A arrive at B, codes and flags translated,
+    // parents linked.
+    let o = tandem(dir.path(), &a_url, &b_url, &["install"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    a.batch_execute(
+        r#"
+        INSERT INTO dbo."tbl_Customer" ("CustName", "Email", "IsActive") VALUES ('Ada', 'ada@x.org', 'N');
+        INSERT INTO dbo."tbl_Product" ("ProdCode", "ProdDesc", "ListPrice") VALUES ('P-1', 'Pen', 1.50);
+        INSERT INTO dbo."tbl_Order" ("CustID", "OrderDate", "Status", "TotalAmt")
+            SELECT "CustID", DATE '2026-12-01', 'S', 3.00 FROM dbo."tbl_Customer";
+        INSERT INTO dbo."tbl_OrderLine" ("OrderNo", "LineNo", "ProdCode", "Qty", "UnitPrice")
+            SELECT "OrderNo", 1, 'P-1', 2, 1.50 FROM dbo."tbl_Order";
+        INSERT INTO dbo."tbl_Employee" ("EmpName", "Deleted") VALUES ('Boss', 0);
+        INSERT INTO dbo."tbl_Employee" ("EmpName", "ManagerID", "Deleted")
+            SELECT 'Clerk', "EmpID", 1 FROM dbo."tbl_Employee";
+        "#,
+    )
+    .await
+    .expect("legacy rows");
+    let o = tandem(dir.path(), &a_url, &b_url, &["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let rows = common::fixtures::rows(
+        &b,
+        "SELECT c.name, c.active::text, o.status::text, p.code, l.quantity::text, (c.legacy_id IS NOT NULL)::text
+         FROM order_lines l JOIN orders o ON o.id = l.order_id JOIN customers c ON c.id = o.customer_id
+         JOIN products p ON p.id = l.product_id",
+    )
+    .await;
+    assert_eq!(rows, [["Ada", "false", "shipped", "P-1", "2", "true"]]);
+    let staff = common::fixtures::rows(
+        &b,
+        "SELECT s.full_name, m.full_name, s.is_deleted::text FROM staff s JOIN staff m ON m.id = s.reports_to",
+    )
+    .await;
+    assert_eq!(staff, [["Clerk", "Boss", "true"]]);
+    // And back: a customer created at B arrives at A with its flag as a code and both ids.
+    b.batch_execute("INSERT INTO customers (name, active) VALUES ('Grace', true)")
+        .await
+        .expect("new customer");
+    let o = tandem(dir.path(), &a_url, &b_url, &["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let back = common::fixtures::rows(
+        &a,
+        r#"SELECT "IsActive", ("NEW_ID" IS NOT NULL)::text FROM dbo."tbl_Customer" WHERE "CustName" = 'Grace'"#,
+    )
+    .await;
+    assert_eq!(back, [["Y", "true"]]);
+
     // A second init does not overwrite the config.
     let o = tandem(
         dir.path(),

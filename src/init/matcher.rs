@@ -134,6 +134,7 @@ pub fn draft(a: &Catalog, b: &Catalog, a_kind: DbKind, b_kind: DbKind) -> Draft 
             .filter(|&&(r, ri, rj)| {
                 (ri == i) != (rj == j) && r >= s - RIVAL && r >= TABLE_MATCH * 0.8
             })
+            .take(3)
             .map(|&(r, ri, rj)| {
                 if ri == i {
                     format!("B {} ({r:.2})", nb[rj].table.name)
