@@ -409,6 +409,20 @@ async fn init_drafts_a_config_that_check_accepts_once_its_todos_are_resolved() {
         "{out}"
     );
     assert!(!out.contains("missing:"), "{out}");
+    // A column added on both sides since: listed with the line to add.
+    a.batch_execute(r#"ALTER TABLE dbo."tbl_Customer" ADD "Region" varchar(20)"#)
+        .await
+        .expect("add");
+    b.batch_execute("ALTER TABLE customers ADD region varchar(20)")
+        .await
+        .expect("add");
+    let o = tandem(dir.path(), &a_url, &b_url, &["init", "--diff"]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(r#"side A: not mapped: column "Region" of table dbo.tbl_Customer (character varying(20)) is not mapped; init proposes { a = "Region", b = "region" } in the entity on dbo.tbl_Customer ↔ public.customers"#),
+        "{out}"
+    );
     b.batch_execute("ALTER TABLE customers DROP COLUMN email")
         .await
         .expect("drop");
@@ -578,4 +592,33 @@ async fn init_reads_a_sql_server_legacy_schema() {
         text(&o),
         resolve_todos(&draft)
     );
+}
+
+#[test]
+fn init_says_what_is_missing_before_connecting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .current_dir(dir.path())
+            .env_remove("TANDEM_A_URL")
+            .env_remove("TANDEM_B_URL")
+            .args(args)
+            .output()
+            .expect("run tandem")
+    };
+    let o = run(&["init", "--b", "postgres://h/b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("init needs --a URL (or $TANDEM_A_URL): the connection string of side A"),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["init", "--a", "legacy-db:1433", "--b", "postgres://h/b"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot tell the kind of database of --a: give --a-kind postgres|mssql"),
+        "{}",
+        text(&o)
+    );
+    assert!(!dir.path().join("tandem.toml").exists());
 }

@@ -156,7 +156,11 @@ pub async fn diff(path: &Path) -> Result<(), CliError> {
         catalog(&config, Side::A).await?,
         catalog(&config, Side::B).await?,
     );
-    let found = init::diff::diff(&config, &ca, &cb);
+    let mut found = init::diff::diff(&config, &ca, &cb);
+    init::diff::suggest(
+        &mut found,
+        &init::draft(&ca, &cb, config.a.kind, config.b.kind),
+    );
     if found.is_empty() {
         println!(
             "ok: the config and the live schemas agree ({} entities; every table and column is mapped)",

@@ -17,7 +17,8 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// The table `name` (schema-qualified), compared as the server compares names.
+    /// The table `name`, compared as the server compares names; a name without a schema is
+    /// found in any schema (the first in catalog order).
     pub fn table(&self, name: &TableName) -> Option<&CatalogTable> {
         let same =
             |a: &str, b: &str| a == b || (self.case_insensitive && a.eq_ignore_ascii_case(b));

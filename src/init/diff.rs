@@ -14,6 +14,8 @@ pub struct Difference {
     pub side: Side,
     pub kind: DiffKind,
     pub message: String,
+    /// For a column no entity maps: its table and name (to look up what `init` proposes).
+    pub column: Option<(TableName, String)>,
 }
 
 /// What kind of difference.
@@ -49,6 +51,7 @@ pub fn diff(config: &Config, a: &Catalog, b: &Catalog) -> Vec<Difference> {
                     side,
                     kind: DiffKind::Missing,
                     message: format!("entity {}: table {} does not exist", e.name, ts.table),
+                    column: None,
                 });
                 continue;
             };
@@ -64,6 +67,7 @@ pub fn diff(config: &Config, a: &Catalog, b: &Catalog) -> Vec<Difference> {
                             "entity {}: column {n:?} does not exist in table {}",
                             e.name, ts.table
                         ),
+                        column: None,
                     });
                 }
             }
@@ -82,6 +86,7 @@ pub fn diff(config: &Config, a: &Catalog, b: &Catalog) -> Vec<Difference> {
                         t.name,
                         t.columns.len()
                     ),
+                    column: None,
                 }),
                 Some((_, cols)) => {
                     for c in &t.columns {
@@ -93,6 +98,7 @@ pub fn diff(config: &Config, a: &Catalog, b: &Catalog) -> Vec<Difference> {
                                     "column {:?} of table {} ({}) is not mapped",
                                     c.desc.name, t.name, c.desc.type_name
                                 ),
+                                column: Some((t.name.clone(), c.desc.name.clone())),
                             });
                         }
                     }
@@ -102,4 +108,32 @@ pub fn diff(config: &Config, a: &Catalog, b: &Catalog) -> Vec<Difference> {
     }
     out.sort_by_key(|d| (d.kind, d.side == Side::B));
     out
+}
+
+/// Adds to each column no entity maps the line `init` would write for it, when the draft of
+/// the same schemas maps it (a column added on both sides since the config was written).
+pub fn suggest(found: &mut [Difference], draft: &super::Draft) {
+    for d in found.iter_mut() {
+        let Some((table, column)) = &d.column else {
+            continue;
+        };
+        for e in &draft.entities {
+            let own = if d.side == Side::A { &e.a } else { &e.b };
+            if own.table != *table {
+                continue;
+            }
+            let hit = e.columns.iter().find(|c| {
+                let n = if d.side == Side::A { &c.a } else { &c.b };
+                n == column
+            });
+            if let Some(c) = hit {
+                d.message.push_str(&format!(
+                    "; init proposes {} in the entity on {} ↔ {}",
+                    super::render::column(c).trim_end_matches(','),
+                    e.a.table,
+                    e.b.table
+                ));
+            }
+        }
+    }
 }

@@ -79,7 +79,8 @@ fn side(s: &DraftSide) -> String {
     out
 }
 
-fn column(c: &DraftColumn) -> String {
+/// One column pair as a `columns` line.
+pub fn column(c: &DraftColumn) -> String {
     let mut out = format!("{{ a = {}, b = {}", string(&c.a), string(&c.b));
     if !c.values.is_empty() {
         let pairs: Vec<String> = c
