@@ -8,6 +8,7 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod endpoint;
+pub mod init;
 pub mod logging;
 pub mod mapping;
 pub mod model;

@@ -4,6 +4,7 @@
 mod backfill;
 mod check;
 mod demo;
+mod init;
 mod install;
 mod run;
 mod status;
@@ -64,8 +65,54 @@ pub enum DemoEngine {
     Mssql,
 }
 
+/// A database kind, for `init` when the connection string does not say.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum KindArg {
+    Postgres,
+    Mssql,
+}
+
+impl From<KindArg> for config::DbKind {
+    fn from(k: KindArg) -> Self {
+        match k {
+            KindArg::Postgres => config::DbKind::Postgres,
+            KindArg::Mssql => config::DbKind::Mssql,
+        }
+    }
+}
+
+fn secret(s: &str) -> Result<config::Secret, String> {
+    Ok(config::Secret::new(s.to_string()))
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Read both schemas and write a draft config (matched tables, columns, keys, refs, codes;
+    /// a TODO over every uncertain choice); `--diff`: compare the config with the schemas.
+    Init {
+        /// Side A's connection string (postgres://… or an ADO.NET string); not written to the
+        /// draft, which says ${TANDEM_A_URL}.
+        #[arg(long, env = "TANDEM_A_URL", hide_env_values = true, value_name = "URL", value_parser = secret)]
+        a: Option<config::Secret>,
+        /// Side B's connection string.
+        #[arg(long, env = "TANDEM_B_URL", hide_env_values = true, value_name = "URL", value_parser = secret)]
+        b: Option<config::Secret>,
+        /// Side A's kind, when the connection string does not tell.
+        #[arg(long, value_enum)]
+        a_kind: Option<KindArg>,
+        /// Side B's kind, when the connection string does not tell.
+        #[arg(long, value_enum)]
+        b_kind: Option<KindArg>,
+        /// Where to write the draft (`-`: standard output).
+        #[arg(long, value_name = "FILE", default_value = "tandem.toml")]
+        out: PathBuf,
+        /// Overwrite --out if it exists.
+        #[arg(long)]
+        force: bool,
+        /// Compare the config (--config) with the live schemas instead: exit 1 when they differ.
+        #[arg(long, conflicts_with = "force")]
+        diff: bool,
+    },
     /// Validate the config, connect to both databases, check tables, columns and keys.
     Check,
     /// Create or upgrade tandem's objects and capture triggers (idempotent).
@@ -219,6 +266,26 @@ async fn dispatch(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo { a, mssql_url } => demo::run(a, mssql_url).await,
         Command::Check => check::run(&path).await,
+        Command::Init { diff: true, .. } => init::diff(&path).await,
+        Command::Init {
+            a,
+            b,
+            a_kind,
+            b_kind,
+            out,
+            force,
+            diff: false,
+        } => {
+            init::run(init::InitArgs {
+                a,
+                b,
+                a_kind: a_kind.map(Into::into),
+                b_kind: b_kind.map(Into::into),
+                out,
+                force,
+            })
+            .await
+        }
         Command::Install { side, dry_run } => install::install(&load(&path)?, side, dry_run).await,
         Command::Uninstall { side, dry_run } => {
             install::uninstall(&load(&path)?, side, dry_run).await

@@ -40,6 +40,15 @@ pub trait Admin: Send + Sync {
         &self,
         entity: &str,
     ) -> Result<Option<crate::endpoint::desc::TableDesc>, EndpointError>;
+    /// Every user table of the database with its columns, keys, foreign keys and code lists
+    /// (tandem's own schema left out), for `tandem init`. An endpoint without a catalog says
+    /// so.
+    async fn catalog(&self) -> Result<crate::endpoint::catalog::Catalog, EndpointError> {
+        Err(EndpointError::Config(format!(
+            "side {}: this endpoint cannot list its tables",
+            self.side()
+        )))
+    }
     /// Are tandem's objects there?
     async fn install_state(&self) -> Result<InstallState, EndpointError>;
     /// Counts per entity.

@@ -392,7 +392,7 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
 }
 
 /// Whether a value of kind `s` arrives intact in a column of kind `d`: None when it does.
-fn fits(s: Kind, d: Kind) -> Option<(Level, String)> {
+pub fn fits(s: Kind, d: Kind) -> Option<(Level, String)> {
     use Kind::*;
     let warn = |m: String| Some((Level::Warning, m));
     match (s, d) {

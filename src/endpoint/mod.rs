@@ -6,6 +6,7 @@
 
 mod admin;
 mod bulk;
+pub mod catalog;
 pub mod desc;
 pub mod error;
 pub mod memory;

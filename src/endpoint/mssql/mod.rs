@@ -7,6 +7,7 @@
 pub mod ado;
 mod apply;
 mod bulk;
+mod catalog;
 pub mod error;
 mod pool;
 mod schema;
@@ -364,6 +365,10 @@ impl Admin for MsEndpoint {
             Some(e) => schema::describe(self, e, &sql::table(&e.side(self.side).table)).await,
             None => Ok(None),
         }
+    }
+
+    async fn catalog(&self) -> Result<crate::endpoint::catalog::Catalog, EndpointError> {
+        catalog::read(self).await
     }
 
     async fn install_state(&self) -> Result<InstallState, EndpointError> {

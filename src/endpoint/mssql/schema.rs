@@ -174,7 +174,7 @@ fn kind(c: &Column) -> Kind {
 }
 
 /// A catalog column as [`desc::check`] sees it, with SQL Server's reasons to refuse it.
-fn column_desc(c: &Column) -> ColumnDesc {
+pub(super) fn column_desc(c: &Column) -> ColumnDesc {
     let family = c.ty.family();
     ColumnDesc {
         name: c.name.clone(),

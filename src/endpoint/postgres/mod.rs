@@ -2,6 +2,7 @@
 
 mod apply;
 mod bulk;
+mod catalog;
 pub mod connect;
 pub mod error;
 mod pool;
@@ -226,6 +227,10 @@ impl Admin for PgEndpoint {
             Some(e) => schema::describe(self, &sql::table(&e.side(self.side).table)).await,
             None => Ok(None),
         }
+    }
+
+    async fn catalog(&self) -> Result<crate::endpoint::catalog::Catalog, EndpointError> {
+        catalog::read(self).await
     }
 
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
