@@ -244,6 +244,8 @@ async fn differing_columns(
                     .and_then(|l| l.peer_key.clone());
                 peer.is_some_and(|p| p.values().first().map(normalize) == Some(normalize(&bv)))
             }
+        } else if c.converted() {
+            crate::mapping::convert::equal(c, &av, &bv)
         } else if let Some(map) = &c.values {
             match crate::mapping::translate(map, Side::B, &bv) {
                 Ok(in_a) => normalize(&in_a) == normalize(&av),

@@ -529,20 +529,43 @@ impl Builder<'_> {
         let (b_at, b) = b.map_or((None, String::new()), |t| (Some(t.at), t.value));
 
         let has_values = raw.values.is_some();
-        let value_map = raw.values.and_then(|v| self.value_map(ctx, &what, v, &at));
+        let prefer = raw.prefer.map(|p| self.prefer(&label, has_values, p));
+        let value_map = raw
+            .values
+            .and_then(|v| self.value_map(ctx, &what, v, &at, prefer.unwrap_or_default()));
+        let has_convert = raw.convert.is_some();
+        let convert = raw.convert.and_then(|c| self.converter(&label, c));
+        if has_convert && has_values {
+            self.report(
+                at.clone(),
+                format!("{label}: values and convert cannot be combined; use one of them"),
+            );
+        }
+        for (key, raw_setting) in [("direction", raw.direction), ("const", raw.constant)] {
+            if let Some(setting) = raw_setting {
+                let why = if key == "direction" {
+                    "a column's own direction is not in this version: every mapped column travels the entity's way (split the entity, or leave the column out)"
+                } else {
+                    "constants are not in this version: give the column a default in its table instead"
+                };
+                self.report(Some(setting.span()), format!("{label}: `{key}`: {why}"));
+            }
+        }
 
         let mut parent = None;
         let mut parent_at = None;
         if let Some(raw_parent) = raw.parent {
             let text = self.text(&format!("{label}: ref"), raw_parent);
             if let Some(text) = self.non_empty(&label, "ref", text) {
-                if has_values {
-                    self.report(
-                        Some(text.at.clone()),
-                        format!(
-                            "{label}: values and ref cannot be combined; a ref column is translated through the id map of its parent"
-                        ),
-                    );
+                for (has, what) in [(has_values, "values"), (has_convert, "convert")] {
+                    if has {
+                        self.report(
+                            Some(text.at.clone()),
+                            format!(
+                                "{label}: {what} and ref cannot be combined; a ref column is translated through the id map of its parent"
+                            ),
+                        );
+                    }
                 }
                 parent_at = Some(text.at);
                 parent = Some(text.value);
@@ -554,6 +577,7 @@ impl Builder<'_> {
             b,
             values: value_map,
             parent,
+            convert,
         };
         let loc = ColumnLoc {
             names: [a_at, b_at],
@@ -570,6 +594,7 @@ impl Builder<'_> {
         column: &str,
         raw: raw::Located<raw::Values>,
         column_at: &Loc,
+        prefer: Vec<String>,
     ) -> Option<ValueMap> {
         let at = raw.at.or_else(|| column_at.clone());
         let entries = raw.value.0;
@@ -593,15 +618,32 @@ impl Builder<'_> {
             };
             let text = text_form(&value);
             if let Some((first_code, first_value)) = seen.get(&text) {
+                // Many-to-one: fine when exactly one of the codes is preferred for the way back.
+                let chosen = [first_code, &code]
+                    .iter()
+                    .filter(|c| prefer.contains(c))
+                    .count();
+                if chosen == 1 {
+                    if prefer.contains(&code) {
+                        seen.insert(text, (code.clone(), value.clone()));
+                    }
+                    pairs.push((Value::String(code), value));
+                    continue;
+                }
                 let target = if *first_value == value {
                     format!("both map to {value}")
                 } else {
                     format!("map to {first_value} and {value}, which are equal as text")
                 };
+                let hint = if chosen == 0 {
+                    format!("; name the code written back with prefer = [{first_code:?}]")
+                } else {
+                    "; prefer names both: name one".to_string()
+                };
                 self.report(
                     column_at.clone(),
                     format!(
-                        "{ctx}: values of {column} are not one-to-one: A codes {first_code:?} and {code:?} {target}"
+                        "{ctx}: values of {column} are not one-to-one: A codes {first_code:?} and {code:?} {target}{hint}"
                     ),
                 );
                 ok = false;
@@ -610,7 +652,126 @@ impl Builder<'_> {
             }
             pairs.push((Value::String(code), value));
         }
-        ok.then_some(ValueMap { pairs })
+        for p in &prefer {
+            if !pairs.iter().any(|(a, _)| a.as_str() == Some(p.as_str())) {
+                self.report(
+                    column_at.clone(),
+                    format!("{ctx}: values of {column}: prefer names {p:?}, which is not one of its A codes"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(ValueMap { pairs, prefer })
+    }
+
+    /// The `prefer` list (A codes); it needs a `values` map.
+    fn prefer(
+        &mut self,
+        label: &str,
+        has_values: bool,
+        raw: Spanned<Vec<Spanned<String>>>,
+    ) -> Vec<String> {
+        if !has_values {
+            self.report(
+                Some(raw.span()),
+                format!("{label}: prefer needs a values map (it names A codes of it)"),
+            );
+        }
+        raw.into_inner()
+            .into_iter()
+            .filter_map(|p| self.text(&format!("{label}: prefer"), p))
+            .map(|t| t.value)
+            .collect()
+    }
+
+    /// Reads `convert`: a converter's name or a table naming one; anything else is refused
+    /// with the list of what there is.
+    fn converter(&mut self, label: &str, raw: Spanned<toml::Value>) -> Option<Converter> {
+        const KNOWN: &str = "\"trim\", \"bool\", { flag = [ON, OFF] }, { scale = N }, { round = N }, { timezone = \"Zone/Name\", ambiguous = \"earlier\" | \"later\" }";
+        let at = raw.span();
+        let bad = |me: &mut Self, why: String| {
+            me.report(
+                Some(at.clone()),
+                format!("{label}: convert: {why}; expected one of {KNOWN}"),
+            );
+            None
+        };
+        let scalar = |v: &toml::Value| -> Option<Value> {
+            match v {
+                toml::Value::String(s) => Some(Value::String(s.clone())),
+                toml::Value::Integer(i) => Some(Value::from(*i)),
+                _ => None,
+            }
+        };
+        match raw.into_inner() {
+            toml::Value::String(name) => match name.as_str() {
+                "trim" => Some(Converter::Trim),
+                "bool" => Some(Converter::Flag {
+                    on: Value::from(1),
+                    off: Value::from(0),
+                }),
+                other => bad(self, format!("unknown converter {other:?}")),
+            },
+            toml::Value::Table(t) => {
+                let mut keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                keys.sort_unstable();
+                match keys.as_slice() {
+                    ["flag"] => match t.get("flag") {
+                        Some(toml::Value::Array(codes)) if codes.len() == 2 => {
+                            match (scalar(&codes[0]), scalar(&codes[1])) {
+                                (Some(on), Some(off)) if text_form(&on) != text_form(&off) => {
+                                    Some(Converter::Flag { on, off })
+                                }
+                                _ => bad(self, "flag needs two different codes (strings or integers): [ON, OFF]".into()),
+                            }
+                        }
+                        _ => bad(self, "flag needs two codes: [ON, OFF]".into()),
+                    },
+                    ["scale"] => match t.get("scale").and_then(toml::Value::as_integer) {
+                        Some(n) if (-30..=30).contains(&n) => {
+                            Some(Converter::Scale(i32::try_from(n).unwrap_or(0)))
+                        }
+                        _ => bad(self, "scale needs an integer from -30 to 30".into()),
+                    },
+                    ["round"] => match t.get("round").and_then(toml::Value::as_integer) {
+                        Some(n) if (0..=30).contains(&n) => {
+                            Some(Converter::Round(u32::try_from(n).unwrap_or(0)))
+                        }
+                        _ => bad(
+                            self,
+                            "round needs an integer from 0 to 30 (decimals kept)".into(),
+                        ),
+                    },
+                    ["ambiguous", "timezone"] | ["timezone"] => {
+                        let later = match t.get("ambiguous").map(toml::Value::as_str) {
+                            None | Some(Some("earlier")) => false,
+                            Some(Some("later")) => true,
+                            _ => {
+                                return bad(
+                                    self,
+                                    "ambiguous is \"earlier\" or \"later\" (which of a repeated hour's two instants a local time means)".into(),
+                                )
+                            }
+                        };
+                        match t.get("timezone").and_then(toml::Value::as_str) {
+                            Some(name) => match name.parse::<chrono_tz::Tz>() {
+                                Ok(zone) => Some(Converter::Timezone { zone, later }),
+                                Err(_) => bad(
+                                    self,
+                                    format!("unknown time zone {name:?} (an IANA name such as \"Europe/Paris\")"),
+                                ),
+                            },
+                            None => bad(self, "timezone needs a zone name".into()),
+                        }
+                    }
+                    _ => bad(
+                        self,
+                        format!("unknown converter table with keys {}", keys.join(", ")),
+                    ),
+                }
+            }
+            _ => bad(self, "a converter is a name or a table".into()),
+        }
     }
 
     fn b_value(

@@ -324,9 +324,19 @@ pub struct ColumnMap {
     pub values: Option<ValueMap>,
     /// The `ref` key: the parent entity whose id map translates this column.
     pub parent: Option<String>,
+    /// A built-in converter (`convert`), applied A → B and inverted B → A (see
+    /// `mapping::convert`).
+    pub convert: Option<Converter>,
 }
 
 impl ColumnMap {
+    /// Whether values of this column are compared after conversion (a converter, or a
+    /// `values` map several A codes share a B value in): such columns follow the lossy rule at
+    /// apply and are compared by tandem at verify (`mapping::convert::equal`).
+    pub fn converted(&self) -> bool {
+        self.convert.is_some() || self.values.as_ref().is_some_and(|m| !m.prefer.is_empty())
+    }
+
     /// The column name on `side` of a mapping.
     pub fn name(&self, side: Side) -> &str {
         match side {
@@ -336,13 +346,34 @@ impl ColumnMap {
     }
 }
 
-/// One-to-one code map. `pairs` are (A value, B value); A values are JSON
-/// strings (TOML keys), B values JSON scalars. The B → A direction uses the
-/// inverse.
-#[derive(Debug, Clone, PartialEq)]
+/// Code map. `pairs` are (A value, B value); A values are JSON strings (TOML keys), B values
+/// JSON scalars. The B → A direction uses the inverse; where several A codes share a B value
+/// (many-to-one), the one listed in `prefer` is written back.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ValueMap {
     /// (A value, B value), in config order.
     pub pairs: Vec<(Value, Value)>,
+    /// A codes written back for B values that several A codes share (`prefer`); empty for a
+    /// one-to-one map.
+    pub prefer: Vec<String>,
+}
+
+/// A built-in converter of a column (`convert`): a function A → B and its inverse B → A.
+/// The functions are in `mapping::convert`; this is what the config says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Converter {
+    /// `"trim"`: trailing spaces (a padded `char(n)`) are dropped A → B; B → A as is. Lossy.
+    Trim,
+    /// `"bool"` (A `1`/`0`) or `{ flag = [ON, OFF] }`: A's two codes ↔ B's boolean.
+    Flag { on: Value, off: Value },
+    /// `{ scale = N }`: B's value is A's × 10^N (cents ↔ euros: `scale = -2`), exact decimals.
+    Scale(i32),
+    /// `{ round = N }`: A's number rounded to N decimals A → B (half away from zero); B → A as
+    /// is. Lossy.
+    Round(u32),
+    /// `{ timezone = "Europe/Paris", ambiguous = "earlier" | "later" }`: A's local date-time in
+    /// the zone ↔ B's instant. Lossy (a repeated hour, a skipped hour).
+    Timezone { zone: chrono_tz::Tz, later: bool },
 }
 
 // ---------------------------------------------------------------------------

@@ -67,6 +67,16 @@ pub struct Column {
     pub values: Option<Located<Values>>,
     #[serde(rename = "ref")]
     pub parent: Option<Spanned<String>>,
+    /// A built-in converter: a name (`"trim"`) or a table (`{ scale = 2 }`); read by the
+    /// builder, which names what it does not know.
+    pub convert: Option<Spanned<toml::Value>>,
+    /// With a many-to-one `values`: the A codes written back for B values several codes share.
+    pub prefer: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Not in this version; read only to refuse it with a reason (see the builder).
+    pub direction: Option<Spanned<toml::Value>>,
+    /// Not in this version; read only to refuse it with a reason (see the builder).
+    #[serde(rename = "const")]
+    pub constant: Option<Spanned<toml::Value>>,
 }
 
 /// A `values` table with its entries in file order (`toml::Table` would

@@ -177,7 +177,8 @@ fn example_parses_with_expected_values() {
             pairs: vec![
                 (Value::from("O"), Value::from("open")),
                 (Value::from("C"), Value::from("closed")),
-            ]
+            ],
+            prefer: Vec::new(),
         })
     );
     assert!(order.columns[0].values.is_none());
@@ -805,7 +806,7 @@ fn values_must_be_one_to_one() {
     assert_eq!(err.problems.len(), 1);
     assert_eq!(
         err.to_string(),
-        r#"tandem.toml:14:3: entity "order": values of column STATUS are not one-to-one: A codes "O" and "X" both map to "open""#
+        r#"tandem.toml:14:3: entity "order": values of column STATUS are not one-to-one: A codes "O" and "X" both map to "open"; name the code written back with prefer = ["O"]"#
     );
 }
 
@@ -815,7 +816,7 @@ fn values_are_compared_by_text_form() {
     assert_one(
         &text,
         "{ a = \"F\"",
-        r#"entity "order": values of column F are not one-to-one: A codes "Y" and "N" map to 1 and "1", which are equal as text"#,
+        r#"entity "order": values of column F are not one-to-one: A codes "Y" and "N" map to 1 and "1", which are equal as text; name the code written back with prefer = ["Y"]"#,
     );
 }
 
@@ -1195,25 +1196,130 @@ fn load_reads_the_file() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
-/// Conversions this version cannot express (per-column direction, trim, constants…) are
-/// refused where they are written, never accepted and silently ignored.
+/// A setting tandem does not know is refused where it is written, never accepted and
+/// silently ignored; settings not in this version (a column's own direction, constants) are
+/// refused with the reason, at their position.
 #[test]
 fn a_column_setting_tandem_does_not_know_is_refused_at_its_line() {
-    for setting in [
-        "direction = \"a_to_b\"",
-        "trim = true",
-        "convert = \"flag\"",
+    for (setting, says) in [
+        ("trim = true", "unknown key `trim`".to_string()),
+        (
+            "direction = \"a_to_b\"",
+            "`direction`: a column's own direction is not in this version".to_string(),
+        ),
+        (
+            "const = \"L\"",
+            "`const`: constants are not in this version".to_string(),
+        ),
+        (
+            "convert = \"flag\"",
+            "convert: unknown converter \"flag\"; expected one of".to_string(),
+        ),
     ] {
         let text =
             format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
         let problem = only_problem(&text);
-        let key = setting.split(' ').next().unwrap_or_default();
         assert!(
-            problem.message.contains(&format!("unknown key `{key}`")),
+            problem.message.contains(&says),
             "{setting}: {}",
             problem.message
         );
         let (line, _) = at(&problem);
         assert_eq!(line, 13, "{setting}: the column's line");
+    }
+}
+
+#[test]
+fn converters_are_read_and_misfits_named_at_their_position() {
+    let good = with_order(
+        r#"columns = [
+  { a = "NAME", b = "name", convert = "trim" },
+  { a = "ACTIVE", b = "active", convert = "bool" },
+  { a = "OPEN", b = "open", convert = { flag = ["Y", "N"] } },
+  { a = "CENTS", b = "euros", convert = { scale = -2 } },
+  { a = "PRICE", b = "price", convert = { round = 2 } },
+  { a = "AT", b = "at", convert = { timezone = "Europe/Paris", ambiguous = "later" } },
+  { a = "STATE", b = "active2", values = { Y = true, J = true, N = false }, prefer = ["Y"] },
+]
+"#,
+    );
+    let config = ok(&good);
+    let cols = &config.entities[0].columns;
+    assert_eq!(cols[0].convert, Some(Converter::Trim));
+    assert_eq!(
+        cols[1].convert,
+        Some(Converter::Flag {
+            on: Value::from(1),
+            off: Value::from(0)
+        })
+    );
+    assert_eq!(
+        cols[2].convert,
+        Some(Converter::Flag {
+            on: Value::from("Y"),
+            off: Value::from("N")
+        })
+    );
+    assert_eq!(cols[3].convert, Some(Converter::Scale(-2)));
+    assert_eq!(cols[4].convert, Some(Converter::Round(2)));
+    assert_eq!(
+        cols[5].convert,
+        Some(Converter::Timezone {
+            zone: chrono_tz::Europe::Paris,
+            later: true
+        })
+    );
+    assert!(cols.iter().all(ColumnMap::converted));
+    assert_eq!(
+        cols[6].values.as_ref().map(|m| m.prefer.clone()),
+        Some(vec!["Y".to_string()])
+    );
+
+    for (setting, needle, says) in [
+        (
+            r#"convert = { timezone = "Europe/Pariss" }"#,
+            "{ timezone",
+            "unknown time zone \"Europe/Pariss\"",
+        ),
+        (
+            r#"convert = { scale = 2.5 }"#,
+            "{ scale",
+            "scale needs an integer",
+        ),
+        (
+            r#"convert = { flag = ["Y", "Y"] }"#,
+            "{ flag",
+            "two different codes",
+        ),
+        (
+            r#"convert = { timezone = "UTC", ambiguous = "first" }"#,
+            "{ timezone",
+            "ambiguous is \"earlier\" or \"later\"",
+        ),
+        (
+            r#"convert = "trim", values = { Y = 1 }"#,
+            "{ a = \"X\"",
+            "values and convert cannot be combined",
+        ),
+        (r#"prefer = ["Y"]"#, "[\"Y\"]", "prefer needs a values map"),
+        (
+            r#"values = { Y = true, J = true }, prefer = ["Q"]"#,
+            "{ a = \"X\"",
+            "prefer names \"Q\", which is not one of its A codes",
+        ),
+    ] {
+        let text =
+            format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{setting}: {all:#?}"));
+        assert_eq!(
+            at(problem),
+            pos(&text, needle),
+            "{setting}: {}",
+            problem.message
+        );
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Entity, Side};
+use crate::config::{Converter, Entity, Side};
 use crate::endpoint::SchemaProblem;
 
 /// A table as the catalog has it, in the terms the check needs.
@@ -343,7 +343,17 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
                 // matter, not this column's.
                 continue;
             }
-            if let Some(map) = &c.values {
+            if let Some(conv) = &c.convert {
+                // The converter decides what arrives: the pair is judged through it.
+                let (a_kind, b_kind) = if from == Side::A {
+                    (s.kind, d.kind)
+                } else {
+                    (d.kind, s.kind)
+                };
+                if let Some((level, why)) = through(conv, from, a_kind, b_kind) {
+                    say(level, format!("{what}: {why}"));
+                }
+            } else if let Some(map) = &c.values {
                 // The codes of `to` are what arrives.
                 if let Kind::Text { chars: Some(max) } = d.kind {
                     for (a_code, b_code) in &map.pairs {
@@ -389,6 +399,129 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
         }
     }
     out
+}
+
+/// Whether values travelling from `from` through converter `conv` fit, given the kinds of A's
+/// column (`a`) and B's (`b`): None when they do. A converter needs the families it converts
+/// between (an error otherwise); then sizes are judged as [`fits`] judges them, on what the
+/// converter produces.
+fn through(conv: &Converter, from: Side, a: Kind, b: Kind) -> Option<(Level, String)> {
+    use Kind::*;
+    let number = |k: Kind| matches!(k, Integer { .. } | Decimal { .. } | Float | Unknown);
+    let text = |k: Kind| matches!(k, Text { .. } | Unknown);
+    let error = |m: String| Some((Level::Error, m));
+    let (s, d) = if from == Side::A { (a, b) } else { (b, a) };
+    match conv {
+        Converter::Trim => {
+            if !text(a) || !text(b) {
+                return error(format!(
+                    "convert = \"trim\" needs text on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            fits(s, d)
+        }
+        Converter::Flag { on, off } => {
+            if !matches!(b, Bool | Unknown) {
+                return error(format!(
+                    "a flag converter needs a boolean at B, not {}",
+                    b.family()
+                ));
+            }
+            let codes = [on, off].map(|c| crate::model::value_text(c).unwrap_or_default());
+            match a {
+                Text { chars } => {
+                    let long = codes
+                        .iter()
+                        .find(|c| chars.is_some_and(|n| c.chars().count() > n as usize));
+                    match (long, from) {
+                        (Some(c), Side::B) => error(format!("the code {c:?} does not fit")),
+                        _ => None,
+                    }
+                }
+                Integer { .. } | Decimal { .. }
+                    if codes.iter().all(|c| c.parse::<i64>().is_ok()) =>
+                {
+                    None
+                }
+                Unknown => None,
+                other => error(format!(
+                    "a flag's codes {} and {} do not fit a {} column",
+                    codes[0],
+                    codes[1],
+                    other.family()
+                )),
+            }
+        }
+        Converter::Scale(n) => {
+            if !number(a) || !number(b) {
+                return error(format!(
+                    "convert = {{ scale = {n} }} needs numbers on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            let shift = if from == Side::A { *n } else { -*n };
+            fits(scaled(s, shift), d)
+        }
+        Converter::Round(n) => {
+            if !number(a) || !number(b) {
+                return error(format!(
+                    "convert = {{ round = {n} }} needs numbers on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            if from == Side::B {
+                return fits(s, d);
+            }
+            match d {
+                Decimal { scale, .. } if scale.unwrap_or(0) < *n => Some((
+                    Level::Warning,
+                    format!(
+                        "rounded to {n} decimals, but the target keeps {}: rounded again there",
+                        scale.unwrap_or(0)
+                    ),
+                )),
+                Integer { .. } if *n > 0 => Some((
+                    Level::Warning,
+                    format!("rounded to {n} decimals, into an integer column: values with a fraction will be refused"),
+                )),
+                _ => None,
+            }
+        }
+        Converter::Timezone { .. } => {
+            if matches!(a, Timestamp | Unknown) && matches!(b, TimestampTz | Unknown) {
+                None
+            } else {
+                error(format!(
+                    "a timezone converter needs a date and time without a zone at A and an instant at B, not {} and {}",
+                    a.family(),
+                    b.family()
+                ))
+            }
+        }
+    }
+}
+
+/// The kind of a number × 10^`shift` (as `{ scale }` converts it).
+fn scaled(k: Kind, shift: i32) -> Kind {
+    let (p, sc) = match k {
+        Kind::Integer { digits } => (digits, 0),
+        Kind::Decimal {
+            precision: Some(p),
+            scale,
+        } => (p, scale.unwrap_or(0)),
+        other => return other,
+    };
+    let int = i64::from(p) - i64::from(sc) + i64::from(shift);
+    let scale = (i64::from(sc) - i64::from(shift)).max(0);
+    let to = |v: i64| u32::try_from(v.max(0)).unwrap_or(0);
+    Kind::Decimal {
+        precision: Some(to(int.max(1) + scale)),
+        scale: Some(to(scale)),
+    }
 }
 
 /// Whether a value of kind `s` arrives intact in a column of kind `d`: None when it does.
@@ -674,6 +807,83 @@ mod tests {
         assert_eq!(level(Unknown, Bool), None);
         assert_eq!(fits(Date, Text { chars: Some(10) }), None);
         assert_eq!(level(Json, Text { chars: None }), Some(Level::Warning));
+    }
+
+    #[test]
+    fn converted_pairs_are_judged_through_their_converter() {
+        use crate::config::Converter as C;
+        use Kind::*;
+        let dec = |p, s| Decimal {
+            precision: Some(p),
+            scale: Some(s),
+        };
+        let level = |c: &C, from, a, b| through(c, from, a, b).map(|(l, _)| l);
+        let paris = C::Timezone {
+            zone: chrono_tz::Europe::Paris,
+            later: false,
+        };
+        // A converter makes a pair that `fits` refuses fine, both ways.
+        assert_eq!(level(&paris, Side::A, Timestamp, TimestampTz), None);
+        assert_eq!(level(&paris, Side::B, Timestamp, TimestampTz), None);
+        assert_eq!(
+            level(&paris, Side::A, Date, TimestampTz),
+            Some(Level::Error)
+        );
+        let yn = C::Flag {
+            on: serde_json::json!("Y"),
+            off: serde_json::json!("N"),
+        };
+        assert_eq!(level(&yn, Side::A, Text { chars: Some(1) }, Bool), None);
+        assert_eq!(
+            level(&yn, Side::A, Text { chars: Some(1) }, Integer { digits: 5 }),
+            Some(Level::Error)
+        );
+        let bit = C::Flag {
+            on: serde_json::json!(1),
+            off: serde_json::json!(0),
+        };
+        assert_eq!(level(&bit, Side::B, Integer { digits: 5 }, Bool), None);
+        assert_eq!(
+            level(&yn, Side::B, Integer { digits: 5 }, Bool),
+            Some(Level::Error)
+        );
+        // Cents (integer) ↔ euros: 2 decimals at B fit, 1 does not.
+        let cents = C::Scale(-2);
+        assert_eq!(
+            level(&cents, Side::A, Integer { digits: 10 }, dec(12, 2)),
+            None
+        );
+        assert_eq!(
+            level(&cents, Side::A, Integer { digits: 10 }, dec(12, 1)),
+            Some(Level::Warning)
+        );
+        assert_eq!(
+            level(&cents, Side::B, Integer { digits: 10 }, dec(10, 2)),
+            None
+        );
+        assert_eq!(level(&C::Round(2), Side::A, Float, dec(10, 2)), None);
+        assert_eq!(
+            level(&C::Round(2), Side::A, Float, dec(10, 1)),
+            Some(Level::Warning)
+        );
+        assert_eq!(
+            level(
+                &C::Trim,
+                Side::A,
+                Text { chars: Some(10) },
+                Integer { digits: 5 }
+            ),
+            Some(Level::Error)
+        );
+        assert_eq!(
+            level(
+                &C::Trim,
+                Side::A,
+                Text { chars: Some(10) },
+                Text { chars: Some(10) }
+            ),
+            None
+        );
     }
 
     #[test]

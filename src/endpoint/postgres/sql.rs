@@ -375,7 +375,10 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
     let mut raw: Vec<String> = Vec::new();
     for c in &e.columns {
         let col = format!("t.{}", ident(c.name(side)));
-        let expr = if let Some(parent) = &c.parent {
+        let expr = if c.converted() {
+            // Its JSON as it is: tandem converts and compares it (`verify_hash::comparable`).
+            format!("to_jsonb({col})::text")
+        } else if let Some(parent) = &c.parent {
             let wrapped = format!("('[' || to_jsonb({col})::text || ']')");
             match side {
                 Side::A => wrapped,
