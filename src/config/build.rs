@@ -36,6 +36,7 @@ struct ColumnLoc {
     /// Position of the column name on side A and on side B.
     names: [Loc; 2],
     parent: Loc,
+    direction: Loc,
 }
 
 /// Converts the raw document into a [`Config`], collecting problems.
@@ -369,8 +370,28 @@ impl Builder<'_> {
 
         let mut columns = Vec::new();
         let mut column_locs = Vec::new();
+        let mut constants = Vec::new();
+        let mut constant_locs: Vec<Loc> = Vec::new();
         for (index, raw) in raw.columns.unwrap_or_default().into_iter().enumerate() {
-            let (column, loc) = self.column(&ctx, index, raw, &at);
+            if raw.value.constant.is_some() {
+                let loc = raw.at.clone().or_else(|| at.clone());
+                if let Some(k) = self.constant(&ctx, index, raw, &at) {
+                    constants.push(k);
+                    constant_locs.push(loc);
+                }
+                continue;
+            }
+            let (mut column, loc) = self.column(&ctx, index, raw, &at);
+            if column.direction != Direction::Both
+                && direction != Direction::Both
+                && column.direction != direction
+            {
+                self.report(
+                    loc.direction.clone(),
+                    format!("{ctx}: column {}: its direction is the opposite of the entity's: it would never travel", column.a),
+                );
+                column.direction = direction;
+            }
             columns.push(column);
             column_locs.push(loc);
         }
@@ -382,8 +403,15 @@ impl Builder<'_> {
             a,
             b,
             columns,
+            constants,
         };
-        self.check_columns(&ctx, &entity, [&a_loc, &b_loc], &column_locs);
+        self.check_columns(
+            &ctx,
+            &entity,
+            [&a_loc, &b_loc],
+            &column_locs,
+            &constant_locs,
+        );
         let refs = column_locs
             .iter()
             .enumerate()
@@ -541,16 +569,25 @@ impl Builder<'_> {
                 format!("{label}: values and convert cannot be combined; use one of them"),
             );
         }
-        for (key, raw_setting) in [("direction", raw.direction), ("const", raw.constant)] {
-            if let Some(setting) = raw_setting {
-                let why = if key == "direction" {
-                    "a column's own direction is not in this version: every mapped column travels the entity's way (split the entity, or leave the column out)"
-                } else {
-                    "constants are not in this version: give the column a default in its table instead"
-                };
-                self.report(Some(setting.span()), format!("{label}: `{key}`: {why}"));
+        let mut direction_at = None;
+        let direction = match raw.direction {
+            Some(d) => {
+                direction_at = Some(d.span());
+                let d = self.text(&format!("{label}: direction"), d);
+                self.choice(
+                    &label,
+                    "direction",
+                    d,
+                    &[
+                        ("both", Direction::Both),
+                        ("a_to_b", Direction::AToB),
+                        ("b_to_a", Direction::BToA),
+                    ],
+                    Direction::Both,
+                )
             }
-        }
+            None => Direction::Both,
+        };
 
         let mut parent = None;
         let mut parent_at = None;
@@ -578,12 +615,83 @@ impl Builder<'_> {
             values: value_map,
             parent,
             convert,
+            direction,
         };
         let loc = ColumnLoc {
             names: [a_at, b_at],
             parent: parent_at,
+            direction: direction_at,
         };
         (column, loc)
+    }
+
+    /// A `const` entry: one side's column (`a` or `b`, not both) and its value, nothing else.
+    fn constant(
+        &mut self,
+        ctx: &str,
+        index: usize,
+        raw: raw::Located<raw::Column>,
+        entity_at: &Loc,
+    ) -> Option<Constant> {
+        let at = raw.at.or_else(|| entity_at.clone());
+        let raw = raw.value;
+        let label = format!("{ctx}: column #{}", index + 1);
+        let value = raw.constant?;
+        let others = [
+            ("values", raw.values.is_some()),
+            ("ref", raw.parent.is_some()),
+            ("convert", raw.convert.is_some()),
+            ("prefer", raw.prefer.is_some()),
+            ("direction", raw.direction.is_some()),
+        ];
+        let mut ok = true;
+        for (key, present) in others {
+            if present {
+                self.report(
+                    at.clone(),
+                    format!("{label}: const and {key} cannot be combined: a constant is written on one side only"),
+                );
+                ok = false;
+            }
+        }
+        let (side, name) = match (raw.a, raw.b) {
+            (Some(a), None) => (Side::A, a),
+            (None, Some(b)) => (Side::B, b),
+            _ => {
+                self.report(
+                    at,
+                    format!("{label}: a const names the column of one side: `a` or `b`, not both"),
+                );
+                return None;
+            }
+        };
+        let column = self.text(&format!("{label}: {}", side.name()), name);
+        let column = self.non_empty(&label, side.name(), column)?;
+        let value_at = value.span();
+        let value = match value.into_inner() {
+            toml::Value::String(s) => self
+                .text(
+                    &format!("{label}: const"),
+                    Spanned::new(value_at.clone(), s),
+                )
+                .map(|t| Value::String(t.value)),
+            toml::Value::Integer(i) => Some(Value::from(i)),
+            toml::Value::Boolean(b) => Some(Value::Bool(b)),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f).map(Value::Number),
+            _ => None,
+        };
+        let Some(value) = value else {
+            self.report(
+                Some(value_at),
+                format!("{label}: const must be a string, integer, float or boolean"),
+            );
+            return None;
+        };
+        ok.then_some(Constant {
+            side,
+            column: column.value,
+            value,
+        })
     }
 
     /// Converts one `values` table; `column_at` is where the column entry is,
@@ -815,6 +923,7 @@ impl Builder<'_> {
         entity: &Entity,
         side_locs: [&TableSideLoc; 2],
         column_locs: &[ColumnLoc],
+        constant_locs: &[Loc],
     ) {
         for (i, side) in SIDES.into_iter().enumerate() {
             let table_side = entity.side(side);
@@ -841,6 +950,45 @@ impl Builder<'_> {
                         format!(
                             "{ctx}: column {name} is mapped but is also {}.peer_id_column, which tandem fills itself",
                             side.name()
+                        ),
+                    );
+                }
+            }
+
+            // A key column travels both ways: a record's key must reach each side.
+            for (column, loc) in entity.columns.iter().zip(column_locs) {
+                if column.direction != Direction::Both
+                    && table_side.key.iter().any(|k| k == column.name(side))
+                {
+                    self.report(
+                        loc.direction.clone(),
+                        format!(
+                            "{ctx}: column {} is part of {}.key: a key column travels both ways (remove its direction)",
+                            column.name(side),
+                            side.name()
+                        ),
+                    );
+                }
+            }
+            for (k, at) in entity.constants.iter().zip(constant_locs) {
+                if k.side != side {
+                    continue;
+                }
+                let clash = if table_side.key.contains(&k.column) {
+                    Some("a key column")
+                } else if peer == Some(k.column.as_str()) {
+                    Some("the peer_id_column")
+                } else if entity.columns.iter().any(|c| c.name(side) == k.column) {
+                    Some("a mapped column")
+                } else {
+                    None
+                };
+                if let Some(what) = clash {
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "{ctx}: const column {} of side {side} is also {what}: a constant is a column tandem fills on its own",
+                            k.column
                         ),
                     );
                 }

@@ -241,6 +241,18 @@ pub struct Entity {
     pub b: TableSide,
     /// Mapped columns, in config order.
     pub columns: Vec<ColumnMap>,
+    /// Columns of one side that records tandem creates there get a fixed value (`const`).
+    pub constants: Vec<Constant>,
+}
+
+/// A column of one side that every record tandem inserts there gets `value` (`{ a = "ORIGIN",
+/// const = "NEW" }`); updates leave it, and it never travels to the other side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constant {
+    pub side: Side,
+    pub column: String,
+    /// A JSON scalar (string, integer, float or boolean).
+    pub value: Value,
 }
 
 impl Entity {
@@ -251,6 +263,16 @@ impl Entity {
         self.columns
             .iter()
             .any(|c| c.parent.as_deref() == Some(self.name.as_str()))
+    }
+
+    /// The columns tandem writes at `side`: mapped columns that travel there, in config order.
+    pub fn written_columns(&self, side: Side) -> impl Iterator<Item = &ColumnMap> {
+        self.columns.iter().filter(move |c| c.written_at(side))
+    }
+
+    /// The constants of `side` (written on insert only).
+    pub fn constants_at(&self, side: Side) -> impl Iterator<Item = &Constant> {
+        self.constants.iter().filter(move |c| c.side == side)
     }
 
     /// The table of `side`.
@@ -327,6 +349,9 @@ pub struct ColumnMap {
     /// A built-in converter (`convert`), applied A → B and inverted B → A (see
     /// `mapping::convert`).
     pub convert: Option<Converter>,
+    /// The column's own way (`direction`; default both): a column that does not travel into
+    /// a side is never written there (left as it is, its default on insert).
+    pub direction: Direction,
 }
 
 impl ColumnMap {
@@ -335,6 +360,11 @@ impl ColumnMap {
     /// apply and are compared by tandem at verify (`mapping::convert::equal`).
     pub fn converted(&self) -> bool {
         self.convert.is_some() || self.values.as_ref().is_some_and(|m| !m.prefer.is_empty())
+    }
+
+    /// Whether tandem writes this column at `side` (it travels from the other side).
+    pub fn written_at(&self, side: Side) -> bool {
+        self.direction.flows(side.other())
     }
 
     /// The column name on `side` of a mapping.

@@ -72,9 +72,9 @@ pub struct Column {
     pub convert: Option<Spanned<toml::Value>>,
     /// With a many-to-one `values`: the A codes written back for B values several codes share.
     pub prefer: Option<Spanned<Vec<Spanned<String>>>>,
-    /// Not in this version; read only to refuse it with a reason (see the builder).
-    pub direction: Option<Spanned<toml::Value>>,
-    /// Not in this version; read only to refuse it with a reason (see the builder).
+    /// The column's own way (`"a_to_b"`, `"b_to_a"`), within the entity's.
+    pub direction: Option<Spanned<String>>,
+    /// A value written on one side only (the entry names `a` or `b`, not both).
     #[serde(rename = "const")]
     pub constant: Option<Spanned<toml::Value>>,
 }

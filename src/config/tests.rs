@@ -1196,20 +1196,19 @@ fn load_reads_the_file() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
-/// A setting tandem does not know is refused where it is written, never accepted and
-/// silently ignored; settings not in this version (a column's own direction, constants) are
-/// refused with the reason, at their position.
+/// A setting tandem does not know, or a wrong value of one it knows, is refused where it is
+/// written, never accepted and silently ignored.
 #[test]
 fn a_column_setting_tandem_does_not_know_is_refused_at_its_line() {
     for (setting, says) in [
         ("trim = true", "unknown key `trim`".to_string()),
         (
-            "direction = \"a_to_b\"",
-            "`direction`: a column's own direction is not in this version".to_string(),
+            "direction = \"up\"",
+            "direction \"up\" is not valid; expected one of".to_string(),
         ),
         (
             "const = \"L\"",
-            "`const`: constants are not in this version".to_string(),
+            "a const names the column of one side".to_string(),
         ),
         (
             "convert = \"flag\"",
@@ -1319,6 +1318,96 @@ fn converters_are_read_and_misfits_named_at_their_position() {
             at(problem),
             pos(&text, needle),
             "{setting}: {}",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn one_way_columns_and_constants_are_read_and_misuse_named() {
+    let config = ok(&with_order(
+        r#"columns = [
+  { a = "NAME", b = "name" },
+  { a = "PRICE", b = "price", direction = "a_to_b" },
+  { a = "NOTE", b = "note", direction = "b_to_a" },
+  { a = "ORIGIN", const = "N" },
+  { b = "source", const = "legacy" },
+]
+"#,
+    ));
+    let e = &config.entities[0];
+    assert_eq!(e.columns.len(), 3);
+    let at_side = |side| {
+        e.written_columns(side)
+            .map(|c| c.name(side).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at_side(Side::A), ["NAME", "NOTE"]);
+    assert_eq!(at_side(Side::B), ["name", "price"]);
+    assert_eq!(
+        e.constants,
+        vec![
+            Constant {
+                side: Side::A,
+                column: "ORIGIN".into(),
+                value: Value::from("N")
+            },
+            Constant {
+                side: Side::B,
+                column: "source".into(),
+                value: Value::from("legacy")
+            },
+        ]
+    );
+
+    for (extra, entity_direction, needle, says) in [
+        (
+            r#"{ a = "ORDER_NO", b = "id", direction = "a_to_b" }"#,
+            "",
+            "\"a_to_b\" }",
+            "is part of a.key: a key column travels both ways",
+        ),
+        (
+            r#"{ a = "X", b = "x", direction = "b_to_a" }"#,
+            "direction = \"a_to_b\"\n",
+            "\"b_to_a\" }",
+            "its direction is the opposite of the entity's",
+        ),
+        (
+            r#"{ a = "X", b = "x", const = 1 }"#,
+            "",
+            "{ a = \"X\"",
+            "a const names the column of one side: `a` or `b`, not both",
+        ),
+        (
+            r#"{ a = "X", const = 1, values = { Y = 1 } }"#,
+            "",
+            "{ a = \"X\"",
+            "const and values cannot be combined",
+        ),
+        (
+            r#"{ a = "X", b = "x" }, { a = "X", const = 1 }"#,
+            "",
+            "{ a = \"X\", const",
+            "const column X of side A is also a mapped column",
+        ),
+        (
+            r#"{ a = "X", const = [1] }"#,
+            "",
+            "[1]",
+            "const must be a string, integer, float or boolean",
+        ),
+    ] {
+        let text = format!("{HEAD}{ORDER}{entity_direction}columns = [\n  {extra},\n]\n");
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{extra}: {all:#?}"));
+        assert_eq!(
+            at(problem),
+            pos(&text, needle),
+            "{extra}: {}",
             problem.message
         );
     }

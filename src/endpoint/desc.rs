@@ -210,6 +210,7 @@ pub fn check(
     if let Some(p) = &ts.peer_id_column {
         wanted.push((p.as_str(), "peer_id_column"));
     }
+    wanted.extend(e.constants_at(side).map(|k| (k.column.as_str(), "const")));
     for (col, role) in &wanted {
         let Some(c) = column(col) else {
             let hint = table
@@ -248,7 +249,11 @@ pub fn check(
 
     // The capture trigger reads the key and the mapped columns: some types break it.
     if e.direction.flows(side) {
-        let read: Vec<&str> = wanted.iter().map(|(c, _)| *c).collect();
+        let read: Vec<&str> = wanted
+            .iter()
+            .filter(|(_, role)| *role != "const")
+            .map(|(c, _)| *c)
+            .collect();
         for c in table
             .columns
             .iter()
@@ -327,7 +332,7 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
                 message,
             })
         };
-        for c in &e.columns {
+        for c in e.written_columns(to) {
             let (Some(s), Some(d)) = (col(src_t, c.name(from)), col(dst_t, c.name(to))) else {
                 continue;
             };
@@ -383,7 +388,8 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
         let ts = e.side(to);
         let written = |n: &str| {
             ts.key.iter().any(|k| k == n)
-                || e.columns.iter().any(|c| c.name(to) == n)
+                || e.written_columns(to).any(|c| c.name(to) == n)
+                || e.constants_at(to).any(|k| k.column == n)
                 || ts.peer_id_column.as_deref() == Some(n)
         };
         for d in &dst_t.columns {

@@ -307,6 +307,7 @@ mod tests {
             values: None,
             parent: None,
             convert: Some(c),
+            direction: crate::config::Direction::Both,
         }
     }
 
@@ -423,6 +424,7 @@ mod round_trip {
             values: None,
             parent: None,
             convert: Some(c),
+            direction: crate::config::Direction::Both,
         }
     }
 
@@ -532,6 +534,7 @@ mod round_trip {
             values: Some(map.clone()),
             parent: None,
             convert: None,
+            direction: crate::config::Direction::Both,
         };
         assert_eq!(
             super::super::translate(&map, Side::B, &json!(true)).unwrap(),

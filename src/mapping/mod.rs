@@ -46,7 +46,7 @@ pub fn map_change(
     let mut row = Image::new();
     let mut incoming = Image::new();
     let mut refs = Vec::new();
-    for col in &entity.columns {
+    for col in entity.written_columns(to) {
         let src = col.name(from);
         let dst = col.name(to);
         let value = change
@@ -74,6 +74,10 @@ pub fn map_change(
             incoming.insert(dst.to_string(), value.clone());
         }
         row.insert(dst.to_string(), mapped);
+    }
+    // Constants are in every row; the target writes them on insert only.
+    for k in entity.constants_at(to) {
+        row.insert(k.column.clone(), k.value.clone());
     }
     if let Some(peer) = &entity.side(to).peer_id_column {
         // The config guarantees the source key has one column.

@@ -18,6 +18,7 @@ pub fn configured_names(e: &Entity, side: Side) -> Vec<&str> {
     let mut out: Vec<&str> = ts.key.iter().map(String::as_str).collect();
     out.extend(e.columns.iter().map(|c| c.name(side)));
     out.extend(ts.peer_id_column.as_deref());
+    out.extend(e.constants_at(side).map(|k| k.column.as_str()));
     out
 }
 

@@ -386,8 +386,10 @@ fn entity_plan(
             ))
         })
     };
+    // Written here: the columns that travel here, the peer id column, the constants (on
+    // insert only).
     let mut cols: Vec<String> = Vec::new();
-    for c in &e.columns {
+    for c in e.written_columns(side) {
         let n = c.name(side).to_string();
         if !cols.contains(&n) {
             cols.push(n);
@@ -398,6 +400,12 @@ fn entity_plan(
             cols.push(p.clone());
         }
     }
+    let constants: Vec<String> = e
+        .constants_at(side)
+        .map(|k| k.column.clone())
+        .filter(|k| !cols.contains(k))
+        .collect();
+    cols.extend(constants.iter().cloned());
     let mut row_cols = Vec::new();
     for k in &ts.key {
         row_cols.push(find(k, "key")?);
@@ -416,7 +424,11 @@ fn entity_plan(
             )));
         }
     }
-    let set_cols: Vec<&Column> = row_cols.iter().skip(ts.key.len()).collect();
+    let set_cols: Vec<&Column> = row_cols
+        .iter()
+        .skip(ts.key.len())
+        .filter(|c| !constants.contains(&c.name))
+        .collect();
     let insert_cols: Vec<&Column> = row_cols.iter().filter(|c| cols.contains(&c.name)).collect();
     let t = table(&ts.table);
     let with_row = joined(
@@ -644,7 +656,7 @@ impl Plan {
                 blocks.entry("native").or_default().push(f("native_key")?);
                 blocks.entry("lock").or_default().push(f("lock")?);
                 blocks.entry("delete").or_default().push(f("delete")?);
-                if plan.row_cols.len() > plan.key.len() {
+                if vars.iter().any(|(n, v)| *n == "set_list" && !v.is_empty()) {
                     blocks.entry("update").or_default().push(f("update")?);
                 }
                 let has_insert_cols = vars.iter().any(|(n, v)| *n == "cols" && !v.is_empty());

@@ -223,11 +223,22 @@ fn entity_sql(
     let ts = e.side(side);
     let key = ts.key.clone();
     let key_given = e.key_is_given(side);
-    let mut cols: Vec<String> = e.columns.iter().map(|c| c.name(side).to_string()).collect();
+    // Written here: the columns that travel here, the peer id column, the constants (on
+    // insert only).
+    let mut cols: Vec<String> = e
+        .written_columns(side)
+        .map(|c| c.name(side).to_string())
+        .collect();
     if let Some(p) = &ts.peer_id_column {
         cols.push(p.clone());
     }
     let set_cols: Vec<String> = cols.iter().filter(|c| !key.contains(c)).cloned().collect();
+    cols.extend(
+        e.constants_at(side)
+            .map(|k| k.column.clone())
+            .filter(|k| !cols.contains(k))
+            .collect::<Vec<_>>(),
+    );
     let mut insert_cols = cols.clone();
     insert_cols.extend(key.iter().filter(|k| !cols.contains(k)).cloned());
     let mut vars = base.to_vec();
