@@ -381,6 +381,20 @@ SELECT CASE WHEN has_sequence_privilege(x.s, 'USAGE') THEN x.s END,
        END
 FROM (SELECT pg_get_serial_sequence({{table_lit}}, {{key_lit}}) AS s) AS x;
 
+-- name: key_from_sequence
+-- key_from = "sequence NAME": $1 new keys for records tandem creates here.
+SELECT to_jsonb(nextval({{sequence_lit}}::regclass))::text FROM generate_series(1, $1::int);
+
+-- name: key_from_max_lock
+-- key_from = "max+1": the table is locked against other writers (plain reads go on) until the
+-- batch commits, so a legacy application numbering with max+1 too waits rather than collides.
+LOCK TABLE {{table}} IN EXCLUSIVE MODE;
+
+-- name: key_from_max
+-- key_from = "max+1": $1 new keys after the largest (under key_from_max_lock).
+SELECT to_jsonb(coalesce((SELECT max({{key}}) FROM {{table}}), 0) + g)::text
+FROM generate_series(1, $1::int) AS g;
+
 -- name: wave_peer_update
 -- Write-back, set-based: the peer_id_column of many rows ($1: JSON array of key + peer).
 UPDATE {{table}} AS t SET {{peer_col}} = r.{{peer_col}}

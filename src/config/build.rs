@@ -29,6 +29,7 @@ struct EntityLoc {
 #[derive(Default)]
 struct TableSideLoc {
     peer_id_column: Loc,
+    key_from: Loc,
 }
 
 /// Positions kept per column for the checks across an entity's columns.
@@ -440,6 +441,7 @@ impl Builder<'_> {
             },
             key: Vec::new(),
             peer_id_column: None,
+            key_from: None,
         };
         let Some(raw) = raw else {
             self.missing(ctx, s, entity_at);
@@ -467,6 +469,29 @@ impl Builder<'_> {
             if let Some(peer) = self.non_empty(ctx, &peer_key, peer) {
                 loc.peer_id_column = Some(peer.at);
                 table_side.peer_id_column = Some(peer.value);
+            }
+        }
+        if let Some(raw) = raw.key_from {
+            let what = format!("{s}.key_from");
+            let at = raw.span();
+            if let Some(text) = self.text(&format!("{ctx}: {what}"), raw) {
+                let v = text.value.trim();
+                if v == "max+1" {
+                    table_side.key_from = Some(KeyFrom::MaxPlusOne);
+                } else if let Some(name) = v.strip_prefix("sequence ") {
+                    let name = Text {
+                        value: name.trim().to_string(),
+                        at: text.at.clone(),
+                    };
+                    table_side.key_from =
+                        Some(KeyFrom::Sequence(self.table_name(ctx, &what, name)));
+                } else {
+                    self.report(
+                        Some(at),
+                        format!("{ctx}: {what} {:?} is not valid; expected \"sequence NAME\" or \"max+1\"", text.value),
+                    );
+                }
+                loc.key_from = Some(text.at);
             }
         }
         (table_side, loc)
@@ -990,6 +1015,33 @@ impl Builder<'_> {
                             "{ctx}: const column {} of side {side} is also {what}: a constant is a column tandem fills on its own",
                             k.column
                         ),
+                    );
+                }
+            }
+
+            if table_side.key_from.is_some() {
+                let why = if table_side.key.len() != 1 {
+                    Some(format!(
+                        "needs a single-column key, but {}.key has {} columns",
+                        side.name(),
+                        table_side.key.len()
+                    ))
+                } else if entity.key_is_given(side) {
+                    Some(
+                        "the key is given by mapped columns: tandem does not number these records"
+                            .to_string(),
+                    )
+                } else if !entity.direction.flows(side.other()) {
+                    Some(format!(
+                        "changes never flow to side {side}: tandem creates no records there"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.report(
+                        side_locs[i].key_from.clone(),
+                        format!("{ctx}: {}.key_from {why}", side.name()),
                     );
                 }
             }

@@ -315,6 +315,19 @@ pub struct TableSide {
     pub key: Vec<String>,
     /// A column of this table that tandem fills with the OTHER side's key.
     pub peer_id_column: Option<String>,
+    /// How tandem numbers the records it creates here, for a key without a default that the
+    /// legacy application numbers itself (`key_from`); None: the key's default.
+    pub key_from: Option<KeyFrom>,
+}
+
+/// Where tandem takes the key of a record it creates on a side (`key_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// `"sequence NAME"`: the next value of that sequence (`schema.name` or `name`).
+    Sequence(TableName),
+    /// `"max+1"`: one more than the largest key, with the table locked against other writers
+    /// until the batch commits (so the legacy application's own max+1 waits, never collides).
+    MaxPlusOne,
 }
 
 /// A table name, `schema.table` or `table`, case kept.

@@ -57,6 +57,8 @@ pub struct TableSide {
     pub table: Option<Spanned<String>>,
     pub key: Option<Spanned<Vec<Spanned<String>>>>,
     pub peer_id_column: Option<Spanned<String>>,
+    /// How tandem numbers records it creates on this side: `"sequence NAME"` or `"max+1"`.
+    pub key_from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

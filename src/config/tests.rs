@@ -344,7 +344,7 @@ fn unknown_keys_are_named_with_position() {
     assert_eq!(at(&problem), pos(&text, "peer ="));
     assert_eq!(
         problem.message,
-        "unknown key `peer`, expected one of `table`, `key`, `peer_id_column`"
+        "unknown key `peer`, expected one of `table`, `key`, `peer_id_column`, `key_from`"
     );
 
     let text = with_order("columns = [{ a = \"X\", b = \"x\", reference = \"y\" }]\n");
@@ -1411,4 +1411,60 @@ fn one_way_columns_and_constants_are_read_and_misuse_named() {
             problem.message
         );
     }
+}
+
+#[test]
+fn key_from_numbers_a_side_that_generates_its_key() {
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"order\"\n\
+         a = {{ table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"sequence dbo.ORDER_SEQ\" }}\n\
+         b = {{ table = \"public.orders\", key = [\"id\"], key_from = \"max+1\" }}\n"
+    );
+    let config = ok(&text);
+    let e = &config.entities[0];
+    assert_eq!(
+        e.a.key_from,
+        Some(KeyFrom::Sequence(TableName {
+            schema: Some("dbo".into()),
+            name: "ORDER_SEQ".into()
+        }))
+    );
+    assert_eq!(e.b.key_from, Some(KeyFrom::MaxPlusOne));
+
+    for (side, needle, says) in [
+        (
+            "a = { table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"max + 1\" }",
+            "\"max + 1\"",
+            "a.key_from \"max + 1\" is not valid; expected \"sequence NAME\" or \"max+1\"",
+        ),
+        (
+            "a = { table = \"dbo.ORDERS\", key = [\"ORDER_NO\", \"X\"], key_from = \"max+1\" }",
+            "\"max+1\"",
+            "a.key_from needs a single-column key",
+        ),
+    ] {
+        let text = format!(
+            "{HEAD}[[entities]]\nname = \"order\"\n{side}\nb = {{ table = \"b\", key = [\"id\"] }}\n"
+        );
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{side}: {all:#?}"));
+        assert_eq!(at(problem), pos(&text, needle), "{}", problem.message);
+    }
+    // Where the key is given by a mapped column, tandem does not number records.
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"order\"\n\
+         a = {{ table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"max+1\" }}\n\
+         b = {{ table = \"b\", key = [\"id\"] }}\ncolumns = [ {{ a = \"ORDER_NO\", b = \"no\" }} ]\n"
+    );
+    let problem = only_problem(&text);
+    assert!(
+        problem
+            .message
+            .contains("the key is given by mapped columns"),
+        "{}",
+        problem.message
+    );
 }

@@ -294,7 +294,26 @@ pub fn check(
     }
     // Only a side that changes flow into has records created by tandem (a reference entity
     // that travels A → B never creates one at A).
-    if !e.key_is_given(side) && e.direction.flows(side.other()) {
+    if ts.key_from.is_some() {
+        // Tandem numbers the records it creates here: the key must be a number.
+        for (k, c) in ts.key.iter().zip(&key) {
+            let number = matches!(c.kind, Kind::Integer { .. } | Kind::Unknown)
+                || matches!(c.kind, Kind::Decimal { scale, .. } if scale.unwrap_or(0) == 0);
+            if !number {
+                problem(format!(
+                    "key column {k:?} of table {} is of type {}: key_from numbers records, so the key must be an integer",
+                    ts.table, c.type_name
+                ));
+            }
+            if c.read_only.is_some() {
+                problem(format!(
+                    "key column {k:?} of table {} fills itself ({}): tandem cannot give it a key_from value; remove key_from",
+                    ts.table,
+                    c.read_only.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    } else if !e.key_is_given(side) && e.direction.flows(side.other()) {
         for (k, c) in ts.key.iter().zip(&key) {
             if !c.defaulted {
                 problem(format!(
@@ -889,6 +908,25 @@ mod tests {
                 Text { chars: Some(10) }
             ),
             None
+        );
+    }
+
+    #[test]
+    fn key_from_needs_no_default_but_a_number() {
+        let mut t = orders();
+        t.columns[0].defaulted = false;
+        let mut c = config();
+        c.entities[0].b.key_from = Some(crate::config::KeyFrom::MaxPlusOne);
+        assert!(check(&c.entities[0], Side::B, Some(&t), "db", &WORDS).is_empty());
+        t.columns[0].kind = Kind::Text { chars: Some(10) };
+        let m: Vec<String> = check(&c.entities[0], Side::B, Some(&t), "db", &WORDS)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("key_from numbers records, so the key must be an integer"),
+            "{m:?}"
         );
     }
 

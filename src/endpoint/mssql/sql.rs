@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::{Config, Entity, Side, TableName};
+use crate::config::{Config, Entity, KeyFrom, Side, TableName};
 use crate::endpoint::EndpointError;
 
 use super::error::{ROW_ERRORS, TRANSIENT_ERRORS};
@@ -660,14 +660,52 @@ impl Plan {
                     blocks.entry("update").or_default().push(f("update")?);
                 }
                 let has_insert_cols = vars.iter().any(|(n, v)| *n == "cols" && !v.is_empty());
-                blocks
-                    .entry("insert")
-                    .or_default()
-                    .push(f(if has_insert_cols {
+                let insert = match &e.side(side).key_from {
+                    // Tandem numbers the records it creates (a legacy key without a default).
+                    Some(from) => {
+                        let var = |name: &str| {
+                            vars.iter()
+                                .find(|(n, _)| *n == name)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        let after = |v: String| if v.is_empty() { v } else { format!(", {v}") };
+                        let mut kv = vars.clone();
+                        kv.push((
+                            "key_col",
+                            e.side(side)
+                                .key
+                                .first()
+                                .map(|k| ident(k))
+                                .unwrap_or_default(),
+                        ));
+                        kv.push(("cols_after_key", after(var("cols"))));
+                        kv.push(("r_cols_after_key", after(var("r_cols"))));
+                        let draw = match from {
+                            KeyFrom::Sequence(seq) => {
+                                kv.push(("sequence", table(seq)));
+                                fill(section("key_from_sequence")?, &kv)?
+                            }
+                            KeyFrom::MaxPlusOne => fill(section("key_from_max")?, &kv)?,
+                        };
+                        kv.push(("key_draw", draw.trim().to_string()));
+                        let text = fill(section("insert_key_from")?, &kv)?;
+                        joined(
+                            text.lines()
+                                .filter(|l| {
+                                    !l.trim_start().starts_with("--") && !l.trim().is_empty()
+                                })
+                                .map(str::to_string),
+                            "\n",
+                        )
+                    }
+                    None => f(if has_insert_cols {
                         "insert"
                     } else {
                         "insert_defaults"
-                    })?);
+                    })?,
+                };
+                blocks.entry("insert").or_default().push(insert);
                 if vars
                     .iter()
                     .any(|(n, v)| *n == "identity_off" && !v.is_empty())
@@ -827,6 +865,9 @@ mod tests {
             "update",
             "insert",
             "insert_defaults",
+            "insert_key_from",
+            "key_from_sequence",
+            "key_from_max",
             "delete",
             "peer_update",
             "in_flight",

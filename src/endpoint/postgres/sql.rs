@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Config, Entity, Side, TableName};
+use crate::config::{Config, Entity, KeyFrom, Side, TableName};
 use crate::endpoint::template::{self, fill};
 use crate::endpoint::EndpointError;
 
@@ -112,6 +112,8 @@ pub struct EntitySql {
     pub wave_insert: String,
     pub wave_delete: String,
     pub key_default: String,
+    /// `key_from`: (a lock to take first, the statement drawing $1 keys).
+    pub key_from: Option<(Option<String>, String)>,
     /// When the side has a `peer_id_column`.
     pub wave_peer_update: Option<String>,
     pub row_count: String,
@@ -299,6 +301,20 @@ fn entity_sql(
         wave_insert: get("wave_insert")?,
         wave_delete: get("wave_delete")?,
         key_default: get("key_default")?,
+        key_from: match &ts.key_from {
+            None => None,
+            Some(KeyFrom::Sequence(seq)) => {
+                let mut v = vars.clone();
+                v.push(("sequence_lit", literal(&table(seq))));
+                let t = s.get("key_from_sequence").ok_or_else(|| {
+                    EndpointError::Config("internal: statement key_from_sequence missing".into())
+                })?;
+                Some((None, fill(t, &v)?))
+            }
+            Some(KeyFrom::MaxPlusOne) => {
+                Some((Some(get("key_from_max_lock")?), get("key_from_max")?))
+            }
+        },
         wave_peer_update: match &ts.peer_id_column {
             Some(_) => Some(get("wave_peer_update")?),
             None => None,
