@@ -366,6 +366,22 @@ impl Builder<'_> {
             ConflictPolicy::NewestWins,
         );
 
+        for (key, setting, why) in [
+            (
+                "soft_delete",
+                raw.soft_delete,
+                "soft deletes are not in this version: map the flag column as a column (with `values` or a flag converter), and deletes travel as deletes",
+            ),
+            (
+                "filter",
+                raw.filter,
+                "row filters are not in this version: every row of the table is synchronised (a view cannot be captured either)",
+            ),
+        ] {
+            if let Some(setting) = setting {
+                self.report(Some(setting.span()), format!("{ctx}: `{key}`: {why}"));
+            }
+        }
         let (a, a_loc) = self.table_side(&ctx, Side::A, raw.a, &at);
         let (b, b_loc) = self.table_side(&ctx, Side::B, raw.b, &at);
 
@@ -593,6 +609,22 @@ impl Builder<'_> {
                 at.clone(),
                 format!("{label}: values and convert cannot be combined; use one of them"),
             );
+        }
+        for (key, setting, why) in [
+            (
+                "lookup",
+                raw.lookup,
+                "look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
+            ),
+            (
+                "expr",
+                raw.expr,
+                "expressions are not in this version (they could not be inverted or kept safe): use a built-in converter (`convert`) or `values`",
+            ),
+        ] {
+            if let Some(setting) = setting {
+                self.report(Some(setting.span()), format!("{label}: `{key}`: {why}"));
+            }
         }
         let mut direction_at = None;
         let direction = match raw.direction {

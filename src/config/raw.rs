@@ -49,6 +49,10 @@ pub struct Entity {
     pub a: Option<Located<TableSide>>,
     pub b: Option<Located<TableSide>>,
     pub columns: Option<Vec<Located<Column>>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub soft_delete: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub filter: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -79,6 +83,11 @@ pub struct Column {
     /// A value written on one side only (the entry names `a` or `b`, not both).
     #[serde(rename = "const")]
     pub constant: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub lookup: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    #[serde(alias = "expression")]
+    pub expr: Option<Spanned<toml::Value>>,
 }
 
 /// A `values` table with its entries in file order (`toml::Table` would

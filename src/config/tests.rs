@@ -1468,3 +1468,36 @@ fn key_from_numbers_a_side_that_generates_its_key() {
         problem.message
     );
 }
+
+/// What this version cannot express (soft deletes, row filters, look-ups, expressions) is
+/// refused at its position with the reason and what to do instead, never ignored.
+#[test]
+fn features_not_in_this_version_are_refused_with_the_reason() {
+    for (extra, needle, says) in [
+        (
+            "soft_delete = { a = \"DELETED\", value = \"Y\" }\n",
+            "{ a = \"DELETED\"",
+            "`soft_delete`: soft deletes are not in this version",
+        ),
+        (
+            "filter = \"TYPE = 'X'\"\n",
+            "\"TYPE = 'X'\"",
+            "`filter`: row filters are not in this version",
+        ),
+        (
+            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
+            "\"dbo.COUNTRIES\"",
+            "`lookup`: look-ups through a reference table are not in this version",
+        ),
+        (
+            "columns = [ { a = \"X\", b = \"x\", expr = \"upper(X)\" } ]\n",
+            "\"upper(X)\"",
+            "`expr`: expressions are not in this version",
+        ),
+    ] {
+        let text = with_order(extra);
+        let problem = only_problem(&text);
+        assert!(problem.message.contains(says), "{}", problem.message);
+        assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
+    }
+}
