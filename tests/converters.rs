@@ -522,4 +522,19 @@ async fn legacy_keys_without_a_default_are_numbered_by_tandem(p: Pairing) {
         table(&[&["46"]])
     );
     verify_equal(&env).await;
+
+    // `check` names a sequence that is not there (before any insert would fail on it).
+    a.exec("DROP SEQUENCE dbo.[ORDER_SEQ]").await;
+    let problems = tandem::endpoint::open(env.config.clone(), tandem::config::Side::A)
+        .expect("open A")
+        .check()
+        .await
+        .expect("check");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(
+        problems[0]
+            .message
+            .starts_with("key_from names sequence dbo.ORDER_SEQ, which does not exist in"),
+        "{problems:?}"
+    );
 }

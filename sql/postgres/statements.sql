@@ -283,6 +283,10 @@ GROUP BY i.indexrelid;
 -- name: table_exists
 SELECT to_regclass($1) IS NOT NULL;
 
+-- name: sequence_exists
+-- For `check`: does the sequence a `key_from` names exist ($1: its quoted name)?
+SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S');
+
 -- name: backfill_get
 SELECT last_image::text, rows_done, finished_at IS NOT NULL FROM {{schema}}.backfill WHERE entity = $1;
 

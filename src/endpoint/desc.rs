@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Converter, Entity, Side};
+use crate::config::{Converter, Entity, Side, TableName};
 use crate::endpoint::SchemaProblem;
 
 /// A table as the catalog has it, in the terms the check needs.
@@ -328,6 +328,17 @@ pub fn check(
         }
     }
     problems
+}
+
+/// The problem of a `key_from` sequence that `target` does not have.
+pub fn missing_sequence(e: &Entity, side: Side, seq: &TableName, target: &str) -> SchemaProblem {
+    SchemaProblem {
+        side,
+        entity: e.name.clone(),
+        message: format!(
+            "key_from names sequence {seq}, which does not exist in {target}: create it (CREATE SEQUENCE {seq} START WITH a number above the legacy keys), or use key_from = \"max+1\""
+        ),
+    }
 }
 
 /// Compares each mapped column pair of `e` in each direction its changes travel, given both

@@ -8,7 +8,7 @@ use super::pool::run;
 use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
-use crate::config::{Entity, Side};
+use crate::config::{Entity, KeyFrom, Side};
 use crate::endpoint::desc::{self, ColumnDesc, Kind, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
@@ -272,6 +272,26 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             ep.pool.target(),
             &WORDING,
         ));
+        if let Some(KeyFrom::Sequence(seq)) = &e.side(side).key_from {
+            let mut conn = ep.pool.get().await?;
+            let rows = run(
+                &mut conn,
+                ep.pool.rollback_sql(),
+                false,
+                &ep.common.sequence_exists,
+                &[&table(seq)],
+            )
+            .await
+            .map_err(|e| ep.pool.error("read the schema", e))?;
+            let found = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|r| r.get::<bool, _>(0))
+                .unwrap_or(false);
+            if !found {
+                problems.push(desc::missing_sequence(e, side, seq, ep.pool.target()));
+            }
+        }
     }
     Ok(problems)
 }
