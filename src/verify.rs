@@ -3,7 +3,9 @@
 //! Each database renders its records into one shape (A's codes, parents by A's key, keys as
 //! id_map texts), hashes them, and sums the hashes per bucket of join keys. Only buckets whose
 //! count or sum differ are looked at record by record, and only records that differ are read
-//! in full (for a bounded sample): when the sides agree, no row crosses the wire.
+//! in full (for a bounded sample): when the sides agree, no row crosses the wire. (Entities
+//! with converted columns are hashed by tandem instead, each converted column in B's terms: see
+//! `endpoint::verify_hash`.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;

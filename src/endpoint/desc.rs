@@ -939,6 +939,17 @@ mod tests {
             m[0].contains("key_from numbers records, so the key must be an integer"),
             "{m:?}"
         );
+        // SQL Server's description marks an IDENTITY key so when key_from is set.
+        t.columns[0].kind = Kind::Integer { digits: 10 };
+        t.columns[0].read_only = Some("an IDENTITY".into());
+        let m: Vec<String> = check(&c.entities[0], Side::B, Some(&t), "db", &WORDS)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert_eq!(
+            m,
+            vec![r#"key column "id" of table public.orders fills itself (an IDENTITY): tandem cannot give it a key_from value; remove key_from"#.to_string()]
+        );
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! the target's type: 31 into a `decimal(10,2)` is 31.00). Memory stays bounded: rows are
 //! streamed and only folded into per-bucket sums, and a drill-down keeps only the records of the
 //! buckets asked for.
+//!
+//! Entities with converted columns (`convert`, `values` with `prefer`) take this path on every
+//! pairing, PostgreSQL ↔ PostgreSQL too: the converters are tandem's Rust, so such a column is
+//! compared in B's terms ([`comparable`], `mapping::convert::canonical`), the same test apply's
+//! lossy rule makes. Their other columns, and every other entity, are unchanged.
 
 use std::collections::HashMap;
 

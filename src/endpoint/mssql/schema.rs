@@ -217,8 +217,20 @@ pub async fn describe(
     else {
         return Ok(None);
     };
+    let ts = e.side(ep.side);
+    let columns = cols
+        .iter()
+        .map(|c| {
+            let mut d = column_desc(c);
+            // SQL Server refuses a value for an IDENTITY: a key_from key must not be one.
+            if c.identity && ts.key_from.is_some() && ts.key.contains(&c.name) {
+                d.read_only = Some("an IDENTITY".into());
+            }
+            d
+        })
+        .collect();
     Ok(Some(TableDesc {
-        columns: cols.iter().map(column_desc).collect(),
+        columns,
         unique_keys: unique_keys(ep, table_sql).await?,
         case_insensitive,
     }))
