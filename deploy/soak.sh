@@ -20,7 +20,6 @@
 #   FAULT_SEED        replay exactly this one seed instead
 #   FAULT_WORKLOAD    full (default here: conflicts on shared records, racing `run --once`)
 #                     or safe (what a plain `cargo test` runs)
-#   FAULT_STRICT=1    count known, reported issues as failures too
 #   FAULT_LOG         tandem's RUST_LOG for the instances under test (default tandem=debug)
 # Runs every seed even after a failure (FAULT_KEEP_GOING=1) and exits non-zero if any failed.
 # The whole output also goes to target/soak-<date>.log.

@@ -660,15 +660,39 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let link = db
         .by_peer(&c.entity, &c.source_key)
         .map(|i| db.id_map[i].clone());
+    let reused = entity.key_is_given(side.other());
+    // The guard protects the record this link names; where the source already links its key
+    // to another live record here (keys given by values, reused), that record has not seen
+    // this change yet.
+    let moved_on = |l: &MapRow| {
+        reused
+            && c.peer_hint.is_some()
+            && c.peer_hint != l.own
+            && c.peer_hint
+                .as_ref()
+                .is_some_and(|h| db.row(&c.entity, h).is_some())
+            && l.own
+                .as_ref()
+                .is_none_or(|o| l.deleted || db.row(&c.entity, o).is_none())
+    };
     if let Some(l) = &link {
-        if l.applied_seq >= c.seq {
+        if l.applied_seq >= c.seq && !moved_on(l) {
             let own = l.own.clone().filter(|_| !l.deleted);
             return Ok(done(own, Done::Stale, false));
         }
     }
-    let reused = entity.key_is_given(side.other());
+    // A tombstone, or a live link whose row is gone here, of another record than the one the
+    // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
     let (known, linked_live, tombstone) = match &link {
-        Some(l) if l.deleted && reused && c.peer_hint.is_some() && c.peer_hint != l.own => {
+        Some(l)
+            if reused
+                && c.peer_hint.is_some()
+                && c.peer_hint != l.own
+                && (l.deleted
+                    || l.own
+                        .as_ref()
+                        .is_some_and(|o| db.row(&c.entity, o).is_none())) =>
+        {
             (c.peer_hint.clone(), true, false)
         }
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
@@ -781,7 +805,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             if db.row(&c.entity, &k).is_some() {
                 let changed = db
                     .update(&c.entity, &k, &obj, now)
-                    .map_err(|r| reject(r.0))?
+                    .map_err(|r| refused(db, c, r))?
                     .unwrap_or(false);
                 (
                     k,
@@ -801,7 +825,9 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                     let id = db.next_id(&c.entity);
                     obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
                 }
-                let k = db.insert(&c.entity, obj, now).map_err(|r| reject(r.0))?;
+                let k = db
+                    .insert(&c.entity, obj, now)
+                    .map_err(|r| refused(db, c, r))?;
                 (k, Done::Written)
             }
         }
@@ -812,12 +838,43 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 let id = db.next_id(&c.entity);
                 obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
             }
-            let k = db.insert(&c.entity, obj, now).map_err(|r| reject(r.0))?;
+            let k = db
+                .insert(&c.entity, obj, now)
+                .map_err(|r| refused(db, c, r))?;
             (k, Done::Written)
         }
     };
     put_link(db, c, Some(&target), false);
     Ok(done(Some(target), how, force))
+}
+
+/// A write the database refused. After a foreign key: a parent linked here whose row is gone
+/// makes the change wait (`parent_gone` in `postgres/apply.rs`); anything else rejects it.
+fn refused(db: &MemDb, c: &TargetChange, r: Refused) -> ApplyError {
+    if r.0.starts_with("foreign key:") && !r.0.contains("still has children") {
+        for rf in &c.refs {
+            let own = match db
+                .by_peer(&rf.parent, &rf.source_key)
+                .map(|i| &db.id_map[i])
+            {
+                Some(m) => m.own.clone().filter(|_| !m.deleted),
+                None => rf.hint.clone(),
+            };
+            if own.is_some_and(|k| db.row(&rf.parent, &k).is_none()) {
+                return ApplyError::WaitingForParent {
+                    context: context(db.side, c),
+                    parent: rf.parent.clone(),
+                    key: rf.source_key.to_string(),
+                    gone: true,
+                };
+            }
+        }
+    }
+    ApplyError::Rejected {
+        context: context(db.side, c),
+        message: r.0,
+        code: None,
+    }
 }
 
 fn resolve_refs(db: &MemDb, c: &TargetChange, row: &mut Image) -> Result<(), ApplyError> {

@@ -73,7 +73,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @row_image nvarchar(max), @refs nvarchar(max),
         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
         @given nvarchar(max), @found bit, @n int, @new_key bigint,
-        @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit,
+        @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit, @dead_own bit, @moved_on bit, @child_entity nvarchar(128),
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit,
@@ -111,11 +111,48 @@ BEGIN
         SAVE TRANSACTION tandem_change;
         BEGIN TRY
             -- 1. Lock the record's link; the sequence guard.
-            SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0;
+            SELECT @link_found = 0, @applied = NULL, @own = NULL, @deleted = 0, @dead_own = 0;
             SELECT @link_found = 1, @applied = applied_seq, @own = [a_key], @deleted = deleted
             FROM [tandem].[id_map] WITH (UPDLOCK, HOLDLOCK)
             WHERE entity = @entity AND [b_key] = @source_key;
-            IF @link_found = 1 AND @applied >= @seq
+            -- Where the source links this key to another record here than this link does
+            -- (keys given by values, reused): is this link's row gone here (its record was
+            -- deleted here, and that delete has not reached the source yet)?
+            SET @moved_on = 0;
+            IF @link_found = 1 AND @source_key_given = 1 AND @peer_hint IS NOT NULL
+               AND (@own IS NULL OR @own <> @peer_hint)
+            BEGIN
+                IF @deleted = 0 AND @own IS NOT NULL
+                BEGIN
+                    SELECT @key = @own, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                    IF @found = 0
+                        SET @dead_own = 1;
+                END;
+                -- The guard protects the record this link names; when that one is gone and the
+                -- source's record lives here, the latter has not seen this change yet.
+                IF @applied >= @seq AND (@deleted = 1 OR @own IS NULL OR @dead_own = 1)
+                BEGIN
+                    SELECT @key = @peer_hint, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                    SET @moved_on = @found;
+                END;
+            END;
+            IF @link_found = 1 AND @applied >= @seq AND @moved_on = 0
             BEGIN
                 INSERT INTO @out (i, how, target_key) VALUES (@i, 'S', @own);
                 SET @done = 1;
@@ -127,8 +164,9 @@ BEGIN
                 -- write-back of a link the source made may still be on its way here).
                 -- A tombstone here of another record than the one the source now links this key
                 -- to is older than that link where the source's keys are given by values (the
-                -- key was taken by a new record): the source's link wins.
-                IF @link_found = 1 AND @deleted = 1 AND @source_key_given = 1
+                -- key was taken by a new record): the source's link wins. So does a live link
+                -- whose row is gone here (@dead_own).
+                IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
                 ELSE IF @link_found = 1
@@ -449,7 +487,43 @@ BEGIN
                 BEGIN
                     ROLLBACK TRANSACTION tandem_change;
                     DELETE FROM @out WHERE i = @i;
-                    INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
+                    -- A foreign key refused the row: a parent linked here whose row is gone
+                    -- (deleted here; that delete has not reached the source yet) makes the change
+                    -- wait, as a parent deleted here does, instead of failing as a bad row.
+                    SELECT @missing_parent = NULL, @r = -1;
+                    WHILE @err = 547 AND @op <> 'D' AND @missing_parent IS NULL
+                    BEGIN
+                        SELECT TOP (1) @r = x.n, @r_parent = x.parent, @r_key = x.[key], @r_hint = x.hint
+                        FROM OPENJSON(@refs) WITH (n int '$.n',
+                             parent nvarchar(128) '$.parent', [key] nvarchar(max) '$.key', hint nvarchar(max) '$.hint') AS x
+                        WHERE x.n > @r ORDER BY x.n;
+                        IF @@ROWCOUNT = 0 BREAK;
+                        SELECT @parent_key = NULL, @parent_link = 0, @parent_deleted = 0;
+                        SELECT @parent_key = [a_key], @parent_link = 1, @parent_deleted = deleted
+                        FROM [tandem].[id_map]
+                        WHERE entity = @r_parent AND [b_key] = @r_key;
+                        IF @parent_link = 0
+                            SET @parent_key = @r_hint;
+                        IF @parent_key IS NOT NULL AND @parent_deleted = 0
+                        BEGIN
+                            SELECT @child_entity = @entity, @entity = @r_parent, @key = @parent_key, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                            SET @entity = @child_entity;
+                            IF @found = 0
+                                SELECT @missing_parent = @r_parent, @missing_key = @r_key;
+                        END;
+                    END;
+                    IF @missing_parent IS NOT NULL
+                        INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
+                    ELSE
+                        INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
                 END
                 ELSE
                 BEGIN

@@ -228,6 +228,20 @@ async fn apply_carefully(
             Err(Stop::Db(e)) if !caused_by_row(&e) => return Err(err(e)),
             Err(Stop::Db(e)) => {
                 sp.rollback().await.map_err(err)?;
+                if is_foreign_key_violation(&e) {
+                    match parent_gone(ep, &tx, stmts, change).await {
+                        Ok(None) => {}
+                        Ok(Some(waiting)) => {
+                            outcomes.push(Outcome::Failed(waiting));
+                            continue;
+                        }
+                        Err(Stop::Db(e2)) => return Err(err(e2)),
+                        Err(Stop::Apply(a) | Stop::AfterWrite(a)) => {
+                            outcomes.push(Outcome::Failed(a));
+                            continue;
+                        }
+                    }
+                }
                 let column = match guilty_column(ep, &mut tx, change, &e).await {
                     Ok(c) => c,
                     Err(e2) => return Err(err(e2)),
@@ -356,8 +370,34 @@ async fn apply_one(
     let link: Option<(i64, Option<Key>, bool)> =
         link.map(|r| (r.get(0), parse_key(r.get(1)), r.get(2)));
 
+    let reused = ep
+        .config
+        .entity(&c.entity)
+        .is_some_and(|e| e.key_is_given(ep.side.other()));
+    let exists = |k: &Key| {
+        let obj = json(&k.to_object(&es.key));
+        async move {
+            let lock = st(tx, stmts, &es.row_lock).await?;
+            Ok::<bool, Stop>(tx.query_opt(&lock, &[&obj]).await?.is_some())
+        }
+    };
     if let Some((applied, own, deleted)) = &link {
-        if *applied >= c.seq {
+        // The guard protects the record this link names. Where the source already links this
+        // key to another live record here (keys given by values, reused) and the named one is
+        // gone, that record has not seen this change yet (found by the simulation: a winning
+        // delete, applied to the old record before its reply was lost, never reached the
+        // record that lost the conflict to it).
+        let moved_on = match (&c.peer_hint, own) {
+            (Some(h), own) if reused && *applied >= c.seq && Some(h) != own.as_ref() => {
+                exists(h).await?
+                    && match own {
+                        Some(o) if !deleted => !exists(o).await?,
+                        _ => true,
+                    }
+            }
+            _ => false,
+        };
+        if *applied >= c.seq && !moved_on {
             // No key when the record is gone here: the source must not relink it as live.
             let own = own.clone().filter(|_| !deleted);
             return Ok(done(own, Done::Stale, false));
@@ -369,12 +409,25 @@ async fn apply_one(
     // older than that link when the source's keys are given by values (the key was taken by a
     // new record): the source's link wins (found by the simulation: a delete of the new
     // record was settled on the old one's tombstone, and the new record was left behind).
-    let reused = ep
-        .config
-        .entity(&c.entity)
-        .is_some_and(|e| e.key_is_given(ep.side.other()));
+    // The same holds for a live link whose row is gone here: that record was deleted here
+    // and its delete has not reached the source yet, while the source already linked its key
+    // to the record that replaced it (found by the simulation: the winning delete of a
+    // conflict settled on the gone row and left the new record behind).
+    let dead_own = match &link {
+        Some((_, Some(own), false))
+            if reused && c.peer_hint.is_some() && c.peer_hint.as_ref() != Some(own) =>
+        {
+            let lock = st(tx, stmts, &es.row_lock).await?;
+            tx.query_opt(&lock, &[&json(&own.to_object(&es.key))])
+                .await?
+                .is_none()
+        }
+        _ => false,
+    };
     let (known, linked_live, tombstone) = match &link {
-        Some((_, own, true)) if reused && c.peer_hint.is_some() && c.peer_hint != *own => {
+        Some((_, own, deleted))
+            if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
+        {
             (c.peer_hint.clone(), true, false)
         }
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),
@@ -777,6 +830,51 @@ async fn resolve_refs(
         row.insert(r.column.clone(), value);
     }
     Ok(())
+}
+
+/// 23503: the row refers to a row that does not exist (or still has children).
+fn is_foreign_key_violation(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "23503")
+}
+
+/// After a foreign key refused a change: a parent that is linked here but whose row is gone
+/// (deleted here by a user; its delete has not reached the source yet) makes the change wait
+/// like a parent deleted here, not fail as a bad row (found by the simulation: such children
+/// were suspended although the parent's delete, once at the source, settles them there).
+async fn parent_gone(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    c: &TargetChange,
+) -> Result<Option<ApplyError>, Stop> {
+    let q = st(tx, stmts, &ep.sql.common.ref_by_peer).await?;
+    for r in &c.refs {
+        let own = match tx
+            .query_opt(&q, &[&r.parent, &r.source_key.as_str()])
+            .await?
+        {
+            Some(row) => parse_key(row.get(0)).filter(|_| !row.get::<_, bool>(1)),
+            None => r.hint.clone(),
+        };
+        let (Some(own), Some(ps)) = (own, ep.sql.entities.get(&r.parent)) else {
+            continue;
+        };
+        // Not prepared for the batch when the parent's entity is not in it: a rare path.
+        if tx
+            .query_opt(ps.row_lock.as_str(), &[&json(&own.to_object(&ps.key))])
+            .await?
+            .is_none()
+        {
+            return Ok(Some(ApplyError::WaitingForParent {
+                context: context(ep, c),
+                parent: r.parent.clone(),
+                key: r.source_key.to_string(),
+                gone: true,
+            }));
+        }
+    }
+    Ok(None)
 }
 
 async fn put_link(

@@ -101,6 +101,11 @@ pub(super) async fn apply_wave(
     for ch in wave {
         let link = links.get(ch.source_key.as_str());
         if let Some(l) = link {
+            // A source that links this key to another record here than this link does
+            // (keys given by values, reused): `apply_one` decides which, guard included.
+            if ch.peer_hint.is_some() && ch.peer_hint != l.own {
+                return Ok(None);
+            }
             if l.applied >= ch.seq {
                 plans.push(Plan::Stale(l.own.clone().filter(|_| !l.deleted)));
                 continue;
