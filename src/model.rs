@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDateTime, NaiveTime, SubsecRound, Utc};
 use serde_json::Value;
 
 /// A full row: column name → value.
@@ -173,6 +173,10 @@ pub struct TargetChange {
     pub peer_applied_seq: i64,
     /// Target column → value. Ref columns are filled by the endpoint from `refs`.
     pub row: Image,
+    /// Target column → the value the source holds, for converted columns
+    /// ([`crate::config::ColumnMap::converted`]): a target whose current value is equal to it
+    /// keeps that value (the lossy rule: `mapping::keep_detail`).
+    pub incoming: Image,
     /// Columns whose value is a parent's source key, to translate through the parent's links.
     pub refs: Vec<RefValue>,
     pub captured_at: DateTime<Utc>,
@@ -202,6 +206,107 @@ pub fn value_text(v: &Value) -> Option<String> {
         Value::Bool(b) => Some(b.to_string()),
         Value::Number(n) => Some(n.to_string()),
         other => Some(other.to_string()),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One comparable form of a value (apply's lossy rule and verify compare in it; see
+// `endpoint::verify_hash` for why it is needed across dialects)
+// ---------------------------------------------------------------------------
+
+/// A number as its decimal value: `31.00`, `031` and `3.1e1` are all `31`.
+fn number(text: &str) -> String {
+    let plain = |t: &str| -> Option<String> {
+        let (neg, body) = match t.strip_prefix('-') {
+            Some(b) => (true, b),
+            None => (false, t),
+        };
+        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
+        if int.is_empty() && frac.is_empty()
+            || !int.bytes().all(|b| b.is_ascii_digit())
+            || !frac.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let int = int.trim_start_matches('0');
+        let frac = frac.trim_end_matches('0');
+        let int = if int.is_empty() { "0" } else { int };
+        let mut out = String::new();
+        if neg && !(int == "0" && frac.is_empty()) {
+            out.push('-');
+        }
+        out.push_str(int);
+        if !frac.is_empty() {
+            out.push('.');
+            out.push_str(frac);
+        }
+        Some(out)
+    };
+    if let Some(p) = plain(text) {
+        return p;
+    }
+    // Exponent notation (floats): through f64 and back to plain digits.
+    match text.parse::<f64>() {
+        Ok(f) if f.is_finite() => plain(&format!("{f}")).unwrap_or_else(|| format!("{f}")),
+        _ => text.to_string(),
+    }
+}
+
+fn fraction(t: &str) -> String {
+    let t = t.trim_end_matches('0');
+    t.strip_suffix('.').unwrap_or(t).to_string()
+}
+
+/// A date/time text in one form, or None when `s` is not one: instants (with an offset) in
+/// UTC, everything rounded to microseconds, trailing zeros of the fraction dropped.
+fn datetime(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let looks = |at: usize, c: u8| b.get(at) == Some(&c);
+    if b.len() >= 19 && looks(4, b'-') && looks(7, b'-') && (looks(10, b'T') || looks(10, b' ')) {
+        let s = s.replacen(' ', "T", 1);
+        if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+            let u = t.with_timezone(&Utc).round_subsecs(6);
+            return Some(fraction(&u.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()) + "Z");
+        }
+        if let Ok(t) = NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f") {
+            let t = t.round_subsecs(6);
+            return Some(fraction(&t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()));
+        }
+        return None;
+    }
+    if b.len() >= 8 && looks(2, b':') && looks(5, b':') {
+        if let Ok(t) = NaiveTime::parse_from_str(s, "%H:%M:%S%.f") {
+            let t = t.round_subsecs(6);
+            return Some(fraction(&t.format("%H:%M:%S%.6f").to_string()));
+        }
+    }
+    None
+}
+
+/// One value in its comparable form (see the module comment); strings stay distinct from
+/// numbers and from NULL.
+pub fn normalize(v: &Value) -> String {
+    match v {
+        Value::Null => "~".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => format!("#{}", number(&n.to_string())),
+        Value::String(s) => match datetime(s) {
+            Some(d) => format!("@{d}"),
+            None => Value::String(s.clone()).to_string(),
+        },
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(normalize).collect::<Vec<_>>().join(",")
+        ),
+        Value::Object(map) => {
+            let mut members: Vec<(&String, &Value)> = map.iter().collect();
+            members.sort_by(|a, b| a.0.cmp(b.0));
+            let parts: Vec<String> = members
+                .into_iter()
+                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), normalize(v)))
+                .collect();
+            format!("{{{}}}", parts.join(","))
+        }
     }
 }
 

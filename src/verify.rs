@@ -3,7 +3,9 @@
 //! Each database renders its records into one shape (A's codes, parents by A's key, keys as
 //! id_map texts), hashes them, and sums the hashes per bucket of join keys. Only buckets whose
 //! count or sum differ are looked at record by record, and only records that differ are read
-//! in full (for a bounded sample): when the sides agree, no row crosses the wire.
+//! in full (for a bounded sample): when the sides agree, no row crosses the wire. (Entities
+//! with converted columns are hashed by tandem instead, each converted column in B's terms: see
+//! `endpoint::verify_hash`.)
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -244,6 +246,8 @@ async fn differing_columns(
                     .and_then(|l| l.peer_key.clone());
                 peer.is_some_and(|p| p.values().first().map(normalize) == Some(normalize(&bv)))
             }
+        } else if c.converted() {
+            crate::mapping::convert::equal(c, &av, &bv)
         } else if let Some(map) = &c.values {
             match crate::mapping::translate(map, Side::B, &bv) {
                 Ok(in_a) => normalize(&in_a) == normalize(&av),

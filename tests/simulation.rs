@@ -463,7 +463,8 @@ async fn worker_step(w: &mut World) {
                 return;
             };
             let mut held = std::mem::take(&mut w.worker.held);
-            let applied = batch::apply_staged(&target, &mut w.worker.batches[i].0, &mut held).await;
+            let applied =
+                batch::apply_staged(&config, &target, &mut w.worker.batches[i].0, &mut held).await;
             w.worker.held = held;
             match applied {
                 Ok(outcomes) => {

@@ -72,7 +72,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @row_values nvarchar(max),
         @row_image nvarchar(max), @refs nvarchar(max),
         @row nvarchar(max), @image nvarchar(max), @key nvarchar(max), @native nvarchar(max),
-        @given nvarchar(max), @found bit, @n int,
+        @given nvarchar(max), @found bit, @n int, @new_key bigint,
         @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit, @dead_own bit, @moved_on bit, @child_entity nvarchar(128),
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,

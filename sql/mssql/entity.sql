@@ -53,6 +53,25 @@ BEGIN
     {{key_back}}
 END;
 
+-- name: insert_key_from
+-- key_from: the new row gets the key tandem draws ({{key_draw}}: the next value of the
+-- configured sequence, or one more than the largest key under a table lock held until the
+-- batch commits, so a legacy application numbering with max+1 waits rather than collides).
+IF @entity = {{entity_lit}}
+BEGIN
+    {{key_draw}}
+    INSERT INTO {{table}} ({{key_col}}{{cols_after_key}})
+    SELECT @new_key{{r_cols_after_key}}
+    FROM (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
+    INSERT INTO @ins (k) VALUES (N'[' + CONVERT(nvarchar(40), @new_key) + N']');
+END;
+
+-- name: key_from_sequence
+SET @new_key = NEXT VALUE FOR {{sequence}};
+
+-- name: key_from_max
+SELECT @new_key = ISNULL(MAX({{key_col}}), 0) + 1 FROM {{table}} WITH (TABLOCKX, HOLDLOCK);
+
 -- name: insert_defaults
 IF @entity = {{entity_lit}}
 BEGIN

@@ -152,6 +152,10 @@ SELECT CONVERT(int, SERVERPROPERTY('ProductMajorVersion')),
 -- name: table_exists
 SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'U') IS NOT NULL THEN 1 ELSE 0 END);
 
+-- name: sequence_exists
+-- For `check`: does the sequence a `key_from` names exist (@P1: its quoted name)?
+SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'SO') IS NOT NULL THEN 1 ELSE 0 END);
+
 -- name: table_columns
 -- The table's columns with their system type, size, and whether each is an identity, is
 -- computed, has a default. Types of alias types are their system type. The last column says

@@ -283,6 +283,10 @@ GROUP BY i.indexrelid;
 -- name: table_exists
 SELECT to_regclass($1) IS NOT NULL;
 
+-- name: sequence_exists
+-- For `check`: does the sequence a `key_from` names exist ($1: its quoted name)?
+SELECT EXISTS (SELECT 1 FROM pg_class WHERE oid = to_regclass($1) AND relkind = 'S');
+
 -- name: backfill_get
 SELECT last_image::text, rows_done, finished_at IS NOT NULL FROM {{schema}}.backfill WHERE entity = $1;
 
@@ -380,6 +384,20 @@ SELECT CASE WHEN has_sequence_privilege(x.s, 'USAGE') THEN x.s END,
             WHERE d.adrelid = to_regclass({{table_lit}}) AND a.attname = {{key_lit}})
        END
 FROM (SELECT pg_get_serial_sequence({{table_lit}}, {{key_lit}}) AS s) AS x;
+
+-- name: key_from_sequence
+-- key_from = "sequence NAME": $1 new keys for records tandem creates here.
+SELECT to_jsonb(nextval({{sequence_lit}}::regclass))::text FROM generate_series(1, $1::int);
+
+-- name: key_from_max_lock
+-- key_from = "max+1": the table is locked against other writers (plain reads go on) until the
+-- batch commits, so a legacy application numbering with max+1 too waits rather than collides.
+LOCK TABLE {{table}} IN EXCLUSIVE MODE;
+
+-- name: key_from_max
+-- key_from = "max+1": $1 new keys after the largest (under key_from_max_lock).
+SELECT to_jsonb(coalesce((SELECT max({{key}}) FROM {{table}}), 0) + g)::text
+FROM generate_series(1, $1::int) AS g;
 
 -- name: wave_peer_update
 -- Write-back, set-based: the peer_id_column of many rows ($1: JSON array of key + peer).

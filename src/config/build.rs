@@ -29,6 +29,7 @@ struct EntityLoc {
 #[derive(Default)]
 struct TableSideLoc {
     peer_id_column: Loc,
+    key_from: Loc,
 }
 
 /// Positions kept per column for the checks across an entity's columns.
@@ -36,6 +37,7 @@ struct ColumnLoc {
     /// Position of the column name on side A and on side B.
     names: [Loc; 2],
     parent: Loc,
+    direction: Loc,
 }
 
 /// Converts the raw document into a [`Config`], collecting problems.
@@ -364,13 +366,49 @@ impl Builder<'_> {
             ConflictPolicy::NewestWins,
         );
 
+        for (key, setting, why) in [
+            (
+                "soft_delete",
+                raw.soft_delete,
+                "soft deletes are not in this version: map the flag column as a column (with `values` or a flag converter), and deletes travel as deletes",
+            ),
+            (
+                "filter",
+                raw.filter,
+                "row filters are not in this version: every row of the table is synchronised (a view cannot be captured either)",
+            ),
+        ] {
+            if let Some(setting) = setting {
+                self.report(Some(setting.span()), format!("{ctx}: `{key}`: {why}"));
+            }
+        }
         let (a, a_loc) = self.table_side(&ctx, Side::A, raw.a, &at);
         let (b, b_loc) = self.table_side(&ctx, Side::B, raw.b, &at);
 
         let mut columns = Vec::new();
         let mut column_locs = Vec::new();
+        let mut constants = Vec::new();
+        let mut constant_locs: Vec<Loc> = Vec::new();
         for (index, raw) in raw.columns.unwrap_or_default().into_iter().enumerate() {
-            let (column, loc) = self.column(&ctx, index, raw, &at);
+            if raw.value.constant.is_some() {
+                let loc = raw.at.clone().or_else(|| at.clone());
+                if let Some(k) = self.constant(&ctx, index, raw, &at) {
+                    constants.push(k);
+                    constant_locs.push(loc);
+                }
+                continue;
+            }
+            let (mut column, loc) = self.column(&ctx, index, raw, &at);
+            if column.direction != Direction::Both
+                && direction != Direction::Both
+                && column.direction != direction
+            {
+                self.report(
+                    loc.direction.clone(),
+                    format!("{ctx}: column {}: its direction is the opposite of the entity's: it would never travel", column.a),
+                );
+                column.direction = direction;
+            }
             columns.push(column);
             column_locs.push(loc);
         }
@@ -382,8 +420,15 @@ impl Builder<'_> {
             a,
             b,
             columns,
+            constants,
         };
-        self.check_columns(&ctx, &entity, [&a_loc, &b_loc], &column_locs);
+        self.check_columns(
+            &ctx,
+            &entity,
+            [&a_loc, &b_loc],
+            &column_locs,
+            &constant_locs,
+        );
         let refs = column_locs
             .iter()
             .enumerate()
@@ -412,6 +457,7 @@ impl Builder<'_> {
             },
             key: Vec::new(),
             peer_id_column: None,
+            key_from: None,
         };
         let Some(raw) = raw else {
             self.missing(ctx, s, entity_at);
@@ -439,6 +485,29 @@ impl Builder<'_> {
             if let Some(peer) = self.non_empty(ctx, &peer_key, peer) {
                 loc.peer_id_column = Some(peer.at);
                 table_side.peer_id_column = Some(peer.value);
+            }
+        }
+        if let Some(raw) = raw.key_from {
+            let what = format!("{s}.key_from");
+            let at = raw.span();
+            if let Some(text) = self.text(&format!("{ctx}: {what}"), raw) {
+                let v = text.value.trim();
+                if v == "max+1" {
+                    table_side.key_from = Some(KeyFrom::MaxPlusOne);
+                } else if let Some(name) = v.strip_prefix("sequence ") {
+                    let name = Text {
+                        value: name.trim().to_string(),
+                        at: text.at.clone(),
+                    };
+                    table_side.key_from =
+                        Some(KeyFrom::Sequence(self.table_name(ctx, &what, name)));
+                } else {
+                    self.report(
+                        Some(at),
+                        format!("{ctx}: {what} {:?} is not valid; expected \"sequence NAME\" or \"max+1\"", text.value),
+                    );
+                }
+                loc.key_from = Some(text.at);
             }
         }
         (table_side, loc)
@@ -529,20 +598,68 @@ impl Builder<'_> {
         let (b_at, b) = b.map_or((None, String::new()), |t| (Some(t.at), t.value));
 
         let has_values = raw.values.is_some();
-        let value_map = raw.values.and_then(|v| self.value_map(ctx, &what, v, &at));
+        let prefer = raw.prefer.map(|p| self.prefer(&label, has_values, p));
+        let value_map = raw
+            .values
+            .and_then(|v| self.value_map(ctx, &what, v, &at, prefer.unwrap_or_default()));
+        let has_convert = raw.convert.is_some();
+        let convert = raw.convert.and_then(|c| self.converter(&label, c));
+        if has_convert && has_values {
+            self.report(
+                at.clone(),
+                format!("{label}: values and convert cannot be combined; use one of them"),
+            );
+        }
+        for (key, setting, why) in [
+            (
+                "lookup",
+                raw.lookup,
+                "look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
+            ),
+            (
+                "expr",
+                raw.expr,
+                "expressions are not in this version (they could not be inverted or kept safe): use a built-in converter (`convert`) or `values`",
+            ),
+        ] {
+            if let Some(setting) = setting {
+                self.report(Some(setting.span()), format!("{label}: `{key}`: {why}"));
+            }
+        }
+        let mut direction_at = None;
+        let direction = match raw.direction {
+            Some(d) => {
+                direction_at = Some(d.span());
+                let d = self.text(&format!("{label}: direction"), d);
+                self.choice(
+                    &label,
+                    "direction",
+                    d,
+                    &[
+                        ("both", Direction::Both),
+                        ("a_to_b", Direction::AToB),
+                        ("b_to_a", Direction::BToA),
+                    ],
+                    Direction::Both,
+                )
+            }
+            None => Direction::Both,
+        };
 
         let mut parent = None;
         let mut parent_at = None;
         if let Some(raw_parent) = raw.parent {
             let text = self.text(&format!("{label}: ref"), raw_parent);
             if let Some(text) = self.non_empty(&label, "ref", text) {
-                if has_values {
-                    self.report(
-                        Some(text.at.clone()),
-                        format!(
-                            "{label}: values and ref cannot be combined; a ref column is translated through the id map of its parent"
-                        ),
-                    );
+                for (has, what) in [(has_values, "values"), (has_convert, "convert")] {
+                    if has {
+                        self.report(
+                            Some(text.at.clone()),
+                            format!(
+                                "{label}: {what} and ref cannot be combined; a ref column is translated through the id map of its parent"
+                            ),
+                        );
+                    }
                 }
                 parent_at = Some(text.at);
                 parent = Some(text.value);
@@ -554,12 +671,84 @@ impl Builder<'_> {
             b,
             values: value_map,
             parent,
+            convert,
+            direction,
         };
         let loc = ColumnLoc {
             names: [a_at, b_at],
             parent: parent_at,
+            direction: direction_at,
         };
         (column, loc)
+    }
+
+    /// A `const` entry: one side's column (`a` or `b`, not both) and its value, nothing else.
+    fn constant(
+        &mut self,
+        ctx: &str,
+        index: usize,
+        raw: raw::Located<raw::Column>,
+        entity_at: &Loc,
+    ) -> Option<Constant> {
+        let at = raw.at.or_else(|| entity_at.clone());
+        let raw = raw.value;
+        let label = format!("{ctx}: column #{}", index + 1);
+        let value = raw.constant?;
+        let others = [
+            ("values", raw.values.is_some()),
+            ("ref", raw.parent.is_some()),
+            ("convert", raw.convert.is_some()),
+            ("prefer", raw.prefer.is_some()),
+            ("direction", raw.direction.is_some()),
+        ];
+        let mut ok = true;
+        for (key, present) in others {
+            if present {
+                self.report(
+                    at.clone(),
+                    format!("{label}: const and {key} cannot be combined: a constant is written on one side only"),
+                );
+                ok = false;
+            }
+        }
+        let (side, name) = match (raw.a, raw.b) {
+            (Some(a), None) => (Side::A, a),
+            (None, Some(b)) => (Side::B, b),
+            _ => {
+                self.report(
+                    at,
+                    format!("{label}: a const names the column of one side: `a` or `b`, not both"),
+                );
+                return None;
+            }
+        };
+        let column = self.text(&format!("{label}: {}", side.name()), name);
+        let column = self.non_empty(&label, side.name(), column)?;
+        let value_at = value.span();
+        let value = match value.into_inner() {
+            toml::Value::String(s) => self
+                .text(
+                    &format!("{label}: const"),
+                    Spanned::new(value_at.clone(), s),
+                )
+                .map(|t| Value::String(t.value)),
+            toml::Value::Integer(i) => Some(Value::from(i)),
+            toml::Value::Boolean(b) => Some(Value::Bool(b)),
+            toml::Value::Float(f) => serde_json::Number::from_f64(f).map(Value::Number),
+            _ => None,
+        };
+        let Some(value) = value else {
+            self.report(
+                Some(value_at),
+                format!("{label}: const must be a string, integer, float or boolean"),
+            );
+            return None;
+        };
+        ok.then_some(Constant {
+            side,
+            column: column.value,
+            value,
+        })
     }
 
     /// Converts one `values` table; `column_at` is where the column entry is,
@@ -570,6 +759,7 @@ impl Builder<'_> {
         column: &str,
         raw: raw::Located<raw::Values>,
         column_at: &Loc,
+        prefer: Vec<String>,
     ) -> Option<ValueMap> {
         let at = raw.at.or_else(|| column_at.clone());
         let entries = raw.value.0;
@@ -593,15 +783,32 @@ impl Builder<'_> {
             };
             let text = text_form(&value);
             if let Some((first_code, first_value)) = seen.get(&text) {
+                // Many-to-one: fine when exactly one of the codes is preferred for the way back.
+                let chosen = [first_code, &code]
+                    .iter()
+                    .filter(|c| prefer.contains(c))
+                    .count();
+                if chosen == 1 {
+                    if prefer.contains(&code) {
+                        seen.insert(text, (code.clone(), value.clone()));
+                    }
+                    pairs.push((Value::String(code), value));
+                    continue;
+                }
                 let target = if *first_value == value {
                     format!("both map to {value}")
                 } else {
                     format!("map to {first_value} and {value}, which are equal as text")
                 };
+                let hint = if chosen == 0 {
+                    format!("; name the code written back with prefer = [{first_code:?}]")
+                } else {
+                    "; prefer names both: name one".to_string()
+                };
                 self.report(
                     column_at.clone(),
                     format!(
-                        "{ctx}: values of {column} are not one-to-one: A codes {first_code:?} and {code:?} {target}"
+                        "{ctx}: values of {column} are not one-to-one: A codes {first_code:?} and {code:?} {target}{hint}"
                     ),
                 );
                 ok = false;
@@ -610,7 +817,126 @@ impl Builder<'_> {
             }
             pairs.push((Value::String(code), value));
         }
-        ok.then_some(ValueMap { pairs })
+        for p in &prefer {
+            if !pairs.iter().any(|(a, _)| a.as_str() == Some(p.as_str())) {
+                self.report(
+                    column_at.clone(),
+                    format!("{ctx}: values of {column}: prefer names {p:?}, which is not one of its A codes"),
+                );
+                ok = false;
+            }
+        }
+        ok.then_some(ValueMap { pairs, prefer })
+    }
+
+    /// The `prefer` list (A codes); it needs a `values` map.
+    fn prefer(
+        &mut self,
+        label: &str,
+        has_values: bool,
+        raw: Spanned<Vec<Spanned<String>>>,
+    ) -> Vec<String> {
+        if !has_values {
+            self.report(
+                Some(raw.span()),
+                format!("{label}: prefer needs a values map (it names A codes of it)"),
+            );
+        }
+        raw.into_inner()
+            .into_iter()
+            .filter_map(|p| self.text(&format!("{label}: prefer"), p))
+            .map(|t| t.value)
+            .collect()
+    }
+
+    /// Reads `convert`: a converter's name or a table naming one; anything else is refused
+    /// with the list of what there is.
+    fn converter(&mut self, label: &str, raw: Spanned<toml::Value>) -> Option<Converter> {
+        const KNOWN: &str = "\"trim\", \"bool\", { flag = [ON, OFF] }, { scale = N }, { round = N }, { timezone = \"Zone/Name\", ambiguous = \"earlier\" | \"later\" }";
+        let at = raw.span();
+        let bad = |me: &mut Self, why: String| {
+            me.report(
+                Some(at.clone()),
+                format!("{label}: convert: {why}; expected one of {KNOWN}"),
+            );
+            None
+        };
+        let scalar = |v: &toml::Value| -> Option<Value> {
+            match v {
+                toml::Value::String(s) => Some(Value::String(s.clone())),
+                toml::Value::Integer(i) => Some(Value::from(*i)),
+                _ => None,
+            }
+        };
+        match raw.into_inner() {
+            toml::Value::String(name) => match name.as_str() {
+                "trim" => Some(Converter::Trim),
+                "bool" => Some(Converter::Flag {
+                    on: Value::from(1),
+                    off: Value::from(0),
+                }),
+                other => bad(self, format!("unknown converter {other:?}")),
+            },
+            toml::Value::Table(t) => {
+                let mut keys: Vec<&str> = t.keys().map(String::as_str).collect();
+                keys.sort_unstable();
+                match keys.as_slice() {
+                    ["flag"] => match t.get("flag") {
+                        Some(toml::Value::Array(codes)) if codes.len() == 2 => {
+                            match (scalar(&codes[0]), scalar(&codes[1])) {
+                                (Some(on), Some(off)) if text_form(&on) != text_form(&off) => {
+                                    Some(Converter::Flag { on, off })
+                                }
+                                _ => bad(self, "flag needs two different codes (strings or integers): [ON, OFF]".into()),
+                            }
+                        }
+                        _ => bad(self, "flag needs two codes: [ON, OFF]".into()),
+                    },
+                    ["scale"] => match t.get("scale").and_then(toml::Value::as_integer) {
+                        Some(n) if (-30..=30).contains(&n) => {
+                            Some(Converter::Scale(i32::try_from(n).unwrap_or(0)))
+                        }
+                        _ => bad(self, "scale needs an integer from -30 to 30".into()),
+                    },
+                    ["round"] => match t.get("round").and_then(toml::Value::as_integer) {
+                        Some(n) if (0..=30).contains(&n) => {
+                            Some(Converter::Round(u32::try_from(n).unwrap_or(0)))
+                        }
+                        _ => bad(
+                            self,
+                            "round needs an integer from 0 to 30 (decimals kept)".into(),
+                        ),
+                    },
+                    ["ambiguous", "timezone"] | ["timezone"] => {
+                        let later = match t.get("ambiguous").map(toml::Value::as_str) {
+                            None | Some(Some("earlier")) => false,
+                            Some(Some("later")) => true,
+                            _ => {
+                                return bad(
+                                    self,
+                                    "ambiguous is \"earlier\" or \"later\" (which of a repeated hour's two instants a local time means)".into(),
+                                )
+                            }
+                        };
+                        match t.get("timezone").and_then(toml::Value::as_str) {
+                            Some(name) => match name.parse::<chrono_tz::Tz>() {
+                                Ok(zone) => Some(Converter::Timezone { zone, later }),
+                                Err(_) => bad(
+                                    self,
+                                    format!("unknown time zone {name:?} (an IANA name such as \"Europe/Paris\")"),
+                                ),
+                            },
+                            None => bad(self, "timezone needs a zone name".into()),
+                        }
+                    }
+                    _ => bad(
+                        self,
+                        format!("unknown converter table with keys {}", keys.join(", ")),
+                    ),
+                }
+            }
+            _ => bad(self, "a converter is a name or a table".into()),
+        }
     }
 
     fn b_value(
@@ -654,6 +980,7 @@ impl Builder<'_> {
         entity: &Entity,
         side_locs: [&TableSideLoc; 2],
         column_locs: &[ColumnLoc],
+        constant_locs: &[Loc],
     ) {
         for (i, side) in SIDES.into_iter().enumerate() {
             let table_side = entity.side(side);
@@ -681,6 +1008,72 @@ impl Builder<'_> {
                             "{ctx}: column {name} is mapped but is also {}.peer_id_column, which tandem fills itself",
                             side.name()
                         ),
+                    );
+                }
+            }
+
+            // A key column travels both ways: a record's key must reach each side.
+            for (column, loc) in entity.columns.iter().zip(column_locs) {
+                if column.direction != Direction::Both
+                    && table_side.key.iter().any(|k| k == column.name(side))
+                {
+                    self.report(
+                        loc.direction.clone(),
+                        format!(
+                            "{ctx}: column {} is part of {}.key: a key column travels both ways (remove its direction)",
+                            column.name(side),
+                            side.name()
+                        ),
+                    );
+                }
+            }
+            for (k, at) in entity.constants.iter().zip(constant_locs) {
+                if k.side != side {
+                    continue;
+                }
+                let clash = if table_side.key.contains(&k.column) {
+                    Some("a key column")
+                } else if peer == Some(k.column.as_str()) {
+                    Some("the peer_id_column")
+                } else if entity.columns.iter().any(|c| c.name(side) == k.column) {
+                    Some("a mapped column")
+                } else {
+                    None
+                };
+                if let Some(what) = clash {
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "{ctx}: const column {} of side {side} is also {what}: a constant is a column tandem fills on its own",
+                            k.column
+                        ),
+                    );
+                }
+            }
+
+            if table_side.key_from.is_some() {
+                let why = if table_side.key.len() != 1 {
+                    Some(format!(
+                        "needs a single-column key, but {}.key has {} columns",
+                        side.name(),
+                        table_side.key.len()
+                    ))
+                } else if entity.key_is_given(side) {
+                    Some(
+                        "the key is given by mapped columns: tandem does not number these records"
+                            .to_string(),
+                    )
+                } else if !entity.direction.flows(side.other()) {
+                    Some(format!(
+                        "changes never flow to side {side}: tandem creates no records there"
+                    ))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    self.report(
+                        side_locs[i].key_from.clone(),
+                        format!("{ctx}: {}.key_from {why}", side.name()),
                     );
                 }
             }

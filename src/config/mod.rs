@@ -241,6 +241,18 @@ pub struct Entity {
     pub b: TableSide,
     /// Mapped columns, in config order.
     pub columns: Vec<ColumnMap>,
+    /// Columns of one side that records tandem creates there get a fixed value (`const`).
+    pub constants: Vec<Constant>,
+}
+
+/// A column of one side that every record tandem inserts there gets `value` (`{ a = "ORIGIN",
+/// const = "NEW" }`); updates leave it, and it never travels to the other side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constant {
+    pub side: Side,
+    pub column: String,
+    /// A JSON scalar (string, integer, float or boolean).
+    pub value: Value,
 }
 
 impl Entity {
@@ -251,6 +263,16 @@ impl Entity {
         self.columns
             .iter()
             .any(|c| c.parent.as_deref() == Some(self.name.as_str()))
+    }
+
+    /// The columns tandem writes at `side`: mapped columns that travel there, in config order.
+    pub fn written_columns(&self, side: Side) -> impl Iterator<Item = &ColumnMap> {
+        self.columns.iter().filter(move |c| c.written_at(side))
+    }
+
+    /// The constants of `side` (written on insert only).
+    pub fn constants_at(&self, side: Side) -> impl Iterator<Item = &Constant> {
+        self.constants.iter().filter(move |c| c.side == side)
     }
 
     /// The table of `side`.
@@ -293,6 +315,19 @@ pub struct TableSide {
     pub key: Vec<String>,
     /// A column of this table that tandem fills with the OTHER side's key.
     pub peer_id_column: Option<String>,
+    /// How tandem numbers the records it creates here, for a key without a default that the
+    /// legacy application numbers itself (`key_from`); None: the key's default.
+    pub key_from: Option<KeyFrom>,
+}
+
+/// Where tandem takes the key of a record it creates on a side (`key_from`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyFrom {
+    /// `"sequence NAME"`: the next value of that sequence (`schema.name` or `name`).
+    Sequence(TableName),
+    /// `"max+1"`: one more than the largest key, with the table locked against other writers
+    /// until the batch commits (so the legacy application's own max+1 waits, never collides).
+    MaxPlusOne,
 }
 
 /// A table name, `schema.table` or `table`, case kept.
@@ -324,9 +359,27 @@ pub struct ColumnMap {
     pub values: Option<ValueMap>,
     /// The `ref` key: the parent entity whose id map translates this column.
     pub parent: Option<String>,
+    /// A built-in converter (`convert`), applied A → B and inverted B → A (see
+    /// `mapping::convert`).
+    pub convert: Option<Converter>,
+    /// The column's own way (`direction`; default both): a column that does not travel into
+    /// a side is never written there (left as it is, its default on insert).
+    pub direction: Direction,
 }
 
 impl ColumnMap {
+    /// Whether values of this column are compared after conversion (a converter, or a
+    /// `values` map several A codes share a B value in): such columns follow the lossy rule at
+    /// apply and are compared by tandem at verify (`mapping::convert::equal`).
+    pub fn converted(&self) -> bool {
+        self.convert.is_some() || self.values.as_ref().is_some_and(|m| !m.prefer.is_empty())
+    }
+
+    /// Whether tandem writes this column at `side` (it travels from the other side).
+    pub fn written_at(&self, side: Side) -> bool {
+        self.direction.flows(side.other())
+    }
+
     /// The column name on `side` of a mapping.
     pub fn name(&self, side: Side) -> &str {
         match side {
@@ -336,13 +389,34 @@ impl ColumnMap {
     }
 }
 
-/// One-to-one code map. `pairs` are (A value, B value); A values are JSON
-/// strings (TOML keys), B values JSON scalars. The B → A direction uses the
-/// inverse.
-#[derive(Debug, Clone, PartialEq)]
+/// Code map. `pairs` are (A value, B value); A values are JSON strings (TOML keys), B values
+/// JSON scalars. The B → A direction uses the inverse; where several A codes share a B value
+/// (many-to-one), the one listed in `prefer` is written back.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct ValueMap {
     /// (A value, B value), in config order.
     pub pairs: Vec<(Value, Value)>,
+    /// A codes written back for B values that several A codes share (`prefer`); empty for a
+    /// one-to-one map.
+    pub prefer: Vec<String>,
+}
+
+/// A built-in converter of a column (`convert`): a function A → B and its inverse B → A.
+/// The functions are in `mapping::convert`; this is what the config says.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Converter {
+    /// `"trim"`: trailing spaces (a padded `char(n)`) are dropped A → B; B → A as is. Lossy.
+    Trim,
+    /// `"bool"` (A `1`/`0`) or `{ flag = [ON, OFF] }`: A's two codes ↔ B's boolean.
+    Flag { on: Value, off: Value },
+    /// `{ scale = N }`: B's value is A's × 10^N (cents ↔ euros: `scale = -2`), exact decimals.
+    Scale(i32),
+    /// `{ round = N }`: A's number rounded to N decimals A → B (half away from zero); B → A as
+    /// is. Lossy.
+    Round(u32),
+    /// `{ timezone = "Europe/Paris", ambiguous = "earlier" | "later" }`: A's local date-time in
+    /// the zone ↔ B's instant. Lossy (a repeated hour, a skipped hour).
+    Timezone { zone: chrono_tz::Tz, later: bool },
 }
 
 // ---------------------------------------------------------------------------

@@ -49,6 +49,10 @@ pub struct Entity {
     pub a: Option<Located<TableSide>>,
     pub b: Option<Located<TableSide>>,
     pub columns: Option<Vec<Located<Column>>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub soft_delete: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub filter: Option<Spanned<toml::Value>>,
 }
 
 #[derive(Deserialize)]
@@ -57,6 +61,8 @@ pub struct TableSide {
     pub table: Option<Spanned<String>>,
     pub key: Option<Spanned<Vec<Spanned<String>>>>,
     pub peer_id_column: Option<Spanned<String>>,
+    /// How tandem numbers records it creates on this side: `"sequence NAME"` or `"max+1"`.
+    pub key_from: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -67,6 +73,21 @@ pub struct Column {
     pub values: Option<Located<Values>>,
     #[serde(rename = "ref")]
     pub parent: Option<Spanned<String>>,
+    /// A built-in converter: a name (`"trim"`) or a table (`{ scale = 2 }`); read by the
+    /// builder, which names what it does not know.
+    pub convert: Option<Spanned<toml::Value>>,
+    /// With a many-to-one `values`: the A codes written back for B values several codes share.
+    pub prefer: Option<Spanned<Vec<Spanned<String>>>>,
+    /// The column's own way (`"a_to_b"`, `"b_to_a"`), within the entity's.
+    pub direction: Option<Spanned<String>>,
+    /// A value written on one side only (the entry names `a` or `b`, not both).
+    #[serde(rename = "const")]
+    pub constant: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    pub lookup: Option<Spanned<toml::Value>>,
+    /// Not in this version: read only to refuse it with the reason (see the builder).
+    #[serde(alias = "expression")]
+    pub expr: Option<Spanned<toml::Value>>,
 }
 
 /// A `values` table with its entries in file order (`toml::Table` would

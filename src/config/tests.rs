@@ -177,7 +177,8 @@ fn example_parses_with_expected_values() {
             pairs: vec![
                 (Value::from("O"), Value::from("open")),
                 (Value::from("C"), Value::from("closed")),
-            ]
+            ],
+            prefer: Vec::new(),
         })
     );
     assert!(order.columns[0].values.is_none());
@@ -343,7 +344,7 @@ fn unknown_keys_are_named_with_position() {
     assert_eq!(at(&problem), pos(&text, "peer ="));
     assert_eq!(
         problem.message,
-        "unknown key `peer`, expected one of `table`, `key`, `peer_id_column`"
+        "unknown key `peer`, expected one of `table`, `key`, `peer_id_column`, `key_from`"
     );
 
     let text = with_order("columns = [{ a = \"X\", b = \"x\", reference = \"y\" }]\n");
@@ -805,7 +806,7 @@ fn values_must_be_one_to_one() {
     assert_eq!(err.problems.len(), 1);
     assert_eq!(
         err.to_string(),
-        r#"tandem.toml:14:3: entity "order": values of column STATUS are not one-to-one: A codes "O" and "X" both map to "open""#
+        r#"tandem.toml:14:3: entity "order": values of column STATUS are not one-to-one: A codes "O" and "X" both map to "open"; name the code written back with prefer = ["O"]"#
     );
 }
 
@@ -815,7 +816,7 @@ fn values_are_compared_by_text_form() {
     assert_one(
         &text,
         "{ a = \"F\"",
-        r#"entity "order": values of column F are not one-to-one: A codes "Y" and "N" map to 1 and "1", which are equal as text"#,
+        r#"entity "order": values of column F are not one-to-one: A codes "Y" and "N" map to 1 and "1", which are equal as text; name the code written back with prefer = ["Y"]"#,
     );
 }
 
@@ -1195,25 +1196,308 @@ fn load_reads_the_file() {
     std::fs::remove_dir_all(&dir).expect("cleanup");
 }
 
-/// Conversions this version cannot express (per-column direction, trim, constants…) are
-/// refused where they are written, never accepted and silently ignored.
+/// A setting tandem does not know, or a wrong value of one it knows, is refused where it is
+/// written, never accepted and silently ignored.
 #[test]
 fn a_column_setting_tandem_does_not_know_is_refused_at_its_line() {
-    for setting in [
-        "direction = \"a_to_b\"",
-        "trim = true",
-        "convert = \"flag\"",
+    for (setting, says) in [
+        ("trim = true", "unknown key `trim`".to_string()),
+        (
+            "direction = \"up\"",
+            "direction \"up\" is not valid; expected one of".to_string(),
+        ),
+        (
+            "const = \"L\"",
+            "a const names the column of one side".to_string(),
+        ),
+        (
+            "convert = \"flag\"",
+            "convert: unknown converter \"flag\"; expected one of".to_string(),
+        ),
     ] {
         let text =
             format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
         let problem = only_problem(&text);
-        let key = setting.split(' ').next().unwrap_or_default();
         assert!(
-            problem.message.contains(&format!("unknown key `{key}`")),
+            problem.message.contains(&says),
             "{setting}: {}",
             problem.message
         );
         let (line, _) = at(&problem);
         assert_eq!(line, 13, "{setting}: the column's line");
+    }
+}
+
+#[test]
+fn converters_are_read_and_misfits_named_at_their_position() {
+    let good = with_order(
+        r#"columns = [
+  { a = "NAME", b = "name", convert = "trim" },
+  { a = "ACTIVE", b = "active", convert = "bool" },
+  { a = "OPEN", b = "open", convert = { flag = ["Y", "N"] } },
+  { a = "CENTS", b = "euros", convert = { scale = -2 } },
+  { a = "PRICE", b = "price", convert = { round = 2 } },
+  { a = "AT", b = "at", convert = { timezone = "Europe/Paris", ambiguous = "later" } },
+  { a = "STATE", b = "active2", values = { Y = true, J = true, N = false }, prefer = ["Y"] },
+]
+"#,
+    );
+    let config = ok(&good);
+    let cols = &config.entities[0].columns;
+    assert_eq!(cols[0].convert, Some(Converter::Trim));
+    assert_eq!(
+        cols[1].convert,
+        Some(Converter::Flag {
+            on: Value::from(1),
+            off: Value::from(0)
+        })
+    );
+    assert_eq!(
+        cols[2].convert,
+        Some(Converter::Flag {
+            on: Value::from("Y"),
+            off: Value::from("N")
+        })
+    );
+    assert_eq!(cols[3].convert, Some(Converter::Scale(-2)));
+    assert_eq!(cols[4].convert, Some(Converter::Round(2)));
+    assert_eq!(
+        cols[5].convert,
+        Some(Converter::Timezone {
+            zone: chrono_tz::Europe::Paris,
+            later: true
+        })
+    );
+    assert!(cols.iter().all(ColumnMap::converted));
+    assert_eq!(
+        cols[6].values.as_ref().map(|m| m.prefer.clone()),
+        Some(vec!["Y".to_string()])
+    );
+
+    for (setting, needle, says) in [
+        (
+            r#"convert = { timezone = "Europe/Pariss" }"#,
+            "{ timezone",
+            "unknown time zone \"Europe/Pariss\"",
+        ),
+        (
+            r#"convert = { scale = 2.5 }"#,
+            "{ scale",
+            "scale needs an integer",
+        ),
+        (
+            r#"convert = { flag = ["Y", "Y"] }"#,
+            "{ flag",
+            "two different codes",
+        ),
+        (
+            r#"convert = { timezone = "UTC", ambiguous = "first" }"#,
+            "{ timezone",
+            "ambiguous is \"earlier\" or \"later\"",
+        ),
+        (
+            r#"convert = "trim", values = { Y = 1 }"#,
+            "{ a = \"X\"",
+            "values and convert cannot be combined",
+        ),
+        (r#"prefer = ["Y"]"#, "[\"Y\"]", "prefer needs a values map"),
+        (
+            r#"values = { Y = true, J = true }, prefer = ["Q"]"#,
+            "{ a = \"X\"",
+            "prefer names \"Q\", which is not one of its A codes",
+        ),
+    ] {
+        let text =
+            format!("{HEAD}{ORDER}columns = [\n  {{ a = \"X\", b = \"x\", {setting} }},\n]\n");
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{setting}: {all:#?}"));
+        assert_eq!(
+            at(problem),
+            pos(&text, needle),
+            "{setting}: {}",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn one_way_columns_and_constants_are_read_and_misuse_named() {
+    let config = ok(&with_order(
+        r#"columns = [
+  { a = "NAME", b = "name" },
+  { a = "PRICE", b = "price", direction = "a_to_b" },
+  { a = "NOTE", b = "note", direction = "b_to_a" },
+  { a = "ORIGIN", const = "N" },
+  { b = "source", const = "legacy" },
+]
+"#,
+    ));
+    let e = &config.entities[0];
+    assert_eq!(e.columns.len(), 3);
+    let at_side = |side| {
+        e.written_columns(side)
+            .map(|c| c.name(side).to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(at_side(Side::A), ["NAME", "NOTE"]);
+    assert_eq!(at_side(Side::B), ["name", "price"]);
+    assert_eq!(
+        e.constants,
+        vec![
+            Constant {
+                side: Side::A,
+                column: "ORIGIN".into(),
+                value: Value::from("N")
+            },
+            Constant {
+                side: Side::B,
+                column: "source".into(),
+                value: Value::from("legacy")
+            },
+        ]
+    );
+
+    for (extra, entity_direction, needle, says) in [
+        (
+            r#"{ a = "ORDER_NO", b = "id", direction = "a_to_b" }"#,
+            "",
+            "\"a_to_b\" }",
+            "is part of a.key: a key column travels both ways",
+        ),
+        (
+            r#"{ a = "X", b = "x", direction = "b_to_a" }"#,
+            "direction = \"a_to_b\"\n",
+            "\"b_to_a\" }",
+            "its direction is the opposite of the entity's",
+        ),
+        (
+            r#"{ a = "X", b = "x", const = 1 }"#,
+            "",
+            "{ a = \"X\"",
+            "a const names the column of one side: `a` or `b`, not both",
+        ),
+        (
+            r#"{ a = "X", const = 1, values = { Y = 1 } }"#,
+            "",
+            "{ a = \"X\"",
+            "const and values cannot be combined",
+        ),
+        (
+            r#"{ a = "X", b = "x" }, { a = "X", const = 1 }"#,
+            "",
+            "{ a = \"X\", const",
+            "const column X of side A is also a mapped column",
+        ),
+        (
+            r#"{ a = "X", const = [1] }"#,
+            "",
+            "[1]",
+            "const must be a string, integer, float or boolean",
+        ),
+    ] {
+        let text = format!("{HEAD}{ORDER}{entity_direction}columns = [\n  {extra},\n]\n");
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{extra}: {all:#?}"));
+        assert_eq!(
+            at(problem),
+            pos(&text, needle),
+            "{extra}: {}",
+            problem.message
+        );
+    }
+}
+
+#[test]
+fn key_from_numbers_a_side_that_generates_its_key() {
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"order\"\n\
+         a = {{ table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"sequence dbo.ORDER_SEQ\" }}\n\
+         b = {{ table = \"public.orders\", key = [\"id\"], key_from = \"max+1\" }}\n"
+    );
+    let config = ok(&text);
+    let e = &config.entities[0];
+    assert_eq!(
+        e.a.key_from,
+        Some(KeyFrom::Sequence(TableName {
+            schema: Some("dbo".into()),
+            name: "ORDER_SEQ".into()
+        }))
+    );
+    assert_eq!(e.b.key_from, Some(KeyFrom::MaxPlusOne));
+
+    for (side, needle, says) in [
+        (
+            "a = { table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"max + 1\" }",
+            "\"max + 1\"",
+            "a.key_from \"max + 1\" is not valid; expected \"sequence NAME\" or \"max+1\"",
+        ),
+        (
+            "a = { table = \"dbo.ORDERS\", key = [\"ORDER_NO\", \"X\"], key_from = \"max+1\" }",
+            "\"max+1\"",
+            "a.key_from needs a single-column key",
+        ),
+    ] {
+        let text = format!(
+            "{HEAD}[[entities]]\nname = \"order\"\n{side}\nb = {{ table = \"b\", key = [\"id\"] }}\n"
+        );
+        let all = problems(&text);
+        let problem = all
+            .iter()
+            .find(|p| p.message.contains(says))
+            .unwrap_or_else(|| panic!("{side}: {all:#?}"));
+        assert_eq!(at(problem), pos(&text, needle), "{}", problem.message);
+    }
+    // Where the key is given by a mapped column, tandem does not number records.
+    let text = format!(
+        "{HEAD}[[entities]]\nname = \"order\"\n\
+         a = {{ table = \"dbo.ORDERS\", key = [\"ORDER_NO\"], key_from = \"max+1\" }}\n\
+         b = {{ table = \"b\", key = [\"id\"] }}\ncolumns = [ {{ a = \"ORDER_NO\", b = \"no\" }} ]\n"
+    );
+    let problem = only_problem(&text);
+    assert!(
+        problem
+            .message
+            .contains("the key is given by mapped columns"),
+        "{}",
+        problem.message
+    );
+}
+
+/// What this version cannot express (soft deletes, row filters, look-ups, expressions) is
+/// refused at its position with the reason and what to do instead, never ignored.
+#[test]
+fn features_not_in_this_version_are_refused_with_the_reason() {
+    for (extra, needle, says) in [
+        (
+            "soft_delete = { a = \"DELETED\", value = \"Y\" }\n",
+            "{ a = \"DELETED\"",
+            "`soft_delete`: soft deletes are not in this version",
+        ),
+        (
+            "filter = \"TYPE = 'X'\"\n",
+            "\"TYPE = 'X'\"",
+            "`filter`: row filters are not in this version",
+        ),
+        (
+            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
+            "\"dbo.COUNTRIES\"",
+            "`lookup`: look-ups through a reference table are not in this version",
+        ),
+        (
+            "columns = [ { a = \"X\", b = \"x\", expr = \"upper(X)\" } ]\n",
+            "\"upper(X)\"",
+            "`expr`: expressions are not in this version",
+        ),
+    ] {
+        let text = with_order(extra);
+        let problem = only_problem(&text);
+        assert!(problem.message.contains(says), "{}", problem.message);
+        assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
     }
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Entity, Side};
+use crate::config::{Converter, Entity, Side, TableName};
 use crate::endpoint::SchemaProblem;
 
 /// A table as the catalog has it, in the terms the check needs.
@@ -210,6 +210,7 @@ pub fn check(
     if let Some(p) = &ts.peer_id_column {
         wanted.push((p.as_str(), "peer_id_column"));
     }
+    wanted.extend(e.constants_at(side).map(|k| (k.column.as_str(), "const")));
     for (col, role) in &wanted {
         let Some(c) = column(col) else {
             let hint = table
@@ -248,7 +249,11 @@ pub fn check(
 
     // The capture trigger reads the key and the mapped columns: some types break it.
     if e.direction.flows(side) {
-        let read: Vec<&str> = wanted.iter().map(|(c, _)| *c).collect();
+        let read: Vec<&str> = wanted
+            .iter()
+            .filter(|(_, role)| *role != "const")
+            .map(|(c, _)| *c)
+            .collect();
         for c in table
             .columns
             .iter()
@@ -289,7 +294,26 @@ pub fn check(
     }
     // Only a side that changes flow into has records created by tandem (a reference entity
     // that travels A → B never creates one at A).
-    if !e.key_is_given(side) && e.direction.flows(side.other()) {
+    if ts.key_from.is_some() {
+        // Tandem numbers the records it creates here: the key must be a number.
+        for (k, c) in ts.key.iter().zip(&key) {
+            let number = matches!(c.kind, Kind::Integer { .. } | Kind::Unknown)
+                || matches!(c.kind, Kind::Decimal { scale, .. } if scale.unwrap_or(0) == 0);
+            if !number {
+                problem(format!(
+                    "key column {k:?} of table {} is of type {}: key_from numbers records, so the key must be an integer",
+                    ts.table, c.type_name
+                ));
+            }
+            if c.read_only.is_some() {
+                problem(format!(
+                    "key column {k:?} of table {} fills itself ({}): tandem cannot give it a key_from value; remove key_from",
+                    ts.table,
+                    c.read_only.as_deref().unwrap_or_default()
+                ));
+            }
+        }
+    } else if !e.key_is_given(side) && e.direction.flows(side.other()) {
         for (k, c) in ts.key.iter().zip(&key) {
             if !c.defaulted {
                 problem(format!(
@@ -304,6 +328,17 @@ pub fn check(
         }
     }
     problems
+}
+
+/// The problem of a `key_from` sequence that `target` does not have.
+pub fn missing_sequence(e: &Entity, side: Side, seq: &TableName, target: &str) -> SchemaProblem {
+    SchemaProblem {
+        side,
+        entity: e.name.clone(),
+        message: format!(
+            "key_from names sequence {seq}, which does not exist in {target}: create it (CREATE SEQUENCE {seq} START WITH a number above the legacy keys), or use key_from = \"max+1\""
+        ),
+    }
 }
 
 /// Compares each mapped column pair of `e` in each direction its changes travel, given both
@@ -327,7 +362,7 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
                 message,
             })
         };
-        for c in &e.columns {
+        for c in e.written_columns(to) {
             let (Some(s), Some(d)) = (col(src_t, c.name(from)), col(dst_t, c.name(to))) else {
                 continue;
             };
@@ -343,7 +378,17 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
                 // matter, not this column's.
                 continue;
             }
-            if let Some(map) = &c.values {
+            if let Some(conv) = &c.convert {
+                // The converter decides what arrives: the pair is judged through it.
+                let (a_kind, b_kind) = if from == Side::A {
+                    (s.kind, d.kind)
+                } else {
+                    (d.kind, s.kind)
+                };
+                if let Some((level, why)) = through(conv, from, a_kind, b_kind) {
+                    say(level, format!("{what}: {why}"));
+                }
+            } else if let Some(map) = &c.values {
                 // The codes of `to` are what arrives.
                 if let Kind::Text { chars: Some(max) } = d.kind {
                     for (a_code, b_code) in &map.pairs {
@@ -373,7 +418,8 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
         let ts = e.side(to);
         let written = |n: &str| {
             ts.key.iter().any(|k| k == n)
-                || e.columns.iter().any(|c| c.name(to) == n)
+                || e.written_columns(to).any(|c| c.name(to) == n)
+                || e.constants_at(to).any(|k| k.column == n)
                 || ts.peer_id_column.as_deref() == Some(n)
         };
         for d in &dst_t.columns {
@@ -389,6 +435,129 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
         }
     }
     out
+}
+
+/// Whether values travelling from `from` through converter `conv` fit, given the kinds of A's
+/// column (`a`) and B's (`b`): None when they do. A converter needs the families it converts
+/// between (an error otherwise); then sizes are judged as [`fits`] judges them, on what the
+/// converter produces.
+fn through(conv: &Converter, from: Side, a: Kind, b: Kind) -> Option<(Level, String)> {
+    use Kind::*;
+    let number = |k: Kind| matches!(k, Integer { .. } | Decimal { .. } | Float | Unknown);
+    let text = |k: Kind| matches!(k, Text { .. } | Unknown);
+    let error = |m: String| Some((Level::Error, m));
+    let (s, d) = if from == Side::A { (a, b) } else { (b, a) };
+    match conv {
+        Converter::Trim => {
+            if !text(a) || !text(b) {
+                return error(format!(
+                    "convert = \"trim\" needs text on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            fits(s, d)
+        }
+        Converter::Flag { on, off } => {
+            if !matches!(b, Bool | Unknown) {
+                return error(format!(
+                    "a flag converter needs a boolean at B, not {}",
+                    b.family()
+                ));
+            }
+            let codes = [on, off].map(|c| crate::model::value_text(c).unwrap_or_default());
+            match a {
+                Text { chars } => {
+                    let long = codes
+                        .iter()
+                        .find(|c| chars.is_some_and(|n| c.chars().count() > n as usize));
+                    match (long, from) {
+                        (Some(c), Side::B) => error(format!("the code {c:?} does not fit")),
+                        _ => None,
+                    }
+                }
+                Integer { .. } | Decimal { .. }
+                    if codes.iter().all(|c| c.parse::<i64>().is_ok()) =>
+                {
+                    None
+                }
+                Unknown => None,
+                other => error(format!(
+                    "a flag's codes {} and {} do not fit a {} column",
+                    codes[0],
+                    codes[1],
+                    other.family()
+                )),
+            }
+        }
+        Converter::Scale(n) => {
+            if !number(a) || !number(b) {
+                return error(format!(
+                    "convert = {{ scale = {n} }} needs numbers on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            let shift = if from == Side::A { *n } else { -*n };
+            fits(scaled(s, shift), d)
+        }
+        Converter::Round(n) => {
+            if !number(a) || !number(b) {
+                return error(format!(
+                    "convert = {{ round = {n} }} needs numbers on both sides, not {} and {}",
+                    a.family(),
+                    b.family()
+                ));
+            }
+            if from == Side::B {
+                return fits(s, d);
+            }
+            match d {
+                Decimal { scale, .. } if scale.unwrap_or(0) < *n => Some((
+                    Level::Warning,
+                    format!(
+                        "rounded to {n} decimals, but the target keeps {}: rounded again there",
+                        scale.unwrap_or(0)
+                    ),
+                )),
+                Integer { .. } if *n > 0 => Some((
+                    Level::Warning,
+                    format!("rounded to {n} decimals, into an integer column: values with a fraction will be refused"),
+                )),
+                _ => None,
+            }
+        }
+        Converter::Timezone { .. } => {
+            if matches!(a, Timestamp | Unknown) && matches!(b, TimestampTz | Unknown) {
+                None
+            } else {
+                error(format!(
+                    "a timezone converter needs a date and time without a zone at A and an instant at B, not {} and {}",
+                    a.family(),
+                    b.family()
+                ))
+            }
+        }
+    }
+}
+
+/// The kind of a number × 10^`shift` (as `{ scale }` converts it).
+fn scaled(k: Kind, shift: i32) -> Kind {
+    let (p, sc) = match k {
+        Kind::Integer { digits } => (digits, 0),
+        Kind::Decimal {
+            precision: Some(p),
+            scale,
+        } => (p, scale.unwrap_or(0)),
+        other => return other,
+    };
+    let int = i64::from(p) - i64::from(sc) + i64::from(shift);
+    let scale = (i64::from(sc) - i64::from(shift)).max(0);
+    let to = |v: i64| u32::try_from(v.max(0)).unwrap_or(0);
+    Kind::Decimal {
+        precision: Some(to(int.max(1) + scale)),
+        scale: Some(to(scale)),
+    }
 }
 
 /// Whether a value of kind `s` arrives intact in a column of kind `d`: None when it does.
@@ -674,6 +843,113 @@ mod tests {
         assert_eq!(level(Unknown, Bool), None);
         assert_eq!(fits(Date, Text { chars: Some(10) }), None);
         assert_eq!(level(Json, Text { chars: None }), Some(Level::Warning));
+    }
+
+    #[test]
+    fn converted_pairs_are_judged_through_their_converter() {
+        use crate::config::Converter as C;
+        use Kind::*;
+        let dec = |p, s| Decimal {
+            precision: Some(p),
+            scale: Some(s),
+        };
+        let level = |c: &C, from, a, b| through(c, from, a, b).map(|(l, _)| l);
+        let paris = C::Timezone {
+            zone: chrono_tz::Europe::Paris,
+            later: false,
+        };
+        // A converter makes a pair that `fits` refuses fine, both ways.
+        assert_eq!(level(&paris, Side::A, Timestamp, TimestampTz), None);
+        assert_eq!(level(&paris, Side::B, Timestamp, TimestampTz), None);
+        assert_eq!(
+            level(&paris, Side::A, Date, TimestampTz),
+            Some(Level::Error)
+        );
+        let yn = C::Flag {
+            on: serde_json::json!("Y"),
+            off: serde_json::json!("N"),
+        };
+        assert_eq!(level(&yn, Side::A, Text { chars: Some(1) }, Bool), None);
+        assert_eq!(
+            level(&yn, Side::A, Text { chars: Some(1) }, Integer { digits: 5 }),
+            Some(Level::Error)
+        );
+        let bit = C::Flag {
+            on: serde_json::json!(1),
+            off: serde_json::json!(0),
+        };
+        assert_eq!(level(&bit, Side::B, Integer { digits: 5 }, Bool), None);
+        assert_eq!(
+            level(&yn, Side::B, Integer { digits: 5 }, Bool),
+            Some(Level::Error)
+        );
+        // Cents (integer) ↔ euros: 2 decimals at B fit, 1 does not.
+        let cents = C::Scale(-2);
+        assert_eq!(
+            level(&cents, Side::A, Integer { digits: 10 }, dec(12, 2)),
+            None
+        );
+        assert_eq!(
+            level(&cents, Side::A, Integer { digits: 10 }, dec(12, 1)),
+            Some(Level::Warning)
+        );
+        assert_eq!(
+            level(&cents, Side::B, Integer { digits: 10 }, dec(10, 2)),
+            None
+        );
+        assert_eq!(level(&C::Round(2), Side::A, Float, dec(10, 2)), None);
+        assert_eq!(
+            level(&C::Round(2), Side::A, Float, dec(10, 1)),
+            Some(Level::Warning)
+        );
+        assert_eq!(
+            level(
+                &C::Trim,
+                Side::A,
+                Text { chars: Some(10) },
+                Integer { digits: 5 }
+            ),
+            Some(Level::Error)
+        );
+        assert_eq!(
+            level(
+                &C::Trim,
+                Side::A,
+                Text { chars: Some(10) },
+                Text { chars: Some(10) }
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn key_from_needs_no_default_but_a_number() {
+        let mut t = orders();
+        t.columns[0].defaulted = false;
+        let mut c = config();
+        c.entities[0].b.key_from = Some(crate::config::KeyFrom::MaxPlusOne);
+        assert!(check(&c.entities[0], Side::B, Some(&t), "db", &WORDS).is_empty());
+        t.columns[0].kind = Kind::Text { chars: Some(10) };
+        let m: Vec<String> = check(&c.entities[0], Side::B, Some(&t), "db", &WORDS)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains("key_from numbers records, so the key must be an integer"),
+            "{m:?}"
+        );
+        // SQL Server's description marks an IDENTITY key so when key_from is set.
+        t.columns[0].kind = Kind::Integer { digits: 10 };
+        t.columns[0].read_only = Some("an IDENTITY".into());
+        let m: Vec<String> = check(&c.entities[0], Side::B, Some(&t), "db", &WORDS)
+            .into_iter()
+            .map(|p| p.message)
+            .collect();
+        assert_eq!(
+            m,
+            vec![r#"key column "id" of table public.orders fills itself (an IDENTITY): tandem cannot give it a key_from value; remove key_from"#.to_string()]
+        );
     }
 
     #[test]

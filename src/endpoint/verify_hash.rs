@@ -16,14 +16,21 @@
 //! the target's type: 31 into a `decimal(10,2)` is 31.00). Memory stays bounded: rows are
 //! streamed and only folded into per-bucket sums, and a drill-down keeps only the records of the
 //! buckets asked for.
+//!
+//! Entities with converted columns (`convert`, `values` with `prefer`) take this path on every
+//! pairing, PostgreSQL ↔ PostgreSQL too: the converters are tandem's Rust, so such a column is
+//! compared in B's terms ([`comparable`], `mapping::convert::canonical`), the same test apply's
+//! lossy rule makes. Their other columns, and every other entity, are unchanged.
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, NaiveDateTime, NaiveTime, SubsecRound, Utc};
 use md5::{Digest, Md5};
 use serde_json::Value;
 
 use super::{BucketHash, RecordHash};
+use crate::config::{ColumnMap, Side};
+use crate::mapping::convert::canonical;
+pub use crate::model::normalize;
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -36,102 +43,6 @@ pub fn bucket(join_key: &str, n: i32) -> i32 {
     i32::try_from(u64::from(v) % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
-/// A number as its decimal value: `31.00`, `031` and `3.1e1` are all `31`.
-fn number(text: &str) -> String {
-    let plain = |t: &str| -> Option<String> {
-        let (neg, body) = match t.strip_prefix('-') {
-            Some(b) => (true, b),
-            None => (false, t),
-        };
-        let (int, frac) = body.split_once('.').unwrap_or((body, ""));
-        if int.is_empty() && frac.is_empty()
-            || !int.bytes().all(|b| b.is_ascii_digit())
-            || !frac.bytes().all(|b| b.is_ascii_digit())
-        {
-            return None;
-        }
-        let int = int.trim_start_matches('0');
-        let frac = frac.trim_end_matches('0');
-        let int = if int.is_empty() { "0" } else { int };
-        let mut out = String::new();
-        if neg && !(int == "0" && frac.is_empty()) {
-            out.push('-');
-        }
-        out.push_str(int);
-        if !frac.is_empty() {
-            out.push('.');
-            out.push_str(frac);
-        }
-        Some(out)
-    };
-    if let Some(p) = plain(text) {
-        return p;
-    }
-    // Exponent notation (floats): through f64 and back to plain digits.
-    match text.parse::<f64>() {
-        Ok(f) if f.is_finite() => plain(&format!("{f}")).unwrap_or_else(|| format!("{f}")),
-        _ => text.to_string(),
-    }
-}
-
-fn fraction(t: &str) -> String {
-    let t = t.trim_end_matches('0');
-    t.strip_suffix('.').unwrap_or(t).to_string()
-}
-
-/// A date/time text in one form, or None when `s` is not one: instants (with an offset) in
-/// UTC, everything rounded to microseconds, trailing zeros of the fraction dropped.
-fn datetime(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let looks = |at: usize, c: u8| b.get(at) == Some(&c);
-    if b.len() >= 19 && looks(4, b'-') && looks(7, b'-') && (looks(10, b'T') || looks(10, b' ')) {
-        let s = s.replacen(' ', "T", 1);
-        if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
-            let u = t.with_timezone(&Utc).round_subsecs(6);
-            return Some(fraction(&u.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()) + "Z");
-        }
-        if let Ok(t) = NaiveDateTime::parse_from_str(&s, "%Y-%m-%dT%H:%M:%S%.f") {
-            let t = t.round_subsecs(6);
-            return Some(fraction(&t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()));
-        }
-        return None;
-    }
-    if b.len() >= 8 && looks(2, b':') && looks(5, b':') {
-        if let Ok(t) = NaiveTime::parse_from_str(s, "%H:%M:%S%.f") {
-            let t = t.round_subsecs(6);
-            return Some(fraction(&t.format("%H:%M:%S%.6f").to_string()));
-        }
-    }
-    None
-}
-
-/// One value in its comparable form (see the module comment); strings stay distinct from
-/// numbers and from NULL.
-pub fn normalize(v: &Value) -> String {
-    match v {
-        Value::Null => "~".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Number(n) => format!("#{}", number(&n.to_string())),
-        Value::String(s) => match datetime(s) {
-            Some(d) => format!("@{d}"),
-            None => Value::String(s.clone()).to_string(),
-        },
-        Value::Array(items) => format!(
-            "[{}]",
-            items.iter().map(normalize).collect::<Vec<_>>().join(",")
-        ),
-        Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.cmp(b.0));
-            let parts: Vec<String> = members
-                .into_iter()
-                .map(|(k, v)| format!("{}:{}", Value::String(k.clone()), normalize(v)))
-                .collect();
-            format!("{{{}}}", parts.join(","))
-        }
-    }
-}
-
 /// A column's value as a side renders it in A's shape: the JSON text of the value, or a text
 /// that is not JSON (a parent not linked, `?` and its key) taken as a string.
 pub fn normalize_text(text: Option<&str>) -> String {
@@ -141,6 +52,19 @@ pub fn normalize_text(text: Option<&str>) -> String {
             Ok(v) => normalize(&v),
             Err(_) => normalize(&Value::String(t.to_string())),
         },
+    }
+}
+
+/// A column's value as a side renders it (its JSON text), in the comparable form: a converted
+/// column ([`ColumnMap::converted`]) in B's terms (`mapping::convert::canonical`: the one
+/// notion of equal apply's lossy rule uses), any other as [`normalize_text`].
+pub fn comparable(col: &ColumnMap, side: Side, text: Option<&str>) -> String {
+    match text {
+        Some(t) if col.converted() => {
+            let v = serde_json::from_str::<Value>(t).unwrap_or_else(|_| Value::String(t.into()));
+            normalize(&canonical(col, side, &v))
+        }
+        _ => normalize_text(text),
     }
 }
 

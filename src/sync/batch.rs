@@ -118,7 +118,7 @@ pub async fn complete(
         return Ok(staged.report);
     }
     let mut staged = staged;
-    let outcomes = apply_staged(to, &mut staged, &mut Held::new()).await?;
+    let outcomes = apply_staged(config, to, &mut staged, &mut Held::new()).await?;
     finish(config, from, staged, outcomes, chrono::Utc::now()).await
 }
 
@@ -334,6 +334,7 @@ pub type Held = HashMap<(String, Key), Op>;
 /// as if both had been claimed together (an update after a failed insert is that insert);
 /// records whose change fails here are added to `held`.
 pub async fn apply_staged(
+    config: &Config,
     to: &dyn Endpoint,
     staged: &mut Staged,
     held: &mut Held,
@@ -346,6 +347,7 @@ pub async fn apply_staged(
             c.op = folded_op(&[*earlier, c.op]).unwrap_or(c.op);
         }
     }
+    keep_detail(config, to, &mut staged.batch).await?;
     let outcomes = to.apply(&staged.batch).await?;
     for (c, o) in staged.batch.iter().zip(&outcomes) {
         let record = (c.entity.clone(), c.source_key.clone());
@@ -356,6 +358,43 @@ pub async fn apply_staged(
         }
     }
     Ok(outcomes)
+}
+
+/// The lossy rule before applying (`mapping::keep_detail`): the records with converted
+/// columns that exist at the target are read there, and a column whose value is equal to the
+/// incoming one keeps it. Read outside the apply's transaction: should the row change in
+/// between, the writer's change is pending at the target and the apply meets it as a conflict,
+/// and the value kept is still one equal to the incoming value. An endpoint that cannot read
+/// rows (the simulation's) applies the converted values as they are.
+async fn keep_detail(
+    config: &Config,
+    to: &dyn Endpoint,
+    batch: &mut [TargetChange],
+) -> Result<(), EndpointError> {
+    let Some(bulk) = to.bulk() else {
+        return Ok(());
+    };
+    for c in batch.iter_mut() {
+        if c.incoming.is_empty() || c.op == Op::Delete {
+            continue;
+        }
+        let Some(entity) = config.entity(&c.entity) else {
+            continue;
+        };
+        let here = to.side();
+        let key = c.peer_hint.clone().or_else(|| {
+            (entity.key_is_given(here) && c.refs.is_empty())
+                .then(|| Key::from_image(&c.row, &entity.side(here).key).ok())
+                .flatten()
+        });
+        let Some(key) = key else {
+            continue;
+        };
+        if let Some(current) = bulk.fetch_image(&c.entity, &key).await? {
+            crate::mapping::keep_detail(entity, here, c, &current);
+        }
+    }
+    Ok(())
 }
 
 /// Settles an applied batch at the source: outcomes counted and logged, id pairs written

@@ -180,7 +180,7 @@ pub async fn run_burst(
         };
         let source = async { tokio::join!(settled, claimed) };
         let target = async {
-            let r = batch::apply_staged(to, &mut current, &mut held).await;
+            let r = batch::apply_staged(config, to, &mut current, &mut held).await;
             (r, Utc::now())
         };
         let ((outcomes, at), (finished, staged)) = tokio::join!(target, source);

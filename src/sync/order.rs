@@ -213,6 +213,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
             peer_applied_seq: 0,
             derived: false,
             row: Image::new(),
+            incoming: Image::new(),
             refs: boss
                 .map(|b| RefValue {
                     column: "boss_id".into(),

@@ -504,6 +504,7 @@ mod tests {
             peer_hint: None,
             peer_applied_seq: 0,
             row,
+            incoming: Image::new(),
             refs,
             derived: false,
             captured_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456)

@@ -20,6 +20,7 @@ use crate::endpoint::verify_hash::{normalize_text, Fold};
 use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, EndpointError, Queued, RecordHash,
 };
+use crate::mapping::convert::canonical;
 use crate::model::{value_text, Image, Key, Op};
 
 /// Binary comparison for keys as id_map texts (id_map's own collation).
@@ -472,6 +473,9 @@ async fn stream_records(
                             }
                         }
                     }
+                } else if c.converted() {
+                    // Compared in B's terms, the way apply's lossy rule compares.
+                    Some(canonical(c, side, &v).to_string())
                 } else if let Some(map) = &c.values {
                     let t = value_text(&v).unwrap_or_default();
                     let mapped = match side {

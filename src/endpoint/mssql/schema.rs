@@ -8,7 +8,7 @@ use super::pool::run;
 use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
-use crate::config::{Entity, Side};
+use crate::config::{Entity, KeyFrom, Side};
 use crate::endpoint::desc::{self, ColumnDesc, Kind, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
@@ -18,6 +18,7 @@ pub fn configured_names(e: &Entity, side: Side) -> Vec<&str> {
     let mut out: Vec<&str> = ts.key.iter().map(String::as_str).collect();
     out.extend(e.columns.iter().map(|c| c.name(side)));
     out.extend(ts.peer_id_column.as_deref());
+    out.extend(e.constants_at(side).map(|k| k.column.as_str()));
     out
 }
 
@@ -216,8 +217,20 @@ pub async fn describe(
     else {
         return Ok(None);
     };
+    let ts = e.side(ep.side);
+    let columns = cols
+        .iter()
+        .map(|c| {
+            let mut d = column_desc(c);
+            // SQL Server refuses a value for an IDENTITY: a key_from key must not be one.
+            if c.identity && ts.key_from.is_some() && ts.key.contains(&c.name) {
+                d.read_only = Some("an IDENTITY".into());
+            }
+            d
+        })
+        .collect();
     Ok(Some(TableDesc {
-        columns: cols.iter().map(column_desc).collect(),
+        columns,
         unique_keys: unique_keys(ep, table_sql).await?,
         case_insensitive,
     }))
@@ -271,6 +284,26 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             ep.pool.target(),
             &WORDING,
         ));
+        if let Some(KeyFrom::Sequence(seq)) = &e.side(side).key_from {
+            let mut conn = ep.pool.get().await?;
+            let rows = run(
+                &mut conn,
+                ep.pool.rollback_sql(),
+                false,
+                &ep.common.sequence_exists,
+                &[&table(seq)],
+            )
+            .await
+            .map_err(|e| ep.pool.error("read the schema", e))?;
+            let found = rows
+                .first()
+                .and_then(|r| r.first())
+                .and_then(|r| r.get::<bool, _>(0))
+                .unwrap_or(false);
+            if !found {
+                problems.push(desc::missing_sequence(e, side, seq, ep.pool.target()));
+            }
+        }
     }
     Ok(problems)
 }

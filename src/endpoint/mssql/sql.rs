@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::config::{Config, Entity, Side, TableName};
+use crate::config::{Config, Entity, KeyFrom, Side, TableName};
 use crate::endpoint::EndpointError;
 
 use super::error::{ROW_ERRORS, TRANSIENT_ERRORS};
@@ -279,6 +279,7 @@ pub struct Common {
     pub install_state: String,
     pub server: String,
     pub table_exists: String,
+    pub sequence_exists: String,
     pub table_columns: String,
     pub table_unique_keys: String,
     pub rollback: String,
@@ -309,6 +310,7 @@ impl Common {
             install_state: get("install_state")?,
             server: get("server")?,
             table_exists: get("table_exists")?,
+            sequence_exists: get("sequence_exists")?,
             table_columns: get("table_columns")?,
             table_unique_keys: get("table_unique_keys")?,
             rollback: get("rollback")?,
@@ -386,8 +388,10 @@ fn entity_plan(
             ))
         })
     };
+    // Written here: the columns that travel here, the peer id column, the constants (on
+    // insert only).
     let mut cols: Vec<String> = Vec::new();
-    for c in &e.columns {
+    for c in e.written_columns(side) {
         let n = c.name(side).to_string();
         if !cols.contains(&n) {
             cols.push(n);
@@ -398,6 +402,12 @@ fn entity_plan(
             cols.push(p.clone());
         }
     }
+    let constants: Vec<String> = e
+        .constants_at(side)
+        .map(|k| k.column.clone())
+        .filter(|k| !cols.contains(k))
+        .collect();
+    cols.extend(constants.iter().cloned());
     let mut row_cols = Vec::new();
     for k in &ts.key {
         row_cols.push(find(k, "key")?);
@@ -416,7 +426,11 @@ fn entity_plan(
             )));
         }
     }
-    let set_cols: Vec<&Column> = row_cols.iter().skip(ts.key.len()).collect();
+    let set_cols: Vec<&Column> = row_cols
+        .iter()
+        .skip(ts.key.len())
+        .filter(|c| !constants.contains(&c.name))
+        .collect();
     let insert_cols: Vec<&Column> = row_cols.iter().filter(|c| cols.contains(&c.name)).collect();
     let t = table(&ts.table);
     let with_row = joined(
@@ -644,18 +658,56 @@ impl Plan {
                 blocks.entry("native").or_default().push(f("native_key")?);
                 blocks.entry("lock").or_default().push(f("lock")?);
                 blocks.entry("delete").or_default().push(f("delete")?);
-                if plan.row_cols.len() > plan.key.len() {
+                if vars.iter().any(|(n, v)| *n == "set_list" && !v.is_empty()) {
                     blocks.entry("update").or_default().push(f("update")?);
                 }
                 let has_insert_cols = vars.iter().any(|(n, v)| *n == "cols" && !v.is_empty());
-                blocks
-                    .entry("insert")
-                    .or_default()
-                    .push(f(if has_insert_cols {
+                let insert = match &e.side(side).key_from {
+                    // Tandem numbers the records it creates (a legacy key without a default).
+                    Some(from) => {
+                        let var = |name: &str| {
+                            vars.iter()
+                                .find(|(n, _)| *n == name)
+                                .map(|(_, v)| v.clone())
+                                .unwrap_or_default()
+                        };
+                        let after = |v: String| if v.is_empty() { v } else { format!(", {v}") };
+                        let mut kv = vars.clone();
+                        kv.push((
+                            "key_col",
+                            e.side(side)
+                                .key
+                                .first()
+                                .map(|k| ident(k))
+                                .unwrap_or_default(),
+                        ));
+                        kv.push(("cols_after_key", after(var("cols"))));
+                        kv.push(("r_cols_after_key", after(var("r_cols"))));
+                        let draw = match from {
+                            KeyFrom::Sequence(seq) => {
+                                kv.push(("sequence", table(seq)));
+                                fill(section("key_from_sequence")?, &kv)?
+                            }
+                            KeyFrom::MaxPlusOne => fill(section("key_from_max")?, &kv)?,
+                        };
+                        kv.push(("key_draw", draw.trim().to_string()));
+                        let text = fill(section("insert_key_from")?, &kv)?;
+                        joined(
+                            text.lines()
+                                .filter(|l| {
+                                    !l.trim_start().starts_with("--") && !l.trim().is_empty()
+                                })
+                                .map(str::to_string),
+                            "\n",
+                        )
+                    }
+                    None => f(if has_insert_cols {
                         "insert"
                     } else {
                         "insert_defaults"
-                    })?);
+                    })?,
+                };
+                blocks.entry("insert").or_default().push(insert);
                 if vars
                     .iter()
                     .any(|(n, v)| *n == "identity_off" && !v.is_empty())
@@ -815,6 +867,9 @@ mod tests {
             "update",
             "insert",
             "insert_defaults",
+            "insert_key_from",
+            "key_from_sequence",
+            "key_from_max",
             "delete",
             "peer_update",
             "in_flight",

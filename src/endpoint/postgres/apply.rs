@@ -627,12 +627,12 @@ async fn apply_one(
                 // found by the simulation). SQL Server always draws anew: giving an IDENTITY
                 // column a value needs ALTER on the table.
                 None if es.key_given || force => {
-                    (insert(tx, stmts, es, &obj).await?, Done::Written)
+                    (insert(ep, tx, stmts, es, c, &obj).await?, Done::Written)
                 }
-                None => (insert(tx, stmts, es, &row).await?, Done::Written),
+                None => (insert(ep, tx, stmts, es, c, &row).await?, Done::Written),
             }
         }
-        None => (insert(tx, stmts, es, &row).await?, Done::Written),
+        None => (insert(ep, tx, stmts, es, c, &row).await?, Done::Written),
     };
     put_link(ep, tx, stmts, c, Some(&target), false).await?;
     Ok(done(Some(target), how, conflicted))
@@ -766,11 +766,27 @@ fn reject(ep: &PgEndpoint, c: &TargetChange, message: String) -> ApplyError {
 }
 
 async fn insert(
+    ep: &PgEndpoint,
     tx: &Transaction<'_>,
     stmts: &Prepared,
     es: &EntitySql,
+    c: &TargetChange,
     obj: &Image,
 ) -> Result<Key, Stop> {
+    // key_from: a record without its key gets the next one tandem draws (sequence or max+1),
+    // inserted with the key as a wave of one.
+    let unkeyed = es.key.iter().any(|k| obj.get(k).is_none_or(Value::is_null));
+    if es.key_from.is_some() && unkeyed {
+        let drawn = super::wave::draw_keys(ep, tx, &c.entity, es, 1).await?;
+        let Some(key) = drawn.and_then(|keys| keys.into_iter().next()) else {
+            return Err(Stop::Apply(reject(ep, c, "key_from drew no key".into())));
+        };
+        let mut obj = obj.clone();
+        obj.extend(key.to_object(&es.key));
+        let ins = st(tx, stmts, &es.wave_insert).await?;
+        tx.execute(&ins, &[&format!("[{}]", json(&obj))]).await?;
+        return Ok(key);
+    }
     let ins = st(tx, stmts, &es.row_insert).await?;
     let r = tx.query_one(&ins, &[&json(obj)]).await?;
     let text: String = r.get(0);

@@ -8,7 +8,7 @@ use futures_util::TryStreamExt;
 use super::pool::{prepared, PgConn};
 use super::sql::EntitySql;
 use super::PgEndpoint;
-use crate::endpoint::verify_hash::{normalize_text, Fold};
+use crate::endpoint::verify_hash::{comparable, normalize_text, Fold};
 use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, EndpointError, Queued, RecordHash,
 };
@@ -130,10 +130,16 @@ pub async fn pending_between(ep: &PgEndpoint, min: i64, max: i64) -> Result<Queu
     })
 }
 
-/// Is the other side another kind of database? Then both sides hash in tandem, from the same
-/// normalised values (see `crate::endpoint::verify_hash` for why).
-fn across_dialects(ep: &PgEndpoint) -> bool {
+/// Is the other side another kind of database, or does the entity have converted columns?
+/// Then both sides hash in tandem, from the same normalised values (see
+/// `crate::endpoint::verify_hash` for why; converters are tandem's Rust, so their columns are
+/// compared in tandem, in B's terms, as apply's lossy rule compares them).
+fn hashed_in_tandem(ep: &PgEndpoint, entity: &str) -> bool {
     ep.config.side(ep.side.other()).kind != crate::config::DbKind::Postgres
+        || ep
+            .config
+            .entity(entity)
+            .is_some_and(|e| e.columns.iter().any(|c| c.converted()))
 }
 
 /// Streams every record of the entity into `fold` (verify across dialects).
@@ -143,6 +149,7 @@ async fn stream_records(
     fold: &mut Fold,
 ) -> Result<(), EndpointError> {
     let es = entity_sql(ep, entity)?;
+    let columns = ep.config.entity(entity).map(|e| &e.columns);
     let mut conn = ep.pool.get().await?;
     let what = format!("verify {} (entity {entity})", es.table);
     let err = |e| ep.pool.error(&what, e);
@@ -171,7 +178,14 @@ async fn stream_records(
                         a_key.as_deref().or(b_key.as_deref()).unwrap_or("?")
                     ))
                 })?;
-            let values: Vec<String> = texts.iter().map(|t| normalize_text(t.as_deref())).collect();
+            let values: Vec<String> = match &columns {
+                Some(cols) if cols.len() == texts.len() => texts
+                    .iter()
+                    .zip(cols.iter())
+                    .map(|(t, c)| comparable(c, ep.side, t.as_deref()))
+                    .collect(),
+                _ => texts.iter().map(|t| normalize_text(t.as_deref())).collect(),
+            };
             fold.add(a_key, b_key, jk.unwrap_or_default(), &values);
         }
     }
@@ -184,7 +198,7 @@ pub async fn buckets(
     entity: &str,
     n: i32,
 ) -> Result<Vec<BucketHash>, EndpointError> {
-    if across_dialects(ep) {
+    if hashed_in_tandem(ep, entity) {
         let mut fold = Fold::new(n, None);
         stream_records(ep, entity, &mut fold).await?;
         return Ok(fold.buckets());
@@ -215,7 +229,7 @@ pub async fn records(
     n: i32,
     which: &[i32],
 ) -> Result<Vec<RecordHash>, EndpointError> {
-    if across_dialects(ep) {
+    if hashed_in_tandem(ep, entity) {
         let mut fold = Fold::new(n, Some(which));
         stream_records(ep, entity, &mut fold).await?;
         return Ok(fold.records());

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use super::pool::{prepared, PgConn};
 use super::sql::table;
 use super::PgEndpoint;
+use crate::config::KeyFrom;
 use crate::endpoint::desc::{self, ColumnDesc, Kind, TableDesc, Wording};
 use crate::endpoint::{EndpointError, SchemaProblem};
 
@@ -29,6 +30,23 @@ pub async fn check(ep: &PgEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             ep.pool.target(),
             &WORDING,
         ));
+        if let Some(KeyFrom::Sequence(seq)) = &e.side(ep.side).key_from {
+            let mut conn = ep.pool.get().await?;
+            let PgConn { client, stmts } = &mut *conn;
+            let err = |e| ep.pool.error("read the schema", e);
+            let st = prepared(&*client, stmts, &ep.sql.common.sequence_exists)
+                .await
+                .map_err(err)?;
+            let found: Option<bool> = client
+                .query_one(&st, &[&table(seq)])
+                .await
+                .map_err(err)?
+                .try_get(0)
+                .map_err(err)?;
+            if found != Some(true) {
+                problems.push(desc::missing_sequence(e, ep.side, seq, ep.pool.target()));
+            }
+        }
     }
     Ok(problems)
 }

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::config::{Config, Entity, Side, TableName};
+use crate::config::{Config, Entity, KeyFrom, Side, TableName};
 use crate::endpoint::template::{self, fill};
 use crate::endpoint::EndpointError;
 
@@ -65,6 +65,7 @@ pub struct Common {
     pub table_columns: String,
     pub table_unique_keys: String,
     pub table_exists: String,
+    pub sequence_exists: String,
     pub local_pending: String,
     pub local_reinsert: String,
     pub conflict_log: String,
@@ -112,6 +113,8 @@ pub struct EntitySql {
     pub wave_insert: String,
     pub wave_delete: String,
     pub key_default: String,
+    /// `key_from`: (a lock to take first, the statement drawing $1 keys).
+    pub key_from: Option<(Option<String>, String)>,
     /// When the side has a `peer_id_column`.
     pub wave_peer_update: Option<String>,
     pub row_count: String,
@@ -184,6 +187,7 @@ impl Sql {
             table_columns: get("table_columns")?,
             table_unique_keys: get("table_unique_keys")?,
             table_exists: get("table_exists")?,
+            sequence_exists: get("sequence_exists")?,
             local_pending: get("local_pending")?,
             local_reinsert: get("local_reinsert")?,
             conflict_log: get("conflict_log")?,
@@ -223,11 +227,22 @@ fn entity_sql(
     let ts = e.side(side);
     let key = ts.key.clone();
     let key_given = e.key_is_given(side);
-    let mut cols: Vec<String> = e.columns.iter().map(|c| c.name(side).to_string()).collect();
+    // Written here: the columns that travel here, the peer id column, the constants (on
+    // insert only).
+    let mut cols: Vec<String> = e
+        .written_columns(side)
+        .map(|c| c.name(side).to_string())
+        .collect();
     if let Some(p) = &ts.peer_id_column {
         cols.push(p.clone());
     }
     let set_cols: Vec<String> = cols.iter().filter(|c| !key.contains(c)).cloned().collect();
+    cols.extend(
+        e.constants_at(side)
+            .map(|k| k.column.clone())
+            .filter(|k| !cols.contains(k))
+            .collect::<Vec<_>>(),
+    );
     let mut insert_cols = cols.clone();
     insert_cols.extend(key.iter().filter(|k| !cols.contains(k)).cloned());
     let mut vars = base.to_vec();
@@ -288,6 +303,20 @@ fn entity_sql(
         wave_insert: get("wave_insert")?,
         wave_delete: get("wave_delete")?,
         key_default: get("key_default")?,
+        key_from: match &ts.key_from {
+            None => None,
+            Some(KeyFrom::Sequence(seq)) => {
+                let mut v = vars.clone();
+                v.push(("sequence_lit", literal(&table(seq))));
+                let t = s.get("key_from_sequence").ok_or_else(|| {
+                    EndpointError::Config("internal: statement key_from_sequence missing".into())
+                })?;
+                Some((None, fill(t, &v)?))
+            }
+            Some(KeyFrom::MaxPlusOne) => {
+                Some((Some(get("key_from_max_lock")?), get("key_from_max")?))
+            }
+        },
         wave_peer_update: match &ts.peer_id_column {
             Some(_) => Some(get("wave_peer_update")?),
             None => None,
@@ -375,7 +404,10 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
     let mut raw: Vec<String> = Vec::new();
     for c in &e.columns {
         let col = format!("t.{}", ident(c.name(side)));
-        let expr = if let Some(parent) = &c.parent {
+        let expr = if c.converted() {
+            // Its JSON as it is: tandem converts and compares it (`verify_hash::comparable`).
+            format!("to_jsonb({col})::text")
+        } else if let Some(parent) = &c.parent {
             let wrapped = format!("('[' || to_jsonb({col})::text || ']')");
             match side {
                 Side::A => wrapped,

@@ -481,7 +481,7 @@ async fn write_links(
 /// New keys for a side that generates them: drawn from the key column's sequence (identity
 /// or serial) or computed by its default expression, `n` at a time. None: neither exists
 /// (or the key has several columns), and inserts go one at a time.
-async fn draw_keys(
+pub(super) async fn draw_keys(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
     entity: &str,
@@ -490,6 +490,25 @@ async fn draw_keys(
 ) -> Result<Option<Vec<Key>>, Stop> {
     if es.key.len() != 1 {
         return Ok(None);
+    }
+    // key_from: tandem numbers the records itself (a legacy key without a default).
+    if let Some((lock, draw)) = &es.key_from {
+        if let Some(lock) = lock {
+            tx.batch_execute(lock).await?;
+        }
+        let n = i32::try_from(n).unwrap_or(i32::MAX);
+        let keys = tx
+            .query(draw.as_str(), &[&n])
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let v: String = r.try_get(0).ok()?;
+                serde_json::from_str::<Value>(&v)
+                    .ok()
+                    .map(|v| Key::from_values(&[v]))
+            })
+            .collect();
+        return Ok(Some(keys));
     }
     let cached = ep.key_gen.lock().ok().and_then(|m| m.get(entity).cloned());
     let draw = match cached {

@@ -1,5 +1,8 @@
 //! Turns a row image in one side's shape into the other side's: column renames, code
-//! translation (`values`) and parent keys to translate (`ref`). Pure: no connections.
+//! translation (`values`), converters (`convert`, in [`convert`]) and parent keys to translate
+//! (`ref`). Pure: no connections.
+
+pub mod convert;
 
 use serde_json::Value;
 
@@ -41,8 +44,9 @@ pub fn map_change(
         })
     };
     let mut row = Image::new();
+    let mut incoming = Image::new();
     let mut refs = Vec::new();
-    for col in &entity.columns {
+    for col in entity.written_columns(to) {
         let src = col.name(from);
         let dst = col.name(to);
         let value = change
@@ -61,11 +65,19 @@ pub fn map_change(
             row.insert(dst.to_string(), Value::Null);
             continue;
         }
-        let mapped = match &col.values {
-            Some(map) => translate(map, from, value).map_err(|m| err(src, m))?,
-            None => value.clone(),
+        let mapped = match (&col.values, &col.convert) {
+            (Some(map), _) => translate(map, from, value).map_err(|m| err(src, m))?,
+            (None, Some(c)) => convert::convert(c, from, value).map_err(|m| err(src, m))?,
+            (None, None) => value.clone(),
         };
+        if col.converted() {
+            incoming.insert(dst.to_string(), value.clone());
+        }
         row.insert(dst.to_string(), mapped);
+    }
+    // Constants are in every row; the target writes them on insert only.
+    for k in entity.constants_at(to) {
+        row.insert(k.column.clone(), k.value.clone());
     }
     if let Some(peer) = &entity.side(to).peer_id_column {
         // The config guarantees the source key has one column.
@@ -86,10 +98,32 @@ pub fn map_change(
         peer_hint,
         peer_applied_seq: 0,
         row,
+        incoming,
         refs,
         captured_at: change.captured_at,
         derived: change.derived,
     })
+}
+
+/// The lossy rule, for a change mapped to side `to` whose record there holds `current`: each
+/// converted column whose current value is equal to the incoming one ([`convert::equal`])
+/// keeps its current value, so a value that lost detail on the way (trimmed, rounded, one of a
+/// repeated hour's instants) never overwrites the side that holds more. Writing the value the
+/// row holds is no write at all.
+pub fn keep_detail(entity: &Entity, to: Side, change: &mut TargetChange, current: &Image) {
+    for col in entity.columns.iter().filter(|c| c.converted()) {
+        let column = col.name(to);
+        let (Some(incoming), Some(now)) = (change.incoming.get(column), current.get(column)) else {
+            continue;
+        };
+        let same = match to {
+            Side::B => convert::equal(col, incoming, now),
+            Side::A => convert::equal(col, now, incoming),
+        };
+        if same {
+            change.row.insert(column.to_string(), now.clone());
+        }
+    }
 }
 
 /// Translates a code through a `values` map in the direction of travel. NULL passes through;
@@ -99,7 +133,17 @@ pub fn translate(map: &ValueMap, from: Side, value: &Value) -> Result<Value, Str
     let Some(text) = value_text(value) else {
         return Ok(Value::Null);
     };
-    for (a, b) in &map.pairs {
+    // The way back writes a preferred code where several A codes share the B value.
+    let preferred = |a: &Value| {
+        a.as_str()
+            .is_some_and(|a| map.prefer.iter().any(|p| p == a))
+    };
+    let pairs = map
+        .pairs
+        .iter()
+        .filter(|(a, _)| from == Side::A || preferred(a))
+        .chain(map.pairs.iter());
+    for (a, b) in pairs {
         let (src, dst) = match from {
             Side::A => (a, b),
             Side::B => (b, a),
@@ -158,6 +202,7 @@ mod tests {
     fn vm() -> ValueMap {
         ValueMap {
             pairs: vec![(json!("O"), json!("open")), (json!("C"), json!("closed"))],
+            prefer: Vec::new(),
         }
     }
 
@@ -183,6 +228,7 @@ mod tests {
     fn translate_matches_numbers_by_text() {
         let m = ValueMap {
             pairs: vec![(json!("1"), json!("yes")), (json!("0"), json!("no"))],
+            prefer: Vec::new(),
         };
         assert_eq!(translate(&m, Side::A, &json!(1)).unwrap(), json!("yes"));
         assert_eq!(translate(&m, Side::B, &json!("no")).unwrap(), json!("0"));
@@ -258,6 +304,7 @@ mod values_round_trip {
             };
             (Just(codes), b).prop_map(|(codes, b)| ValueMap {
                 pairs: codes.into_iter().map(Value::from).zip(b).collect(),
+                prefer: Vec::new(),
             })
         })
     }
