@@ -8,6 +8,7 @@ mod admin;
 mod bulk;
 pub mod desc;
 pub mod error;
+pub mod fingerprint;
 pub mod memory;
 pub mod mssql;
 pub mod pool;

@@ -10,10 +10,12 @@ pub mod leader;
 pub mod metrics;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::warn;
+
+use crate::sync::drift::Paused;
 
 /// Errors of the service parts (all are setup errors: exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,8 @@ pub struct Role {
     active: AtomicBool,
     /// Why this instance is not active (for `/readyz`).
     why_not: Mutex<String>,
+    /// Entities paused by schema drift (kept current by `sync::drift::watch`).
+    pub paused: Arc<Paused>,
 }
 
 impl Default for Role {
@@ -48,6 +52,7 @@ impl Default for Role {
         Role {
             active: AtomicBool::new(false),
             why_not: Mutex::new("starting".into()),
+            paused: Arc::default(),
         }
     }
 }

@@ -103,7 +103,7 @@ pub async fn run_batch(
     from: &dyn Endpoint,
     to: &dyn Endpoint,
 ) -> Result<BatchReport, EndpointError> {
-    let staged = stage(config, from, 0, &HashSet::new()).await?;
+    let staged = stage(config, from, 0, &HashSet::new(), &[]).await?;
     complete(config, from, to, staged).await
 }
 
@@ -134,21 +134,22 @@ fn foldable(config: &Config, side: Side) -> Vec<String> {
 }
 
 /// Claims the next batch at the source (after sequence `after`, leaving out the rows in
-/// `in_flight`), decodes, coalesces and maps it.
+/// `in_flight` and every change of a `paused` entity), decodes, coalesces and maps it.
 pub async fn stage(
     config: &Config,
     from: &dyn Endpoint,
     after: i64,
     in_flight: &HashSet<i64>,
+    paused: &[String],
 ) -> Result<Staged, EndpointError> {
     let side = from.side();
     let limit = config.sync.batch_size;
     let (rows, pipelined) = match from
-        .claim_batch(limit, after, &foldable(config, side))
+        .claim_batch(limit, after, &foldable(config, side), paused)
         .await?
     {
         Some(rows) => (rows, true),
-        None if after == 0 => (from.claim(limit).await?, false),
+        None if after == 0 => (from.claim(limit, paused).await?, false),
         None => (Vec::new(), false),
     };
     let head: Vec<i64> = rows.iter().filter(|r| !r.pulled).map(|r| r.seq).collect();
