@@ -86,10 +86,17 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
             handle.clone(),
             stopped.clone(),
         )));
+        let page = Arc::new(service::page::Page::new(config.clone()));
+        helpers.push(tokio::spawn(service::page::sample(
+            page.clone(),
+            sides.clone(),
+            stopped.clone(),
+        )));
         helpers.push(tokio::spawn(server.serve(
             sides.clone(),
             role.clone(),
             handle,
+            page,
             stopped.clone(),
         )));
     }

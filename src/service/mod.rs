@@ -2,12 +2,14 @@
 //! instances, and a bounded stop.
 //!
 //! - [`metrics`]: the Prometheus recorder and the series tandem records;
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz` for `run --listen`;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page for `run --listen`;
+//! - [`page`]: the status page `/` (lag, suspended changes, buttons behind a token);
 //! - [`leader`]: several `tandem run` with one config, exactly one applying changes.
 
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -35,6 +35,8 @@ pub struct BatchReport {
     /// Seconds from capture to commit at the target, per change written (for the latency
     /// histogram; `add` does not keep them).
     pub latencies_s: Vec<f64>,
+    /// Changes written, per entity (for the status page's rates; `add` keeps them).
+    pub written_by_entity: BTreeMap<String, usize>,
 }
 
 impl BatchReport {
@@ -48,6 +50,9 @@ impl BatchReport {
         self.failed += o.failed;
         self.suspended += o.suspended;
         self.conflicts += o.conflicts;
+        for (e, n) in &o.written_by_entity {
+            *self.written_by_entity.entry(e.clone()).or_default() += n;
+        }
     }
 }
 
@@ -398,6 +403,10 @@ pub async fn finish(
                 match how {
                     Done::Written => {
                         report.written += 1;
+                        *report
+                            .written_by_entity
+                            .entry(change.entity.clone())
+                            .or_default() += 1;
                         let lag = applied_at - change.captured_at;
                         report
                             .latencies_s
