@@ -1234,11 +1234,19 @@ fn the_service_token_is_read_and_never_printed() {
     assert!(!token.matches("sync-t0ke"));
     assert_eq!(format!("{token} {token:?}"), "*** Token(***)");
     assert!(!format!("{config:?}").contains("t0ken"));
-    assert!(ok(&with_order("")).service.current_token().expect("ok").is_none());
+    assert!(ok(&with_order(""))
+        .service
+        .current_token()
+        .expect("ok")
+        .is_none());
 }
 
 #[test]
 fn the_service_token_inline_and_in_a_file_is_refused() {
     let text = format!("{HEAD}\n[service]\ntoken = \"x\"\ntoken_file = \"t\"\n{ORDER}");
-    assert_one(&text, "\"t\"", "[service]: give token or token_file, not both");
+    assert_one(
+        &text,
+        "\"t\"",
+        "[service]: give token or token_file, not both",
+    );
 }
