@@ -70,6 +70,25 @@ fn csrf(html: &str) -> String {
     html[at..].split('"').next().unwrap_or("").to_string()
 }
 
+/// Waits (after a click that navigates) until element `id` of the page shows a text that
+/// `want` accepts, and returns it: the old page's elements may answer until the new one is in.
+async fn text_of(browser: &fantoccini::Client, id: &str, want: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < LIMIT {
+        if let Ok(e) = browser.find(Locator::Id(id)).await {
+            if let Ok(t) = e.text().await {
+                if want(&t) {
+                    return t;
+                }
+                last = t;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("#{id} never showed the expected text; last: {last:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[cfg_attr(
     not(tandem_browser),
@@ -208,14 +227,7 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
         .click()
         .await
         .expect("click");
-    let refused = browser
-        .find(Locator::Id("refused"))
-        .await
-        .expect("a refusal")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(refused, "refused: wrong token");
+    text_of(&browser, "refused", |t| t == "refused: wrong token").await;
     let form = format!("csrf={}&id={id}", csrf(&html));
     let (code, body) = post(port, "/suspended/resubmit", &form, "");
     assert_eq!(code, 403, "{body}");
@@ -257,14 +269,7 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
         .click()
         .await
         .expect("click");
-    let message = browser
-        .find(Locator::Id("message"))
-        .await
-        .expect("message")
-        .text()
-        .await
-        .expect("text");
-    assert!(message.starts_with("logged in"), "{message}");
+    text_of(&browser, "message", |t| t.starts_with("logged in")).await;
     if let Ok(dir) = std::env::var("TANDEM_SCREENSHOT_DIR") {
         let png = browser.screenshot().await.expect("screenshot");
         std::fs::write(std::path::Path::new(&dir).join("status-page.png"), png)
@@ -281,17 +286,8 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
         .click()
         .await
         .expect("click resubmit");
-    let message = browser
-        .find(Locator::Id("message"))
-        .await
-        .expect("message")
-        .text()
-        .await
-        .expect("text");
-    assert_eq!(
-        message,
-        format!("{id} resubmitted: pending again, attempts reset")
-    );
+    let want = format!("{id} resubmitted: pending again, attempts reset");
+    text_of(&browser, "message", |t| t == want).await;
     eventually_or(
         LIMIT,
         "the resubmitted order arrives at B",

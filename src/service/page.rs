@@ -239,13 +239,20 @@ fn chart(points: &[(f64, f64)]) -> String {
     let xy: Vec<String> = points
         .iter()
         .map(|(ago, lag)| {
-            let x = W - (ago / 3600.0 * W).min(W);
+            // 2 px margins, so the newest point's dot shows whole.
+            let x = 2.0 + (W - 5.0) * (1.0 - (ago / 3600.0).min(1.0));
             let y = H - (lag / max * (H - 2.0)) - 1.0;
             format!("{x:.1},{y:.1}")
         })
         .collect();
+    // The newest sample as a dot, so one sample shows too.
+    let dot = xy
+        .last()
+        .and_then(|p| p.split_once(','))
+        .map(|(x, y)| format!("<circle cx=\"{x}\" cy=\"{y}\" r=\"2\"/>"))
+        .unwrap_or_default();
     format!(
-        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>lag over the last hour, at most {}</title><rect width=\"{W}\" height=\"{H}\"/><polyline points=\"{}\"/></svg>",
+        "<svg class=\"chart\" viewBox=\"0 0 {W} {H}\" width=\"{W}\" height=\"{H}\" role=\"img\"><title>lag over the last hour, at most {}</title><rect width=\"{W}\" height=\"{H}\"/><polyline points=\"{}\"/>{dot}</svg>",
         seconds(max),
         xy.join(" ")
     )
@@ -600,7 +607,7 @@ mod tests {
         let svg = chart(&[(3600.0, 0.0), (10.0, 5.0), (0.0, 2.0)]);
         assert!(svg.starts_with("<svg"), "{svg}");
         assert!(
-            svg.contains("points=\"0.0,35.0 239.3,1.0 240.0,21.4\""),
+            svg.contains("points=\"2.0,35.0 236.3,1.0 237.0,21.4\""),
             "{svg}"
         );
     }
