@@ -132,6 +132,13 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
     .await;
     let seq = count(&env.a, "SELECT max(seq) FROM tandem.outbox WHERE suspended").await;
     let id = format!("A-{seq}");
+    assert!(
+        log(&env, LOG).contains(&format!(
+            "suspended: fix the cause, then run `tandem suspended resubmit {id}`"
+        )),
+        "the log says what to run: {}",
+        log(&env, LOG)
+    );
 
     // Chromium, headless, through chromedriver.
     let driver_port = free_port();

@@ -103,7 +103,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::Setup(format!(
-            "{} problem(s) found:\n  {}",
+            "{} problem(s) found:\n  {}\nfix them (in tandem.toml or the tables), then run `tandem check` again",
             problems.len(),
             problems.join("\n  ")
         )))

@@ -51,7 +51,10 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
         }
         return if failed > 0 {
             Err(CliError::Found(format!(
-                "{failed} change(s) could not be applied; see the log, and `tandem status`"
+                "{failed} change(s) could not be applied (each is in the log with its error): \
+                 {} suspended, listed by `tandem suspended list` (fix the cause, then \
+                 `tandem suspended resubmit ID`); the others are retried by the next `tandem run`",
+                r.suspended
             )))
         } else {
             Ok(())

@@ -507,13 +507,20 @@ pub async fn finish(
         } else {
             report.failed += 1;
         }
+        // What the operator runs once the cause is fixed (a retried change needs nothing).
+        let then = match seqs.iter().max() {
+            Some(seq) if suspend => format!(
+                "; suspended: fix the cause, then run `tandem suspended resubmit {side}-{seq}`"
+            ),
+            _ => String::new(),
+        };
         warn!(
             entity = entity.as_deref().unwrap_or("?"),
             from = %side,
             key = key.as_ref().map(Key::as_str).unwrap_or("?"),
             attempt = attempt + 1,
             suspended = suspend,
-            "change not applied: {error}"
+            "change not applied: {error}{then}"
         );
         wb.failed.push(Failure {
             seqs,
