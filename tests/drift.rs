@@ -53,10 +53,33 @@ CREATE TABLE public.product (prod_no integer PRIMARY KEY, title text NOT NULL);
 const LIMIT: Duration = Duration::from_secs(60);
 const LOG: &str = "run.log";
 
-fn start(env: &Env) -> Child {
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A plain HTTP GET's body.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = String::new();
+    let _ = s.read_to_string(&mut raw);
+    raw
+}
+
+fn start(env: &Env, port: u16) -> Child {
     let file = File::create(env.dir.path().join(LOG)).expect("log file");
     env.tandem()
-        .args(["run"])
+        .args(["run", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::from(file))
         .spawn()
@@ -106,7 +129,8 @@ async fn wait_rows(env: &Env, sql: &str, want: i64) {
 async fn a_mapped_column_changed_at_the_target_pauses_its_entity_until_it_matches_again() {
     let (a, b) = common::fresh_dbs("drift_pause");
     let env = Env::on(a, b, CONFIG, A_SCHEMA, B_SCHEMA, true).await;
-    let mut run = start(&env);
+    let port = free_port();
+    let mut run = start(&env, port);
 
     env.a
         .batch_execute(
@@ -152,6 +176,18 @@ async fn a_mapped_column_changed_at_the_target_pauses_its_entity_until_it_matche
         .collect();
     assert!(paused.contains(&("customer", true)), "{paused:?}");
     assert!(paused.contains(&("product", false)), "{paused:?}");
+    // The metric and the status page say so too.
+    assert!(
+        get(port, "/metrics").contains("tandem_entity_paused{entity=\"customer\"} 1"),
+        "{}",
+        get(port, "/metrics")
+    );
+    let page = get(port, "/");
+    assert!(
+        page.contains("customer paused by schema drift")
+            && page.contains("mapped column name (text) was dropped or renamed"),
+        "{page}"
+    );
     let check = env.tandem_run(&["check"]);
     assert_eq!(check.status.code(), Some(2), "{}", stdout(&check));
     assert!(

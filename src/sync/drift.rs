@@ -21,8 +21,9 @@ use crate::config::{Config, Side};
 use crate::endpoint::fingerprint::{compare, Fingerprint};
 use crate::endpoint::EndpointError;
 
-/// How often the service compares the live tables with what `install` recorded.
-pub const CHECK_EVERY: Duration = Duration::from_secs(2);
+/// How often the service compares the live tables with what `install` recorded (each round
+/// reads every entity's table description on both sides).
+pub const CHECK_EVERY: Duration = Duration::from_secs(5);
 
 /// The entities paused now, each with why; shared by the watcher, the sync loop and the
 /// status page.
@@ -126,6 +127,10 @@ pub async fn watch(
                 if warned.insert(w.clone()) {
                     warn!("schema drift: {w}");
                 }
+            }
+            // Every round, so the series exist once a recorder is installed.
+            for e in &config.entities {
+                super::metrics::set_paused(&e.name, a.paused.contains_key(&e.name));
             }
             let reasons = a.paused.clone();
             let (now_paused, resumed) = paused.replace(a.paused);

@@ -3,7 +3,7 @@
 //! `service::metrics` installs (without one, recording is a no-op). `service::metrics`
 //! re-exports these and describes the series.
 
-use ::metrics::{counter, histogram};
+use ::metrics::{counter, gauge, histogram};
 
 use crate::config::Side;
 use crate::endpoint::EndpointError;
@@ -61,4 +61,13 @@ static WRITTEN: std::sync::Mutex<std::collections::BTreeMap<(String, Side), u64>
 /// The totals [`record_batch`] kept, per (entity, side the changes came from).
 pub fn written_totals() -> std::collections::BTreeMap<(String, Side), u64> {
     WRITTEN.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+/// Sets `tandem_entity_paused{entity}` (1 while schema drift pauses the entity).
+pub fn set_paused(entity: &str, paused: bool) {
+    gauge!("tandem_entity_paused", "entity" => entity.to_string()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }
