@@ -166,12 +166,30 @@ pub fn compare(
     let used = used_columns(entity, side);
     let is_used = |name: &str| used.iter().any(|u| live.same(u, name));
     let mut out = Vec::new();
+    // Columns that appeared since `install`: a vanished mapped column of the same type was
+    // probably renamed to one of them.
+    let new_columns: Vec<&FpColumn> = live
+        .columns
+        .iter()
+        .filter(|l| recorded.column(&l.name).is_none())
+        .collect();
     for c in &used {
         match (recorded.column(c), live.column(c)) {
-            (Some(r), None) => out.push(pause(format!(
-                "mapped column {c} ({}) was dropped or renamed since `tandem install` recorded the table",
-                r.type_name
-            ))),
+            (Some(r), None) => {
+                let renamed: Vec<&str> = new_columns
+                    .iter()
+                    .filter(|l| l.type_name == r.type_name)
+                    .map(|l| l.name.as_str())
+                    .collect();
+                let guess = match renamed.as_slice() {
+                    [one] => format!(" (renamed to {one}? then map {one} instead of {c})"),
+                    _ => String::new(),
+                };
+                out.push(pause(format!(
+                    "mapped column {c} ({}) was dropped or renamed since `tandem install` recorded the table{guess}",
+                    r.type_name
+                )))
+            }
             (None, None) => out.push(pause(format!("mapped column {c} is not in the table"))),
             (Some(r), Some(l)) if r.type_name != l.type_name => out.push(pause(format!(
                 "mapped column {c} changed type from {} to {} since `tandem install` recorded the table",
@@ -288,6 +306,12 @@ columns = [ { a = "id", b = "id" }, { a = "name", b = "name" } ]
         );
         assert!(
             d[0].message.contains("run `tandem install`"),
+            "{}",
+            d[0].message
+        );
+        assert!(
+            d[0].message
+                .contains("(renamed to full_name? then map full_name instead of name)"),
             "{}",
             d[0].message
         );
