@@ -1,8 +1,9 @@
 //! The status page of `run --listen`, in a real headless Chromium (Debian's `chromium` and
 //! `chromium-driver`, driven over WebDriver): the page loads and shows a suspended change with
 //! its error; without logging in there is no button, a wrong token and a post without the
-//! session are refused (and change nothing); with the token, clicking "resubmit" makes the
-//! change pending again and it is applied. Against real PostgreSQL with the real binary.
+//! session are refused (and change nothing); with the token, clicking "discard" removes a
+//! change for good, and clicking "resubmit" makes the change pending again and it is applied.
+//! Against real PostgreSQL with the real binary.
 //!
 //! Needs `TANDEM_TEST_CHROMEDRIVER` (the chromedriver path) when the tests are built; without
 //! it the test is reported as ignored (`.ci/run` installs the packages and sets it).
@@ -282,6 +283,52 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
         std::fs::write(std::path::Path::new(&dir).join("status-page.png"), png)
             .expect("write screenshot");
     }
+    // A second refused order, discarded with its button: it never reaches B.
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('on hold')"#)
+        .await
+        .expect("second order");
+    eventually_or(
+        LIMIT,
+        "the second order is suspended",
+        || async { count(&env.a, suspended).await == 2 },
+        || log(&env, LOG),
+    )
+    .await;
+    let seq2 = count(&env.a, "SELECT max(seq) FROM tandem.outbox WHERE suspended").await;
+    let id2 = format!("A-{seq2}");
+    eventually_or(
+        LIMIT,
+        "the page offers to discard the second order",
+        || {
+            let (browser, page, id2) = (&browser, &page, &id2);
+            async move {
+                browser.goto(page).await.is_ok()
+                    && browser
+                        .find(Locator::Id(&format!("discard-{id2}")))
+                        .await
+                        .is_ok()
+            }
+        },
+        || log(&env, LOG),
+    )
+    .await;
+    browser
+        .find(Locator::Id(&format!("discard-{id2}")))
+        .await
+        .expect("a discard button")
+        .click()
+        .await
+        .expect("click discard");
+    let want = format!("{id2} discarded (the log keeps its image)");
+    text_of(&browser, "message", |t| t == want).await;
+    assert_eq!(count(&env.a, suspended).await, 1, "only the first is left");
+    assert!(
+        log(&env, LOG).contains(&format!("discarded suspended change {id2}")),
+        "{}",
+        log(&env, LOG)
+    );
+
     env.b
         .batch_execute("ALTER TABLE orders DROP CONSTRAINT no_hold")
         .await
@@ -322,6 +369,22 @@ async fn the_status_page_shows_a_suspended_change_and_resubmits_it_only_with_the
         || log(&env, LOG),
     )
     .await;
+    eventually_or(
+        LIMIT,
+        "A's outbox is empty",
+        || async { count(&env.a, "SELECT count(*) FROM tandem.outbox").await == 0 },
+        || log(&env, LOG),
+    )
+    .await;
+    assert_eq!(
+        count(
+            &env.b,
+            "SELECT count(*) FROM orders WHERE customer = 'on hold'"
+        )
+        .await,
+        1,
+        "the discarded order never arrived"
+    );
     assert!(
         !log(&env, LOG).contains(TOKEN),
         "the log never shows the token"
