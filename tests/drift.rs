@@ -76,6 +76,19 @@ fn get(port: u16, path: &str) -> String {
     raw
 }
 
+/// `tandem run`, stopped with SIGTERM when dropped (also when an assertion fails).
+struct Stopped(Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: a plain signal to our own child process.
+        unsafe {
+            libc::kill(self.0.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let _ = self.0.wait();
+    }
+}
+
 fn start(env: &Env, port: u16) -> Child {
     let file = File::create(env.dir.path().join(LOG)).expect("log file");
     env.tandem()
@@ -130,7 +143,7 @@ async fn a_mapped_column_changed_at_the_target_pauses_its_entity_until_it_matche
     let (a, b) = common::fresh_dbs("drift_pause");
     let env = Env::on(a, b, CONFIG, A_SCHEMA, B_SCHEMA, true).await;
     let port = free_port();
-    let mut run = start(&env, port);
+    let run = Stopped(start(&env, port));
 
     env.a
         .batch_execute(
@@ -277,10 +290,5 @@ async fn a_mapped_column_changed_at_the_target_pauses_its_entity_until_it_matche
         1,
         "the new column is reported once"
     );
-
-    // SAFETY: a plain signal to our own child process.
-    unsafe {
-        libc::kill(run.id() as libc::pid_t, libc::SIGTERM);
-    }
-    let _ = run.wait();
+    drop(run);
 }
