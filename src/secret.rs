@@ -63,6 +63,40 @@ impl fmt::Display for Secret {
     }
 }
 
+/// The status page's operator token: never printed (Debug and Display show `***`), compared
+/// in constant time.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    pub fn new(s: String) -> Self {
+        Token(s)
+    }
+
+    /// Whether `given` is this token; takes as long whatever the first differing byte.
+    pub fn matches(&self, given: &str) -> bool {
+        let (a, b) = (self.0.as_bytes(), given.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for (i, x) in a.iter().enumerate() {
+            diff |= usize::from(x ^ b.get(i).copied().unwrap_or(0));
+        }
+        diff == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
 /// A file that holds one secret (a password, or a whole connection string): a Docker or
 /// Kubernetes secret, a systemd credential. Read anew each time a connection is opened.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -187,6 +187,10 @@ async fn verify_finds_what_changed_behind_tandems_back_and_repair_fixes_it() {
             && human.contains("extra in B"),
         "{human}"
     );
+    assert!(
+        human.contains("to make the sides equal, run `tandem verify --repair --from a`"),
+        "verify ends with what to run: {human}"
+    );
 
     // Repair from A, apply, verify again.
     let o = env.tandem_run(&["verify", "--repair"]);
@@ -197,7 +201,8 @@ async fn verify_finds_what_changed_behind_tandems_back_and_repair_fixes_it() {
         text(&o)
     );
     assert!(
-        text(&o).contains("queued for re-sync from side A"),
+        text(&o).contains("queued for re-sync from side A")
+            && text(&o).contains("`tandem run` applies them"),
         "{}",
         text(&o)
     );

@@ -47,6 +47,10 @@ async fn check_reports_every_schema_problem_with_entity_table_and_column() {
             && err.contains("table public.order_items does not exist"),
         "{err}"
     );
+    assert!(
+        err.trim_end().ends_with("then run `tandem check` again"),
+        "an operator's fix ends with what to run: {err}"
+    );
 }
 
 #[tokio::test]
@@ -104,6 +108,11 @@ async fn check_rejects_a_bad_config_with_file_and_line() {
         err.contains("tandem.toml:") && err.contains("batch_sise"),
         "{err}"
     );
+    assert!(
+        err.trim_end()
+            .ends_with("fix the config, then run `tandem check`"),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -145,8 +154,33 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
             .await,
             2
         );
-        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 4, "outbox, id_map, conflicts, backfill");
+        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 5, "outbox, id_map, conflicts, backfill, fingerprint");
+        assert_eq!(
+            count(c, "SELECT count(*) FROM tandem.fingerprint").await,
+            2,
+            "one table fingerprint per entity"
+        );
     }
+    // An install of an earlier version (no fingerprints, no claim that skips paused
+    // entities): status still answers, and install upgrades it.
+    env.a
+        .batch_execute(
+            "DROP TABLE tandem.fingerprint;
+             DROP FUNCTION tandem.pending(integer, text[]);
+             DROP FUNCTION tandem.claim_batch(integer, bigint, text[], text[]);",
+        )
+        .await
+        .unwrap();
+    let o = env.tandem_run(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    let o = env.tandem_run(&["install", "--side", "a"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    assert_eq!(
+        count(&env.a, "SELECT count(*) FROM tandem.fingerprint").await,
+        2
+    );
+    let o = env.tandem_run(&["run", "--once"]);
+    assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     env.a
         .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('kept')"#)
         .await
@@ -223,6 +257,11 @@ async fn run_once_drains_and_reports_through_its_exit_code() {
     let o = env.tandem_run(&["status"]);
     let (out, _) = text(&o);
     assert!(out.contains("ENTITY") && out.contains("order"), "{out}");
+    assert!(
+        out.trim_end()
+            .ends_with("ok: nothing suspended or paused, 0 changes pending"),
+        "status ends with one line on what needs attention: {out}"
+    );
 
     // A value B cannot take fails that change (exit 1) and nothing else.
     env.a.batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME", "STATUS") VALUES ('bad code', 'Z'), ('fine', 'C')"#).await.unwrap();
@@ -232,6 +271,11 @@ async fn run_once_drains_and_reports_through_its_exit_code() {
     assert!(
         err.contains("entity order") && err.contains("STATUS") && err.contains("\"Z\""),
         "the log names entity, column and value: {err}"
+    );
+    assert!(
+        err.trim_end()
+            .ends_with("the others are retried by the next `tandem run`"),
+        "{err}"
     );
     assert_eq!(
         count(

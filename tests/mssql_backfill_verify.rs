@@ -396,6 +396,13 @@ async fn verify_and_repair_with_sql_server_as_a() {
         "ALTER TABLE orders ALTER COLUMN amount TYPE numeric; UPDATE orders SET amount = 31 WHERE legacy_no = 31",
     )
     .await;
+    // A mapped column retyped: `install` records the table anew, or `order` stays paused
+    // (schema drift) and repair's changes would wait.
+    tandem::endpoint::open(env.config.clone(), tandem::config::Side::B)
+        .expect("open B")
+        .install()
+        .await
+        .expect("install records the retyped table");
     assert_eq!(
         rows(
             &env.pg,

@@ -81,6 +81,7 @@ scenarios!(
     a_self_reference_applies_parents_first_and_breaks_cycles,
     check_compares_each_column_pair_in_either_dialect,
     legacy_flags_map_to_booleans_both_ways_and_verify_equal,
+    a_retyped_mapped_column_pauses_its_entity_until_install_records_it,
 );
 
 #[test]
@@ -1476,4 +1477,68 @@ async fn legacy_flags_map_to_booleans_both_ways_and_verify_equal(p: Pairing) {
     {
         assert!(!report.differs(), "{report:?}");
     }
+}
+
+/// Schema drift in either dialect: `install` records A's ORDERS; widening CUST_NAME pauses
+/// `order` (its change stays pending, untried, while its items' entity is not paused) until
+/// `install` records the table again; then it drains.
+async fn a_retyped_mapped_column_pauses_its_entity_until_install_records_it(p: Pairing) {
+    use tandem::sync::drift;
+    let env = Env::demo(p, "drift").await;
+    let sides = env.sides();
+    let before = drift::assess(&env.config, &sides).await.expect("assess");
+    assert!(before.paused.is_empty(), "{before:?}");
+    assert!(before.warnings.is_empty(), "{before:?}");
+
+    env.a
+        .exec(env.a.sql(
+            r#"ALTER TABLE dbo."ORDERS" ALTER COLUMN "CUST_NAME" TYPE varchar(80)"#,
+            // (Babelfish refuses NOT NULL here; the column then allows NULL: a warning too.)
+            "ALTER TABLE dbo.ORDERS ALTER COLUMN CUST_NAME varchar(80)",
+        ))
+        .await;
+    let after = drift::assess(&env.config, &sides).await.expect("assess");
+    let why = after.paused.get("order").expect("order paused").join("\n");
+    assert!(
+        why.starts_with("entity order: side A, table dbo.ORDERS: mapped column CUST_NAME"),
+        "{why}"
+    );
+    assert!(
+        why.contains("changed type from") && why.contains("80)"),
+        "{why}"
+    );
+    assert_eq!(after.paused.len(), 1, "{after:?}");
+
+    env.a
+        .exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('drifted')")
+        .await;
+    let paused: Vec<String> = after.paused.keys().cloned().collect();
+    let r = tandem::sync::drain_except(&env.config, &sides, &paused)
+        .await
+        .expect("drain");
+    assert_eq!(r.claimed, 0, "nothing of a paused entity is claimed");
+    assert_eq!(env.a.outbox_count().await, 1);
+    assert_eq!(
+        env.a
+            .count("SELECT count(*) FROM tandem.outbox WHERE attempts = 0 AND suspended = '0'")
+            .await,
+        1,
+        "pending, untried, not suspended"
+    );
+    let b_orders = format!("SELECT count(*) FROM {}", env.b.orders());
+    assert_eq!(env.b.count(&b_orders).await, 0);
+
+    tandem::endpoint::open(env.config.clone(), tandem::config::Side::A)
+        .expect("open A")
+        .install()
+        .await
+        .expect("install records the table anew");
+    let resumed = drift::assess(&env.config, &sides).await.expect("assess");
+    assert!(resumed.paused.is_empty(), "{resumed:?}");
+    let r = tandem::sync::drain_except(&env.config, &sides, &[])
+        .await
+        .expect("drain");
+    assert_eq!(r.written, 1);
+    assert_eq!(env.a.outbox_count().await, 0);
+    assert_eq!(env.b.count(&b_orders).await, 1);
 }

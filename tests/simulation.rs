@@ -440,7 +440,7 @@ async fn worker_step(w: &mut World) {
                 .iter()
                 .flat_map(|(s, _)| s.seqs.iter().copied())
                 .collect();
-            match batch::stage(&config, &source, after, &skip).await {
+            match batch::stage(&config, &source, after, &skip, &[]).await {
                 Ok(s) => {
                     w.note(format!(
                         "{from}→: claimed {} (head {})",

@@ -100,6 +100,18 @@ CREATE TABLE {{schema}}.[backfill_key] (
     PRIMARY KEY CLUSTERED (entity, ord)
 );
 GO
+-- What `install` recorded of each synchronised table, per entity reading it: its columns
+-- (name, type, NOT NULL) and unique keys, as JSON. `run` and `check` compare the live catalog
+-- with it (schema drift): a mapped column dropped, renamed or retyped pauses the entity until
+-- the table matches again or `install` records it anew. Written by `install` after this script.
+IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[fingerprint] (
+    entity      nvarchar(128)     COLLATE Latin1_General_100_BIN2 NOT NULL PRIMARY KEY CLUSTERED,
+    table_name  nvarchar(400)     NOT NULL,
+    fingerprint nvarchar(max)     NOT NULL,
+    recorded_at datetimeoffset(7) NOT NULL DEFAULT SYSDATETIMEOFFSET()
+);
+GO
 -- Conflicts resolved here: a record changed on both sides before either change was applied.
 -- Both sides end with the winner's values; the losing image is kept here for review.
 IF OBJECT_ID({{conflicts_lit}}, N'U') IS NULL

@@ -5,14 +5,17 @@
 -- Times are read as microseconds since 1970 (DATEDIFF_BIG), an exact instant in any zone.
 
 -- name: claim
--- The oldest eligible pending changes. READPAST skips rows still locked by a transaction that
--- has not committed (they are taken next time, nothing is lost); READCOMMITTEDLOCK keeps
--- READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared locks last only while each row is
--- read, so claiming never blocks an application writing to its tables.
+-- The oldest eligible pending changes, none of the entities in @P2 (a JSON array of names:
+-- entities paused by schema drift, whose changes stay pending, untried). READPAST skips rows
+-- still locked by a transaction that has not committed (they are taken next time, nothing is
+-- lost); READCOMMITTEDLOCK keeps READPAST meaningful under READ_COMMITTED_SNAPSHOT; shared
+-- locks last only while each row is read, so claiming never blocks an application writing to
+-- its tables.
 SELECT TOP (@P1) seq, entity, op, image,
        DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us, attempts, derived
 FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
 WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
+  AND entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P2))
 ORDER BY seq;
 
 -- name: claim_batch
@@ -26,6 +29,7 @@ ORDER BY seq;
 -- A head record's older changes still waiting for a retry come along too (pulled = 1): the
 -- newest image carries them, with the op folded (an update after an insert that failed is
 -- applied as that insert). A row pulled twice (by two head rows) is taken once by tandem.
+-- Entities in @P4 (paused by schema drift) are left out of the head, and so entirely.
 -- Locking as in claim. The head is found by its last sequence, then read by range: no table
 -- variable (measured on Babelfish: 40 ms a batch of 1,000 against 170 ms with one).
 SET NOCOUNT ON;
@@ -33,14 +37,14 @@ DECLARE @last bigint = (
     SELECT MAX(h.seq) FROM (
         SELECT TOP (@P1) seq FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
         WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
-          AND seq > @P2
+          AND seq > @P2 AND entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
         ORDER BY seq) AS h);
 IF @P3 = N'[]'
     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
            attempts, CONVERT(bit, 0) AS pulled, [key], derived
     FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
-      AND seq > @P2 AND seq <= @last
+      AND seq > @P2 AND seq <= @last AND entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
     UNION ALL
     SELECT w.seq, w.entity, w.op, w.image, DATEDIFF_BIG(microsecond, '1970-01-01', w.captured_at),
            w.attempts, CONVERT(bit, 1), w.[key], w.derived
@@ -49,13 +53,14 @@ IF @P3 = N'[]'
       ON w.entity = h.entity AND w.key_prefix = h.key_prefix AND w.[key] = h.[key] AND w.seq < h.seq
     WHERE h.suspended = 0 AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= SYSDATETIMEOFFSET())
       AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
+      AND h.entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
       AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
 ELSE
     SELECT seq, entity, op, image, DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
            attempts, CONVERT(bit, 0) AS pulled, [key], derived
     FROM {{schema}}.[outbox] WITH (READCOMMITTEDLOCK, READPAST, ROWLOCK)
     WHERE suspended = 0 AND (next_attempt_at IS NULL OR next_attempt_at <= SYSDATETIMEOFFSET())
-      AND seq > @P2 AND seq <= @last
+      AND seq > @P2 AND seq <= @last AND entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
     UNION ALL
     SELECT p.seq, p.entity, p.op, p.image, DATEDIFF_BIG(microsecond, '1970-01-01', p.captured_at),
            p.attempts, CONVERT(bit, 1), p.[key], p.derived
@@ -74,6 +79,7 @@ ELSE
             ORDER BY o.seq
         ) AS l
         WHERE h.suspended = 0 AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
+          AND h.entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
           AND h.entity IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P3))
           AND NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS h2
                           WHERE h2.entity = h.entity AND h2.key_prefix = h.key_prefix AND h2.[key] = h.[key]
@@ -88,7 +94,23 @@ ELSE
       ON w.entity = h.entity AND w.key_prefix = h.key_prefix AND w.[key] = h.[key] AND w.seq < h.seq
     WHERE h.suspended = 0 AND (h.next_attempt_at IS NULL OR h.next_attempt_at <= SYSDATETIMEOFFSET())
       AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
+      AND h.entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
       AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
+
+-- name: fingerprint_save
+-- `install` records what it saw of an entity's table (@P3: JSON), for drift detection.
+SET NOCOUNT ON;
+UPDATE {{schema}}.[fingerprint]
+SET table_name = @P2, fingerprint = @P3, recorded_at = SYSDATETIMEOFFSET()
+WHERE entity = @P1;
+IF @@ROWCOUNT = 0
+    INSERT INTO {{schema}}.[fingerprint] (entity, table_name, fingerprint) VALUES (@P1, @P2, @P3);
+
+-- name: fingerprint_list
+-- What `install` recorded, per entity (nothing before the first install of a version that
+-- records fingerprints).
+IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NOT NULL
+    SELECT entity, table_name, fingerprint FROM {{schema}}.[fingerprint];
 
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).

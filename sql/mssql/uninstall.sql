@@ -25,6 +25,7 @@ DROP TABLE IF EXISTS {{schema}}.[id_map];
 DROP TABLE IF EXISTS {{schema}}.[conflicts];
 DROP TABLE IF EXISTS {{schema}}.[backfill];
 DROP TABLE IF EXISTS {{schema}}.[backfill_key];
+DROP TABLE IF EXISTS {{schema}}.[fingerprint];
 GO
 -- The schema goes only if tandem created it and nothing else lives in it.
 IF SCHEMA_ID({{schema_lit}}) IS NOT NULL

@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
     finished_at timestamptz
 );
 
+-- What `install` recorded of each synchronised table, per entity reading it: its columns
+-- (name, type, NOT NULL) and unique keys, as JSON. `run` and `check` compare the live catalog
+-- with it (schema drift): a mapped column dropped, renamed or retyped pauses the entity until
+-- the table matches again or `install` records it anew. Written by `install` after this script.
+CREATE TABLE IF NOT EXISTS {{schema}}.fingerprint (
+    entity      text        PRIMARY KEY,
+    table_name  text        NOT NULL,
+    fingerprint text        NOT NULL,
+    recorded_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
 -- The generic capture trigger function: TG_ARGV[0] is the entity, TG_ARGV[1..] its key columns.
 -- Triggers of older installs call it; `tandem install` now gives each table a capture function
 -- of its own with the same behaviour, cheaper per row (sql/postgres/trigger.sql).
@@ -152,6 +163,17 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     ORDER BY seq
     LIMIT max_rows
 $fn$;
+-- The same, leaving out the changes of entities paused by schema drift (`skip_entities`):
+-- they stay pending, untried, while the rest flows.
+CREATE OR REPLACE FUNCTION {{schema}}.pending(max_rows integer, skip_entities text[])
+RETURNS SETOF {{schema}}.outbox
+LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
+    SELECT * FROM {{schema}}.outbox
+    WHERE NOT suspended AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp())
+      AND entity <> ALL(skip_entities)
+    ORDER BY seq
+    LIMIT max_rows
+$fn$;
 
 -- A batch: the oldest eligible pending changes after `after_seq` (the head), and, for the
 -- records of the head whose entity is in `pull_entities`, their next changes when these are
@@ -166,8 +188,12 @@ $fn$;
 -- Each row comes with its record's key, so tandem groups a record's rows without reading
 -- their images and decodes only the newest. (Sending only the newest image needs a sort of
 -- the batch by record here, which cost more than the images it saved: measured.)
+-- Entities in `skip_entities` (paused by schema drift) are left out of the head, and so
+-- entirely: their changes stay pending, untried.
 DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[]);
-CREATE FUNCTION {{schema}}.claim_batch(max_rows integer, after_seq bigint, pull_entities text[])
+DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[], text[]);
+CREATE FUNCTION {{schema}}.claim_batch(max_rows integer, after_seq bigint, pull_entities text[],
+                                       skip_entities text[])
 RETURNS TABLE (seq bigint, entity text, op text, image text, captured_at timestamptz,
                attempts integer, derived boolean, pulled boolean, key text)
 LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
@@ -175,7 +201,7 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
         SELECT o.seq, o.entity, o.op, o.key, o.image, o.captured_at, o.attempts, o.derived
         FROM {{schema}}.outbox AS o
         WHERE NOT o.suspended AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= clock_timestamp())
-          AND o.seq > after_seq
+          AND o.seq > after_seq AND o.entity <> ALL(skip_entities)
         ORDER BY o.seq
         LIMIT max_rows
     ), batch AS (
@@ -211,4 +237,11 @@ LANGUAGE sql STABLE SET enable_seqscan = off AS $fn$
     SELECT b.seq, b.entity, b.op::text, b.image::text, b.captured_at, b.attempts, b.derived,
            b.pulled, b.key::text
     FROM batch AS b
+$fn$;
+-- The form of earlier versions (a running older tandem during an upgrade): nothing skipped.
+CREATE FUNCTION {{schema}}.claim_batch(max_rows integer, after_seq bigint, pull_entities text[])
+RETURNS TABLE (seq bigint, entity text, op text, image text, captured_at timestamptz,
+               attempts integer, derived boolean, pulled boolean, key text)
+LANGUAGE sql STABLE AS $fn$
+    SELECT * FROM {{schema}}.claim_batch(max_rows, after_seq, pull_entities, '{}'::text[])
 $fn$;

@@ -17,13 +17,27 @@ SELECT set_config('tandem.applying', $1::text::regclass::oid::text, true),
        set_config('tandem.entity', $2, true);
 
 -- name: claim
+-- $1 rows, none of the entities in $2 (paused by schema drift).
 SELECT seq, entity, op::text, image::text, captured_at, attempts, derived
-FROM {{schema}}.pending($1);
+FROM {{schema}}.pending($1, $2);
 
 -- name: claim_batch
--- $1 rows after sequence $2, and later plain updates of their records for entities $3.
+-- $1 rows after sequence $2, and later plain updates of their records for entities $3; none
+-- of the entities in $4 (paused by schema drift).
 SELECT seq, entity, op, image, captured_at, attempts, derived, pulled, key
-FROM {{schema}}.claim_batch($1, $2, $3);
+FROM {{schema}}.claim_batch($1, $2, $3, $4);
+
+-- name: fingerprint_save
+-- `install` records what it saw of an entity's table ($3: JSON), for drift detection.
+INSERT INTO {{schema}}.fingerprint (entity, table_name, fingerprint) VALUES ($1, $2, $3)
+ON CONFLICT (entity) DO UPDATE
+SET table_name = EXCLUDED.table_name, fingerprint = EXCLUDED.fingerprint,
+    recorded_at = clock_timestamp();
+
+-- name: fingerprint_list
+-- What `install` recorded, per entity (the table is missing before the first install of a
+-- version that records fingerprints: tandem reads that as "nothing recorded").
+SELECT entity, table_name, fingerprint FROM {{schema}}.fingerprint;
 
 -- name: record_lock
 -- Applying a change from the other side: first lock the record (a transaction-scoped advisory

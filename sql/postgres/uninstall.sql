@@ -24,10 +24,13 @@ $do$;
 DROP FUNCTION IF EXISTS {{schema}}.capture();
 DROP FUNCTION IF EXISTS {{schema}}.pending(integer);
 DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[]);
+DROP FUNCTION IF EXISTS {{schema}}.pending(integer, text[]);
+DROP FUNCTION IF EXISTS {{schema}}.claim_batch(integer, bigint, text[], text[]);
 DROP TABLE IF EXISTS {{schema}}.outbox;
 DROP TABLE IF EXISTS {{schema}}.id_map;
 DROP TABLE IF EXISTS {{schema}}.conflicts;
 DROP TABLE IF EXISTS {{schema}}.backfill;
+DROP TABLE IF EXISTS {{schema}}.fingerprint;
 -- The schema goes only if tandem created it and nothing else lives in it.
 DO $do$
 BEGIN

@@ -13,6 +13,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
     let config = Arc::new(config::load(path)?);
     let mut problems = Vec::new();
     let mut reachable = Vec::new();
+    let mut installed = 0;
     for side in [Side::A, Side::B] {
         let ep = match endpoint::open(config.clone(), side) {
             Ok(ep) => ep,
@@ -37,10 +38,16 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             Ok(InstallState::Missing) => {
                 println!("side {side}: tandem is not installed yet (run `tandem install`)")
             }
-            Ok(InstallState::Installed { triggers, expected }) if triggers < expected => println!(
-                "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
-            ),
-            Ok(InstallState::Installed { .. }) => println!("side {side}: tandem is installed"),
+            Ok(InstallState::Installed { triggers, expected }) if triggers < expected => {
+                installed += 1;
+                println!(
+                    "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
+                )
+            }
+            Ok(InstallState::Installed { .. }) => {
+                installed += 1;
+                println!("side {side}: tandem is installed")
+            }
             Err(e) => problems.push(crate::secret::redact(&e.to_string())),
         }
         reachable.push(ep);
@@ -68,6 +75,26 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             }
         }
     }
+    // What changed since `install` recorded the tables (the same verdict `run` pauses on).
+    if let ([a, b], 2) = (reachable.as_slice(), installed) {
+        let sides = crate::sync::Sides {
+            a: a.clone(),
+            b: b.clone(),
+        };
+        match crate::sync::drift::assess(&config, &sides).await {
+            Ok(found) => {
+                for w in &found.warnings {
+                    println!("warning: {w}");
+                }
+                for (entity, why) in &found.paused {
+                    for w in why {
+                        problems.push(format!("`tandem run` pauses entity {entity}: {w}"));
+                    }
+                }
+            }
+            Err(e) => problems.push(crate::secret::redact(&e.to_string())),
+        }
+    }
     if problems.is_empty() {
         println!(
             "ok: {} entities, both sides reachable, tables, columns and keys fit the config",
@@ -76,7 +103,7 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
         Ok(())
     } else {
         Err(CliError::Setup(format!(
-            "{} problem(s) found:\n  {}",
+            "{} problem(s) found:\n  {}\nfix them (in tandem.toml or the tables), then run `tandem check` again",
             problems.len(),
             problems.join("\n  ")
         )))

@@ -13,10 +13,16 @@ pub async fn install(config: &Arc<Config>, side: SideArg, dry_run: bool) -> Resu
         if dry_run {
             println!("-- ===== side {s} ({:?}) =====", config.side(s).kind);
             println!("{}", ep.install_script());
+            println!(
+                "-- Then install records each synchronised table's columns, types and keys in \
+                 tandem.fingerprint (schema drift: `run` pauses an entity whose mapped columns change)."
+            );
             continue;
         }
         ep.install().await?;
-        println!("side {s}: tandem objects and capture triggers installed");
+        println!(
+            "side {s}: tandem objects and capture triggers installed, tables' fingerprints recorded"
+        );
     }
     Ok(())
 }

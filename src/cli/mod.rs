@@ -216,13 +216,32 @@ pub enum CliError {
 
 impl From<config::ConfigError> for CliError {
     fn from(e: config::ConfigError) -> Self {
-        CliError::Setup(e.to_string())
+        CliError::Setup(format!("{e}\nfix the config, then run `tandem check`"))
     }
 }
 
 impl From<EndpointError> for CliError {
     fn from(e: EndpointError) -> Self {
-        CliError::Setup(crate::secret::redact(&e.to_string()))
+        CliError::Setup(format!(
+            "{}{}",
+            crate::secret::redact(&e.to_string()),
+            endpoint_hint(e.kind())
+        ))
+    }
+}
+
+/// What an operator runs about a failed command, by the kind of its database error.
+pub fn endpoint_hint(kind: crate::endpoint::ErrorKind) -> &'static str {
+    use crate::endpoint::ErrorKind;
+    match kind {
+        ErrorKind::Unreachable => {
+            "\nis the database up, and the url in tandem.toml right? `tandem check` tries both sides"
+        }
+        ErrorKind::Busy => "\nthe database is busy: run the command again",
+        ErrorKind::Schema => {
+            "\nrun `tandem check`; if tandem's objects are missing or old, run `tandem install`"
+        }
+        _ => "",
     }
 }
 

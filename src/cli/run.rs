@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use tokio::sync::watch;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{open_sides, CliError};
 use crate::config::Config;
@@ -28,15 +28,33 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
         let _lead = leader::take_for_once(&sides)
             .await
             .map_err(|e| CliError::Setup(redact(&e.to_string())))?;
-        let r = sync::drain(&config, &sides).await?;
+        // Entities whose tables drifted from what `install` recorded stay pending.
+        let drift = sync::drift::assess(&config, &sides).await?;
+        for w in &drift.warnings {
+            warn!("schema drift: {w}");
+        }
+        for r in drift.paused.values().flatten() {
+            warn!("paused: {r}");
+        }
+        let paused: Vec<String> = drift.paused.keys().cloned().collect();
+        let r = sync::drain_except(&config, &sides, &paused).await?;
         let failed = r.failed + r.suspended;
         println!(
             "drained: {} written, {} unchanged, {} stale, {} discarded after delete, {} failed, {} suspended",
             r.written, r.unchanged, r.stale, r.deleted, r.failed, r.suspended
         );
+        if !paused.is_empty() {
+            println!(
+                "paused by schema drift, left pending: {} (see `tandem status`)",
+                paused.join(", ")
+            );
+        }
         return if failed > 0 {
             Err(CliError::Found(format!(
-                "{failed} change(s) could not be applied; see the log, and `tandem status`"
+                "{failed} change(s) could not be applied (each is in the log with its error): \
+                 {} suspended, listed by `tandem suspended list` (fix the cause, then \
+                 `tandem suspended resubmit ID`); the others are retried by the next `tandem run`",
+                r.suspended
             )))
         } else {
             Ok(())
@@ -53,7 +71,12 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
         let _ = stop.send(true);
     });
     let role = Arc::new(Role::default());
-    let mut helpers = Vec::new();
+    let mut helpers = vec![tokio::spawn(sync::drift::watch(
+        config.clone(),
+        sides.clone(),
+        role.paused.clone(),
+        stopped.clone(),
+    ))];
     if let Some(addr) = listen {
         // Bind first: a taken port is a setup error (exit 2), before anything runs.
         let server = Server::bind(&addr)
@@ -66,10 +89,17 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
             handle.clone(),
             stopped.clone(),
         )));
+        let page = Arc::new(service::page::Page::new(config.clone()));
+        helpers.push(tokio::spawn(service::page::sample(
+            page.clone(),
+            sides.clone(),
+            stopped.clone(),
+        )));
         helpers.push(tokio::spawn(server.serve(
             sides.clone(),
             role.clone(),
             handle,
+            page,
             stopped.clone(),
         )));
     }

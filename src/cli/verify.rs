@@ -60,7 +60,12 @@ pub async fn run(
     }
     let differing = reports.iter().filter(|r| r.differs()).count();
     if differing > 0 {
-        return Err(CliError::Found(String::new()));
+        // On stderr, so `--json` stays one JSON document on stdout.
+        return Err(CliError::Found(if repair {
+            "the differences are queued for re-sync: `tandem run` applies them (or `tandem run --once`); then run `tandem verify` again".into()
+        } else {
+            "to make the sides equal, run `tandem verify --repair --from a` (A's records win; `--from b`: B's), then `tandem run --once` if no `tandem run` is going".into()
+        }));
     }
     Ok(())
 }

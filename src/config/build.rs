@@ -190,6 +190,7 @@ impl Builder<'_> {
         let a = self.database(Side::A, raw.a);
         let b = self.database(Side::B, raw.b);
         let sync = self.sync(raw.sync);
+        let service = self.service(raw.service);
         let mut entities = Vec::new();
         let mut locs = Vec::new();
         for (index, raw) in raw.entities.unwrap_or_default().into_iter().enumerate() {
@@ -203,8 +204,34 @@ impl Builder<'_> {
             a,
             b,
             sync,
+            service,
             entities,
         }
+    }
+
+    /// `[service]`: the operator token of the status page, inline or in a file (not both).
+    fn service(&mut self, raw: Option<raw::Located<raw::Service>>) -> ServiceConfig {
+        let mut out = ServiceConfig::default();
+        let Some(raw) = raw else { return out };
+        let ctx = "[service]";
+        match (raw.value.token, raw.value.token_file) {
+            (Some(_), Some(file)) => self.report(
+                Some(file.span()),
+                format!("{ctx}: give token or token_file, not both"),
+            ),
+            (Some(token), None) => {
+                if let Some(t) = self.text(&format!("{ctx}: token"), token) {
+                    if t.value.trim().is_empty() {
+                        self.report(Some(t.at), format!("{ctx}: token is empty"));
+                    } else {
+                        out.token = Some(Token::new(t.value));
+                    }
+                }
+            }
+            (None, Some(file)) => out.token_file = self.secret_file(ctx, "token_file", file),
+            (None, None) => {}
+        }
+        out
     }
 
     fn database(&mut self, side: Side, raw: Option<raw::Located<raw::Database>>) -> SideConfig {

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-pub use crate::secret::{redact, Secret, SecretFile, SecretFileError};
+pub use crate::secret::{redact, Secret, SecretFile, SecretFileError, Token};
 pub use crate::side::Side;
 pub use render::{ConfigError, Problem};
 
@@ -86,6 +86,8 @@ pub struct Config {
     pub b: SideConfig,
     /// Tuning of the sync loop.
     pub sync: SyncConfig,
+    /// The status page of `run --listen` (`[service]`).
+    pub service: ServiceConfig,
     /// What to sync, in config order.
     pub entities: Vec<Entity>,
 }
@@ -195,6 +197,26 @@ impl SideConfig {
             .as_ref()
             .map(SecretFile::read)
             .transpose()
+    }
+}
+
+/// `[service]`: who may act on the status page of `run --listen`.
+#[derive(Debug, Clone, Default)]
+pub struct ServiceConfig {
+    /// The operator token, written in the config (usually as `${ENV}`).
+    pub token: Option<Token>,
+    /// The operator token kept in a file, read again at every login (rotation).
+    pub token_file: Option<SecretFile>,
+}
+
+impl ServiceConfig {
+    /// The token now, if one is configured (`token_file` read anew).
+    pub fn current_token(&self) -> Result<Option<Token>, SecretFileError> {
+        match (&self.token, &self.token_file) {
+            (Some(t), _) => Ok(Some(t.clone())),
+            (None, Some(f)) => f.read().map(|s| Some(Token::new(s.expose().to_string()))),
+            (None, None) => Ok(None),
+        }
     }
 }
 

@@ -15,6 +15,7 @@ pub struct Document {
     pub a: Option<Located<Database>>,
     pub b: Option<Located<Database>>,
     pub sync: Option<Located<Sync>>,
+    pub service: Option<Located<Service>>,
     pub entities: Option<Vec<Located<Entity>>>,
 }
 
@@ -38,6 +39,14 @@ pub struct Sync {
     pub max_attempts: Option<Spanned<i64>>,
     pub retry_min_ms: Option<Spanned<i64>>,
     pub retry_max_ms: Option<Spanned<i64>>,
+}
+
+/// `[service]`: the status page of `run --listen`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Service {
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]

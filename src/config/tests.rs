@@ -1501,3 +1501,36 @@ fn features_not_in_this_version_are_refused_with_the_reason() {
         assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
     }
 }
+
+// -- [service] -------------------------------------------------------------
+
+#[test]
+fn the_service_token_is_read_and_never_printed() {
+    let config = ok(&format!(
+        "{HEAD}\n[service]\ntoken = \"${{SCHEMA}}-t0ken\"\n{ORDER}"
+    ));
+    let token = config
+        .service
+        .current_token()
+        .expect("readable")
+        .expect("a token");
+    assert!(token.matches("sync-t0ken"));
+    assert!(!token.matches("sync-t0ke"));
+    assert_eq!(format!("{token} {token:?}"), "*** Token(***)");
+    assert!(!format!("{config:?}").contains("t0ken"));
+    assert!(ok(&with_order(""))
+        .service
+        .current_token()
+        .expect("ok")
+        .is_none());
+}
+
+#[test]
+fn the_service_token_inline_and_in_a_file_is_refused() {
+    let text = format!("{HEAD}\n[service]\ntoken = \"x\"\ntoken_file = \"t\"\n{ORDER}");
+    assert_one(
+        &text,
+        "\"t\"",
+        "[service]: give token or token_file, not both",
+    );
+}

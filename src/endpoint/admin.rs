@@ -2,7 +2,8 @@
 //! and what the service needs to run on it (leadership, pool state).
 //!
 //! Contract:
-//! - `install` is idempotent (running it twice changes nothing) and `install_script` returns
+//! - `install` is idempotent (running it twice changes nothing), records the fingerprint of
+//!   every synchronised table (`fingerprint::record_all`), and `install_script` returns
 //!   exactly the SQL it runs, without connecting (`install --dry-run`).
 //! - `check` reports misfits between the config and the catalog as [`SchemaProblem`]s; it
 //!   fails only when the database cannot be asked.
@@ -11,6 +12,7 @@
 
 use async_trait::async_trait;
 
+use super::fingerprint::Recorded;
 use super::{
     EndpointError, EntityStatus, InstallState, Lease, NoLease, PoolState, SchemaProblem,
     SuspendedChange,
@@ -48,6 +50,21 @@ pub trait Admin: Send + Sync {
             "side {}: this endpoint cannot list its tables",
             self.side()
         )))
+    }
+    /// What `install` recorded of each entity's table here (schema drift); empty when
+    /// nothing was (an install by an earlier version).
+    async fn fingerprints(&self) -> Result<Vec<Recorded>, EndpointError> {
+        Ok(Vec::new())
+    }
+    /// Stores the fingerprint (JSON) of `entity`'s table, as `install` saw it.
+    async fn record_fingerprint(
+        &self,
+        entity: &str,
+        table: &str,
+        fingerprint: &str,
+    ) -> Result<(), EndpointError> {
+        let _ = (entity, table, fingerprint);
+        Ok(())
     }
     /// Are tandem's objects there?
     async fn install_state(&self) -> Result<InstallState, EndpointError>;

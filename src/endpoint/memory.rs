@@ -969,8 +969,11 @@ fn put_link(db: &mut MemDb, c: &TargetChange, target: Option<&Key>, deleted: boo
 
 #[async_trait]
 impl Source for MemEndpoint {
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
-        Ok(self.claim_batch(limit, 0, &[]).await?.unwrap_or_default())
+    async fn claim(&self, limit: usize, skip: &[String]) -> Result<Vec<OutboxRow>, EndpointError> {
+        Ok(self
+            .claim_batch(limit, 0, &[], skip)
+            .await?
+            .unwrap_or_default())
     }
 
     async fn claim_batch(
@@ -978,6 +981,7 @@ impl Source for MemEndpoint {
         limit: usize,
         after: i64,
         fold: &[String],
+        skip: &[String],
     ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
         let lost = self.enter(Call::Claim)?;
         let now = self.clock.ms();
@@ -985,7 +989,12 @@ impl Source for MemEndpoint {
         let head: Vec<&OutRow> = db
             .outbox
             .values()
-            .filter(|o| !o.suspended && o.next_attempt_ms.is_none_or(|t| t <= now) && o.seq > after)
+            .filter(|o| {
+                !o.suspended
+                    && o.next_attempt_ms.is_none_or(|t| t <= now)
+                    && o.seq > after
+                    && !skip.contains(&o.entity)
+            })
             .take(limit)
             .collect();
         let row = |o: &OutRow, pulled: bool| OutboxRow {

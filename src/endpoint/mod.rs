@@ -9,6 +9,7 @@ mod bulk;
 pub mod catalog;
 pub mod desc;
 pub mod error;
+pub mod fingerprint;
 pub mod memory;
 pub mod mssql;
 pub mod pool;

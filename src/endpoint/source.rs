@@ -24,20 +24,22 @@ use crate::model::{Key, OutboxRow};
 #[async_trait]
 pub trait Source: Send + Sync {
     /// The oldest eligible pending outbox rows (not suspended, retry time reached), at most
-    /// `limit`.
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError>;
+    /// `limit`, none of an entity in `skip` (paused by schema drift: its rows stay pending,
+    /// untried).
+    async fn claim(&self, limit: usize, skip: &[String]) -> Result<Vec<OutboxRow>, EndpointError>;
     /// A batch for a burst of pipelined batches: the oldest eligible rows with a sequence above
     /// `after` (so a burst can claim the next batch while the previous ones are still being
     /// applied), plus, for records of `fold` entities, their next plain updates (marked
     /// `pulled`), which the batch folds into one apply. `None`: this endpoint cannot, and the
-    /// sync runs one batch at a time with [`Source::claim`].
+    /// sync runs one batch at a time with [`Source::claim`]. Nothing of an entity in `skip`.
     async fn claim_batch(
         &self,
         limit: usize,
         after: i64,
         fold: &[String],
+        skip: &[String],
     ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
-        let _ = (limit, after, fold);
+        let _ = (limit, after, fold, skip);
         Ok(None)
     }
     /// Looks up links of `entity` in this side's id map by this side's keys (hints for the

@@ -124,7 +124,7 @@ pub async fn run(
                 }
                 info!("active: this instance applies the changes");
                 role.set_active();
-                let ended = term(&config, &sides, lease, &mut shutdown).await;
+                let ended = term(&config, &sides, lease, &mut shutdown, role.paused.clone()).await;
                 match ended {
                     Ended::Shutdown => {
                         role.set_inactive("stopping");
@@ -201,6 +201,7 @@ async fn term(
     sides: &Sides,
     mut lease: Box<dyn Lease>,
     shutdown: &mut watch::Receiver<bool>,
+    paused: Arc<sync::drift::Paused>,
 ) -> Ended {
     let gate = Arc::new(LeaseGate::new());
     let (stop, stop_rx) = watch::channel(false);
@@ -209,6 +210,7 @@ async fn term(
         sides.clone(),
         stop_rx,
         Some(gate.clone() as Arc<dyn Gate>),
+        paused,
     ));
     loop {
         tokio::select! {

@@ -125,6 +125,10 @@ fn describe() {
         "tandem_active",
         "1 when this instance holds the lead and applies changes"
     );
+    describe_gauge!(
+        "tandem_entity_paused",
+        "1 while the entity is paused by schema drift (its changes wait in the outboxes)"
+    );
     describe_gauge!("tandem_build_info", "Always 1; labels carry the version");
     gauge!("tandem_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     gauge!("tandem_active").set(0.0);

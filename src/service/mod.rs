@@ -2,18 +2,22 @@
 //! instances, and a bounded stop.
 //!
 //! - [`metrics`]: the Prometheus recorder and the series tandem records;
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz` for `run --listen`;
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz` and the status page for `run --listen`;
+//! - [`page`]: the status page `/` (lag, suspended changes, buttons behind a token);
 //! - [`leader`]: several `tandem run` with one config, exactly one applying changes.
 
 pub mod http;
 pub mod leader;
 pub mod metrics;
+pub mod page;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tracing::warn;
+
+use crate::sync::drift::Paused;
 
 /// Errors of the service parts (all are setup errors: exit 2).
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +45,8 @@ pub struct Role {
     active: AtomicBool,
     /// Why this instance is not active (for `/readyz`).
     why_not: Mutex<String>,
+    /// Entities paused by schema drift (kept current by `sync::drift::watch`).
+    pub paused: Arc<Paused>,
 }
 
 impl Default for Role {
@@ -48,6 +54,7 @@ impl Default for Role {
         Role {
             active: AtomicBool::new(false),
             why_not: Mutex::new("starting".into()),
+            paused: Arc::default(),
         }
     }
 }

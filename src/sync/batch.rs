@@ -35,6 +35,8 @@ pub struct BatchReport {
     /// Seconds from capture to commit at the target, per change written (for the latency
     /// histogram; `add` does not keep them).
     pub latencies_s: Vec<f64>,
+    /// Changes written, per entity (for the status page's rates; `add` keeps them).
+    pub written_by_entity: BTreeMap<String, usize>,
 }
 
 impl BatchReport {
@@ -48,6 +50,9 @@ impl BatchReport {
         self.failed += o.failed;
         self.suspended += o.suspended;
         self.conflicts += o.conflicts;
+        for (e, n) in &o.written_by_entity {
+            *self.written_by_entity.entry(e.clone()).or_default() += n;
+        }
     }
 }
 
@@ -103,7 +108,7 @@ pub async fn run_batch(
     from: &dyn Endpoint,
     to: &dyn Endpoint,
 ) -> Result<BatchReport, EndpointError> {
-    let staged = stage(config, from, 0, &HashSet::new()).await?;
+    let staged = stage(config, from, 0, &HashSet::new(), &[]).await?;
     complete(config, from, to, staged).await
 }
 
@@ -134,21 +139,22 @@ fn foldable(config: &Config, side: Side) -> Vec<String> {
 }
 
 /// Claims the next batch at the source (after sequence `after`, leaving out the rows in
-/// `in_flight`), decodes, coalesces and maps it.
+/// `in_flight` and every change of a `paused` entity), decodes, coalesces and maps it.
 pub async fn stage(
     config: &Config,
     from: &dyn Endpoint,
     after: i64,
     in_flight: &HashSet<i64>,
+    paused: &[String],
 ) -> Result<Staged, EndpointError> {
     let side = from.side();
     let limit = config.sync.batch_size;
     let (rows, pipelined) = match from
-        .claim_batch(limit, after, &foldable(config, side))
+        .claim_batch(limit, after, &foldable(config, side), paused)
         .await?
     {
         Some(rows) => (rows, true),
-        None if after == 0 => (from.claim(limit).await?, false),
+        None if after == 0 => (from.claim(limit, paused).await?, false),
         None => (Vec::new(), false),
     };
     let head: Vec<i64> = rows.iter().filter(|r| !r.pulled).map(|r| r.seq).collect();
@@ -436,6 +442,10 @@ pub async fn finish(
                 match how {
                     Done::Written => {
                         report.written += 1;
+                        *report
+                            .written_by_entity
+                            .entry(change.entity.clone())
+                            .or_default() += 1;
                         let lag = applied_at - change.captured_at;
                         report
                             .latencies_s
@@ -536,13 +546,20 @@ pub async fn finish(
         } else {
             report.failed += 1;
         }
+        // What the operator runs once the cause is fixed (a retried change needs nothing).
+        let then = match seqs.iter().max() {
+            Some(seq) if suspend => format!(
+                "; suspended: fix the cause, then run `tandem suspended resubmit {side}-{seq}`"
+            ),
+            _ => String::new(),
+        };
         warn!(
             entity = entity.as_deref().unwrap_or("?"),
             from = %side,
             key = key.as_ref().map(Key::as_str).unwrap_or("?"),
             attempt = attempt + 1,
             suspended = suspend,
-            "change not applied: {error}"
+            "change not applied: {error}{then}"
         );
         wb.failed.push(Failure {
             seqs,

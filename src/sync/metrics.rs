@@ -3,7 +3,7 @@
 //! `service::metrics` installs (without one, recording is a no-op). `service::metrics`
 //! re-exports these and describes the series.
 
-use ::metrics::{counter, histogram};
+use ::metrics::{counter, gauge, histogram};
 
 use crate::config::Side;
 use crate::endpoint::EndpointError;
@@ -22,6 +22,11 @@ pub fn record_batch(from: Side, r: &BatchReport) {
     if r.claimed == 0 {
         // Idle polls are not batches: counting them would drown the size histogram in zeros.
         return;
+    }
+    if let Ok(mut totals) = WRITTEN.lock() {
+        for (e, n) in &r.written_by_entity {
+            *totals.entry((e.clone(), from)).or_default() += *n as u64;
+        }
     }
     let d = direction(from);
     counter!("tandem_changes_applied_total", "direction" => d).increment(r.written as u64);
@@ -46,4 +51,23 @@ pub fn record_error(from: Side, e: &EndpointError) {
         EndpointError::Config(_) => "config",
     };
     counter!("tandem_failures_total", "direction" => direction(from), "kind" => kind).increment(1);
+}
+
+/// Changes written per (entity, side they came from) since the process started, for the
+/// status page's rates (the Prometheus series count per direction only).
+static WRITTEN: std::sync::Mutex<std::collections::BTreeMap<(String, Side), u64>> =
+    std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+/// The totals [`record_batch`] kept, per (entity, side the changes came from).
+pub fn written_totals() -> std::collections::BTreeMap<(String, Side), u64> {
+    WRITTEN.lock().map(|m| m.clone()).unwrap_or_default()
+}
+
+/// Sets `tandem_entity_paused{entity}` (1 while schema drift pauses the entity).
+pub fn set_paused(entity: &str, paused: bool) {
+    gauge!("tandem_entity_paused", "entity" => entity.to_string()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }

@@ -2,6 +2,7 @@
 //! batches (see [`batch`]), polling adaptively, backing off while a database is away.
 
 pub mod batch;
+pub mod drift;
 pub mod metrics;
 pub mod order;
 pub mod policy;
@@ -50,6 +51,15 @@ fn directions(config: &Config) -> Vec<Side> {
 /// Applies every eligible pending change in both directions until none is left (changes
 /// that failed wait for their retry time and are not eligible). For `run --once`.
 pub async fn drain(config: &Config, sides: &Sides) -> Result<BatchReport, EndpointError> {
+    drain_except(config, sides, &[]).await
+}
+
+/// [`drain`], leaving the changes of the `paused` entities pending (schema drift).
+pub async fn drain_except(
+    config: &Config,
+    sides: &Sides,
+    paused: &[String],
+) -> Result<BatchReport, EndpointError> {
     let mut total = BatchReport::default();
     loop {
         let mut progressed = false;
@@ -59,7 +69,7 @@ pub async fn drain(config: &Config, sides: &Sides) -> Result<BatchReport, Endpoi
             let log = |r: &BatchReport| log_batch(from, r);
             loop {
                 let r = retrying(config, || {
-                    run_burst(config, source, target, None, &|| true, &log)
+                    run_burst(config, source, target, None, paused, &|| true, &log)
                 })
                 .await?;
                 total.add(&r);
@@ -125,12 +135,13 @@ const BURST: Duration = Duration::from_millis(500);
 /// another, in order, so a record's changes reach it in sequence. `each` sees every batch's
 /// report; the sum is returned. `go_on` is asked before each batch is applied (shutdown, lost lead): when
 /// it says no, the burst settles what was applied and returns. An endpoint that cannot claim
-/// ahead runs one batch.
+/// ahead runs one batch. Changes of `paused` entities are not claimed.
 pub async fn run_burst(
     config: &Config,
     from: &dyn Endpoint,
     to: &dyn Endpoint,
     budget: Option<Duration>,
+    paused: &[String],
     go_on: &(dyn Fn() -> bool + Sync),
     each: &(dyn Fn(&BatchReport) + Sync),
 ) -> Result<BatchReport, EndpointError> {
@@ -138,7 +149,7 @@ pub async fn run_burst(
     let mut total = BatchReport::default();
     let mut in_flight: HashSet<i64> = HashSet::new();
     let mut held = batch::Held::new();
-    let first = batch::stage(config, from, 0, &in_flight).await?;
+    let first = batch::stage(config, from, 0, &in_flight, paused).await?;
     if !first.pipelined {
         let report = batch::complete(config, from, to, first).await?;
         each(&report);
@@ -173,7 +184,7 @@ pub async fn run_burst(
         };
         let claimed = async {
             if more {
-                Some(batch::stage(config, from, after, &skip).await)
+                Some(batch::stage(config, from, after, &skip, paused).await)
             } else {
                 None
             }
@@ -212,7 +223,7 @@ pub async fn run_burst(
 /// resolution at one side may discard that side's pending changes of a record, which must not
 /// be in flight to the other side at that moment.
 pub async fn run(config: Arc<Config>, sides: Sides, shutdown: watch::Receiver<bool>) {
-    run_gated(config, sides, shutdown, None).await
+    run_gated(config, sides, shutdown, None, Arc::default()).await
 }
 
 /// Decides before every batch whether this instance may apply now: with several instances,
@@ -225,12 +236,14 @@ pub trait Gate: Send + Sync {
 /// How long the loop pauses while the gate is closed before asking again.
 const GATE_PAUSE: Duration = Duration::from_millis(50);
 
-/// [`run`], starting a batch only while `gate` (if any) is open.
+/// [`run`], starting a batch only while `gate` (if any) is open, and claiming nothing of the
+/// entities `paused` names at the time (schema drift, see [`drift`]).
 pub async fn run_gated(
     config: Arc<Config>,
     sides: Sides,
     mut shutdown: watch::Receiver<bool>,
     gate: Option<Arc<dyn Gate>>,
+    paused: Arc<drift::Paused>,
 ) {
     let closed = || gate.as_ref().is_some_and(|g| !g.open());
     let dirs = directions(&config);
@@ -262,11 +275,13 @@ pub async fn run_gated(
                 }
             };
             let go_on = || !*shutdown.borrow() && !closed();
+            let skip = paused.entities();
             let result = run_burst(
                 &config,
                 source.as_ref(),
                 target.as_ref(),
                 Some(BURST),
+                &skip,
                 &go_on,
                 &each,
             )

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::sync::Mutex;
 
 use crate::config::{Config, Side};
+use crate::endpoint::fingerprint::{Fingerprint, Recorded};
 use crate::endpoint::{Admin, Bulk, Source, Target};
 use crate::endpoint::{
     BackfillChunk, BackfillProgress, BucketHash, Endpoint, EndpointError, EntityStatus,
@@ -225,10 +226,15 @@ impl MsEndpoint {
 
 #[async_trait]
 impl Source for MsEndpoint {
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+    async fn claim(&self, limit: usize, skip: &[String]) -> Result<Vec<OutboxRow>, EndpointError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claimed("claim pending changes", &self.common.claim, &[&limit])
-            .await
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
+        self.claimed(
+            "claim pending changes",
+            &self.common.claim,
+            &[&limit, &skip.as_str()],
+        )
+        .await
     }
 
     async fn claim_batch(
@@ -236,13 +242,15 @@ impl Source for MsEndpoint {
         limit: usize,
         after: i64,
         fold: &[String],
+        skip: &[String],
     ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
         let fold = serde_json::to_string(fold).unwrap_or_else(|_| "[]".into());
+        let skip = serde_json::to_string(skip).unwrap_or_else(|_| "[]".into());
         self.claimed(
             "claim pending changes",
             &self.common.claim_batch,
-            &[&limit, &after, &fold.as_str()],
+            &[&limit, &after, &fold.as_str(), &skip.as_str()],
         )
         .await
         .map(Some)
@@ -341,7 +349,46 @@ impl Admin for MsEndpoint {
 
     async fn install(&self) -> Result<(), EndpointError> {
         let script = sql::install_script(&self.config, self.side)?;
-        self.run_script(&script, "install").await
+        self.run_script(&script, "install").await?;
+        crate::endpoint::fingerprint::record_all(self, &self.config).await
+    }
+
+    async fn fingerprints(&self) -> Result<Vec<Recorded>, EndpointError> {
+        let rows = self
+            .rows(
+                "read table fingerprints",
+                &self.common.fingerprint_list,
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let entity = r.try_get::<&str, _>(0).ok().flatten()?;
+                let table = r.try_get::<&str, _>(1).ok().flatten()?;
+                let text = r.try_get::<&str, _>(2).ok().flatten()?;
+                Some(Recorded {
+                    entity: entity.to_string(),
+                    table: table.to_string(),
+                    fingerprint: Fingerprint::from_json(text),
+                })
+            })
+            .collect())
+    }
+
+    async fn record_fingerprint(
+        &self,
+        entity: &str,
+        table: &str,
+        fingerprint: &str,
+    ) -> Result<(), EndpointError> {
+        self.rows(
+            "record table fingerprints",
+            &self.common.fingerprint_save,
+            &[&entity, &table, &fingerprint],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn uninstall(&self) -> Result<(), EndpointError> {

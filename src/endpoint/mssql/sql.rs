@@ -96,6 +96,7 @@ pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("conflicts_lit", literal(&format!("{s}.[conflicts]"))),
         ("backfill_lit", literal(&format!("{s}.[backfill]"))),
         ("backfill_key_lit", literal(&format!("{s}.[backfill_key]"))),
+        ("fingerprint_lit", literal(&format!("{s}.[fingerprint]"))),
         // The table property that marks a capture trigger as this installation's.
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
@@ -269,6 +270,8 @@ pub fn uninstall_script(config: &Config, side: Side) -> Result<String, EndpointE
 pub struct Common {
     pub claim: String,
     pub claim_batch: String,
+    pub fingerprint_save: String,
+    pub fingerprint_list: String,
     pub links_by_own: String,
     pub suspended_list: String,
     pub resubmit: String,
@@ -300,6 +303,8 @@ impl Common {
         Ok(Common {
             claim: get("claim")?,
             claim_batch: get("claim_batch")?,
+            fingerprint_save: get("fingerprint_save")?,
+            fingerprint_list: get("fingerprint_list")?,
             links_by_own: get("links_by_own")?,
             suspended_list: get("suspended_list")?,
             resubmit: get("resubmit")?,

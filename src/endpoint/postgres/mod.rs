@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, Side};
+use crate::endpoint::fingerprint::{Fingerprint, Recorded};
 use crate::endpoint::{Admin, Bulk, Source, Target};
 use crate::endpoint::{BackfillChunk, BackfillProgress, BucketHash, RecordHash};
 use crate::endpoint::{
@@ -98,9 +99,10 @@ impl PgEndpoint {
 
 #[async_trait]
 impl Source for PgEndpoint {
-    async fn claim(&self, limit: usize) -> Result<Vec<OutboxRow>, EndpointError> {
+    async fn claim(&self, limit: usize, skip: &[String]) -> Result<Vec<OutboxRow>, EndpointError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claim_rows(&self.sql.common.claim, &[&limit]).await
+        self.claim_rows(&self.sql.common.claim, &[&limit, &skip])
+            .await
     }
 
     async fn claim_batch(
@@ -108,11 +110,15 @@ impl Source for PgEndpoint {
         limit: usize,
         after: i64,
         fold: &[String],
+        skip: &[String],
     ) -> Result<Option<Vec<OutboxRow>>, EndpointError> {
         let limit = i32::try_from(limit).unwrap_or(i32::MAX);
-        self.claim_rows(&self.sql.common.claim_batch, &[&limit, &after, &fold])
-            .await
-            .map(Some)
+        self.claim_rows(
+            &self.sql.common.claim_batch,
+            &[&limit, &after, &fold, &skip],
+        )
+        .await
+        .map(Some)
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
@@ -198,7 +204,52 @@ impl Admin for PgEndpoint {
 
     async fn install(&self) -> Result<(), EndpointError> {
         let script = sql::install_script(&self.config, self.side)?;
-        self.run_script(&script, "install").await
+        self.run_script(&script, "install").await?;
+        crate::endpoint::fingerprint::record_all(self, &self.config).await
+    }
+
+    async fn fingerprints(&self) -> Result<Vec<Recorded>, EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let what = "read table fingerprints";
+        let err = |e| self.pool.error(what, e);
+        let st = match prepared(&*client, stmts, &self.sql.common.fingerprint_list).await {
+            Ok(st) => st,
+            // Installed by an earlier version: no table, nothing recorded.
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_TABLE) => {
+                return Ok(Vec::new())
+            }
+            Err(e) => return Err(err(e)),
+        };
+        let mut out = Vec::new();
+        for r in client.query(&st, &[]).await.map_err(err)? {
+            let text: String = col(&r, 2, "fingerprint", what)?;
+            out.push(Recorded {
+                entity: col(&r, 0, "entity", what)?,
+                table: col(&r, 1, "table_name", what)?,
+                fingerprint: Fingerprint::from_json(&text),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn record_fingerprint(
+        &self,
+        entity: &str,
+        table: &str,
+        fingerprint: &str,
+    ) -> Result<(), EndpointError> {
+        let mut conn = self.pool.get().await?;
+        let PgConn { client, stmts } = &mut *conn;
+        let err = |e| self.pool.error("record table fingerprints", e);
+        let st = prepared(&*client, stmts, &self.sql.common.fingerprint_save)
+            .await
+            .map_err(err)?;
+        client
+            .execute(&st, &[&entity, &table, &fingerprint])
+            .await
+            .map_err(err)?;
+        Ok(())
     }
 
     async fn uninstall(&self) -> Result<(), EndpointError> {
