@@ -511,6 +511,7 @@ async fn init_reads_a_sql_server_legacy_schema() {
         },
         sync: Default::default(),
         entities: Vec::new(),
+        service: Default::default(),
     });
     let ep = tandem::endpoint::open(config, tandem::config::Side::A).expect("open");
     let cat = ep.catalog().await.expect("catalog");

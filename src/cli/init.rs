@@ -100,6 +100,7 @@ pub async fn run(args: InitArgs) -> Result<(), CliError> {
         b,
         sync: SyncConfig::default(),
         entities: Vec::new(),
+        service: Default::default(),
     });
     let (ca, cb) = (
         catalog(&config, Side::A).await?,

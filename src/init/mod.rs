@@ -89,6 +89,7 @@ impl DraftEntity {
             table: s.table.clone(),
             key: s.key.clone(),
             peer_id_column: s.peer_id_column.clone(),
+            key_from: None,
         };
         Entity {
             name: self.name.clone(),
@@ -109,10 +110,14 @@ impl DraftEntity {
                             .iter()
                             .map(|(a, b)| (serde_json::Value::String(a.clone()), b.clone()))
                             .collect(),
+                        prefer: Vec::new(),
                     }),
                     parent: c.parent.clone(),
+                    convert: None,
+                    direction: Direction::Both,
                 })
                 .collect(),
+            constants: Vec::new(),
         }
     }
 }
