@@ -15,46 +15,6 @@ mod common;
 use common::fixtures::table;
 use common::side::{Dialect, Env, Pairing, TestSide};
 
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod pg_pg {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Pairing::PgPg).await
-                }
-            )*
-        }
-        mod ms_pg {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                #[cfg_attr(
-                    not(tandem_mssql),
-                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
-                )]
-                async fn $name() {
-                    super::$name(Pairing::MsPg).await
-                }
-            )*
-        }
-        mod pg_ms {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                #[cfg_attr(
-                    not(tandem_mssql),
-                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
-                )]
-                async fn $name() {
-                    super::$name(Pairing::PgMs).await
-                }
-            )*
-        }
-    };
-}
-
 scenarios!(
     converted_columns_travel_both_ways_keep_detail_and_verify_equal,
     one_way_columns_and_constants_are_written_where_they_belong,

@@ -20,48 +20,6 @@ mod common;
 use common::fixtures::table;
 use common::side::{brackets_to_quotes, Dialect, Env, Pairing, TestSide, DEMO_CONFIG};
 
-/// One `#[tokio::test]` per scenario and pairing; the SQL Server pairings are ignored when no
-/// server was configured at build time.
-macro_rules! scenarios {
-    ($($name:ident),* $(,)?) => {
-        mod pg_pg {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                async fn $name() {
-                    super::$name(Pairing::PgPg).await
-                }
-            )*
-        }
-        mod ms_pg {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                #[cfg_attr(
-                    not(tandem_mssql),
-                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
-                )]
-                async fn $name() {
-                    super::$name(Pairing::MsPg).await
-                }
-            )*
-        }
-        mod pg_ms {
-            use super::Pairing;
-            $(
-                #[tokio::test]
-                #[cfg_attr(
-                    not(tandem_mssql),
-                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
-                )]
-                async fn $name() {
-                    super::$name(Pairing::PgMs).await
-                }
-            )*
-        }
-    };
-}
-
 scenarios!(
     capture_is_transactional_full_image_and_ordered,
     inserts_updates_deletes_flow_both_ways_mapped_and_linked,

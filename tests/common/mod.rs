@@ -15,6 +15,50 @@ use std::sync::OnceLock;
 
 use tandem::cluster::{stop_all_at_exit, Cluster};
 
+/// One `#[tokio::test]` per scenario and pairing; the SQL Server pairings are ignored when no
+/// server was configured at build time. Invoked at the root of a test file that imports
+/// `Pairing` and defines one `async fn name(p: Pairing)` per scenario.
+#[macro_export]
+macro_rules! scenarios {
+    ($($name:ident),* $(,)?) => {
+        mod pg_pg {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(Pairing::PgPg).await
+                }
+            )*
+        }
+        mod ms_pg {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                #[cfg_attr(
+                    not(tandem_mssql),
+                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+                )]
+                async fn $name() {
+                    super::$name(Pairing::MsPg).await
+                }
+            )*
+        }
+        mod pg_ms {
+            use super::Pairing;
+            $(
+                #[tokio::test]
+                #[cfg_attr(
+                    not(tandem_mssql),
+                    ignore = "needs TANDEM_TEST_MSSQL_URL (deploy/test.sh starts Babelfish)"
+                )]
+                async fn $name() {
+                    super::$name(Pairing::PgMs).await
+                }
+            )*
+        }
+    };
+}
+
 /// Two local clusters, A and B.
 pub struct Pair {
     /// Side A.
