@@ -27,6 +27,14 @@ IF @entity = {{entity_lit}}
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: exists
+-- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
+-- this read is captured, and travels.
+IF @entity = {{entity_lit}}
+    SELECT @found = 1
+    FROM {{table}} AS t
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+
 -- name: update
 -- Writes nothing when the row already holds these values (no echo, no empty updates): the
 -- columns are compared as FOR JSON text in a binary collation, so NULL, '' and case differ.

@@ -1090,6 +1090,9 @@ impl Source for MemEndpoint {
         let now = self.clock.now();
         let mut db = lock(&self.db);
         for l in wb.links.iter().filter(|l| !l.known) {
+            if l.only_if_row && db.row(&l.entity, &l.own_key).is_none() {
+                continue;
+            }
             if let Some(p) = &l.peer_key {
                 db.unlink_peer(&l.entity, &l.own_key, p);
             }

@@ -97,6 +97,11 @@ pub struct LinkWrite {
     /// needs no write (most changes of a linked record). The peer_id_column is still filled
     /// (a re-created or rewritten row may have lost it).
     pub known: bool,
+    /// A stale report (nothing happened at the target): when this side's row is gone, the link
+    /// here is left as it is. The record was deleted here and its delete is on its way, or is
+    /// settled; the late copy must neither revive the link nor take the target's record from
+    /// the link that holds it now (found by the simulation).
+    pub only_if_row: bool,
 }
 
 /// Outbox rows of one failed change.

@@ -494,6 +494,7 @@ pub async fn finish(
                     && !deleted
                     && target_key.is_some()
                     && change.peer_hint == target_key;
+                let only_if_row = how == Done::Stale && !deleted;
                 wb.links.push(LinkWrite {
                     entity: change.entity.clone(),
                     own_key: change.source_key.clone(),
@@ -501,6 +502,7 @@ pub async fn finish(
                     deleted,
                     seq: change.seq,
                     known,
+                    only_if_row,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {

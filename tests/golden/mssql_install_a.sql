@@ -908,7 +908,10 @@ GO
 -- -- Tandem: record, at the side changes came from, what became of them — in one round trip and
 -- -- one transaction (SQL Server). @P1: the id pairs (JSON array), @P2: the outbox rows that are
 -- -- done (JSON array of seq), @P3: the failures (JSON array).
--- -- Per link: drop a stale link naming the peer for another record, store the pair, fill the
+-- -- Per link: drop a stale link naming the peer for another record, store the pair (a stale
+-- -- report, `only_if_row`, leaves the link as it is when this side's row is gone: the record's
+-- -- delete is on its way or settled, and a late copy must neither revive the link nor take the
+-- -- peer from the link holding it now), fill the
 -- -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
 -- -- block the write-back of the change itself), and remove older images of the record, pending or
 -- -- suspended
@@ -922,19 +925,20 @@ GO
 --     own        nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL,
 --     peer       nvarchar(max) COLLATE Latin1_General_100_BIN2 NULL,
 --     deleted    bit           NOT NULL,
+--     only_if_row bit          NOT NULL,
 --     seq        bigint        NOT NULL,
 --     peer_value nvarchar(max) NULL
 -- );
 -- INSERT INTO @links
--- SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.seq, l.peer_value
+-- SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_value
 -- FROM OPENJSON(@P1) WITH (
 --     n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
---     peer nvarchar(max) '$.peer', deleted bit '$.deleted', seq bigint '$.seq',
+--     peer nvarchar(max) '$.peer', deleted bit '$.deleted', only_if_row bit '$.only_if_row', seq bigint '$.seq',
 --     peer_value nvarchar(max) '$.peer_value' AS JSON
 -- ) AS l;
 -- DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
 -- DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
---         @deleted bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+--         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
 --         @guard bigint,
 --         @err int, @msg nvarchar(4000);
 -- 
@@ -943,34 +947,43 @@ GO
 --     WHILE 1 = 1
 --     BEGIN
 --         SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
---                @seq = seq, @peer_value = peer_value
+--                @only_if_row = only_if_row, @seq = seq, @peer_value = peer_value
 --         FROM @links WHERE n > @n ORDER BY n;
 --         IF @@ROWCOUNT = 0 BREAK;
---         -- Another record here linked to the same peer loses its peer (and keeps its guard); a
---         -- link of the peer with no record here holds the guard of the peer's changes and is
---         -- merged into this link (as link_written_back does on PostgreSQL).
---         SET @guard = 0;
---         IF @peer IS NOT NULL
+--         SET @found = 1;
+--         IF @only_if_row = 1
 --         BEGIN
---             SELECT @guard = ISNULL(MAX(applied_seq), 0) FROM {{schema}}.[id_map]
---             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
---             DELETE FROM {{schema}}.[id_map]
---             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
---             UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
---             WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
---             -- This record's link to another peer is retired, not overwritten: that peer was
---             -- replaced at the other side, and its row keeps its guard as a tombstone.
---             UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
---             WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
+--             SET @found = 0;
+-- {{exists_blocks}}
 --         END;
---         UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
---         SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
---             applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,
---             updated_at = SYSDATETIMEOFFSET()
---         WHERE entity = @entity AND {{own}} = @key;
---         IF @@ROWCOUNT = 0
---             INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted, applied_seq)
---             VALUES (@entity, @key, @peer, @deleted, @guard);
+--         IF @found = 1
+--         BEGIN
+--             -- Another record here linked to the same peer loses its peer (and keeps its guard); a
+--             -- link of the peer with no record here holds the guard of the peer's changes and is
+--             -- merged into this link (as link_written_back does on PostgreSQL).
+--             SET @guard = 0;
+--             IF @peer IS NOT NULL
+--             BEGIN
+--                 SELECT @guard = ISNULL(MAX(applied_seq), 0) FROM {{schema}}.[id_map]
+--                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
+--                 DELETE FROM {{schema}}.[id_map]
+--                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
+--                 UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
+--                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+--                 -- This record's link to another peer is retired, not overwritten: that peer was
+--                 -- replaced at the other side, and its row keeps its guard as a tombstone.
+--                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+--                 WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
+--             END;
+--             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
+--             SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
+--                 applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,
+--                 updated_at = SYSDATETIMEOFFSET()
+--             WHERE entity = @entity AND {{own}} = @key;
+--             IF @@ROWCOUNT = 0
+--                 INSERT INTO {{schema}}.[id_map] (entity, {{own}}, {{peer}}, deleted, applied_seq)
+--                 VALUES (@entity, @key, @peer, @deleted, @guard);
+--         END;
 --         IF @peer_value IS NOT NULL AND @deleted = 0
 --         BEGIN
 --             SAVE TRANSACTION tandem_peer;
@@ -1046,6 +1059,14 @@ GO
 -- IF @entity = {{entity_lit}}
 --     SELECT @found = 1
 --     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+-- 
+-- -- name: exists
+-- -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
+-- -- this read is captured, and travels.
+-- IF @entity = {{entity_lit}}
+--     SELECT @found = 1
+--     FROM {{table}} AS t
 --     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 -- 
 -- -- name: update

@@ -356,6 +356,8 @@ struct LinkIn {
     own: String,
     peer: Option<String>,
     deleted: bool,
+    /// `LinkWrite::only_if_row`.
+    only_if_row: bool,
     seq: i64,
     /// `[value]` for the peer_id_column, converted to its type.
     peer_value: Option<Value>,
@@ -399,6 +401,7 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
             own: l.own_key.to_string(),
             peer: l.peer_key.as_ref().map(|k| k.to_string()),
             deleted: l.deleted,
+            only_if_row: l.only_if_row,
             seq: l.seq,
             peer_value,
         });

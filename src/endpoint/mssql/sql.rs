@@ -725,6 +725,7 @@ impl Plan {
                     .entry("wb_native")
                     .or_default()
                     .push(f("native_key")?);
+                blocks.entry("exists").or_default().push(f("exists")?);
                 if plan.peer.is_some() {
                     blocks.entry("peer").or_default().push(f("peer_update")?);
                 }
@@ -769,6 +770,7 @@ impl Plan {
         let mut wb_vars = vars.clone();
         wb_vars.retain(|(n, _)| *n != "native_key_blocks");
         wb_vars.push(("native_key_blocks", block("wb_native", 8)));
+        wb_vars.push(("exists_blocks", block("exists", 12)));
         let write_back = fill(WRITE_BACK, &wb_vars)?;
         Ok(Plan {
             entities,

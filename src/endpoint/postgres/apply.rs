@@ -942,6 +942,9 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .filter_map(|e| e.wave_peer_update.as_deref()),
     );
     wanted.push(c.wave_link_written_back.as_str());
+    if wb.links.iter().any(|l| l.only_if_row) {
+        wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
+    }
     let mut prepared_now = Prepared::new();
     for sql in wanted {
         let st = prepared(&*client, stmts, sql).await.map_err(err)?;
@@ -975,7 +978,24 @@ async fn write_back_txn(
     };
     // Links this side's id map already holds as they are need no write there (most changes of
     // linked records); their peer ids are still filled below.
-    let writes: Vec<&crate::endpoint::LinkWrite> = wb.links.iter().filter(|l| !l.known).collect();
+    // A stale report leaves the link as it is when this side's row is gone. Rare (only late
+    // copies report stale). Not locked: a delete racing this read is captured, and travels.
+    let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
+    for l in wb.links.iter().filter(|l| !l.known) {
+        let read = ep
+            .sql
+            .entities
+            .get(&l.entity)
+            .filter(|_| l.only_if_row)
+            .and_then(|es| Some((es, get(&es.fetch_image)?)));
+        if let Some((es, read)) = read {
+            let key = json(&l.own_key.to_object(&es.key));
+            if tx.query_opt(&read, &[&key]).await?.is_none() {
+                continue;
+            }
+        }
+        writes.push(l);
+    }
     let links = writes.iter().map(|l| {
         let (unlink, put, tx) = (&unlink, &put, &tx);
         async move {
