@@ -79,6 +79,11 @@ pub fn map_change(
     for k in entity.constants_at(to) {
         row.insert(k.column.clone(), k.value.clone());
     }
+    // A soft delete at the target: what the other side has is live there (written on insert
+    // and update; a delete marks the row instead, see the endpoints' row_delete).
+    if let Some(sd) = entity.soft_delete_at(to) {
+        row.insert(sd.column.clone(), sd.live_value());
+    }
     if let Some(peer) = &entity.side(to).peer_id_column {
         // The config guarantees the source key has one column.
         let v = change
@@ -103,6 +108,27 @@ pub fn map_change(
         captured_at: change.captured_at,
         derived: change.derived,
     })
+}
+
+/// The op a change captured at `from` travels as, for an entity that shows only some rows
+/// at `from` (`soft_delete`, `filter`); `relinked` tells whether the source's link of the
+/// record is a tombstone (its delete travelled already). A row that is hidden (soft-deleted,
+/// outside the filter) is absent for tandem: any change of it travels as a delete (a
+/// delete of a record the target never had settles as nothing there). A visible row whose
+/// link is a tombstone came back (un-deleted, entered the filter): its update travels as an
+/// insert, which re-creates the record where an update after a delete would be discarded.
+/// Other entities keep the captured op.
+pub fn visible_op(entity: &Entity, from: Side, change: &Change, tombstoned: bool) -> Op {
+    if !entity.restricted_at(from) || change.op == Op::Delete {
+        return change.op;
+    }
+    if entity.hidden(from, &change.image) {
+        return Op::Delete;
+    }
+    if change.op == Op::Update && tombstoned {
+        return Op::Insert;
+    }
+    change.op
 }
 
 /// The lossy rule, for a change mapped to side `to` whose record there holds `current`: each
