@@ -1,8 +1,8 @@
 //! Soft deletes (`soft_delete`) and row filters (`filter`) end to end, on every pairing of
 //! dialects: `pg_pg::…`, `ms_pg::…` (A on SQL Server) and `pg_ms::…` (B on SQL Server). The
-//! soft delete and the filter sit on a PostgreSQL side (on SQL Server they are refused at
-//! load in this version): B where B is PostgreSQL, else A. The other side deletes for real
-//! and keeps every row.
+//! soft delete and the filter sit on the SQL Server side where there is one, else on B; the
+//! `…_flipped` scenarios put them on the other side (PostgreSQL against SQL Server, and A on
+//! PostgreSQL). The other side deletes for real and keeps every row.
 //!
 //! What users see is asserted: the rows on both sides, the id pairs (peer id columns), and an
 //! empty outbox on both sides after each drain (nothing stuck, no echo), and `verify` equal.
@@ -20,21 +20,36 @@ scenarios!(
     deletes_and_soft_deletes_travel_both_ways_and_undelete_recreates,
     rows_entering_and_leaving_the_filter_travel_as_inserts_and_deletes,
     backfill_and_verify_see_only_the_rows_the_entity_shows,
+    rows_entering_and_leaving_the_filter_flipped,
+    backfill_and_verify_flipped,
 );
 
-/// The restricted side: B where B is PostgreSQL, else A (A is then PostgreSQL).
-fn restricted(p: Pairing) -> Side {
-    if p.b() == Dialect::Pg {
-        Side::B
-    } else {
+/// Which side a scenario restricts.
+#[derive(Clone, Copy)]
+struct At {
+    pairing: Pairing,
+    flipped: bool,
+}
+
+/// The restricted side: the SQL Server side where there is one, else B; flipped, the other.
+fn restricted(at: At) -> Side {
+    let side = if at.pairing.a() == Dialect::Ms {
         Side::A
+    } else {
+        Side::B
+    };
+    if at.flipped {
+        side.other()
+    } else {
+        side
     }
 }
 
 /// The config: a customer table on each side, `{EXTRA}` naming the restricted side's soft
 /// delete and filter.
-fn config(p: Pairing, extra: &str) -> String {
-    let r = restricted(p).name();
+fn config(at: At, extra: &str) -> String {
+    let p = at.pairing;
+    let r = restricted(at).name();
     let b_schema = if p.b() == Dialect::Ms {
         "dbo"
     } else {
@@ -88,8 +103,8 @@ fn tables(p: Pairing) -> (&'static str, &'static str) {
 }
 
 /// The restricted side and the other one.
-fn split(env: &Env) -> (&TestSide, &TestSide) {
-    match restricted(env.pairing) {
+fn split(env: &Env, at: At) -> (&TestSide, &TestSide) {
+    match restricted(at) {
         Side::A => (&env.a, &env.b),
         Side::B => (&env.b, &env.a),
     }
@@ -229,10 +244,14 @@ fn now(s: &TestSide) -> &'static str {
 }
 
 async fn deletes_and_soft_deletes_travel_both_ways_and_undelete_recreates(p: Pairing) {
+    let at = At {
+        pairing: p,
+        flipped: false,
+    };
     let (a_tables, b_tables) = tables(p);
-    let text = config(p, "soft_delete = { {R} = \"deleted_at\" }");
+    let text = config(at, "soft_delete = { {R} = \"deleted_at\" }");
     let env = Env::new(p, "softdel", &text, a_tables, b_tables).await;
-    let (r, o) = split(&env);
+    let (r, o) = split(&env, at);
 
     // Created at the other side: live at the restricted side.
     insert(o, "Ann", &[]).await;
@@ -310,14 +329,48 @@ async fn deletes_and_soft_deletes_travel_both_ways_and_undelete_recreates(p: Pai
 }
 
 async fn rows_entering_and_leaving_the_filter_travel_as_inserts_and_deletes(p: Pairing) {
+    filter_scenario(At {
+        pairing: p,
+        flipped: false,
+    })
+    .await
+}
+
+async fn rows_entering_and_leaving_the_filter_flipped(p: Pairing) {
+    filter_scenario(At {
+        pairing: p,
+        flipped: true,
+    })
+    .await
+}
+
+async fn backfill_and_verify_see_only_the_rows_the_entity_shows(p: Pairing) {
+    backfill_scenario(At {
+        pairing: p,
+        flipped: false,
+    })
+    .await
+}
+
+async fn backfill_and_verify_flipped(p: Pairing) {
+    backfill_scenario(At {
+        pairing: p,
+        flipped: true,
+    })
+    .await
+}
+
+async fn filter_scenario(at: At) {
+    let p = at.pairing;
     let (a_tables, b_tables) = tables(p);
     let text = config(
-        p,
+        at,
         "soft_delete = { {R} = \"state\", value = \"D\", live = \"L\" }\n\
          filter = { {R} = \"site\", in = [3, 4] }",
     );
-    let env = Env::new(p, "filter", &text, a_tables, b_tables).await;
-    let (r, o) = split(&env);
+    let name = if at.flipped { "filter_f" } else { "filter" };
+    let env = Env::new(p, name, &text, a_tables, b_tables).await;
+    let (r, o) = split(&env, at);
 
     insert(r, "x1", &[("site", "3")]).await;
     insert(r, "y", &[("site", "5")]).await;
@@ -388,14 +441,16 @@ async fn rows_entering_and_leaving_the_filter_travel_as_inserts_and_deletes(p: P
     verify_equal(&env).await;
 }
 
-async fn backfill_and_verify_see_only_the_rows_the_entity_shows(p: Pairing) {
+async fn backfill_scenario(at: At) {
+    let p = at.pairing;
     let (a_tables, b_tables) = tables(p);
     let text = config(
-        p,
+        at,
         "soft_delete = { {R} = \"deleted_at\" }\nfilter = { {R} = \"site\", equals = 3 }",
     );
-    let env = Env::new(p, "backfill", &text, a_tables, b_tables).await;
-    let (r, o) = split(&env);
+    let name = if at.flipped { "backfill_f" } else { "backfill" };
+    let env = Env::new(p, name, &text, a_tables, b_tables).await;
+    let (r, o) = split(&env, at);
     // Rows that were there before tandem: live and deleted, this site's and another's.
     for (name, site, deleted) in [
         ("a", "3", false),
@@ -421,7 +476,7 @@ async fn backfill_and_verify_see_only_the_rows_the_entity_shows(p: Pairing) {
     let reports = tandem::verify::run(&env.config, &env.sides(), &opts)
         .await
         .expect("verify");
-    let (only_here, only_there) = match restricted(p) {
+    let (only_here, only_there) = match restricted(at) {
         Side::A => (reports[0].only_in_a, reports[0].only_in_b),
         Side::B => (reports[0].only_in_b, reports[0].only_in_a),
     };
@@ -429,7 +484,7 @@ async fn backfill_and_verify_see_only_the_rows_the_entity_shows(p: Pairing) {
 
     let opts = tandem::backfill::Options {
         entity: "customer".into(),
-        from: restricted(p),
+        from: restricted(at),
         chunk: 2,
         rate: None,
         restart: false,

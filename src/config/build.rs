@@ -23,8 +23,6 @@ struct EntityLoc {
     name: Loc,
     /// (column index, position of its `ref`), in column order.
     refs: Vec<(usize, Loc)>,
-    /// `soft_delete` and `filter`: the side each restricts, where, and which.
-    restricted: Vec<(Side, Loc, &'static str)>,
 }
 
 /// Positions kept per entity side for the checks across an entity's columns.
@@ -201,17 +199,6 @@ impl Builder<'_> {
             locs.push(loc);
         }
         self.check_entities(&entities, &locs);
-        for loc in &locs {
-            for (side, at, key) in &loc.restricted {
-                let kind = if *side == Side::A { a.kind } else { b.kind };
-                if kind == DbKind::Mssql {
-                    self.report(
-                        at.clone(),
-                        format!("`{key}` on side {side}: not in this version on a SQL Server side (PostgreSQL only): map the column as a column, and let every row travel"),
-                    );
-                }
-            }
-        }
         Config {
             path: path.to_path_buf(),
             a,
@@ -478,7 +465,6 @@ impl Builder<'_> {
         let loc = EntityLoc {
             name: name_at,
             refs,
-            restricted,
         };
         (entity, loc)
     }

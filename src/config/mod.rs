@@ -291,10 +291,7 @@ impl SoftDelete {
         let v = image.get(&self.column).unwrap_or(&Value::Null);
         match &self.flag {
             None => !v.is_null(),
-            Some((deleted, _)) => {
-                let t = crate::model::value_text(v);
-                t.is_some() && t == crate::model::value_text(deleted)
-            }
+            Some((deleted, _)) => same_text(v, deleted),
         }
     }
 
@@ -322,12 +319,21 @@ pub struct RowFilter {
 impl RowFilter {
     /// Whether a row image of its side is inside the filter.
     pub fn admits(&self, image: &crate::model::Image) -> bool {
-        let Some(t) = image.get(&self.column).and_then(crate::model::value_text) else {
-            return false;
-        };
-        self.values
-            .iter()
-            .any(|v| crate::model::value_text(v).as_deref() == Some(t.as_str()))
+        let v = image.get(&self.column).unwrap_or(&Value::Null);
+        self.values.iter().any(|f| same_text(v, f))
+    }
+}
+
+/// Whether a captured value is a soft delete's or filter's value: compared by text, trailing
+/// spaces aside (a padded `char(n)`, which both dialects' `=` and PostgreSQL's `::text` ignore
+/// as well, so the mapping and the SQL of backfill and verify agree). NULL is no value.
+fn same_text(v: &Value, configured: &Value) -> bool {
+    match (
+        crate::model::value_text(v),
+        crate::model::value_text(configured),
+    ) {
+        (Some(a), Some(b)) => a.trim_end_matches(' ') == b.trim_end_matches(' '),
+        _ => false,
     }
 }
 

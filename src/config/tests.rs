@@ -1548,27 +1548,19 @@ fn soft_delete_and_filter_are_read() {
     assert!(!e.hidden(Side::A, &img(serde_json::json!({"state": "D"}))));
 }
 
-/// A soft delete or a filter on a SQL Server side is refused (PostgreSQL only in this
-/// version), at its position.
+/// A soft delete and a filter on the SQL Server side (A in these tests) are read as on
+/// PostgreSQL.
 #[test]
-fn soft_delete_and_filter_on_sql_server_are_refused() {
-    for (extra, needle, says) in [
-        (
-            "soft_delete = { a = \"DELETED\", value = \"Y\", live = \"N\" }\n",
-            "{ a = \"DELETED\"",
-            "`soft_delete` on side A: not in this version on a SQL Server side",
-        ),
-        (
-            "filter = { a = \"SITE_ID\", equals = 3 }\n",
-            "{ a = \"SITE_ID\"",
-            "`filter` on side A: not in this version on a SQL Server side",
-        ),
-    ] {
-        let text = with_order(extra);
-        let problem = only_problem(&text);
-        assert!(problem.message.contains(says), "{}", problem.message);
-        assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
-    }
+fn soft_delete_and_filter_on_sql_server_are_read() {
+    let c = ok(&with_order(
+        "soft_delete = { a = \"DELETED\", value = \"Y\", live = \"N\" }\nfilter = { a = \"SITE_ID\", equals = 3 }\n",
+    ));
+    let e = &c.entities[0];
+    assert!(e.restricted_at(Side::A) && !e.restricted_at(Side::B));
+    assert_eq!(
+        e.read_columns(Side::A),
+        vec!["ORDER_NO", "DELETED", "SITE_ID"]
+    );
 }
 
 /// What a soft delete or filter cannot be is refused at its position, with what to write.

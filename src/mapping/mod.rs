@@ -81,8 +81,15 @@ pub fn map_change(
     }
     // A soft delete at the target: what the other side has is live there (written on insert
     // and update; a delete marks the row instead, see the endpoints' row_delete).
+    // A delete carries the mark's deleted value (a flag's `value`; NULL for a time, which
+    // the target takes from its clock).
     if let Some(sd) = entity.soft_delete_at(to) {
-        row.insert(sd.column.clone(), sd.live_value());
+        let v = match (change.op, &sd.flag) {
+            (Op::Delete, Some((deleted, _))) => deleted.clone(),
+            (Op::Delete, None) => Value::Null,
+            _ => sd.live_value(),
+        };
+        row.insert(sd.column.clone(), v);
     }
     if let Some(peer) = &entity.side(to).peer_id_column {
         // The config guarantees the source key has one column.
