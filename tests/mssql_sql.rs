@@ -233,7 +233,10 @@ fn a_soft_delete_marks_the_row_and_the_trigger_captures_the_mark() {
              columns = [\n  { a = \"CUST_NAME\"",
             1,
         );
-    assert!(text.contains("soft_delete"), "the demo's order entity changed");
+    assert!(
+        text.contains("soft_delete"),
+        "the demo's order entity changed"
+    );
     let env = |name: &str| match name {
         "TANDEM_A_URL" => Some("server=tcp:localhost,1433;database=legacy;user=tandem".to_string()),
         "TANDEM_B_URL" => Some("postgres://tandem@localhost/app".to_string()),
@@ -251,10 +254,15 @@ fn a_soft_delete_marks_the_row_and_the_trigger_captures_the_mark() {
         "{}",
         plan.apply
     );
-    assert!(plan.apply.contains("WHERE (t.[DELETED] IS NULL OR t.[DELETED] <> s.[v]);"));
+    assert!(plan
+        .apply
+        .contains("WHERE (t.[DELETED] IS NULL OR t.[DELETED] <> s.[v]);"));
     assert!(!plan.apply.contains("DELETE t FROM [dbo].[ORDERS]"));
     assert!(plan.apply.contains("DELETE t FROM [dbo].[ORDER_ITEMS]"));
-    assert!(plan.apply.contains("t.[DELETED] = r.[DELETED]"), "written on update");
+    assert!(
+        plan.apply.contains("t.[DELETED] = r.[DELETED]"),
+        "written on update"
+    );
     // The filter's value is written on insert only (a constant); no config value in SQL.
     assert!(!plan.apply.contains("'Y'") && !plan.apply.contains("N'Y'"));
     let script = sql::install_script(&config, Side::A).expect("script");
@@ -263,6 +271,9 @@ fn a_soft_delete_marks_the_row_and_the_trigger_captures_the_mark() {
         .nth(1)
         .and_then(|t| t.split("\nGO").next())
         .unwrap_or_default();
-    assert!(orders.contains("i.[DELETED] AS [DELETED], i.[SITE] AS [SITE]"), "{orders}");
+    assert!(
+        orders.contains("i.[DELETED] AS [DELETED], i.[SITE] AS [SITE]"),
+        "{orders}"
+    );
     assert!(!orders.contains("'Y'") && !orders.contains("= 3"));
 }

@@ -1676,3 +1676,24 @@ fn the_service_token_inline_and_in_a_file_is_refused() {
         "[service]: give token or token_file, not both",
     );
 }
+
+/// The refusals README.md quotes, as `tandem` prints them.
+#[test]
+fn the_refusals_the_readme_quotes_are_printed_so() {
+    for (extra, printed) in [
+        (
+            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
+            "tandem.toml:12:49: entity \"order\": column CC: `lookup`: look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
+        ),
+        (
+            "filter = \"SITE_ID = 3\"\n",
+            "tandem.toml:12:10: entity \"order\": `filter`: expected a table: write { a = \"SITE_ID\", equals = 3 } or { a = \"SITE_ID\", in = [3, 4] } (conditions in SQL text are not accepted: values travel as parameters)",
+        ),
+    ] {
+        let err = match try_parse(&with_order(extra)) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains(printed), "{err}");
+    }
+}

@@ -794,6 +794,87 @@ mod tests {
         assert_eq!(check(e, Side::B, Some(&t), "db", &WORDS).len(), 1);
     }
 
+    /// `check` finds a soft delete's and a filter's column and judges its type by the form.
+    #[test]
+    fn soft_delete_and_filter_columns_exist_and_fit_their_values() {
+        use crate::config::{Constant, RowFilter, SoftDelete};
+        let mut c = config();
+        let e = &mut c.entities[0];
+        let typed = |name: &str, kind: Kind, type_name: &str| ColumnDesc {
+            kind,
+            type_name: type_name.into(),
+            ..col(name)
+        };
+        let run = |e: &Entity, extra: Vec<ColumnDesc>| {
+            let mut t = orders();
+            t.columns.extend(extra);
+            check(e, Side::B, Some(&t), "db", &WORDS)
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+        };
+        e.soft_delete = Some(SoftDelete {
+            side: Side::B,
+            column: "deleted_at".into(),
+            flag: None,
+        });
+        e.filter = Some(RowFilter {
+            side: Side::B,
+            column: "site".into(),
+            values: vec![serde_json::json!(3)],
+            constant: Constant {
+                side: Side::B,
+                column: "site".into(),
+                value: serde_json::json!(3),
+            },
+        });
+        let fine = vec![
+            typed("deleted_at", Kind::TimestampTz, "timestamp with time zone"),
+            typed("site", Kind::Integer { digits: 10 }, "integer"),
+        ];
+        assert_eq!(run(e, fine), Vec::<String>::new());
+        assert_eq!(
+            run(e, vec![]),
+            vec![
+                r#"soft_delete column "deleted_at" does not exist in table public.orders"#
+                    .to_string(),
+                r#"filter column "site" does not exist in table public.orders"#.to_string(),
+            ]
+        );
+        let wrong = vec![
+            typed("deleted_at", Kind::Text { chars: Some(1) }, "character(1)"),
+            typed("site", Kind::Text { chars: None }, "text"),
+        ];
+        let m = run(e, wrong.clone());
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(r#"soft_delete column "deleted_at" of table public.orders is of type character(1): a soft delete without `value` marks the time"#),
+            "{m:?}"
+        );
+        // A flag on a char(1): "Y"/"N" fit, "YES" does not; a boolean column takes booleans.
+        if let Some(sd) = e.soft_delete.as_mut() {
+            sd.flag = Some((serde_json::json!("Y"), serde_json::json!("N")));
+        }
+        assert_eq!(run(e, wrong.clone()), Vec::<String>::new());
+        if let Some(sd) = e.soft_delete.as_mut() {
+            sd.flag = Some((serde_json::json!("YES"), serde_json::json!("N")));
+        }
+        let m = run(e, wrong);
+        assert!(
+            m.len() == 1 && m[0].contains("the value \"YES\" does not fit it"),
+            "{m:?}"
+        );
+        let m = run(
+            e,
+            vec![
+                typed("deleted_at", Kind::Bool, "boolean"),
+                typed("site", Kind::Bool, "boolean"),
+            ],
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[1].starts_with(r#"filter column "site" of table public.orders is of type boolean: the value 3 does not fit it"#), "{m:?}");
+    }
+
     #[test]
     fn a_fitting_table_has_no_problem() {
         assert_eq!(messages(Some(&orders())), Vec::<String>::new());

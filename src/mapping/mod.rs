@@ -296,6 +296,82 @@ mod tests {
         assert!(coalesce(&[]).is_none());
     }
 
+    /// Soft deletes and filters at the source: a hidden row travels as a delete, a row back
+    /// over a tombstone as an insert; other entities and sides keep the captured op.
+    #[test]
+    fn visible_op_turns_hidden_rows_into_deletes_and_returns_into_inserts() {
+        use crate::config::{
+            ConflictPolicy, Constant, Direction, RowFilter, SoftDelete, TableName, TableSide,
+        };
+        let side = |t: &str| TableSide {
+            table: TableName {
+                schema: None,
+                name: t.into(),
+            },
+            key: vec!["id".into()],
+            peer_id_column: None,
+            key_from: None,
+        };
+        let mut e = Entity {
+            name: "e".into(),
+            direction: Direction::Both,
+            on_conflict: ConflictPolicy::NewestWins,
+            a: side("a"),
+            b: side("b"),
+            columns: Vec::new(),
+            constants: Vec::new(),
+            soft_delete: None,
+            filter: None,
+        };
+        let with = |op: Op, image: Value| Change {
+            image: image.as_object().cloned().unwrap_or_default(),
+            ..ch(5, op)
+        };
+        let live = json!({"id": 1, "deleted": null, "site": 3});
+        assert_eq!(
+            visible_op(&e, Side::A, &with(Op::Update, live.clone()), true),
+            Op::Update
+        );
+        e.soft_delete = Some(SoftDelete {
+            side: Side::A,
+            column: "deleted".into(),
+            flag: None,
+        });
+        e.filter = Some(RowFilter {
+            side: Side::A,
+            column: "site".into(),
+            values: vec![json!(3)],
+            constant: Constant {
+                side: Side::A,
+                column: "site".into(),
+                value: json!(3),
+            },
+        });
+        let marked = json!({"id": 1, "deleted": "2024-01-01T00:00:00", "site": 3});
+        let elsewhere = json!({"id": 1, "deleted": null, "site": 5});
+        for (op, image, tombstoned, want) in [
+            (Op::Update, live.clone(), false, Op::Update),
+            (Op::Update, live.clone(), true, Op::Insert),
+            (Op::Insert, live.clone(), false, Op::Insert),
+            (Op::Update, marked.clone(), false, Op::Delete),
+            (Op::Insert, marked.clone(), false, Op::Delete),
+            (Op::Update, elsewhere.clone(), false, Op::Delete),
+            (Op::Update, elsewhere.clone(), true, Op::Delete),
+            (Op::Delete, live.clone(), false, Op::Delete),
+        ] {
+            assert_eq!(
+                visible_op(&e, Side::A, &with(op, image.clone()), tombstoned),
+                want,
+                "{op} {image}"
+            );
+        }
+        // Captured at the other side: as captured.
+        assert_eq!(
+            visible_op(&e, Side::B, &with(Op::Update, marked), true),
+            Op::Update
+        );
+    }
+
     #[test]
     fn folded_op_keeps_deletes_and_re_creations() {
         use Op::*;
