@@ -564,7 +564,7 @@ impl Builder<'_> {
         let constant = Constant {
             side,
             column: column.clone(),
-            value: values[0].clone(),
+            value: values.first().cloned()?,
         };
         ok.then_some(RowFilter {
             side,

@@ -613,11 +613,16 @@ fn entity_plan(
     ];
     let mut vars = vars;
     if let Some(sd) = soft {
-        let at = row_cols
+        let Some((at, mark)) = row_cols
             .iter()
-            .position(|c| c.name == sd.column)
-            .unwrap_or_default();
-        let mark = &row_cols[at];
+            .enumerate()
+            .find(|(_, c)| c.name == sd.column)
+        else {
+            return Err(EndpointError::Config(format!(
+                "entity {}, side {side} table {}: soft_delete column {:?} does not exist (run `tandem check`)",
+                e.name, ts.table, sd.column
+            )));
+        };
         let m = format!("t.{}", ident(&mark.name));
         let (deleted, live) = match &sd.flag {
             None => ("CURRENT_TIMESTAMP".to_string(), format!("{m} IS NULL")),
