@@ -500,4 +500,36 @@ async fn backfill_scenario(at: At) {
         table(&[&["a", "linked"], &["d", "linked"], &["f", "linked"]])
     );
     verify_equal(&env).await;
+
+    // Un-marked behind tandem's back (its change removed): verify finds it at the restricted
+    // side only, and a repair from the other side marks it again rather than deleting it.
+    update(r, "b", "deleted_at = NULL").await;
+    r.exec("DELETE FROM tandem.outbox").await;
+    let opts = tandem::verify::Options {
+        entity: None,
+        repair_from: Some(restricted(at).other()),
+    };
+    let reports = tandem::verify::run(&env.config, &env.sides(), &opts)
+        .await
+        .expect("verify --repair");
+    assert_eq!(
+        (
+            reports[0].only_in_a + reports[0].only_in_b,
+            reports[0].deleted
+        ),
+        (1, 1),
+        "{reports:#?}"
+    );
+    drain_clean(&env).await;
+    verify_equal(&env).await;
+    let (t, _, _) = names(r);
+    assert_eq!(
+        r.count(&format!(
+            "SELECT count(*) FROM {t} WHERE {} = 'b' AND deleted_at IS NOT NULL",
+            name_col(r)
+        ))
+        .await,
+        1,
+        "the row stays, marked"
+    );
 }
