@@ -218,3 +218,62 @@ fn identifiers_from_the_config_cannot_inject_sql() {
     assert!(script.contains("N'ord''er'"));
     assert!(!script.contains("[ORD]ERS"));
 }
+
+/// A soft delete at the SQL Server side: a delete of the entity is an UPDATE of the mark
+/// whose value comes from the row (never from SQL text), the mark is written on update and
+/// insert, and the trigger's image carries the mark and the filter column.
+#[test]
+fn a_soft_delete_marks_the_row_and_the_trigger_captures_the_mark() {
+    let text = DEMO
+        .replacen("kind = \"postgres\"", "kind = \"mssql\"", 1)
+        .replacen(
+            "columns = [\n  { a = \"CUST_NAME\"",
+            "soft_delete = { a = \"DELETED\", value = \"Y\", live = \"N\" }\n\
+             filter = { a = \"SITE\", in = [3, 4] }\n\
+             columns = [\n  { a = \"CUST_NAME\"",
+            1,
+        );
+    assert!(
+        text.contains("soft_delete"),
+        "the demo's order entity changed"
+    );
+    let env = |name: &str| match name {
+        "TANDEM_A_URL" => Some("server=tcp:localhost,1433;database=legacy;user=tandem".to_string()),
+        "TANDEM_B_URL" => Some("postgres://tandem@localhost/app".to_string()),
+        _ => None,
+    };
+    let config = Arc::new(config::parse(&text, Path::new("tandem.toml"), &env).expect("parses"));
+    let mut catalog = demo_catalog();
+    if let Some(cols) = catalog.get_mut("order") {
+        cols.push(col("DELETED", "char", 1, 0, 0, false));
+        cols.push(col("SITE", "int", 4, 10, 0, false));
+    }
+    let plan = Plan::build(&config, Side::A, &catalog).expect("plan");
+    assert!(
+        plan.apply.contains("UPDATE t SET t.[DELETED] = s.[v]"),
+        "{}",
+        plan.apply
+    );
+    assert!(plan
+        .apply
+        .contains("WHERE (t.[DELETED] IS NULL OR t.[DELETED] <> s.[v]);"));
+    assert!(!plan.apply.contains("DELETE t FROM [dbo].[ORDERS]"));
+    assert!(plan.apply.contains("DELETE t FROM [dbo].[ORDER_ITEMS]"));
+    assert!(
+        plan.apply.contains("t.[DELETED] = r.[DELETED]"),
+        "written on update"
+    );
+    // The filter's value is written on insert only (a constant); no config value in SQL.
+    assert!(!plan.apply.contains("'Y'") && !plan.apply.contains("N'Y'"));
+    let script = sql::install_script(&config, Side::A).expect("script");
+    let orders = script
+        .split("CREATE TRIGGER [dbo].[tandem_capture_ORDERS]")
+        .nth(1)
+        .and_then(|t| t.split("\nGO").next())
+        .unwrap_or_default();
+    assert!(
+        orders.contains("i.[DELETED] AS [DELETED], i.[SITE] AS [SITE]"),
+        "{orders}"
+    );
+    assert!(!orders.contains("'Y'") && !orders.contains("= 3"));
+}

@@ -35,7 +35,8 @@ WHERE m.entity = @P1 AND m.deleted = 0;
 -- Per entity (filled with the entity's table, key and column types):
 
 -- name: row_count
-SELECT COUNT_BIG(*) FROM {{table}};
+-- {{visible_p1}}: the rows the entity shows here (see backfill_chunk).
+SELECT COUNT_BIG(*) FROM {{table}} AS t WHERE {{visible_p1}};
 
 -- name: backfill_chunk
 -- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the last key
@@ -50,6 +51,8 @@ SELECT COUNT_BIG(*) FROM {{table}};
 -- queued (its tombstone wins at the other side). The outbox sequences of the chunk lie in
 -- (@before, @max]: @before is read before the insert, so every row queued here is above it.
 -- The progress row is locked first (UPDLOCK, HOLDLOCK): two backfills of one entity take turns.
+-- {{visible_p3}}: only the rows the entity shows here (not soft-deleted: @P3 is a flag's deleted
+-- value; inside its filter: @P4 is a JSON array of the filter's values); else 1 = 1.
 SET NOCOUNT ON;
 DECLARE @last nvarchar(max), @new_last nvarchar(max), @found bit = 0, @finished bit = 0,
         @n bigint = 0, @before bigint = NULL, @max bigint = NULL;
@@ -67,6 +70,7 @@ BEGIN TRY
             INSERT INTO @c (k, img, last, {{c_key_names}})
             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
+            WHERE {{visible_p3}}
             ORDER BY {{t_key_order}};
         ELSE
         BEGIN
@@ -74,7 +78,7 @@ BEGIN TRY
             INSERT INTO @c (k, img, last, {{c_key_names}})
             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
-            WHERE {{after_key}}
+            WHERE {{after_key}} AND {{visible_p3}}
             ORDER BY {{t_key_order}};
         END;
         SELECT @n = COUNT_BIG(*) FROM @c;
@@ -126,13 +130,15 @@ JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 -- name: delete_record
 -- `verify --repair`: deletes one record (@P1, its key) of entity @P2 as tandem's own write
 -- (not captured: the session context marks it, as an apply does) and marks its link deleted.
+-- {{delete_from}}: a DELETE, or with `soft_delete` here the UPDATE that marks the row (a flag's
+-- deleted value in @P3).
 SET NOCOUNT ON;
 DECLARE @n bigint = 0;
 BEGIN TRY
     BEGIN TRANSACTION;
     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
     EXEC sys.sp_set_session_context N'tandem.entity', @P2;
-    DELETE t FROM {{table}} AS t
+    {{delete_from}}
     JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
     SET @n = @@ROWCOUNT;
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;

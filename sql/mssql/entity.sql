@@ -96,6 +96,21 @@ BEGIN
     SET @n = @@ROWCOUNT;
 END;
 
+-- name: soft_delete
+-- `soft_delete` at this side: a delete marks the row rather than deleting it: the time
+-- (CURRENT_TIMESTAMP), or the flag's deleted value, which the change carries in its row (at
+-- position {{mark_at}}: values travel as data, never as SQL text). A row marked already is
+-- left as it is.
+IF @entity = {{entity_lit}}
+BEGIN
+    UPDATE t SET t.{{mark}} = {{mark_deleted}}
+    FROM {{table}} AS t
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{mark_proj}} AS [v] FROM OPENJSON(N'[' + @row + N']') WITH ([v] {{mark_input}} '$[{{mark_at}}]') AS j) AS s
+    WHERE {{mark_live}};
+    SET @n = @@ROWCOUNT;
+END;
+
 -- name: peer_update
 -- Fills the table's peer_id_column with the other side's key (only when it differs).
 IF @entity = {{entity_lit}}

@@ -20,7 +20,8 @@ GO
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
--- An image holds the key and the mapped columns, named as the config names them: columns
+-- An image holds the key and the mapped columns (and a soft delete's mark and a row filter's
+-- column: the mapping decides on them at claim), named as the config names them: columns
 -- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and

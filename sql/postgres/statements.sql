@@ -352,6 +352,14 @@ DELETE FROM {{table}} AS t
 USING jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}});
 
+-- name: row_soft_delete
+-- `soft_delete` at this side: a delete marks the row ({{soft_set}}: the time, or the flag's
+-- deleted value from the payload) rather than deleting it; a row marked already is left as it is.
+UPDATE {{table}} AS t SET {{soft_set}}
+FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}})
+  AND {{soft_live}};
+
 -- name: peer_update
 -- Fills the table's peer_id_column with the other side's key.
 UPDATE {{table}} AS t SET {{peer_col}} = r.{{peer_col}}
@@ -384,6 +392,14 @@ RETURNING jsonb_build_array({{key}})::text;
 DELETE FROM {{table}} AS t
 USING jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}})
+RETURNING jsonb_build_array({{t_key}})::text;
+
+-- name: wave_soft_delete
+-- `soft_delete` at this side, set-based (see row_soft_delete): the keys of the rows it marked.
+UPDATE {{table}} AS t SET {{soft_set}}
+FROM jsonb_populate_recordset(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}})
+  AND {{soft_live}}
 RETURNING jsonb_build_array({{t_key}})::text;
 
 -- name: key_default
@@ -421,18 +437,20 @@ WHERE ({{t_key}}) = ({{r_key}})
   AND t.{{peer_col}}::text IS DISTINCT FROM r.{{peer_col}}::text;
 
 -- name: row_count
-SELECT count(*) FROM {{table}};
+SELECT count(*) FROM {{table}} AS t WHERE {{visible}};
 
 -- name: backfill_chunk
 -- The next chunk of existing rows in key order (keyset pagination: $1 is the last row queued
--- before), queued as changes in this side's outbox. FOR SHARE waits for a concurrent writer
+-- before), queued as changes in this side's outbox; {{visible}}: only the rows the entity shows
+-- here (not soft-deleted, inside its filter: the values in parameter $4). FOR SHARE waits for a concurrent writer
 -- of a row to commit and then reads its new version, so the queued image is never older than a
 -- live change with a smaller sequence: a backfilled row never overwrites a newer live change.
 WITH chunk AS MATERIALIZED (
     SELECT to_jsonb(t.*) AS image
     FROM {{table}} AS t
-    WHERE $1::text IS NULL
-       OR ({{t_key}}) > (SELECT {{r_key}} FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r)
+    WHERE ($1::text IS NULL
+       OR ({{t_key}}) > (SELECT {{r_key}} FROM jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r))
+      AND {{visible}}
     ORDER BY {{t_key}}
     LIMIT $2
     FOR SHARE OF t
@@ -466,16 +484,20 @@ WHERE ({{t_key}}) = ({{r_key}});
 -- Each record as verify compares it: its key on each side (JSON arrays, as id_map stores them),
 -- a join key (A's key; B-only records get 'B:' and their own key) and a hash of its values in
 -- one shape (A's codes; parents by A's key), so both databases compute comparable hashes.
+-- {{visible}}: a soft-deleted row, or one outside the entity's filter, is absent (its values
+-- in the statement's last parameter).
 SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{join_key_expr}} AS jk,
        md5(coalesce({{a_key_expr}}, '-') || '|' || coalesce({{b_key_expr}}, '-') || '|' || {{values_expr}}) AS h
 FROM {{table}} AS t
+WHERE {{visible}}
 
 -- name: verify_values
 -- Verify across dialects (the other side is not PostgreSQL): each record's keys as in
 -- verify_rows and its values in the same shape, one JSON text per column, which tandem
 -- normalises and hashes (src/endpoint/verify_hash.rs explains why not in the database).
 SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{join_key_expr}} AS jk, {{values_array}} AS v
-FROM {{table}} AS t;
+FROM {{table}} AS t
+WHERE {{visible}};
 
 -- name: verify_buckets
 -- Count and hash sum per bucket of join keys: equal buckets never leave the database.

@@ -393,22 +393,19 @@ impl Builder<'_> {
             ConflictPolicy::NewestWins,
         );
 
-        for (key, setting, why) in [
-            (
-                "soft_delete",
-                raw.soft_delete,
-                "soft deletes are not in this version: map the flag column as a column (with `values` or a flag converter), and deletes travel as deletes",
-            ),
-            (
-                "filter",
-                raw.filter,
-                "row filters are not in this version: every row of the table is synchronised (a view cannot be captured either)",
-            ),
-        ] {
-            if let Some(setting) = setting {
-                self.report(Some(setting.span()), format!("{ctx}: `{key}`: {why}"));
-            }
-        }
+        let mut restricted: Vec<(Side, Loc, &'static str)> = Vec::new();
+        let soft_delete = raw.soft_delete.and_then(|r| {
+            let at = Some(r.span());
+            let s = self.soft_delete(&ctx, r)?;
+            restricted.push((s.side, at, "soft_delete"));
+            Some(s)
+        });
+        let filter = raw.filter.and_then(|r| {
+            let at = Some(r.span());
+            let f = self.row_filter(&ctx, r)?;
+            restricted.push((f.side, at, "filter"));
+            Some(f)
+        });
         let (a, a_loc) = self.table_side(&ctx, Side::A, raw.a, &at);
         let (b, b_loc) = self.table_side(&ctx, Side::B, raw.b, &at);
 
@@ -448,7 +445,10 @@ impl Builder<'_> {
             b,
             columns,
             constants,
+            soft_delete,
+            filter,
         };
+        self.check_restrictions(&ctx, &entity, &restricted);
         self.check_columns(
             &ctx,
             &entity,
@@ -467,6 +467,217 @@ impl Builder<'_> {
             refs,
         };
         (entity, loc)
+    }
+
+    /// `soft_delete = { b = "deleted_at" }` or `{ a = "DELETED", value = "Y", live = "N" }`.
+    fn soft_delete(&mut self, ctx: &str, raw: Spanned<toml::Value>) -> Option<SoftDelete> {
+        let at = Some(raw.span());
+        let what = format!("{ctx}: `soft_delete`");
+        let usage = "write { b = \"deleted_at\" } (a timestamp: NULL is live) or { a = \"DELETED\", value = \"Y\", live = \"N\" } (a flag)";
+        let toml::Value::Table(t) = raw.into_inner() else {
+            self.report(at, format!("{what}: expected a table: {usage}"));
+            return None;
+        };
+        let (side, column) = self.restricted_column(&what, &t, &at, usage)?;
+        let mut ok = true;
+        for k in t.keys() {
+            if !["a", "b", "value", "live"].contains(&k.as_str()) {
+                self.report(
+                    at.clone(),
+                    format!("{what}: unknown key `{k}`, expected one of `a`, `b`, `value`, `live`"),
+                );
+                ok = false;
+            }
+        }
+        let value = t
+            .get("value")
+            .map(|v| self.restricted_value(&what, "value", v, &at));
+        let live = t
+            .get("live")
+            .map(|v| self.restricted_value(&what, "live", v, &at));
+        let flag = match (value, live) {
+            (None, None) => None,
+            (Some(Some(v)), Some(Some(l))) => {
+                if crate::model::value_text(&v) == crate::model::value_text(&l) {
+                    self.report(
+                        at.clone(),
+                        format!("{what}: `value` and `live` are the same ({v}): a deleted row could not be told from a live one"),
+                    );
+                    return None;
+                }
+                Some((v, l))
+            }
+            (Some(_), Some(_)) => return None,
+            _ => {
+                self.report(
+                    at.clone(),
+                    format!("{what}: a flag needs both `value` (deleted) and `live` (what tandem writes in the records it creates or brings back): {usage}"),
+                );
+                return None;
+            }
+        };
+        ok.then_some(SoftDelete { side, column, flag })
+    }
+
+    /// `filter = { a = "SITE_ID", equals = 3 }` or `{ a = "SITE_ID", in = [3, 4] }`.
+    fn row_filter(&mut self, ctx: &str, raw: Spanned<toml::Value>) -> Option<RowFilter> {
+        let at = Some(raw.span());
+        let what = format!("{ctx}: `filter`");
+        let usage = "write { a = \"SITE_ID\", equals = 3 } or { a = \"SITE_ID\", in = [3, 4] } (conditions in SQL text are not accepted: values travel as parameters)";
+        let toml::Value::Table(t) = raw.into_inner() else {
+            self.report(at, format!("{what}: expected a table: {usage}"));
+            return None;
+        };
+        let (side, column) = self.restricted_column(&what, &t, &at, usage)?;
+        let mut ok = true;
+        for k in t.keys() {
+            if !["a", "b", "equals", "in"].contains(&k.as_str()) {
+                self.report(
+                    at.clone(),
+                    format!("{what}: unknown key `{k}`, expected one of `a`, `b`, `equals`, `in`"),
+                );
+                ok = false;
+            }
+        }
+        let raw_values: Vec<&toml::Value> = match (t.get("equals"), t.get("in")) {
+            (Some(v), None) => vec![v],
+            (None, Some(toml::Value::Array(list))) if !list.is_empty() => list.iter().collect(),
+            (None, Some(_)) => {
+                self.report(
+                    at,
+                    format!("{what}: `in` must be a non-empty list of values"),
+                );
+                return None;
+            }
+            _ => {
+                self.report(
+                    at,
+                    format!("{what}: give exactly one of `equals` and `in`: {usage}"),
+                );
+                return None;
+            }
+        };
+        let mut values = Vec::new();
+        for v in raw_values {
+            values.push(self.restricted_value(&what, "value", v, &at)?);
+        }
+        let constant = Constant {
+            side,
+            column: column.clone(),
+            value: values.first().cloned()?,
+        };
+        ok.then_some(RowFilter {
+            side,
+            column,
+            values,
+            constant,
+        })
+    }
+
+    /// The `a = "COL"` or `b = "col"` of a soft delete or filter (one side only).
+    fn restricted_column(
+        &mut self,
+        what: &str,
+        t: &toml::Table,
+        at: &Loc,
+        usage: &str,
+    ) -> Option<(Side, String)> {
+        let (side, v) = match (t.get("a"), t.get("b")) {
+            (Some(v), None) => (Side::A, v),
+            (None, Some(v)) => (Side::B, v),
+            _ => {
+                self.report(
+                    at.clone(),
+                    format!("{what}: name the column of one side, `a` or `b` (not both): {usage}"),
+                );
+                return None;
+            }
+        };
+        match v {
+            toml::Value::String(s) if !s.trim().is_empty() => Some((side, s.clone())),
+            _ => {
+                self.report(
+                    at.clone(),
+                    format!("{what}: `{}` must be a column name", side.name()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A value of a soft delete flag or a filter: a string, an integer or a boolean.
+    fn restricted_value(
+        &mut self,
+        what: &str,
+        key: &str,
+        v: &toml::Value,
+        at: &Loc,
+    ) -> Option<Value> {
+        match v {
+            toml::Value::String(s) => Some(Value::String(s.clone())),
+            toml::Value::Integer(i) => Some(Value::from(*i)),
+            toml::Value::Boolean(b) => Some(Value::Bool(*b)),
+            _ => {
+                self.report(
+                    at.clone(),
+                    format!("{what}: `{key}` must be a string, an integer or a boolean (got {v})"),
+                );
+                None
+            }
+        }
+    }
+
+    /// A soft delete's or filter's column is one tandem reads on its own: not a key column,
+    /// the peer id column, a mapped column or a constant, and not both of them at once.
+    fn check_restrictions(
+        &mut self,
+        ctx: &str,
+        entity: &Entity,
+        restricted: &[(Side, Loc, &'static str)],
+    ) {
+        let columns = [
+            entity
+                .soft_delete
+                .as_ref()
+                .map(|s| (s.side, s.column.as_str())),
+            entity.filter.as_ref().map(|f| (f.side, f.column.as_str())),
+        ];
+        for ((side, column), (_, at, key)) in columns.into_iter().flatten().zip(restricted) {
+            let ts = entity.side(side);
+            let clash = if ts.key.iter().any(|k| k == column) {
+                Some("a key column")
+            } else if ts.peer_id_column.as_deref() == Some(column) {
+                Some("the peer_id_column")
+            } else if entity.columns.iter().any(|c| c.name(side) == column) {
+                Some("a mapped column")
+            } else if entity
+                .constants
+                .iter()
+                .any(|k| k.side == side && k.column == column)
+            {
+                Some("a const column")
+            } else {
+                None
+            };
+            if let Some(what) = clash {
+                self.report(
+                    at.clone(),
+                    format!("{ctx}: `{key}`: column {column} of side {side} is also {what}: tandem reads and writes it on its own (remove it from the other place)"),
+                );
+            }
+        }
+        if let (Some(s), Some(f)) = (&entity.soft_delete, &entity.filter) {
+            if s.side == f.side && s.column == f.column {
+                let at = restricted.get(1).and_then(|r| r.1.clone());
+                self.report(
+                    at,
+                    format!(
+                        "{ctx}: `filter`: column {} is also the soft delete's column",
+                        f.column
+                    ),
+                );
+            }
+        }
     }
 
     fn table_side(

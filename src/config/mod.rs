@@ -265,6 +265,76 @@ pub struct Entity {
     pub columns: Vec<ColumnMap>,
     /// Columns of one side that records tandem creates there get a fixed value (`const`).
     pub constants: Vec<Constant>,
+    /// `soft_delete`: on one side a record is deleted by marking a column, not by a DELETE.
+    pub soft_delete: Option<SoftDelete>,
+    /// `filter`: on one side only the rows whose column holds one of these values are synced.
+    pub filter: Option<RowFilter>,
+}
+
+/// `soft_delete = { b = "deleted_at" }` (a timestamp: NULL is live, set is deleted) or
+/// `soft_delete = { a = "DELETED", value = "Y", live = "N" }` (a flag: the row is deleted when
+/// the column holds `value`; tandem writes `live` in the records it creates or brings back).
+/// A delete arriving at that side sets the mark; a change there that sets it travels as a
+/// delete, one that clears it as an insert (the record is created again at the other side).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftDelete {
+    pub side: Side,
+    pub column: String,
+    /// The flag form: (deleted, live) values; None for the timestamp form.
+    pub flag: Option<(Value, Value)>,
+}
+
+impl SoftDelete {
+    /// Whether a row image of its side is soft-deleted. A column missing from the image (an
+    /// older capture) is read as live.
+    pub fn deleted(&self, image: &crate::model::Image) -> bool {
+        let v = image.get(&self.column).unwrap_or(&Value::Null);
+        match &self.flag {
+            None => !v.is_null(),
+            Some((deleted, _)) => same_text(v, deleted),
+        }
+    }
+
+    /// The value written in records tandem creates or updates at its side (NULL, or `live`).
+    pub fn live_value(&self) -> Value {
+        self.flag
+            .as_ref()
+            .map_or(Value::Null, |(_, live)| live.clone())
+    }
+}
+
+/// `filter = { a = "SITE_ID", equals = 3 }` or `{ a = "SITE_ID", in = [3, 4] }`: on that side
+/// only rows whose column holds one of `values` (compared by their text) are synchronised;
+/// records tandem creates there get the first value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowFilter {
+    pub side: Side,
+    pub column: String,
+    /// At least one; JSON scalars (string, integer or boolean).
+    pub values: Vec<Value>,
+    /// The constant records created at `side` get (`column` = the first value).
+    pub constant: Constant,
+}
+
+impl RowFilter {
+    /// Whether a row image of its side is inside the filter.
+    pub fn admits(&self, image: &crate::model::Image) -> bool {
+        let v = image.get(&self.column).unwrap_or(&Value::Null);
+        self.values.iter().any(|f| same_text(v, f))
+    }
+}
+
+/// Whether a captured value is a soft delete's or filter's value: compared by text, trailing
+/// spaces aside (a padded `char(n)`, which both dialects' `=` and PostgreSQL's `::text` ignore
+/// as well, so the mapping and the SQL of backfill and verify agree). NULL is no value.
+fn same_text(v: &Value, configured: &Value) -> bool {
+    match (
+        crate::model::value_text(v),
+        crate::model::value_text(configured),
+    ) {
+        (Some(a), Some(b)) => a.trim_end_matches(' ') == b.trim_end_matches(' '),
+        _ => false,
+    }
 }
 
 /// A column of one side that every record tandem inserts there gets `value` (`{ a = "ORIGIN",
@@ -292,9 +362,56 @@ impl Entity {
         self.columns.iter().filter(move |c| c.written_at(side))
     }
 
-    /// The constants of `side` (written on insert only).
+    /// The constants of `side` (written on insert only), the row filter's value among them.
     pub fn constants_at(&self, side: Side) -> impl Iterator<Item = &Constant> {
-        self.constants.iter().filter(move |c| c.side == side)
+        self.constants
+            .iter()
+            .chain(self.filter.as_ref().map(|f| &f.constant))
+            .filter(move |c| c.side == side)
+    }
+
+    /// Whether a row image captured at `side` is outside what the entity synchronises there:
+    /// soft-deleted, or outside the row filter. Such a record is absent for tandem.
+    pub fn hidden(&self, side: Side, image: &crate::model::Image) -> bool {
+        self.soft_delete
+            .as_ref()
+            .is_some_and(|s| s.side == side && s.deleted(image))
+            || self
+                .filter
+                .as_ref()
+                .is_some_and(|f| f.side == side && !f.admits(image))
+    }
+
+    /// The soft delete of `side`, if that side has one.
+    pub fn soft_delete_at(&self, side: Side) -> Option<&SoftDelete> {
+        self.soft_delete.as_ref().filter(|s| s.side == side)
+    }
+
+    /// Whether `side` shows only some rows of its table (soft delete or filter there).
+    pub fn restricted_at(&self, side: Side) -> bool {
+        self.soft_delete_at(side).is_some() || self.filter.as_ref().is_some_and(|f| f.side == side)
+    }
+
+    /// The columns of `side` a change of this entity is made of: the key, the mapped columns,
+    /// the soft delete's mark and the filter's column (the capture trigger compares these).
+    pub fn read_columns(&self, side: Side) -> Vec<&str> {
+        let mut read: Vec<&str> = self.side(side).key.iter().map(String::as_str).collect();
+        let extra = self
+            .soft_delete_at(side)
+            .map(|s| s.column.as_str())
+            .into_iter()
+            .chain(
+                self.filter
+                    .as_ref()
+                    .filter(|f| f.side == side)
+                    .map(|f| f.column.as_str()),
+            );
+        for c in self.columns.iter().map(|c| c.name(side)).chain(extra) {
+            if !read.contains(&c) {
+                read.push(c);
+            }
+        }
+        read
     }
 
     /// The table of `side`.

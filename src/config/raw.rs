@@ -58,9 +58,10 @@ pub struct Entity {
     pub a: Option<Located<TableSide>>,
     pub b: Option<Located<TableSide>>,
     pub columns: Option<Vec<Located<Column>>>,
-    /// Not in this version: read only to refuse it with the reason (see the builder).
+    /// `{ b = "deleted_at" }` or `{ a = "DELETED", value = "Y", live = "N" }` (the builder
+    /// reads it).
     pub soft_delete: Option<Spanned<toml::Value>>,
-    /// Not in this version: read only to refuse it with the reason (see the builder).
+    /// `{ a = "SITE_ID", equals = 3 }` or `{ a = "SITE_ID", in = [3, 4] }` (the builder reads it).
     pub filter: Option<Spanned<toml::Value>>,
 }
 

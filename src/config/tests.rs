@@ -1469,21 +1469,11 @@ fn key_from_numbers_a_side_that_generates_its_key() {
     );
 }
 
-/// What this version cannot express (soft deletes, row filters, look-ups, expressions) is
-/// refused at its position with the reason and what to do instead, never ignored.
+/// What this version cannot express (look-ups, expressions) is refused at its position with
+/// the reason and what to do instead, never ignored.
 #[test]
 fn features_not_in_this_version_are_refused_with_the_reason() {
     for (extra, needle, says) in [
-        (
-            "soft_delete = { a = \"DELETED\", value = \"Y\" }\n",
-            "{ a = \"DELETED\"",
-            "`soft_delete`: soft deletes are not in this version",
-        ),
-        (
-            "filter = \"TYPE = 'X'\"\n",
-            "\"TYPE = 'X'\"",
-            "`filter`: row filters are not in this version",
-        ),
         (
             "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
             "\"dbo.COUNTRIES\"",
@@ -1498,6 +1488,158 @@ fn features_not_in_this_version_are_refused_with_the_reason() {
         let text = with_order(extra);
         let problem = only_problem(&text);
         assert!(problem.message.contains(says), "{}", problem.message);
+        assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
+    }
+}
+
+// -- soft_delete and filter ------------------------------------------------
+
+#[test]
+fn soft_delete_and_filter_are_read() {
+    let c = ok(&with_order(
+        "soft_delete = { b = \"deleted_at\" }\nfilter = { b = \"site\", in = [3, \"x\"] }\n",
+    ));
+    let e = &c.entities[0];
+    assert_eq!(
+        e.soft_delete,
+        Some(SoftDelete {
+            side: Side::B,
+            column: "deleted_at".into(),
+            flag: None
+        })
+    );
+    let f = e.filter.as_ref().expect("a filter");
+    assert_eq!((f.side, f.column.as_str()), (Side::B, "site"));
+    assert_eq!(f.values, vec![Value::from(3), Value::from("x")]);
+    // Records tandem creates at B get the first value, and the mark counts as read there.
+    let consts: Vec<_> = e.constants_at(Side::B).collect();
+    assert_eq!(
+        (consts[0].column.as_str(), &consts[0].value),
+        ("site", &Value::from(3))
+    );
+    assert_eq!(e.constants_at(Side::A).count(), 0);
+    assert_eq!(e.read_columns(Side::B), vec!["id", "deleted_at", "site"]);
+    assert!(e.restricted_at(Side::B) && !e.restricted_at(Side::A));
+
+    let c = ok(&with_order(
+        "soft_delete = { b = \"state\", value = \"D\", live = \"L\" }\nfilter = { b = \"site\", equals = true }\n",
+    ));
+    let e = &c.entities[0];
+    let sd = e.soft_delete.as_ref().expect("soft delete");
+    assert_eq!(sd.flag, Some((Value::from("D"), Value::from("L"))));
+    assert_eq!(sd.live_value(), Value::from("L"));
+    let img = |v: serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    assert!(e.hidden(
+        Side::B,
+        &img(serde_json::json!({"state": "D", "site": true}))
+    ));
+    assert!(e.hidden(
+        Side::B,
+        &img(serde_json::json!({"state": "L", "site": false}))
+    ));
+    assert!(e.hidden(
+        Side::B,
+        &img(serde_json::json!({"state": "L", "site": null}))
+    ));
+    assert!(!e.hidden(
+        Side::B,
+        &img(serde_json::json!({"state": null, "site": true}))
+    ));
+    assert!(!e.hidden(Side::A, &img(serde_json::json!({"state": "D"}))));
+}
+
+/// A soft delete and a filter on the SQL Server side (A in these tests) are read as on
+/// PostgreSQL.
+#[test]
+fn soft_delete_and_filter_on_sql_server_are_read() {
+    let c = ok(&with_order(
+        "soft_delete = { a = \"DELETED\", value = \"Y\", live = \"N\" }\nfilter = { a = \"SITE_ID\", equals = 3 }\n",
+    ));
+    let e = &c.entities[0];
+    assert!(e.restricted_at(Side::A) && !e.restricted_at(Side::B));
+    assert_eq!(
+        e.read_columns(Side::A),
+        vec!["ORDER_NO", "DELETED", "SITE_ID"]
+    );
+}
+
+/// What a soft delete or filter cannot be is refused at its position, with what to write.
+#[test]
+fn soft_delete_and_filter_mistakes_are_refused_with_positions() {
+    for (extra, needle, says) in [
+        (
+            "soft_delete = \"deleted_at IS NULL\"\n",
+            "\"deleted_at IS NULL\"",
+            "entity \"order\": `soft_delete`: expected a table: write { b = \"deleted_at\" }",
+        ),
+        (
+            "soft_delete = { a = \"X\", b = \"x\" }\n",
+            "{ a = \"X\"",
+            "`soft_delete`: name the column of one side, `a` or `b` (not both)",
+        ),
+        (
+            "soft_delete = { b = \"state\", value = \"D\" }\n",
+            "{ b = \"state\"",
+            "`soft_delete`: a flag needs both `value` (deleted) and `live`",
+        ),
+        (
+            "soft_delete = { b = \"state\", value = \"D\", live = \"D\" }\n",
+            "{ b = \"state\"",
+            "`value` and `live` are the same",
+        ),
+        (
+            "soft_delete = { b = \"state\", value = 1.5, live = 0 }\n",
+            "{ b = \"state\"",
+            "`value` must be a string, an integer or a boolean (got 1.5)",
+        ),
+        (
+            "soft_delete = { b = \"state\", when = \"x\" }\n",
+            "{ b = \"state\"",
+            "unknown key `when`, expected one of `a`, `b`, `value`, `live`",
+        ),
+        (
+            "soft_delete = { b = \"id\" }\n",
+            "{ b = \"id\"",
+            "`soft_delete`: column id of side B is also a key column",
+        ),
+        (
+            "filter = \"SITE_ID = 3\"\n",
+            "\"SITE_ID = 3\"",
+            "`filter`: expected a table: write { a = \"SITE_ID\", equals = 3 }",
+        ),
+        (
+            "filter = { b = \"site\" }\n",
+            "{ b = \"site\"",
+            "`filter`: give exactly one of `equals` and `in`",
+        ),
+        (
+            "filter = { b = \"site\", in = [] }\n",
+            "{ b = \"site\"",
+            "`filter`: `in` must be a non-empty list of values",
+        ),
+        (
+            "filter = { b = \"site\", equals = 3, sql = \"1=1\" }\n",
+            "{ b = \"site\"",
+            "unknown key `sql`, expected one of `a`, `b`, `equals`, `in`",
+        ),
+        (
+            "filter = { b = \"name\", equals = 3 }\ncolumns = [ { a = \"NAME\", b = \"name\" } ]\n",
+            "{ b = \"name\"",
+            "`filter`: column name of side B is also a mapped column",
+        ),
+        (
+            "filter = { b = \"site\", equals = 3 }\ncolumns = [ { b = \"site\", const = 4 } ]\n",
+            "{ b = \"site\"",
+            "`filter`: column site of side B is also a const column",
+        ),
+    ] {
+        let text = with_order(extra);
+        let problem = only_problem(&text);
+        assert!(
+            problem.message.contains(says),
+            "{extra}: {}",
+            problem.message
+        );
         assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
     }
 }
@@ -1533,4 +1675,25 @@ fn the_service_token_inline_and_in_a_file_is_refused() {
         "\"t\"",
         "[service]: give token or token_file, not both",
     );
+}
+
+/// The refusals README.md quotes, as `tandem` prints them.
+#[test]
+fn the_refusals_the_readme_quotes_are_printed_so() {
+    for (extra, printed) in [
+        (
+            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
+            "tandem.toml:12:49: entity \"order\": column CC: `lookup`: look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
+        ),
+        (
+            "filter = \"SITE_ID = 3\"\n",
+            "tandem.toml:12:10: entity \"order\": `filter`: expected a table: write { a = \"SITE_ID\", equals = 3 } or { a = \"SITE_ID\", in = [3, 4] } (conditions in SQL text are not accepted: values travel as parameters)",
+        ),
+    ] {
+        let err = match try_parse(&with_order(extra)) {
+            Ok(_) => panic!("accepted: {extra}"),
+            Err(err) => err.to_string(),
+        };
+        assert!(err.contains(printed), "{err}");
+    }
 }

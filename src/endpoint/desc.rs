@@ -178,6 +178,24 @@ pub struct Wording {
     pub identity_example: &'static str,
 }
 
+/// Why a soft delete's flag value or a filter's value cannot be held by a column of `kind`
+/// (they are compared by their text: a boolean column takes true/false, a number column
+/// integers, a text column anything); None when it fits or the type is not judged.
+fn value_misfit(kind: Kind, v: &serde_json::Value) -> Option<String> {
+    let text = crate::model::value_text(v).unwrap_or_default();
+    let fits = match kind {
+        Kind::Bool => v.is_boolean(),
+        Kind::Integer { .. } => v.is_i64() || v.is_u64(),
+        Kind::Decimal { scale, .. } => (v.is_i64() || v.is_u64()) && scale.unwrap_or(0) == 0,
+        Kind::Text { chars } => chars.is_none_or(|n| text.chars().count() <= n as usize),
+        Kind::Unknown => true,
+        _ => false,
+    };
+    (!fits).then(|| {
+        format!("the value {v} does not fit it (values are compared by their text: use a text, integer or boolean column, and values of its type)")
+    })
+}
+
 /// Every problem of `entity` on `side`, given its table's description (None: the table does
 /// not exist in `target`, the database as the operator knows it).
 pub fn check(
@@ -210,7 +228,19 @@ pub fn check(
     if let Some(p) = &ts.peer_id_column {
         wanted.push((p.as_str(), "peer_id_column"));
     }
-    wanted.extend(e.constants_at(side).map(|k| (k.column.as_str(), "const")));
+    wanted.extend(
+        e.constants
+            .iter()
+            .filter(|k| k.side == side)
+            .map(|k| (k.column.as_str(), "const")),
+    );
+    if let Some(sd) = e.soft_delete_at(side) {
+        wanted.push((sd.column.as_str(), "soft_delete"));
+    }
+    let filter = e.filter.as_ref().filter(|f| f.side == side);
+    if let Some(f) = filter {
+        wanted.push((f.column.as_str(), "filter"));
+    }
     for (col, role) in &wanted {
         let Some(c) = column(col) else {
             let hint = table
@@ -242,6 +272,38 @@ pub fn check(
                 problem(format!(
                     "{role} column {col:?} of table {} is {what}: tandem cannot write it",
                     ts.table
+                ));
+            }
+        }
+    }
+
+    // A soft delete's mark and a filter's column: a type their values fit.
+    if let Some(sd) = e.soft_delete_at(side) {
+        if let Some(c) = column(&sd.column) {
+            let why = match &sd.flag {
+                None => (!matches!(
+                    c.kind,
+                    Kind::Date | Kind::Timestamp | Kind::TimestampTz | Kind::Unknown
+                ))
+                .then(|| "a soft delete without `value` marks the time (NULL is live): it needs a date or timestamp column; for a flag column give `value` and `live`".to_string()),
+                Some((deleted, live)) => [deleted, live]
+                    .into_iter()
+                    .find_map(|v| value_misfit(c.kind, v)),
+            };
+            if let Some(why) = why {
+                problem(format!(
+                    "soft_delete column {:?} of table {} is of type {}: {why}",
+                    sd.column, ts.table, c.type_name
+                ));
+            }
+        }
+    }
+    if let Some(f) = filter {
+        if let Some(c) = column(&f.column) {
+            if let Some(why) = f.values.iter().find_map(|v| value_misfit(c.kind, v)) {
+                problem(format!(
+                    "filter column {:?} of table {} is of type {}: {why}",
+                    f.column, ts.table, c.type_name
                 ));
             }
         }
@@ -420,6 +482,7 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
             ts.key.iter().any(|k| k == n)
                 || e.written_columns(to).any(|c| c.name(to) == n)
                 || e.constants_at(to).any(|k| k.column == n)
+                || e.soft_delete_at(to).is_some_and(|sd| sd.column == n)
                 || ts.peer_id_column.as_deref() == Some(n)
         };
         for d in &dst_t.columns {
@@ -729,6 +792,87 @@ mod tests {
         );
         e.direction = crate::config::Direction::AToB;
         assert_eq!(check(e, Side::B, Some(&t), "db", &WORDS).len(), 1);
+    }
+
+    /// `check` finds a soft delete's and a filter's column and judges its type by the form.
+    #[test]
+    fn soft_delete_and_filter_columns_exist_and_fit_their_values() {
+        use crate::config::{Constant, RowFilter, SoftDelete};
+        let mut c = config();
+        let e = &mut c.entities[0];
+        let typed = |name: &str, kind: Kind, type_name: &str| ColumnDesc {
+            kind,
+            type_name: type_name.into(),
+            ..col(name)
+        };
+        let run = |e: &Entity, extra: Vec<ColumnDesc>| {
+            let mut t = orders();
+            t.columns.extend(extra);
+            check(e, Side::B, Some(&t), "db", &WORDS)
+                .into_iter()
+                .map(|p| p.message)
+                .collect::<Vec<_>>()
+        };
+        e.soft_delete = Some(SoftDelete {
+            side: Side::B,
+            column: "deleted_at".into(),
+            flag: None,
+        });
+        e.filter = Some(RowFilter {
+            side: Side::B,
+            column: "site".into(),
+            values: vec![serde_json::json!(3)],
+            constant: Constant {
+                side: Side::B,
+                column: "site".into(),
+                value: serde_json::json!(3),
+            },
+        });
+        let fine = vec![
+            typed("deleted_at", Kind::TimestampTz, "timestamp with time zone"),
+            typed("site", Kind::Integer { digits: 10 }, "integer"),
+        ];
+        assert_eq!(run(e, fine), Vec::<String>::new());
+        assert_eq!(
+            run(e, vec![]),
+            vec![
+                r#"soft_delete column "deleted_at" does not exist in table public.orders"#
+                    .to_string(),
+                r#"filter column "site" does not exist in table public.orders"#.to_string(),
+            ]
+        );
+        let wrong = vec![
+            typed("deleted_at", Kind::Text { chars: Some(1) }, "character(1)"),
+            typed("site", Kind::Text { chars: None }, "text"),
+        ];
+        let m = run(e, wrong.clone());
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].starts_with(r#"soft_delete column "deleted_at" of table public.orders is of type character(1): a soft delete without `value` marks the time"#),
+            "{m:?}"
+        );
+        // A flag on a char(1): "Y"/"N" fit, "YES" does not; a boolean column takes booleans.
+        if let Some(sd) = e.soft_delete.as_mut() {
+            sd.flag = Some((serde_json::json!("Y"), serde_json::json!("N")));
+        }
+        assert_eq!(run(e, wrong.clone()), Vec::<String>::new());
+        if let Some(sd) = e.soft_delete.as_mut() {
+            sd.flag = Some((serde_json::json!("YES"), serde_json::json!("N")));
+        }
+        let m = run(e, wrong);
+        assert!(
+            m.len() == 1 && m[0].contains("the value \"YES\" does not fit it"),
+            "{m:?}"
+        );
+        let m = run(
+            e,
+            vec![
+                typed("deleted_at", Kind::Bool, "boolean"),
+                typed("site", Kind::Bool, "boolean"),
+            ],
+        );
+        assert_eq!(m.len(), 2, "{m:?}");
+        assert!(m[1].starts_with(r#"filter column "site" of table public.orders is of type boolean: the value 3 does not fit it"#), "{m:?}");
     }
 
     #[test]

@@ -122,15 +122,14 @@ pub const RESUME_HINT: &str = "its changes wait in the outboxes (nothing is lost
      mapping in tandem.toml and run `tandem install` (restart `tandem run` after changing \
      tandem.toml)";
 
-/// The columns `entity` reads and writes at `side`: mapped, key and peer id columns.
+/// The columns `entity` reads and writes at `side`: mapped, key and peer id columns, and a
+/// soft delete's mark and a row filter's column there.
 pub fn used_columns(entity: &Entity, side: Side) -> Vec<String> {
     let ts = entity.side(side);
     let mut out: Vec<String> = Vec::new();
-    let names = ts
-        .key
-        .iter()
-        .map(String::as_str)
-        .chain(entity.columns.iter().map(|c| c.name(side)))
+    let names = entity
+        .read_columns(side)
+        .into_iter()
         .chain(ts.peer_id_column.as_deref());
     for n in names {
         if !out.iter().any(|o| o == n) {
@@ -283,6 +282,27 @@ columns = [ { a = "id", b = "id" }, { a = "name", b = "name" } ]
             keys: vec![vec!["id".into()]],
             case_insensitive: false,
         }
+    }
+
+    /// A soft delete's mark and a filter's column are read by tandem: dropping one pauses.
+    #[test]
+    fn a_dropped_soft_delete_or_filter_column_pauses() {
+        let mut e = entity();
+        e.soft_delete = Some(crate::config::SoftDelete {
+            side: Side::B,
+            column: "deleted_at".into(),
+            flag: None,
+        });
+        assert_eq!(used_columns(&e, Side::B), vec!["id", "name", "deleted_at"]);
+        assert_eq!(used_columns(&e, Side::A), vec!["id", "name"]);
+        let r = fp(&[
+            ("id", "integer"),
+            ("name", "text"),
+            ("deleted_at", "timestamp"),
+        ]);
+        let dropped = fp(&[("id", "integer"), ("name", "text")]);
+        let d = compare(&e, Side::B, &r, Some(&dropped));
+        assert!(d.first().is_some_and(|d| d.pause), "{d:?}");
     }
 
     #[test]

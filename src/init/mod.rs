@@ -118,6 +118,8 @@ impl DraftEntity {
                 })
                 .collect(),
             constants: Vec::new(),
+            soft_delete: None,
+            filter: None,
         }
     }
 }

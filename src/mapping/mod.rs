@@ -79,6 +79,18 @@ pub fn map_change(
     for k in entity.constants_at(to) {
         row.insert(k.column.clone(), k.value.clone());
     }
+    // A soft delete at the target: what the other side has is live there (written on insert
+    // and update; a delete marks the row instead, see the endpoints' row_delete).
+    // A delete carries the mark's deleted value (a flag's `value`; NULL for a time, which
+    // the target takes from its clock).
+    if let Some(sd) = entity.soft_delete_at(to) {
+        let v = match (change.op, &sd.flag) {
+            (Op::Delete, Some((deleted, _))) => deleted.clone(),
+            (Op::Delete, None) => Value::Null,
+            _ => sd.live_value(),
+        };
+        row.insert(sd.column.clone(), v);
+    }
     if let Some(peer) = &entity.side(to).peer_id_column {
         // The config guarantees the source key has one column.
         let v = change
@@ -103,6 +115,27 @@ pub fn map_change(
         captured_at: change.captured_at,
         derived: change.derived,
     })
+}
+
+/// The op a change captured at `from` travels as, for an entity that shows only some rows
+/// at `from` (`soft_delete`, `filter`); `relinked` tells whether the source's link of the
+/// record is a tombstone (its delete travelled already). A row that is hidden (soft-deleted,
+/// outside the filter) is absent for tandem: any change of it travels as a delete (a
+/// delete of a record the target never had settles as nothing there). A visible row whose
+/// link is a tombstone came back (un-deleted, entered the filter): its update travels as an
+/// insert, which re-creates the record where an update after a delete would be discarded.
+/// Other entities keep the captured op.
+pub fn visible_op(entity: &Entity, from: Side, change: &Change, tombstoned: bool) -> Op {
+    if !entity.restricted_at(from) || change.op == Op::Delete {
+        return change.op;
+    }
+    if entity.hidden(from, &change.image) {
+        return Op::Delete;
+    }
+    if change.op == Op::Update && tombstoned {
+        return Op::Insert;
+    }
+    change.op
 }
 
 /// The lossy rule, for a change mapped to side `to` whose record there holds `current`: each
@@ -261,6 +294,82 @@ mod tests {
         let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Insert), ch(3, Op::Update)]).unwrap();
         assert_eq!(c.op, Op::Insert);
         assert!(coalesce(&[]).is_none());
+    }
+
+    /// Soft deletes and filters at the source: a hidden row travels as a delete, a row back
+    /// over a tombstone as an insert; other entities and sides keep the captured op.
+    #[test]
+    fn visible_op_turns_hidden_rows_into_deletes_and_returns_into_inserts() {
+        use crate::config::{
+            ConflictPolicy, Constant, Direction, RowFilter, SoftDelete, TableName, TableSide,
+        };
+        let side = |t: &str| TableSide {
+            table: TableName {
+                schema: None,
+                name: t.into(),
+            },
+            key: vec!["id".into()],
+            peer_id_column: None,
+            key_from: None,
+        };
+        let mut e = Entity {
+            name: "e".into(),
+            direction: Direction::Both,
+            on_conflict: ConflictPolicy::NewestWins,
+            a: side("a"),
+            b: side("b"),
+            columns: Vec::new(),
+            constants: Vec::new(),
+            soft_delete: None,
+            filter: None,
+        };
+        let with = |op: Op, image: Value| Change {
+            image: image.as_object().cloned().unwrap_or_default(),
+            ..ch(5, op)
+        };
+        let live = json!({"id": 1, "deleted": null, "site": 3});
+        assert_eq!(
+            visible_op(&e, Side::A, &with(Op::Update, live.clone()), true),
+            Op::Update
+        );
+        e.soft_delete = Some(SoftDelete {
+            side: Side::A,
+            column: "deleted".into(),
+            flag: None,
+        });
+        e.filter = Some(RowFilter {
+            side: Side::A,
+            column: "site".into(),
+            values: vec![json!(3)],
+            constant: Constant {
+                side: Side::A,
+                column: "site".into(),
+                value: json!(3),
+            },
+        });
+        let marked = json!({"id": 1, "deleted": "2024-01-01T00:00:00", "site": 3});
+        let elsewhere = json!({"id": 1, "deleted": null, "site": 5});
+        for (op, image, tombstoned, want) in [
+            (Op::Update, live.clone(), false, Op::Update),
+            (Op::Update, live.clone(), true, Op::Insert),
+            (Op::Insert, live.clone(), false, Op::Insert),
+            (Op::Update, marked.clone(), false, Op::Delete),
+            (Op::Insert, marked.clone(), false, Op::Delete),
+            (Op::Update, elsewhere.clone(), false, Op::Delete),
+            (Op::Update, elsewhere.clone(), true, Op::Delete),
+            (Op::Delete, live.clone(), false, Op::Delete),
+        ] {
+            assert_eq!(
+                visible_op(&e, Side::A, &with(op, image.clone()), tombstoned),
+                want,
+                "{op} {image}"
+            );
+        }
+        // Captured at the other side: as captured.
+        assert_eq!(
+            visible_op(&e, Side::B, &with(Op::Update, marked), true),
+            Op::Update
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use crate::config::{Config, Side};
 use crate::endpoint::{
     ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, WriteBack,
 };
-use crate::mapping::{coalesce, folded_op, map_change};
+use crate::mapping::{coalesce, folded_op, map_change, visible_op};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
 use crate::sync::policy::{Decision, Policy};
 
@@ -282,6 +282,14 @@ pub async fn stage(
             continue;
         };
         let link = hints.get(&(p.change.entity.clone(), p.change.key.clone()));
+        // Soft deletes and row filters at the source: a hidden row travels as a delete, one
+        // that came back as an insert (decided here, from the full image the trigger wrote).
+        let mut change = p.change;
+        change.op = visible_op(entity, side, &change, link.is_some_and(|l| l.deleted));
+        let p = Pending {
+            change,
+            seqs: p.seqs,
+        };
         match map_change(
             entity,
             side,

@@ -143,7 +143,8 @@ GO
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
--- An image holds the key and the mapped columns, named as the config names them: columns
+-- An image holds the key and the mapped columns (and a soft delete's mark and a row filter's
+-- column: the mapping decides on them at claim), named as the config names them: columns
 -- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
@@ -222,7 +223,8 @@ GO
 -- changed: compared in a binary collation, so 'a' -> 'A' is a change); a key change travels
 -- as a delete plus an insert. Images are FOR JSON with INCLUDE_NULL_VALUES, so a NULL column
 -- stays a member with value null, apart from '' and from a column that is not there.
--- An image holds the key and the mapped columns, named as the config names them: columns
+-- An image holds the key and the mapped columns (and a soft delete's mark and a row filter's
+-- column: the mapping decides on them at claim), named as the config names them: columns
 -- tandem does not synchronise are neither read (a rowversion or a type FOR JSON cannot encode
 -- stays out of the way) nor make an update a change.
 -- Tandem's own writes to this table set the session context tandem.applying to its name and
@@ -1130,6 +1132,21 @@ GO
 --     SET @n = @@ROWCOUNT;
 -- END;
 -- 
+-- -- name: soft_delete
+-- -- `soft_delete` at this side: a delete marks the row rather than deleting it: the time
+-- -- (CURRENT_TIMESTAMP), or the flag's deleted value, which the change carries in its row (at
+-- -- position {{mark_at}}: values travel as data, never as SQL text). A row marked already is
+-- -- left as it is.
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     UPDATE t SET t.{{mark}} = {{mark_deleted}}
+--     FROM {{table}} AS t
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{mark_proj}} AS [v] FROM OPENJSON(N'[' + @row + N']') WITH ([v] {{mark_input}} '$[{{mark_at}}]') AS j) AS s
+--     WHERE {{mark_live}};
+--     SET @n = @@ROWCOUNT;
+-- END;
+-- 
 -- -- name: peer_update
 -- -- Fills the table's peer_id_column with the other side's key (only when it differs).
 -- IF @entity = {{entity_lit}}
@@ -1192,7 +1209,8 @@ GO
 -- -- Per entity (filled with the entity's table, key and column types):
 -- 
 -- -- name: row_count
--- SELECT COUNT_BIG(*) FROM {{table}};
+-- -- {{visible_p1}}: the rows the entity shows here (see backfill_chunk).
+-- SELECT COUNT_BIG(*) FROM {{table}} AS t WHERE {{visible_p1}};
 -- 
 -- -- name: backfill_chunk
 -- -- The next @P2 existing rows of entity @P1 in key order (keyset pagination after the last key
@@ -1207,6 +1225,8 @@ GO
 -- -- queued (its tombstone wins at the other side). The outbox sequences of the chunk lie in
 -- -- (@before, @max]: @before is read before the insert, so every row queued here is above it.
 -- -- The progress row is locked first (UPDLOCK, HOLDLOCK): two backfills of one entity take turns.
+-- -- {{visible_p3}}: only the rows the entity shows here (not soft-deleted: @P3 is a flag's deleted
+-- -- value; inside its filter: @P4 is a JSON array of the filter's values); else 1 = 1.
 -- SET NOCOUNT ON;
 -- DECLARE @last nvarchar(max), @new_last nvarchar(max), @found bit = 0, @finished bit = 0,
 --         @n bigint = 0, @before bigint = NULL, @max bigint = NULL;
@@ -1224,6 +1244,7 @@ GO
 --             INSERT INTO @c (k, img, last, {{c_key_names}})
 --             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
 --             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
+--             WHERE {{visible_p3}}
 --             ORDER BY {{t_key_order}};
 --         ELSE
 --         BEGIN
@@ -1231,7 +1252,7 @@ GO
 --             INSERT INTO @c (k, img, last, {{c_key_names}})
 --             SELECT TOP (@P2) {{native_key_t}}, {{image_t}}, {{canonical_t}}, {{t_key_order}}
 --             FROM {{table}} AS t WITH (UPDLOCK, ROWLOCK)
---             WHERE {{after_key}}
+--             WHERE {{after_key}} AND {{visible_p3}}
 --             ORDER BY {{t_key_order}};
 --         END;
 --         SELECT @n = COUNT_BIG(*) FROM @c;
@@ -1283,13 +1304,15 @@ GO
 -- -- name: delete_record
 -- -- `verify --repair`: deletes one record (@P1, its key) of entity @P2 as tandem's own write
 -- -- (not captured: the session context marks it, as an apply does) and marks its link deleted.
+-- -- {{delete_from}}: a DELETE, or with `soft_delete` here the UPDATE that marks the row (a flag's
+-- -- deleted value in @P3).
 -- SET NOCOUNT ON;
 -- DECLARE @n bigint = 0;
 -- BEGIN TRY
 --     BEGIN TRANSACTION;
 --     EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
 --     EXEC sys.sp_set_session_context N'tandem.entity', @P2;
---     DELETE t FROM {{table}} AS t
+--     {{delete_from}}
 --     JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 --     SET @n = @@ROWCOUNT;
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;

@@ -42,6 +42,11 @@ fn statement(name: &str, vars: &[(&str, String)]) -> Result<String, EndpointErro
 struct EntityBulk<'a> {
     entity: &'a Entity,
     vars: Vec<(&'static str, String)>,
+    /// `{{visible_pN}}`'s parameters: a flag soft delete's deleted value (text) and a filter's
+    /// values (a JSON array of texts); '' and '[]', unused, when the entity has none at this
+    /// side (always sent: a NULL parameter without a type is refused by Babelfish).
+    deleted_text: String,
+    in_json: String,
 }
 
 impl<'a> EntityBulk<'a> {
@@ -71,14 +76,54 @@ impl<'a> EntityBulk<'a> {
             key_types.push((k.as_str(), c, input));
         }
         // The image: the key, then the mapped columns, each once, named as the config names
-        // them (as the capture trigger writes it).
-        let mut image_cols: Vec<&str> = ts.key.iter().map(String::as_str).collect();
-        for c in &entity.columns {
-            let n = c.name(side);
-            if !image_cols.contains(&n) {
-                image_cols.push(n);
-            }
+        // them, then a soft delete's mark and a filter's column (as the capture trigger
+        // writes it).
+        let image_cols = entity.read_columns(side);
+        // The rows this side shows (`soft_delete`, `filter` here): values in two parameters,
+        // @Pn (the flag's deleted value, as text) and @Pn+1 (the filter's values, a JSON array
+        // of texts), each converted to the column's type in the statement.
+        let soft = entity.soft_delete_at(side);
+        let filter = entity.filter.as_ref().filter(|f| f.side == side);
+        let mut visible_parts: Vec<Box<dyn Fn(usize) -> String>> = Vec::new();
+        if let Some(sd) = soft {
+            let c = col(&sd.column)?;
+            let m = format!("t.{}", ident(&sd.column));
+            let ty = c.ty.sql();
+            visible_parts.push(match sd.flag {
+                None => Box::new(move |_| format!("{m} IS NULL")),
+                Some(_) => {
+                    Box::new(move |n| format!("({m} IS NULL OR {m} <> CONVERT({ty}, @P{n}))"))
+                }
+            });
         }
+        if let Some(f) = filter {
+            let c = col(&f.column)?;
+            let m = format!("t.{}", ident(&f.column));
+            let ty = c.ty.sql();
+            visible_parts.push(Box::new(move |n| {
+                format!(
+                    "{m} IN (SELECT CONVERT({ty}, j.[v]) FROM OPENJSON(@P{}) WITH ([v] nvarchar(4000) '$') AS j)",
+                    n + 1
+                )
+            }));
+        }
+        let visible = |n: usize| {
+            if visible_parts.is_empty() {
+                "1 = 1".to_string()
+            } else {
+                joined(visible_parts.iter().map(|p| p(n)), " AND ")
+            }
+        };
+        let deleted_text = soft
+            .and_then(|sd| sd.flag.as_ref())
+            .and_then(|(d, _)| value_text(d))
+            .unwrap_or_default();
+        let in_json = filter
+            .and_then(|f| {
+                serde_json::to_string(&f.values.iter().filter_map(value_text).collect::<Vec<_>>())
+                    .ok()
+            })
+            .unwrap_or_else(|| "[]".into());
         let canonical = |alias: &str| -> String {
             let tokens = key_types.iter().map(|(k, c, _)| {
                 c.ty.canonical_token(&format!("{alias}.{}", ident(k)))
@@ -260,8 +305,33 @@ impl<'a> EntityBulk<'a> {
             ("b_key_expr", b_key),
             ("jk_expr", jk),
             ("ref_cols", ref_cols),
+            ("visible_p1", visible(1)),
+            ("visible_p3", visible(3)),
         ]);
-        Ok(EntityBulk { entity, vars })
+        // A repair's delete at a side with a soft delete marks the row, as an apply does.
+        let delete = match soft {
+            None => "DELETE t FROM {{table}} AS t".to_string(),
+            Some(sd) => {
+                let m = ident(&sd.column);
+                let ty = col(&sd.column)?.ty.sql();
+                match sd.flag {
+                    None => {
+                        format!("UPDATE t SET t.{m} = CURRENT_TIMESTAMP FROM {{{{table}}}} AS t")
+                    }
+                    Some(_) => {
+                        format!("UPDATE t SET t.{m} = CONVERT({ty}, @P3) FROM {{{{table}}}} AS t")
+                    }
+                }
+            }
+        };
+        let delete = fill(&delete, &vars)?;
+        vars.push(("delete_from", delete));
+        Ok(EntityBulk {
+            entity,
+            vars,
+            deleted_text,
+            in_json,
+        })
     }
 
     fn sql(&self, name: &str) -> Result<String, EndpointError> {
@@ -327,7 +397,7 @@ pub async fn row_count(ep: &MsEndpoint, entity: &str) -> Result<i64, EndpointErr
             &format!("count rows of {}", p.table),
             false,
             &b.sql("row_count")?,
-            &[],
+            &[&b.deleted_text.as_str(), &b.in_json.as_str()],
         )
         .await?;
     Ok(match rows.first() {
@@ -381,7 +451,12 @@ pub async fn chunk(
             &format!("backfill {} (entity {entity})", p.table),
             true,
             &b.sql("backfill_chunk")?,
-            &[&entity, &limit],
+            &[
+                &entity,
+                &limit,
+                &b.deleted_text.as_str(),
+                &b.in_json.as_str(),
+            ],
         )
         .await?;
     let r = rows.last().ok_or_else(|| {
@@ -448,6 +523,11 @@ async fn stream_records(
                     a_key.as_deref().or(b_key.as_deref()).unwrap_or("?")
                 ))
             })?;
+            // A soft-deleted row, or one outside the filter, is absent (decided on the image
+            // as the mapping decides at claim: verify_rows streams without parameters).
+            if b.entity.hidden(side, &image) {
+                continue;
+            }
             let mut values = Vec::with_capacity(b.entity.columns.len());
             for (i, c) in b.entity.columns.iter().enumerate() {
                 let name = c.name(side);
@@ -654,7 +734,7 @@ pub async fn delete_records(
                 &format!("delete {k} from {} (entity {entity})", p.table),
                 true,
                 &sql,
-                &[&k.as_str(), &entity],
+                &[&k.as_str(), &entity, &b.deleted_text.as_str()],
             )
             .await?;
         if let Some(r) = rows.last() {

@@ -194,14 +194,9 @@ fn entity_block(
             ", ",
         )
     };
-    // The image: the key, then the mapped columns, each once, named as the config names it.
-    let mut image_cols: Vec<&str> = ts.key.iter().map(String::as_str).collect();
-    for c in &e.columns {
-        let n = c.name(side);
-        if !image_cols.contains(&n) {
-            image_cols.push(n);
-        }
-    }
+    // The image: the key, then the mapped columns, each once, named as the config names it,
+    // then a soft delete's mark and a filter's column (the mapping decides on them at claim).
+    let image_cols = e.read_columns(side);
     let image_json = |alias: &str| {
         joined(
             image_cols
@@ -407,6 +402,14 @@ fn entity_plan(
             cols.push(p.clone());
         }
     }
+    // A soft delete's mark is written live on insert and update (the row carries the value;
+    // a delete carries the deleted value, see the soft_delete block).
+    let soft = e.soft_delete_at(side);
+    if let Some(sd) = soft {
+        if !cols.contains(&sd.column) {
+            cols.push(sd.column.clone());
+        }
+    }
     let constants: Vec<String> = e
         .constants_at(side)
         .map(|k| k.column.clone())
@@ -608,6 +611,35 @@ fn entity_plan(
                 .unwrap_or_default(),
         ),
     ];
+    let mut vars = vars;
+    if let Some(sd) = soft {
+        let Some((at, mark)) = row_cols
+            .iter()
+            .enumerate()
+            .find(|(_, c)| c.name == sd.column)
+        else {
+            return Err(EndpointError::Config(format!(
+                "entity {}, side {side} table {}: soft_delete column {:?} does not exist (run `tandem check`)",
+                e.name, ts.table, sd.column
+            )));
+        };
+        let m = format!("t.{}", ident(&mark.name));
+        let (deleted, live) = match &sd.flag {
+            None => ("CURRENT_TIMESTAMP".to_string(), format!("{m} IS NULL")),
+            Some(_) => (
+                "s.[v]".to_string(),
+                format!("({m} IS NULL OR {m} <> s.[v])"),
+            ),
+        };
+        vars.extend([
+            ("mark", ident(&mark.name)),
+            ("mark_deleted", deleted),
+            ("mark_live", live),
+            ("mark_input", mark.ty.input_type()),
+            ("mark_proj", mark.ty.project("j.[v]")),
+            ("mark_at", at.to_string()),
+        ]);
+    }
     let plan = EntityPlan {
         name: e.name.clone(),
         table: ts.table.to_string(),
@@ -662,7 +694,12 @@ impl Plan {
                 }
                 blocks.entry("native").or_default().push(f("native_key")?);
                 blocks.entry("lock").or_default().push(f("lock")?);
-                blocks.entry("delete").or_default().push(f("delete")?);
+                let delete = if e.soft_delete_at(side).is_some() {
+                    "soft_delete"
+                } else {
+                    "delete"
+                };
+                blocks.entry("delete").or_default().push(f(delete)?);
                 if vars.iter().any(|(n, v)| *n == "set_list" && !v.is_empty()) {
                     blocks.entry("update").or_default().push(f("update")?);
                 }

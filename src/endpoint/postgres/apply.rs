@@ -553,7 +553,7 @@ async fn apply_one(
         let mut how = Done::Unchanged;
         if let Some(k) = &here {
             let del = st(tx, stmts, &es.row_delete).await?;
-            if tx.execute(&del, &[&json(&k.to_object(&es.key))]).await? > 0 {
+            if tx.execute(&del, &[&json(&es.delete_object(k))]).await? > 0 {
                 how = Done::Written;
             }
         }
@@ -570,7 +570,7 @@ async fn apply_one(
     let mut moved = false;
     if let (Some(old), Op::Insert | Op::Update) = (&moved_from, c.op) {
         let del = st(tx, stmts, &es.row_delete).await?;
-        moved = tx.execute(&del, &[&json(&old.to_object(&es.key))]).await? > 0;
+        moved = tx.execute(&del, &[&json(&es.delete_object(old))]).await? > 0;
     }
 
     // After a tombstone the record is created anew, unless the incoming change won a conflict

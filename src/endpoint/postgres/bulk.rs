@@ -21,6 +21,18 @@ fn entity_sql<'a>(ep: &'a PgEndpoint, entity: &str) -> Result<&'a EntitySql, End
         .ok_or_else(|| EndpointError::Config(format!("no entity {entity:?} in the config")))
 }
 
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+/// `params` and, for an entity that shows only some rows here, the parameter of its
+/// `{{visible}}` predicate (always the statement's last).
+fn with_visible<'a>(es: &'a EntitySql, params: &[Param<'a>]) -> Vec<Param<'a>> {
+    let mut out = params.to_vec();
+    if let Some(v) = &es.visible_param {
+        out.push(v);
+    }
+    out
+}
+
 /// Verify compares rendered values: both sides render timestamps in UTC.
 const VERIFY_SESSION: &str = "SET LOCAL TimeZone = 'UTC'";
 
@@ -29,7 +41,7 @@ pub async fn row_count(ep: &PgEndpoint, entity: &str) -> Result<i64, EndpointErr
     let conn = ep.pool.get().await?;
     let row = conn
         .client
-        .query_one(es.row_count.as_str(), &[])
+        .query_one(es.row_count.as_str(), &with_visible(es, &[]))
         .await
         .map_err(|e| ep.pool.error(&format!("count rows of {}", es.table), e))?;
     Ok(row.get(0))
@@ -94,7 +106,7 @@ pub async fn chunk(
         .await
         .map_err(err)?;
     let r = tx
-        .query_one(&q, &[&after, &limit, &entity])
+        .query_one(&q, &with_visible(es, &[&after, &limit, &entity]))
         .await
         .map_err(err)?;
     let rows: i64 = r.get(0);
@@ -157,10 +169,7 @@ async fn stream_records(
     tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
     {
         let stream = tx
-            .query_raw(
-                es.verify_values.as_str(),
-                std::iter::empty::<&(dyn tokio_postgres::types::ToSql + Sync)>(),
-            )
+            .query_raw(es.verify_values.as_str(), with_visible(es, &[]))
             .await
             .map_err(err)?;
         futures_util::pin_mut!(stream);
@@ -209,7 +218,10 @@ pub async fn buckets(
     let tx = conn.client.transaction().await.map_err(err)?;
     tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
     let rows = tx
-        .query(es.verify_buckets.as_str(), &[&i64::from(n.max(1))])
+        .query(
+            es.verify_buckets.as_str(),
+            &with_visible(es, &[&i64::from(n.max(1))]),
+        )
         .await
         .map_err(err)?;
     tx.commit().await.map_err(err)?;
@@ -240,7 +252,10 @@ pub async fn records(
     let tx = conn.client.transaction().await.map_err(err)?;
     tx.batch_execute(VERIFY_SESSION).await.map_err(err)?;
     let rows = tx
-        .query(es.verify_records.as_str(), &[&i64::from(n.max(1)), &which])
+        .query(
+            es.verify_records.as_str(),
+            &with_visible(es, &[&i64::from(n.max(1)), &which]),
+        )
         .await
         .map_err(err)?;
     tx.commit().await.map_err(err)?;
@@ -339,7 +354,8 @@ pub async fn delete_records(
         .map_err(err)?;
     let mut n = 0;
     for k in keys {
-        n += tx.execute(&del, &[&key_json(es, k)]).await.map_err(err)?;
+        let obj = serde_json::to_string(&es.delete_object(k)).unwrap_or_else(|_| "{}".into());
+        n += tx.execute(&del, &[&obj]).await.map_err(err)?;
         tx.execute(&mark, &[&entity, &k.as_str()])
             .await
             .map_err(err)?;

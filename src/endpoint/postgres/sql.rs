@@ -106,13 +106,22 @@ pub struct EntitySql {
     /// None when no column besides the key is mapped.
     pub row_update: Option<String>,
     pub row_insert: String,
+    /// A delete: a DELETE, or with `soft_delete` here, the UPDATE that marks the row.
     pub row_delete: String,
+    /// With a flag `soft_delete` here: its column and deleted value, added to a delete's
+    /// payload (values travel as parameters).
+    pub soft_mark: Option<(String, serde_json::Value)>,
+    /// With `soft_delete` or `filter` here: the parameter of `{{visible}}` (JSON text: the
+    /// flag's deleted value and the filter's values), passed last to backfill_chunk,
+    /// row_count, verify_buckets, verify_records and verify_values. None: they take none.
+    pub visible_param: Option<String>,
     /// When the side has a `peer_id_column`.
     pub peer_update: Option<String>,
     pub wave_row_locks: String,
     /// None when no column besides the key is mapped.
     pub wave_update: Option<String>,
     pub wave_insert: String,
+    /// As `row_delete`, set-based.
     pub wave_delete: String,
     pub key_default: String,
     /// `key_from`: (a lock to take first, the statement drawing $1 keys).
@@ -240,6 +249,11 @@ fn entity_sql(
     if let Some(p) = &ts.peer_id_column {
         cols.push(p.clone());
     }
+    // A soft delete's mark is written live (NULL, or the flag's `live`) on insert and update:
+    // a record the other side has is not deleted here.
+    if let Some(sd) = e.soft_delete_at(side) {
+        cols.push(sd.column.clone());
+    }
     let set_cols: Vec<String> = cols.iter().filter(|c| !key.contains(c)).cloned().collect();
     cols.extend(
         e.constants_at(side)
@@ -282,20 +296,48 @@ fn entity_sql(
     for (name, expr) in verify_vars(e, side) {
         vars.push((name, fill(&expr, base)?));
     }
-    let get = |name: &str| -> Result<String, EndpointError> {
-        let t = s
-            .get(name)
-            .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
-        fill(t, &vars)
-    };
-    let verify_rows = get("verify_rows")?;
-    let with_rows = |name: &str| -> Result<String, EndpointError> {
+    let soft = e.soft_delete_at(side);
+    if let Some(sd) = soft {
+        let m = ident(&sd.column);
+        let (set, live) = match &sd.flag {
+            None => (format!("{m} = CURRENT_TIMESTAMP"), format!("t.{m} IS NULL")),
+            Some(_) => (
+                format!("{m} = r.{m}"),
+                format!("t.{m} IS DISTINCT FROM r.{m}"),
+            ),
+        };
+        vars.push(("soft_set", set));
+        vars.push(("soft_live", live));
+    }
+    let (visible, visible_param) = visible(e, side);
+    // `{{visible}}` refers to parameter $n: the statement's last.
+    let get_n = |name: &str, n: Option<usize>| -> Result<String, EndpointError> {
         let t = s
             .get(name)
             .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
         let mut v = vars.clone();
-        v.push(("verify_rows", verify_rows.clone()));
+        v.push(("visible", visible(n.unwrap_or(0))));
         fill(t, &v)
+    };
+    let get = |name: &str| get_n(name, None);
+    let rows_at = |n: usize| get_n("verify_rows", Some(n));
+    let with_rows = |name: &str, n: usize| -> Result<String, EndpointError> {
+        let t = s
+            .get(name)
+            .ok_or_else(|| EndpointError::Config(format!("internal: statement {name} missing")))?;
+        let mut v = vars.clone();
+        v.push(("verify_rows", rows_at(n)?));
+        fill(t, &v)
+    };
+    let delete = if soft.is_some() {
+        "row_soft_delete"
+    } else {
+        "row_delete"
+    };
+    let wave_delete = if soft.is_some() {
+        "wave_soft_delete"
+    } else {
+        "wave_delete"
     };
     Ok(EntitySql {
         wave_row_locks: get("wave_row_locks")?,
@@ -305,7 +347,7 @@ fn entity_sql(
             Some(get("wave_update")?)
         },
         wave_insert: get("wave_insert")?,
-        wave_delete: get("wave_delete")?,
+        wave_delete: get(wave_delete)?,
         key_default: get("key_default")?,
         key_from: match &ts.key_from {
             None => None,
@@ -325,14 +367,14 @@ fn entity_sql(
             Some(_) => Some(get("wave_peer_update")?),
             None => None,
         },
-        row_count: get("row_count")?,
-        backfill_chunk: get("backfill_chunk")?,
+        row_count: get_n("row_count", Some(1))?,
+        backfill_chunk: get_n("backfill_chunk", Some(4))?,
         requeue: get("requeue")?,
         fetch_image: get("fetch_image")?,
-        verify_buckets: with_rows("verify_buckets")?,
-        verify_records: with_rows("verify_records")?,
+        verify_buckets: with_rows("verify_buckets", 2)?,
+        verify_records: with_rows("verify_records", 3)?,
         verify_in_flight: get("verify_in_flight")?,
-        verify_values: get("verify_values")?,
+        verify_values: get_n("verify_values", Some(1))?,
         table: ts.table.to_string(),
         table_sql: table(&ts.table),
         key,
@@ -344,12 +386,70 @@ fn entity_sql(
             Some(get("row_update")?)
         },
         row_insert: get("row_insert")?,
-        row_delete: get("row_delete")?,
+        row_delete: get(delete)?,
+        soft_mark: soft.and_then(|sd| {
+            sd.flag
+                .as_ref()
+                .map(|(deleted, _)| (sd.column.clone(), deleted.clone()))
+        }),
+        visible_param,
         peer_update: match &ts.peer_id_column {
             Some(_) => Some(get("peer_update")?),
             None => None,
         },
     })
+}
+
+/// The rows of `side` the entity shows (`{{visible}}`, over table alias `t`): with a soft
+/// delete there, those not marked; with a filter there, those whose column holds one of its
+/// values (compared as text, as the mapping compares them). The values travel in one
+/// parameter, a JSON text ({"deleted": flag value, "in": [filter values]}): returned with a
+/// function giving the predicate for parameter number n. Without either, the predicate is
+/// TRUE and there is no parameter.
+#[allow(clippy::type_complexity)]
+fn visible(e: &Entity, side: Side) -> (Box<dyn Fn(usize) -> String + '_>, Option<String>) {
+    let soft = e.soft_delete_at(side);
+    let filter = e.filter.as_ref().filter(|f| f.side == side);
+    if soft.is_none() && filter.is_none() {
+        return (Box::new(|_| "TRUE".to_string()), None);
+    }
+    let text = |v: &serde_json::Value| crate::model::value_text(v);
+    let param = serde_json::json!({
+        "deleted": soft.and_then(|s| s.flag.as_ref()).and_then(|(d, _)| text(d)),
+        "in": filter.map(|f| f.values.iter().filter_map(text).collect::<Vec<_>>()).unwrap_or_default(),
+    });
+    let predicate = move |n: usize| {
+        let mut parts = vec![format!("${n}::text IS NOT NULL")];
+        if let Some(sd) = soft {
+            let m = ident(&sd.column);
+            parts.push(match &sd.flag {
+                None => format!("t.{m} IS NULL"),
+                Some(_) => {
+                    format!("t.{m}::text IS DISTINCT FROM (${n}::text::jsonb ->> 'deleted')")
+                }
+            });
+        }
+        if let Some(f) = filter {
+            parts.push(format!(
+                "t.{}::text IN (SELECT jsonb_array_elements_text(${n}::text::jsonb -> 'in'))",
+                ident(&f.column)
+            ));
+        }
+        format!("({})", parts.join(" AND "))
+    };
+    (Box::new(predicate), Some(param.to_string()))
+}
+
+impl EntitySql {
+    /// The payload of `row_delete` / `wave_delete` for the record `k`: its key columns, and
+    /// with a flag soft delete here the flag's deleted value.
+    pub fn delete_object(&self, k: &crate::model::Key) -> crate::model::Image {
+        let mut obj = k.to_object(&self.key);
+        if let Some((column, value)) = &self.soft_mark {
+            obj.insert(column.clone(), value.clone());
+        }
+        obj
+    }
 }
 
 /// A key as id_map stores it (a compact JSON array), computed from columns of `t`.
@@ -576,15 +676,12 @@ fn trigger_script(
             )
         };
         // Alone on its table, an entity captures any change of the row; sharing it, only
-        // changes of what it reads (the key and its mapped columns), so tandem's write of
+        // changes of what it reads (the key, its mapped columns, its soft delete's mark and
+        // filter column), so tandem's write of
         // another entity's columns is no change of this one.
         let unchanged = if shared {
-            let mut read: Vec<&str> = ts.key.iter().map(String::as_str).collect();
-            for c in &e.columns {
-                if !read.contains(&c.name(side)) {
-                    read.push(c.name(side));
-                }
-            }
+            // The key, the mapped columns, and a soft delete's mark or a filter's column.
+            let read = e.read_columns(side);
             let row = |r: &str| {
                 read.iter()
                     .map(|c| format!("{r}.{}", ident(c)))

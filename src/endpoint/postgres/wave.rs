@@ -423,7 +423,7 @@ async fn apply_deletes(
         match p {
             Plan::Stale(own) => outcomes[i] = Some(done(own.clone(), Done::Stale)),
             Plan::Write { here: Some(k), .. } if existing.contains(k.as_str()) => {
-                objs.push(k.to_object(&es.key));
+                objs.push(es.delete_object(k));
                 outcomes[i] = Some(done(Some(k.clone()), Done::Written));
             }
             Plan::Write { here, .. } => outcomes[i] = Some(done(here.clone(), Done::Unchanged)),
