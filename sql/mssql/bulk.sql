@@ -123,6 +123,16 @@ SELECT {{image_t}}
 FROM {{table}} AS t
 JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: fetch_images
+-- The current rows of many records in one read (@P1: a JSON array of their keys as id_map
+-- texts), each with the key it was asked by: the lossy rule's read before a batch is applied,
+-- one statement per entity per batch.
+SELECT q.k, x.img
+FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
+CROSS APPLY (SELECT {{image_t}} AS img
+             FROM {{table}} AS t
+             JOIN OPENJSON(N'[' + q.k + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}) AS x;
+
 -- name: delete_record
 -- `verify --repair`: deletes one record (@P1, its key) of entity @P2 as tandem's own write
 -- (not captured: the session context marks it, as an apply does) and marks its link deleted.

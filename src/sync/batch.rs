@@ -367,11 +367,12 @@ pub async fn apply_staged(
 }
 
 /// The lossy rule before applying (`mapping::keep_detail`): the records with converted
-/// columns that exist at the target are read there, and a column whose value is equal to the
-/// incoming one keeps it. Read outside the apply's transaction: should the row change in
-/// between, the writer's change is pending at the target and the apply meets it as a conflict,
-/// and the value kept is still one equal to the incoming value. An endpoint that cannot read
-/// rows (the simulation's) applies the converted values as they are.
+/// columns that exist at the target are read there, one set-based read per entity per batch
+/// (`Bulk::fetch_images`), and a column whose value is equal to the incoming one keeps it. Read
+/// outside the apply's transaction: should the row change in between, the writer's change is
+/// pending at the target and the apply meets it as a conflict, and the value kept is still one
+/// equal to the incoming value. An endpoint that cannot read rows (the simulation's) applies
+/// the converted values as they are.
 async fn keep_detail(
     config: &Config,
     to: &dyn Endpoint,
@@ -380,24 +381,37 @@ async fn keep_detail(
     let Some(bulk) = to.bulk() else {
         return Ok(());
     };
-    for c in batch.iter_mut() {
+    let here = to.side();
+    // Each change that needs the read, with the target key it is read by, per entity.
+    let mut wanted: BTreeMap<String, Vec<(usize, Key)>> = BTreeMap::new();
+    for (i, c) in batch.iter().enumerate() {
         if c.incoming.is_empty() || c.op == Op::Delete {
             continue;
         }
         let Some(entity) = config.entity(&c.entity) else {
             continue;
         };
-        let here = to.side();
         let key = c.peer_hint.clone().or_else(|| {
             (entity.key_is_given(here) && c.refs.is_empty())
                 .then(|| Key::from_image(&c.row, &entity.side(here).key).ok())
                 .flatten()
         });
-        let Some(key) = key else {
+        if let Some(key) = key {
+            wanted.entry(c.entity.clone()).or_default().push((i, key));
+        }
+    }
+    for (name, changes) in wanted {
+        let Some(entity) = config.entity(&name) else {
             continue;
         };
-        if let Some(current) = bulk.fetch_image(&c.entity, &key).await? {
-            crate::mapping::keep_detail(entity, here, c, &current);
+        let mut keys: Vec<Key> = changes.iter().map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        let current = bulk.fetch_images(&name, &keys).await?;
+        for (i, key) in changes {
+            if let (Some(now), Some(c)) = (current.get(&key), batch.get_mut(i)) {
+                crate::mapping::keep_detail(entity, here, c, now);
+            }
         }
     }
     Ok(())

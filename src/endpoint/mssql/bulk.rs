@@ -6,7 +6,7 @@
 //! in tandem ([`crate::endpoint::verify_hash`]): SQL Server cannot hash text the way
 //! PostgreSQL does, so a pair with SQL Server on a side compares there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
@@ -614,6 +614,49 @@ pub async fn fetch_image(
     Ok(serde_json::from_str(&super::canonical_image(p, native)).ok())
 }
 
+pub async fn fetch_images(
+    ep: &MsEndpoint,
+    entity: &str,
+    keys: &[Key],
+) -> Result<HashMap<Key, Image>, EndpointError> {
+    let mut out = HashMap::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let plan = ep.plan().await?;
+    let p = entity_plan(&plan, entity)?;
+    let b = EntityBulk::new(ep, p)?;
+    let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+    let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+    let rows = ep
+        .bulk_rows(
+            &format!(
+                "read {} records of {} (entity {entity})",
+                keys.len(),
+                p.table
+            ),
+            false,
+            &b.sql("fetch_images")?,
+            &[&json.as_str()],
+        )
+        .await?;
+    for r in &rows {
+        let (Some(k), Some(native)) = (
+            get::<&str>(r, 0, "fetch images")?,
+            get::<&str>(r, 1, "fetch images")?,
+        ) else {
+            continue;
+        };
+        if let (Ok(k), Ok(img)) = (
+            Key::parse(k),
+            serde_json::from_str::<Image>(&super::canonical_image(p, native)),
+        ) {
+            out.insert(k, img);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn requeue(
     ep: &MsEndpoint,
     entity: &str,
@@ -680,6 +723,7 @@ mod tests {
             "backfill_chunk",
             "requeue",
             "fetch_image",
+            "fetch_images",
             "delete_record",
             "verify_rows",
         ] {

@@ -631,6 +631,14 @@ impl Bulk for MsEndpoint {
         bulk::fetch_image(self, entity, key).await
     }
 
+    async fn fetch_images(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashMap<Key, Image>, EndpointError> {
+        bulk::fetch_images(self, entity, keys).await
+    }
+
     async fn requeue(&self, entity: &str, key: &Key, op: Op) -> Result<u64, EndpointError> {
         bulk::requeue(self, entity, key, op).await
     }
