@@ -123,6 +123,20 @@ impl<'a> EntityBulk<'a> {
                 ));
             }
         }
+        // Looked-up columns on the side of their reference table: the reference row's value
+        // (what the other side holds), found by this side's key, as {"v": ...}.
+        for (i, c) in entity.columns.iter().enumerate() {
+            let Some(l) = c.lookup.as_ref().filter(|l| l.side == side) else {
+                continue;
+            };
+            ref_cols.push_str(&format!(
+                ", CONVERT(nvarchar(max), (SELECT TOP (1) r.{} AS [v] FROM {} AS r WHERE r.{} = t.{} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS [l{i}]",
+                ident(&l.value),
+                table(&l.table),
+                ident(&l.key),
+                ident(c.name(side))
+            ));
+        }
         let mut vars = schema_vars(&ep.config.side(side).schema, side);
         let schema = ident(&ep.config.side(side).schema);
         // The keyset position, typed as the key columns (a max-length text as the longest a
@@ -472,6 +486,30 @@ async fn stream_records(
                                 None => Some(format!("?{v}")),
                             }
                         }
+                    }
+                } else if c.lookup.as_ref().is_some_and(|l| l.side == side) {
+                    // After the four fixed ones and the parents (on side B): l{i} in order.
+                    let refs = if side == Side::B {
+                        b.entity
+                            .columns
+                            .iter()
+                            .filter(|x| x.parent.is_some())
+                            .count()
+                    } else {
+                        0
+                    };
+                    let at = 4
+                        + refs
+                        + b.entity.columns[..i]
+                            .iter()
+                            .filter(|x| x.lookup.as_ref().is_some_and(|l| l.side == side))
+                            .count();
+                    let found = get::<&str>(&r, at, &what)?
+                        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+                        .and_then(|mut o| o.get_mut("v").map(Value::take));
+                    match found {
+                        Some(v) => Some(v.to_string()),
+                        None => Some(format!("?{v}")),
                     }
                 } else if c.converted() {
                     // Compared in B's terms, the way apply's lossy rule compares.
