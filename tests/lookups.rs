@@ -142,7 +142,8 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
 
     // B → A: ids become codes, names become region numbers; a record created at B is created
     // at A and linked (B's legacy_no is A's number).
-    b.exec(&at_b(b, 
+    b.exec(&at_b(
+        b,
         "UPDATE orders SET country_id = 3, region = 'South' WHERE customer = 'Acme';
          INSERT INTO orders (customer, country_id, region) VALUES ('Globex', 2, 'North');",
     ))
@@ -183,7 +184,8 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
          UPDATE dbo.[ORDERS] SET [CUSTOMER] = 'Hooli XYZ' WHERE [ORDER_NO] = 3;",
     )
     .await;
-    b.exec(&at_b(b, 
+    b.exec(&at_b(
+        b,
         "INSERT INTO orders (customer, country_id, region) VALUES ('Stark', 1, 'West')",
     ))
     .await;
@@ -233,12 +235,21 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
     ] {
         assert!(error.contains(needle), "{needle:?} not in: {error}");
     }
-    assert_eq!(a.outbox_count().await, 1, "the parked change stays in A's outbox");
-    assert_eq!(b.outbox_count().await, 1, "the parked change stays in B's outbox");
+    assert_eq!(
+        a.outbox_count().await,
+        1,
+        "the parked change stays in A's outbox"
+    );
+    assert_eq!(
+        b.outbox_count().await,
+        1,
+        "the parked change stays in B's outbox"
+    );
 
     // The operator adds the missing reference rows and resubmits: both arrive, resolved (no
     // cache: the next batch reads the tables as they are).
-    b.exec(&at_b(b, 
+    b.exec(&at_b(
+        b,
         "INSERT INTO countries (id, iso_code, name) VALUES (9, 'XX', 'Elsewhere')",
     ))
     .await;
@@ -266,8 +277,11 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
 
     // Verify compares through the reference table: a renamed code at B (not synced) makes the
     // records that use it differ, named by column.
-    b.exec(&at_b(b, "UPDATE countries SET iso_code = 'DD' WHERE id = 2"))
-        .await;
+    b.exec(&at_b(
+        b,
+        "UPDATE countries SET iso_code = 'DD' WHERE id = 2",
+    ))
+    .await;
     let report = verify(&env).await;
     assert_eq!(report.different, 2, "{report:#?}");
     assert!(
@@ -277,8 +291,45 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
             .all(|d| d.columns.len() == 1 && d.columns[0].a_column == "COUNTRY_CODE"),
         "{report:#?}"
     );
-    b.exec(&at_b(b, "UPDATE countries SET iso_code = 'DE' WHERE id = 2"))
-        .await;
+    b.exec(&at_b(
+        b,
+        "UPDATE countries SET iso_code = 'DE' WHERE id = 2",
+    ))
+    .await;
     let report = verify(&env).await;
     assert!(!report.differs(), "{report:#?}");
+
+    // `check` validates each look-up's reference table on its side: the table, its columns,
+    // and the column each way finds rows by being unique there.
+    for (table, value, says) in [
+        (
+            "nowhere",
+            "iso_code",
+            "reference table {S}.nowhere, which does not exist in",
+        ),
+        (
+            "countries",
+            "iso",
+            "its value column iso does not exist there",
+        ),
+        ("countries", "name", "its column name is not unique there"),
+    ] {
+        let mut config = (*env.config).clone();
+        let l = config.entities[0].columns[1]
+            .lookup
+            .as_mut()
+            .expect("a lookup");
+        l.table.name = table.to_string();
+        l.value = value.to_string();
+        let problems = tandem::endpoint::open(std::sync::Arc::new(config), tandem::config::Side::B)
+            .expect("open B")
+            .check()
+            .await
+            .expect("check");
+        let says = says.replace("{S}", b_schema);
+        assert!(
+            problems.len() == 1 && problems[0].message.contains(&says),
+            "{says:?}: {problems:#?}"
+        );
+    }
 }

@@ -1298,7 +1298,8 @@ GO
 -- -- name: verify_rows
 -- -- Each record as verify compares it: its key on each side (id_map texts), a join key (A's
 -- -- key; records B has and A does not know get 'B:' and their own key), the row image, and for
--- -- parent columns on side B the parent's key at A (through the parent's id map). The values
+-- -- parent columns on side B the parent's key at A (through the parent's id map), then for
+-- -- looked-up columns on the side of their reference table the reference row's value. The values
 -- -- are hashed by tandem (see src/endpoint/verify_hash.rs), streamed, never held whole.
 -- SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{jk_expr}} AS jk,
 --        {{image_t}} AS img{{ref_cols}}
