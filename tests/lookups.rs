@@ -14,7 +14,10 @@ mod common;
 use common::fixtures::table;
 use common::side::{Dialect, Env, Pairing, TestSide};
 
-scenarios!(look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_table);
+scenarios!(
+    look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_table,
+    existing_rows_are_backfilled_through_the_look_ups,
+);
 
 const CONFIG: &str = r#"
 [a]
@@ -352,4 +355,44 @@ async fn look_ups_resolve_both_ways_park_unknown_values_and_verify_through_the_t
             "{says:?}: {problems:#?}"
         );
     }
+}
+
+/// Rows that existed before tandem: a backfill queues them in the outbox and the pipeline
+/// resolves their look-ups as for any change (chunks of 2: several batches).
+async fn existing_rows_are_backfilled_through_the_look_ups(p: Pairing) {
+    let b_schema = if p.b() == Dialect::Ms {
+        "dbo"
+    } else {
+        "public"
+    };
+    let config = CONFIG.replace("{B}", b_schema);
+    let a_schema = if p.a() == Dialect::Ms { MS_A } else { PG_A };
+    let rows = "INSERT INTO dbo.[ORDERS] ([CUSTOMER], [COUNTRY_CODE], [REGION_NO]) VALUES ('Acme', 'FR', 10);
+INSERT INTO dbo.[ORDERS] ([CUSTOMER], [COUNTRY_CODE], [REGION_NO]) VALUES ('Initech', 'DE', NULL);
+INSERT INTO dbo.[ORDERS] ([CUSTOMER], [COUNTRY_CODE], [REGION_NO]) VALUES ('Hooli', NULL, 20);";
+    let a_schema = format!("{a_schema}\n{rows}");
+    let b_tables = if p.b() == Dialect::Ms { MS_B } else { PG_B };
+    let env = Env::new(p, "lookup_backfill", &config, &a_schema, b_tables).await;
+    let (_stop, stop) = tokio::sync::watch::channel(false);
+    let opts = tandem::backfill::Options {
+        entity: "order".into(),
+        from: tandem::config::Side::A,
+        chunk: 2,
+        rate: None,
+        restart: false,
+    };
+    tandem::backfill::run(&env.config, &env.sides(), &opts, stop)
+        .await
+        .expect("backfill");
+    env.drain().await;
+    assert_eq!(
+        b_orders(&env.b).await,
+        table(&[
+            &["Acme", "1", "North", "1"],
+            &["Hooli", "NULL", "South", "3"],
+            &["Initech", "2", "NULL", "2"],
+        ])
+    );
+    let report = verify(&env).await;
+    assert!(!report.differs(), "{report:#?}");
 }
