@@ -179,10 +179,26 @@ pub struct TargetChange {
     pub incoming: Image,
     /// Columns whose value is a parent's source key, to translate through the parent's links.
     pub refs: Vec<RefValue>,
+    /// Columns to look up in a reference table (`lookup`), resolved by the sync before the
+    /// change is applied (their `row` value is NULL until then); a change is applied only with
+    /// this empty.
+    pub lookups: Vec<LookupValue>,
     pub captured_at: DateTime<Utc>,
     /// Every coalesced change was a consequence of tandem's own apply at the source (see
     /// [`Change::derived`]).
     pub derived: bool,
+}
+
+/// A column whose value is found in a reference table (`lookup`): the source's value, to be
+/// replaced by the reference row's other column before the change is applied.
+#[derive(Debug, Clone)]
+pub struct LookupValue {
+    /// Target column name.
+    pub column: String,
+    /// The source column it comes from (for messages).
+    pub source_column: String,
+    /// The value at the source (never NULL: NULL travels as NULL).
+    pub value: Value,
 }
 
 /// A column holding a parent's key, to be translated at the target.

@@ -5,7 +5,9 @@
 //! count or sum differ are looked at record by record, and only records that differ are read
 //! in full (for a bounded sample): when the sides agree, no row crosses the wire. (Entities
 //! with converted columns are hashed by tandem instead, each converted column in B's terms: see
-//! `endpoint::verify_hash`.)
+//! `endpoint::verify_hash`.) A looked-up column (`lookup`) is compared through its reference
+//! table: the side holding the table renders its id as the reference row's value, inside the
+//! database, so both sides hash the value the other side holds.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -245,6 +247,22 @@ async fn differing_columns(
                     .filter(|l| !l.deleted)
                     .and_then(|l| l.peer_key.clone());
                 peer.is_some_and(|p| p.values().first().map(normalize) == Some(normalize(&bv)))
+            }
+        } else if let Some(l) = &c.lookup {
+            // The reference row's value for the id its side holds, against the other side's.
+            let (id, other) = match l.side {
+                Side::A => (&av, &bv),
+                Side::B => (&bv, &av),
+            };
+            match crate::model::value_text(id) {
+                None => other.is_null(),
+                Some(text) => {
+                    let ep = sides.get(l.side);
+                    let found = crate::endpoint::reference(ep.as_ref())?
+                        .look_up(&l.table, &l.key, &l.value, &[text])
+                        .await?;
+                    matches!(found.as_slice(), [(_, v)] if normalize(v) == normalize(other))
+                }
             }
         } else if c.converted() {
             crate::mapping::convert::equal(c, &av, &bv)

@@ -19,6 +19,7 @@ scenarios!(
     converted_columns_travel_both_ways_keep_detail_and_verify_equal,
     one_way_columns_and_constants_are_written_where_they_belong,
     legacy_keys_without_a_default_are_numbered_by_tandem,
+    the_lossy_rule_reads_an_entity_in_one_statement_per_batch,
 );
 
 const CONFIG: &str = r#"
@@ -94,7 +95,8 @@ async fn verify_equal(env: &Env) {
     }
 }
 
-async fn converted_columns_travel_both_ways_keep_detail_and_verify_equal(p: Pairing) {
+/// The product tables of [`CONFIG`] for the pairing, with the config: (config, A, B).
+fn product_schema(p: Pairing) -> (String, &'static str, &'static str) {
     let b_schema = if p.b() == Dialect::Ms {
         "dbo"
     } else {
@@ -123,6 +125,11 @@ async fn converted_columns_travel_both_ways_keep_detail_and_verify_equal(p: Pair
          weight numeric(10, 1), updated_at timestamptz(0), open boolean NOT NULL, \
          legacy_no integer);"
     };
+    (config, a_tables, b_tables)
+}
+
+async fn converted_columns_travel_both_ways_keep_detail_and_verify_equal(p: Pairing) {
+    let (config, a_tables, b_tables) = product_schema(p);
     let env = Env::new(p, "convert", &config, a_tables, b_tables).await;
     let (a, b) = (&env.a, &env.b);
 
@@ -497,4 +504,76 @@ async fn legacy_keys_without_a_default_are_numbered_by_tandem(p: Pairing) {
             .starts_with("key_from names sequence dbo.ORDER_SEQ, which does not exist in"),
         "{problems:?}"
     );
+}
+
+/// The lossy rule's read before a batch (`Bulk::fetch_images`): one set-based statement per
+/// entity, returning the same rows as one `fetch_image` per record, and timed against it in
+/// the same run (the ratio is printed: `cargo test --test converters lossy_rule_reads -- --nocapture`).
+async fn the_lossy_rule_reads_an_entity_in_one_statement_per_batch(p: Pairing) {
+    use std::time::Instant;
+    use tandem::model::Key;
+    const N: i64 = 1000;
+    let (config, a_tables, b_tables) = product_schema(p);
+    let env = Env::new(p, "fetch_images", &config, a_tables, b_tables).await;
+    async fn fill(side: &TestSide, pg: &str, ms: &str) {
+        side.exec(&side.sql(pg, ms).replace("{N}", &N.to_string()))
+            .await
+    }
+    fill(
+        &env.a,
+        "INSERT INTO dbo.\"PRODUCTS\" (\"NAME\", \"ACTIVE\", \"PRICE_CENTS\", \"WEIGHT\", \"UPDATED\", \"STATE\") \
+         SELECT 'p' || i, 'Y', i, i / 7.0, '2024-01-01'::timestamp + i * interval '1 hour', 'A' \
+         FROM generate_series(1, {N}) AS i",
+        "DECLARE @i int = 1; WHILE @i <= {N} BEGIN \
+         INSERT INTO dbo.[PRODUCTS] ([NAME], [ACTIVE], [PRICE_CENTS], [WEIGHT], [UPDATED], [STATE]) \
+         VALUES (CONCAT('p', @i), 'Y', @i, @i / 7.0, DATEADD(hour, @i, '2024-01-01'), 'A'); SET @i += 1; END",
+    )
+    .await;
+    fill(
+        &env.b,
+        "INSERT INTO products (name, active, price, weight, updated_at, open) \
+         SELECT 'p' || i, true, i / 100.0, round(i / 7.0, 1), '2024-01-01 00:00:00+00'::timestamptz + i * interval '1 hour', true \
+         FROM generate_series(1, {N}) AS i",
+        "DECLARE @i int = 1; WHILE @i <= {N} BEGIN \
+         INSERT INTO dbo.products (name, active, price, weight, updated_at, [open]) \
+         VALUES (CONCAT('p', @i), 1, @i / 100.0, ROUND(@i / 7.0, 1), DATEADD(hour, @i, CAST('2024-01-01 00:00:00 +00:00' AS datetimeoffset(0))), 1); SET @i += 1; END",
+    )
+    .await;
+    let sides = env.sides();
+    // One batch's worth of keys, and one that is not there.
+    let keys: Vec<Key> = (1..=N + 1)
+        .map(|i| Key::from_values(&[serde_json::json!(i)]))
+        .collect();
+    for side in [tandem::config::Side::A, tandem::config::Side::B] {
+        let bulk = sides.get(side).bulk().expect("bulk");
+        // Warm both paths once (pool connections, plans), then time each in the same run.
+        bulk.fetch_image("product", &keys[0]).await.expect("warm");
+        bulk.fetch_images("product", &keys[..2])
+            .await
+            .expect("warm");
+        let started = Instant::now();
+        let mut one_by_one = std::collections::HashMap::new();
+        for k in &keys {
+            if let Some(img) = bulk.fetch_image("product", k).await.expect("fetch_image") {
+                one_by_one.insert(k.clone(), img);
+            }
+        }
+        let per_record = started.elapsed();
+        let started = Instant::now();
+        let together = bulk
+            .fetch_images("product", &keys)
+            .await
+            .expect("fetch_images");
+        let set_based = started.elapsed();
+        assert_eq!(together.len(), N as usize, "side {side}");
+        assert_eq!(together, one_by_one, "side {side}: the same rows");
+        let ratio = per_record.as_secs_f64() / set_based.as_secs_f64().max(1e-9);
+        println!(
+            "{p:?} side {side}: {N} records: one fetch_image each {per_record:?}, one fetch_images {set_based:?}: {ratio:.1}x faster"
+        );
+        assert!(
+            set_based < per_record,
+            "side {side}: {set_based:?} vs {per_record:?}"
+        );
+    }
 }

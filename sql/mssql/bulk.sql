@@ -127,6 +127,16 @@ SELECT {{image_t}}
 FROM {{table}} AS t
 JOIN OPENJSON(N'[' + @P1 + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: fetch_images
+-- The current rows of many records in one read (@P1: a JSON array of their keys as id_map
+-- texts), each with the key it was asked by: the lossy rule's read before a batch is applied,
+-- one statement per entity per batch.
+SELECT q.k, x.img
+FROM OPENJSON(@P1) WITH (k nvarchar(max) '$') AS q
+CROSS APPLY (SELECT {{image_t}} AS img
+             FROM {{table}} AS t
+             JOIN OPENJSON(N'[' + q.k + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}) AS x;
+
 -- name: delete_record
 -- `verify --repair`: deletes one record (@P1, its key) of entity @P2 as tandem's own write
 -- (not captured: the session context marks it, as an apply does) and marks its link deleted.
@@ -158,7 +168,8 @@ SELECT @n;
 -- name: verify_rows
 -- Each record as verify compares it: its key on each side (id_map texts), a join key (A's
 -- key; records B has and A does not know get 'B:' and their own key), the row image, and for
--- parent columns on side B the parent's key at A (through the parent's id map). The values
+-- parent columns on side B the parent's key at A (through the parent's id map), then for
+-- looked-up columns on the side of their reference table the reference row's value. The values
 -- are hashed by tandem (see src/endpoint/verify_hash.rs), streamed, never held whole.
 SELECT {{a_key_expr}} AS a_key, {{b_key_expr}} AS b_key, {{jk_expr}} AS jk,
        {{image_t}} AS img{{ref_cols}}

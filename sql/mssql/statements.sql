@@ -218,3 +218,14 @@ SET QUOTED_IDENTIFIER ON;
 SET NUMERIC_ROUNDABORT OFF;
 SET XACT_ABORT OFF;
 SET DATEFORMAT ymd;
+
+-- name: look_up
+-- A look-up through a reference table tandem does not sync (`lookup` on a column): for each
+-- value asked (@P1: a JSON array of texts), the rows whose {{by}} holds it, with their {{out}}
+-- as JSON ({"v": ...}). One statement per look-up column per batch. Compared as text in a
+-- binary collation (trailing spaces ignored, as SQL Server compares), so a value that cannot
+-- be the column's type matches nothing instead of failing the batch.
+SELECT w.v, CONVERT(nvarchar(max), (SELECT t.{{out}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+FROM (SELECT DISTINCT q.v FROM OPENJSON(@P1) WITH (v nvarchar(4000) '$') AS q) AS w
+JOIN {{table}} AS t
+  ON CONVERT(nvarchar(4000), t.{{by}}) COLLATE Latin1_General_100_BIN2 = w.v COLLATE Latin1_General_100_BIN2;

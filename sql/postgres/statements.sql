@@ -480,6 +480,24 @@ SELECT to_jsonb(t.*)::text
 FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
 WHERE ({{t_key}}) = ({{r_key}});
 
+-- name: fetch_images
+-- The current rows of many records in one read ($1: their keys as id_map texts, $2: the same
+-- keys as JSON objects by column), each with the key it was asked by: the lossy rule's read
+-- before a batch is applied, one statement per entity per batch.
+SELECT q.k, to_jsonb(t.*)::text
+FROM unnest($1::text[], $2::text[]) AS q(k, o)
+CROSS JOIN LATERAL jsonb_populate_record(NULL::{{table}}, q.o::jsonb) AS r
+JOIN {{table}} AS t ON ({{t_key}}) = ({{r_key}});
+
+-- name: look_up
+-- A look-up through a reference table tandem does not sync (`lookup` on a column): for each
+-- value asked ($1, as text), the rows whose {{by}} holds it, with their {{out}} as JSON. One
+-- statement per look-up column per batch. Compared as text, so a value that cannot be the
+-- column's type matches nothing instead of failing the batch.
+SELECT w.v, to_jsonb(t.{{out}})::text
+FROM (SELECT DISTINCT u.v FROM unnest($1::text[]) AS u(v)) AS w
+JOIN {{table}} AS t ON t.{{by}}::text = w.v;
+
 -- name: verify_rows
 -- Each record as verify compares it: its key on each side (JSON arrays, as id_map stores them),
 -- a join key (A's key; B-only records get 'B:' and their own key) and a hash of its values in

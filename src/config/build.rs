@@ -848,20 +848,30 @@ impl Builder<'_> {
                 format!("{label}: values and convert cannot be combined; use one of them"),
             );
         }
-        for (key, setting, why) in [
-            (
-                "lookup",
-                raw.lookup,
-                "look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
-            ),
-            (
-                "expr",
-                raw.expr,
-                "expressions are not in this version (they could not be inverted or kept safe): use a built-in converter (`convert`) or `values`",
-            ),
-        ] {
-            if let Some(setting) = setting {
-                self.report(Some(setting.span()), format!("{label}: `{key}`: {why}"));
+        if let Some(setting) = raw.expr {
+            self.report(
+                Some(setting.span()),
+                format!(
+                    "{label}: `expr`: expressions are not supported: tandem never runs SQL (or any code) written in the config, because a value must travel as a parameter and every mapping must be invertible for changes to travel back; use a built-in converter (`convert`: trim, bool, flag, scale, round, timezone), `values` for codes, `lookup` for an id found in a reference table, or `direction` for a column computed on one side only"
+                ),
+            );
+        }
+        let has_lookup = raw.lookup.is_some();
+        let lookup = raw.lookup.and_then(|l| self.lookup(&label, l));
+        if has_lookup {
+            for (has, what) in [
+                (has_values, "values"),
+                (has_convert, "convert"),
+                (raw.parent.is_some(), "ref"),
+            ] {
+                if has {
+                    self.report(
+                        at.clone(),
+                        format!(
+                            "{label}: lookup and {what} cannot be combined; a looked-up column is translated through its reference table only"
+                        ),
+                    );
+                }
             }
         }
         let mut direction_at = None;
@@ -911,6 +921,7 @@ impl Builder<'_> {
             parent,
             convert,
             direction,
+            lookup,
         };
         let loc = ColumnLoc {
             names: [a_at, b_at],
@@ -938,6 +949,7 @@ impl Builder<'_> {
             ("convert", raw.convert.is_some()),
             ("prefer", raw.prefer.is_some()),
             ("direction", raw.direction.is_some()),
+            ("lookup", raw.lookup.is_some()),
         ];
         let mut ok = true;
         for (key, present) in others {
@@ -1089,6 +1101,102 @@ impl Builder<'_> {
 
     /// Reads `convert`: a converter's name or a table naming one; anything else is refused
     /// with the list of what there is.
+    /// `lookup = { a_table | b_table = "schema.table", key = "id", value = "code" }`.
+    fn lookup(&mut self, label: &str, raw: Spanned<toml::Value>) -> Option<Lookup> {
+        const FORM: &str = "expected lookup = { b_table = \"schema.table\", key = \"id\", value = \"code\" } (or a_table when the reference table is on side A): the side of the table holds its key, the other side its value";
+        let at = raw.span();
+        let toml::Value::Table(t) = raw.into_inner() else {
+            self.report(Some(at), format!("{label}: lookup: {FORM}"));
+            return None;
+        };
+        let mut ok = true;
+        for k in t.keys() {
+            if !["a_table", "b_table", "key", "value"].contains(&k.as_str()) {
+                self.report(
+                    Some(at.clone()),
+                    format!("{label}: lookup: unknown key {k:?}; {FORM}"),
+                );
+                ok = false;
+            }
+        }
+        let text = |me: &mut Self, key: &str| -> Option<String> {
+            match t.get(key) {
+                None => None,
+                Some(toml::Value::String(v)) if !v.trim().is_empty() => {
+                    match interpolate(v, me.env) {
+                        Ok(v) => Some(v),
+                        Err(errors) => {
+                            for e in errors {
+                                me.report(Some(at.clone()), format!("{label}: lookup.{key}: {e}"));
+                            }
+                            None
+                        }
+                    }
+                }
+                Some(_) => {
+                    me.report(
+                        Some(at.clone()),
+                        format!("{label}: lookup.{key} must be a non-empty string"),
+                    );
+                    None
+                }
+            }
+        };
+        let a_table = text(self, "a_table");
+        let b_table = text(self, "b_table");
+        let key = text(self, "key");
+        let value = text(self, "value");
+        let (side, table) = match (a_table, b_table) {
+            (Some(t), None) => (Side::A, t),
+            (None, Some(t)) => (Side::B, t),
+            (Some(_), Some(_)) => {
+                self.report(
+                    Some(at),
+                    format!("{label}: lookup names a_table and b_table: the reference table is on one side; {FORM}"),
+                );
+                return None;
+            }
+            (None, None) => {
+                self.report(
+                    Some(at),
+                    format!("{label}: lookup needs a_table or b_table; {FORM}"),
+                );
+                return None;
+            }
+        };
+        let (Some(key), Some(value)) = (key, value) else {
+            if t.contains_key("key") && t.contains_key("value") {
+                return None; // reported above
+            }
+            self.report(
+                Some(at),
+                format!("{label}: lookup needs key and value; {FORM}"),
+            );
+            return None;
+        };
+        if key == value {
+            self.report(
+                Some(at),
+                format!("{label}: lookup: key and value are both {key:?}: they are two columns of the reference table (an id and what the other side holds)"),
+            );
+            return None;
+        }
+        let table = self.table_name(
+            &format!("{label}: lookup"),
+            &format!("{}_table", side.name()),
+            Text {
+                value: table,
+                at: at.clone(),
+            },
+        );
+        ok.then_some(Lookup {
+            side,
+            table,
+            key,
+            value,
+        })
+    }
+
     fn converter(&mut self, label: &str, raw: Spanned<toml::Value>) -> Option<Converter> {
         const KNOWN: &str = "\"trim\", \"bool\", { flag = [ON, OFF] }, { scale = N }, { round = N }, { timezone = \"Zone/Name\", ambiguous = \"earlier\" | \"later\" }";
         let at = raw.span();
@@ -1250,6 +1358,21 @@ impl Builder<'_> {
                 }
             }
 
+            // A key column is not looked up: a record's key is its identity on each side (and
+            // the id map's), not a value found in a table that may change.
+            for (column, loc) in entity.columns.iter().zip(column_locs) {
+                if column.lookup.is_some() && table_side.key.iter().any(|k| k == column.name(side))
+                {
+                    self.report(
+                        loc.names[i].clone(),
+                        format!(
+                            "{ctx}: column {} is part of {}.key and has a lookup: a key column cannot be looked up (map the key as it is, and look up a non-key column)",
+                            column.name(side),
+                            side.name()
+                        ),
+                    );
+                }
+            }
             // A key column travels both ways: a record's key must reach each side.
             for (column, loc) in entity.columns.iter().zip(column_locs) {
                 if column.direction != Direction::Both

@@ -504,6 +504,38 @@ pub struct ColumnMap {
     /// The column's own way (`direction`; default both): a column that does not travel into
     /// a side is never written there (left as it is, its default on insert).
     pub direction: Direction,
+    /// A look-up through a reference table tandem does not sync (`lookup`): one side's column
+    /// holds the reference row's `key` (a surrogate id), the other side's its `value` (a
+    /// natural key); resolved per batch at the side holding the table.
+    pub lookup: Option<Lookup>,
+}
+
+/// `lookup = { b_table = "countries", key = "id", value = "iso_code" }`: the reference table
+/// lives on `side` (`a_table` or `b_table`); that side's column holds the table's `key`
+/// column, the other side's column holds its `value` column. A → B and B → A each replace one
+/// by the other, through one read of the table per batch (values as parameters).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lookup {
+    /// The side whose database holds the reference table (and whose column holds `key`).
+    pub side: Side,
+    /// The reference table, `schema.table` or `table`.
+    pub table: TableName,
+    /// Its column the `side` column holds (usually its id).
+    pub key: String,
+    /// Its column the other side's column holds (the natural key: a code, a name).
+    pub value: String,
+}
+
+impl Lookup {
+    /// For a change travelling into `to`: the reference column a value is found by, and the
+    /// one it is replaced with.
+    pub fn by_and_out(&self, to: Side) -> (&str, &str) {
+        if to == self.side {
+            (&self.value, &self.key)
+        } else {
+            (&self.key, &self.value)
+        }
+    }
 }
 
 impl ColumnMap {

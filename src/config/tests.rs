@@ -1469,20 +1469,15 @@ fn key_from_numbers_a_side_that_generates_its_key() {
     );
 }
 
-/// What this version cannot express (look-ups, expressions) is refused at its position with
-/// the reason and what to do instead, never ignored.
+/// What this version cannot express (expressions) is refused at its position with the
+/// reason and what to do instead, never ignored.
 #[test]
 fn features_not_in_this_version_are_refused_with_the_reason() {
     for (extra, needle, says) in [
         (
-            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
-            "\"dbo.COUNTRIES\"",
-            "`lookup`: look-ups through a reference table are not in this version",
-        ),
-        (
             "columns = [ { a = \"X\", b = \"x\", expr = \"upper(X)\" } ]\n",
             "\"upper(X)\"",
-            "`expr`: expressions are not in this version",
+            "`expr`: expressions are not supported: tandem never runs SQL (or any code) written in the config",
         ),
     ] {
         let text = with_order(extra);
@@ -1490,6 +1485,111 @@ fn features_not_in_this_version_are_refused_with_the_reason() {
         assert!(problem.message.contains(says), "{}", problem.message);
         assert_eq!(at(&problem), pos(&text, needle), "{}", problem.message);
     }
+    // The refusal of expressions says what to use instead.
+    let text = with_order("columns = [ { a = \"X\", b = \"x\", expression = \"X + 1\" } ]\n");
+    let problem = only_problem(&text);
+    for instead in [
+        "`convert`",
+        "`values`",
+        "`lookup`",
+        "`direction`",
+        "invertible",
+    ] {
+        assert!(problem.message.contains(instead), "{}", problem.message);
+    }
+}
+
+// -- lookup ------------------------------------------------------------------
+
+#[test]
+fn a_lookup_names_the_reference_table_its_side_and_both_columns() {
+    let config = ok(&with_order(
+        "columns = [\n  { a = \"COUNTRY_CODE\", b = \"country_id\", lookup = { b_table = \"ref.countries\", key = \"id\", value = \"iso_code\" } },\n  { a = \"REGION_NO\", b = \"region\", lookup = { a_table = \"REGIONS\", key = \"NO\", value = \"NAME\" } },\n]\n",
+    ));
+    let e = &config.entities[0];
+    let l = e.columns[0].lookup.as_ref().expect("lookup");
+    assert_eq!(l.side, Side::B);
+    assert_eq!(l.table.to_string(), "ref.countries");
+    assert_eq!((l.key.as_str(), l.value.as_str()), ("id", "iso_code"));
+    // Into B a code is found by iso_code and becomes an id; into A an id becomes a code.
+    assert_eq!(l.by_and_out(Side::B), ("iso_code", "id"));
+    assert_eq!(l.by_and_out(Side::A), ("id", "iso_code"));
+    let l = e.columns[1].lookup.as_ref().expect("lookup");
+    assert_eq!((l.side, l.table.schema.as_deref()), (Side::A, None));
+    assert_eq!(l.by_and_out(Side::A), ("NAME", "NO"));
+    assert!(
+        !e.columns[0].converted(),
+        "a look-up is not a lossy conversion"
+    );
+}
+
+#[test]
+fn a_lookup_that_is_wrong_is_refused_at_its_position() {
+    let col = |lookup: &str| {
+        with_order(&format!(
+            "columns = [ {{ a = \"CC\", b = \"country_id\", lookup = {lookup} }} ]\n"
+        ))
+    };
+    for (lookup, says) in [
+        ("\"countries\"", "column CC: lookup: expected lookup = { b_table = \"schema.table\", key = \"id\", value = \"code\" }"),
+        ("{ key = \"id\", value = \"iso\" }", "column CC: lookup needs a_table or b_table"),
+        ("{ a_table = \"c\", b_table = \"c\", key = \"id\", value = \"iso\" }", "column CC: lookup names a_table and b_table"),
+        ("{ b_table = \"c\", key = \"id\" }", "column CC: lookup needs key and value"),
+        ("{ b_table = \"c\", key = \"id\", value = \"id\" }", "column CC: lookup: key and value are both \"id\""),
+        ("{ b_table = \"c\", key = \"id\", value = \"iso\", where = \"x\" }", "column CC: lookup: unknown key \"where\""),
+        ("{ b_table = \"c\", key = \"\", value = \"iso\" }", "column CC: lookup.key must be a non-empty string"),
+    ] {
+        let text = col(lookup);
+        let problem = only_problem(&text);
+        assert!(problem.message.contains(says), "{lookup}: {}", problem.message);
+        assert_eq!(at(&problem), pos(&text, lookup), "{}", problem.message);
+    }
+}
+
+#[test]
+fn a_lookup_cannot_be_combined_or_name_a_key_column() {
+    let lookup = "lookup = { b_table = \"countries\", key = \"id\", value = \"iso\" }";
+    for (other, says) in [
+        (
+            "values = { X = 1 }",
+            "column CC: lookup and values cannot be combined",
+        ),
+        (
+            "convert = \"trim\"",
+            "column CC: lookup and convert cannot be combined",
+        ),
+        (
+            "ref = \"order\"",
+            "column CC: lookup and ref cannot be combined",
+        ),
+    ] {
+        let text = with_order(&format!(
+            "columns = [ {{ a = \"CC\", b = \"country_id\", {other}, {lookup} }} ]\n"
+        ));
+        let all = problems(&text);
+        assert!(
+            all.iter().any(|p| p.message.contains(says)),
+            "{other}: {all:#?}"
+        );
+    }
+    let text = with_order(&format!(
+        "columns = [ {{ b = \"country_id\", const = 1, {lookup} }} ]\n"
+    ));
+    assert!(problems(&text)
+        .iter()
+        .any(|p| p.message.contains("const and lookup cannot be combined")));
+    let text = with_order(&format!(
+        "columns = [ {{ a = \"ORDER_NO\", b = \"no\", {lookup} }} ]\n"
+    ));
+    let problem = only_problem(&text);
+    assert!(
+        problem.message.contains(
+            "column ORDER_NO is part of a.key and has a lookup: a key column cannot be looked up"
+        ),
+        "{}",
+        problem.message
+    );
+    assert_eq!(at(&problem), pos(&text, "\"ORDER_NO\", b"));
 }
 
 // -- soft_delete and filter ------------------------------------------------
@@ -1682,8 +1782,8 @@ fn the_service_token_inline_and_in_a_file_is_refused() {
 fn the_refusals_the_readme_quotes_are_printed_so() {
     for (extra, printed) in [
         (
-            "columns = [ { a = \"CC\", b = \"country\", lookup = \"dbo.COUNTRIES\" } ]\n",
-            "tandem.toml:12:49: entity \"order\": column CC: `lookup`: look-ups through a reference table are not in this version: map the reference table as an entity of its own and use `ref`",
+            "columns = [ { a = \"X\", b = \"x\", expr = \"upper(X)\" } ]\n",
+            "tandem.toml:12:40: entity \"order\": column X: `expr`: expressions are not supported: tandem never runs SQL (or any code) written in the config, because a value must travel as a parameter and every mapping must be invertible for changes to travel back; use a built-in converter (`convert`: trim, bool, flag, scale, round, timezone), `values` for codes, `lookup` for an id found in a reference table, or `direction` for a column computed on one side only",
         ),
         (
             "filter = \"SITE_ID = 3\"\n",

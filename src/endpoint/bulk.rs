@@ -14,7 +14,7 @@
 //! - **Repair** only queues changes (`requeue`) or deletes records as tandem's own write
 //!   (`delete_records`, not captured); the pipeline does the rest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
@@ -60,6 +60,15 @@ pub trait Bulk: Send + Sync {
     ) -> Result<HashSet<String>, EndpointError>;
     /// The current row of a record here.
     async fn fetch_image(&self, entity: &str, key: &Key) -> Result<Option<Image>, EndpointError>;
+    /// The current rows of many records here, in one set-based read (the lossy rule's read
+    /// before a batch is applied: one per entity per batch). Each found row comes under the
+    /// key it was asked by; a record with no row is absent. Reads committed data, outside any
+    /// apply transaction, and locks nothing.
+    async fn fetch_images(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashMap<Key, Image>, EndpointError>;
     /// Queues the current row of a record as a change of `op` in this side's outbox.
     async fn requeue(&self, entity: &str, key: &Key, op: Op) -> Result<u64, EndpointError>;
     /// Deletes records here without capturing it, and marks their links deleted.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::config::{Converter, Entity, Side, TableName};
+use crate::config::{ColumnMap, Converter, Entity, Lookup, Side, TableName};
 use crate::endpoint::SchemaProblem;
 
 /// A table as the catalog has it, in the terms the check needs.
@@ -403,6 +403,84 @@ pub fn missing_sequence(e: &Entity, side: Side, seq: &TableName, target: &str) -
     }
 }
 
+/// The reference table of a look-up (`lookup` of column `c`, on `l.side`), as found in
+/// `target`: it exists, has the `key` and `value` columns, and the column each way of travel
+/// finds rows by is unique there (a primary key or a unique index: one row per value), so a
+/// look-up is a function both ways.
+pub fn check_lookup(
+    e: &Entity,
+    c: &ColumnMap,
+    l: &Lookup,
+    table: Option<&TableDesc>,
+    target: &str,
+) -> Vec<SchemaProblem> {
+    let side = l.side;
+    let what = format!(
+        "column {}.{} looks up {}.{} in reference table {}",
+        side.other(),
+        c.name(side.other()),
+        side,
+        c.name(side),
+        l.table
+    );
+    let mut out = Vec::new();
+    let mut problem = |message: String| {
+        out.push(SchemaProblem {
+            side,
+            entity: e.name.clone(),
+            message,
+        })
+    };
+    let Some(table) = table else {
+        problem(format!(
+            "{what}, which does not exist in {target} (tandem reads it, never writes it: create it or correct lookup.{}_table)",
+            side.name()
+        ));
+        return out;
+    };
+    let mut present = true;
+    for (role, name) in [("key", &l.key), ("value", &l.value)] {
+        if !table.columns.iter().any(|col| col.name == *name) {
+            problem(format!(
+                "{what}: its {role} column {name} does not exist there (correct lookup.{role})"
+            ));
+            present = false;
+        }
+    }
+    if !present {
+        return out;
+    }
+    let same = |a: &str, b: &str| {
+        if table.case_insensitive {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
+    };
+    let unique = |name: &str| {
+        table
+            .unique_keys
+            .iter()
+            .any(|k| k.len() == 1 && k.iter().all(|x| same(x, name)))
+    };
+    // Into `side` a value is found by `value`; out of it, by `key`.
+    let mut by = Vec::new();
+    if e.direction.flows(side.other()) && c.written_at(side) {
+        by.push(&l.value);
+    }
+    if e.direction.flows(side) && c.written_at(side.other()) {
+        by.push(&l.key);
+    }
+    for name in by {
+        if !unique(name) {
+            problem(format!(
+                "{what}: its column {name} is not unique there (no primary key or unique index on it alone), so a value could match several rows; add a unique constraint on {name}"
+            ));
+        }
+    }
+    out
+}
+
 /// Compares each mapped column pair of `e` in each direction its changes travel, given both
 /// sides' tables (issue 15: types compatible, lengths and precision that fit, NOT NULL
 /// columns that an insert would leave without a value). Columns missing on a side are left
@@ -435,9 +513,10 @@ pub fn compare(e: &Entity, a: &TableDesc, b: &TableDesc) -> Vec<PairProblem> {
                 c.name(to),
                 d.type_name
             );
-            if c.parent.is_some() {
-                // Holds a parent's key, translated through its links: the parent's key types
-                // matter, not this column's.
+            if c.parent.is_some() || c.lookup.is_some() {
+                // Holds a parent's key, translated through its links, or a value found in a
+                // reference table (`check_lookup`): the parent's key types, or the reference
+                // table's, matter, not this column's.
                 continue;
             }
             if let Some(conv) = &c.convert {

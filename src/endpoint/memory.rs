@@ -1273,4 +1273,8 @@ impl Endpoint for MemEndpoint {
     fn bulk(&self) -> Option<&dyn super::Bulk> {
         None
     }
+
+    fn reference(&self) -> Option<&dyn super::Reference> {
+        None
+    }
 }

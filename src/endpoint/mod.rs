@@ -14,6 +14,7 @@ pub mod memory;
 pub mod mssql;
 pub mod pool;
 pub mod postgres;
+mod reference;
 mod source;
 mod target;
 pub mod template;
@@ -30,6 +31,7 @@ use crate::model::Key;
 pub use admin::Admin;
 pub use bulk::Bulk;
 pub use error::{ApplyError, EndpointError, ErrorKind};
+pub use reference::Reference;
 pub use source::Source;
 pub use target::Target;
 
@@ -235,11 +237,24 @@ pub struct RecordHash {
 }
 
 /// One database, as tandem uses it: every endpoint is a [`Source`], a [`Target`] and an
-/// [`Admin`] (each a file with its contract); backfill, verify and repair ([`Bulk`]) are a
-/// capability an endpoint declares, so a command can refuse up front what it cannot do.
+/// [`Admin`] (each a file with its contract); backfill, verify and repair ([`Bulk`]) and the
+/// reading of reference tables for look-ups ([`Reference`]) are capabilities an endpoint
+/// declares, so a command can refuse up front what it cannot do.
 pub trait Endpoint: Source + Target + Admin {
     /// Backfill, verify and repair, when this endpoint offers them.
     fn bulk(&self) -> Option<&dyn Bulk>;
+    /// Reading reference tables for look-ups (`lookup`), when this endpoint offers it.
+    fn reference(&self) -> Option<&dyn Reference>;
+}
+
+/// The reference role of `ep`, or an error naming the side that cannot read reference tables.
+pub fn reference(ep: &dyn Endpoint) -> Result<&dyn Reference, EndpointError> {
+    ep.reference().ok_or_else(|| {
+        EndpointError::Config(format!(
+            "side {}: this kind of database cannot read reference tables (lookup)",
+            ep.side()
+        ))
+    })
 }
 
 /// The bulk role of `ep`, or an error that says which side cannot do `what` (asked before a

@@ -13,6 +13,9 @@
 //! - **Order.** Changes are applied in the order given (the sync puts parents first and a
 //!   record's changes in sequence); one outcome per change, in the same order.
 //! - **Concurrency.** The sync applies one batch at a time per direction.
+//! - **Look-ups are resolved before.** A change reaches `apply` with its `lookup` columns
+//!   filled from their reference tables (`TargetChange::lookups` empty: the sync resolves them
+//!   through [`super::Reference`] and fails a change it cannot resolve before calling here).
 
 use async_trait::async_trait;
 

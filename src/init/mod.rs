@@ -115,6 +115,7 @@ impl DraftEntity {
                     parent: c.parent.clone(),
                     convert: None,
                     direction: Direction::Both,
+                    lookup: None,
                 })
                 .collect(),
             constants: Vec::new(),

@@ -308,6 +308,7 @@ mod tests {
             parent: None,
             convert: Some(c),
             direction: crate::config::Direction::Both,
+            lookup: None,
         }
     }
 
@@ -425,6 +426,7 @@ mod round_trip {
             parent: None,
             convert: Some(c),
             direction: crate::config::Direction::Both,
+            lookup: None,
         }
     }
 
@@ -535,6 +537,7 @@ mod round_trip {
             parent: None,
             convert: None,
             direction: crate::config::Direction::Both,
+            lookup: None,
         };
         assert_eq!(
             super::super::translate(&map, Side::B, &json!(true)).unwrap(),

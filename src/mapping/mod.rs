@@ -7,7 +7,7 @@ pub mod convert;
 use serde_json::Value;
 
 use crate::config::{Entity, Side, ValueMap};
-use crate::model::{value_text, Change, Image, Key, Op, RefValue, TargetChange};
+use crate::model::{value_text, Change, Image, Key, LookupValue, Op, RefValue, TargetChange};
 
 /// A row that cannot be mapped; permanent (retrying will not help until the data or the
 /// config changes).
@@ -46,6 +46,7 @@ pub fn map_change(
     let mut row = Image::new();
     let mut incoming = Image::new();
     let mut refs = Vec::new();
+    let mut lookups = Vec::new();
     for col in entity.written_columns(to) {
         let src = col.name(from);
         let dst = col.name(to);
@@ -60,6 +61,18 @@ pub fn map_change(
                     parent: parent.clone(),
                     source_key: Key::from_values(std::slice::from_ref(value)),
                     hint: None,
+                });
+            }
+            row.insert(dst.to_string(), Value::Null);
+            continue;
+        }
+        if col.lookup.is_some() {
+            // Resolved by the sync through the reference table, for the whole batch at once.
+            if !value.is_null() {
+                lookups.push(LookupValue {
+                    column: dst.to_string(),
+                    source_column: src.to_string(),
+                    value: value.clone(),
                 });
             }
             row.insert(dst.to_string(), Value::Null);
@@ -112,6 +125,7 @@ pub fn map_change(
         row,
         incoming,
         refs,
+        lookups,
         captured_at: change.captured_at,
         derived: change.derived,
     })

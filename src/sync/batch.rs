@@ -9,7 +9,7 @@ use crate::config::{Config, Side};
 use crate::endpoint::{
     ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, WriteBack,
 };
-use crate::mapping::{coalesce, folded_op, map_change, visible_op};
+use crate::mapping::{coalesce, folded_op, map_change, visible_op, MappingError};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
 use crate::sync::policy::{Decision, Policy};
 
@@ -315,6 +315,27 @@ pub async fn stage(
             }),
         }
     }
+    // Look-ups whose reference table is here, at the source (B → A: B's id → A's code, with
+    // the table on B): one read per reference table and column pair for the batch.
+    let mut refs_here: Vec<&mut TargetChange> = mapped.iter_mut().map(|(c, _)| c).collect();
+    let errors = resolve_lookups(config, from, side.other(), &mut refs_here).await?;
+    if !errors.is_empty() {
+        let mut errors = errors;
+        let mut kept = Vec::with_capacity(mapped.len());
+        for (i, (c, attempts)) in mapped.into_iter().enumerate() {
+            match errors.remove(&i) {
+                Some(error) => failures.push(Failed {
+                    seqs: c.seqs,
+                    attempts,
+                    error,
+                    entity: Some(c.entity),
+                    key: Some(c.source_key),
+                }),
+                None => kept.push((c, attempts)),
+            }
+        }
+        mapped = kept;
+    }
     // Upserts go parents first. Deletes of an entity that is nobody's parent go just before
     // its upserts: a record deleted and another created with the same values in one batch
     // (an application that saves an order by replacing its lines) frees the key first, where
@@ -361,8 +382,53 @@ pub async fn apply_staged(
             c.op = folded_op(&[*earlier, c.op]).unwrap_or(c.op);
         }
     }
+    // Look-ups whose reference table is at the target (A → B: A's code → B's id, with the
+    // table on B); a change with a value the table does not have fails alone.
+    let mut changes: Vec<&mut TargetChange> = staged.batch.iter_mut().collect();
+    let mut errors = resolve_lookups(config, to, to.side(), &mut changes).await?;
+    for (i, c) in staged.batch.iter().enumerate() {
+        // Never applied with a look-up unresolved (its column would be written NULL).
+        if let Some(l) = c.lookups.first() {
+            errors.entry(i).or_insert_with(|| {
+                ApplyError::Mapping(Box::new(MappingError {
+                    entity: c.entity.clone(),
+                    side: to.side().other(),
+                    table: String::new(),
+                    column: l.source_column.clone(),
+                    key: c.source_key.to_string(),
+                    message: "internal: look-up not resolved".into(),
+                }))
+            });
+        }
+    }
     keep_detail(config, to, &mut staged.batch).await?;
-    let outcomes = to.apply(&staged.batch).await?;
+    let outcomes = if errors.is_empty() {
+        to.apply(&staged.batch).await?
+    } else {
+        let rest: Vec<TargetChange> = staged
+            .batch
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !errors.contains_key(i))
+            .map(|(_, c)| c.clone())
+            .collect();
+        let mut applied = if rest.is_empty() {
+            Vec::new()
+        } else {
+            to.apply(&rest).await?
+        }
+        .into_iter();
+        let mut outcomes = Vec::with_capacity(staged.batch.len());
+        for i in 0..staged.batch.len() {
+            match errors.remove(&i) {
+                Some(e) => outcomes.push(Outcome::Failed(e)),
+                None => outcomes.push(applied.next().ok_or_else(|| {
+                    EndpointError::Config("internal: the target returned too few outcomes".into())
+                })?),
+            }
+        }
+        outcomes
+    };
     for (c, o) in staged.batch.iter().zip(&outcomes) {
         let record = (c.entity.clone(), c.source_key.clone());
         if matches!(o, Outcome::Failed(_)) {
@@ -374,12 +440,110 @@ pub async fn apply_staged(
     Ok(outcomes)
 }
 
+/// Resolves the look-ups (`lookup`) of `changes` (travelling into `to`) whose reference table
+/// is on `ep`'s side: one read per reference table and column pair for all of them
+/// (`Reference::look_up`), nothing cached across batches (a row added to the reference table
+/// is found by the next batch). A resolved value replaces the column's NULL placeholder; a
+/// value the table does not have, or has more than once, is the change's error (by index in
+/// `changes`), which the retry policy retries and then suspends: never dropped, never written
+/// as NULL.
+async fn resolve_lookups(
+    config: &Config,
+    ep: &dyn Endpoint,
+    to: Side,
+    changes: &mut [&mut TargetChange],
+) -> Result<HashMap<usize, ApplyError>, EndpointError> {
+    let here = ep.side();
+    let from = to.other();
+    // (table, by, out) → every (change, look-up index, value as text) that needs it.
+    type Wanted =
+        BTreeMap<(String, String, String), (crate::config::Lookup, Vec<(usize, usize, String)>)>;
+    let mut wanted: Wanted = BTreeMap::new();
+    for (i, c) in changes.iter().enumerate() {
+        let Some(entity) = config.entity(&c.entity) else {
+            continue;
+        };
+        for (j, l) in c.lookups.iter().enumerate() {
+            let Some(lookup) = entity
+                .columns
+                .iter()
+                .find(|col| col.name(to) == l.column)
+                .and_then(|col| col.lookup.as_ref())
+                .filter(|lk| lk.side == here)
+            else {
+                continue;
+            };
+            let (by, out) = lookup.by_and_out(to);
+            let text = crate::model::value_text(&l.value).unwrap_or_default();
+            wanted
+                .entry((lookup.table.to_string(), by.to_string(), out.to_string()))
+                .or_insert_with(|| (lookup.clone(), Vec::new()))
+                .1
+                .push((i, j, text));
+        }
+    }
+    let mut errors = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(errors);
+    }
+    let reference = crate::endpoint::reference(ep)?;
+    let mut resolved: Vec<(usize, usize)> = Vec::new();
+    for ((_, by, out), (lookup, needs)) in wanted {
+        let mut values: Vec<String> = needs.iter().map(|(_, _, v)| v.clone()).collect();
+        values.sort();
+        values.dedup();
+        let mut found: HashMap<String, Vec<serde_json::Value>> = HashMap::new();
+        for (asked, v) in reference.look_up(&lookup.table, &by, &out, &values).await? {
+            found.entry(asked).or_default().push(v);
+        }
+        for (i, j, text) in needs {
+            let c = &mut changes[i];
+            let problem = match found.get(&text).map(Vec::as_slice) {
+                Some([v]) => {
+                    let column = c.lookups[j].column.clone();
+                    c.row.insert(column, v.clone());
+                    resolved.push((i, j));
+                    continue;
+                }
+                Some(several) => format!(
+                    "value {} matches {} rows of reference table {} (side {here}) by its column {by}: a look-up needs {by} unique there",
+                    c.lookups[j].value,
+                    several.len(),
+                    lookup.table
+                ),
+                None => format!(
+                    "value {} has no match in reference table {} (side {here}): no row whose {by} is {}; add that row there (or correct the value): the change is retried, then suspended for `tandem suspended resubmit`",
+                    c.lookups[j].value, lookup.table, c.lookups[j].value
+                ),
+            };
+            let entity = config.entity(&c.entity);
+            errors.entry(i).or_insert_with(|| {
+                ApplyError::Mapping(Box::new(MappingError {
+                    entity: c.entity.clone(),
+                    side: from,
+                    table: entity.map_or(String::new(), |e| e.side(from).table.to_string()),
+                    column: c.lookups[j].source_column.clone(),
+                    key: c.source_key.to_string(),
+                    message: problem,
+                }))
+            });
+        }
+    }
+    // Resolved look-ups leave the change (highest index first, so the others stay in place).
+    resolved.sort_unstable_by(|x, y| y.cmp(x));
+    for (i, j) in resolved {
+        changes[i].lookups.remove(j);
+    }
+    Ok(errors)
+}
+
 /// The lossy rule before applying (`mapping::keep_detail`): the records with converted
-/// columns that exist at the target are read there, and a column whose value is equal to the
-/// incoming one keeps it. Read outside the apply's transaction: should the row change in
-/// between, the writer's change is pending at the target and the apply meets it as a conflict,
-/// and the value kept is still one equal to the incoming value. An endpoint that cannot read
-/// rows (the simulation's) applies the converted values as they are.
+/// columns that exist at the target are read there, one set-based read per entity per batch
+/// (`Bulk::fetch_images`), and a column whose value is equal to the incoming one keeps it. Read
+/// outside the apply's transaction: should the row change in between, the writer's change is
+/// pending at the target and the apply meets it as a conflict, and the value kept is still one
+/// equal to the incoming value. An endpoint that cannot read rows (the simulation's) applies
+/// the converted values as they are.
 async fn keep_detail(
     config: &Config,
     to: &dyn Endpoint,
@@ -388,24 +552,37 @@ async fn keep_detail(
     let Some(bulk) = to.bulk() else {
         return Ok(());
     };
-    for c in batch.iter_mut() {
+    let here = to.side();
+    // Each change that needs the read, with the target key it is read by, per entity.
+    let mut wanted: BTreeMap<String, Vec<(usize, Key)>> = BTreeMap::new();
+    for (i, c) in batch.iter().enumerate() {
         if c.incoming.is_empty() || c.op == Op::Delete {
             continue;
         }
         let Some(entity) = config.entity(&c.entity) else {
             continue;
         };
-        let here = to.side();
         let key = c.peer_hint.clone().or_else(|| {
             (entity.key_is_given(here) && c.refs.is_empty())
                 .then(|| Key::from_image(&c.row, &entity.side(here).key).ok())
                 .flatten()
         });
-        let Some(key) = key else {
+        if let Some(key) = key {
+            wanted.entry(c.entity.clone()).or_default().push((i, key));
+        }
+    }
+    for (name, changes) in wanted {
+        let Some(entity) = config.entity(&name) else {
             continue;
         };
-        if let Some(current) = bulk.fetch_image(&c.entity, &key).await? {
-            crate::mapping::keep_detail(entity, here, c, &current);
+        let mut keys: Vec<Key> = changes.iter().map(|(_, k)| k.clone()).collect();
+        keys.sort();
+        keys.dedup();
+        let current = bulk.fetch_images(&name, &keys).await?;
+        for (i, key) in changes {
+            if let (Some(now), Some(c)) = (current.get(&key), batch.get_mut(i)) {
+                crate::mapping::keep_detail(entity, here, c, now);
+            }
         }
     }
     Ok(())

@@ -223,6 +223,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
                 })
                 .into_iter()
                 .collect(),
+            lookups: Vec::new(),
             captured_at: chrono::DateTime::default(),
         }
     }

@@ -509,6 +509,7 @@ mod tests {
             row,
             incoming: Image::new(),
             refs,
+            lookups: Vec::new(),
             derived: false,
             captured_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456)
                 .unwrap_or_default(),

@@ -6,7 +6,7 @@
 //! in tandem ([`crate::endpoint::verify_hash`]): SQL Server cannot hash text the way
 //! PostgreSQL does, so a pair with SQL Server on a side compares there.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 use serde_json::Value;
@@ -167,6 +167,20 @@ impl<'a> EntityBulk<'a> {
                     lookup(&format!("(N'[' + {token} + N']') {BIN}"), parent)
                 ));
             }
+        }
+        // Looked-up columns on the side of their reference table: the reference row's value
+        // (what the other side holds), found by this side's key, as {"v": ...}.
+        for (i, c) in entity.columns.iter().enumerate() {
+            let Some(l) = c.lookup.as_ref().filter(|l| l.side == side) else {
+                continue;
+            };
+            ref_cols.push_str(&format!(
+                ", CONVERT(nvarchar(max), (SELECT TOP (1) r.{} AS [v] FROM {} AS r WHERE r.{} = t.{} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS [l{i}]",
+                ident(&l.value),
+                table(&l.table),
+                ident(&l.key),
+                ident(c.name(side))
+            ));
         }
         let mut vars = schema_vars(&ep.config.side(side).schema, side);
         let schema = ident(&ep.config.side(side).schema);
@@ -553,6 +567,30 @@ async fn stream_records(
                             }
                         }
                     }
+                } else if c.lookup.as_ref().is_some_and(|l| l.side == side) {
+                    // After the four fixed ones and the parents (on side B): l{i} in order.
+                    let refs = if side == Side::B {
+                        b.entity
+                            .columns
+                            .iter()
+                            .filter(|x| x.parent.is_some())
+                            .count()
+                    } else {
+                        0
+                    };
+                    let at = 4
+                        + refs
+                        + b.entity.columns[..i]
+                            .iter()
+                            .filter(|x| x.lookup.as_ref().is_some_and(|l| l.side == side))
+                            .count();
+                    let found = get::<&str>(&r, at, &what)?
+                        .and_then(|j| serde_json::from_str::<Value>(j).ok())
+                        .and_then(|mut o| o.get_mut("v").map(Value::take));
+                    match found {
+                        Some(v) => Some(v.to_string()),
+                        None => Some(format!("?{v}")),
+                    }
                 } else if c.converted() {
                     // Compared in B's terms, the way apply's lossy rule compares.
                     Some(canonical(c, side, &v).to_string())
@@ -694,6 +732,49 @@ pub async fn fetch_image(
     Ok(serde_json::from_str(&super::canonical_image(p, native)).ok())
 }
 
+pub async fn fetch_images(
+    ep: &MsEndpoint,
+    entity: &str,
+    keys: &[Key],
+) -> Result<HashMap<Key, Image>, EndpointError> {
+    let mut out = HashMap::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let plan = ep.plan().await?;
+    let p = entity_plan(&plan, entity)?;
+    let b = EntityBulk::new(ep, p)?;
+    let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+    let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+    let rows = ep
+        .bulk_rows(
+            &format!(
+                "read {} records of {} (entity {entity})",
+                keys.len(),
+                p.table
+            ),
+            false,
+            &b.sql("fetch_images")?,
+            &[&json.as_str()],
+        )
+        .await?;
+    for r in &rows {
+        let (Some(k), Some(native)) = (
+            get::<&str>(r, 0, "fetch images")?,
+            get::<&str>(r, 1, "fetch images")?,
+        ) else {
+            continue;
+        };
+        if let (Ok(k), Ok(img)) = (
+            Key::parse(k),
+            serde_json::from_str::<Image>(&super::canonical_image(p, native)),
+        ) {
+            out.insert(k, img);
+        }
+    }
+    Ok(out)
+}
+
 pub async fn requeue(
     ep: &MsEndpoint,
     entity: &str,
@@ -760,6 +841,7 @@ mod tests {
             "backfill_chunk",
             "requeue",
             "fetch_image",
+            "fetch_images",
             "delete_record",
             "verify_rows",
         ] {

@@ -631,6 +631,14 @@ impl Bulk for MsEndpoint {
         bulk::fetch_image(self, entity, key).await
     }
 
+    async fn fetch_images(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashMap<Key, Image>, EndpointError> {
+        bulk::fetch_images(self, entity, keys).await
+    }
+
     async fn requeue(&self, entity: &str, key: &Key, op: Op) -> Result<u64, EndpointError> {
         bulk::requeue(self, entity, key, op).await
     }
@@ -640,8 +648,46 @@ impl Bulk for MsEndpoint {
     }
 }
 
+#[async_trait]
+impl crate::endpoint::Reference for MsEndpoint {
+    async fn look_up(
+        &self,
+        table: &crate::config::TableName,
+        by: &str,
+        out: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, serde_json::Value)>, EndpointError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = sql::look_up(table, by, out)?;
+        let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
+        let rows = self
+            .rows(
+                &format!("look up {by} → {out} in reference table {table}"),
+                &sql,
+                &[&json.as_str()],
+            )
+            .await?;
+        let mut found = Vec::new();
+        for r in &rows {
+            let (Some(asked), Some(v)) = (r.get::<&str, _>(0), r.get::<&str, _>(1)) else {
+                continue;
+            };
+            if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_str(v) {
+                found.push((asked.to_string(), o.remove("v").unwrap_or_default()));
+            }
+        }
+        Ok(found)
+    }
+}
+
 impl Endpoint for MsEndpoint {
     fn bulk(&self) -> Option<&dyn Bulk> {
+        Some(self)
+    }
+
+    fn reference(&self) -> Option<&dyn crate::endpoint::Reference> {
         Some(self)
     }
 }

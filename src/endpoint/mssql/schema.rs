@@ -284,6 +284,27 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             ep.pool.target(),
             &WORDING,
         ));
+        for c in &e.columns {
+            let Some(l) = c.lookup.as_ref().filter(|l| l.side == side) else {
+                continue;
+            };
+            let table_sql = table(&l.table);
+            let found = match columns(ep, &table_sql, &[l.key.as_str(), l.value.as_str()]).await? {
+                Some((cols, case_insensitive)) => Some(TableDesc {
+                    columns: cols.iter().map(column_desc).collect(),
+                    unique_keys: unique_keys(ep, &table_sql).await?,
+                    case_insensitive,
+                }),
+                None => None,
+            };
+            problems.extend(desc::check_lookup(
+                e,
+                c,
+                l,
+                found.as_ref(),
+                ep.pool.target(),
+            ));
+        }
         if let Some(KeyFrom::Sequence(seq)) = &e.side(side).key_from {
             let mut conn = ep.pool.get().await?;
             let rows = run(

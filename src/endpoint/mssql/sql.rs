@@ -284,6 +284,19 @@ pub struct Common {
     pub session: String,
 }
 
+/// The look-up through reference table `t`: rows whose `by` is one of `@P1` (a JSON array of
+/// texts), with `out` as `{"v": ...}` (see `endpoint::Reference`).
+pub fn look_up(t: &TableName, by: &str, out: &str) -> Result<String, EndpointError> {
+    let s = sections(STATEMENTS);
+    let text = s
+        .get("look_up")
+        .ok_or_else(|| EndpointError::Config("internal: statement look_up missing".into()))?;
+    fill(
+        text,
+        &[("table", table(t)), ("by", ident(by)), ("out", ident(out))],
+    )
+}
+
 impl Common {
     /// Fills every common statement for `side`.
     pub fn build(config: &Config, side: Side) -> Result<Common, EndpointError> {

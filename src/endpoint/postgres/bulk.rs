@@ -1,7 +1,7 @@
 //! Backfill and verify on PostgreSQL: work done inside the database, in chunks, so neither a
 //! table nor a backlog ever crosses the wire or sits in memory whole.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use futures_util::TryStreamExt;
 
@@ -308,6 +308,39 @@ pub async fn fetch_image(
         .await
         .map_err(|e| ep.pool.error(&format!("read {} {key}", es.table), e))?;
     Ok(row.and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok()))
+}
+
+pub async fn fetch_images(
+    ep: &PgEndpoint,
+    entity: &str,
+    keys: &[Key],
+) -> Result<HashMap<Key, Image>, EndpointError> {
+    let mut out = HashMap::new();
+    if keys.is_empty() {
+        return Ok(out);
+    }
+    let es = entity_sql(ep, entity)?;
+    let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
+    let objects: Vec<String> = keys.iter().map(|k| key_json(es, k)).collect();
+    let conn = ep.pool.get().await?;
+    let rows = conn
+        .client
+        .query(es.fetch_images.as_str(), &[&texts, &objects])
+        .await
+        .map_err(|e| {
+            ep.pool
+                .error(&format!("read {} records of {}", keys.len(), es.table), e)
+        })?;
+    for r in rows {
+        let (Some(k), Some(img)) = (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1))
+        else {
+            continue;
+        };
+        if let (Ok(k), Ok(img)) = (Key::parse(&k), serde_json::from_str::<Image>(&img)) {
+            out.insert(k, img);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn requeue(

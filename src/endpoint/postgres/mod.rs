@@ -486,6 +486,14 @@ impl Bulk for PgEndpoint {
         bulk::fetch_image(self, entity, key).await
     }
 
+    async fn fetch_images(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashMap<Key, Image>, EndpointError> {
+        bulk::fetch_images(self, entity, keys).await
+    }
+
     async fn requeue(&self, entity: &str, key: &Key, op: Op) -> Result<u64, EndpointError> {
         bulk::requeue(self, entity, key, op).await
     }
@@ -495,8 +503,48 @@ impl Bulk for PgEndpoint {
     }
 }
 
+#[async_trait]
+impl crate::endpoint::Reference for PgEndpoint {
+    async fn look_up(
+        &self,
+        table: &crate::config::TableName,
+        by: &str,
+        out: &str,
+        values: &[String],
+    ) -> Result<Vec<(String, serde_json::Value)>, EndpointError> {
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = sql::look_up(table, by, out)?;
+        let conn = self.pool.get().await?;
+        let rows = conn
+            .client
+            .query(sql.as_str(), &[&values])
+            .await
+            .map_err(|e| {
+                self.pool.error(
+                    &format!("look up {by} → {out} in reference table {table}"),
+                    e,
+                )
+            })?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| {
+                let asked: String = r.get(0);
+                let found: Option<String> = r.get(1);
+                let v = serde_json::from_str(found.as_deref()?).ok()?;
+                Some((asked, v))
+            })
+            .collect())
+    }
+}
+
 impl Endpoint for PgEndpoint {
     fn bulk(&self) -> Option<&dyn Bulk> {
+        Some(self)
+    }
+
+    fn reference(&self) -> Option<&dyn crate::endpoint::Reference> {
         Some(self)
     }
 }

@@ -30,6 +30,19 @@ pub async fn check(ep: &PgEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             ep.pool.target(),
             &WORDING,
         ));
+        for c in &e.columns {
+            let Some(l) = c.lookup.as_ref().filter(|l| l.side == ep.side) else {
+                continue;
+            };
+            let found = describe(ep, &table(&l.table)).await?;
+            problems.extend(desc::check_lookup(
+                e,
+                c,
+                l,
+                found.as_ref(),
+                ep.pool.target(),
+            ));
+        }
         if let Some(KeyFrom::Sequence(seq)) = &e.side(ep.side).key_from {
             let mut conn = ep.pool.get().await?;
             let PgConn { client, stmts } = &mut *conn;

@@ -43,6 +43,19 @@ fn sections() -> HashMap<&'static str, &'static str> {
     template::sections(STATEMENTS)
 }
 
+/// The look-up through reference table `t`: rows whose `by` is one of `$1` (text), with `out`
+/// (see `endpoint::Reference`).
+pub fn look_up(t: &TableName, by: &str, out: &str) -> Result<String, EndpointError> {
+    let s = sections();
+    let text = s
+        .get("look_up")
+        .ok_or_else(|| EndpointError::Config("internal: statement look_up missing".into()))?;
+    fill(
+        text,
+        &[("table", table(t)), ("by", ident(by)), ("out", ident(out))],
+    )
+}
+
 /// Statements shared by all entities, for one side.
 #[derive(Debug, Clone)]
 pub struct Common {
@@ -132,6 +145,7 @@ pub struct EntitySql {
     pub backfill_chunk: String,
     pub requeue: String,
     pub fetch_image: String,
+    pub fetch_images: String,
     pub verify_buckets: String,
     pub verify_records: String,
     pub verify_in_flight: String,
@@ -371,6 +385,7 @@ fn entity_sql(
         backfill_chunk: get_n("backfill_chunk", Some(4))?,
         requeue: get("requeue")?,
         fetch_image: get("fetch_image")?,
+        fetch_images: get("fetch_images")?,
         verify_buckets: with_rows("verify_buckets", 2)?,
         verify_records: with_rows("verify_records", 3)?,
         verify_in_flight: get("verify_in_flight")?,
@@ -511,6 +526,15 @@ fn verify_vars(e: &Entity, side: Side) -> Vec<(&'static str, String)> {
         let expr = if c.converted() {
             // Its JSON as it is: tandem converts and compares it (`verify_hash::comparable`).
             format!("to_jsonb({col})::text")
+        } else if let Some(l) = c.lookup.as_ref().filter(|l| l.side == side) {
+            // The reference row's value (what the other side holds), found by this side's key;
+            // a key the table does not have stays apart from every value.
+            format!(
+                "coalesce((SELECT {} FROM {} AS r WHERE r.{} = {col} LIMIT 1), '?' || to_jsonb({col})::text)",
+                comparable_json(&format!("r.{}", ident(&l.value))),
+                table(&l.table),
+                ident(&l.key)
+            )
         } else if let Some(parent) = &c.parent {
             let wrapped = format!("('[' || to_jsonb({col})::text || ']')");
             match side {
