@@ -469,6 +469,25 @@ impl Builder<'_> {
         (entity, loc)
     }
 
+    /// Whether every key of an inline table (`soft_delete`, `filter`) is one of `allowed`;
+    /// each other key is reported.
+    fn known_keys(&mut self, what: &str, t: &toml::Table, at: &Loc, allowed: &[&str]) -> bool {
+        let expected = allowed
+            .iter()
+            .map(|k| format!("`{k}`"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut ok = true;
+        for k in t.keys().filter(|k| !allowed.contains(&k.as_str())) {
+            self.report(
+                at.clone(),
+                format!("{what}: unknown key `{k}`, expected one of {expected}"),
+            );
+            ok = false;
+        }
+        ok
+    }
+
     /// `soft_delete = { b = "deleted_at" }` or `{ a = "DELETED", value = "Y", live = "N" }`.
     fn soft_delete(&mut self, ctx: &str, raw: Spanned<toml::Value>) -> Option<SoftDelete> {
         let at = Some(raw.span());
@@ -479,16 +498,7 @@ impl Builder<'_> {
             return None;
         };
         let (side, column) = self.restricted_column(&what, &t, &at, usage)?;
-        let mut ok = true;
-        for k in t.keys() {
-            if !["a", "b", "value", "live"].contains(&k.as_str()) {
-                self.report(
-                    at.clone(),
-                    format!("{what}: unknown key `{k}`, expected one of `a`, `b`, `value`, `live`"),
-                );
-                ok = false;
-            }
-        }
+        let ok = self.known_keys(&what, &t, &at, &["a", "b", "value", "live"]);
         let value = t
             .get("value")
             .map(|v| self.restricted_value(&what, "value", v, &at));
@@ -529,16 +539,7 @@ impl Builder<'_> {
             return None;
         };
         let (side, column) = self.restricted_column(&what, &t, &at, usage)?;
-        let mut ok = true;
-        for k in t.keys() {
-            if !["a", "b", "equals", "in"].contains(&k.as_str()) {
-                self.report(
-                    at.clone(),
-                    format!("{what}: unknown key `{k}`, expected one of `a`, `b`, `equals`, `in`"),
-                );
-                ok = false;
-            }
-        }
+        let ok = self.known_keys(&what, &t, &at, &["a", "b", "equals", "in"]);
         let raw_values: Vec<&toml::Value> = match (t.get("equals"), t.get("in")) {
             (Some(v), None) => vec![v],
             (None, Some(toml::Value::Array(list))) if !list.is_empty() => list.iter().collect(),
