@@ -125,7 +125,7 @@ async fn randomized_workload_under_faults_ends_equal_on_both_sides() {
 /// README's race table): a test that fails by chance would make CI flaky. Run it with
 /// `cargo test --test fault_suite -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the full workload still fails about 1 seed in 10 (README: race table, open rows)"]
+#[ignore = "the full workload still fails about 1 seed in 50 (README: race table, open rows)"]
 async fn full_workload_short_run_under_faults_ends_equal_on_both_sides() {
     let n = env_num::<u64>("FAULT_FULL_SEEDS").unwrap_or(2);
     let knobs = Knobs {
