@@ -360,7 +360,10 @@ pub async fn stage(
     Ok(staged)
 }
 
-/// Records whose change failed earlier in a burst, with that change's op.
+/// Records whose change failed earlier in a burst, with that change's op; and records of an
+/// entity that shows only some rows at the source (`soft_delete`, `filter`) whose delete was
+/// settled earlier in the burst (`Op::Delete`): their link hints, read while that delete was
+/// still being written back, may not show its tombstone yet.
 pub type Held = HashMap<(String, Key), Op>;
 
 /// Applies a staged batch at the target (in one transaction there). A change of a record in
@@ -377,9 +380,18 @@ pub async fn apply_staged(
     if staged.batch.is_empty() {
         return Ok(Vec::new());
     }
+    let from = to.side().other();
+    let restricted = |entity: &str| config.entity(entity).is_some_and(|e| e.restricted_at(from));
     for c in &mut staged.batch {
         if let Some(earlier) = held.get(&(c.entity.clone(), c.source_key.clone())) {
-            c.op = folded_op(&[*earlier, c.op]).unwrap_or(c.op);
+            // A row that left (hidden: a delete) and came back in one burst re-creates the
+            // record, as `visible_op` decides from a tombstone: an update would be discarded
+            // as an update after a delete, and the record lost at the target.
+            c.op = if *earlier == Op::Delete && c.op == Op::Update && restricted(&c.entity) {
+                Op::Insert
+            } else {
+                folded_op(&[*earlier, c.op]).unwrap_or(c.op)
+            };
         }
     }
     // Look-ups whose reference table is at the target (A → B: A's code → B's id, with the
@@ -431,7 +443,9 @@ pub async fn apply_staged(
     };
     for (c, o) in staged.batch.iter().zip(&outcomes) {
         let record = (c.entity.clone(), c.source_key.clone());
-        if matches!(o, Outcome::Failed(_)) {
+        if matches!(o, Outcome::Failed(_))
+            || (c.op == Op::Delete && !super::order::is_pre_step(c) && restricted(&c.entity))
+        {
             held.insert(record, c.op);
         } else {
             held.remove(&record);
