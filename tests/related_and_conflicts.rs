@@ -351,6 +351,54 @@ async fn a_delete_against_an_update_follows_the_policy_too() {
     }
 }
 
+/// A change that loses a conflict at the other side may already be on its way (claimed
+/// before the conflict was settled): that copy must not overwrite the winner there. The copy
+/// is made deterministic by putting the loser's outbox row back after the conflict removed it,
+/// exactly as a batch claimed before the conflict would carry it (found by the fault suite's
+/// full workload, seed 5040: such a copy re-created a record both sides had deleted).
+#[tokio::test]
+async fn a_copy_of_a_change_that_lost_a_conflict_is_stale_where_it_arrives() {
+    let env = env_with("lost_copy", &with_policy(DEMO_CONFIG, "a_wins"), B_SCHEMA).await;
+    env.a
+        .batch_execute(r#"INSERT INTO dbo."ORDERS" ("CUST_NAME") VALUES ('first')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    env.a
+        .batch_execute(r#"UPDATE dbo."ORDERS" SET "CUST_NAME" = 'A wins'"#)
+        .await
+        .unwrap();
+    env.b
+        .batch_execute(
+            "UPDATE orders SET customer = 'B loses'; \
+             CREATE TABLE held AS SELECT * FROM tandem.outbox;",
+        )
+        .await
+        .unwrap();
+    let report = env.drain().await;
+    assert_eq!(report.conflicts, 1, "{report:?}");
+    assert_eq!(count(&env.b, "SELECT count(*) FROM tandem.outbox").await, 0);
+    // B's losing update, as a batch claimed before the conflict still carries it.
+    env.b
+        .batch_execute("INSERT INTO tandem.outbox OVERRIDING SYSTEM VALUE SELECT * FROM held")
+        .await
+        .unwrap();
+    let report = env.drain().await;
+    assert_eq!((report.written, report.stale), (0, 1), "{report:?}");
+    let a_rows = rows(&env.a, r#"SELECT "CUST_NAME" FROM dbo."ORDERS""#).await;
+    let b_rows = rows(&env.b, "SELECT customer FROM orders").await;
+    assert_eq!(a_rows, table(&[&["A wins"]]));
+    assert_eq!(b_rows, a_rows);
+    for c in [&env.a, &env.b] {
+        assert_eq!(count(c, "SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+    let links = "SELECT count(*) FROM tandem.id_map WHERE NOT deleted";
+    assert_eq!(
+        (count(&env.a, links).await, count(&env.b, links).await),
+        (1, 1)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_writers_on_both_sides_end_equal_for_every_policy() {
     for policy in ["a_wins", "b_wins", "newest_wins"] {

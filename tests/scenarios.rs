@@ -25,6 +25,7 @@ scenarios!(
     inserts_updates_deletes_flow_both_ways_mapped_and_linked,
     duplicates_and_older_images_change_nothing,
     a_late_update_never_revives_a_deleted_record,
+    a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
     a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
@@ -303,6 +304,41 @@ async fn a_late_update_never_revives_a_deleted_record(p: Pairing) {
         1,
         "the tombstone stays"
     );
+}
+
+/// A change that loses a conflict at the other side may already be on its way (claimed
+/// before the conflict was settled there): that copy must not overwrite the winner where it
+/// arrives. The copy is put back after the conflict removed it, as a batch claimed before the
+/// conflict carries it (found by the fault suite's full workload, seed 5040).
+async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives(p: Pairing) {
+    let config = DEMO_CONFIG.replace(
+        "name = \"order\"\n",
+        "name = \"order\"\non_conflict = \"a_wins\"\n",
+    );
+    let env = Env::demo_with(p, "lost_copy", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    env.drain().await;
+    a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'A wins'")
+        .await;
+    b.exec("UPDATE orders SET customer = 'B loses'").await;
+    let loser = b.outbox().await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "{r:?}");
+    assert_eq!(b.outbox_count().await, 0, "the loser is removed at B");
+    b.requeue(&loser[0]).await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "the late copy: {r:?}");
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
+        table(&[&["A wins"]])
+    );
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&["A wins"]])
+    );
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 
 async fn an_apply_that_changes_nothing_writes_nothing(p: Pairing) {

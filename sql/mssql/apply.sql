@@ -53,6 +53,8 @@ DECLARE @out TABLE (
     how         char(1)        NULL,
     target_key  nvarchar(max)  NULL,
     conflict    bit            NOT NULL DEFAULT 0,
+    -- The newest change captured here that the incoming one beat (Outcome::Done::superseded).
+    superseded  bigint         NULL,
     fail        char(1)        NULL,
     err_number  int            NULL,
     err_message nvarchar(4000) NULL,
@@ -82,7 +84,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
-        @link_deleted bit, @out_how char(1), @out_conflict bit,
+        @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
         @err int, @msg nvarchar(4000), @restart bit = 1;
 
 WHILE @restart = 1
@@ -107,7 +109,7 @@ BEGIN
             SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
             CONTINUE;
         END;
-        SELECT @done = 0, @put = 0, @out_conflict = 0;
+        SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL;
         SAVE TRANSACTION tandem_change;
         BEGIN TRY
             -- 1. Lock the record's link; the sequence guard.
@@ -299,14 +301,17 @@ BEGIN
                         IF @winner = {{incoming_lit}}
                         BEGIN
                             DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
-                            SET @resolution = 'I';
+                            SELECT @resolution = 'I', @superseded = MAX(seq) FROM @pending;
                         END
                         ELSE
                         BEGIN
-                            -- The local change won over a delete: it travels as an insert, to
-                            -- create the record again at the other side.
+                            -- The local changes won over a delete: they travel as inserts, to
+                            -- create the record again at the other side (all of them: an older
+                            -- one arriving there as an update would be discarded as an update
+                            -- after that delete, and unlink the record: found by the simulation).
                             IF @op = 'D' AND @local_op <> 'D'
-                                UPDATE {{schema}}.[outbox] SET op = 'I' WHERE seq = @local_seq;
+                                UPDATE o SET op = 'I' FROM {{schema}}.[outbox] AS o
+                                JOIN @pending AS p ON o.seq = p.seq WHERE o.op = 'U';
                             -- The losing change is settled: later copies of it are stale. A
                             -- link naming this key for another record is stale (as in 6.).
                             IF @here IS NOT NULL
@@ -416,8 +421,8 @@ BEGIN
                 IF @@ROWCOUNT = 0
                     INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
                     VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
-                INSERT INTO @out (i, how, target_key, conflict)
-                VALUES (@i, @out_how, @link_target, @out_conflict);
+                INSERT INTO @out (i, how, target_key, conflict, superseded)
+                VALUES (@i, @out_how, @link_target, @out_conflict, @superseded);
             END;
         END TRY
         BEGIN CATCH
@@ -483,5 +488,5 @@ BEGIN
     END;
     IF @restart = 0 COMMIT TRANSACTION;
 END;
-SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key
+SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded
 FROM @out ORDER BY i;

@@ -20,18 +20,20 @@ DECLARE @links TABLE (
     deleted    bit           NOT NULL,
     only_if_row bit          NOT NULL,
     seq        bigint        NOT NULL,
+    peer_guard bigint        NULL,
     peer_value nvarchar(max) NULL
 );
 INSERT INTO @links
-SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_value
+SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_guard, l.peer_value
 FROM OPENJSON(@P1) WITH (
     n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
     peer nvarchar(max) '$.peer', deleted bit '$.deleted', only_if_row bit '$.only_if_row', seq bigint '$.seq',
+    peer_guard bigint '$.peer_guard',
     peer_value nvarchar(max) '$.peer_value' AS JSON
 ) AS l;
 DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
 DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
-        @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+        @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
         @guard bigint,
         @err int, @msg nvarchar(4000);
 
@@ -40,7 +42,8 @@ BEGIN TRY
     WHILE 1 = 1
     BEGIN
         SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
-               @only_if_row = only_if_row, @seq = seq, @peer_value = peer_value
+               @only_if_row = only_if_row, @seq = seq, @peer_guard = peer_guard,
+               @peer_value = peer_value
         FROM @links WHERE n > @n ORDER BY n;
         IF @@ROWCOUNT = 0 BREAK;
         SET @found = 1;
@@ -68,6 +71,9 @@ BEGIN TRY
                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
                 WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
             END;
+            -- The peer's changes up to @peer_guard lost a conflict there: a copy of one still
+            -- on its way here is stale.
+            IF @peer_guard > @guard SET @guard = @peer_guard;
             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
             SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
                 applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,

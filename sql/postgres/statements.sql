@@ -83,9 +83,10 @@ WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
 ORDER BY seq DESC;
 
 -- name: local_reinsert
--- The local change won over a delete from the other side: send it as an insert, so the record
--- is created again there.
-UPDATE {{schema}}.outbox SET op = 'I' WHERE seq = $1;
+-- The local changes won over a delete from the other side: send them as inserts, so the record
+-- is created again there (all of them: an older one arriving there as an update would be
+-- discarded as an update after that delete).
+UPDATE {{schema}}.outbox SET op = 'I' WHERE seq = ANY($1) AND op = 'U';
 
 -- name: conflict_log
 INSERT INTO {{schema}}.conflicts
@@ -169,14 +170,15 @@ WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2;
 -- a record this side never had) holds the guard of the peer's changes: it is merged into this
 -- link, so a late copy of an older change of the peer is still recognised as old (found by
 -- the simulation: a record re-created with the same given key lost its guard and an older
--- insert was applied again).
+-- insert was applied again). $5: the peer's changes up to this sequence lost a conflict there;
+-- a copy of one still on its way here is stale, so the guard rises to it.
 WITH gone AS (
     DELETE FROM {{schema}}.id_map
     WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NULL
     RETURNING applied_seq
 )
 INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted, applied_seq)
-VALUES ($1, $2, $3, $4, COALESCE((SELECT max(applied_seq) FROM gone), 0))
+VALUES ($1, $2, $3, $4, GREATEST(COALESCE((SELECT max(applied_seq) FROM gone), 0), $5::int8))
 ON CONFLICT (entity, {{own}}) DO UPDATE
 SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,
@@ -244,13 +246,16 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
 -- name: wave_link_written_back
 -- The common case in one statement: a link whose peer would change (the other side replaced
 -- the record) is left out (the WHERE), and the caller, seeing fewer rows than links, takes
--- the careful path, which retires the old peer's link (unlink_peer).
-INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted)
-SELECT x.entity, x.own, x.peer, x.deleted
-FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[]) AS x(entity, own, peer, deleted)
+-- the careful path, which retires the old peer's link (unlink_peer). $5: as in
+-- link_written_back.
+INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted, applied_seq)
+SELECT x.entity, x.own, x.peer, x.deleted, x.guard
+FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[])
+    AS x(entity, own, peer, deleted, guard)
 ON CONFLICT (entity, {{own}}) DO UPDATE
 SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,
+    applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp()
 WHERE m.{{peer}} IS NULL OR EXCLUDED.{{peer}} IS NULL OR m.{{peer}} = EXCLUDED.{{peer}};
 

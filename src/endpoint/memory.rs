@@ -496,8 +496,15 @@ impl MemDb {
 
     /// `link_written_back`: upsert by own key.
     #[track_caller]
-    fn link_written_back(&mut self, entity: &str, own: &Key, peer: Option<&Key>, deleted: bool) {
-        let mut guard = 0;
+    fn link_written_back(
+        &mut self,
+        entity: &str,
+        own: &Key,
+        peer: Option<&Key>,
+        deleted: bool,
+        peer_guard: Option<i64>,
+    ) {
+        let mut guard = peer_guard.unwrap_or(0);
         if let Some(p) = peer {
             self.id_map.retain(|m| {
                 let gone = m.entity == entity && m.peer.as_ref() == Some(p) && m.own.is_none();
@@ -635,12 +642,24 @@ fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
         target_key,
         how,
         conflict,
+        superseded: None,
+    }
+}
+
+/// The outcome of a change that was applied; `superseded`: the local changes it beat.
+fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict: superseded.is_some(),
+        superseded,
     }
 }
 
 enum Resolution {
     None,
-    IncomingWins,
+    /// The incoming change won; the newest local change it beat.
+    IncomingWins(i64),
     LocalWins,
 }
 
@@ -740,11 +759,15 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     }
 
     let mut conflict = Resolution::None;
+    let mut superseded: Option<i64> = None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
         match resolve_conflict(db, &entity, c, k, &row) {
             Resolution::None => {}
-            Resolution::IncomingWins => conflict = Resolution::IncomingWins,
+            Resolution::IncomingWins(s) => {
+                superseded = superseded.max(Some(s));
+                conflict = Resolution::IncomingWins(s);
+            }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
                 break;
@@ -753,7 +776,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     }
     let force = match conflict {
         Resolution::None => false,
-        Resolution::IncomingWins => true,
+        Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
             let here = moved_from.clone().or(here);
             if let Some(k) = &here {
@@ -779,7 +802,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             }
         }
         put_link(db, c, here.as_ref(), true);
-        return Ok(done(here, how, force));
+        return Ok(won(here, how, superseded));
     }
     if tombstone && c.op == Op::Update && !force {
         put_link(db, c, known.as_ref(), true);
@@ -846,7 +869,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         }
     };
     put_link(db, c, Some(&target), false);
-    Ok(done(Some(target), how, force))
+    Ok(won(Some(target), how, superseded))
 }
 
 /// A write the database refused. After a foreign key: a parent linked here whose row is gone
@@ -942,18 +965,23 @@ fn resolve_conflict(
         (c.captured_at, c.derived),
         (newest.captured_at, local_derived),
     );
-    let (newest_seq, newest_op) = (newest.seq, newest.op);
+    let newest_op = newest.op;
     let seqs: Vec<i64> = pending.iter().map(|o| o.seq).collect();
     db.conflicts += 1;
     if winner == incoming {
+        let newest_seq = newest.seq;
         for s in seqs {
             db.outbox.remove(&s);
         }
-        Resolution::IncomingWins
+        Resolution::IncomingWins(newest_seq)
     } else {
+        // All of them: an older one arriving there as an update would be discarded as an
+        // update after that delete, and unlink the record (found by the simulation).
         if c.op == Op::Delete && newest_op != Op::Delete {
-            if let Some(o) = db.outbox.get_mut(&newest_seq) {
-                o.op = Op::Insert;
+            for s in &seqs {
+                if let Some(o) = db.outbox.get_mut(s).filter(|o| o.op == Op::Update) {
+                    o.op = Op::Insert;
+                }
             }
         }
         Resolution::LocalWins
@@ -1096,7 +1124,13 @@ impl Source for MemEndpoint {
             if let Some(p) = &l.peer_key {
                 db.unlink_peer(&l.entity, &l.own_key, p);
             }
-            db.link_written_back(&l.entity, &l.own_key, l.peer_key.as_ref(), l.deleted);
+            db.link_written_back(
+                &l.entity,
+                &l.own_key,
+                l.peer_key.as_ref(),
+                l.deleted,
+                l.peer_guard,
+            );
         }
         for l in wb.links.iter().filter(|l| !l.deleted) {
             let (Some(peer), Some(col)) = (

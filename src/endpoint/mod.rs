@@ -45,6 +45,11 @@ pub enum Outcome {
         how: Done,
         /// The record had changed at the target too (a conflict was resolved).
         conflict: bool,
+        /// The newest change of the record captured at the target that this change beat in
+        /// a conflict (removed there). A copy of it may already be on its way to the source
+        /// (claimed before the conflict): there it is stale, and the write-back raises the
+        /// source's guard to this sequence so it is recognised as such.
+        superseded: Option<i64>,
     },
     /// Not applied; the rest of the batch was.
     Failed(ApplyError),
@@ -104,6 +109,11 @@ pub struct LinkWrite {
     /// settled; the late copy must neither revive the link nor take the target's record from
     /// the link that holds it now (found by the simulation).
     pub only_if_row: bool,
+    /// The peer's changes of this record up to this sequence lost a conflict at the peer
+    /// (`Outcome::Done::superseded`): the link's guard rises to it, so a copy of one of them
+    /// still on its way here is stale (found by the fault suite: such a copy re-created a
+    /// record both sides had deleted).
+    pub peer_guard: Option<i64>,
 }
 
 /// Outbox rows of one failed change.

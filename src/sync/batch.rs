@@ -634,6 +634,7 @@ pub async fn finish(
                 target_key,
                 how,
                 conflict,
+                superseded,
             } => {
                 if conflict {
                     report.conflicts += 1;
@@ -690,6 +691,7 @@ pub async fn finish(
                 // change the link of a record deleted or re-created in them, but a record's
                 // update comes after such changes and leaves a live link to the same key.
                 let known = change.op == Op::Update
+                    && superseded.is_none()
                     && !deleted
                     && target_key.is_some()
                     && change.peer_hint == target_key;
@@ -702,6 +704,7 @@ pub async fn finish(
                     seq: change.seq,
                     known,
                     only_if_row,
+                    peer_guard: superseded,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {

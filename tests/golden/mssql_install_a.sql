@@ -473,6 +473,8 @@ GO
 --     how         char(1)        NULL,
 --     target_key  nvarchar(max)  NULL,
 --     conflict    bit            NOT NULL DEFAULT 0,
+--     -- The newest change captured here that the incoming one beat (Outcome::Done::superseded).
+--     superseded  bigint         NULL,
 --     fail        char(1)        NULL,
 --     err_number  int            NULL,
 --     err_message nvarchar(4000) NULL,
@@ -502,7 +504,7 @@ GO
 --         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
 --         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
 --         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
---         @link_deleted bit, @out_how char(1), @out_conflict bit,
+--         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
 --         @err int, @msg nvarchar(4000), @restart bit = 1;
 -- 
 -- WHILE @restart = 1
@@ -527,7 +529,7 @@ GO
 --             SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
 --             CONTINUE;
 --         END;
---         SELECT @done = 0, @put = 0, @out_conflict = 0;
+--         SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL;
 --         SAVE TRANSACTION tandem_change;
 --         BEGIN TRY
 --             -- 1. Lock the record's link; the sequence guard.
@@ -719,14 +721,17 @@ GO
 --                         IF @winner = {{incoming_lit}}
 --                         BEGIN
 --                             DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
---                             SET @resolution = 'I';
+--                             SELECT @resolution = 'I', @superseded = MAX(seq) FROM @pending;
 --                         END
 --                         ELSE
 --                         BEGIN
---                             -- The local change won over a delete: it travels as an insert, to
---                             -- create the record again at the other side.
+--                             -- The local changes won over a delete: they travel as inserts, to
+--                             -- create the record again at the other side (all of them: an older
+--                             -- one arriving there as an update would be discarded as an update
+--                             -- after that delete, and unlink the record: found by the simulation).
 --                             IF @op = 'D' AND @local_op <> 'D'
---                                 UPDATE {{schema}}.[outbox] SET op = 'I' WHERE seq = @local_seq;
+--                                 UPDATE o SET op = 'I' FROM {{schema}}.[outbox] AS o
+--                                 JOIN @pending AS p ON o.seq = p.seq WHERE o.op = 'U';
 --                             -- The losing change is settled: later copies of it are stale. A
 --                             -- link naming this key for another record is stale (as in 6.).
 --                             IF @here IS NOT NULL
@@ -836,8 +841,8 @@ GO
 --                 IF @@ROWCOUNT = 0
 --                     INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
 --                     VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
---                 INSERT INTO @out (i, how, target_key, conflict)
---                 VALUES (@i, @out_how, @link_target, @out_conflict);
+--                 INSERT INTO @out (i, how, target_key, conflict, superseded)
+--                 VALUES (@i, @out_how, @link_target, @out_conflict, @superseded);
 --             END;
 --         END TRY
 --         BEGIN CATCH
@@ -903,7 +908,7 @@ GO
 --     END;
 --     IF @restart = 0 COMMIT TRANSACTION;
 -- END;
--- SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key
+-- SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded
 -- FROM @out ORDER BY i;
 
 -- write-back batch (sql/mssql/write_back.sql)
@@ -929,18 +934,20 @@ GO
 --     deleted    bit           NOT NULL,
 --     only_if_row bit          NOT NULL,
 --     seq        bigint        NOT NULL,
+--     peer_guard bigint        NULL,
 --     peer_value nvarchar(max) NULL
 -- );
 -- INSERT INTO @links
--- SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_value
+-- SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_guard, l.peer_value
 -- FROM OPENJSON(@P1) WITH (
 --     n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
 --     peer nvarchar(max) '$.peer', deleted bit '$.deleted', only_if_row bit '$.only_if_row', seq bigint '$.seq',
+--     peer_guard bigint '$.peer_guard',
 --     peer_value nvarchar(max) '$.peer_value' AS JSON
 -- ) AS l;
 -- DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
 -- DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
---         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_value nvarchar(max), @native nvarchar(max),
+--         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
 --         @guard bigint,
 --         @err int, @msg nvarchar(4000);
 -- 
@@ -949,7 +956,8 @@ GO
 --     WHILE 1 = 1
 --     BEGIN
 --         SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,
---                @only_if_row = only_if_row, @seq = seq, @peer_value = peer_value
+--                @only_if_row = only_if_row, @seq = seq, @peer_guard = peer_guard,
+--                @peer_value = peer_value
 --         FROM @links WHERE n > @n ORDER BY n;
 --         IF @@ROWCOUNT = 0 BREAK;
 --         SET @found = 1;
@@ -977,6 +985,9 @@ GO
 --                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
 --                 WHERE entity = @entity AND {{own}} = @key AND {{peer}} IS NOT NULL AND {{peer}} <> @peer;
 --             END;
+--             -- The peer's changes up to @peer_guard lost a conflict there: a copy of one still
+--             -- on its way here is stale.
+--             IF @peer_guard > @guard SET @guard = @peer_guard;
 --             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --             SET {{peer}} = COALESCE(@peer, {{peer}}), deleted = @deleted,
 --                 applied_seq = CASE WHEN applied_seq > @guard THEN applied_seq ELSE @guard END,

@@ -190,6 +190,8 @@ pub struct OutRow {
     pub err_message: Option<String>,
     pub parent: Option<String>,
     pub parent_key: Option<String>,
+    /// `Outcome::Done::superseded`.
+    pub superseded: Option<i64>,
 }
 
 /// Turns a result row into the outcome of its change.
@@ -242,6 +244,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
                 target_key: key,
                 how,
                 conflict: row.conflict,
+                superseded: row.superseded,
             }
         }
     }
@@ -259,6 +262,7 @@ fn out_row(r: &tiberius::Row) -> Option<OutRow> {
         err_message: text(6),
         parent: text(7),
         parent_key: text(8),
+        superseded: r.try_get::<i64, _>(9).ok().flatten(),
     })
 }
 
@@ -359,6 +363,8 @@ struct LinkIn {
     /// `LinkWrite::only_if_row`.
     only_if_row: bool,
     seq: i64,
+    /// `LinkWrite::peer_guard`.
+    peer_guard: Option<i64>,
     /// `[value]` for the peer_id_column, converted to its type.
     peer_value: Option<Value>,
 }
@@ -403,6 +409,7 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
             deleted: l.deleted,
             only_if_row: l.only_if_row,
             seq: l.seq,
+            peer_guard: l.peer_guard,
             peer_value,
         });
     }
@@ -592,7 +599,9 @@ mod tests {
                 target_key,
                 how,
                 conflict,
+                superseded,
             } => {
+                assert_eq!(superseded, None);
                 assert_eq!(target_key.unwrap().as_str(), "[1000]");
                 assert_eq!(how, Done::Written);
                 assert!(!conflict);

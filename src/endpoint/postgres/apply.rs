@@ -506,12 +506,16 @@ async fn apply_one(
 
     // Changes pending here of the record under its old key conflict as much as under its new.
     let mut conflict = Resolution::None;
+    let mut superseded: Option<i64> = None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
         let exists = locked.iter().any(|(lk, found)| lk == k && found.is_some());
         match resolve_conflict(ep, tx, stmts, c, k, &row, exists).await? {
             Resolution::None => {}
-            Resolution::IncomingWins => conflict = Resolution::IncomingWins,
+            Resolution::IncomingWins(s) => {
+                superseded = superseded.max(Some(s));
+                conflict = Resolution::IncomingWins(s);
+            }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
                 break;
@@ -520,7 +524,7 @@ async fn apply_one(
     }
     let force = match conflict {
         Resolution::None => false,
-        Resolution::IncomingWins => true,
+        Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
             // Where the record stays: a move that lost leaves it under its old key.
             let here = moved_from.clone().or(here);
@@ -547,7 +551,6 @@ async fn apply_one(
             return Ok(done(here, Done::ConflictLost, true));
         }
     };
-    let conflicted = force;
 
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
@@ -558,7 +561,7 @@ async fn apply_one(
             }
         }
         put_link(ep, tx, stmts, c, here.as_ref(), true).await?;
-        return Ok(done(here, how, conflicted));
+        return Ok(won(here, how, superseded));
     }
 
     if tombstone && c.op == Op::Update && !force {
@@ -635,15 +638,16 @@ async fn apply_one(
         None => (insert(ep, tx, stmts, es, c, &row).await?, Done::Written),
     };
     put_link(ep, tx, stmts, c, Some(&target), false).await?;
-    Ok(done(Some(target), how, conflicted))
+    Ok(won(Some(target), how, superseded))
 }
 
 /// How a conflict was settled.
 enum Resolution {
     /// The record has no change pending here: no conflict.
     None,
-    /// The incoming change wins; this side's pending changes of the record were discarded.
-    IncomingWins,
+    /// The incoming change wins; this side's pending changes of the record were discarded
+    /// (the newest of them).
+    IncomingWins(i64),
     /// This side's pending change wins; the incoming one is discarded.
     LocalWins,
 }
@@ -729,12 +733,14 @@ async fn resolve_conflict(
         let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
         let del = st(tx, stmts, &common.done).await?;
         tx.execute(&del, &[&seqs]).await?;
-        Ok(Resolution::IncomingWins)
+        Ok(Resolution::IncomingWins(
+            seqs.iter().copied().max().unwrap_or_default(),
+        ))
     } else {
         if c.op == Op::Delete && local_op != "D" {
-            let newest_seq: i64 = newest.get(0);
+            let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
             let re = st(tx, stmts, &common.local_reinsert).await?;
-            tx.execute(&re, &[&newest_seq]).await?;
+            tx.execute(&re, &[&seqs]).await?;
         }
         Ok(Resolution::LocalWins)
     }
@@ -745,6 +751,17 @@ fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
         target_key,
         how,
         conflict,
+        superseded: None,
+    }
+}
+
+/// The outcome of a change that was applied; `superseded`: the local changes it beat.
+fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict: superseded.is_some(),
+        superseded,
     }
 }
 
@@ -1004,7 +1021,8 @@ async fn write_back_txn(
             if let Some(p) = peer {
                 tx.execute(unlink, &[&l.entity, &own, &p]).await?;
             }
-            tx.execute(put, &[&l.entity, &own, &peer, &l.deleted])
+            let guard = l.peer_guard.unwrap_or(0);
+            tx.execute(put, &[&l.entity, &own, &peer, &l.deleted, &guard])
                 .await
                 .map(|_| ())
         }
@@ -1032,9 +1050,10 @@ async fn write_back_txn(
             .map(|l| l.peer_key.as_ref().map(Key::as_str))
             .collect();
         let deleted: Vec<bool> = writes.iter().map(|l| l.deleted).collect();
+        let guards: Vec<i64> = writes.iter().map(|l| l.peer_guard.unwrap_or(0)).collect();
         if !entities.is_empty() {
             let n = tx
-                .execute(&put_all, &[&entities, &owns, &peers, &deleted])
+                .execute(&put_all, &[&entities, &owns, &peers, &deleted, &guards])
                 .await?;
             if n < entities.len() as u64 {
                 // Rolled back when `tx` drops.

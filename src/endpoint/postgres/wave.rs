@@ -302,6 +302,7 @@ fn done(target_key: Option<Key>, how: Done) -> Outcome {
         target_key,
         how,
         conflict: false,
+        superseded: None,
     }
 }
 
