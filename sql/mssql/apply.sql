@@ -318,13 +318,27 @@ BEGIN
                                 DELETE FROM {{schema}}.[id_map]
                                 WHERE entity = @entity AND {{own}} = @here
                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+                            -- A record the other side moved to a key given here that a local
+                            -- record holds, whose old row is gone here, lands on that record:
+                            -- one record now, and the link names it (as on PostgreSQL).
+                            SET @v = NULL;
+                            IF @key_given = 1 AND @op <> 'D' AND @given IS NOT NULL
+                                SELECT @v = {{own}} FROM {{schema}}.[id_map]
+                                WHERE entity = @entity AND {{peer}} = @source_key AND deleted = 0
+                                  AND {{own}} <> @given;
+                            IF @v IS NOT NULL
+                            BEGIN
+                                SELECT @key = @v, @found = 0;
+{{lock_blocks}}
+                                IF @found = 1 SET @v = NULL;
+                            END;
                             -- A lost delete deleted the record at the other side for good where
                             -- keys are generated there (the winner travels as an insert and gets
                             -- a new key): a tombstone; where they are given by values, the
                             -- winner comes back under the same key and the link stays.
                             UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
                             SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
-                                {{own}} = COALESCE({{own}}, @here),
+                                {{own}} = CASE WHEN @v IS NOT NULL THEN @here ELSE COALESCE({{own}}, @here) END,
                                 deleted = CASE WHEN @op = 'D' AND @source_key_given = 0 THEN 1 ELSE deleted END,
                                 updated_at = SYSDATETIMEOFFSET()
                             WHERE entity = @entity AND {{peer}} = @source_key;

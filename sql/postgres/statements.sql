@@ -97,12 +97,14 @@ VALUES ($1, $2, $3, $4, $5, $6, $7::text::"char", $8::text::jsonb, $9::text::"ch
 -- name: link_seen
 -- A change that lost a conflict is settled: later copies of it are stale. A lost delete ($5)
 -- still deleted the record at the other side: the link is a tombstone (the winning record
--- here travels as an insert and is linked to the new record it creates there).
+-- here travels as an insert and is linked to the new record it creates there). $6: a record
+-- the other side moved to a key given here that a local record holds, whose old row is gone
+-- here, lands on that record: the link names it.
 INSERT INTO {{schema}}.id_map AS m (entity, {{peer}}, {{own}}, applied_seq, deleted)
 VALUES ($1, $2, $3, $4, $5)
 ON CONFLICT (entity, {{peer}}) DO UPDATE
 SET applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
-    {{own}} = COALESCE(m.{{own}}, EXCLUDED.{{own}}),
+    {{own}} = CASE WHEN $6::bool THEN EXCLUDED.{{own}} ELSE COALESCE(m.{{own}}, EXCLUDED.{{own}}) END,
     deleted = m.deleted OR EXCLUDED.deleted,
     updated_at = clock_timestamp();
 

@@ -473,12 +473,20 @@ impl MemDb {
 
     /// `link_seen`: a change that lost a conflict is settled.
     #[track_caller]
-    fn link_seen(&mut self, entity: &str, peer: &Key, own: Option<&Key>, seq: i64, deleted: bool) {
+    fn link_seen(
+        &mut self,
+        entity: &str,
+        peer: &Key,
+        own: Option<&Key>,
+        seq: i64,
+        deleted: bool,
+        moved: bool,
+    ) {
         match self.by_peer(entity, peer) {
             Some(i) => {
                 let m = &mut self.id_map[i];
                 m.applied_seq = m.applied_seq.max(seq);
-                if m.own.is_none() {
+                if m.own.is_none() || moved {
                     m.own = own.cloned();
                 }
                 m.deleted |= deleted;
@@ -778,7 +786,14 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         Resolution::None => false,
         Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
-            let here = moved_from.clone().or(here);
+            // A move that lost leaves the record under its old key, unless that row is gone
+            // here: then it lands on the local record holding its new key, as a new record
+            // with that key does (one record now, linked both ways: found by the simulation).
+            let stays = moved_from
+                .clone()
+                .filter(|k| db.row(&c.entity, k).is_some());
+            let merged = moved_from.is_some() && stays.is_none() && c.op != Op::Delete;
+            let here = stays.or(here);
             if let Some(k) = &here {
                 db.unlink_own(&c.entity, &c.source_key, k);
             }
@@ -788,6 +803,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 here.as_ref(),
                 c.seq,
                 c.op == Op::Delete && !reused,
+                merged,
             );
             return Ok(done(here, Done::ConflictLost, true));
         }

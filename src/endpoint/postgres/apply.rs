@@ -526,8 +526,15 @@ async fn apply_one(
         Resolution::None => false,
         Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
-            // Where the record stays: a move that lost leaves it under its old key.
-            let here = moved_from.clone().or(here);
+            // Where the record stays: a move that lost leaves it under its old key, unless
+            // that row is gone here: then it lands on the local record holding its new key,
+            // as a new record with that key does (one record now, linked both ways: found by
+            // the simulation).
+            let stays = moved_from
+                .clone()
+                .filter(|k| locked.iter().any(|(lk, found)| lk == k && found.is_some()));
+            let merged = moved_from.is_some() && stays.is_none() && c.op != Op::Delete;
+            let here = stays.or(here);
             // A link naming this key for another record is stale, as in `put_link` (found by
             // the simulation: a tombstone of a record deleted here and re-created with the
             // same given key made the link insert below violate id_map's unique key).
@@ -545,7 +552,14 @@ async fn apply_one(
             let lost_delete = c.op == Op::Delete && !reused;
             tx.execute(
                 &seen,
-                &[&c.entity, &source_key, &here_text, &c.seq, &lost_delete],
+                &[
+                    &c.entity,
+                    &source_key,
+                    &here_text,
+                    &c.seq,
+                    &lost_delete,
+                    &merged,
+                ],
             )
             .await?;
             return Ok(done(here, Done::ConflictLost, true));
