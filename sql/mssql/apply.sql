@@ -319,8 +319,9 @@ BEGIN
                                 WHERE entity = @entity AND {{own}} = @here
                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
                             -- A record the other side moved to a key given here that a local
-                            -- record holds, whose old row is gone here, lands on that record:
-                            -- one record now, and the link names it (as on PostgreSQL).
+                            -- record holds (whose change won), whose old row is gone here, lands
+                            -- on that record: one record now, and the link names it (as on
+                            -- PostgreSQL).
                             SET @v = NULL;
                             IF @key_given = 1 AND @op <> 'D' AND @given IS NOT NULL
                                 SELECT @v = {{own}} FROM {{schema}}.[id_map]
@@ -331,6 +332,12 @@ BEGIN
                                 SELECT @key = @v, @found = 0;
 {{lock_blocks}}
                                 IF @found = 1 SET @v = NULL;
+                            END;
+                            IF @v IS NOT NULL
+                            BEGIN
+                                SELECT @key = @here, @found = 0;
+{{lock_blocks}}
+                                IF @found = 0 SET @v = NULL;
                             END;
                             -- A lost delete deleted the record at the other side for good where
                             -- keys are generated there (the winner travels as an insert and gets

@@ -768,6 +768,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
 
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
+    let mut lost_at: Option<Key> = None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
         match resolve_conflict(db, &entity, c, k, &row) {
@@ -778,6 +779,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
+                lost_at = Some(k.clone());
                 break;
             }
         }
@@ -792,8 +794,18 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             let stays = moved_from
                 .clone()
                 .filter(|k| db.row(&c.entity, k).is_some());
-            let merged = moved_from.is_some() && stays.is_none() && c.op != Op::Delete;
-            let here = stays.or(here);
+            let merged = moved_from.is_some()
+                && stays.is_none()
+                && c.op != Op::Delete
+                && lost_at == here
+                && here
+                    .as_ref()
+                    .is_some_and(|k| db.row(&c.entity, k).is_some());
+            let here = if merged {
+                here
+            } else {
+                moved_from.clone().or(here)
+            };
             if let Some(k) = &here {
                 db.unlink_own(&c.entity, &c.source_key, k);
             }

@@ -347,8 +347,9 @@ BEGIN
                                 WHERE entity = @entity AND [a_key] = @here
                                   AND ([b_key] IS NULL OR [b_key] <> @source_key);
                             -- A record the other side moved to a key given here that a local
-                            -- record holds, whose old row is gone here, lands on that record:
-                            -- one record now, and the link names it (as on PostgreSQL).
+                            -- record holds (whose change won), whose old row is gone here, lands
+                            -- on that record: one record now, and the link names it (as on
+                            -- PostgreSQL).
                             SET @v = NULL;
                             IF @key_given = 1 AND @op <> 'D' AND @given IS NOT NULL
                                 SELECT @v = [a_key] FROM [tandem].[id_map]
@@ -366,6 +367,19 @@ BEGIN
                             FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                                 IF @found = 1 SET @v = NULL;
+                            END;
+                            IF @v IS NOT NULL
+                            BEGIN
+                                SELECT @key = @here, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                                IF @found = 0 SET @v = NULL;
                             END;
                             -- A lost delete deleted the record at the other side for good where
                             -- keys are generated there (the winner travels as an insert and gets

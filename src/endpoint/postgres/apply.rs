@@ -507,10 +507,11 @@ async fn apply_one(
     // Changes pending here of the record under its old key conflict as much as under its new.
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
+    let mut lost_at: Option<&Key> = None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
+    let exists = |k: &Key| locked.iter().any(|(lk, found)| lk == k && found.is_some());
     for k in old_key.into_iter().chain(here.as_ref()) {
-        let exists = locked.iter().any(|(lk, found)| lk == k && found.is_some());
-        match resolve_conflict(ep, tx, stmts, c, k, &row, exists).await? {
+        match resolve_conflict(ep, tx, stmts, c, k, &row, exists(k)).await? {
             Resolution::None => {}
             Resolution::IncomingWins(s) => {
                 superseded = superseded.max(Some(s));
@@ -518,6 +519,7 @@ async fn apply_one(
             }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
+                lost_at = Some(k);
                 break;
             }
         }
@@ -530,11 +532,17 @@ async fn apply_one(
             // that row is gone here: then it lands on the local record holding its new key,
             // as a new record with that key does (one record now, linked both ways: found by
             // the simulation).
-            let stays = moved_from
-                .clone()
-                .filter(|k| locked.iter().any(|(lk, found)| lk == k && found.is_some()));
-            let merged = moved_from.is_some() && stays.is_none() && c.op != Op::Delete;
-            let here = stays.or(here);
+            let stays = moved_from.clone().filter(|k| exists(k));
+            let merged = moved_from.is_some()
+                && stays.is_none()
+                && c.op != Op::Delete
+                && lost_at == here.as_ref()
+                && here.as_ref().is_some_and(exists);
+            let here = if merged {
+                here
+            } else {
+                moved_from.clone().or(here)
+            };
             // A link naming this key for another record is stale, as in `put_link` (found by
             // the simulation: a tombstone of a record deleted here and re-created with the
             // same given key made the link insert below violate id_map's unique key).
