@@ -121,11 +121,11 @@ async fn randomized_workload_under_faults_ends_equal_on_both_sides() {
 
 /// A short run of the full workload (shared records, racing `run --once`):
 /// `FAULT_FULL_SEEDS` (default 2) seeds from 1001; the soak runs many more. Ignored in a plain
-/// `cargo test` while the full workload still fails about 1 seed in 10 (the open rows of the
+/// `cargo test` while the full workload still fails 1 to 3 seeds in 50 (the open row of the
 /// README's race table): a test that fails by chance would make CI flaky. Run it with
 /// `cargo test --test fault_suite -- --ignored`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the full workload still fails about 1 seed in 50 (README: race table, open rows)"]
+#[ignore = "the full workload still fails 1 to 3 seeds in 50 (README: race table, open row)"]
 async fn full_workload_short_run_under_faults_ends_equal_on_both_sides() {
     let n = env_num::<u64>("FAULT_FULL_SEEDS").unwrap_or(2);
     let knobs = Knobs {
