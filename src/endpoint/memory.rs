@@ -18,8 +18,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use super::{
-    Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus, InstallState, Link, Outcome,
-    SchemaProblem, Source, SuspendedChange, Target, WriteBack,
+    done, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus, InstallState, Link,
+    Outcome, SchemaProblem, Source, SuspendedChange, Target, WriteBack,
 };
 use crate::config::{Config, Entity, Side};
 use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
@@ -643,25 +643,6 @@ fn context(side: Side, c: &TargetChange) -> String {
         "entity {}, side {side}, {} of source key {}",
         c.entity, c.op, c.source_key
     )
-}
-
-fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
-    Outcome::Done {
-        target_key,
-        how,
-        conflict,
-        superseded: None,
-    }
-}
-
-/// The outcome of a change that was applied; `superseded`: the local changes it beat.
-fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -> Outcome {
-    Outcome::Done {
-        target_key,
-        how,
-        conflict: superseded.is_some(),
-        superseded,
-    }
 }
 
 enum Resolution {

@@ -55,6 +55,26 @@ pub enum Outcome {
     Failed(ApplyError),
 }
 
+/// The outcome of a change settled at the target without beating a local change.
+pub(crate) fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict,
+        superseded: None,
+    }
+}
+
+/// The outcome of a change that was applied; `superseded`: the newest local change it beat.
+pub(crate) fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -> Outcome {
+    Outcome::Done {
+        target_key,
+        how,
+        conflict: superseded.is_some(),
+        superseded,
+    }
+}
+
 /// How a change was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Done {

@@ -19,7 +19,7 @@ use super::pool::{describe, prepared, PgConn, Prepared};
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
-use crate::endpoint::{ApplyError, Done, EndpointError, Outcome, WriteBack};
+use crate::endpoint::{done, won, ApplyError, Done, EndpointError, Outcome, WriteBack};
 use crate::model::{Image, Key, Op, TargetChange};
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
@@ -765,25 +765,6 @@ async fn resolve_conflict(
             tx.execute(&re, &[&seqs]).await?;
         }
         Ok(Resolution::LocalWins)
-    }
-}
-
-fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
-    Outcome::Done {
-        target_key,
-        how,
-        conflict,
-        superseded: None,
-    }
-}
-
-/// The outcome of a change that was applied; `superseded`: the local changes it beat.
-fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -> Outcome {
-    Outcome::Done {
-        target_key,
-        how,
-        conflict: superseded.is_some(),
-        superseded,
     }
 }
 
