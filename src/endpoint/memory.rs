@@ -772,11 +772,9 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             // A move that lost leaves the record under its old key, unless that row is gone
             // here: then it lands on the local record holding its new key, as a new record
             // with that key does (one record now, linked both ways: found by the simulation).
-            let stays = moved_from
-                .clone()
-                .filter(|k| db.row(&c.entity, k).is_some());
-            let merged = moved_from.is_some()
-                && stays.is_none()
+            let merged = moved_from
+                .as_ref()
+                .is_some_and(|k| db.row(&c.entity, k).is_none())
                 && c.op != Op::Delete
                 && lost_at == here
                 && here

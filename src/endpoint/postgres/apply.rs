@@ -532,9 +532,7 @@ async fn apply_one(
             // that row is gone here: then it lands on the local record holding its new key,
             // as a new record with that key does (one record now, linked both ways: found by
             // the simulation).
-            let stays = moved_from.clone().filter(|k| exists(k));
-            let merged = moved_from.is_some()
-                && stays.is_none()
+            let merged = moved_from.as_ref().is_some_and(|k| !exists(k))
                 && c.op != Op::Delete
                 && lost_at == here.as_ref()
                 && here.as_ref().is_some_and(exists);
