@@ -26,6 +26,7 @@ scenarios!(
     duplicates_and_older_images_change_nothing,
     a_late_update_never_revives_a_deleted_record,
     a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
+    a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
     a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
@@ -339,6 +340,97 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
         table(&[&["A wins"]])
     );
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// B deletes a record and creates it again under the same key while A deletes it too. B's
+/// two changes reach A first (A creates the record again, linked to B's key), and A's delete
+/// reaches B while B has not yet written back its own changes there, so it loses the conflict.
+/// Its write-back at A must leave B's key to the record A created again: taking it left that
+/// record unlinked, and B's next change of the record created it at A a second time (found by
+/// the fault suite's full workload, seeds 5006, 5015, 5047). The interleaving is made exact:
+/// A's delete is held back, and B's id map and pending changes are put back as they were
+/// before B's write-back (B's changes wait an hour, so they are pending but not claimed).
+async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again(p: Pairing) {
+    let config = DEMO_CONFIG.replace(
+        "name = \"order\"\n",
+        "name = \"order\"\non_conflict = \"b_wins\"\n",
+    );
+    let env = Env::demo_with(p, "lost_late", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    env.drain().await;
+    let first = b.rows("SELECT id, status FROM orders").await;
+    let (id, status) = (first[0][0].clone(), first[0][1].clone());
+
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    let a_delete = a.outbox().await;
+    a.exec("DELETE FROM tandem.outbox").await;
+    b.exec(b.sql(
+        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
+        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
+    ))
+    .await;
+    b.exec(&format!("DELETE FROM orders WHERE id = {id}")).await;
+    b.exec(&b.identity_insert(
+        "dbo.orders",
+        &format!(
+            "INSERT INTO orders (id, customer, status, amount) VALUES ({id}, 'again', '{status}', 1)"
+        ),
+    ))
+    .await;
+    let b_changes = b.outbox().await;
+    assert_eq!(b_changes.len(), 2, "B's delete and insert: {b_changes:?}");
+    env.drain().await;
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDERS]").await, 1);
+
+    // Before B's write-back: its links as they were, its changes pending (not yet due).
+    b.exec(
+        "DELETE FROM tandem.id_map;
+         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
+         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
+    )
+    .await;
+    for row in &b_changes {
+        b.requeue(row).await;
+    }
+    b.exec(b.sql(
+        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
+        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
+    ))
+    .await;
+    a.requeue(&a_delete[0]).await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
+
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 0, "B's changes are old news at A: {r:?}");
+    let b_key = format!("[{id}]");
+    let a_rows = a
+        .rows("SELECT [ORDER_NO], [CUST_NAME] FROM dbo.[ORDERS]")
+        .await;
+    assert_eq!(a_rows.len(), 1, "the record once at A: {a_rows:?}");
+    assert_eq!(a_rows[0][1], "again");
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&["again"]])
+    );
+    let a_key = format!("[{}]", a_rows[0][0]);
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
+            )
+            .await,
+            table(&[&[a_key.as_str(), b_key.as_str()]]),
+            "the live link at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 async fn an_apply_that_changes_nothing_writes_nothing(p: Pairing) {

@@ -159,12 +159,22 @@ CROSS JOIN LATERAL (
 -- retired, not overwritten: that peer was replaced at the other side (a record deleted there
 -- and created again under a new generated key), and its row keeps its guard as a tombstone,
 -- so a late copy of its changes is still recognised (found by the simulation).
-WITH retired AS (
+-- $4: the write-back is of a delete. It changes nothing when a live record here holds the
+-- peer: the other side created the record again under that given key, that creation has
+-- already reached this side, and the link names the new record (link_written_back then writes
+-- the tombstone without the peer; found by the fault suite's full workload).
+WITH held AS (
+    SELECT 1 FROM {{schema}}.id_map
+    WHERE $4::bool AND entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2
+      AND NOT deleted
+), retired AS (
     UPDATE {{schema}}.id_map SET {{own}} = NULL, deleted = true, updated_at = clock_timestamp()
     WHERE entity = $1 AND {{own}} = $2 AND {{peer}} IS NOT NULL AND {{peer}} <> $3
+      AND NOT EXISTS (SELECT 1 FROM held)
 )
 UPDATE {{schema}}.id_map SET {{peer}} = NULL, updated_at = clock_timestamp()
-WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2;
+WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2
+  AND NOT EXISTS (SELECT 1 FROM held);
 
 -- name: link_written_back
 -- Write-back at the side a change came from, after the other side committed it. A link of
@@ -173,14 +183,20 @@ WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2;
 -- link, so a late copy of an older change of the peer is still recognised as old (found by
 -- the simulation: a record re-created with the same given key lost its guard and an older
 -- insert was applied again). $5: the peer's changes up to this sequence lost a conflict there;
--- a copy of one still on its way here is stale, so the guard rises to it.
+-- a copy of one still on its way here is stale, so the guard rises to it. A delete's
+-- write-back leaves the peer to a live record here that holds it (see unlink_peer).
 WITH gone AS (
     DELETE FROM {{schema}}.id_map
     WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NULL
     RETURNING applied_seq
+), held AS (
+    SELECT 1 FROM {{schema}}.id_map
+    WHERE $4::bool AND entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2
+      AND NOT deleted
 )
 INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted, applied_seq)
-VALUES ($1, $2, $3, $4, GREATEST(COALESCE((SELECT max(applied_seq) FROM gone), 0), $5::int8))
+VALUES ($1, $2, CASE WHEN EXISTS (SELECT 1 FROM held) THEN NULL ELSE $3::text END, $4,
+        GREATEST(COALESCE((SELECT max(applied_seq) FROM gone), 0), $5::int8))
 ON CONFLICT (entity, {{own}}) DO UPDATE
 SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,

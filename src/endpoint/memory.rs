@@ -418,6 +418,16 @@ impl MemDb {
         }
     }
 
+    /// Whether another record here, not deleted, is linked to `peer`.
+    fn held_by_live(&self, entity: &str, own: &Key, peer: &Key) -> bool {
+        self.id_map.iter().any(|m| {
+            m.entity == entity
+                && m.peer.as_ref() == Some(peer)
+                && m.own.as_ref().is_some_and(|o| o != own)
+                && !m.deleted
+        })
+    }
+
     /// `unlink_peer`: the same, the other way round (the peer's guard row, with no record
     /// here, is merged into the new link by `link_written_back`).
     fn unlink_peer(&mut self, entity: &str, own: &Key, peer: &Key) {
@@ -1128,16 +1138,17 @@ impl Source for MemEndpoint {
             if l.only_if_row && db.row(&l.entity, &l.own_key).is_none() {
                 continue;
             }
-            if let Some(p) = &l.peer_key {
+            // A delete's write-back leaves the peer to a live record here that holds it: the
+            // other side re-created the record under that given key, and its creation already
+            // reached this side (`unlink_peer` in statements.sql).
+            let peer = l
+                .peer_key
+                .as_ref()
+                .filter(|p| !(l.deleted && db.held_by_live(&l.entity, &l.own_key, p)));
+            if let Some(p) = peer {
                 db.unlink_peer(&l.entity, &l.own_key, p);
             }
-            db.link_written_back(
-                &l.entity,
-                &l.own_key,
-                l.peer_key.as_ref(),
-                l.deleted,
-                l.peer_guard,
-            );
+            db.link_written_back(&l.entity, &l.own_key, peer, l.deleted, l.peer_guard);
         }
         for l in wb.links.iter().filter(|l| !l.deleted) {
             let (Some(peer), Some(col)) = (

@@ -65,6 +65,13 @@ BEGIN TRY
             -- link of the peer with no record here holds the guard of the peer's changes and is
             -- merged into this link (as link_written_back does on PostgreSQL).
             SET @guard = 0;
+            -- A delete's write-back leaves the peer to a live record here that holds it: the
+            -- other side created the record again under that given key, and that creation
+            -- has already reached this side (the tombstone is written without the peer).
+            IF @deleted = 1 AND @peer IS NOT NULL AND EXISTS (
+                SELECT 1 FROM [tandem].[id_map]
+                WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key AND deleted = 0)
+                SET @peer = NULL;
             IF @peer IS NOT NULL
             BEGIN
                 SELECT @guard = ISNULL(MAX(applied_seq), 0) FROM [tandem].[id_map]

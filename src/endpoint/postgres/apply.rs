@@ -1020,7 +1020,8 @@ async fn write_back_txn(
             let own = l.own_key.as_str();
             let peer = l.peer_key.as_ref().map(Key::as_str);
             if let Some(p) = peer {
-                tx.execute(unlink, &[&l.entity, &own, &p]).await?;
+                tx.execute(unlink, &[&l.entity, &own, &p, &l.deleted])
+                    .await?;
             }
             let guard = l.peer_guard.unwrap_or(0);
             tx.execute(put, &[&l.entity, &own, &peer, &l.deleted, &guard])
