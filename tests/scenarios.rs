@@ -307,15 +307,20 @@ async fn a_late_update_never_revives_a_deleted_record(p: Pairing) {
     );
 }
 
+/// The demo config with `on_conflict = policy` for `order`.
+fn demo_config_with_order_policy(policy: &str) -> String {
+    DEMO_CONFIG.replace(
+        "name = \"order\"\n",
+        &format!("name = \"order\"\non_conflict = \"{policy}\"\n"),
+    )
+}
+
 /// A change that loses a conflict at the other side may already be on its way (claimed
 /// before the conflict was settled there): that copy must not overwrite the winner where it
 /// arrives. The copy is put back after the conflict removed it, as a batch claimed before the
 /// conflict carries it (found by the fault suite's full workload, seed 5040).
 async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives(p: Pairing) {
-    let config = DEMO_CONFIG.replace(
-        "name = \"order\"\n",
-        "name = \"order\"\non_conflict = \"a_wins\"\n",
-    );
+    let config = demo_config_with_order_policy("a_wins");
     let env = Env::demo_with(p, "lost_copy", &config).await;
     let (a, b) = (&env.a, &env.b);
     a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
@@ -351,10 +356,7 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
 /// A's delete is held back, and B's id map and pending changes are put back as they were
 /// before B's write-back (B's changes wait an hour, so they are pending but not claimed).
 async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again(p: Pairing) {
-    let config = DEMO_CONFIG.replace(
-        "name = \"order\"\n",
-        "name = \"order\"\non_conflict = \"b_wins\"\n",
-    );
+    let config = demo_config_with_order_policy("b_wins");
     let env = Env::demo_with(p, "lost_late", &config).await;
     let (a, b) = (&env.a, &env.b);
     a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
