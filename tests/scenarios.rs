@@ -27,6 +27,7 @@ scenarios!(
     a_late_update_never_revives_a_deleted_record,
     a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
     a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
+    a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
     a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
@@ -309,9 +310,14 @@ async fn a_late_update_never_revives_a_deleted_record(p: Pairing) {
 
 /// The demo config with `on_conflict = policy` for `order`.
 fn demo_config_with_order_policy(policy: &str) -> String {
+    demo_config_with_policy("order", policy)
+}
+
+/// The demo config with `on_conflict = policy` for `entity`.
+fn demo_config_with_policy(entity: &str, policy: &str) -> String {
     DEMO_CONFIG.replace(
-        "name = \"order\"\n",
-        &format!("name = \"order\"\non_conflict = \"{policy}\"\n"),
+        &format!("name = \"{entity}\"\n"),
+        &format!("name = \"{entity}\"\non_conflict = \"{policy}\"\n"),
     )
 }
 
@@ -344,6 +350,65 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
         b.rows("SELECT customer FROM orders").await,
         table(&[&["A wins"]])
     );
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// At B a user renumbers line 2 of an order to line 1 while at A another user adds a new line
+/// 1 (keys given by values at A; items `a_wins`). At A the move lands on the local line 1 and
+/// loses: B's record stays line 2 there. Nothing pending at A would put it back at B, so A
+/// queues that record's row as an update: B's line goes back to 2, and A's line 1, refused by
+/// B's unique key meanwhile, is created at B on its retry (found by the simulation's full
+/// workload, seed 62: the insert was suspended once its retries ran out).
+async fn a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side(p: Pairing) {
+    // A failed change waits an hour: its retry never comes due within a drain here.
+    let config = demo_config_with_policy("order_item", "a_wins").replace(
+        "[sync]\n",
+        "[sync]\nretry_min_ms = 3600000\nretry_max_ms = 3600000\n",
+    );
+    let env = Env::demo_with(p, "move_lost", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    let order = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1)"
+    ))
+    .await;
+    env.drain().await;
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 1, 2)"
+    ))
+    .await;
+    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
+        .await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "B's move loses at A: {r:?}");
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&["2", "1"]]),
+        "B's line is put back; A's line 1 waits for its retry"
+    );
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+    let lines = table(&[&["1", "2"], &["2", "1"]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines
+    );
+    let links = "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
+    let a_links = a.rows(links).await;
+    assert_eq!(a_links.len(), 2, "both lines linked: {a_links:?}");
+    assert_eq!(a_links, b.rows(links).await, "the same pairs on both sides");
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 

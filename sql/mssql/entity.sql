@@ -27,6 +27,18 @@ IF @entity = {{entity_lit}}
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: requeue
+-- A record the other side moved onto a key a local record holds, whose move lost the conflict,
+-- stays here under its old key (@key): its row is queued as an update, so it travels back and
+-- puts the record back where this side keeps it (as bulk.sql's requeue for `verify --repair`).
+IF @entity = {{entity_lit}}
+    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
+    SELECT {{entity_lit}}, 'U', x.k, LEFT(x.k, 400), x.img
+    FROM (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                 {{image_t}} AS img
+          FROM {{table}} AS t
+          JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}) AS x;
+
 -- name: exists
 -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
 -- this read is captured, and travels.

@@ -790,6 +790,19 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 && here
                     .as_ref()
                     .is_some_and(|k| db.row(&c.entity, k).is_some());
+            // A move that lost to another local record holding its new key stays here under
+            // its old key, and nothing pending here would put it back at the loser's side: its
+            // row travels as an update (as in `postgres/apply.rs`).
+            let put_back = moved_from
+                .as_ref()
+                .filter(|k| {
+                    !merged
+                        && c.op != Op::Delete
+                        && lost_at.is_some()
+                        && lost_at == here
+                        && db.row(&c.entity, k).is_some()
+                })
+                .cloned();
             let here = if merged {
                 here
             } else {
@@ -797,6 +810,11 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             };
             if let Some(k) = &here {
                 db.unlink_own(&c.entity, &c.source_key, k);
+            }
+            if let Some(k) = put_back {
+                if let Some(image) = db.row(&c.entity, &k).cloned() {
+                    db.capture(&c.entity, Op::Update, &k, &image, now);
+                }
             }
             db.link_seen(
                 &c.entity,

@@ -10,6 +10,10 @@
 //!   [`Done::Stale`](super::Done::Stale) and writes nothing, so applying a batch twice is harmless (invariant 2).
 //! - **No echo.** Tandem's own writes are not captured by this side's triggers at the first
 //!   trigger level, and a change that would not alter the row writes nothing (invariant 3).
+//! - **A lost conflict reaches the loser's side.** The winner's state travels back through
+//!   this side's pending changes of the record; where there are none (a record the other side
+//!   moved onto a key a local record holds, whose move lost to that record, stays here under
+//!   its old key), its current row is queued here as an update in the same transaction.
 //! - **Order.** Changes are applied in the order given (the sync puts parents first and a
 //!   record's changes in sequence); one outcome per change, in the same order.
 //! - **Concurrency.** The sync applies one batch at a time per direction.

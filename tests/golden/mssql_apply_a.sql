@@ -81,7 +81,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @parent_link bit, @parent_deleted bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
-        @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
+        @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
@@ -355,6 +355,7 @@ BEGIN
                                 SELECT @v = [a_key] FROM [tandem].[id_map]
                                 WHERE entity = @entity AND [b_key] = @source_key AND deleted = 0
                                   AND [a_key] <> @given;
+                            SET @moved_from = @v;
                             IF @v IS NOT NULL
                             BEGIN
                                 SELECT @key = @v, @found = 0;
@@ -366,7 +367,28 @@ BEGIN
                             SELECT @found = 1
                             FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
-                                IF @found = 1 SET @v = NULL;
+                                -- Its old row is here: it stays there, and no change pending
+                                -- here would put it back at the other side, so its row
+                                -- travels as an update (found by the simulation's full
+                                -- workload; as on PostgreSQL).
+                                IF @found = 1
+                                BEGIN
+                                    IF @entity = N'order'
+                                        INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
+                                        SELECT N'order', 'U', x.k, LEFT(x.k, 400), x.img
+                                        FROM (SELECT CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                                                     CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [ORDER_NO], t.[CUST_NAME] AS [CUST_NAME], t.[STATUS] AS [STATUS], t.[AMOUNT] AS [AMOUNT] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS img
+                                              FROM [dbo].[ORDERS] AS t
+                                              JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]) AS x;
+                                    IF @entity = N'order_item'
+                                        INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
+                                        SELECT N'order_item', 'U', x.k, LEFT(x.k, 400), x.img
+                                        FROM (SELECT CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                                                     CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [ORDER_NO], t.[LINE_NO] AS [LINE_NO], t.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS img
+                                              FROM [dbo].[ORDER_ITEMS] AS t
+                                              JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]) AS x;
+                                    SET @v = NULL;
+                                END;
                             END;
                             IF @v IS NOT NULL
                             BEGIN
@@ -381,6 +403,10 @@ BEGIN
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                                 IF @found = 0 SET @v = NULL;
                             END;
+                            -- A move that lost and did not land: the record's key here is
+                            -- still its old one (reported so; the source links it there).
+                            IF @v IS NULL AND @moved_from IS NOT NULL
+                                SET @here = @moved_from;
                             -- A lost delete deleted the record at the other side for good where
                             -- keys are generated there (the winner travels as an insert and gets
                             -- a new key): a tombstone; where they are given by values, the

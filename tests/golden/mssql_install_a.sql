@@ -501,7 +501,7 @@ GO
 --         @parent_link bit, @parent_deleted bit,
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
---         @here nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
+--         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
 --         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
 --         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
 --         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
@@ -747,11 +747,20 @@ GO
 --                                 SELECT @v = {{own}} FROM {{schema}}.[id_map]
 --                                 WHERE entity = @entity AND {{peer}} = @source_key AND deleted = 0
 --                                   AND {{own}} <> @given;
+--                             SET @moved_from = @v;
 --                             IF @v IS NOT NULL
 --                             BEGIN
 --                                 SELECT @key = @v, @found = 0;
 -- {{lock_blocks}}
---                                 IF @found = 1 SET @v = NULL;
+--                                 -- Its old row is here: it stays there, and no change pending
+--                                 -- here would put it back at the other side, so its row
+--                                 -- travels as an update (found by the simulation's full
+--                                 -- workload; as on PostgreSQL).
+--                                 IF @found = 1
+--                                 BEGIN
+-- {{requeue_blocks}}
+--                                     SET @v = NULL;
+--                                 END;
 --                             END;
 --                             IF @v IS NOT NULL
 --                             BEGIN
@@ -759,6 +768,10 @@ GO
 -- {{lock_blocks}}
 --                                 IF @found = 0 SET @v = NULL;
 --                             END;
+--                             -- A move that lost and did not land: the record's key here is
+--                             -- still its old one (reported so; the source links it there).
+--                             IF @v IS NULL AND @moved_from IS NOT NULL
+--                                 SET @here = @moved_from;
 --                             -- A lost delete deleted the record at the other side for good where
 --                             -- keys are generated there (the winner travels as an insert and gets
 --                             -- a new key): a tombstone; where they are given by values, the
@@ -1101,6 +1114,18 @@ GO
 --     SELECT @found = 1
 --     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
 --     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+-- 
+-- -- name: requeue
+-- -- A record the other side moved onto a key a local record holds, whose move lost the conflict,
+-- -- stays here under its old key (@key): its row is queued as an update, so it travels back and
+-- -- puts the record back where this side keeps it (as bulk.sql's requeue for `verify --repair`).
+-- IF @entity = {{entity_lit}}
+--     INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image)
+--     SELECT {{entity_lit}}, 'U', x.k, LEFT(x.k, 400), x.img
+--     FROM (SELECT CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+--                  {{image_t}} AS img
+--           FROM {{table}} AS t
+--           JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}) AS x;
 -- 
 -- -- name: exists
 -- -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing

@@ -560,6 +560,19 @@ fn entity_plan(
         ("output_key", output_key),
         ("key_back", key_back),
         (
+            // The row as the capture trigger writes its image (`requeue`).
+            "image_t",
+            format!(
+                "CONVERT(nvarchar(max), (SELECT {} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))",
+                joined(
+                    e.read_columns(side)
+                        .iter()
+                        .map(|c| format!("t.{} AS {}", ident(c), ident(c))),
+                    ", ",
+                )
+            ),
+        ),
+        (
             "set_list",
             joined(
                 set_cols
@@ -707,6 +720,7 @@ impl Plan {
                 }
                 blocks.entry("native").or_default().push(f("native_key")?);
                 blocks.entry("lock").or_default().push(f("lock")?);
+                blocks.entry("requeue").or_default().push(f("requeue")?);
                 let delete = if e.soft_delete_at(side).is_some() {
                     "soft_delete"
                 } else {
@@ -804,6 +818,7 @@ impl Plan {
             ("native_key_blocks", block("native", 20)),
             ("delete_blocks", block("delete", 24)),
             ("lock_blocks", block("lock", 24)),
+            ("requeue_blocks", block("requeue", 36)),
             ("update_blocks", block("update", 24)),
             ("insert_blocks", block("insert", 24)),
             (

@@ -96,6 +96,7 @@ async fn prepare_for(
                 es.wave_row_locks.as_str(),
                 es.wave_insert.as_str(),
                 es.wave_delete.as_str(),
+                es.requeue.as_str(),
             ]);
             wanted.extend(es.row_update.as_deref());
             wanted.extend(es.wave_update.as_deref());
@@ -536,6 +537,30 @@ async fn apply_one(
                 && c.op != Op::Delete
                 && lost_at == here.as_ref()
                 && here.as_ref().is_some_and(exists);
+            // A move that lost to another local record holding its new key stays here under
+            // its old key, and no change pending here would put it back at the loser's side
+            // (found by the simulation's full workload: the winner's insert was then refused
+            // there by the natural unique key until its retries ran out): its row travels as
+            // an update, queued in this transaction.
+            let put_back = moved_from.as_ref().filter(|k| {
+                !merged
+                    && c.op != Op::Delete
+                    && lost_at.is_some()
+                    && lost_at == here.as_ref()
+                    && exists(k)
+            });
+            if let Some(k) = put_back {
+                let q = st(tx, stmts, &es.requeue).await?;
+                tx.execute(
+                    &q,
+                    &[
+                        &json(&k.to_object(&es.key)),
+                        &c.entity,
+                        &Op::Update.code().to_string(),
+                    ],
+                )
+                .await?;
+            }
             let here = if merged {
                 here
             } else {
