@@ -1,8 +1,29 @@
 //! Exponential backoff with jitter, between `retry_min_ms` and `retry_max_ms`.
 
+use std::cell::RefCell;
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+thread_local! {
+    /// A seeded source for this thread's jitter (`seed_jitter`); none: the thread's own RNG.
+    static SEEDED: RefCell<Option<StdRng>> = const { RefCell::new(None) };
+}
+
+/// Makes this thread's jitter a sequence seeded by `seed`, so a run that retries changes
+/// replays exactly (the deterministic simulation: a retry's due time decides what a later
+/// batch holds). Production threads never call it.
+pub fn seed_jitter(seed: u64) {
+    SEEDED.with(|s| *s.borrow_mut() = Some(StdRng::seed_from_u64(seed)));
+}
+
+fn jitter(upto: u64) -> u64 {
+    SEEDED.with(|s| match s.borrow_mut().as_mut() {
+        Some(r) => r.gen_range(0..=upto),
+        None => rand::thread_rng().gen_range(0..=upto),
+    })
+}
 
 /// How long to wait before attempt number `attempt + 1` (0-based count of failures so far).
 /// "Equal jitter": half fixed, half random, so retries of many changes spread out but never
@@ -12,7 +33,7 @@ pub fn backoff_ms(attempt: u32, min_ms: u64, max_ms: u64) -> u64 {
     let max_ms = max_ms.max(min_ms);
     let nominal = min_ms.saturating_mul(1u64 << attempt.min(32)).min(max_ms);
     let half = nominal / 2;
-    half + rand::thread_rng().gen_range(0..=nominal - half)
+    half + jitter(nominal - half)
 }
 
 /// [`backoff_ms`] as a duration.
