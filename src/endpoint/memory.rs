@@ -795,13 +795,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             // row travels as an update (as in `postgres/apply.rs`).
             let put_back = moved_from
                 .as_ref()
-                .filter(|k| {
-                    !merged
-                        && c.op != Op::Delete
-                        && lost_at.is_some()
-                        && lost_at == here
-                        && db.row(&c.entity, k).is_some()
-                })
+                .filter(|k| c.op != Op::Delete && lost_at == here && db.row(&c.entity, k).is_some())
                 .cloned();
             let here = if merged {
                 here

@@ -12,7 +12,9 @@ use futures_util::TryStreamExt;
 use serde_json::Value;
 
 use super::pool::{run, TxState};
-use super::sql::{fill, ident, literal, schema_vars, sections, table, EntityPlan, BULK};
+use super::sql::{
+    fill, ident, image_of_t, literal, schema_vars, sections, table, EntityPlan, BULK,
+};
 use super::types::Family;
 use super::MsEndpoint;
 use crate::config::{Entity, Side};
@@ -75,10 +77,6 @@ impl<'a> EntityBulk<'a> {
             })?;
             key_types.push((k.as_str(), c, input));
         }
-        // The image: the key, then the mapped columns, each once, named as the config names
-        // them, then a soft delete's mark and a filter's column (as the capture trigger
-        // writes it).
-        let image_cols = entity.read_columns(side);
         // The rows this side shows (`soft_delete`, `filter` here): values in two parameters,
         // @Pn (the flag's deleted value, as text) and @Pn+1 (the filter's values, a JSON array
         // of texts), each converted to the column's type in the statement.
@@ -224,18 +222,7 @@ impl<'a> EntityBulk<'a> {
                     )
                 ),
             ),
-            (
-                "image_t",
-                format!(
-                    "CONVERT(nvarchar(max), (SELECT {} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))",
-                    joined(
-                        image_cols
-                            .iter()
-                            .map(|c| format!("t.{} AS {}", ident(c), ident(c))),
-                        ", "
-                    )
-                ),
-            ),
+            ("image_t", image_of_t(entity, side)),
             ("canonical_t", own),
             (
                 "with_key",

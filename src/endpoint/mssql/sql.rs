@@ -108,6 +108,27 @@ fn side_lit(side: Side) -> String {
     format!("'{side}'")
 }
 
+/// The columns of a record's image as the capture trigger writes it, read from `alias`: the
+/// key, then the mapped columns, each once, named as the config names it, then a soft delete's
+/// mark and a filter's column (the mapping decides on them at claim).
+pub fn image_columns(e: &Entity, side: Side, alias: &str) -> String {
+    joined(
+        e.read_columns(side)
+            .iter()
+            .map(|c| format!("{alias}.{} AS {}", ident(c), ident(c))),
+        ", ",
+    )
+}
+
+/// The image of the row `t` as JSON text, as the capture trigger writes it (bulk reads, the
+/// apply's requeue).
+pub fn image_of_t(e: &Entity, side: Side) -> String {
+    format!(
+        "CONVERT(nvarchar(max), (SELECT {} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))",
+        image_columns(e, side, "t")
+    )
+}
+
 fn joined(items: impl IntoIterator<Item = String>, sep: &str) -> String {
     items.into_iter().collect::<Vec<_>>().join(sep)
 }
@@ -194,17 +215,7 @@ fn entity_block(
             ", ",
         )
     };
-    // The image: the key, then the mapped columns, each once, named as the config names it,
-    // then a soft delete's mark and a filter's column (the mapping decides on them at claim).
-    let image_cols = e.read_columns(side);
-    let image_json = |alias: &str| {
-        joined(
-            image_cols
-                .iter()
-                .map(|c| format!("{alias}.{} AS {}", ident(c), ident(c))),
-            ", ",
-        )
-    };
+    let image_json = |alias: &str| image_columns(e, side, alias);
     // Tandem's write for another entity of this table is a change for this one.
     let others: Vec<String> = on_table
         .iter()
@@ -559,19 +570,7 @@ fn entity_plan(
         ("canonical_key_r", canonical("r")),
         ("output_key", output_key),
         ("key_back", key_back),
-        (
-            // The row as the capture trigger writes its image (`requeue`).
-            "image_t",
-            format!(
-                "CONVERT(nvarchar(max), (SELECT {} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))",
-                joined(
-                    e.read_columns(side)
-                        .iter()
-                        .map(|c| format!("t.{} AS {}", ident(c), ident(c))),
-                    ", ",
-                )
-            ),
-        ),
+        ("image_t", image_of_t(e, side)),
         (
             "set_list",
             joined(

@@ -542,13 +542,11 @@ async fn apply_one(
             // (found by the simulation's full workload: the winner's insert was then refused
             // there by the natural unique key until its retries ran out): its row travels as
             // an update, queued in this transaction.
-            let put_back = moved_from.as_ref().filter(|k| {
-                !merged
-                    && c.op != Op::Delete
-                    && lost_at.is_some()
-                    && lost_at == here.as_ref()
-                    && exists(k)
-            });
+            // (A moved record's key here is given, so `here` is set; its old row is there, so
+            // it did not land on the local record.)
+            let put_back = moved_from
+                .as_ref()
+                .filter(|k| c.op != Op::Delete && lost_at == here.as_ref() && exists(k));
             if let Some(k) = put_back {
                 let q = st(tx, stmts, &es.requeue).await?;
                 tx.execute(
