@@ -558,3 +558,80 @@ async fn a_child_created_while_its_parent_is_deleted_on_the_other_side_ends_gone
         0
     );
 }
+
+/// A side without a foreign key keeps a child added after its parent was deleted (the other
+/// side deleted the order; a legacy application at A then adds a line to it). Its change
+/// cannot be applied at B and waits for no one: once its retries run out it is suspended,
+/// saying that the parent was deleted, never that it is still to come. Where B's id map no
+/// longer names A's key for the order (the simulation's full workload, seed 867: the delete's
+/// reply was lost, and its second copy was settled as stale, which reports no peer key), it is
+/// A's own tombstone that tells. The operator deletes the orphan and resubmits: nothing is left.
+#[tokio::test]
+async fn a_child_of_a_deleted_parent_at_a_side_without_a_foreign_key_is_suspended_saying_so() {
+    let no_fk = A_SCHEMA.replace(
+        r#""ORDER_NO" integer NOT NULL REFERENCES dbo."ORDERS" ON DELETE CASCADE,"#,
+        r#""ORDER_NO" integer NOT NULL,"#,
+    );
+    assert_ne!(no_fk, A_SCHEMA, "the fixture's foreign key moved");
+    let (a_url, b_url) = common::fresh_dbs("orphan_after_delete");
+    let env = Env::on(a_url, b_url, &quick(DEMO_CONFIG), &no_fk, B_SCHEMA, true).await;
+    for (line, forget) in [(1, false), (2, true)] {
+        let order = 6 + line;
+        env.a
+            .batch_execute(&format!(
+                r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES ({order}, 'o')"#
+            ))
+            .await
+            .unwrap();
+        env.drain().await;
+        env.b.batch_execute("DELETE FROM orders").await.unwrap();
+        env.drain().await;
+        assert_eq!(
+            count(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await,
+            0
+        );
+        if forget {
+            // The state the simulation reached: B's tombstone without A's key.
+            env.b
+                .batch_execute("UPDATE tandem.id_map SET a_key = NULL WHERE entity = 'order'")
+                .await
+                .unwrap();
+        }
+        env.a
+            .batch_execute(&format!(
+                r#"INSERT INTO dbo."ORDER_ITEMS" VALUES ({order}, {line}, 1)"#
+            ))
+            .await
+            .unwrap();
+        let a = &env.a;
+        drain_until(&env, 40, || async {
+            count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
+        })
+        .await;
+        let error = &rows(&env.a, "SELECT last_error FROM tandem.outbox").await[0][0];
+        assert!(
+            error.contains(&format!("its parent order [{order}] was deleted"))
+                && error.contains("tandem suspended resubmit")
+                && !error.contains("backfill"),
+            "{error}"
+        );
+        // What the message tells the operator to do.
+        env.a
+            .batch_execute(r#"DELETE FROM dbo."ORDER_ITEMS""#)
+            .await
+            .unwrap();
+        let st = env.tandem_run(&["suspended", "resubmit", "--all"]);
+        assert!(st.status.success(), "{}", out(&st));
+        let b = &env.b;
+        drain_until(&env, 40, || async {
+            count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+                && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
+        })
+        .await;
+        assert_eq!(count(&env.b, "SELECT count(*) FROM order_items").await, 0);
+        assert_eq!(
+            count(&env.a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
+            0
+        );
+    }
+}

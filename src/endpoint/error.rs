@@ -106,15 +106,14 @@ pub enum ApplyError {
         /// gave one.
         code: Option<String>,
     },
-    /// A referenced parent has no live link at the target: not linked yet, or (`gone`)
-    /// deleted there.
-    #[error("{}", waiting_text(context, parent, key, *gone))]
+    /// A referenced parent has no live link at the target: not linked yet, or deleted.
+    #[error("{}", waiting_text(context, parent, key, *state))]
     WaitingForParent {
         context: String,
         parent: String,
         key: String,
-        /// The parent was deleted at the target (its link is a tombstone there).
-        gone: bool,
+        /// What is known of the parent.
+        state: ParentState,
     },
     /// The row cannot be mapped.
     #[error(transparent)]
@@ -124,20 +123,48 @@ pub enum ApplyError {
     Decode { seq: i64, message: String },
 }
 
-fn waiting_text(context: &str, parent: &str, key: &str, gone: bool) -> String {
-    if gone {
-        format!(
+/// What is known of a parent a child waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParentState {
+    /// Not linked at the target: still to come (or never captured).
+    NotLinked,
+    /// Deleted at the target (its link is a tombstone there); the delete may still be on its
+    /// way to the source.
+    DeletedAtTarget,
+    /// Not linked at the target, and deleted at the source (its link there is a tombstone):
+    /// nothing is on its way, the child stays at the source without its parent.
+    DeletedAtSource,
+}
+
+impl ParentState {
+    /// `DeletedAtTarget` when `gone`, else `NotLinked`: what a target's own id map tells.
+    pub fn at_target(gone: bool) -> Self {
+        if gone {
+            ParentState::DeletedAtTarget
+        } else {
+            ParentState::NotLinked
+        }
+    }
+}
+
+fn waiting_text(context: &str, parent: &str, key: &str, state: ParentState) -> String {
+    match state {
+        ParentState::DeletedAtTarget => format!(
             "{context}: its parent {parent} {key} was deleted at the target; the change waits \
              while that delete travels to the source (where a cascade or the application removes \
              this record, and the change is settled); if the record stays at the source without \
              its parent, delete it there or create the parent again, then run \
              `tandem suspended resubmit`"
-        )
-    } else {
-        format!(
+        ),
+        ParentState::DeletedAtSource => format!(
+            "{context}: its parent {parent} {key} was deleted (the record stays at the source \
+             without it, as nothing there enforces the reference); delete the record at the \
+             source or create the parent again, then run `tandem suspended resubmit`"
+        ),
+        ParentState::NotLinked => format!(
             "{context}: waiting for parent {parent} {key}, which is not linked at the target yet; \
              if it never arrives, run `tandem backfill --entity {parent}`"
-        )
+        ),
     }
 }
 

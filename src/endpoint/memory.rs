@@ -19,7 +19,7 @@ use serde_json::Value;
 
 use super::{
     done, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus, InstallState, Link,
-    Outcome, SchemaProblem, Source, SuspendedChange, Target, WriteBack,
+    Outcome, ParentState, SchemaProblem, Source, SuspendedChange, Target, WriteBack,
 };
 use crate::config::{Config, Entity, Side};
 use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
@@ -918,7 +918,7 @@ fn refused(db: &MemDb, c: &TargetChange, r: Refused) -> ApplyError {
                     context: context(db.side, c),
                     parent: rf.parent.clone(),
                     key: rf.source_key.to_string(),
-                    gone: true,
+                    state: ParentState::DeletedAtTarget,
                 };
             }
         }
@@ -944,7 +944,7 @@ fn resolve_refs(db: &MemDb, c: &TargetChange, row: &mut Image) -> Result<(), App
                 context: context(db.side, c),
                 parent: r.parent.clone(),
                 key: r.source_key.to_string(),
-                gone,
+                state: ParentState::at_target(gone),
             });
         };
         let value = parent_key

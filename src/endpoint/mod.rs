@@ -30,7 +30,7 @@ use crate::model::Key;
 
 pub use admin::Admin;
 pub use bulk::Bulk;
-pub use error::{ApplyError, EndpointError, ErrorKind};
+pub use error::{ApplyError, EndpointError, ErrorKind, ParentState};
 pub use reference::Reference;
 pub use source::Source;
 pub use target::Target;

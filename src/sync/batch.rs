@@ -7,7 +7,8 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Side};
 use crate::endpoint::{
-    ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, WriteBack,
+    ApplyError, Done, Endpoint, EndpointError, Failure, Link, LinkWrite, Outcome, ParentState,
+    WriteBack,
 };
 use crate::mapping::{coalesce, folded_op, map_change, visible_op, MappingError};
 use crate::model::{Change, Image, Key, Op, OutboxRow, TargetChange};
@@ -717,6 +718,7 @@ pub async fn finish(
         }
     }
 
+    parents_deleted_at_source(from, &mut failures).await?;
     let waiting = parents_in_flight(from, &failures).await?;
     let policy = Policy::new(&config.sync);
     for Failed {
@@ -780,6 +782,52 @@ fn live_peer(link: &Link) -> Option<Key> {
     link.peer_key.clone().filter(|_| !link.deleted)
 }
 
+/// A parent not linked at the target whose link at the source is a tombstone was deleted
+/// (here, or there and the delete reached here): the child's error says so, and tells the
+/// operator what to do, instead of promising that the parent is still to come (found by the
+/// simulation's full workload, seed 867: an item added at a side without foreign keys while
+/// the other side deleted its order).
+async fn parents_deleted_at_source(
+    from: &dyn Endpoint,
+    failures: &mut [Failed],
+) -> Result<(), EndpointError> {
+    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for f in failures.iter() {
+        if let ApplyError::WaitingForParent {
+            parent,
+            key,
+            state: ParentState::NotLinked,
+            ..
+        } = &f.error
+        {
+            if let Ok(k) = Key::parse(key) {
+                asked.entry(parent.clone()).or_default().push(k);
+            }
+        }
+    }
+    let mut deleted = HashSet::new();
+    for (parent, mut keys) in asked {
+        keys.sort();
+        keys.dedup();
+        for (k, link) in from.links(&parent, &keys).await? {
+            if link.deleted {
+                deleted.insert((parent.clone(), k.to_string()));
+            }
+        }
+    }
+    for f in failures.iter_mut() {
+        if let ApplyError::WaitingForParent {
+            parent, key, state, ..
+        } = &mut f.error
+        {
+            if deleted.contains(&(parent.clone(), key.clone())) {
+                *state = ParentState::DeletedAtSource;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The parents that failed children wait for and that are on their way: still in the
 /// source's outbox, or about to be (a backfill of their entity is under way); and parents
 /// deleted at the target whose delete has not reached the source yet (the source's link is
@@ -792,14 +840,11 @@ async fn parents_in_flight(
     let mut gone: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for f in failures {
         if let ApplyError::WaitingForParent {
-            parent,
-            key,
-            gone: g,
-            ..
+            parent, key, state, ..
         } = &f.error
         {
             if let Ok(k) = Key::parse(key) {
-                if *g {
+                if *state == ParentState::DeletedAtTarget {
                     gone.entry(parent.clone()).or_default().push(k.clone());
                 }
                 wanted.entry(parent.clone()).or_default().push(k);

@@ -11,7 +11,9 @@ use super::pool::run;
 use super::sql::{EntityPlan, Plan};
 use super::MsEndpoint;
 use crate::config::ConflictPolicy;
-use crate::endpoint::{ApplyError, Done, EndpointError, ErrorKind, Outcome, WriteBack};
+use crate::endpoint::{
+    ApplyError, Done, EndpointError, ErrorKind, Outcome, ParentState, WriteBack,
+};
 use crate::model::{Image, Key, TargetChange};
 
 /// One change as the apply batch reads it.
@@ -203,7 +205,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
             context,
             parent: row.parent.clone().unwrap_or_default(),
             key: row.parent_key.clone().unwrap_or_default(),
-            gone: f == "G",
+            state: ParentState::at_target(f == "G"),
         }),
         (Some(_), _) => {
             let n = row.err_number.unwrap_or(0);

@@ -19,7 +19,9 @@ use super::pool::{describe, prepared, PgConn, Prepared};
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
-use crate::endpoint::{done, won, ApplyError, Done, EndpointError, Outcome, WriteBack};
+use crate::endpoint::{
+    done, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
+};
 use crate::model::{Image, Key, Op, TargetChange};
 
 /// Tells the capture trigger that tandem is about to write `entity`'s table here, so that its
@@ -875,7 +877,7 @@ async fn resolve_refs(
                 context: context(ep, c),
                 parent: r.parent.clone(),
                 key: r.source_key.to_string(),
-                gone,
+                state: ParentState::at_target(gone),
             }));
         };
         let value = parent_key
@@ -926,7 +928,7 @@ async fn parent_gone(
                 context: context(ep, c),
                 parent: r.parent.clone(),
                 key: r.source_key.to_string(),
-                gone: true,
+                state: ParentState::DeletedAtTarget,
             }));
         }
     }
