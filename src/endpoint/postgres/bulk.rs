@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use futures_util::TryStreamExt;
 
 use super::pool::{prepared, PgConn};
+use super::row::col;
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::endpoint::verify_hash::{comparable, normalize_text, Fold};
@@ -44,7 +45,7 @@ pub async fn row_count(ep: &PgEndpoint, entity: &str) -> Result<i64, EndpointErr
         .query_one(es.row_count.as_str(), &with_visible(es, &[]))
         .await
         .map_err(|e| ep.pool.error(&format!("count rows of {}", es.table), e))?;
-    Ok(row.get(0))
+    col(&row, 0, "count", "row count")
 }
 
 pub async fn progress(ep: &PgEndpoint, entity: &str) -> Result<BackfillProgress, EndpointError> {
@@ -58,8 +59,8 @@ pub async fn progress(ep: &PgEndpoint, entity: &str) -> Result<BackfillProgress,
         match client.query_opt(&st, &[&entity]).await.map_err(err)? {
             Some(r) => BackfillProgress {
                 started: true,
-                rows_done: r.get(1),
-                finished: r.get(2),
+                rows_done: col(&r, 1, "rows_done", "backfill progress")?,
+                finished: col(&r, 2, "finished", "backfill progress")?,
             },
             None => BackfillProgress::default(),
         },
@@ -91,14 +92,14 @@ pub async fn chunk(
         .await
         .map_err(err)?;
     let after: Option<String> = match tx.query_opt(&get, &[&entity]).await.map_err(err)? {
-        Some(r) if r.get::<_, bool>(2) => {
+        Some(r) if col::<bool>(&r, 2, "finished", "backfill progress")? => {
             // Finished earlier: nothing left (use --restart to copy again).
             return Ok(BackfillChunk {
                 finished: true,
                 ..Default::default()
             });
         }
-        Some(r) => r.get(0),
+        Some(r) => col(&r, 0, "last_key", "backfill progress")?,
         None => None,
     };
     let limit = i64::try_from(size.max(1)).unwrap_or(i64::MAX);
@@ -109,8 +110,9 @@ pub async fn chunk(
         .query_one(&q, &with_visible(es, &[&after, &limit, &entity]))
         .await
         .map_err(err)?;
-    let rows: i64 = r.get(0);
-    let last: Option<String> = r.get(3);
+    let what = "backfill chunk";
+    let rows: i64 = col(&r, 0, "rows", what)?;
+    let last: Option<String> = col(&r, 3, "last_key", what)?;
     let finished = rows < limit;
     let save = prepared(&tx, stmts, &ep.sql.common.backfill_progress)
         .await
@@ -121,8 +123,8 @@ pub async fn chunk(
     tx.commit().await.map_err(err)?;
     Ok(BackfillChunk {
         rows: u64::try_from(rows).unwrap_or(0),
-        min_seq: r.get(1),
-        max_seq: r.get(2),
+        min_seq: col(&r, 1, "min_seq", what)?,
+        max_seq: col(&r, 2, "max_seq", what)?,
         finished,
     })
 }
@@ -136,9 +138,9 @@ pub async fn pending_between(ep: &PgEndpoint, min: i64, max: i64) -> Result<Queu
         .map_err(err)?;
     let r = client.query_one(&st, &[&min, &max]).await.map_err(err)?;
     Ok(Queued {
-        eligible: r.get(0),
-        retrying: r.get(1),
-        suspended: r.get(2),
+        eligible: col(&r, 0, "eligible", "queued changes")?,
+        retrying: col(&r, 1, "retrying", "queued changes")?,
+        suspended: col(&r, 2, "suspended", "queued changes")?,
     })
 }
 
@@ -225,14 +227,16 @@ pub async fn buckets(
         .await
         .map_err(err)?;
     tx.commit().await.map_err(err)?;
-    Ok(rows
-        .iter()
-        .map(|r| BucketHash {
-            bucket: r.get(0),
-            count: r.get(1),
-            sum: r.get::<_, Option<String>>(2).unwrap_or_default(),
+    let what = "verify buckets";
+    rows.iter()
+        .map(|r| {
+            Ok(BucketHash {
+                bucket: col(r, 0, "bucket", what)?,
+                count: col(r, 1, "count", what)?,
+                sum: col::<Option<String>>(r, 2, "sum", what)?.unwrap_or_default(),
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn records(
@@ -259,15 +263,17 @@ pub async fn records(
         .await
         .map_err(err)?;
     tx.commit().await.map_err(err)?;
-    Ok(rows
-        .iter()
-        .map(|r| RecordHash {
-            a_key: r.get(0),
-            b_key: r.get(1),
-            join_key: r.get(2),
-            hash: r.get(3),
+    let what = "verify records";
+    rows.iter()
+        .map(|r| {
+            Ok(RecordHash {
+                a_key: col(r, 0, "a_key", what)?,
+                b_key: col(r, 1, "b_key", what)?,
+                join_key: col(r, 2, "join_key", what)?,
+                hash: col(r, 3, "hash", what)?,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn in_flight(
@@ -285,10 +291,13 @@ pub async fn in_flight(
         .query(es.verify_in_flight.as_str(), &[&entity, &join_keys])
         .await
         .map_err(|e| ep.pool.error("look for changes in flight", e))?;
-    Ok(rows
-        .iter()
-        .filter_map(|r| r.get::<_, Option<String>>(0))
-        .collect())
+    let mut out = HashSet::new();
+    for r in &rows {
+        if let Some(k) = col::<Option<String>>(r, 0, "join_key", "verify in flight")? {
+            out.insert(k);
+        }
+    }
+    Ok(out)
 }
 
 fn key_json(es: &EntitySql, key: &Key) -> String {
@@ -307,7 +316,11 @@ pub async fn fetch_image(
         .query_opt(es.fetch_image.as_str(), &[&key_json(es, key)])
         .await
         .map_err(|e| ep.pool.error(&format!("read {} {key}", es.table), e))?;
-    Ok(row.and_then(|r| serde_json::from_str(&r.get::<_, String>(0)).ok()))
+    let Some(r) = row else {
+        return Ok(None);
+    };
+    let text: String = col(&r, 0, "image", "fetch image")?;
+    Ok(serde_json::from_str(&text).ok())
 }
 
 pub async fn fetch_images(
@@ -332,8 +345,11 @@ pub async fn fetch_images(
                 .error(&format!("read {} records of {}", keys.len(), es.table), e)
         })?;
     for r in rows {
-        let (Some(k), Some(img)) = (r.get::<_, Option<String>>(0), r.get::<_, Option<String>>(1))
-        else {
+        let what = "fetch images";
+        let (Some(k), Some(img)) = (
+            col::<Option<String>>(&r, 0, "key", what)?,
+            col::<Option<String>>(&r, 1, "image", what)?,
+        ) else {
             continue;
         };
         if let (Ok(k), Ok(img)) = (Key::parse(&k), serde_json::from_str::<Image>(&img)) {

@@ -165,7 +165,7 @@ impl Source for PgEndpoint {
             .map_err(err)?;
         let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
         for r in client.query(&st, &[&entity, &texts]).await.map_err(err)? {
-            let text: Option<String> = r.get(0);
+            let text: Option<String> = col(&r, 0, "key", "changes in flight")?;
             if let Some(k) = text.and_then(|t| Key::parse(&t).ok()) {
                 out.insert(k);
             }
@@ -326,26 +326,27 @@ impl Admin for PgEndpoint {
             .await
             .map_err(err)?;
         let rows = client.query(&st, &[&seq, &limit]).await.map_err(err)?;
-        Ok(rows
-            .iter()
-            .map(|r| SuspendedChange {
-                side: self.side,
-                seq: r.get(0),
-                entity: r.get(1),
-                op: r.get(2),
-                key: r
-                    .get::<_, Option<String>>(3)
-                    .and_then(|k| Key::parse(&k).ok())
-                    .map(|k| k.to_string())
-                    .unwrap_or_default(),
-                attempts: r.get(4),
-                captured_at: r.get(5),
-                first_failed_at: r.get(6),
-                last_failed_at: r.get(7),
-                last_error: r.get(8),
-                image: r.get(9),
+        let what = "suspended changes";
+        rows.iter()
+            .map(|r| {
+                Ok(SuspendedChange {
+                    side: self.side,
+                    seq: col(r, 0, "seq", what)?,
+                    entity: col(r, 1, "entity", what)?,
+                    op: col(r, 2, "op", what)?,
+                    key: col::<Option<String>>(r, 3, "key", what)?
+                        .and_then(|k| Key::parse(&k).ok())
+                        .map(|k| k.to_string())
+                        .unwrap_or_default(),
+                    attempts: col(r, 4, "attempts", what)?,
+                    captured_at: col(r, 5, "captured_at", what)?,
+                    first_failed_at: col(r, 6, "first_failed_at", what)?,
+                    last_failed_at: col(r, 7, "last_failed_at", what)?,
+                    last_error: col(r, 8, "last_error", what)?,
+                    image: col(r, 9, "image", what)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
@@ -393,32 +394,33 @@ impl Admin for PgEndpoint {
         let st = prepared(&*client, stmts, &self.sql.common.status_outbox)
             .await
             .map_err(err)?;
+        let what = "status";
         for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
+            let name: String = col(&r, 0, "entity", what)?;
             let s = by.entry(name.clone()).or_insert_with(|| EntityStatus {
                 entity: name,
                 ..Default::default()
             });
-            s.pending = r.get(1);
-            s.suspended = r.get(2);
-            s.oldest_pending = r.get(3);
+            s.pending = col(&r, 1, "pending", what)?;
+            s.suspended = col(&r, 2, "suspended", what)?;
+            s.oldest_pending = col(&r, 3, "oldest_pending", what)?;
         }
         let st = prepared(&*client, stmts, &self.sql.common.status_links)
             .await
             .map_err(err)?;
         for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
+            let name: String = col(&r, 0, "entity", what)?;
             if let Some(s) = by.get_mut(&name) {
-                s.linked = r.get(1);
+                s.linked = col(&r, 1, "linked", what)?;
             }
         }
         let st = prepared(&*client, stmts, &self.sql.common.status_conflicts)
             .await
             .map_err(err)?;
         for r in client.query(&st, &[]).await.map_err(err)? {
-            let name: String = r.get(0);
+            let name: String = col(&r, 0, "entity", what)?;
             if let Some(s) = by.get_mut(&name) {
-                s.conflicts = r.get(1);
+                s.conflicts = col(&r, 1, "conflicts", what)?;
             }
         }
         let mut out: Vec<EntityStatus> = by.into_values().collect();
@@ -527,15 +529,16 @@ impl crate::endpoint::Reference for PgEndpoint {
                     e,
                 )
             })?;
-        Ok(rows
-            .iter()
-            .filter_map(|r| {
-                let asked: String = r.get(0);
-                let found: Option<String> = r.get(1);
-                let v = serde_json::from_str(found.as_deref()?).ok()?;
-                Some((asked, v))
-            })
-            .collect())
+        let what = "reference look-up";
+        let mut found = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let asked: String = col(r, 0, "asked", what)?;
+            let value: Option<String> = col(r, 1, "found", what)?;
+            if let Some(v) = value.and_then(|t| serde_json::from_str(&t).ok()) {
+                found.push((asked, v));
+            }
+        }
+        Ok(found.into_iter().collect())
     }
 }
 
