@@ -16,6 +16,7 @@ use tokio_postgres::{Statement, Transaction};
 
 use super::error::{aborted_by_sibling, caused_by_row, is_transient, Stop};
 use super::pool::{describe, prepared, PgConn, Prepared};
+use super::row::cell;
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
@@ -370,8 +371,14 @@ async fn apply_one(
     );
     locked?;
     let link = link?;
-    let link: Option<(i64, Option<Key>, bool)> =
-        link.map(|r| (r.get(0), parse_key(r.get(1)), r.get(2)));
+    let link: Option<(i64, Option<Key>, bool)> = match link {
+        Some(r) => Some((
+            cell(&r, 0, "applied_seq")?,
+            parse_key(cell(&r, 1, "own key")?),
+            cell(&r, 2, "deleted")?,
+        )),
+        None => None,
+    };
 
     let reused = ep
         .config
@@ -480,12 +487,11 @@ async fn apply_one(
     let probe = if c.op == Op::Delete { &here } else { &given };
     if let (Some(k), true) = (probe, es.key_given) {
         let q = st(tx, stmts, &common.links_by_own).await?;
-        let holder = tx
-            .query_opt(&q, &[&c.entity, &vec![k.as_str()]])
-            .await?
-            .filter(|r| !r.get::<_, bool>(2))
-            .and_then(|r| parse_key(r.get(1)))
-            .filter(|p| *p != c.source_key);
+        let holder = match tx.query_opt(&q, &[&c.entity, &vec![k.as_str()]]).await? {
+            Some(r) if !cell::<bool>(&r, 2, "deleted")? => parse_key(cell(&r, 1, "peer key")?),
+            _ => None,
+        }
+        .filter(|p| *p != c.source_key);
         if let Some(p) = holder {
             if c.op == Op::Delete {
                 put_link(ep, tx, stmts, c, None, true).await?;
@@ -503,8 +509,11 @@ async fn apply_one(
         let mut obj = row.clone();
         obj.extend(k.to_object(&es.key));
         let lock = st(tx, stmts, &es.row_lock).await?;
-        let found = tx.query_opt(&lock, &[&json(&obj)]).await?;
-        locked.push((k.clone(), found.and_then(|r| r.get(0))));
+        let found = match tx.query_opt(&lock, &[&json(&obj)]).await? {
+            Some(r) => cell(&r, 0, "row")?,
+            None => None,
+        };
+        locked.push((k.clone(), found));
     }
 
     // Changes pending here of the record under its old key conflict as much as under its new.
@@ -642,7 +651,10 @@ async fn apply_one(
                 Some((_, found)) => found.clone().map(Some),
                 None => {
                     let lock = st(tx, stmts, &es.row_lock).await?;
-                    tx.query_opt(&lock, &[&payload]).await?.map(|r| r.get(0))
+                    match tx.query_opt(&lock, &[&payload]).await? {
+                        Some(r) => Some(cell(&r, 0, "row")?),
+                        None => None,
+                    }
                 }
             };
             match found {
@@ -719,21 +731,27 @@ async fn resolve_conflict(
     let Some(newest) = pending.first() else {
         return Ok(Resolution::None);
     };
-    let local_at: DateTime<Utc> = newest.get(1);
-    let local_op: String = newest.get(2);
+    let local_at: DateTime<Utc> = cell(newest, 1, "captured_at")?;
+    let local_op: String = cell(newest, 2, "op")?;
+    let seqs = pending
+        .iter()
+        .map(|r| cell(r, 0, "seq"))
+        .collect::<Result<Vec<i64>, Stop>>()?;
     // Changes of a row that is gone here without a captured delete: tandem deleted it,
     // applying the other side's delete, which could pass only once they had been applied
     // there (their replies lost). They decide nothing any more (found by the simulation: such
     // a change won against a new record with the same key and overwrote it there).
     if local_op != "D" && !exists {
-        let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
         let del = st(tx, stmts, &common.done).await?;
         tx.execute(&del, &[&seqs]).await?;
         return Ok(Resolution::None);
     }
-    let local_image: String = newest.get(3);
+    let local_image: String = cell(newest, 3, "image")?;
     // Local changes that tandem's own applies caused here rank below a user's change.
-    let local_derived = pending.iter().all(|r| r.get::<_, bool>(4));
+    let mut local_derived = true;
+    for r in &pending {
+        local_derived &= cell::<bool>(r, 4, "derived")?;
+    }
     let incoming = ep.side.other();
     let policy = ep
         .config
@@ -775,7 +793,6 @@ async fn resolve_conflict(
         winner = %winner, "conflict: the record changed on both sides; side {winner} wins"
     );
     if winner == incoming {
-        let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
         let del = st(tx, stmts, &common.done).await?;
         tx.execute(&del, &[&seqs]).await?;
         Ok(Resolution::IncomingWins(
@@ -783,7 +800,6 @@ async fn resolve_conflict(
         ))
     } else {
         if c.op == Op::Delete && local_op != "D" {
-            let seqs: Vec<i64> = pending.iter().map(|r| r.get(0)).collect();
             let re = st(tx, stmts, &common.local_reinsert).await?;
             tx.execute(&re, &[&seqs]).await?;
         }
@@ -832,7 +848,7 @@ async fn insert(
     }
     let ins = st(tx, stmts, &es.row_insert).await?;
     let r = tx.query_one(&ins, &[&json(obj)]).await?;
-    let text: String = r.get(0);
+    let text: String = cell(&r, 0, "key")?;
     Key::parse(&text).map_err(|m| {
         Stop::AfterWrite(ApplyError::Rejected {
             context: format!("table {}", es.table),
@@ -865,8 +881,8 @@ async fn resolve_refs(
         // here knows better than a live link there (the parent's delete is on its way).
         let (found, gone) = match link {
             Some(row) => {
-                let own = parse_key(row.get(0));
-                let deleted: bool = row.get(1);
+                let own = parse_key(cell(&row, 0, "own key")?);
+                let deleted: bool = cell(&row, 1, "deleted")?;
                 let gone = deleted && c.op != Op::Delete;
                 (own.filter(|_| !gone), gone)
             }
@@ -912,7 +928,11 @@ async fn parent_gone(
             .query_opt(&q, &[&r.parent, &r.source_key.as_str()])
             .await?
         {
-            Some(row) => parse_key(row.get(0)).filter(|_| !row.get::<_, bool>(1)),
+            Some(row) => {
+                let own = parse_key(cell(&row, 0, "own key")?);
+                let deleted: bool = cell(&row, 1, "deleted")?;
+                own.filter(|_| !deleted)
+            }
             None => r.hint.clone(),
         };
         let (Some(own), Some(ps)) = (own, ep.sql.entities.get(&r.parent)) else {

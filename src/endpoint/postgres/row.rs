@@ -20,3 +20,20 @@ pub fn col<'a, T: FromSql<'a>>(
         ))
     })
 }
+
+/// The same on the apply path, where a failure stops the change: column `idx` (named `name`)
+/// as `T`, or the change fails (and the batch falls back to one change at a time) with an
+/// internal error that names the column, never a panic.
+pub(super) fn cell<'a, T: FromSql<'a>>(
+    row: &'a Row,
+    idx: usize,
+    name: &str,
+) -> Result<T, super::error::Stop> {
+    row.try_get(idx).map_err(|e| {
+        super::error::Stop::AfterWrite(crate::endpoint::ApplyError::Rejected {
+            context: "internal".into(),
+            message: format!("column {idx} ({name}) of tandem's own query cannot be read: {e}"),
+            code: None,
+        })
+    })
+}

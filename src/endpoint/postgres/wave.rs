@@ -15,6 +15,7 @@ use tokio_postgres::Transaction;
 
 use super::error::Stop;
 use super::pool::Prepared;
+use super::row::cell;
 use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::endpoint::{Done, Outcome};
@@ -77,21 +78,17 @@ pub(super) async fn apply_wave(
     };
     let sources: Vec<&str> = wave.iter().map(|c| c.source_key.as_str()).collect();
     tx.query(&locks, &[&entity, &sources]).await?;
-    let links: HashMap<String, Link> = tx
-        .query(&links_st, &[&entity, &sources])
-        .await?
-        .into_iter()
-        .map(|r| {
-            (
-                r.get::<_, String>(0),
-                Link {
-                    applied: r.get(1),
-                    own: parse_key(r.get(2)),
-                    deleted: r.get(3),
-                },
-            )
-        })
-        .collect();
+    let mut links: HashMap<String, Link> = HashMap::new();
+    for r in tx.query(&links_st, &[&entity, &sources]).await? {
+        links.insert(
+            cell(&r, 0, "source key")?,
+            Link {
+                applied: cell(&r, 1, "applied_seq")?,
+                own: parse_key(cell(&r, 2, "own key")?),
+                deleted: cell(&r, 3, "deleted")?,
+            },
+        );
+    }
     let Some(parents) = parent_keys(ep, tx, stmts, wave, deletes).await? else {
         return Ok(None);
     };
@@ -171,7 +168,7 @@ pub(super) async fn apply_wave(
         };
         let objs: Vec<Image> = heres.iter().map(|(_, k)| k.to_object(&es.key)).collect();
         for r in tx.query(&row_locks, &[&json_array(&objs)]).await? {
-            if let Some(k) = parse_key(r.get(0)) {
+            if let Some(k) = parse_key(cell(&r, 0, "key")?) {
                 existing.insert(k.to_string());
             }
         }
@@ -250,11 +247,13 @@ pub(super) async fn apply_wave(
                     .iter()
                     .map(|(_, k, row)| with_key(row, k, es))
                     .collect();
-                tx.query(&upd, &[&json_array(&objs)])
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| parse_key(r.get(0)).map(|k| k.to_string()))
-                    .collect()
+                let mut updated = HashSet::new();
+                for r in tx.query(&upd, &[&json_array(&objs)]).await? {
+                    if let Some(k) = parse_key(cell(&r, 0, "key")?) {
+                        updated.insert(k.to_string());
+                    }
+                }
+                updated
             }
             None => HashSet::new(),
         };
@@ -340,8 +339,11 @@ async fn parent_keys(
     };
     for (parent, keys) in &wanted {
         for r in tx.query(&q, &[parent, keys]).await? {
-            let (src, own, deleted): (String, Option<String>, bool) =
-                (r.get(0), r.get(1), r.get(2));
+            let (src, own, deleted): (String, Option<String>, bool) = (
+                cell(&r, 0, "source key")?,
+                cell(&r, 1, "own key")?,
+                cell(&r, 2, "deleted")?,
+            );
             // A delete still finds its row through a deleted parent's last key.
             if let (Some(own), true) = (parse_key(own), !deleted || deletes) {
                 let v = own.values().into_iter().next().unwrap_or(Value::Null);
@@ -395,8 +397,11 @@ async fn given_key_owned_elsewhere(
     let keys: Vec<&str> = by_here.keys().map(String::as_str).collect();
     let entity = wave[0].entity.as_str();
     for r in tx.query(&q, &[&entity, &keys]).await? {
-        let (own, peer, deleted): (Option<String>, Option<String>, bool) =
-            (r.get(0), r.get(1), r.get(2));
+        let (own, peer, deleted): (Option<String>, Option<String>, bool) = (
+            cell(&r, 0, "own key")?,
+            cell(&r, 1, "peer key")?,
+            cell(&r, 2, "deleted")?,
+        );
         let (Some(own), Some(peer)) = (parse_key(own), parse_key(peer)) else {
             continue;
         };
@@ -516,7 +521,8 @@ pub(super) async fn draw_keys(
         Some(d) => d,
         None => {
             let r = tx.query_one(es.key_default.as_str(), &[]).await?;
-            let (seq, default): (Option<String>, Option<String>) = (r.get(0), r.get(1));
+            let (seq, default): (Option<String>, Option<String>) =
+                (cell(&r, 0, "sequence")?, cell(&r, 1, "default")?);
             let d = match (seq, default) {
                 (Some(seq), _) => Some(format!(
                     "SELECT to_jsonb(nextval({}::regclass))::text FROM generate_series(1, $1::int)",
@@ -543,7 +549,7 @@ pub(super) async fn draw_keys(
         .await?
         .into_iter()
         .filter_map(|r| {
-            let v: String = r.get(0);
+            let v: String = r.try_get(0).ok()?;
             serde_json::from_str::<Value>(&v)
                 .ok()
                 .map(|v| Key::from_values(&[v]))
