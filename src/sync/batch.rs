@@ -791,30 +791,7 @@ async fn parents_deleted_at_source(
     from: &dyn Endpoint,
     failures: &mut [Failed],
 ) -> Result<(), EndpointError> {
-    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    for f in failures.iter() {
-        if let ApplyError::WaitingForParent {
-            parent,
-            key,
-            state: ParentState::NotLinked,
-            ..
-        } = &f.error
-        {
-            if let Ok(k) = Key::parse(key) {
-                asked.entry(parent.clone()).or_default().push(k);
-            }
-        }
-    }
-    let mut deleted = HashSet::new();
-    for (parent, mut keys) in asked {
-        keys.sort();
-        keys.dedup();
-        for (k, link) in from.links(&parent, &keys).await? {
-            if link.deleted {
-                deleted.insert((parent.clone(), k.to_string()));
-            }
-        }
-    }
+    let deleted = parents_linked_so(from, failures, ParentState::NotLinked, true).await?;
     for f in failures.iter_mut() {
         if let ApplyError::WaitingForParent {
             parent, key, state, ..
@@ -828,6 +805,41 @@ async fn parents_deleted_at_source(
     Ok(())
 }
 
+/// The parents (entity, key) of the failures in `state` whose link at the source is a
+/// tombstone (`deleted`) or live (`!deleted`).
+async fn parents_linked_so(
+    from: &dyn Endpoint,
+    failures: &[Failed],
+    state: ParentState,
+    deleted: bool,
+) -> Result<HashSet<(String, String)>, EndpointError> {
+    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for f in failures {
+        if let ApplyError::WaitingForParent {
+            parent,
+            key,
+            state: s,
+            ..
+        } = &f.error
+        {
+            if let (Ok(k), true) = (Key::parse(key), *s == state) {
+                asked.entry(parent.clone()).or_default().push(k);
+            }
+        }
+    }
+    let mut out = HashSet::new();
+    for (parent, mut keys) in asked {
+        keys.sort();
+        keys.dedup();
+        for (k, link) in from.links(&parent, &keys).await? {
+            if link.deleted == deleted {
+                out.insert((parent.clone(), k.to_string()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The parents that failed children wait for and that are on their way: still in the
 /// source's outbox, or about to be (a backfill of their entity is under way); and parents
 /// deleted at the target whose delete has not reached the source yet (the source's link is
@@ -837,30 +849,14 @@ async fn parents_in_flight(
     failures: &[Failed],
 ) -> Result<HashSet<(String, String)>, EndpointError> {
     let mut wanted: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    let mut gone: BTreeMap<String, Vec<Key>> = BTreeMap::new();
     for f in failures {
-        if let ApplyError::WaitingForParent {
-            parent, key, state, ..
-        } = &f.error
-        {
+        if let ApplyError::WaitingForParent { parent, key, .. } = &f.error {
             if let Ok(k) = Key::parse(key) {
-                if *state == ParentState::DeletedAtTarget {
-                    gone.entry(parent.clone()).or_default().push(k.clone());
-                }
                 wanted.entry(parent.clone()).or_default().push(k);
             }
         }
     }
-    let mut out = HashSet::new();
-    for (parent, mut keys) in gone {
-        keys.sort();
-        keys.dedup();
-        for (k, link) in from.links(&parent, &keys).await? {
-            if !link.deleted {
-                out.insert((parent.clone(), k.to_string()));
-            }
-        }
-    }
+    let mut out = parents_linked_so(from, failures, ParentState::DeletedAtTarget, false).await?;
     for (parent, mut keys) in wanted {
         keys.sort();
         keys.dedup();
