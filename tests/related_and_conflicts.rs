@@ -44,6 +44,19 @@ where
     panic!("not reached after {rounds} drains: {total:?}");
 }
 
+/// Drains until exactly one change at A is suspended; its error.
+async fn drain_until_one_suspended_at_a(env: &Env) -> String {
+    let a = &env.a;
+    drain_until(env, 40, || async {
+        count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
+    })
+    .await;
+    rows(a, "SELECT last_error FROM tandem.outbox WHERE suspended")
+        .await
+        .remove(0)
+        .remove(0)
+}
+
 fn out(o: &std::process::Output) -> String {
     format!(
         "{}{}",
@@ -67,11 +80,7 @@ async fn a_poison_record_is_suspended_while_the_rest_flows_and_arrives_after_res
         )
         .await
         .unwrap();
-    let a = &env.a;
-    drain_until(&env, 40, || async {
-        count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
-    })
-    .await;
+    drain_until_one_suspended_at_a(&env).await;
     assert_eq!(
         count(&env.b, "SELECT count(*) FROM orders").await,
         1000,
@@ -156,12 +165,7 @@ async fn a_child_whose_parent_never_arrives_is_suspended_naming_the_parent() {
         )
         .await
         .unwrap();
-    let a = &env.a;
-    drain_until(&env, 40, || async {
-        count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
-    })
-    .await;
-    let error = &rows(&env.a, "SELECT last_error FROM tandem.outbox").await[0][0];
+    let error = &drain_until_one_suspended_at_a(&env).await;
     assert!(
         error.contains("waiting for parent order [42]")
             && error.contains("tandem backfill --entity order"),
@@ -603,12 +607,7 @@ async fn a_child_of_a_deleted_parent_at_a_side_without_a_foreign_key_is_suspende
             ))
             .await
             .unwrap();
-        let a = &env.a;
-        drain_until(&env, 40, || async {
-            count(a, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
-        })
-        .await;
-        let error = &rows(&env.a, "SELECT last_error FROM tandem.outbox").await[0][0];
+        let error = &drain_until_one_suspended_at_a(&env).await;
         assert!(
             error.contains(&format!("its parent order [{order}] was deleted"))
                 && error.contains("tandem suspended resubmit")
@@ -622,7 +621,7 @@ async fn a_child_of_a_deleted_parent_at_a_side_without_a_foreign_key_is_suspende
             .unwrap();
         let st = env.tandem_run(&["suspended", "resubmit", "--all"]);
         assert!(st.status.success(), "{}", out(&st));
-        let b = &env.b;
+        let (a, b) = (&env.a, &env.b);
         drain_until(&env, 40, || async {
             count(a, "SELECT count(*) FROM tandem.outbox").await == 0
                 && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
