@@ -634,3 +634,106 @@ async fn a_child_of_a_deleted_parent_at_a_side_without_a_foreign_key_is_suspende
         );
     }
 }
+
+/// A parent deleted at one side and created again there under the same key, while the other
+/// side adds a child to it: the child belongs to the deleted parent, never to the new record
+/// that took its key. It waits while the delete travels; at B (no foreign key) the child
+/// stays without its parent, so it is suspended saying so, and the operator's delete and
+/// resubmit leave nothing behind. Joining the new record left the item in different orders
+/// at the two sides (found by the simulation's full workload, seed 7).
+#[tokio::test]
+async fn a_child_added_to_a_parent_deleted_and_created_again_at_the_other_side_does_not_join_the_new_one(
+) {
+    let no_fk = B_SCHEMA.replace(
+        "order_id bigint  NOT NULL REFERENCES public.orders ON DELETE CASCADE,",
+        "order_id bigint  NOT NULL,",
+    );
+    assert_ne!(no_fk, B_SCHEMA, "the fixture's foreign key moved");
+    let (a_url, b_url) = common::fresh_dbs("child_of_recreated");
+    let env = Env::on(a_url, b_url, &quick(DEMO_CONFIG), A_SCHEMA, &no_fk, true).await;
+    let (a, b) = (&env.a, &env.b);
+    a.batch_execute(r#"INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (7, 'first')"#)
+        .await
+        .unwrap();
+    env.drain().await;
+    let first = rows(b, "SELECT id FROM orders").await.remove(0).remove(0);
+
+    // A's user deletes order 7 and creates another order 7; those changes are held back.
+    a.batch_execute(
+        r#"DELETE FROM dbo."ORDERS";
+           INSERT INTO dbo."ORDERS" ("ORDER_NO", "CUST_NAME") VALUES (7, 'again');
+           UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour';"#,
+    )
+    .await
+    .unwrap();
+    b.batch_execute(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({first}, 1, 5)"
+    ))
+    .await
+    .unwrap();
+    env.drain().await;
+    assert_eq!(
+        count(a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
+        0,
+        "the item must not join the order created again"
+    );
+    let waiting = rows(b, "SELECT last_error, suspended::text FROM tandem.outbox").await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0][0].contains("was deleted at the target") && waiting[0][1] == "false",
+        "{waiting:?}"
+    );
+
+    // A's changes travel, one after the other (together, they are one change: order 7 with
+    // new values, which the item then joins at both sides). The delete: order 7 is deleted at
+    // B, where the item stays (no foreign key).
+    a.batch_execute("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
+        .await
+        .unwrap();
+    drain_until(&env, 40, || async {
+        count(b, "SELECT count(*) FROM tandem.outbox WHERE suspended").await == 1
+    })
+    .await;
+    // The new order 7, created at B as another record.
+    a.batch_execute("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await
+        .unwrap();
+    env.drain().await;
+    let error = rows(b, "SELECT last_error FROM tandem.outbox WHERE suspended")
+        .await
+        .remove(0)
+        .remove(0);
+    assert!(
+        error.contains("its parent order")
+            && error.contains("was deleted")
+            && !error.contains("backfill"),
+        "{error}"
+    );
+    assert_eq!(
+        rows(b, "SELECT customer FROM orders").await,
+        vec![vec!["again".to_string()]]
+    );
+    assert_eq!(
+        rows(
+            a,
+            r#"SELECT "ORDER_NO"::text, "CUST_NAME" FROM dbo."ORDERS""#
+        )
+        .await,
+        vec![vec!["7".to_string(), "again".to_string()]]
+    );
+
+    // What the message tells the operator to do.
+    b.batch_execute("DELETE FROM order_items").await.unwrap();
+    let st = env.tandem_run(&["suspended", "resubmit", "--all"]);
+    assert!(st.status.success(), "{}", out(&st));
+    drain_until(&env, 40, || async {
+        count(a, "SELECT count(*) FROM tandem.outbox").await == 0
+            && count(b, "SELECT count(*) FROM tandem.outbox").await == 0
+    })
+    .await;
+    assert_eq!(
+        count(a, r#"SELECT count(*) FROM dbo."ORDER_ITEMS""#).await,
+        0
+    );
+    assert_eq!(count(b, "SELECT count(*) FROM order_items").await, 0);
+}

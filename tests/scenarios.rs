@@ -27,6 +27,7 @@ scenarios!(
     a_late_update_never_revives_a_deleted_record,
     a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
     a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
+    a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -497,6 +498,91 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
             s.side()
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+/// A's user deletes an order and creates another under the same number; before those changes
+/// reach B, B's user adds an item to the order. At A the item must not join the new order that
+/// took the number: it waits while the delete travels, and B's cascade then removes it there,
+/// so its change is settled without effect. Joining put the item in the new order at A for as
+/// long as the delete took to travel, and where B keeps children without their parent, for
+/// good (found by the simulation's full workload, seed 7). A's two changes travel one after
+/// the other (together they are one change of order 7: new values, which the item then joins).
+async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one(
+    p: Pairing,
+) {
+    let env = Env::demo(p, "child_of_recreated").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    env.drain().await;
+    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let first = b.rows("SELECT id FROM orders").await[0][0].clone();
+
+    a.exec(&a.identity_insert(
+        "dbo.ORDERS",
+        &format!(
+            "DELETE FROM dbo.[ORDERS];
+             INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'again');"
+        ),
+    ))
+    .await;
+    let hold = a.sql(
+        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
+        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
+    );
+    a.exec(hold).await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({first}, 1, 5)"
+    ))
+    .await;
+    env.drain().await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await,
+        0,
+        "the item must not join the order created again"
+    );
+    let waiting = b
+        .rows("SELECT last_error, CASE WHEN suspended = '1' THEN 'yes' ELSE 'no' END FROM tandem.outbox")
+        .await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0][0].contains("was deleted at the target") && waiting[0][1] == "no",
+        "{waiting:?}"
+    );
+
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
+        .await;
+    env.drain().await;
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
+        table(&[&["again"]])
+    );
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&["again"]])
+    );
+    for s in [a, b] {
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    let again = b.rows("SELECT id FROM orders").await[0][0].clone();
+    assert_ne!(again, first, "the new order is another record at B");
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
+            )
+            .await,
+            table(&[&[format!("[{number}]").as_str(), format!("[{again}]").as_str()]]),
+            "the live link at {}",
+            s.side()
+        );
     }
 }
 

@@ -52,7 +52,13 @@ WHERE entity = $1 AND {{peer}} = $2
 FOR UPDATE;
 
 -- name: ref_by_peer
-SELECT {{own}}, deleted, applied_seq FROM {{schema}}.id_map WHERE entity = $1 AND {{peer}} = $2;
+-- A parent's link, and whether a delete of its row here is captured and not settled yet: then
+-- the parent was deleted here (its delete is on its way), and a row at its key now is another
+-- record, created again under a key given by values.
+SELECT m.{{own}}, m.deleted, m.applied_seq,
+       EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
+               WHERE o.entity = $1 AND o.key = m.{{own}}::jsonb AND o.op = 'D' AND NOT o.suspended)
+FROM {{schema}}.id_map AS m WHERE m.entity = $1 AND m.{{peer}} = $2;
 
 -- name: unlink_own
 -- A link naming this record's key for another peer record is stale (the key was reused):
@@ -236,7 +242,10 @@ CROSS JOIN LATERAL (
 ) AS m;
 
 -- name: wave_parent_links
-SELECT m.{{peer}}, m.{{own}}, m.deleted, m.applied_seq
+-- As ref_by_peer, for a wave's parents.
+SELECT m.{{peer}}, m.{{own}}, m.deleted, m.applied_seq,
+       EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
+               WHERE o.entity = $1 AND o.key = m.{{own}}::jsonb AND o.op = 'D' AND NOT o.suspended)
 FROM unnest($2::text[]) AS k(key)
 CROSS JOIN LATERAL (
     SELECT * FROM {{schema}}.id_map AS i WHERE i.entity = $1 AND i.{{peer}} = k.key LIMIT 1

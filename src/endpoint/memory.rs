@@ -386,6 +386,15 @@ impl MemDb {
         true
     }
 
+    /// Whether a delete of the row at `key` was captured here and is not settled yet: the
+    /// record a live link names at that key was deleted here (its delete is on its way), and
+    /// a row at the key now is another record (`deleted_here` in statements.sql).
+    fn deleted_here(&self, entity: &str, key: &Key) -> bool {
+        self.outbox
+            .values()
+            .any(|o| o.entity == entity && o.key == *key && o.op == Op::Delete && !o.suspended)
+    }
+
     fn row(&self, entity: &str, key: &Key) -> Option<&Image> {
         self.rows.get(entity).and_then(|t| t.get(key))
     }
@@ -934,7 +943,11 @@ fn resolve_refs(db: &MemDb, c: &TargetChange, row: &mut Image) -> Result<(), App
     for r in &c.refs {
         let (found, gone) = match db.by_peer(&r.parent, &r.source_key).map(|i| &db.id_map[i]) {
             Some(m) => {
-                let gone = m.deleted && c.op != Op::Delete;
+                let gone = (m.deleted
+                    || m.own
+                        .as_ref()
+                        .is_some_and(|o| db.deleted_here(&r.parent, o)))
+                    && c.op != Op::Delete;
                 (m.own.clone().filter(|_| !gone), gone)
             }
             None => (r.hint.clone(), false),

@@ -498,7 +498,7 @@ GO
 --         @link_found bit, @applied bigint, @own nvarchar(max), @deleted bit, @dead_own bit, @moved_on bit, @child_entity nvarchar(128),
 --         @known nvarchar(max), @linked_live bit, @tombstone bit,
 --         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
---         @parent_link bit, @parent_deleted bit,
+--         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
 --         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -605,6 +605,20 @@ GO
 --                     SELECT @parent_key = {{own}}, @parent_link = 1, @parent_deleted = deleted
 --                     FROM {{schema}}.[id_map]
 --                     WHERE entity = @r_parent AND {{peer}} = @r_key;
+--                     -- A parent whose delete here is still on its way is deleted too: a row at
+--                     -- its key now is another record (keys given by values), which the child
+--                     -- must not join. The parent's key in the outbox's form, by its entity.
+--                     IF @parent_link = 1 AND @parent_deleted = 0 AND @parent_key IS NOT NULL AND @op <> 'D'
+--                     BEGIN
+--                         SELECT @this_entity = @entity, @this_key = @key,
+--                                @entity = @r_parent, @key = @parent_key, @native = NULL;
+-- {{native_key_blocks}}
+--                         SELECT @entity = @this_entity, @key = @this_key;
+--                         IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                    WHERE entity = @r_parent AND key_prefix = LEFT(@native, 400)
+--                                      AND [key] = @native AND op = 'D' AND suspended = 0)
+--                             SET @parent_deleted = 1;
+--                     END;
 --                     IF @parent_deleted = 1 AND @op <> 'D'
 --                         SET @parent_key = NULL;
 --                     IF @parent_link = 0

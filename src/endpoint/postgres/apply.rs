@@ -879,11 +879,15 @@ async fn resolve_refs(
         // stale when retried) or the parent comes back (a conflict re-creates it).
         // The source's hint stands in only where the target has no link at all: a tombstone
         // here knows better than a live link there (the parent's delete is on its way).
+        // A parent whose delete here is still on its way is deleted too: a row at its key now
+        // is another record (keys given by values), which the child must not join (found by
+        // the simulation's full workload).
         let (found, gone) = match link {
             Some(row) => {
                 let own = parse_key(cell(&row, 0, "own key")?);
                 let deleted: bool = cell(&row, 1, "deleted")?;
-                let gone = deleted && c.op != Op::Delete;
+                let deleted_here: bool = cell(&row, 3, "deleted here")?;
+                let gone = (deleted || deleted_here) && c.op != Op::Delete;
                 (own.filter(|_| !gone), gone)
             }
             None => (r.hint.clone(), false),

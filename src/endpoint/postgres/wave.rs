@@ -344,6 +344,11 @@ async fn parent_keys(
                 cell(&r, 1, "own key")?,
                 cell(&r, 2, "deleted")?,
             );
+            // The parent's delete here is on its way: the per-change path makes the child wait.
+            let deleted_here: bool = cell(&r, 4, "deleted here")?;
+            if deleted_here && !deletes {
+                return Ok(None);
+            }
             // A delete still finds its row through a deleted parent's last key.
             if let (Some(own), true) = (parse_key(own), !deleted || deletes) {
                 let v = own.values().into_iter().next().unwrap_or(Value::Null);
