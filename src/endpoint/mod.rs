@@ -120,8 +120,9 @@ pub struct LinkWrite {
     pub deleted: bool,
     /// The newest outbox sequence of the change (older images of the record are superseded).
     pub seq: i64,
-    /// This side's id map held exactly this live link when the batch was claimed: the id map
-    /// needs no write (most changes of a linked record). The peer_id_column is still filled
+    /// This side's id map held exactly this live link when the batch was claimed, and no batch
+    /// still in flight then carried the record (its write-back could have changed the link
+    /// since): the id map needs no write (most changes of a linked record). The peer_id_column is still filled
     /// (a re-created or rewritten row may have lost it).
     pub known: bool,
     /// A stale report (nothing happened at the target): when this side's row is gone, the link

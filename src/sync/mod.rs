@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 use crate::config::{Config, Side};
 use crate::endpoint::{Endpoint, EndpointError, ErrorKind, Outcome};
+use crate::model::Key;
 use policy::{Decision, Job, Policy};
 
 pub use batch::{run_batch, BatchReport, Staged};
@@ -173,6 +174,13 @@ pub async fn run_burst(
         let (after, skip) = (current.head_max, in_flight.clone());
         let settle = applied.take();
         let settled_seqs: Vec<i64> = settle.as_ref().map_or(Vec::new(), |(s, ..)| s.seqs.clone());
+        let untrusted: HashSet<(String, Key)> = settle
+            .iter()
+            .map(|(s, ..)| s)
+            .chain([&current])
+            .flat_map(|s| s.changes().iter())
+            .map(|c| (c.entity.clone(), c.source_key.clone()))
+            .collect();
         // Settling N-1 and claiming N+1 run side by side too (two connections): the claim
         // skips N-1's rows, and its link hints may not show what N-1 and N write back yet,
         // which is why only updates trust them (see LinkWrite::known).
@@ -209,7 +217,10 @@ pub async fn run_burst(
             applied = Some((current, outcomes, at));
         }
         match staged {
-            Some(Ok(s)) => next = Some(s),
+            Some(Ok(mut s)) => {
+                s.untrusted = untrusted;
+                next = Some(s);
+            }
             Some(Err(e)) => failed = Some(e),
             None => {}
         }
