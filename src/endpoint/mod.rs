@@ -122,8 +122,8 @@ pub struct LinkWrite {
     pub seq: i64,
     /// This side's id map held exactly this live link when the batch was claimed, and no batch
     /// still in flight then carried the record (its write-back could have changed the link
-    /// since): the id map needs no write (most changes of a linked record). The peer_id_column is still filled
-    /// (a re-created or rewritten row may have lost it).
+    /// since): the id map needs no write (most changes of a linked record). The
+    /// peer_id_column is still filled (a re-created or rewritten row may have lost it).
     pub known: bool,
     /// A stale report (nothing happened at the target): when this side's row is gone, the link
     /// here is left as it is. The record was deleted here and its delete is on its way, or is
