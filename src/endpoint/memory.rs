@@ -771,7 +771,14 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let mut lost_at: Option<Key> = None;
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
-        match resolve_conflict(db, &entity, c, k, &row) {
+        // The source's guard counts this side's changes of the record it links; at a key the
+        // record is linked to another key here, the changes are another record's.
+        let after = if known.as_ref().is_some_and(|o| o != k) {
+            0
+        } else {
+            c.peer_applied_seq
+        };
+        match resolve_conflict(db, &entity, c, k, after) {
             Resolution::None => {}
             Resolution::IncomingWins(s) => {
                 superseded = superseded.max(Some(s));
@@ -975,14 +982,12 @@ fn resolve_conflict(
     entity: &Entity,
     c: &TargetChange,
     here: &Key,
-    _row: &Image,
+    after: i64,
 ) -> Resolution {
     let mut pending: Vec<&OutRow> = db
         .outbox
         .values()
-        .filter(|o| {
-            o.entity == c.entity && o.key == *here && !o.suspended && o.seq > c.peer_applied_seq
-        })
+        .filter(|o| o.entity == c.entity && o.key == *here && !o.suspended && o.seq > after)
         .collect();
     pending.sort_by_key(|o| std::cmp::Reverse(o.seq));
     let Some(newest) = pending.first() else {

@@ -499,6 +499,7 @@ GO
 --         @known nvarchar(max), @linked_live bit, @tombstone bit,
 --         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
 --         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
+--         @moved bit,
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
 --         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -696,7 +697,12 @@ GO
 --                     INSERT INTO @pending (seq, captured_at, op, image, derived)
 --                     SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
 --                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
---                       AND suspended = 0 AND seq > @peer_applied_seq;
+--                       AND suspended = 0
+--                       -- The source's guard counts this side's changes of the record it links;
+--                       -- under a key the record is not linked to here, they are another record's.
+--                       AND seq > CASE WHEN @known IS NOT NULL
+--                                       AND @known COLLATE Latin1_General_100_BIN2 <> @here
+--                                      THEN 0 ELSE @peer_applied_seq END;
 --                     SET @n = @@ROWCOUNT;
 --                     -- Changes of a row that is gone here without a captured delete: tandem
 --                     -- deleted it, applying the other side's delete, which could pass only once
@@ -836,6 +842,18 @@ GO
 --                     BEGIN
 --                         ;THROW 51000, @row_problem, 1;
 --                     END;
+--                     -- A record the other side moved to another key given here (a line
+--                     -- renumbered, an item moved to another order) leaves its old row: it is
+--                     -- written under its new key below (as on PostgreSQL; without this, the
+--                     -- change was taken for an update of a record deleted here and dropped).
+--                     SET @moved = 0;
+--                     IF @key_given = 1 AND @given IS NOT NULL AND @linked_live = 1
+--                        AND @known IS NOT NULL AND @known COLLATE Latin1_General_100_BIN2 <> @given
+--                     BEGIN
+--                         SELECT @key = @known, @n = 0;
+-- {{delete_blocks}}
+--                         IF @n > 0 SET @moved = 1;
+--                     END;
 --                     -- After a tombstone the record is created anew, unless the incoming change
 --                     -- won a conflict against this side's changes of the record here.
 --                     SET @candidate = CASE WHEN @key_given = 1 THEN @given
@@ -853,7 +871,7 @@ GO
 --                         SELECT @put = 1, @link_target = @candidate, @link_deleted = 0,
 --                                @out_how = CASE WHEN @n > 0 THEN 'W' ELSE 'U' END;
 --                     END
---                     ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0 AND @op = 'U'
+--                     ELSE IF @candidate IS NOT NULL AND @linked_live = 1 AND @force = 0 AND @moved = 0 AND @op = 'U'
 --                         -- Linked, yet gone here, with no delete of it pending here: it was
 --                         -- deleted at this side and that delete reached the other side already.
 --                         -- (An insert re-creates it, as PostgreSQL's apply does: that is how

@@ -523,7 +523,20 @@ async fn apply_one(
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     let exists = |k: &Key| locked.iter().any(|(lk, found)| lk == k && found.is_some());
     for k in old_key.into_iter().chain(here.as_ref()) {
-        match resolve_conflict(ep, tx, stmts, c, k, &row, exists(k)).await? {
+        // The source's guard counts this side's changes of the record it links; at a key the
+        // record is linked to another key here, the changes are another record's (found by
+        // the simulation's full workload, seed 1394: they were taken as applied there).
+        let after = if known.as_ref().is_some_and(|o| o != k) {
+            0
+        } else {
+            c.peer_applied_seq
+        };
+        let at = At {
+            key: k,
+            after,
+            exists: exists(k),
+        };
+        match resolve_conflict(ep, tx, stmts, c, &at, &row).await? {
             Resolution::None => {}
             Resolution::IncomingWins(s) => {
                 superseded = superseded.max(Some(s));
@@ -709,6 +722,15 @@ enum Resolution {
     LocalWins,
 }
 
+/// Where a conflict is looked for: a key here, the sequence this side's changes there must
+/// be newer than to count (the source's guard, where the key is the record's here), and
+/// whether the key's row exists.
+struct At<'a> {
+    key: &'a Key,
+    after: i64,
+    exists: bool,
+}
+
 /// Looks for changes of the record captured here and not yet applied at the other side
 /// (the record is locked through its link already, so no tandem apply races this), and
 /// settles the conflict by the entity's policy. Both sides end with the winner's values:
@@ -719,15 +741,13 @@ async fn resolve_conflict(
     tx: &Transaction<'_>,
     stmts: &Prepared,
     c: &TargetChange,
-    here: &Key,
+    at: &At<'_>,
     row: &Image,
-    exists: bool,
 ) -> Result<Resolution, Stop> {
+    let (here, after, exists) = (at.key, at.after, at.exists);
     let common = &ep.sql.common;
     let q = st(tx, stmts, &common.local_pending).await?;
-    let pending = tx
-        .query(&q, &[&c.entity, &here.as_str(), &c.peer_applied_seq])
-        .await?;
+    let pending = tx.query(&q, &[&c.entity, &here.as_str(), &after]).await?;
     let Some(newest) = pending.first() else {
         return Ok(Resolution::None);
     };
