@@ -488,19 +488,7 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
         table(&[&["again"]])
     );
     let a_key = format!("[{}]", a_rows[0][0]);
-    for s in [a, b] {
-        assert_eq!(
-            s.rows(
-                "SELECT a_key, b_key FROM tandem.id_map \
-                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
-            )
-            .await,
-            table(&[&[a_key.as_str(), b_key.as_str()]]),
-            "the live link at {}",
-            s.side()
-        );
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
+    one_live_link(&env, "order", &a_key, &b_key).await;
 }
 
 /// A's user deletes an order and creates another under the same number; before those changes
@@ -567,25 +555,11 @@ async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_neve
         b.rows("SELECT customer FROM orders").await,
         table(&[&["again"]])
     );
-    for s in [a, b] {
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
     assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
     let again = b.rows("SELECT id FROM orders").await[0][0].clone();
     assert_ne!(again, first, "the new order is another record at B");
-    for s in [a, b] {
-        assert_eq!(
-            s.rows(
-                "SELECT a_key, b_key FROM tandem.id_map \
-                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
-            )
-            .await,
-            table(&[&[format!("[{number}]").as_str(), format!("[{again}]").as_str()]]),
-            "the live link at {}",
-            s.side()
-        );
-    }
+    one_live_link(&env, "order", &format!("[{number}]"), &format!("[{again}]")).await;
 }
 
 /// B's user renumbers an item's line, then moves the item to another order: at A, whose key
@@ -611,7 +585,13 @@ async fn a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values(p: Pair
     .await;
     env.drain().await;
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
-    item_link_is(&env, &format!("[{one},3]"), &item).await;
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{one},3]"),
+        &format!("[{item}]"),
+    )
+    .await;
 
     b.exec("UPDATE order_items SET line_no = 2").await;
     let r = env.drain().await;
@@ -621,7 +601,13 @@ async fn a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values(p: Pair
             .await,
         table(&[&[one.as_str(), "2", "4"]])
     );
-    item_link_is(&env, &format!("[{one},2]"), &item).await;
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{one},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
 
     if b.is_babelfish() {
         // Real SQL Server runs this step (TANDEM_TEST_MSSQL_URL, deploy/mssql/).
@@ -639,21 +625,26 @@ async fn a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values(p: Pair
             .await,
         table(&[&[two.as_str(), "2", "4"]])
     );
-    item_link_is(&env, &format!("[{two},2]"), &item).await;
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{two},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
-/// The item's one live link, the same at both sides, and both outboxes empty.
-async fn item_link_is(env: &Env, a_key: &str, item: &str) {
-    let b_key = format!("[{item}]");
+/// The entity's one live link, the same at both sides, and both outboxes empty.
+async fn one_live_link(env: &Env, entity: &str, a_key: &str, b_key: &str) {
     for s in [&env.a, &env.b] {
         assert_eq!(
-            s.rows(
+            s.rows(&format!(
                 "SELECT a_key, b_key FROM tandem.id_map \
-                 WHERE entity = 'order_item' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
-            )
+                 WHERE entity = '{entity}' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
+            ))
             .await,
-            table(&[&[a_key, b_key.as_str()]]),
-            "the item's link at {}",
+            table(&[&[a_key, b_key]]),
+            "the live {entity} link at {}",
             s.side()
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
@@ -719,22 +710,14 @@ async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_
         b.rows("SELECT line_no, quantity FROM order_items").await,
         table(&[&["2", "5"]])
     );
-    for s in [a, b] {
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
-    for s in [a, b] {
-        assert_eq!(
-            s.rows(
-                "SELECT a_key, b_key FROM tandem.id_map \
-                 WHERE entity = 'order_item' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
-            )
-            .await,
-            table(&[&[format!("[{number},2]").as_str(), format!("[{item}]").as_str()]]),
-            "the live item link at {}",
-            s.side()
-        );
-    }
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 async fn an_apply_that_changes_nothing_writes_nothing(p: Pairing) {
