@@ -30,6 +30,7 @@ scenarios!(
     a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
+    children_a_lost_delete_left_behind_rejoin_the_record_created_again,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -629,6 +630,72 @@ async fn a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values(p: Pair
         &env,
         "order_item",
         &format!("[{two},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
+}
+
+/// A has no foreign key from items to orders. A's user deletes an order (its item stays at
+/// A); before that reaches B, B's user changes the order, a newer change, so A's delete loses
+/// there and A creates the order again, under a new number (A's numbers are generated). The
+/// item that outlived the delete at A must rejoin it: it moves to the new number, as at B it
+/// never left the order. It stayed under the old number, in no order, while B had it in the
+/// order (found by the simulation's full workload, seed 44).
+async fn children_a_lost_delete_left_behind_rejoin_the_record_created_again(p: Pairing) {
+    let env = Env::demo(p, "lost_delete_children").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec(a.sql(
+        r#"ALTER TABLE dbo."ORDER_ITEMS" DROP CONSTRAINT "ORDER_ITEMS_ORDER_NO_fkey""#,
+        "DECLARE @fk sysname = (SELECT name FROM sys.foreign_keys \
+             WHERE parent_object_id = OBJECT_ID('dbo.ORDER_ITEMS')); \
+         DECLARE @drop nvarchar(400) = N'ALTER TABLE dbo.ORDER_ITEMS DROP CONSTRAINT ' + QUOTENAME(@fk); \
+         EXEC (@drop);",
+    ))
+    .await;
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    env.drain().await;
+    let first = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({first}, 1, 5)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 1);
+    b.exec("UPDATE orders SET customer = 'later'").await;
+    let r = env.drain().await;
+    assert_eq!(
+        r.conflicts, 1,
+        "A's delete loses to B's newer change: {r:?}"
+    );
+
+    let orders = a
+        .rows("SELECT [ORDER_NO], [CUST_NAME] FROM dbo.[ORDERS]")
+        .await;
+    assert_eq!(orders.len(), 1, "the order is back at A: {orders:?}");
+    let again = orders[0][0].clone();
+    assert_ne!(again, first, "A's numbers are generated: a new one");
+    assert_eq!(orders[0][1], "later");
+    assert_eq!(
+        a.rows("SELECT [ORDER_NO], [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&[again.as_str(), "1", "5"]]),
+        "the item rejoins the order at A"
+    );
+    assert_eq!(
+        b.rows("SELECT o.id, o.customer, i.id, i.quantity FROM orders o JOIN order_items i ON i.order_id = o.id")
+            .await,
+        table(&[&[id.as_str(), "later", item.as_str(), "5"]])
+    );
+    one_live_link(&env, "order", &format!("[{again}]"), &format!("[{id}]")).await;
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{again},1]"),
         &format!("[{item}]"),
     )
     .await;

@@ -330,8 +330,16 @@ BEGIN
                             -- one arriving there as an update would be discarded as an update
                             -- after that delete, and unlink the record: found by the simulation).
                             IF @op = 'D' AND @local_op <> 'D'
+                            BEGIN
                                 UPDATE o SET op = 'I' FROM {{schema}}.[outbox] AS o
                                 JOIN @pending AS p ON o.seq = p.seq WHERE o.op = 'U';
+                                -- The other side creates the record again, under a new key
+                                -- where its keys are generated; its children there that
+                                -- outlived the delete (no foreign key) still name the old
+                                -- one: the children here travel again, derived, and move
+                                -- there under it (found by the simulation's full workload).
+{{children_resend_blocks}}
+                            END;
                             -- The losing change is settled: later copies of it are stale. A
                             -- link naming this key for another record is stale (as in 6.).
                             IF @here IS NOT NULL

@@ -39,6 +39,23 @@ IF @entity = {{entity_lit}}
           FROM {{table}} AS t
           JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}) AS x;
 
+-- name: children_resend
+-- A delete from the other side lost here to a newer change of the parent record (@entity
+-- {{parent_lit}}, its key here @here): the other side creates the parent again, under a new
+-- key where its keys are generated, and its children there that outlived the delete (no
+-- foreign key) still name the old one. This side's rows of {{entity_lit}} under it (ref column
+-- {{ref}}) travel again as inserts, marked derived (the consequence of a change already
+-- decided: they never win a conflict against a user's change), and move there under the
+-- parent. Only the rows the entity shows here ({{visible}}).
+IF @entity = {{parent_lit}}
+    INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
+    SELECT {{entity_lit}}, 'I', x.k, LEFT(x.k, 400), x.img, 1
+    FROM (SELECT CONVERT(nvarchar(max), (SELECT {{t_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                 {{image_t}} AS img
+          FROM {{table}} AS t
+          JOIN OPENJSON(N'[' + @here + N']') WITH ([v] {{ref_input}} '$[0]') AS p ON t.{{ref}} = p.[v]
+          WHERE {{visible}}) AS x;
+
 -- name: exists
 -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
 -- this read is captured, and travels.

@@ -507,6 +507,24 @@ WITH rec AS MATERIALIZED (
 INSERT INTO {{schema}}.outbox (entity, op, key, image)
 SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
 
+-- name: children_resend
+-- A delete from the other side lost here to a newer change of the parent record: that side
+-- creates the parent again, under a new key where its keys are generated, and its children
+-- there that outlived the delete (no foreign key) still name the old one. This side's children
+-- of the parent ($2: its key here, one column; {{ref}} names it) travel again as inserts of
+-- entity $1, marked derived (the consequence of a change already decided: they never win a
+-- conflict against a user's change), and move there under the parent. {{visible}}: only the
+-- rows the entity shows here (parameter $3).
+INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
+SELECT $1, 'I', {{image_key}}, image, true
+FROM (
+    SELECT to_jsonb(t.*) AS image
+    FROM {{table}} AS t
+    WHERE t.{{ref}} = (jsonb_populate_record(NULL::{{table}},
+              jsonb_build_object({{ref_lit}}, $2::text::jsonb -> 0))).{{ref}}
+      AND {{visible}}
+) AS c;
+
 -- name: fetch_image
 SELECT to_jsonb(t.*)::text
 FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r

@@ -222,6 +222,23 @@ impl MemDb {
         );
     }
 
+    /// A change tandem itself decided to send again: captured like a cascade, `derived`.
+    fn capture_derived(
+        &mut self,
+        entity: &str,
+        op: Op,
+        key: &Key,
+        image: &Image,
+        now: DateTime<Utc>,
+    ) {
+        let applying = self.applying.replace(String::new());
+        let depth = self.depth;
+        self.depth = 1;
+        self.capture(entity, op, key, image, now);
+        self.applying = applying;
+        self.depth = depth;
+    }
+
     fn key_of(&self, entity: &str, image: &Image) -> Result<Key, Refused> {
         let e = self
             .entity(entity)
@@ -778,7 +795,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         } else {
             c.peer_applied_seq
         };
-        match resolve_conflict(db, &entity, c, k, after) {
+        match resolve_conflict(db, &entity, c, k, after, now) {
             Resolution::None => {}
             Resolution::IncomingWins(s) => {
                 superseded = superseded.max(Some(s));
@@ -983,6 +1000,7 @@ fn resolve_conflict(
     c: &TargetChange,
     here: &Key,
     after: i64,
+    now: DateTime<Utc>,
 ) -> Resolution {
     let mut pending: Vec<&OutRow> = db
         .outbox
@@ -1028,6 +1046,18 @@ fn resolve_conflict(
             for s in &seqs {
                 if let Some(o) = db.outbox.get_mut(s).filter(|o| o.op == Op::Update) {
                     o.op = Op::Insert;
+                }
+            }
+            // The other side creates the record again, under a new key where its keys are
+            // generated; its children there that outlived the delete (no foreign key) still
+            // name the old one. Its children here travel again, ranked below any user change,
+            // and move there under it (found by the simulation).
+            for (child, k) in db.children(&c.entity, here) {
+                let travels = db
+                    .entity(&child)
+                    .is_some_and(|e| e.direction.flows(db.side));
+                if let Some(image) = db.row(&child, &k).cloned().filter(|_| travels) {
+                    db.capture_derived(&child, Op::Insert, &k, &image, now);
                 }
             }
         }

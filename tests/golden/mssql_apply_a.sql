@@ -363,8 +363,23 @@ BEGIN
                             -- one arriving there as an update would be discarded as an update
                             -- after that delete, and unlink the record: found by the simulation).
                             IF @op = 'D' AND @local_op <> 'D'
+                            BEGIN
                                 UPDATE o SET op = 'I' FROM [tandem].[outbox] AS o
                                 JOIN @pending AS p ON o.seq = p.seq WHERE o.op = 'U';
+                                -- The other side creates the record again, under a new key
+                                -- where its keys are generated; its children there that
+                                -- outlived the delete (no foreign key) still name the old
+                                -- one: the children here travel again, derived, and move
+                                -- there under it (found by the simulation's full workload).
+                                IF @entity = N'order'
+                                    INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
+                                    SELECT N'order_item', 'I', x.k, LEFT(x.k, 400), x.img, 1
+                                    FROM (SELECT CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [k1], t.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
+                                                 CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [ORDER_NO], t.[LINE_NO] AS [LINE_NO], t.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS img
+                                          FROM [dbo].[ORDER_ITEMS] AS t
+                                          JOIN OPENJSON(N'[' + @here + N']') WITH ([v] int '$[0]') AS p ON t.[ORDER_NO] = p.[v]
+                                          WHERE 1 = 1) AS x;
+                            END;
                             -- The losing change is settled: later copies of it are stale. A
                             -- link naming this key for another record is stale (as in 6.).
                             IF @here IS NOT NULL

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use super::pool::{run, TxState};
 use super::sql::{
-    fill, ident, image_of_t, literal, schema_vars, sections, table, EntityPlan, BULK,
+    fill, ident, image_of_t, literal, schema_vars, sections, table, EntityPlan, Shown, BULK,
 };
 use super::types::Family;
 use super::MsEndpoint;
@@ -81,47 +81,16 @@ impl<'a> EntityBulk<'a> {
         // @Pn (the flag's deleted value, as text) and @Pn+1 (the filter's values, a JSON array
         // of texts), each converted to the column's type in the statement.
         let soft = entity.soft_delete_at(side);
-        let filter = entity.filter.as_ref().filter(|f| f.side == side);
-        let mut visible_parts: Vec<Box<dyn Fn(usize) -> String>> = Vec::new();
-        if let Some(sd) = soft {
-            let c = col(&sd.column)?;
-            let m = format!("t.{}", ident(&sd.column));
-            let ty = c.ty.sql();
-            visible_parts.push(match sd.flag {
-                None => Box::new(move |_| format!("{m} IS NULL")),
-                Some(_) => {
-                    Box::new(move |n| format!("({m} IS NULL OR {m} <> CONVERT({ty}, @P{n}))"))
-                }
-            });
-        }
-        if let Some(f) = filter {
-            let c = col(&f.column)?;
-            let m = format!("t.{}", ident(&f.column));
-            let ty = c.ty.sql();
-            visible_parts.push(Box::new(move |n| {
-                format!(
-                    "{m} IN (SELECT CONVERT({ty}, j.[v]) FROM OPENJSON(@P{}) WITH ([v] nvarchar(4000) '$') AS j)",
-                    n + 1
-                )
-            }));
-        }
-        let visible = |n: usize| {
-            if visible_parts.is_empty() {
-                "1 = 1".to_string()
-            } else {
-                joined(visible_parts.iter().map(|p| p(n)), " AND ")
-            }
+        let shown = Shown::of(entity, side);
+        let visible = |n: usize| -> Result<String, EndpointError> {
+            shown.predicate(
+                &plan.by_name,
+                &format!("entity {}, side {side} table {}", plan.name, plan.table),
+                &format!("@P{n}"),
+                &format!("@P{}", n + 1),
+            )
         };
-        let deleted_text = soft
-            .and_then(|sd| sd.flag.as_ref())
-            .and_then(|(d, _)| value_text(d))
-            .unwrap_or_default();
-        let in_json = filter
-            .and_then(|f| {
-                serde_json::to_string(&f.values.iter().filter_map(value_text).collect::<Vec<_>>())
-                    .ok()
-            })
-            .unwrap_or_else(|| "[]".into());
+        let (deleted_text, in_json) = (shown.deleted_text.clone(), shown.in_json.clone());
         let canonical = |alias: &str| -> String {
             let tokens = key_types.iter().map(|(k, c, _)| {
                 c.ty.canonical_token(&format!("{alias}.{}", ident(k)))
@@ -306,8 +275,8 @@ impl<'a> EntityBulk<'a> {
             ("b_key_expr", b_key),
             ("jk_expr", jk),
             ("ref_cols", ref_cols),
-            ("visible_p1", visible(1)),
-            ("visible_p3", visible(3)),
+            ("visible_p1", visible(1)?),
+            ("visible_p3", visible(3)?),
         ]);
         // A repair's delete at a side with a soft delete marks the row, as an apply does.
         let delete = match soft {

@@ -13,6 +13,7 @@ use crate::endpoint::EndpointError;
 
 use super::error::{ROW_ERRORS, TRANSIENT_ERRORS};
 use super::types::Column;
+use crate::model::value_text;
 
 const INSTALL: &str = include_str!("../../../sql/mssql/install.sql");
 const INSTALL_END: &str = include_str!("../../../sql/mssql/install_end.sql");
@@ -127,6 +128,79 @@ pub fn image_of_t(e: &Entity, side: Side) -> String {
         "CONVERT(nvarchar(max), (SELECT {} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))",
         image_columns(e, side, "t")
     )
+}
+
+/// The rows an entity shows at a side (`soft_delete`, `filter` there) as a predicate over
+/// alias `t`, with the flag's deleted value (text) and the filter's values (a JSON array of
+/// texts) given as SQL expressions (parameters in bulk statements, literals in the apply
+/// batch), each converted to the column's type in the statement.
+pub struct Shown<'e> {
+    soft: Option<&'e crate::config::SoftDelete>,
+    filter: Option<&'e crate::config::RowFilter>,
+    /// The flag's deleted value as text ('' when there is none).
+    pub deleted_text: String,
+    /// The filter's values, a JSON array of texts ('[]' when there is none).
+    pub in_json: String,
+}
+
+impl<'e> Shown<'e> {
+    pub fn of(e: &'e Entity, side: Side) -> Shown<'e> {
+        let soft = e.soft_delete_at(side);
+        let filter = e.filter.as_ref().filter(|f| f.side == side);
+        let deleted_text = soft
+            .and_then(|sd| sd.flag.as_ref())
+            .and_then(|(d, _)| value_text(d))
+            .unwrap_or_default();
+        let in_json = filter
+            .and_then(|f| {
+                serde_json::to_string(&f.values.iter().filter_map(value_text).collect::<Vec<_>>())
+                    .ok()
+            })
+            .unwrap_or_else(|| "[]".into());
+        Shown {
+            soft,
+            filter,
+            deleted_text,
+            in_json,
+        }
+    }
+
+    pub fn predicate(
+        &self,
+        columns: &HashMap<String, Column>,
+        ctx: &str,
+        deleted: &str,
+        values: &str,
+    ) -> Result<String, EndpointError> {
+        let col = |name: &str| {
+            columns.get(name).ok_or_else(|| {
+                EndpointError::Config(format!(
+                    "{ctx}: column {name:?} does not exist (run `tandem check`)"
+                ))
+            })
+        };
+        let mut parts = Vec::new();
+        if let Some(sd) = self.soft {
+            let ty = col(&sd.column)?.ty.sql();
+            let m = format!("t.{}", ident(&sd.column));
+            parts.push(match sd.flag {
+                None => format!("{m} IS NULL"),
+                Some(_) => format!("({m} IS NULL OR {m} <> CONVERT({ty}, {deleted}))"),
+            });
+        }
+        if let Some(f) = self.filter {
+            let ty = col(&f.column)?.ty.sql();
+            let m = format!("t.{}", ident(&f.column));
+            parts.push(format!(
+                "{m} IN (SELECT CONVERT({ty}, j.[v]) FROM OPENJSON({values}) WITH ([v] nvarchar(4000) '$') AS j)"
+            ));
+        }
+        Ok(if parts.is_empty() {
+            "1 = 1".to_string()
+        } else {
+            joined(parts, " AND ")
+        })
+    }
 }
 
 fn joined(items: impl IntoIterator<Item = String>, sep: &str) -> String {
@@ -784,6 +858,56 @@ impl Plan {
                 }
             }
             if e.direction.flows(side) {
+                for c in e.columns.iter().filter(|c| c.parent.is_some()) {
+                    let name = c.name(side);
+                    let Some(col) = plan.by_name.get(name) else {
+                        return Err(EndpointError::Config(format!(
+                            "entity {}, side {side} table {}: ref column {name:?} does not exist (run `tandem check`)",
+                            e.name, plan.table
+                        )));
+                    };
+                    let shown = Shown::of(e, side);
+                    let mut v = vars.clone();
+                    v.extend([
+                        (
+                            "parent_lit",
+                            literal(c.parent.as_deref().unwrap_or_default()),
+                        ),
+                        ("ref", ident(name)),
+                        (
+                            "ref_input",
+                            col.ty
+                                .key_input_type()
+                                .unwrap_or_else(|| col.ty.input_type()),
+                        ),
+                        (
+                            "t_key_json",
+                            joined(
+                                plan.key
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(n, k)| format!("t.{} AS [k{}]", ident(k), n + 1)),
+                                ", ",
+                            ),
+                        ),
+                        (
+                            "visible",
+                            shown.predicate(
+                                &plan.by_name,
+                                &format!("entity {}, side {side} table {}", e.name, plan.table),
+                                &literal(&shown.deleted_text),
+                                &literal(&shown.in_json),
+                            )?,
+                        ),
+                    ]);
+                    let text = fill(section("children_resend")?, &v)?;
+                    blocks.entry("children_resend").or_default().push(joined(
+                        text.lines()
+                            .filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+                            .map(str::to_string),
+                        "\n",
+                    ));
+                }
                 blocks
                     .entry("wb_native")
                     .or_default()
@@ -818,6 +942,7 @@ impl Plan {
             ("delete_blocks", block("delete", 24)),
             ("lock_blocks", block("lock", 24)),
             ("requeue_blocks", block("requeue", 36)),
+            ("children_resend_blocks", block("children_resend", 32)),
             ("update_blocks", block("update", 24)),
             ("insert_blocks", block("insert", 24)),
             (

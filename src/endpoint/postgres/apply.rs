@@ -102,6 +102,13 @@ async fn prepare_for(
                 es.requeue.as_str(),
             ]);
             wanted.extend(es.row_update.as_deref());
+            wanted.extend(ep.sql.entities.values().flat_map(|child| {
+                child
+                    .children_resend
+                    .iter()
+                    .filter(|(parent, _)| parent == name)
+                    .map(|(_, q)| q.as_str())
+            }));
             wanted.extend(es.wave_update.as_deref());
         }
     }
@@ -822,6 +829,22 @@ async fn resolve_conflict(
         if c.op == Op::Delete && local_op != "D" {
             let re = st(tx, stmts, &common.local_reinsert).await?;
             tx.execute(&re, &[&seqs]).await?;
+            // The other side creates the record again, under a new key where its keys are
+            // generated; its children there that outlived the delete (no foreign key) still
+            // name the old one: the children here travel again, derived, and move there
+            // under it (found by the simulation's full workload).
+            for (child, es) in &ep.sql.entities {
+                for (_, q) in es.children_resend.iter().filter(|(p, _)| *p == c.entity) {
+                    let q = st(tx, stmts, q).await?;
+                    let key = here.as_str();
+                    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                        vec![child, &key];
+                    if let Some(v) = &es.visible_param {
+                        params.push(v);
+                    }
+                    tx.execute(&q, &params).await?;
+                }
+            }
         }
         Ok(Resolution::LocalWins)
     }

@@ -144,6 +144,9 @@ pub struct EntitySql {
     pub row_count: String,
     pub backfill_chunk: String,
     pub requeue: String,
+    /// One per ref column: (the parent entity, the statement queueing again this entity's
+    /// rows under one parent record, marked derived).
+    pub children_resend: Vec<(String, String)>,
     pub fetch_image: String,
     pub fetch_images: String,
     pub verify_buckets: String,
@@ -384,6 +387,22 @@ fn entity_sql(
         row_count: get_n("row_count", Some(1))?,
         backfill_chunk: get_n("backfill_chunk", Some(4))?,
         requeue: get("requeue")?,
+        children_resend: e
+            .columns
+            .iter()
+            .filter(|_| e.direction.flows(side))
+            .filter_map(|c| c.parent.as_ref().map(|p| (p, c.name(side))))
+            .map(|(parent, col)| {
+                let t = s.get("children_resend").ok_or_else(|| {
+                    EndpointError::Config("internal: statement children_resend missing".into())
+                })?;
+                let mut v = vars.clone();
+                v.push(("ref", ident(col)));
+                v.push(("ref_lit", literal(col)));
+                v.push(("visible", visible(3)));
+                Ok((parent.clone(), fill(t, &v)?))
+            })
+            .collect::<Result<_, EndpointError>>()?,
         fetch_image: get("fetch_image")?,
         fetch_images: get("fetch_images")?,
         verify_buckets: with_rows("verify_buckets", 2)?,
