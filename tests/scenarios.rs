@@ -31,6 +31,7 @@ scenarios!(
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
+    a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -699,6 +700,56 @@ async fn children_a_lost_delete_left_behind_rejoin_the_record_created_again(p: P
         &format!("[{item}]"),
     )
     .await;
+}
+
+/// A link at the target can name no record there and keep only its guard: a conflict a move
+/// lost takes the record from a link whose write-back was still on its way (the simulation's
+/// full workload, seed 1381: B's item moved from line 1 to line 2 at A, the write-back of that
+/// move was lost, and A's delete of line 2 then lost its conflict at B). A's delete of line 1,
+/// whose record A's link names (B's new item there), must delete that item at B: it deleted
+/// nothing, so B kept an item A no longer had. B's link is put in that state directly (the
+/// interleaving needs a lost reply).
+async fn a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none(p: Pairing) {
+    let env = Env::demo(p, "link_names_none").await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
+        .await;
+    env.drain().await;
+    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 4)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{item}]"),
+    )
+    .await;
+    b.exec("UPDATE tandem.id_map SET b_key = NULL WHERE entity = 'order_item'")
+        .await;
+
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 0), "{r:?}");
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    for s in [a, b] {
+        assert_eq!(
+            s.count(
+                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND deleted = '0'"
+            )
+            .await,
+            0,
+            "no live item link at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.

@@ -736,7 +736,8 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 && (l.deleted
                     || l.own
                         .as_ref()
-                        .is_some_and(|o| db.row(&c.entity, o).is_none())) =>
+                        // No record named (taken by another): only the guard is left.
+                        .is_none_or(|o| db.row(&c.entity, o).is_none())) =>
         {
             (c.peer_hint.clone(), true, false)
         }

@@ -552,6 +552,10 @@ GO
 --                     IF @found = 0
 --                         SET @dead_own = 1;
 --                 END;
+--                 -- A link that names no record here (its record was taken by another) keeps
+--                 -- only the guard: the source's link says which record this is.
+--                 IF @deleted = 0 AND @own IS NULL
+--                     SET @dead_own = 1;
 --                 -- The guard protects the record this link names; when that one is gone and the
 --                 -- source's record lives here, the latter has not seen this delete yet (only a
 --                 -- delete: an older update must not overwrite the newer record).
