@@ -61,14 +61,16 @@ SELECT m.{{own}}, m.deleted, m.applied_seq,
 FROM {{schema}}.id_map AS m WHERE m.entity = $1 AND m.{{peer}} = $2;
 
 -- name: unlink_own
--- A link naming this record's key for another peer record is stale (the key was reused):
--- that record loses its key here but keeps its row, and with it its sequence guard and
--- tombstone, so a late change of it is still recognised as old.
+-- A link naming this record's key for another peer record is stale (the key was reused, or
+-- the record came back there under another key): that peer record loses its key here and
+-- becomes a tombstone, keeping its sequence guard, so a late change of it is still
+-- recognised as old, and the link no longer counts as live (left live, it outlived its
+-- records at both sides: found by the simulation's full workload, seed 9114).
 WITH gone AS (
     DELETE FROM {{schema}}.id_map
     WHERE entity = $1 AND {{own}} = $3 AND {{peer}} IS NULL
 )
-UPDATE {{schema}}.id_map SET {{own}} = NULL, updated_at = clock_timestamp()
+UPDATE {{schema}}.id_map SET {{own}} = NULL, deleted = true, updated_at = clock_timestamp()
 WHERE entity = $1 AND {{own}} = $3 AND {{peer}} IS NOT NULL AND {{peer}} <> $2;
 
 -- name: link_applied

@@ -430,7 +430,8 @@ impl MemDb {
             .position(|m| m.entity == entity && m.own.as_ref() == Some(own))
     }
 
-    /// `unlink_own`: a link naming `own` for another peer record is stale.
+    /// `unlink_own`: a link naming `own` for another peer record is stale; that record
+    /// becomes a tombstone here (its guard stays).
     fn unlink_own(&mut self, entity: &str, peer: &Key, own: &Key) {
         self.id_map
             .retain(|m| !(m.entity == entity && m.own.as_ref() == Some(own) && m.peer.is_none()));
@@ -440,6 +441,7 @@ impl MemDb {
                 && m.peer.as_ref().is_some_and(|p| p != peer)
             {
                 m.own = None;
+                m.deleted = true;
             }
         }
     }

@@ -387,9 +387,12 @@ BEGIN
                             -- The losing change is settled: later copies of it are stale. A
                             -- link naming this key for another record is stale (as in 6.).
                             IF @here IS NOT NULL
+                            BEGIN
                                 DELETE FROM [tandem].[id_map]
-                                WHERE entity = @entity AND [a_key] = @here
-                                  AND ([b_key] IS NULL OR [b_key] <> @source_key);
+                                WHERE entity = @entity AND [a_key] = @here AND [b_key] IS NULL;
+                                UPDATE [tandem].[id_map] SET [a_key] = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+                                WHERE entity = @entity AND [a_key] = @here AND [b_key] <> @source_key;
+                            END;
                             -- A record the other side moved to a key given here that a local
                             -- record holds (whose change won), whose old row is gone here, lands
                             -- on that record: one record now, and the link names it (as on
@@ -614,11 +617,16 @@ BEGIN
             BEGIN
                 -- 6. The link: the sequence guard and the id pair, with the data.
                 IF @link_target IS NOT NULL
+                BEGIN
                     -- A link naming this record's key for another record of the other side is
-                    -- stale (the key was reused).
+                    -- stale (the key was reused, or the record came back there under another
+                    -- key): that record loses its key here and becomes a tombstone, keeping
+                    -- its sequence guard (as on PostgreSQL).
                     DELETE FROM [tandem].[id_map]
-                    WHERE entity = @entity AND [a_key] = @link_target
-                      AND ([b_key] IS NULL OR [b_key] <> @source_key);
+                    WHERE entity = @entity AND [a_key] = @link_target AND [b_key] IS NULL;
+                    UPDATE [tandem].[id_map] SET [a_key] = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+                    WHERE entity = @entity AND [a_key] = @link_target AND [b_key] <> @source_key;
+                END;
                 UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
                 SET [a_key] = COALESCE(@link_target, [a_key]),
                     applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,

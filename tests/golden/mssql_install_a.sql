@@ -767,9 +767,12 @@ GO
 --                             -- The losing change is settled: later copies of it are stale. A
 --                             -- link naming this key for another record is stale (as in 6.).
 --                             IF @here IS NOT NULL
+--                             BEGIN
 --                                 DELETE FROM {{schema}}.[id_map]
---                                 WHERE entity = @entity AND {{own}} = @here
---                                   AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+--                                 WHERE entity = @entity AND {{own}} = @here AND {{peer}} IS NULL;
+--                                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+--                                 WHERE entity = @entity AND {{own}} = @here AND {{peer}} <> @source_key;
+--                             END;
 --                             -- A record the other side moved to a key given here that a local
 --                             -- record holds (whose change won), whose old row is gone here, lands
 --                             -- on that record: one record now, and the link names it (as on
@@ -906,11 +909,16 @@ GO
 --             BEGIN
 --                 -- 6. The link: the sequence guard and the id pair, with the data.
 --                 IF @link_target IS NOT NULL
+--                 BEGIN
 --                     -- A link naming this record's key for another record of the other side is
---                     -- stale (the key was reused).
+--                     -- stale (the key was reused, or the record came back there under another
+--                     -- key): that record loses its key here and becomes a tombstone, keeping
+--                     -- its sequence guard (as on PostgreSQL).
 --                     DELETE FROM {{schema}}.[id_map]
---                     WHERE entity = @entity AND {{own}} = @link_target
---                       AND ({{peer}} IS NULL OR {{peer}} <> @source_key);
+--                     WHERE entity = @entity AND {{own}} = @link_target AND {{peer}} IS NULL;
+--                     UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
+--                     WHERE entity = @entity AND {{own}} = @link_target AND {{peer}} <> @source_key;
+--                 END;
 --                 UPDATE {{schema}}.[id_map] WITH (SERIALIZABLE)
 --                 SET {{own}} = COALESCE(@link_target, {{own}}),
 --                     applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
