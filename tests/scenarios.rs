@@ -33,6 +33,7 @@ scenarios!(
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
     a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none,
     a_link_a_record_moved_away_from_is_no_longer_live,
+    a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -839,6 +840,72 @@ async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
             "every live item link at {} names the item",
             s.side()
         );
+    }
+}
+
+/// A's user adds line 1 to an order and deletes it again; the two changes reach B together as
+/// one delete of a record B never had, which deletes nothing there, but A does not learn it (the
+/// reply is lost: its changes stay pending). B's user then adds line 1 too: at A it lands on the
+/// key A's pending delete holds, and the delete wins (A wins for items), so B's item must go.
+/// It stayed: B had linked its item to A's line 1 with the guard of the delete that deleted
+/// nothing, so the delete's next copy was taken as old there (found by the simulation's full
+/// workload, seed 3053). The delete now travels again as a new change.
+async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: Pairing) {
+    let config = demo_config_with_policy("order_item", "a_wins");
+    let env = Env::demo_with(p, "redelete", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
+        .await;
+    env.drain().await;
+    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
+    ))
+    .await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let a_changes = a.outbox().await;
+    assert_eq!(a_changes.len(), 2, "A's insert and delete: {a_changes:?}");
+    let r = env.drain().await;
+    assert_eq!(r.written, 0, "nothing to delete at B: {r:?}");
+    // The reply was lost: A's changes are pending again (not yet due).
+    for row in &a_changes {
+        a.requeue(row).await;
+    }
+    a.exec(a.sql(
+        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
+        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
+    ))
+    .await;
+
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 9)"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "B's item meets A's delete: {r:?}");
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(
+        b.count("SELECT count(*) FROM order_items").await,
+        0,
+        "A's delete won: B's item is gone"
+    );
+    for s in [a, b] {
+        assert_eq!(
+            s.count(
+                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND deleted = '0'"
+            )
+            .await,
+            0,
+            "no live item link at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
     }
 }
 

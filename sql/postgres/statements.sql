@@ -96,6 +96,13 @@ ORDER BY seq DESC;
 -- discarded as an update after that delete).
 UPDATE {{schema}}.outbox SET op = 'I' WHERE seq = ANY($1) AND op = 'U';
 
+-- name: local_redelete
+-- The local delete ($1) beat the other side's change of a record not linked here (it landed
+-- on this key): it travels again, as a new change with its capture time (a copy may have
+-- reached the other side before that record was linked there, and settled on nothing).
+INSERT INTO {{schema}}.outbox (entity, op, key, image, captured_at, derived)
+SELECT entity, op, key, image, captured_at, derived FROM {{schema}}.outbox WHERE seq = $1;
+
 -- name: conflict_log
 INSERT INTO {{schema}}.conflicts
     (entity, incoming_side, incoming_key, local_key, policy, winner,

@@ -1064,6 +1064,31 @@ fn resolve_conflict(
                 }
             }
         }
+        // A local delete that beats the other side's change of a record not linked here (it
+        // landed on this key) travels again, as a new change: a copy of it may have reached
+        // the other side before that record was linked to this key there, and settled on
+        // nothing, so its sequence is covered there already (found by the simulation's full
+        // workload, seed 3053).
+        let linked_here = db
+            .by_peer(&c.entity, &c.source_key)
+            .is_some_and(|i| db.id_map[i].own.as_ref() == Some(here) && !db.id_map[i].deleted);
+        if c.op != Op::Delete && newest_op == Op::Delete && !linked_here {
+            if let Some(o) = seqs.first().and_then(|s| db.outbox.get(s)).cloned() {
+                let seq = db.next_seq;
+                db.next_seq += 1;
+                db.outbox.insert(
+                    seq,
+                    OutRow {
+                        seq,
+                        attempts: 0,
+                        next_attempt_ms: None,
+                        last_error: None,
+                        suspended: false,
+                        ..o
+                    },
+                );
+            }
+        }
         Resolution::LocalWins
     }
 }

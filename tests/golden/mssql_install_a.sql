@@ -764,6 +764,17 @@ GO
 --                                 -- there under it (found by the simulation's full workload).
 -- {{children_resend_blocks}}
 --                             END;
+--                             -- A local delete that beats the other side's change of a record
+--                             -- not linked here (it landed on this key) travels again, as a new
+--                             -- change: a copy of it may have reached the other side before that
+--                             -- record was linked there, and settled on nothing (found by the
+--                             -- simulation's full workload, seed 3053; as on PostgreSQL).
+--                             IF @op <> 'D' AND @local_op = 'D'
+--                                AND (@link_found = 0 OR @deleted = 1 OR @own IS NULL
+--                                     OR @own COLLATE Latin1_General_100_BIN2 <> @here)
+--                                 INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, captured_at, derived)
+--                                 SELECT entity, op, [key], key_prefix, image, captured_at, derived
+--                                 FROM {{schema}}.[outbox] WHERE seq = @local_seq;
 --                             -- The losing change is settled: later copies of it are stale. A
 --                             -- link naming this key for another record is stale (as in 6.).
 --                             IF @here IS NOT NULL

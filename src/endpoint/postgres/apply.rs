@@ -77,6 +77,7 @@ async fn prepare_for(
         &c.link_applied,
         &c.local_pending,
         &c.local_reinsert,
+        &c.local_redelete,
         &c.conflict_log,
         &c.link_seen,
         &c.links_by_own,
@@ -547,6 +548,9 @@ async fn apply_one(
             key: k,
             after,
             exists: exists(k),
+            linked: link
+                .as_ref()
+                .is_some_and(|(_, own, deleted)| own.as_ref() == Some(k) && !deleted),
         };
         match resolve_conflict(ep, tx, stmts, c, &at, &row).await? {
             Resolution::None => {}
@@ -741,6 +745,8 @@ struct At<'a> {
     key: &'a Key,
     after: i64,
     exists: bool,
+    /// The incoming record's link names this key (live) already.
+    linked: bool,
 }
 
 /// Looks for changes of the record captured here and not yet applied at the other side
@@ -850,6 +856,16 @@ async fn resolve_conflict(
                     tx.execute(&q, &params).await?;
                 }
             }
+        }
+        // A local delete that beats the other side's change of a record not linked here (it
+        // landed on this key) travels again, as a new change: a copy of it may have reached
+        // the other side before that record was linked to this key there, and settled on
+        // nothing, so its sequence is covered there already (found by the simulation's full
+        // workload, seed 3053).
+        if c.op != Op::Delete && local_op == "D" && !at.linked {
+            let again = st(tx, stmts, &common.local_redelete).await?;
+            tx.execute(&again, &[&seqs.iter().copied().max().unwrap_or_default()])
+                .await?;
         }
         Ok(Resolution::LocalWins)
     }
