@@ -130,6 +130,9 @@ pub struct Change {
     /// effect): the consequence of a change already decided, so it loses every conflict
     /// against a change a user made (see `Target`'s contract).
     pub derived: bool,
+    /// The record's changes claimed with this one begin with its insert (set when a run is
+    /// coalesced): nothing of the record that reached the target before can be among them.
+    pub born: bool,
 }
 
 /// An outbox row as an endpoint reads it, before decoding.
@@ -187,6 +190,9 @@ pub struct TargetChange {
     /// Every coalesced change was a consequence of tandem's own apply at the source (see
     /// [`Change::derived`]).
     pub derived: bool,
+    /// The record's changes carried here begin with its insert ([`Change::born`]): a delete
+    /// of a record the target has no link of deletes nothing there.
+    pub born: bool,
 }
 
 /// A column whose value is found in a reference table (`lookup`): the source's value, to be

@@ -34,6 +34,7 @@ scenarios!(
     a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none,
     a_link_a_record_moved_away_from_is_no_longer_live,
     a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
+    a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_key,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -907,6 +908,90 @@ async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: 
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
     }
+}
+
+/// B's user adds line 3 to an order and deletes it again before it travels; meanwhile A's
+/// user adds line 3 too, which reaches B (A's keys are given by values: the same key). A does
+/// not learn it (the reply is lost: its insert stays pending). B's two changes then reach A as
+/// one delete of a record A never had: A's new line 3 is another record and stays. It was
+/// deleted at A (B's delete won the conflict with A's pending insert), while B kept its copy
+/// (found by the simulation's full workload, seed 2673).
+async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_key(p: Pairing) {
+    // B wins items: B's delete beats A's pending insert whatever their times.
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "never_arrived", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
+        .await;
+    env.drain().await;
+    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let hold = |s: &TestSide| {
+        s.sql(
+            "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
+            "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
+        )
+        .to_string()
+    };
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 5)"
+    ))
+    .await;
+    let a_insert = a.outbox().await;
+    a.exec(&hold(a)).await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 3, 9)"
+    ))
+    .await;
+    b.exec("DELETE FROM order_items").await;
+    b.exec(&hold(b)).await;
+
+    a.exec(a.sql(
+        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
+        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
+    ))
+    .await;
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 1, "A's line 3 reaches B: {r:?}");
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    // The reply was lost: A's link and insert as they were before its write-back.
+    a.exec(
+        "DELETE FROM tandem.id_map;
+         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
+         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
+    )
+    .await;
+    a.requeue(&a_insert[0]).await;
+    a.exec(&hold(a)).await;
+
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["3", "5"]]),
+        "A's line 3 stays"
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), "3", "5"]])
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},3]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.

@@ -128,6 +128,7 @@ pub fn map_change(
         lookups,
         captured_at: change.captured_at,
         derived: change.derived,
+        born: change.born,
     })
 }
 
@@ -237,6 +238,7 @@ pub fn coalesce(run: &[Change]) -> Option<(Change, Vec<i64>)> {
     newest.op = folded_op(&ops)?;
     newest.attempts = run.iter().map(|c| c.attempts).max().unwrap_or(0);
     newest.derived = run.iter().all(|c| c.derived);
+    newest.born = sorted.first().is_some_and(|c| c.op == Op::Insert);
     let seqs: Vec<i64> = sorted.iter().map(|c| c.seq).collect();
     Some((newest, seqs))
 }
@@ -291,6 +293,7 @@ mod tests {
             captured_at: chrono::Utc::now(),
             attempts: seq as i32 % 3,
             derived: false,
+            born: false,
         }
     }
 
@@ -301,8 +304,12 @@ mod tests {
         assert_eq!(c.seq, 3);
         assert_eq!(c.op, Op::Insert, "insert then updates is still an insert");
         assert_eq!(seqs, vec![1, 2, 3]);
+        assert!(c.born, "the run begins with the record's insert");
         let (c, _) = coalesce(&[ch(1, Op::Update), ch(2, Op::Delete)]).unwrap();
         assert_eq!(c.op, Op::Delete);
+        assert!(!c.born);
+        let (c, _) = coalesce(&[ch(2, Op::Delete), ch(1, Op::Insert)]).unwrap();
+        assert_eq!((c.op, c.born), (Op::Delete, true));
         let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Update)]).unwrap();
         assert_eq!(c.op, Op::Update);
         let (c, _) = coalesce(&[ch(1, Op::Delete), ch(2, Op::Insert), ch(3, Op::Update)]).unwrap();

@@ -223,6 +223,7 @@ pub async fn stage(
                 c.op = folded.unwrap_or(c.op);
                 c.attempts = attempts;
                 c.derived = derived;
+                c.born = ops.len() == seqs.len() && ops.first() == Some(&Op::Insert);
                 runs.entry((c.entity.clone(), c.key.clone()))
                     .or_default()
                     .push(Pending { change: c, seqs });
@@ -931,6 +932,7 @@ pub fn decode(config: &Config, side: Side, row: &OutboxRow) -> Result<Option<Cha
         captured_at: row.captured_at,
         attempts: row.attempts,
         derived: row.derived,
+        born: op == Op::Insert,
     }))
 }
 

@@ -212,6 +212,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
             peer_hint: None,
             peer_applied_seq: 0,
             derived: false,
+            born: false,
             row: Image::new(),
             incoming: Image::new(),
             refs: boss

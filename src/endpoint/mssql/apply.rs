@@ -39,6 +39,8 @@ pub struct ChangeIn {
     /// Caused by tandem's own apply at the source: loses every conflict against a user's
     /// change (see `endpoint::conflict_winner`).
     pub derived: bool,
+    /// The record's changes carried here begin with its insert (`TargetChange::born`).
+    pub born: bool,
     /// The source's keys are given by values (a key can be taken by a new record there).
     pub source_key_given: bool,
     /// Values in the order of the entity's row columns; ref columns hold a marker.
@@ -160,6 +162,7 @@ pub fn prepare(plan: &EntityPlan, policy: ConflictPolicy, i: usize, c: &TargetCh
             row_problem,
             policy: policy_name(policy),
             derived: c.derived,
+            born: c.born,
             source_key_given: false,
             row,
             image,
@@ -520,6 +523,7 @@ mod tests {
             refs,
             lookups: Vec::new(),
             derived: false,
+            born: true,
             captured_at: chrono::DateTime::from_timestamp_micros(1_700_000_000_123_456)
                 .unwrap_or_default(),
         }
