@@ -441,11 +441,7 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
     a.exec("DELETE FROM dbo.[ORDERS]").await;
     let a_delete = a.outbox().await;
     a.exec("DELETE FROM tandem.outbox").await;
-    b.exec(b.sql(
-        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
-        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
-    ))
-    .await;
+    save_id_map(b).await;
     b.exec(&format!("DELETE FROM orders WHERE id = {id}")).await;
     b.exec(&b.identity_insert(
         "dbo.orders",
@@ -460,20 +456,11 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDERS]").await, 1);
 
     // Before B's write-back: its links as they were, its changes pending (not yet due).
-    b.exec(
-        "DELETE FROM tandem.id_map;
-         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
-         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
-    )
-    .await;
+    restore_id_map(b).await;
     for row in &b_changes {
         b.requeue(row).await;
     }
-    b.exec(b.sql(
-        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-    ))
-    .await;
+    hold_changes(b).await;
     a.requeue(&a_delete[0]).await;
     let r = env.drain().await;
     assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
@@ -522,11 +509,7 @@ async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_neve
         ),
     ))
     .await;
-    let hold = a.sql(
-        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-    );
-    a.exec(hold).await;
+    hold_changes(a).await;
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({first}, 1, 5)"
     ))
@@ -741,18 +724,7 @@ async fn a_delete_finds_its_record_by_the_source_link_where_the_target_link_name
     assert_eq!((r.written, r.failed), (1, 0), "{r:?}");
     assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
-    for s in [a, b] {
-        assert_eq!(
-            s.count(
-                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND deleted = '0'"
-            )
-            .await,
-            0,
-            "no live item link at {}",
-            s.side()
-        );
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
+    no_live_link(&env, "order_item").await;
 }
 
 /// B's user renumbers an item's line: at A (keys given by values) the item moves from line 1
@@ -780,11 +752,7 @@ async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
     b.exec("UPDATE order_items SET line_no = 2").await;
     let moved = b.outbox().await;
     assert_eq!(moved.len(), 1, "{moved:?}");
-    b.exec(b.sql(
-        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
-        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
-    ))
-    .await;
+    save_id_map(b).await;
     env.drain().await;
     assert_eq!(
         a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
@@ -792,18 +760,9 @@ async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
         table(&[&["2", "4"]])
     );
     // Before B's write-back of the move: its link and its change as they were.
-    b.exec(
-        "DELETE FROM tandem.id_map;
-         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
-         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
-    )
-    .await;
+    restore_id_map(b).await;
     b.requeue(&moved[0]).await;
-    b.exec(b.sql(
-        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-    ))
-    .await;
+    hold_changes(b).await;
 
     a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 7").await;
     env.drain().await;
@@ -874,11 +833,7 @@ async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: 
     for row in &a_changes {
         a.requeue(row).await;
     }
-    a.exec(a.sql(
-        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-    ))
-    .await;
+    hold_changes(a).await;
 
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 9)"
@@ -896,18 +851,7 @@ async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: 
         0,
         "A's delete won: B's item is gone"
     );
-    for s in [a, b] {
-        assert_eq!(
-            s.count(
-                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND deleted = '0'"
-            )
-            .await,
-            0,
-            "no live item link at {}",
-            s.side()
-        );
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
+    no_live_link(&env, "order_item").await;
 }
 
 /// B's user adds line 3 to an order and deletes it again before it travels; meanwhile A's
@@ -926,46 +870,30 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
     env.drain().await;
     let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
     let id = b.rows("SELECT id FROM orders").await[0][0].clone();
-    let hold = |s: &TestSide| {
-        s.sql(
-            "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-            "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-        )
-        .to_string()
-    };
 
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 5)"
     ))
     .await;
     let a_insert = a.outbox().await;
-    a.exec(&hold(a)).await;
+    hold_changes(a).await;
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 3, 9)"
     ))
     .await;
     b.exec("DELETE FROM order_items").await;
-    b.exec(&hold(b)).await;
+    hold_changes(b).await;
 
-    a.exec(a.sql(
-        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
-        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
-    ))
-    .await;
+    save_id_map(a).await;
     a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
         .await;
     let r = env.drain().await;
     assert_eq!(r.written, 1, "A's line 3 reaches B: {r:?}");
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     // The reply was lost: A's link and insert as they were before its write-back.
-    a.exec(
-        "DELETE FROM tandem.id_map;
-         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
-         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
-    )
-    .await;
+    restore_id_map(a).await;
     a.requeue(&a_insert[0]).await;
-    a.exec(&hold(a)).await;
+    hold_changes(a).await;
 
     b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
         .await;
@@ -992,6 +920,51 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
         &format!("[{item}]"),
     )
     .await;
+}
+
+/// Holds every change pending at a side for an hour: still pending (conflicts see it), not
+/// yet due (no drain claims it).
+async fn hold_changes(s: &TestSide) {
+    s.exec(s.sql(
+        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
+        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
+    ))
+    .await;
+}
+
+/// Keeps a copy of a side's id map, to put it back with [`restore_id_map`] (a write-back whose
+/// reply was lost, or that has not happened yet).
+async fn save_id_map(s: &TestSide) {
+    s.exec(s.sql(
+        "CREATE TABLE held_map AS SELECT entity, a_key, b_key, applied_seq, deleted FROM tandem.id_map",
+        "SELECT entity, a_key, b_key, applied_seq, deleted INTO dbo.held_map FROM tandem.id_map",
+    ))
+    .await;
+}
+
+async fn restore_id_map(s: &TestSide) {
+    s.exec(
+        "DELETE FROM tandem.id_map;
+         INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
+         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
+    )
+    .await;
+}
+
+/// No link of the entity left live at either side, and both outboxes empty.
+async fn no_live_link(env: &Env, entity: &str) {
+    for s in [&env.a, &env.b] {
+        assert_eq!(
+            s.count(&format!(
+                "SELECT count(*) FROM tandem.id_map WHERE entity = '{entity}' AND deleted = '0'"
+            ))
+            .await,
+            0,
+            "no live {entity} link at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.
@@ -1039,11 +1012,7 @@ async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
     ))
     .await;
-    a.exec(a.sql(
-        "UPDATE tandem.outbox SET next_attempt_at = now() + interval '1 hour'",
-        "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
-    ))
-    .await;
+    hold_changes(a).await;
     a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 5 WHERE [LINE_NO] = 3")
         .await;
     env.drain().await;

@@ -202,6 +202,20 @@ impl MemDb {
             return;
         }
         let derived = self.applying.is_some();
+        self.queue(entity, op, key, image, now, derived);
+    }
+
+    /// One new outbox row (a capture, or a change tandem sends again: `children_resend`,
+    /// `local_redelete`).
+    fn queue(
+        &mut self,
+        entity: &str,
+        op: Op,
+        key: &Key,
+        image: &Image,
+        captured_at: DateTime<Utc>,
+        derived: bool,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.outbox.insert(
@@ -212,7 +226,7 @@ impl MemDb {
                 op,
                 key: key.clone(),
                 image: image.clone(),
-                captured_at: now,
+                captured_at,
                 attempts: 0,
                 next_attempt_ms: None,
                 last_error: None,
@@ -220,23 +234,6 @@ impl MemDb {
                 derived,
             },
         );
-    }
-
-    /// A change tandem itself decided to send again: captured like a cascade, `derived`.
-    fn capture_derived(
-        &mut self,
-        entity: &str,
-        op: Op,
-        key: &Key,
-        image: &Image,
-        now: DateTime<Utc>,
-    ) {
-        let applying = self.applying.replace(String::new());
-        let depth = self.depth;
-        self.depth = 1;
-        self.capture(entity, op, key, image, now);
-        self.applying = applying;
-        self.depth = depth;
     }
 
     fn key_of(&self, entity: &str, image: &Image) -> Result<Key, Refused> {
@@ -1076,7 +1073,7 @@ fn resolve_conflict(
                     .entity(&child)
                     .is_some_and(|e| e.direction.flows(db.side));
                 if let Some(image) = db.row(&child, &k).cloned().filter(|_| travels) {
-                    db.capture_derived(&child, Op::Insert, &k, &image, now);
+                    db.queue(&child, Op::Insert, &k, &image, now, true);
                 }
             }
         }
@@ -1090,19 +1087,7 @@ fn resolve_conflict(
             .is_some_and(|i| db.id_map[i].own.as_ref() == Some(here) && !db.id_map[i].deleted);
         if c.op != Op::Delete && newest_op == Op::Delete && !linked_here {
             if let Some(o) = seqs.first().and_then(|s| db.outbox.get(s)).cloned() {
-                let seq = db.next_seq;
-                db.next_seq += 1;
-                db.outbox.insert(
-                    seq,
-                    OutRow {
-                        seq,
-                        attempts: 0,
-                        next_attempt_ms: None,
-                        last_error: None,
-                        suspended: false,
-                        ..o
-                    },
-                );
+                db.queue(&o.entity, o.op, &o.key, &o.image, o.captured_at, o.derived);
             }
         }
         Resolution::LocalWins
