@@ -495,11 +495,7 @@ async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_neve
 ) {
     let env = Env::demo(p, "child_of_recreated").await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let first = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, first) = one_order(&env, "first").await;
 
     a.exec(&a.identity_insert(
         "dbo.ORDERS",
@@ -639,11 +635,7 @@ async fn children_a_lost_delete_left_behind_rejoin_the_record_created_again(p: P
          EXEC (@drop);",
     ))
     .await;
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
-        .await;
-    env.drain().await;
-    let first = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (first, id) = one_order(&env, "first").await;
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({first}, 1, 5)"
     ))
@@ -698,11 +690,7 @@ async fn children_a_lost_delete_left_behind_rejoin_the_record_created_again(p: P
 async fn a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none(p: Pairing) {
     let env = Env::demo(p, "link_names_none").await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, id) = one_order(&env, "one").await;
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 4)"
     ))
@@ -737,11 +725,7 @@ async fn a_delete_finds_its_record_by_the_source_link_where_the_target_link_name
 async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
     let env = Env::demo(p, "moved_away_link").await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, id) = one_order(&env, "one").await;
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 4)"
     ))
@@ -814,11 +798,7 @@ async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: 
     let config = demo_config_with_policy("order_item", "a_wins");
     let env = Env::demo_with(p, "redelete", &config).await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, id) = one_order(&env, "one").await;
 
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
@@ -865,11 +845,7 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
     let config = demo_config_with_policy("order_item", "b_wins");
     let env = Env::demo_with(p, "never_arrived", &config).await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('one')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let id = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, id) = one_order(&env, "one").await;
 
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 5)"
@@ -920,6 +896,19 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
         &format!("[{item}]"),
     )
     .await;
+}
+
+/// One order created at A and synced: its number at A and its id at B.
+async fn one_order(env: &Env, customer: &str) -> (String, String) {
+    env.a
+        .exec(&format!(
+            "INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('{customer}')"
+        ))
+        .await;
+    env.drain().await;
+    let number = env.a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    let id = env.b.rows("SELECT id FROM orders").await[0][0].clone();
+    (number, id)
 }
 
 /// Holds every change pending at a side for an hour: still pending (conflicts see it), not
@@ -997,11 +986,7 @@ async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_
     let config = demo_config_with_policy("order_item", "b_wins");
     let env = Env::demo_with(p, "move_onto_older", &config).await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('o')")
-        .await;
-    env.drain().await;
-    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    let order = b.rows("SELECT id FROM orders").await[0][0].clone();
+    let (number, order) = one_order(&env, "o").await;
     b.exec(&format!(
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 3, 1)"
     ))
