@@ -523,16 +523,22 @@ SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
 -- of the parent ($2: its key here, one column; {{ref}} names it) travel again as inserts of
 -- entity $1, marked derived (the consequence of a change already decided: they never win a
 -- conflict against a user's change), and move there under the parent. {{visible}}: only the
--- rows the entity shows here (parameter $3).
+-- rows the entity shows here (parameter $3). A child with changes of its own pending here
+-- travels with them.
 INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
-SELECT $1, 'I', {{image_key}}, image, true
+SELECT $1, 'I', x.k, x.image, true
 FROM (
-    SELECT to_jsonb(t.*) AS image
-    FROM {{table}} AS t
-    WHERE t.{{ref}} = (jsonb_populate_record(NULL::{{table}},
-              jsonb_build_object({{ref_lit}}, $2::text::jsonb -> 0))).{{ref}}
-      AND {{visible}}
-) AS c;
+    SELECT image, {{image_key}} AS k
+    FROM (
+        SELECT to_jsonb(t.*) AS image
+        FROM {{table}} AS t
+        WHERE t.{{ref}} = (jsonb_populate_record(NULL::{{table}},
+                  jsonb_build_object({{ref_lit}}, $2::text::jsonb -> 0))).{{ref}}
+          AND {{visible}}
+    ) AS c
+) AS x
+WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
+                  WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended);
 
 -- name: fetch_image
 SELECT to_jsonb(t.*)::text

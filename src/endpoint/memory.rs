@@ -1069,9 +1069,15 @@ fn resolve_conflict(
             // name the old one. Its children here travel again, ranked below any user change,
             // and move there under it (found by the simulation).
             for (child, k) in db.children(&c.entity, here) {
-                let travels = db
-                    .entity(&child)
-                    .is_some_and(|e| e.direction.flows(db.side));
+                // A child with changes of its own pending here travels with them.
+                let pending = db
+                    .outbox
+                    .values()
+                    .any(|o| o.entity == child && o.key == k && !o.suspended);
+                let travels = !pending
+                    && db
+                        .entity(&child)
+                        .is_some_and(|e| e.direction.flows(db.side));
                 if let Some(image) = db.row(&child, &k).cloned().filter(|_| travels) {
                     db.queue(&child, Op::Insert, &k, &image, now, true);
                 }

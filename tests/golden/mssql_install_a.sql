@@ -1213,7 +1213,8 @@ GO
 -- -- foreign key) still name the old one. This side's rows of {{entity_lit}} under it (ref column
 -- -- {{ref}}) travel again as inserts, marked derived (the consequence of a change already
 -- -- decided: they never win a conflict against a user's change), and move there under the
--- -- parent. Only the rows the entity shows here ({{visible}}).
+-- -- parent. Only the rows the entity shows here ({{visible}}); a child with changes of its own
+-- -- pending here travels with them.
 -- IF @entity = {{parent_lit}}
 --     INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
 --     SELECT {{entity_lit}}, 'I', x.k, LEFT(x.k, 400), x.img, 1
@@ -1221,7 +1222,10 @@ GO
 --                  {{image_t}} AS img
 --           FROM {{table}} AS t
 --           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] {{ref_input}} '$[0]') AS p ON t.{{ref}} = p.[v]
---           WHERE {{visible}}) AS x;
+--           WHERE {{visible}}) AS x
+--     WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
+--                       WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
+--                         AND o.[key] = x.k AND o.suspended = 0);
 -- 
 -- -- name: exists
 -- -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
