@@ -489,14 +489,6 @@ async fn apply_one(
     } else {
         known.clone()
     };
-    // A key given by values that another live record holds here is not this record's, nor
-    // are that record's row and pending changes (found by the simulation: taking the row over
-    // relinked it and lost the other record; a delete's conflict check discarded the other
-    // record's pending cascade). An upsert's image is then older than that record's (the
-    // other side's unique key keeps two live records apart): it waits, retried, until that
-    // record moves or is deleted, or a newer change of its own supersedes it. A delete
-    // settles without touching the row (one record deleted and another created with the
-    // same values).
     // A delete of a record created at the source after everything of it that reached here
     // (its run begins with its insert), which this side has no link of, never reached here:
     // a row under its key given here that is a new record of this side (its insert pending
@@ -515,6 +507,14 @@ async fn apply_one(
             return Ok(done(None, Done::Unchanged, false));
         }
     }
+    // A key given by values that another live record holds here is not this record's, nor
+    // are that record's row and pending changes (found by the simulation: taking the row over
+    // relinked it and lost the other record; a delete's conflict check discarded the other
+    // record's pending cascade). An upsert's image is then older than that record's (the
+    // other side's unique key keeps two live records apart): it waits, retried, until that
+    // record moves or is deleted, or a newer change of its own supersedes it. A delete
+    // settles without touching the row (one record deleted and another created with the
+    // same values).
     let probe = if c.op == Op::Delete { &here } else { &given };
     if let (Some(k), true) = (probe, es.key_given) {
         let q = st(tx, stmts, &common.links_by_own).await?;
