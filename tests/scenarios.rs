@@ -35,6 +35,7 @@ scenarios!(
     a_link_a_record_moved_away_from_is_no_longer_live,
     a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
     a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_key,
+    a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_holds_now,
     a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -898,6 +899,79 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
     .await;
 }
 
+/// A's user deletes line 1 of an order and adds it again; B deletes its item and creates a
+/// new one (B's keys are generated), but A never hears of it (the reply is lost: A's link still
+/// names B's first item, A's changes pending again). A's user then deletes line 1, which
+/// loses a conflict at B to B's pending change of the new item, and that reply is lost too.
+/// The late copies of A's changes now report stale, naming B's new item, while A's row is
+/// gone: A's live link must learn that item, for B's delete of it to find the link. It kept the
+/// first item's id, and stayed live with no record at either side (found by the simulation,
+/// seed 353185).
+async fn a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_holds_now(
+    p: Pairing,
+) {
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "repoint", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "one").await;
+    let add_line = format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
+    );
+    a.exec(&add_line).await;
+    env.drain().await;
+
+    let first = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    a.exec(&add_line).await;
+    let a_changes = a.outbox().await;
+    assert_eq!(a_changes.len(), 2, "A's delete and insert: {a_changes:?}");
+    hold_changes(a).await;
+    save_id_map(a).await;
+    // One after the other (together they are one change of the same item at B).
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
+        .await;
+    env.drain().await;
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    assert_ne!(item, first, "a new item at B");
+    restore_id_map(a).await;
+    for row in &a_changes {
+        a.requeue(row).await;
+    }
+    hold_changes(a).await;
+
+    b.exec("UPDATE order_items SET quantity = 7").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let a_delete: Vec<_> = a
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|r| a_changes.iter().all(|c| c.seq != r.seq))
+        .collect();
+    assert_eq!(a_delete.len(), 1, "A's second delete: {a_delete:?}");
+    save_id_map(a).await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "A's delete loses to B's change: {r:?}");
+    restore_id_map(a).await;
+    a.requeue(&a_delete[0]).await;
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 0, "A's copies are late: {r:?}");
+
+    b.exec(&format!("DELETE FROM order_items WHERE id = {item}"))
+        .await;
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    no_live_link(&env, "order_item").await;
+}
+
 /// One order created at A and synced: its number at A and its id at B.
 async fn one_order(env: &Env, customer: &str) -> (String, String) {
     env.a
@@ -935,7 +1009,8 @@ async fn restore_id_map(s: &TestSide) {
     s.exec(
         "DELETE FROM tandem.id_map;
          INSERT INTO tandem.id_map (entity, a_key, b_key, applied_seq, deleted)
-         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;",
+         SELECT entity, a_key, b_key, applied_seq, deleted FROM held_map;
+         DROP TABLE held_map;",
     )
     .await;
 }

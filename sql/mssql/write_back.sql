@@ -4,7 +4,8 @@
 -- Per link: drop a stale link naming the peer for another record, store the pair (a stale
 -- report, `only_if_row`, leaves the link as it is when this side's row is gone: the record's
 -- delete is on its way or settled, and a late copy must neither revive the link nor take the
--- peer from the link holding it now), fill the
+-- peer from the link holding it now; a live link only learns the peer the other side holds
+-- now), fill the
 -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
 -- block the write-back of the change itself), and remove older images of the record, pending or
 -- suspended
@@ -51,6 +52,15 @@ BEGIN TRY
         BEGIN
             SET @found = 0;
 {{exists_blocks}}
+            -- The row is gone, but the report names the record the other side holds now: a
+            -- live link of the record to a peer since replaced there names the new one, unless
+            -- a link here holds it already (as repoint_link does on PostgreSQL).
+            IF @found = 0 AND @peer IS NOT NULL
+                UPDATE {{schema}}.[id_map] SET {{peer}} = @peer, updated_at = SYSDATETIMEOFFSET()
+                WHERE entity = @entity AND {{own}} = @key AND deleted = 0
+                  AND {{peer}} IS NOT NULL AND {{peer}} <> @peer
+                  AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map] AS o
+                                  WHERE o.entity = @entity AND o.{{peer}} = @peer);
         END;
         IF @found = 1
         BEGIN

@@ -443,6 +443,21 @@ impl MemDb {
         }
     }
 
+    /// `repoint`: a live link of a record gone here whose peer the other side has replaced
+    /// (a stale report names the record the target holds now) names that record, unless a link
+    /// here already holds it. Neither revives the link nor takes the peer from another one.
+    fn repoint(&mut self, entity: &str, own: &Key, peer: &Key) {
+        if self.by_peer(entity, peer).is_some() {
+            return;
+        }
+        if let Some(i) = self.by_own(entity, own) {
+            let m = &mut self.id_map[i];
+            if !m.deleted && m.peer.is_some() {
+                m.peer = Some(peer.clone());
+            }
+        }
+    }
+
     /// Whether another record here, not deleted, is linked to `peer`.
     fn held_by_live(&self, entity: &str, own: &Key, peer: &Key) -> bool {
         self.id_map.iter().any(|m| {
@@ -1231,6 +1246,9 @@ impl Source for MemEndpoint {
         let mut db = lock(&self.db);
         for l in wb.links.iter().filter(|l| !l.known) {
             if l.only_if_row && db.row(&l.entity, &l.own_key).is_none() {
+                if let Some(p) = &l.peer_key {
+                    db.repoint(&l.entity, &l.own_key, p);
+                }
                 continue;
             }
             // A delete's write-back leaves the peer to a live record here that holds it: the

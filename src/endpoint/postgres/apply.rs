@@ -1093,6 +1093,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     wanted.push(c.wave_link_written_back.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
         wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
+        wanted.push(c.repoint_link.as_str());
     }
     let mut prepared_now = Prepared::new();
     for sql in wanted {
@@ -1127,8 +1128,9 @@ async fn write_back_txn(
     };
     // Links this side's id map already holds as they are need no write there (most changes of
     // linked records); their peer ids are still filled below.
-    // A stale report leaves the link as it is when this side's row is gone. Rare (only late
-    // copies report stale). Not locked: a delete racing this read is captured, and travels.
+    // A stale report leaves the link as it is when this side's row is gone, but for the peer
+    // the other side holds now (`repoint_link`). Rare (only late copies report stale). Not
+    // locked: a delete racing this read is captured, and travels.
     let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
     for l in wb.links.iter().filter(|l| !l.known) {
         let read = ep
@@ -1140,6 +1142,10 @@ async fn write_back_txn(
         if let Some((es, read)) = read {
             let key = json(&l.own_key.to_object(&es.key));
             if tx.query_opt(&read, &[&key]).await?.is_none() {
+                if let (Some(p), Some(repoint)) = (&l.peer_key, get(&common.repoint_link)) {
+                    tx.execute(&repoint, &[&l.entity, &l.own_key.as_str(), &p.as_str()])
+                        .await?;
+                }
                 continue;
             }
         }
