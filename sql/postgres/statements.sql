@@ -218,6 +218,18 @@ SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp();
 
+-- name: repoint_link
+-- A stale report for a record whose row here is gone (its delete is on its way, or lost a
+-- conflict) names the record the other side holds now: a live link of the record to another
+-- peer (one the other side has since replaced, whose reply was lost) names the new one, unless
+-- a link here already holds it. Neither revives the link nor takes the peer from another link:
+-- the other side's delete of that record must find the link (found by the simulation, seed
+-- 353185).
+UPDATE {{schema}}.id_map AS m SET {{peer}} = $3, updated_at = clock_timestamp()
+WHERE m.entity = $1 AND m.{{own}} = $2 AND NOT m.deleted AND m.{{peer}} IS NOT NULL
+  AND m.{{peer}} <> $3
+  AND NOT EXISTS (SELECT 1 FROM {{schema}}.id_map AS o WHERE o.entity = $1 AND o.{{peer}} = $3);
+
 -- name: done
 DELETE FROM {{schema}}.outbox WHERE seq = ANY($1);
 
@@ -278,18 +290,6 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
     applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     deleted = EXCLUDED.deleted,
     updated_at = clock_timestamp();
-
--- name: repoint_link
--- A stale report for a record whose row here is gone (its delete is on its way, or lost a
--- conflict) names the record the other side holds now: a live link of the record to another
--- peer (one the other side has since replaced, whose reply was lost) names the new one, unless
--- a link here already holds it. Neither revives the link nor takes the peer from another link:
--- the other side's delete of that record must find the link (found by the simulation, seed
--- 353185).
-UPDATE {{schema}}.id_map AS m SET {{peer}} = $3, updated_at = clock_timestamp()
-WHERE m.entity = $1 AND m.{{own}} = $2 AND NOT m.deleted AND m.{{peer}} IS NOT NULL
-  AND m.{{peer}} <> $3
-  AND NOT EXISTS (SELECT 1 FROM {{schema}}.id_map AS o WHERE o.entity = $1 AND o.{{peer}} = $3);
 
 -- name: wave_link_written_back
 -- The common case in one statement: a link whose peer would change (the other side replaced
