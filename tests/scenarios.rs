@@ -46,6 +46,7 @@ scenarios!(
     values_survive_a_round_trip_through_the_other_side_exactly,
     a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order,
     a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_or_discards_it,
+    a_suspended_change_of_a_record_the_other_side_deletes_is_settled_not_left_parked,
     the_lead_is_one_per_installation_also_with_two_databases_on_one_server,
     two_entities_on_one_table_each_capture_and_see_each_others_writes,
     a_self_reference_applies_parents_first_and_breaks_cycles,
@@ -1674,6 +1675,58 @@ async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_
         2,
         "fine and the resubmitted one"
     );
+}
+
+/// A change parked at B (a customer name too long for A) of an order that A's user then
+/// deletes: the delete reaches B and removes the order there too. The parked change is moot
+/// (its record is gone at both sides; resubmitting it could only be discarded at A), so it is
+/// settled with the delete, not left in `suspended` and `status` for an operator who can do
+/// nothing with it (issue 14: "a change made moot is settled, not parked"). A parked change of
+/// a record that lives on stays parked.
+async fn a_suspended_change_of_a_record_the_other_side_deletes_is_settled_not_left_parked(
+    p: Pairing,
+) {
+    let text = DEMO_CONFIG.replace(
+        "poll_interval_ms = 500",
+        "poll_interval_ms = 500\nmax_attempts = 1",
+    );
+    let env = Env::demo_with(p, "moot", &text).await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('gone'), ('stays')")
+        .await;
+    env.drain().await;
+    let long = "x".repeat(80);
+    b.exec(&format!("UPDATE orders SET customer = '{long}'"))
+        .await;
+    let r = env.drain().await;
+    assert_eq!(r.suspended, 2, "both updates parked at B: {r:?}");
+
+    a.exec("DELETE FROM dbo.[ORDERS] WHERE [CUST_NAME] = 'gone'")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed, r.suspended), (1, 0, 0), "{r:?}");
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&[long.as_str()]])
+    );
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
+        table(&[&["stays"]])
+    );
+    // Only the change of the order that lives on is still parked, and `status` says so.
+    let parked = sides.b.suspended(None, 10).await.expect("suspended list");
+    assert_eq!(parked.len(), 1, "{parked:?}");
+    let stays = b.rows("SELECT id FROM orders").await[0][0].clone();
+    assert!(parked[0].key.contains(&stays), "{parked:?} (B id {stays})");
+    assert_eq!(b.outbox_count().await, 1);
+    let status = sides.b.status().await.expect("status");
+    let order = status
+        .iter()
+        .find(|e| e.entity == "order")
+        .expect("order status");
+    assert_eq!((order.suspended, order.pending), (1, 0), "{status:?}");
+    assert_eq!(a.outbox_count().await, 0);
 }
 
 /// The lead (one active `tandem run` per installation) is held at A: a second instance of the

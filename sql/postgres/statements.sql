@@ -90,6 +90,14 @@ SELECT seq, captured_at, op::text, image::text, derived FROM {{schema}}.outbox
 WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
 ORDER BY seq DESC;
 
+-- name: settle_moot
+-- Changes suspended here of records a delete from the other side has just removed here (they
+-- were gone there already): moot, settled in the delete's transaction instead of left parked
+-- for an operator who could do nothing with them. The apply logs their sequences.
+DELETE FROM {{schema}}.outbox
+WHERE suspended AND entity = $1 AND key = ANY($2::text[]::jsonb[])
+RETURNING key::text, seq;
+
 -- name: local_reinsert
 -- The local changes won over a delete from the other side: send them as inserts, so the record
 -- is created again there (all of them: an older one arriving there as an update would be

@@ -18,8 +18,9 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use super::{
-    done, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus, InstallState, Link,
-    Outcome, ParentState, SchemaProblem, Source, SuspendedChange, Target, WriteBack,
+    done, with_moot, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus,
+    InstallState, Link, Outcome, ParentState, SchemaProblem, Source, SuspendedChange, Target,
+    WriteBack,
 };
 use crate::config::{Config, Entity, Side};
 use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
@@ -702,6 +703,22 @@ enum Resolution {
     LocalWins,
 }
 
+/// Suspended changes of the record under `key` here, which a delete from the other side has
+/// just removed here (it was gone there already): moot, so settled instead of left parked
+/// (`settle_moot` of `sql/postgres/statements.sql`). Their sequences, for the log line.
+fn settle_moot(db: &mut MemDb, entity: &str, key: &Key) -> Vec<i64> {
+    let seqs: Vec<i64> = db
+        .outbox
+        .iter()
+        .filter(|(_, o)| o.suspended && o.entity == entity && o.key == *key)
+        .map(|(s, _)| *s)
+        .collect();
+    for s in &seqs {
+        db.outbox.remove(s);
+    }
+    seqs
+}
+
 /// `apply_one` of `postgres/apply.rs`, on the model.
 fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Outcome, ApplyError> {
     let side = db.side;
@@ -889,13 +906,15 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     db.applying = Some(c.entity.clone());
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
+        let mut moot = Vec::new();
         if let Some(k) = &here {
             if db.delete(&c.entity, k, now) {
                 how = Done::Written;
             }
+            moot = settle_moot(db, &c.entity, k);
         }
         put_link(db, c, here.as_ref(), true);
-        return Ok(won(here, how, superseded));
+        return Ok(with_moot(won(here, how, superseded), moot));
     }
     if tombstone && c.op == Op::Update && !force {
         put_link(db, c, known.as_ref(), true);

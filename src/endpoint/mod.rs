@@ -50,6 +50,10 @@ pub enum Outcome {
         /// (claimed before the conflict): there it is stale, and the write-back raises the
         /// source's guard to this sequence so it is recognised as such.
         superseded: Option<i64>,
+        /// Changes of the record suspended at the target that this delete made moot (it
+        /// removed the record there, and it was gone at the source already): settled in the
+        /// same transaction instead of left parked for an operator. Their sequences there.
+        moot: Vec<i64>,
     },
     /// Not applied; the rest of the batch was.
     Failed(ApplyError),
@@ -62,6 +66,7 @@ pub(crate) fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcom
         how,
         conflict,
         superseded: None,
+        moot: Vec::new(),
     }
 }
 
@@ -72,7 +77,16 @@ pub(crate) fn won(target_key: Option<Key>, how: Done, superseded: Option<i64>) -
         how,
         conflict: superseded.is_some(),
         superseded,
+        moot: Vec::new(),
     }
+}
+
+/// `outcome` with the suspended changes its delete made moot at the target.
+pub(crate) fn with_moot(mut outcome: Outcome, settled: Vec<i64>) -> Outcome {
+    if let Outcome::Done { moot, .. } = &mut outcome {
+        *moot = settled;
+    }
+    outcome
 }
 
 /// How a change was settled.

@@ -643,6 +643,7 @@ pub async fn finish(
                 how,
                 conflict,
                 superseded,
+                moot,
             } => {
                 if conflict {
                     report.conflicts += 1;
@@ -676,6 +677,13 @@ pub async fn finish(
                     info!(entity = %change.entity, from = %side, key = %change.source_key,
                           "{} settled without effect: the record is gone at side {} too",
                           change.op, side.other());
+                }
+                if !moot.is_empty() {
+                    info!(entity = %change.entity, side = %side.other(),
+                          key = ?target_key.as_ref().map(Key::as_str), seqs = ?moot,
+                          "{} suspended change(s) at side {} settled without effect: this delete \
+                           from side {side} removed the record there, and it is gone at side {side} too",
+                          moot.len(), side.other());
                 }
                 wb.done.extend(&change.seqs);
                 // A stale change (applied already, or older than what was) reports the record

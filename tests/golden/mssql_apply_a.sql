@@ -9,8 +9,8 @@
 -- unable to go on, the batch starts over without it. Any other error (a deadlock, a lost
 -- connection, a missing table) rolls the whole batch back and is raised.
 -- Result: one row per change (i, how, target_key, conflict, fail, err_number, err_message,
--- parent, parent_key). how: W written, U unchanged, S stale, D deleted here, C conflict lost;
--- fail: R refused by the database, P waiting for a parent.
+-- parent, parent_key, superseded, moot). how: W written, U unchanged, S stale, D deleted here,
+-- C conflict lost; fail: R refused by the database, P waiting for a parent.
 SET NOCOUNT ON;
 SET XACT_ABORT OFF;
 DECLARE @changes TABLE (
@@ -60,13 +60,16 @@ DECLARE @out TABLE (
     err_number  int            NULL,
     err_message nvarchar(4000) NULL,
     parent      nvarchar(128)  NULL,
-    parent_key  nvarchar(max)  NULL
+    parent_key  nvarchar(max)  NULL,
+    -- Changes suspended here that a delete made moot (Outcome::Done::moot), as FOR JSON.
+    moot        nvarchar(max)  NULL
 );
 -- Changes that left the transaction unable to go on; the batch is redone without them.
 -- (Table variables keep their rows through a rollback.)
 DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
 DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max), derived bit);
 DECLARE @ins TABLE (k nvarchar(max));
+DECLARE @moot TABLE (seq bigint NOT NULL);
 
 DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
@@ -87,6 +90,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
+        @here_native nvarchar(max), @out_moot nvarchar(max),
         @err int, @msg nvarchar(4000), @restart bit = 1;
 
 WHILE @restart = 1
@@ -111,7 +115,8 @@ BEGIN
             SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
             CONTINUE;
         END;
-        SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL;
+        SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL, @here_native = NULL,
+               @out_moot = NULL;
         SAVE TRANSACTION tandem_change;
         BEGIN TRY
             -- 1. Lock the record's link; the sequence guard.
@@ -324,6 +329,7 @@ BEGIN
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                    SET @here_native = @native;
                     DELETE FROM @pending;
                     INSERT INTO @pending (seq, captured_at, op, image, derived)
                     SELECT seq, captured_at, op, image, derived FROM [tandem].[outbox]
@@ -536,6 +542,16 @@ BEGIN
                             SET @n = @@ROWCOUNT;
                         END;
                         IF @n > 0 SET @out_how = 'W';
+                        -- Changes suspended here of the record this delete removed were gone at
+                        -- the other side already: moot, settled instead of left parked for an
+                        -- operator who could do nothing with them (as on PostgreSQL).
+                        DELETE FROM @moot;
+                        DELETE FROM [tandem].[outbox]
+                        OUTPUT deleted.seq INTO @moot (seq)
+                        WHERE entity = @entity AND key_prefix = LEFT(@here_native, 400)
+                          AND [key] = @here_native AND suspended = 1;
+                        IF EXISTS (SELECT 1 FROM @moot)
+                            SET @out_moot = (SELECT seq FROM @moot ORDER BY seq FOR JSON PATH);
                     END;
                     SELECT @put = 1, @link_target = @here, @link_deleted = 1;
                 END
@@ -670,8 +686,8 @@ BEGIN
                 IF @@ROWCOUNT = 0
                     INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq, deleted)
                     VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
-                INSERT INTO @out (i, how, target_key, conflict, superseded)
-                VALUES (@i, @out_how, @link_target, @out_conflict, @superseded);
+                INSERT INTO @out (i, how, target_key, conflict, superseded, moot)
+                VALUES (@i, @out_how, @link_target, @out_conflict, @superseded, @out_moot);
             END;
         END TRY
         BEGIN CATCH
@@ -744,5 +760,6 @@ BEGIN
     END;
     IF @restart = 0 COMMIT TRANSACTION;
 END;
-SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded
+SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded,
+       moot
 FROM @out ORDER BY i;

@@ -429,8 +429,8 @@ GO
 -- -- unable to go on, the batch starts over without it. Any other error (a deadlock, a lost
 -- -- connection, a missing table) rolls the whole batch back and is raised.
 -- -- Result: one row per change (i, how, target_key, conflict, fail, err_number, err_message,
--- -- parent, parent_key). how: W written, U unchanged, S stale, D deleted here, C conflict lost;
--- -- fail: R refused by the database, P waiting for a parent.
+-- -- parent, parent_key, superseded, moot). how: W written, U unchanged, S stale, D deleted here,
+-- -- C conflict lost; fail: R refused by the database, P waiting for a parent.
 -- SET NOCOUNT ON;
 -- SET XACT_ABORT OFF;
 -- DECLARE @changes TABLE (
@@ -480,13 +480,16 @@ GO
 --     err_number  int            NULL,
 --     err_message nvarchar(4000) NULL,
 --     parent      nvarchar(128)  NULL,
---     parent_key  nvarchar(max)  NULL
+--     parent_key  nvarchar(max)  NULL,
+--     -- Changes suspended here that a delete made moot (Outcome::Done::moot), as FOR JSON.
+--     moot        nvarchar(max)  NULL
 -- );
 -- -- Changes that left the transaction unable to go on; the batch is redone without them.
 -- -- (Table variables keep their rows through a rollback.)
 -- DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nvarchar(4000));
 -- DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max), derived bit);
 -- DECLARE @ins TABLE (k nvarchar(max));
+-- DECLARE @moot TABLE (seq bigint NOT NULL);
 -- 
 -- DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
 --         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
@@ -507,6 +510,7 @@ GO
 --         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
 --         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
 --         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
+--         @here_native nvarchar(max), @out_moot nvarchar(max),
 --         @err int, @msg nvarchar(4000), @restart bit = 1;
 -- 
 -- WHILE @restart = 1
@@ -531,7 +535,8 @@ GO
 --             SELECT i, 'R', err_number, err_message FROM @skip WHERE i = @i;
 --             CONTINUE;
 --         END;
---         SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL;
+--         SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL, @here_native = NULL,
+--                @out_moot = NULL;
 --         SAVE TRANSACTION tandem_change;
 --         BEGIN TRY
 --             -- 1. Lock the record's link; the sequence guard.
@@ -713,6 +718,7 @@ GO
 --                 BEGIN
 --                     SELECT @key = @here, @native = NULL;
 -- {{native_key_blocks}}
+--                     SET @here_native = @native;
 --                     DELETE FROM @pending;
 --                     INSERT INTO @pending (seq, captured_at, op, image, derived)
 --                     SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
@@ -870,6 +876,16 @@ GO
 --                         SELECT @key = @here, @n = 0;
 -- {{delete_blocks}}
 --                         IF @n > 0 SET @out_how = 'W';
+--                         -- Changes suspended here of the record this delete removed were gone at
+--                         -- the other side already: moot, settled instead of left parked for an
+--                         -- operator who could do nothing with them (as on PostgreSQL).
+--                         DELETE FROM @moot;
+--                         DELETE FROM {{schema}}.[outbox]
+--                         OUTPUT deleted.seq INTO @moot (seq)
+--                         WHERE entity = @entity AND key_prefix = LEFT(@here_native, 400)
+--                           AND [key] = @here_native AND suspended = 1;
+--                         IF EXISTS (SELECT 1 FROM @moot)
+--                             SET @out_moot = (SELECT seq FROM @moot ORDER BY seq FOR JSON PATH);
 --                     END;
 --                     SELECT @put = 1, @link_target = @here, @link_deleted = 1;
 --                 END
@@ -954,8 +970,8 @@ GO
 --                 IF @@ROWCOUNT = 0
 --                     INSERT INTO {{schema}}.[id_map] (entity, {{peer}}, {{own}}, applied_seq, deleted)
 --                     VALUES (@entity, @source_key, @link_target, @seq, @link_deleted);
---                 INSERT INTO @out (i, how, target_key, conflict, superseded)
---                 VALUES (@i, @out_how, @link_target, @out_conflict, @superseded);
+--                 INSERT INTO @out (i, how, target_key, conflict, superseded, moot)
+--                 VALUES (@i, @out_how, @link_target, @out_conflict, @superseded, @out_moot);
 --             END;
 --         END TRY
 --         BEGIN CATCH
@@ -1021,7 +1037,8 @@ GO
 --     END;
 --     IF @restart = 0 COMMIT TRANSACTION;
 -- END;
--- SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded
+-- SELECT i, how, target_key, conflict, fail, err_number, err_message, parent, parent_key, superseded,
+--        moot
 -- FROM @out ORDER BY i;
 
 -- write-back batch (sql/mssql/write_back.sql)

@@ -197,6 +197,8 @@ pub struct OutRow {
     pub parent_key: Option<String>,
     /// `Outcome::Done::superseded`.
     pub superseded: Option<i64>,
+    /// `Outcome::Done::moot`: the sequences, as FOR JSON PATH gives them (`[{"seq":7}]`).
+    pub moot: Option<String>,
 }
 
 /// Turns a result row into the outcome of its change.
@@ -250,6 +252,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
                 how,
                 conflict: row.conflict,
                 superseded: row.superseded,
+                moot: moot_seqs(row.moot.as_deref()),
             }
         }
     }
@@ -268,7 +271,19 @@ fn out_row(r: &tiberius::Row) -> Option<OutRow> {
         parent: text(7),
         parent_key: text(8),
         superseded: r.try_get::<i64, _>(9).ok().flatten(),
+        moot: r.try_get::<&str, _>(10).ok().flatten().map(str::to_string),
     })
+}
+
+/// The sequences of `[{"seq":7},{"seq":9}]`.
+fn moot_seqs(json: Option<&str>) -> Vec<i64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: i64,
+    }
+    json.and_then(|j| serde_json::from_str::<Vec<Seq>>(j).ok())
+        .map(|v| v.into_iter().map(|s| s.seq).collect())
+        .unwrap_or_default()
 }
 
 /// Applies a batch in one round trip; see the module comment.
@@ -598,6 +613,7 @@ mod tests {
         let ok = OutRow {
             how: Some("W".into()),
             target_key: Some("[1000]".into()),
+            moot: Some(r#"[{"seq":7},{"seq":9}]"#.into()),
             ..Default::default()
         };
         match outcome(&ok, "ctx".into(), None) {
@@ -606,8 +622,10 @@ mod tests {
                 how,
                 conflict,
                 superseded,
+                moot,
             } => {
                 assert_eq!(superseded, None);
+                assert_eq!(moot, vec![7, 9]);
                 assert_eq!(target_key.unwrap().as_str(), "[1000]");
                 assert_eq!(how, Done::Written);
                 assert!(!conflict);

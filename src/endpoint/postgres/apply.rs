@@ -21,7 +21,7 @@ use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::{
-    done, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
+    done, with_moot, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
 };
 use crate::model::{Image, Key, Op, TargetChange};
 
@@ -76,6 +76,7 @@ async fn prepare_for(
         &c.unlink_own,
         &c.link_applied,
         &c.local_pending,
+        &c.settle_moot,
         &c.local_reinsert,
         &c.local_redelete,
         &c.conflict_log,
@@ -655,14 +656,19 @@ async fn apply_one(
 
     if c.op == Op::Delete {
         let mut how = Done::Unchanged;
+        let mut moot = Vec::new();
         if let Some(k) = &here {
             let del = st(tx, stmts, &es.row_delete).await?;
             if tx.execute(&del, &[&json(&es.delete_object(k))]).await? > 0 {
                 how = Done::Written;
             }
+            let settle = st(tx, stmts, &ep.sql.common.settle_moot).await?;
+            for r in tx.query(&settle, &[&c.entity, &vec![k.as_str()]]).await? {
+                moot.push(r.try_get::<_, i64>("seq")?);
+            }
         }
         put_link(ep, tx, stmts, c, here.as_ref(), true).await?;
-        return Ok(won(here, how, superseded));
+        return Ok(with_moot(won(here, how, superseded), moot));
     }
 
     if tombstone && c.op == Op::Update && !force {

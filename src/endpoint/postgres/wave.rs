@@ -191,7 +191,8 @@ pub(super) async fn apply_wave(
         return Ok(None);
     }
     if deletes {
-        return apply_deletes(tx, stmts, es, wave, plans, &existing, &put, entity)
+        let settle = ep.sql.common.settle_moot.as_str();
+        return apply_deletes(tx, stmts, es, wave, plans, &existing, &put, entity, settle)
             .await
             .map(Some);
     }
@@ -302,6 +303,7 @@ fn done(target_key: Option<Key>, how: Done) -> Outcome {
         how,
         conflict: false,
         superseded: None,
+        moot: Vec::new(),
     }
 }
 
@@ -427,10 +429,15 @@ async fn apply_deletes(
     existing: &HashSet<String>,
     put: &tokio_postgres::Statement,
     entity: &str,
+    settle_moot: &str,
 ) -> Result<Vec<Outcome>, Stop> {
     let mut outcomes: Vec<Option<Outcome>> = (0..wave.len()).map(|_| None).collect();
     let mut objs = Vec::new();
+    let mut heres: HashMap<String, usize> = HashMap::new();
     for (i, p) in plans.iter().enumerate() {
+        if let Plan::Write { here: Some(k), .. } = p {
+            heres.insert(k.to_string(), i);
+        }
         match p {
             Plan::Stale(own) => outcomes[i] = Some(done(own.clone(), Done::Stale)),
             Plan::Write { here: Some(k), .. } if existing.contains(k.as_str()) => {
@@ -445,6 +452,21 @@ async fn apply_deletes(
             return Err(internal("wave delete not prepared"));
         };
         tx.query(&del, &[&json_array(&objs)]).await?;
+    }
+    // Changes suspended here of the records these deletes removed are moot (as in `apply_one`).
+    if !heres.is_empty() {
+        let Some(settle) = stmt(stmts, settle_moot) else {
+            return Err(internal("settle_moot not prepared"));
+        };
+        let keys: Vec<&str> = heres.keys().map(String::as_str).collect();
+        for r in tx.query(&settle, &[&entity, &keys]).await? {
+            let key: Option<String> = cell(&r, 0, "key")?;
+            let seq: i64 = cell(&r, 1, "seq")?;
+            let i = parse_key(key).and_then(|k| heres.get(k.as_str()).copied());
+            if let Some(Some(Outcome::Done { moot, .. })) = i.map(|i| &mut outcomes[i]) {
+                moot.push(seq);
+            }
+        }
     }
     write_links(tx, put, entity, wave, &outcomes, true).await?;
     Ok(outcomes.into_iter().flatten().collect())
