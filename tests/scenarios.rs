@@ -28,6 +28,7 @@ scenarios!(
     a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
     a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
     a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one,
+    a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_record,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -546,6 +547,102 @@ async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_neve
     let again = b.rows("SELECT id FROM orders").await[0][0].clone();
     assert_ne!(again, first, "the new order is another record at B");
     one_live_link(&env, "order", &format!("[{number}]"), &format!("[{again}]")).await;
+}
+
+/// A's user deletes an order while B's user changes it; the order's policy is B wins, so at B
+/// the delete loses and B's order lives on, to be created again at A. Before that reaches A,
+/// A's application reuses the order's number for a new order with an item. At B that is
+/// another record: it must not meet B's pending change of the old order as a conflict. It did,
+/// and lost: it was taken for the old order, its item waited for a parent "deleted at the
+/// target" until it was suspended, and the new order stayed at A only (found by the
+/// simulation's full workload, seed 342). Both sides end with both orders, the item in the new
+/// one, each linked once.
+async fn a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_record(p: Pairing) {
+    let config = demo_config_with_order_policy("b_wins");
+    let env = Env::demo_with(p, "reused_number", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, first) = one_order(&env, "first").await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    b.exec("UPDATE orders SET customer = 'kept at b'").await;
+    hold_changes(b).await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&["kept at b"]])
+    );
+
+    a.exec(&a.identity_insert(
+        "dbo.ORDERS",
+        &format!(
+            "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'new at a');"
+        ),
+    ))
+    .await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.conflicts, r.failed, r.suspended),
+        (2, 0, 0, 0),
+        "a new order and its item at B: {r:?}"
+    );
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (1, 0), "B's order again at A: {r:?}");
+
+    let both = table(&[&["kept at b"], &["new at a"]]);
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS] ORDER BY [CUST_NAME]")
+            .await,
+        both
+    );
+    assert_eq!(
+        b.rows("SELECT customer FROM orders ORDER BY customer")
+            .await,
+        both
+    );
+    assert_eq!(
+        a.rows(&format!(
+            "SELECT o.[CUST_NAME] FROM dbo.[ORDER_ITEMS] i JOIN dbo.[ORDERS] o ON o.[ORDER_NO] = i.[ORDER_NO] WHERE o.[ORDER_NO] = {number}"
+        ))
+        .await,
+        table(&[&["new at a"]])
+    );
+    let new_at_b = b
+        .rows("SELECT o.id FROM order_items i JOIN orders o ON o.id = i.order_id WHERE o.customer = 'new at a'")
+        .await;
+    assert_eq!(new_at_b.len(), 1, "the item in the new order at B");
+    let new_at_b = new_at_b[0][0].clone();
+    assert_ne!(new_at_b, first, "the new order is another record at B");
+    let kept_at_a = a
+        .rows("SELECT [ORDER_NO] FROM dbo.[ORDERS] WHERE [CUST_NAME] = 'kept at b'")
+        .await[0][0]
+        .clone();
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL \
+                 ORDER BY a_key"
+            )
+            .await,
+            {
+                let mut links = vec![
+                    vec![format!("[{number}]"), format!("[{new_at_b}]")],
+                    vec![format!("[{kept_at_a}]"), format!("[{first}]")],
+                ];
+                links.sort();
+                links
+            },
+            "live order links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// B's user renumbers an item's line, then moves the item to another order: at A, whose key

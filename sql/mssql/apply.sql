@@ -169,6 +169,11 @@ BEGIN
                 IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
+                -- A record the source created after its delete of the one this tombstone names
+                -- (a number its application reused): another record, created anew here,
+                -- whatever this side still has pending of the old one (as on PostgreSQL).
+                ELSE IF @link_found = 1 AND @deleted = 1 AND @op = 'I' AND @born = 1 AND @key_given = 0
+                    SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
                 ELSE IF @link_found = 1
                     SELECT @known = @own, @tombstone = @deleted,
                            @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;

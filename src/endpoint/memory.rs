@@ -772,6 +772,11 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         {
             (c.peer_hint.clone(), true, false)
         }
+        // A record the source created after its delete of the one this tombstone names (a
+        // number its application reused): another record, created anew here, whatever this
+        // side still has pending of the old one (its delete lost its conflict here, and the
+        // winner's creation again at the source is still on its way, where it draws a new key).
+        Some(l) if c.op == Op::Insert && c.born && l.deleted && !key_given => (None, false, false),
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };

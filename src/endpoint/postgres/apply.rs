@@ -457,6 +457,14 @@ async fn apply_one(
         {
             (c.peer_hint.clone(), true, false)
         }
+        // A record the source created after its delete of the one this tombstone names (a
+        // number its application reused): another record, created anew here, whatever this
+        // side still has pending of the old one (its delete lost its conflict here, and the
+        // winner's creation again at the source is still on its way, where it draws a new
+        // key). It met that pending change as a conflict and lost, its children could never
+        // join it, and it stayed at the source only (found by the simulation's full workload,
+        // seed 342).
+        Some((_, _, true)) if c.op == Op::Insert && c.born && !es.key_given => (None, false, false),
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
