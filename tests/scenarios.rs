@@ -29,6 +29,7 @@ scenarios!(
     a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
     a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one,
     a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_record,
+    a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -638,6 +639,96 @@ async fn a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_rec
                 links.sort();
                 links
             },
+            "live order links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+/// As above, but the reply to A's delete is lost, so A's link still names the number when
+/// A's application reuses it for a new order; then B's order, whose change won over that
+/// delete, comes back to A. It is not A's new order (whose insert, pending at A, came after
+/// everything of the number B has applied): it is created again under a new number instead
+/// of meeting A's new order as a conflict, which it won, overwriting A's new order with B's
+/// values, so one order was lost (found by the simulation's full workload, seed 11171).
+async fn a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back(p: Pairing) {
+    let config = demo_config_with_order_policy("b_wins");
+    let env = Env::demo_with(p, "reused_after_lost_reply", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, first) = one_order(&env, "first").await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    let a_delete = a.outbox().await;
+    assert_eq!(a_delete.len(), 1, "{a_delete:?}");
+    b.exec("UPDATE orders SET customer = 'kept at b'").await;
+    hold_changes(b).await;
+    save_id_map(a).await;
+    let r = env.drain().await;
+    assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
+    // The reply is lost: A's link and its delete are as before the drain.
+    restore_id_map(a).await;
+    a.requeue(&a_delete[0]).await;
+
+    a.exec(&a.identity_insert(
+        "dbo.ORDERS",
+        &format!(
+            "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'new at a');"
+        ),
+    ))
+    .await;
+    hold_changes(a).await;
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.conflicts, r.failed),
+        (1, 0, 0),
+        "B's order comes back to A as another record: {r:?}"
+    );
+    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+    env.drain().await;
+
+    let both = table(&[&["kept at b"], &["new at a"]]);
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS] ORDER BY [CUST_NAME]")
+            .await,
+        both
+    );
+    assert_eq!(
+        b.rows("SELECT customer FROM orders ORDER BY customer")
+            .await,
+        both
+    );
+    assert_eq!(
+        a.rows(&format!(
+            "SELECT [CUST_NAME] FROM dbo.[ORDERS] WHERE [ORDER_NO] = {number}"
+        ))
+        .await,
+        table(&[&["new at a"]])
+    );
+    let new_at_b = b
+        .rows("SELECT id FROM orders WHERE customer = 'new at a'")
+        .await[0][0]
+        .clone();
+    let kept_at_a = a
+        .rows("SELECT [ORDER_NO] FROM dbo.[ORDERS] WHERE [CUST_NAME] = 'kept at b'")
+        .await[0][0]
+        .clone();
+    let mut links = vec![
+        vec![format!("[{number}]"), format!("[{new_at_b}]")],
+        vec![format!("[{kept_at_a}]"), format!("[{first}]")],
+    ];
+    links.sort();
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL \
+                 ORDER BY a_key"
+            )
+            .await,
+            links,
             "live order links at {}",
             s.side()
         );

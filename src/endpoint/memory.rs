@@ -776,6 +776,24 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         // number its application reused): another record, created anew here, whatever this
         // side still has pending of the old one (its delete lost its conflict here, and the
         // winner's creation again at the source is still on its way, where it draws a new key).
+        // The same where that delete's reply was lost, so the link here still names the number:
+        // the record under it is this side's new one (its insert pending here, after all that
+        // the source has applied of this side's changes of the record).
+        Some(l)
+            if c.op == Op::Insert
+                && c.born
+                && !l.deleted
+                && !key_given
+                && l.own.as_ref().is_some_and(|o| {
+                    db.outbox
+                        .range(c.peer_applied_seq + 1..)
+                        .map(|(_, p)| p)
+                        .find(|p| p.entity == c.entity && p.key == *o && !p.suspended)
+                        .is_some_and(|p| p.op == Op::Insert)
+                }) =>
+        {
+            (None, false, false)
+        }
         Some(l) if c.op == Op::Insert && c.born && l.deleted && !key_given => (None, false, false),
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),

@@ -83,7 +83,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit,
+        @moved bit, @replaced bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -180,13 +180,35 @@ BEGIN
                 -- to is older than that link where the source's keys are given by values (the
                 -- key was taken by a new record): the source's link wins. So does a live link
                 -- whose row is gone here (@dead_own).
+                -- A record the source created after its delete of the one this link names (a
+                -- number its application reused) whose reply was lost, so this link still names
+                -- the number: the record under it is this side's new one (its insert the oldest
+                -- change of it pending here after all the source has applied of this side's).
+                SET @replaced = 0;
+                IF @link_found = 1 AND @deleted = 0 AND @own IS NOT NULL AND @op = 'I' AND @born = 1
+                   AND @key_given = 0
+                BEGIN
+                    SELECT @key = @own, @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                    IF (SELECT TOP (1) op FROM [tandem].[outbox]
+                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
+                          AND suspended = 0 AND seq > @peer_applied_seq
+                        ORDER BY seq) = 'I'
+                        SET @replaced = 1;
+                END;
                 IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
                 -- A record the source created after its delete of the one this tombstone names
                 -- (a number its application reused): another record, created anew here,
                 -- whatever this side still has pending of the old one (as on PostgreSQL).
-                ELSE IF @link_found = 1 AND @deleted = 1 AND @op = 'I' AND @born = 1 AND @key_given = 0
+                ELSE IF (@link_found = 1 AND @deleted = 1 AND @op = 'I' AND @born = 1 AND @key_given = 0)
+                        OR @replaced = 1
                     SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
                 ELSE IF @link_found = 1
                     SELECT @known = @own, @tombstone = @deleted,

@@ -451,6 +451,23 @@ async fn apply_one(
         Some((_, None, false)) => true,
         _ => false,
     };
+    // The same where that delete's reply was lost, so the link here still names the number:
+    // the record under it is this side's new one (its insert the oldest change of it pending
+    // here after all that the source has applied of this side's changes of the record; found
+    // by the simulation's full workload, seed 11171).
+    let replaced = match &link {
+        Some((_, Some(own), false)) if c.op == Op::Insert && c.born && !es.key_given => {
+            let q = st(tx, stmts, &common.local_pending).await?;
+            let pending = tx
+                .query(&q, &[&c.entity, &own.as_str(), &c.peer_applied_seq])
+                .await?;
+            match pending.last() {
+                Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
+                None => false,
+            }
+        }
+        _ => false,
+    };
     let (known, linked_live, tombstone) = match &link {
         Some((_, own, deleted))
             if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
@@ -465,6 +482,7 @@ async fn apply_one(
         // join it, and it stayed at the source only (found by the simulation's full workload,
         // seed 342).
         Some((_, _, true)) if c.op == Op::Insert && c.born && !es.key_given => (None, false, false),
+        _ if replaced => (None, false, false),
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
