@@ -1752,17 +1752,31 @@ async fn a_backlog_of_updates_costs_one_apply_per_record_and_keeps_order(p: Pair
     assert_eq!(b.outbox_count().await, 0);
 }
 
+/// The demo config where a change that fails once is suspended.
+fn one_attempt_config() -> String {
+    DEMO_CONFIG.replace(
+        "poll_interval_ms = 500",
+        "poll_interval_ms = 500\nmax_attempts = 1",
+    )
+}
+
+/// `status` at B shows one order change suspended and none pending.
+async fn one_order_change_parked_at_b(sides: &tandem::sync::Sides) {
+    let status = sides.b.status().await.expect("status");
+    let order = status
+        .iter()
+        .find(|e| e.entity == "order")
+        .expect("order status");
+    assert_eq!((order.suspended, order.pending), (1, 0), "{status:?}");
+}
+
 /// The operator's side of a bad change: it is suspended with its error (after `max_attempts`),
 /// shows in `status` and `suspended`, and waits; once the target can take it, `resubmit` sends
 /// it again and it lands; `discard` removes one for good. Nothing else is held up.
 async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_or_discards_it(
     p: Pairing,
 ) {
-    let text = DEMO_CONFIG.replace(
-        "poll_interval_ms = 500",
-        "poll_interval_ms = 500\nmax_attempts = 1",
-    );
-    let env = Env::demo_with(p, "suspended", &text).await;
+    let env = Env::demo_with(p, "suspended", &one_attempt_config()).await;
     let (a, b) = (&env.a, &env.b);
     let sides = env.sides();
     let long = "x".repeat(80);
@@ -1782,12 +1796,7 @@ async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_
         err.contains("column CUST_NAME") && err.contains("entity order"),
         "{err}"
     );
-    let status = sides.b.status().await.expect("status");
-    let order = status
-        .iter()
-        .find(|e| e.entity == "order")
-        .expect("order status");
-    assert_eq!((order.suspended, order.pending), (1, 0), "{status:?}");
+    one_order_change_parked_at_b(&sides).await;
     // Suspended is parked: another drain leaves it alone.
     let r = env.drain().await;
     assert_eq!(r.claimed, 0, "{r:?}");
@@ -1848,11 +1857,7 @@ async fn a_change_that_keeps_failing_is_suspended_for_an_operator_who_resubmits_
 async fn a_suspended_change_of_a_record_the_other_side_deletes_is_settled_not_left_parked(
     p: Pairing,
 ) {
-    let text = DEMO_CONFIG.replace(
-        "poll_interval_ms = 500",
-        "poll_interval_ms = 500\nmax_attempts = 1",
-    );
-    let env = Env::demo_with(p, "moot", &text).await;
+    let env = Env::demo_with(p, "moot", &one_attempt_config()).await;
     let (a, b) = (&env.a, &env.b);
     let sides = env.sides();
     a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('gone'), ('stays')")
@@ -1882,12 +1887,7 @@ async fn a_suspended_change_of_a_record_the_other_side_deletes_is_settled_not_le
     let stays = b.rows("SELECT id FROM orders").await[0][0].clone();
     assert!(parked[0].key.contains(&stays), "{parked:?} (B id {stays})");
     assert_eq!(b.outbox_count().await, 1);
-    let status = sides.b.status().await.expect("status");
-    let order = status
-        .iter()
-        .find(|e| e.entity == "order")
-        .expect("order status");
-    assert_eq!((order.suspended, order.pending), (1, 0), "{status:?}");
+    one_order_change_parked_at_b(&sides).await;
     assert_eq!(a.outbox_count().await, 0);
 }
 
