@@ -402,8 +402,7 @@ async fn a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_si
         table(&[&["2", "1"]]),
         "B's line is put back; A's line 1 waits for its retry"
     );
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
     let lines = table(&[&["1", "2"], &["2", "1"]]);
     assert_eq!(
@@ -469,8 +468,7 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
     let r = env.drain().await;
     assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
 
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     let r = env.drain().await;
     assert_eq!(r.written, 0, "B's changes are old news at A: {r:?}");
     let b_key = format!("[{id}]");
@@ -529,11 +527,9 @@ async fn a_child_added_to_a_parent_the_other_side_deleted_and_created_again_neve
         "{waiting:?}"
     );
 
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
-        .await;
+    release_deletes(a).await;
     env.drain().await;
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
     assert_eq!(
         a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
@@ -590,8 +586,7 @@ async fn a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_rec
         (2, 0, 0, 0),
         "a new order and its item at B: {r:?}"
     );
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     let r = env.drain().await;
     assert_eq!((r.written, r.failed), (1, 0), "B's order again at A: {r:?}");
 
@@ -641,16 +636,14 @@ async fn a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back(
     ))
     .await;
     hold_changes(a).await;
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     let r = env.drain().await;
     assert_eq!(
         (r.written, r.conflicts, r.failed),
         (1, 0, 0),
         "B's order comes back to A as another record: {r:?}"
     );
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
 
     two_orders_each_linked_once(&env, &number, &first).await;
@@ -914,8 +907,7 @@ async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
 
     a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 7").await;
     env.drain().await;
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     env.drain().await;
 
     assert_eq!(
@@ -985,8 +977,7 @@ async fn a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record(p: 
     .await;
     let r = env.drain().await;
     assert_eq!(r.conflicts, 1, "B's item meets A's delete: {r:?}");
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
 
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
@@ -1025,8 +1016,7 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
     hold_changes(b).await;
 
     save_id_map(a).await;
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     let r = env.drain().await;
     assert_eq!(r.written, 1, "A's line 3 reaches B: {r:?}");
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
@@ -1035,11 +1025,9 @@ async fn a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_ke
     a.requeue(&a_insert[0]).await;
     hold_changes(a).await;
 
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     env.drain().await;
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
 
     assert_eq!(
@@ -1091,11 +1079,9 @@ async fn a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_ho
     hold_changes(a).await;
     save_id_map(a).await;
     // One after the other (together they are one change of the same item at B).
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
-        .await;
+    release_deletes(a).await;
     env.drain().await;
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     assert_ne!(item, first, "a new item at B");
@@ -1120,15 +1106,13 @@ async fn a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_ho
     assert_eq!(r.conflicts, 1, "A's delete loses to B's change: {r:?}");
     restore_id_map(a).await;
     a.requeue(&a_delete[0]).await;
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     let r = env.drain().await;
     assert_eq!(r.written, 0, "A's copies are late: {r:?}");
 
     b.exec(&format!("DELETE FROM order_items WHERE id = {item}"))
         .await;
-    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(b).await;
     env.drain().await;
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
     assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
@@ -1156,6 +1140,19 @@ async fn hold_changes(s: &TestSide) {
         "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
     ))
     .await;
+}
+
+/// Makes every change pending at a side due now (the opposite of [`hold_changes`]).
+async fn release(s: &TestSide) {
+    s.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
+        .await;
+}
+
+/// Makes only the deletes pending at a side due now (a delete and an insert of one record
+/// sent one after the other, not folded into one change).
+async fn release_deletes(s: &TestSide) {
+    s.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE op = 'D'")
+        .await;
 }
 
 /// Keeps a copy of a side's id map, to put it back with [`restore_id_map`] (a write-back whose
@@ -1250,8 +1247,7 @@ async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_
         r.conflicts, 1,
         "the move meets line 2's pending insert: {r:?}"
     );
-    a.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
-        .await;
+    release(a).await;
     env.drain().await;
     assert_eq!(
         a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
