@@ -688,9 +688,9 @@ async fn apply_one(
             if tx.execute(&del, &[&json(&es.delete_object(k))]).await? > 0 {
                 how = Done::Written;
             }
-            let settle = st(tx, stmts, &ep.sql.common.settle_moot).await?;
+            let settle = st(tx, stmts, &common.settle_moot).await?;
             for r in tx.query(&settle, &[&c.entity, &vec![k.as_str()]]).await? {
-                moot.push(r.try_get::<_, i64>("seq")?);
+                moot.push(cell(&r, 1, "seq")?);
             }
         }
         put_link(ep, tx, stmts, c, here.as_ref(), true).await?;
