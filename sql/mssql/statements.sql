@@ -1,7 +1,8 @@
 -- Tandem: the statements `tandem run` sends at run time (SQL Server), through sp_executesql.
 -- Each begins with `-- name:`. Placeholders: {{schema}} is tandem's schema quoted as [name];
 -- {{own}} / {{peer}} are [a_key] / [b_key] (this side's key column in id_map and the other
--- side's). Values always travel as parameters @P1, @P2, ...
+-- side's). Values always travel as parameters @P1, @P2, ... Rows are read by column name
+-- (the claims' by position), so the columns read carry names.
 -- Times are read as microseconds since 1970 (DATEDIFF_BIG), an exact instant in any zone.
 
 -- name: claim
@@ -114,7 +115,7 @@ IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NOT NULL
 
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).
-SELECT m.{{own}}, m.{{peer}}, m.deleted, m.applied_seq
+SELECT m.{{own}} AS own_key, m.{{peer}} AS peer_key, m.deleted, m.applied_seq
 FROM {{schema}}.[id_map] AS m
 JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
   ON m.{{own}} = j.k COLLATE Latin1_General_100_BIN2
@@ -122,9 +123,9 @@ WHERE m.entity = @P1;
 
 -- name: suspended_list
 SELECT TOP (@P2) seq, entity, op, image, attempts,
-       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at),
-       DATEDIFF_BIG(microsecond, '1970-01-01', first_failed_at),
-       DATEDIFF_BIG(microsecond, '1970-01-01', last_failed_at),
+       DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) AS captured_us,
+       DATEDIFF_BIG(microsecond, '1970-01-01', first_failed_at) AS first_failed_us,
+       DATEDIFF_BIG(microsecond, '1970-01-01', last_failed_at) AS last_failed_us,
        last_error
 FROM {{schema}}.[outbox]
 WHERE suspended = 1 AND (@P1 IS NULL OR seq = @P1)
@@ -134,58 +135,59 @@ ORDER BY seq;
 UPDATE {{schema}}.[outbox]
 SET suspended = 0, attempts = 0, next_attempt_at = NULL
 WHERE suspended = 1 AND (@P1 IS NULL OR seq = @P1);
-SELECT CONVERT(bigint, @@ROWCOUNT);
+SELECT CONVERT(bigint, @@ROWCOUNT) AS affected;
 
 -- name: discard
 DELETE FROM {{schema}}.[outbox] WHERE suspended = 1 AND seq = @P1;
-SELECT CONVERT(bigint, @@ROWCOUNT);
+SELECT CONVERT(bigint, @@ROWCOUNT) AS affected;
 
 -- name: status_outbox
 SELECT entity,
-       CONVERT(bigint, SUM(CASE WHEN suspended = 0 THEN 1 ELSE 0 END)),
-       CONVERT(bigint, SUM(CASE WHEN suspended = 1 THEN 1 ELSE 0 END)),
-       MIN(CASE WHEN suspended = 0 THEN DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) END)
+       CONVERT(bigint, SUM(CASE WHEN suspended = 0 THEN 1 ELSE 0 END)) AS pending_count,
+       CONVERT(bigint, SUM(CASE WHEN suspended = 1 THEN 1 ELSE 0 END)) AS suspended_count,
+       MIN(CASE WHEN suspended = 0 THEN DATEDIFF_BIG(microsecond, '1970-01-01', captured_at) END) AS oldest_pending_us
 FROM {{schema}}.[outbox] GROUP BY entity;
 
 -- name: status_links
-SELECT entity, CONVERT(bigint, COUNT(*)) FROM {{schema}}.[id_map] WHERE deleted = 0 GROUP BY entity;
+SELECT entity, CONVERT(bigint, COUNT(*)) AS linked_count FROM {{schema}}.[id_map] WHERE deleted = 0 GROUP BY entity;
 
 -- name: status_conflicts
-SELECT entity, CONVERT(bigint, COUNT(*)) FROM {{schema}}.[conflicts] GROUP BY entity;
+SELECT entity, CONVERT(bigint, COUNT(*)) AS conflict_count FROM {{schema}}.[conflicts] GROUP BY entity;
 
 -- name: install_state
 -- Are the tables there, and how many capture triggers carry this installation's mark?
 SELECT CONVERT(bit, CASE WHEN OBJECT_ID({{outbox_lit}}, N'U') IS NOT NULL
-                          AND OBJECT_ID({{id_map_lit}}, N'U') IS NOT NULL THEN 1 ELSE 0 END),
+                          AND OBJECT_ID({{id_map_lit}}, N'U') IS NOT NULL THEN 1 ELSE 0 END) AS installed,
        CONVERT(bigint, (SELECT COUNT(*) FROM sys.triggers AS t
                         JOIN sys.extended_properties AS p
                           ON p.class = 1 AND p.major_id = t.parent_id AND p.minor_id = 0
                          AND p.name = {{mark_lit}}
-                        WHERE t.name = CONVERT(sysname, p.value)));
+                        WHERE t.name = CONVERT(sysname, p.value))) AS trigger_count;
 
 -- name: server
 -- For `tandem check`: SQL Server 2016 (13) or later, and a compatibility level of 130 or
 -- more (OPENJSON needs it). Babelfish for PostgreSQL (a T-SQL engine tandem is tested on)
 -- reports version 12 but has what tandem needs.
-SELECT CONVERT(int, SERVERPROPERTY('ProductMajorVersion')),
-       CONVERT(int, (SELECT compatibility_level FROM sys.databases WHERE database_id = DB_ID())),
-       CONVERT(bit, CASE WHEN @@VERSION LIKE N'Babelfish%' THEN 1 ELSE 0 END);
+SELECT CONVERT(int, SERVERPROPERTY('ProductMajorVersion')) AS major_version,
+       CONVERT(int, (SELECT compatibility_level FROM sys.databases WHERE database_id = DB_ID())) AS compat_level,
+       CONVERT(bit, CASE WHEN @@VERSION LIKE N'Babelfish%' THEN 1 ELSE 0 END) AS is_babelfish;
 
 -- name: table_exists
-SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'U') IS NOT NULL THEN 1 ELSE 0 END);
+SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'U') IS NOT NULL THEN 1 ELSE 0 END) AS present;
 
 -- name: sequence_exists
 -- For `check`: does the sequence a `key_from` names exist (@P1: its quoted name)?
-SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'SO') IS NOT NULL THEN 1 ELSE 0 END);
+SELECT CONVERT(bit, CASE WHEN OBJECT_ID(@P1, N'SO') IS NOT NULL THEN 1 ELSE 0 END) AS present;
 
 -- name: table_columns
 -- The table's columns with their system type, size, and whether each is an identity, is
 -- computed, has a default. Types of alias types are their system type. The last column says
 -- whether the database compares names case-insensitively (its collation), as `check` must.
-SELECT c.name, TYPE_NAME(c.system_type_id), CONVERT(int, c.max_length), CONVERT(int, c.precision),
-       CONVERT(int, c.scale), c.is_nullable, c.is_identity, c.is_computed,
-       CONVERT(bit, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END),
-       CONVERT(bit, CASE WHEN CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation')) LIKE N'%[_]CI[_]%' THEN 1 ELSE 0 END)
+SELECT c.name AS column_name, TYPE_NAME(c.system_type_id) AS type_name,
+       CONVERT(int, c.max_length) AS max_length, CONVERT(int, c.precision) AS num_precision,
+       CONVERT(int, c.scale) AS num_scale, c.is_nullable, c.is_identity, c.is_computed,
+       CONVERT(bit, CASE WHEN c.default_object_id <> 0 THEN 1 ELSE 0 END) AS has_default,
+       CONVERT(bit, CASE WHEN CONVERT(nvarchar(128), DATABASEPROPERTYEX(DB_NAME(), 'Collation')) LIKE N'%[_]CI[_]%' THEN 1 ELSE 0 END) AS case_insensitive
 FROM sys.columns AS c
 WHERE c.object_id = OBJECT_ID(@P1)
 ORDER BY c.column_id;
@@ -193,7 +195,7 @@ ORDER BY c.column_id;
 -- name: table_unique_keys
 -- Every unique index or constraint (primary key included, filtered ones excluded) as
 -- (index id, column name).
-SELECT i.index_id, c.name
+SELECT i.index_id, c.name AS column_name
 FROM sys.indexes AS i
 JOIN sys.index_columns AS ic ON ic.object_id = i.object_id AND ic.index_id = i.index_id
 JOIN sys.columns AS c ON c.object_id = ic.object_id AND c.column_id = ic.column_id
@@ -225,7 +227,7 @@ SET DATEFORMAT ymd;
 -- as JSON ({"v": ...}). One statement per look-up column per batch. Compared as text in a
 -- binary collation (trailing spaces ignored, as SQL Server compares), so a value that cannot
 -- be the column's type matches nothing instead of failing the batch.
-SELECT w.v, CONVERT(nvarchar(max), (SELECT t.{{out}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+SELECT w.v AS asked, CONVERT(nvarchar(max), (SELECT t.{{out}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS found
 FROM (SELECT DISTINCT q.v FROM OPENJSON(@P1) WITH (v nvarchar(4000) '$') AS q) AS w
 JOIN {{table}} AS t
   ON CONVERT(nvarchar(4000), t.{{by}}) COLLATE Latin1_General_100_BIN2 = w.v COLLATE Latin1_General_100_BIN2;

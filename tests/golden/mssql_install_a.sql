@@ -392,7 +392,7 @@ GO
 
 -- links_by_own
 -- -- @P1 entity, @P2 a JSON array of this side's keys (as text).
--- SELECT m.[a_key], m.[b_key], m.deleted, m.applied_seq
+-- SELECT m.[a_key] AS own_key, m.[b_key] AS peer_key, m.deleted, m.applied_seq
 -- FROM [tandem].[id_map] AS m
 -- JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
 --   ON m.[a_key] = j.k COLLATE Latin1_General_100_BIN2

@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::pool::run;
+use super::row::get;
 use super::sql::{EntityPlan, Plan};
 use super::MsEndpoint;
 use crate::config::ConflictPolicy;
@@ -258,21 +259,28 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
     }
 }
 
-fn out_row(r: &tiberius::Row) -> Option<OutRow> {
-    let text = |i: usize| r.get::<&str, _>(i).map(str::to_string);
-    Some(OutRow {
-        i: usize::try_from(r.get::<i32, _>(0)?).ok()?,
-        how: text(1),
-        target_key: text(2),
-        conflict: r.get::<bool, _>(3).unwrap_or(false),
-        fail: text(4),
-        err_number: r.get::<i32, _>(5),
-        err_message: text(6),
-        parent: text(7),
-        parent_key: text(8),
-        superseded: r.try_get::<i64, _>(9).ok().flatten(),
-        moot: r.try_get::<&str, _>(10).ok().flatten().map(str::to_string),
-    })
+/// None for a row without its change's number.
+fn out_row(r: &tiberius::Row) -> Result<Option<OutRow>, EndpointError> {
+    const WHAT: &str = "apply";
+    let text = |n: &str| -> Result<Option<String>, EndpointError> {
+        Ok(get::<&str>(r, n, WHAT)?.map(str::to_string))
+    };
+    let Some(i) = get::<i32>(r, "i", WHAT)?.and_then(|i| usize::try_from(i).ok()) else {
+        return Ok(None);
+    };
+    Ok(Some(OutRow {
+        i,
+        how: text("how")?,
+        target_key: text("target_key")?,
+        conflict: get::<bool>(r, "conflict", WHAT)?.unwrap_or(false),
+        fail: text("fail")?,
+        err_number: get::<i32>(r, "err_number", WHAT)?,
+        err_message: text("err_message")?,
+        parent: text("parent")?,
+        parent_key: text("parent_key")?,
+        superseded: get::<i64>(r, "superseded", WHAT)?,
+        moot: text("moot")?,
+    }))
 }
 
 /// The sequences of `[{"seq":7},{"seq":9}]`.
@@ -326,7 +334,7 @@ pub async fn apply_batch(
         .await
         .map_err(|e| ep.pool.error("apply", e))?;
         for r in sets.last().into_iter().flatten() {
-            if let Some(o) = out_row(r) {
+            if let Some(o) = out_row(r)? {
                 if let Some(slot) = rows.get_mut(o.i) {
                     *slot = Some(o);
                 }
@@ -464,7 +472,8 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
     .await
     .map_err(|e| ep.pool.error("write back", e))?;
     for r in sets.last().into_iter().flatten() {
-        let (Some(n), Some(msg)) = (r.get::<i32, _>(0), r.get::<&str, _>(1)) else {
+        let n = get::<i32>(r, "n", "write back")?;
+        let (Some(n), Some(msg)) = (n, get::<&str>(r, "err_message", "write back")?) else {
             continue;
         };
         if let Some(l) = usize::try_from(n).ok().and_then(|n| wb.links.get(n)) {

@@ -2,9 +2,10 @@
 //! `sql/mssql/catalog.sql`, rows read by column name; columns judged as `tandem check` judges
 //! them ([`schema::column_desc`]).
 
-use tiberius::{FromSql, Row};
+use tiberius::Row;
 
 use super::pool::run;
+use super::row::get;
 use super::schema;
 use super::types::{Column, SqlType};
 use super::MsEndpoint;
@@ -15,18 +16,14 @@ use crate::endpoint::EndpointError;
 
 const CATALOG: &str = include_str!("../../../sql/mssql/catalog.sql");
 
-/// Column `name` of a catalog row (None for NULL), or an error naming it (never a panic).
-fn get<'a, T: FromSql<'a>>(row: &'a Row, name: &str) -> Result<Option<T>, EndpointError> {
-    row.try_get(name).map_err(|e| {
-        EndpointError::Config(format!(
-            "internal: reading the catalog: column {name} cannot be read: {e}"
-        ))
-    })
-}
+/// What a catalog row that cannot be read is reported as.
+const WHAT: &str = "reading the catalog";
 
 /// A text column that is never NULL in these statements (names).
 fn text(row: &Row, name: &str) -> Result<String, EndpointError> {
-    Ok(get::<&str>(row, name)?.unwrap_or_default().to_string())
+    Ok(get::<&str>(row, name, WHAT)?
+        .unwrap_or_default()
+        .to_string())
 }
 
 /// The rows of one catalog statement (its one parameter: tandem's own schema, left out).
@@ -55,9 +52,10 @@ pub async fn read(ep: &MsEndpoint) -> Result<Catalog, EndpointError> {
     let own = ep.config.side(ep.side).schema.clone();
     let mut b = CatalogBuilder::default();
     for r in rows(ep, section("catalog_columns")?, &own).await? {
-        b.catalog.case_insensitive = get::<bool>(&r, "case_insensitive")?.unwrap_or(false);
-        let num =
-            |name: &str| -> Result<i32, EndpointError> { Ok(get::<i32>(&r, name)?.unwrap_or(0)) };
+        b.catalog.case_insensitive = get::<bool>(&r, "case_insensitive", WHAT)?.unwrap_or(false);
+        let num = |name: &str| -> Result<i32, EndpointError> {
+            Ok(get::<i32>(&r, name, WHAT)?.unwrap_or(0))
+        };
         let column = Column {
             name: text(&r, "column_name")?,
             ty: SqlType::new(
@@ -66,12 +64,12 @@ pub async fn read(ep: &MsEndpoint) -> Result<Catalog, EndpointError> {
                 u8::try_from(num("num_precision")?).unwrap_or(0),
                 u8::try_from(num("num_scale")?).unwrap_or(0),
             ),
-            nullable: get::<bool>(&r, "is_nullable")?.unwrap_or(true),
-            identity: get::<bool>(&r, "is_identity")?.unwrap_or(false),
-            computed: get::<bool>(&r, "is_computed")?.unwrap_or(false),
-            has_default: get::<&str>(&r, "default_expr")?.is_some(),
+            nullable: get::<bool>(&r, "is_nullable", WHAT)?.unwrap_or(true),
+            identity: get::<bool>(&r, "is_identity", WHAT)?.unwrap_or(false),
+            computed: get::<bool>(&r, "is_computed", WHAT)?.unwrap_or(false),
+            has_default: get::<&str>(&r, "default_expr", WHAT)?.is_some(),
         };
-        let default = get::<&str>(&r, "default_expr")?.map(str::to_string);
+        let default = get::<&str>(&r, "default_expr", WHAT)?.map(str::to_string);
         let (schema_name, table) = (text(&r, "schema_name")?, text(&r, "table_name")?);
         b.table(&schema_name, &table).columns.push(CatalogColumn {
             desc: schema::column_desc(&column),
@@ -84,8 +82,8 @@ pub async fn read(ep: &MsEndpoint) -> Result<Catalog, EndpointError> {
     let mut last: Option<(String, String, i32)> = None;
     for r in rows(ep, section("catalog_keys")?, &own).await? {
         let (schema_name, table) = (text(&r, "schema_name")?, text(&r, "table_name")?);
-        let index = get::<i32>(&r, "index_id")?.unwrap_or(0);
-        let primary = get::<bool>(&r, "is_primary")?.unwrap_or(false);
+        let index = get::<i32>(&r, "index_id", WHAT)?.unwrap_or(0);
+        let primary = get::<bool>(&r, "is_primary", WHAT)?.unwrap_or(false);
         let column = text(&r, "column_name")?;
         let this = (schema_name.clone(), table.clone(), index);
         let same = last.as_ref() == Some(&this);

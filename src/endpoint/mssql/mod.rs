@@ -10,6 +10,7 @@ mod bulk;
 mod catalog;
 pub mod error;
 mod pool;
+mod row;
 mod schema;
 pub mod sql;
 pub mod types;
@@ -33,6 +34,7 @@ use crate::endpoint::{
 use crate::model::{Image, Key, Op, OutboxRow, TargetChange};
 
 use pool::{run, MsPool};
+use row::get;
 use sql::{Common, EntityPlan, Plan};
 
 /// One SQL Server database as side A or B.
@@ -263,23 +265,21 @@ impl Source for MsEndpoint {
         }
         let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
         let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
+        let what = "read id links";
         let rows = self
-            .rows(
-                "read id links",
-                &self.common.links_by_own,
-                &[&entity, &json.as_str()],
-            )
+            .rows(what, &self.common.links_by_own, &[&entity, &json.as_str()])
             .await?;
         for r in &rows {
-            let Some(own) = r.get::<&str, _>(0).and_then(|s| Key::parse(s).ok()) else {
+            let Some(own) = get::<&str>(r, "own_key", what)?.and_then(|s| Key::parse(s).ok())
+            else {
                 continue;
             };
             out.insert(
                 own,
                 Link {
-                    peer_key: r.get::<&str, _>(1).and_then(|s| Key::parse(s).ok()),
-                    deleted: r.get::<bool, _>(2).unwrap_or(false),
-                    applied_seq: r.get::<i64, _>(3).unwrap_or(0),
+                    peer_key: get::<&str>(r, "peer_key", what)?.and_then(|s| Key::parse(s).ok()),
+                    deleted: get::<bool>(r, "deleted", what)?.unwrap_or(false),
+                    applied_seq: get::<i64>(r, "applied_seq", what)?.unwrap_or(0),
                 },
             );
         }
@@ -306,11 +306,9 @@ impl Source for MsEndpoint {
         };
         let texts: Vec<&str> = keys.iter().map(Key::as_str).collect();
         let json = serde_json::to_string(&texts).unwrap_or_else(|_| "[]".into());
-        for r in self
-            .rows("look for changes in flight", sql, &[&json.as_str()])
-            .await?
-        {
-            if let Some(k) = r.get::<&str, _>(0).and_then(|t| Key::parse(t).ok()) {
+        let what = "look for changes in flight";
+        for r in self.rows(what, sql, &[&json.as_str()]).await? {
+            if let Some(k) = get::<&str>(&r, "k", what)?.and_then(|t| Key::parse(t).ok()) {
                 out.insert(k);
             }
         }
@@ -419,14 +417,15 @@ impl Admin for MsEndpoint {
     }
 
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
-        let rows = self
-            .rows("read install state", &self.common.install_state, &[])
-            .await?;
-        let present = rows
-            .first()
-            .and_then(|r| r.get::<bool, _>(0))
-            .unwrap_or(false);
-        let triggers = rows.first().and_then(|r| r.get::<i64, _>(1)).unwrap_or(0);
+        let what = "read install state";
+        let rows = self.rows(what, &self.common.install_state, &[]).await?;
+        let (present, triggers) = match rows.first() {
+            Some(r) => (
+                get::<bool>(r, "installed", what)?.unwrap_or(false),
+                get::<i64>(r, "trigger_count", what)?.unwrap_or(0),
+            ),
+            None => (false, 0),
+        };
         // One capture trigger per table, however many entities read it.
         let expected = self.config.captured_tables(self.side).len();
         Ok(if present {
@@ -454,35 +453,27 @@ impl Admin for MsEndpoint {
                 )
             })
             .collect();
-        for r in self
-            .rows("read status", &self.common.status_outbox, &[])
-            .await?
-        {
-            let Some(name) = r.get::<&str, _>(0) else {
+        let what = "read status";
+        for r in self.rows(what, &self.common.status_outbox, &[]).await? {
+            let Some(name) = get::<&str>(&r, "entity", what)? else {
                 continue;
             };
             let s = by.entry(name.to_string()).or_insert_with(|| EntityStatus {
                 entity: name.to_string(),
                 ..Default::default()
             });
-            s.pending = r.get::<i64, _>(1).unwrap_or(0);
-            s.suspended = r.get::<i64, _>(2).unwrap_or(0);
-            s.oldest_pending = instant(r.get::<i64, _>(3));
+            s.pending = get::<i64>(&r, "pending_count", what)?.unwrap_or(0);
+            s.suspended = get::<i64>(&r, "suspended_count", what)?.unwrap_or(0);
+            s.oldest_pending = instant(get::<i64>(&r, "oldest_pending_us", what)?);
         }
-        for r in self
-            .rows("read status", &self.common.status_links, &[])
-            .await?
-        {
-            if let Some(s) = r.get::<&str, _>(0).and_then(|n| by.get_mut(n)) {
-                s.linked = r.get::<i64, _>(1).unwrap_or(0);
+        for r in self.rows(what, &self.common.status_links, &[]).await? {
+            if let Some(s) = get::<&str>(&r, "entity", what)?.and_then(|n| by.get_mut(n)) {
+                s.linked = get::<i64>(&r, "linked_count", what)?.unwrap_or(0);
             }
         }
-        for r in self
-            .rows("read status", &self.common.status_conflicts, &[])
-            .await?
-        {
-            if let Some(s) = r.get::<&str, _>(0).and_then(|n| by.get_mut(n)) {
-                s.conflicts = r.get::<i64, _>(1).unwrap_or(0);
+        for r in self.rows(what, &self.common.status_conflicts, &[]).await? {
+            if let Some(s) = get::<&str>(&r, "entity", what)?.and_then(|n| by.get_mut(n)) {
+                s.conflicts = get::<i64>(&r, "conflict_count", what)?.unwrap_or(0);
             }
         }
         let mut out: Vec<EntityStatus> = by.into_values().collect();
@@ -496,20 +487,17 @@ impl Admin for MsEndpoint {
         limit: i64,
     ) -> Result<Vec<SuspendedChange>, EndpointError> {
         let plan = self.plan().await?;
+        let what = "read suspended changes";
         let rows = self
-            .rows(
-                "read suspended changes",
-                &self.common.suspended_list,
-                &[&seq, &limit],
-            )
+            .rows(what, &self.common.suspended_list, &[&seq, &limit])
             .await?;
         let mut out = Vec::new();
         for r in &rows {
             let (Some(seq), Some(entity), Some(op), Some(native)) = (
-                r.get::<i64, _>(0),
-                r.get::<&str, _>(1),
-                r.get::<&str, _>(2),
-                r.get::<&str, _>(3),
+                get::<i64>(r, "seq", what)?,
+                get::<&str>(r, "entity", what)?,
+                get::<&str>(r, "op", what)?,
+                get::<&str>(r, "image", what)?,
             ) else {
                 continue;
             };
@@ -532,11 +520,11 @@ impl Admin for MsEndpoint {
                 entity: entity.to_string(),
                 op: op.to_string(),
                 key,
-                attempts: r.get::<i32, _>(4).unwrap_or(0),
-                captured_at: instant(r.get::<i64, _>(5)).unwrap_or_else(Utc::now),
-                first_failed_at: instant(r.get::<i64, _>(6)),
-                last_failed_at: instant(r.get::<i64, _>(7)),
-                last_error: r.get::<&str, _>(8).map(str::to_string),
+                attempts: get::<i32>(r, "attempts", what)?.unwrap_or(0),
+                captured_at: instant(get::<i64>(r, "captured_us", what)?).unwrap_or_else(Utc::now),
+                first_failed_at: instant(get::<i64>(r, "first_failed_us", what)?),
+                last_failed_at: instant(get::<i64>(r, "last_failed_us", what)?),
+                last_error: get::<&str>(r, "last_error", what)?.map(str::to_string),
                 image,
             });
         }
@@ -544,22 +532,25 @@ impl Admin for MsEndpoint {
     }
 
     async fn resubmit(&self, seq: Option<i64>) -> Result<u64, EndpointError> {
-        let rows = self
-            .rows("resubmit", &self.common.resubmit, &[&seq])
-            .await?;
-        Ok(rows
-            .first()
-            .and_then(|r| r.get::<i64, _>(0))
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(0))
+        let what = "resubmit";
+        let rows = self.rows(what, &self.common.resubmit, &[&seq]).await?;
+        let n = match rows.first() {
+            Some(r) => get::<i64>(r, "affected", what)?,
+            None => None,
+        };
+        Ok(n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0))
     }
 
     async fn discard(&self, seq: i64) -> Result<Option<SuspendedChange>, EndpointError> {
         let Some(found) = self.suspended(Some(seq), 1).await?.into_iter().next() else {
             return Ok(None);
         };
-        let rows = self.rows("discard", &self.common.discard, &[&seq]).await?;
-        let n = rows.first().and_then(|r| r.get::<i64, _>(0)).unwrap_or(0);
+        let what = "discard";
+        let rows = self.rows(what, &self.common.discard, &[&seq]).await?;
+        let n = match rows.first() {
+            Some(r) => get::<i64>(r, "affected", what)?.unwrap_or(0),
+            None => 0,
+        };
         Ok((n > 0).then_some(found))
     }
 
@@ -662,16 +653,14 @@ impl crate::endpoint::Reference for MsEndpoint {
         }
         let sql = sql::look_up(table, by, out)?;
         let json = serde_json::to_string(values).unwrap_or_else(|_| "[]".into());
-        let rows = self
-            .rows(
-                &format!("look up {by} → {out} in reference table {table}"),
-                &sql,
-                &[&json.as_str()],
-            )
-            .await?;
+        let what = format!("look up {by} → {out} in reference table {table}");
+        let rows = self.rows(&what, &sql, &[&json.as_str()]).await?;
         let mut found = Vec::new();
         for r in &rows {
-            let (Some(asked), Some(v)) = (r.get::<&str, _>(0), r.get::<&str, _>(1)) else {
+            let (Some(asked), Some(v)) = (
+                get::<&str>(r, "asked", &what)?,
+                get::<&str>(r, "found", &what)?,
+            ) else {
                 continue;
             };
             if let Ok(serde_json::Value::Object(mut o)) = serde_json::from_str(v) {
@@ -712,9 +701,9 @@ mod lease {
         "DECLARE @r int, @res nvarchar(255) = LEFT(@P1 + N' ' + DB_NAME(), 255); \
         EXEC @r = sys.sp_getapplock @Resource = @res, @LockMode = 'Exclusive', \
              @LockOwner = 'Session', @LockTimeout = 0; \
-        SELECT @r;";
-    const HELD: &str =
-        "SELECT APPLOCK_MODE('public', LEFT(@P1 + N' ' + DB_NAME(), 255), 'Session');";
+        SELECT @r AS lock_result;";
+    const HELD: &str = "SELECT APPLOCK_MODE('public', LEFT(@P1 + N' ' + DB_NAME(), 255), \
+        'Session') AS lock_mode;";
     /// A check slower than this means the session is in doubt: give the lead up.
     const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -734,9 +723,10 @@ mod lease {
                     .await?
                     .into_row()
                     .await?;
-                Ok::<_, tiberius::error::Error>(
-                    row.and_then(|r| r.get::<&str, _>(0).map(|m| m == "Exclusive")),
-                )
+                // A mode that cannot be read fails the check: the lead is given up.
+                let mode = row.as_ref().map(|r| r.try_get::<&str, _>("lock_mode"));
+                let mode = mode.transpose()?;
+                Ok::<_, tiberius::error::Error>(mode.flatten().map(|m| m == "Exclusive"))
             };
             matches!(
                 tokio::time::timeout(CHECK_TIMEOUT, check).await,
@@ -772,7 +762,11 @@ mod lease {
             .into_row()
             .await
             .map_err(err)?;
-        if row.and_then(|r| r.get::<i32, _>(0)).unwrap_or(-1) < 0 {
+        let result = match &row {
+            Some(r) => super::get::<i32>(r, "lock_result", "take the lead")?,
+            None => None,
+        };
+        if result.unwrap_or(-1) < 0 {
             return Ok(None);
         }
         Ok(Some(Box::new(MsLease { client, resource })))

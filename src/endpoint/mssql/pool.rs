@@ -115,11 +115,13 @@ impl bb8::ManageConnection for Manager {
     async fn is_valid(&self, conn: &mut MsConn) -> Result<(), TdsError> {
         let row = conn
             .client
-            .simple_query("SELECT @@TRANCOUNT")
+            .simple_query("SELECT @@TRANCOUNT AS trancount")
             .await?
             .into_row()
             .await?;
-        match row.and_then(|r| r.get::<i32, _>(0)) {
+        // A count that cannot be read is an error: bb8 discards the connection.
+        let count = row.as_ref().map(|r| r.try_get::<i32, _>("trancount"));
+        match count.transpose()?.flatten() {
             Some(0) => Ok(()),
             _ => {
                 conn.tx = TxState::Failed;

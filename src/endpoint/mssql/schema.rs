@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::pool::run;
+use super::row::get;
 use super::sql::table;
 use super::types::{Column, Family, SqlType};
 use super::MsEndpoint;
@@ -50,16 +51,16 @@ pub async fn columns(
     wanted: &[&str],
 ) -> Result<Option<(Vec<Column>, bool)>, EndpointError> {
     let mut conn = ep.pool.get().await?;
-    let err = |e| ep.pool.error("read the catalog", e);
+    let what = "read the catalog";
+    let err = |e| ep.pool.error(what, e);
     let rb = ep.pool.rollback_sql();
     let exists = run(&mut conn, rb, false, &ep.common.table_exists, &[&table_sql])
         .await
         .map_err(err)?;
-    let found = exists
-        .first()
-        .and_then(|r| r.first())
-        .and_then(|r| r.get::<bool, _>(0))
-        .unwrap_or(false);
+    let found = match exists.first().and_then(|r| r.first()) {
+        Some(r) => get::<bool>(r, "present", what)?.unwrap_or(false),
+        None => false,
+    };
     if !found {
         return Ok(None);
     }
@@ -75,25 +76,25 @@ pub async fn columns(
     let mut out = Vec::new();
     let mut case_insensitive = false;
     for r in rows.iter().flatten() {
-        case_insensitive = r.get::<bool, _>(9).unwrap_or(false);
-        let name: Option<&str> = r.get(0);
-        let ty: Option<&str> = r.get(1);
+        case_insensitive = get::<bool>(r, "case_insensitive", what)?.unwrap_or(false);
+        let name = get::<&str>(r, "column_name", what)?;
+        let ty = get::<&str>(r, "type_name", what)?;
         let (Some(name), Some(ty)) = (name, ty) else {
             continue;
         };
-        let num = |i: usize| r.get::<i32, _>(i).unwrap_or(0);
+        let num = |n: &str| -> Result<i32, EndpointError> { Ok(get(r, n, what)?.unwrap_or(0)) };
         out.push(Column {
             name: name.to_string(),
             ty: SqlType::new(
                 ty,
-                i16::try_from(num(2)).unwrap_or(-1),
-                u8::try_from(num(3)).unwrap_or(0),
-                u8::try_from(num(4)).unwrap_or(0),
+                i16::try_from(num("max_length")?).unwrap_or(-1),
+                u8::try_from(num("num_precision")?).unwrap_or(0),
+                u8::try_from(num("num_scale")?).unwrap_or(0),
             ),
-            nullable: r.get::<bool, _>(5).unwrap_or(true),
-            identity: r.get::<bool, _>(6).unwrap_or(false),
-            computed: r.get::<bool, _>(7).unwrap_or(false),
-            has_default: r.get::<bool, _>(8).unwrap_or(false),
+            nullable: get::<bool>(r, "is_nullable", what)?.unwrap_or(true),
+            identity: get::<bool>(r, "is_identity", what)?.unwrap_or(false),
+            computed: get::<bool>(r, "is_computed", what)?.unwrap_or(false),
+            has_default: get::<bool>(r, "has_default", what)?.unwrap_or(false),
         });
     }
     adopt_config_names(&mut out, wanted, case_insensitive);
@@ -106,6 +107,7 @@ async fn unique_keys(
     table_sql: &str,
 ) -> Result<Vec<BTreeSet<String>>, EndpointError> {
     let mut conn = ep.pool.get().await?;
+    let what = "read the catalog";
     let rows = run(
         &mut conn,
         ep.pool.rollback_sql(),
@@ -114,10 +116,11 @@ async fn unique_keys(
         &[&table_sql],
     )
     .await
-    .map_err(|e| ep.pool.error("read the catalog", e))?;
+    .map_err(|e| ep.pool.error(what, e))?;
     let mut by_index: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
     for r in rows.iter().flatten() {
-        if let (Some(i), Some(c)) = (r.get::<i32, _>(0), r.get::<&str, _>(1)) {
+        let index = get::<i32>(r, "index_id", what)?;
+        if let (Some(i), Some(c)) = (index, get::<&str>(r, "column_name", what)?) {
             by_index.entry(i).or_default().insert(c.to_string());
         }
     }
@@ -259,9 +262,10 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
         .await
         .map_err(|e| ep.pool.error("read the server version", e))?;
         if let Some(r) = rows.first().and_then(|r| r.first()) {
-            let major = r.get::<i32, _>(0).unwrap_or(0);
-            let level = r.get::<i32, _>(1).unwrap_or(0);
-            let babelfish = r.get::<bool, _>(2).unwrap_or(false);
+            let what = "read the server version";
+            let major = get::<i32>(r, "major_version", what)?.unwrap_or(0);
+            let level = get::<i32>(r, "compat_level", what)?.unwrap_or(0);
+            let babelfish = get::<bool>(r, "is_babelfish", what)?.unwrap_or(false);
             if major < 13 && !babelfish {
                 general(format!(
                     "SQL Server major version {major}: tandem needs SQL Server 2016 (13) or later"
@@ -316,11 +320,10 @@ pub async fn check(ep: &MsEndpoint) -> Result<Vec<SchemaProblem>, EndpointError>
             )
             .await
             .map_err(|e| ep.pool.error("read the schema", e))?;
-            let found = rows
-                .first()
-                .and_then(|r| r.first())
-                .and_then(|r| r.get::<bool, _>(0))
-                .unwrap_or(false);
+            let found = match rows.first().and_then(|r| r.first()) {
+                Some(r) => get::<bool>(r, "present", "read the schema")?.unwrap_or(false),
+                None => false,
+            };
             if !found {
                 problems.push(desc::missing_sequence(e, side, seq, ep.pool.target()));
             }
