@@ -325,6 +325,14 @@ fn demo_config_with_order_policy(policy: &str) -> String {
     demo_config_with_policy("order", policy)
 }
 
+/// `config` where a failed change waits an hour: its retry never comes due within a drain.
+fn retries_wait_an_hour(config: &str) -> String {
+    config.replace(
+        "[sync]\n",
+        "[sync]\nretry_min_ms = 3600000\nretry_max_ms = 3600000\n",
+    )
+}
+
 /// The demo config with `on_conflict = policy` for `entity`.
 fn demo_config_with_policy(entity: &str, policy: &str) -> String {
     DEMO_CONFIG.replace(
@@ -372,11 +380,7 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
 /// B's unique key meanwhile, is created at B on its retry (found by the simulation's full
 /// workload, seed 62: the insert was suspended once its retries ran out).
 async fn a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side(p: Pairing) {
-    // A failed change waits an hour: its retry never comes due within a drain here.
-    let config = demo_config_with_policy("order_item", "a_wins").replace(
-        "[sync]\n",
-        "[sync]\nretry_min_ms = 3600000\nretry_max_ms = 3600000\n",
-    );
+    let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
     let env = Env::demo_with(p, "move_lost", &config).await;
     let (a, b) = (&env.a, &env.b);
     a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
@@ -1502,7 +1506,8 @@ async fn claiming_neither_waits_for_nor_skips_an_open_writer(p: Pairing) {
 }
 
 async fn a_value_that_does_not_fit_fails_alone_and_names_its_column(p: Pairing) {
-    let env = Env::demo(p, "too_long").await;
+    // One failure per drain, however slow the apply (its retry came due within the drain).
+    let env = Env::demo_with(p, "too_long", &retries_wait_an_hour(DEMO_CONFIG)).await;
     let (a, b) = (&env.a, &env.b);
     b.exec(&format!(
         "INSERT INTO orders (customer, status) VALUES ('{}', 'open'), ('fine', 'open')",
