@@ -158,6 +158,29 @@ BEGIN
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
 END;
 
+-- name: drop_duplicate
+-- A second copy of a record (@dup, its key here), left by a lost reply, goes (see write_back.sql);
+-- only for an entity nothing refers to and without a soft delete here (sql.rs).
+IF @entity = {{entity_lit}}
+BEGIN
+    SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+    FROM OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k;
+    IF NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+                   WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native)
+    BEGIN
+        EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+        DELETE t FROM {{table}} AS t
+        JOIN OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+        IF @@ROWCOUNT > 0
+        BEGIN
+            UPDATE {{schema}}.[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+            WHERE entity = @entity AND {{own}} = @dup;
+            INSERT INTO @warnings (n, kind, dup) VALUES (@n, 'D', @dup);
+        END;
+        EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+    END;
+END;
+
 -- name: in_flight
 -- Which of these records (@P1: a JSON array of this side's keys as text) still have changes
 -- in the outbox, pending or suspended.

@@ -10,7 +10,15 @@
 -- block the write-back of the change itself), and remove older images of the record, pending or
 -- suspended
 -- (a newer image was applied: images are full rows, the newest wins).
--- Result: one row per peer id that could not be stored (n, error).
+-- Result: one row per peer id that could not be stored (n, kind 'P', error), and per second copy
+-- of a record removed here, or left because it could not be (n, kind 'D', its key, error).
+-- A live record here that loses its peer to this link's record is a second copy of the peer's
+-- record: tandem created it from the peer's change and that reply was lost, and the other side
+-- then took this side's other record for the peer (both sides created the record under a key
+-- given there: it landed on the local one). The copy goes, not captured (the other side never
+-- knew it), and its link becomes a tombstone; unless it has changes of its own here (a user's,
+-- which travel); only for an entity nothing refers to and without a soft delete here (as
+-- drop_duplicate does on PostgreSQL).
 SET NOCOUNT ON;
 SET XACT_ABORT OFF;
 DECLARE @links TABLE (
@@ -32,10 +40,11 @@ FROM OPENJSON(@P1) WITH (
     peer_guard bigint '$.peer_guard',
     peer_value nvarchar(max) '$.peer_value' AS JSON
 ) AS l;
-DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+DECLARE @warnings TABLE (n int NOT NULL, kind char(1) NOT NULL, err_message nvarchar(4000) NULL,
+                         dup nvarchar(max) NULL);
 DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
-        @guard bigint,
+        @guard bigint, @dup nvarchar(max),
         @err int, @msg nvarchar(4000);
 
 BEGIN TRY
@@ -81,8 +90,28 @@ BEGIN TRY
                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
                 DELETE FROM {{schema}}.[id_map]
                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
+                SET @dup = NULL;
+                SELECT @dup = {{own}} FROM {{schema}}.[id_map]
+                WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key AND deleted = 0;
                 UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+                IF @dup IS NOT NULL
+                BEGIN
+                    SAVE TRANSACTION tandem_dup;
+                    BEGIN TRY
+{{drop_duplicate_blocks}}
+                    END TRY
+                    BEGIN CATCH
+                        SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+                        EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                        IF XACT_STATE() <> 1 OR @err IN ({{transient_errors}})
+                        BEGIN
+                            ;THROW;
+                        END;
+                        ROLLBACK TRANSACTION tandem_dup;
+                        INSERT INTO @warnings (n, kind, err_message, dup) VALUES (@n, 'D', @msg, @dup);
+                    END CATCH;
+                END;
                 -- This record's link to another peer is retired, not overwritten: that peer was
                 -- replaced at the other side, and its row keeps its guard as a tombstone.
                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
@@ -114,7 +143,7 @@ BEGIN TRY
                     ;THROW;
                 END;
                 ROLLBACK TRANSACTION tandem_peer;
-                INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+                INSERT INTO @warnings (n, kind, err_message) VALUES (@n, 'P', @msg);
             END CATCH;
         END;
         SET @native = NULL;
@@ -145,4 +174,4 @@ BEGIN CATCH
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
     THROW;
 END CATCH;
-SELECT n, err_message FROM @warnings ORDER BY n;
+SELECT n, kind, err_message, dup FROM @warnings ORDER BY n;

@@ -194,10 +194,14 @@ WITH held AS (
     UPDATE {{schema}}.id_map SET {{own}} = NULL, deleted = true, updated_at = clock_timestamp()
     WHERE entity = $1 AND {{own}} = $2 AND {{peer}} IS NOT NULL AND {{peer}} <> $3
       AND NOT EXISTS (SELECT 1 FROM held)
+), stolen AS (
+    UPDATE {{schema}}.id_map SET {{peer}} = NULL, updated_at = clock_timestamp()
+    WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2
+      AND NOT EXISTS (SELECT 1 FROM held)
+    RETURNING {{own}} AS own, deleted
 )
-UPDATE {{schema}}.id_map SET {{peer}} = NULL, updated_at = clock_timestamp()
-WHERE entity = $1 AND {{peer}} = $3 AND {{own}} IS NOT NULL AND {{own}} <> $2
-  AND NOT EXISTS (SELECT 1 FROM held);
+-- The live records that lost the peer (see drop_duplicate).
+SELECT own FROM stolen WHERE NOT deleted;
 
 -- name: link_written_back
 -- Write-back at the side a change came from, after the other side committed it. A link of
@@ -559,6 +563,28 @@ FROM (
 ) AS x
 WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
                   WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended);
+
+-- name: drop_duplicate
+-- A live record here that lost its peer to another record here (unlink_peer) is a second copy
+-- of the peer's record: tandem created it from the peer's change and that reply was lost, and
+-- the other side then took this side's other record for the peer (both sides created the
+-- record under a key given there, and it landed on the local one). The copy goes, not captured
+-- (the other side never knew it: the caller marks the table), and its link becomes a
+-- tombstone; unless it has changes of its own here (a user's, which travel). Only for an
+-- entity nothing refers to and without a soft delete here (sql.rs). $1: the key as a JSON
+-- object by column, $2: the same key as id_map text, $3: the entity. Returns the rows gone.
+WITH gone AS (
+    DELETE FROM {{table}} AS t
+    USING jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+    WHERE ({{t_key}}) = ({{r_key}})
+      AND NOT EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
+                      WHERE o.entity = $3 AND o.key = $2::text::jsonb)
+    RETURNING 1
+), tomb AS (
+    UPDATE {{schema}}.id_map SET deleted = true, updated_at = clock_timestamp()
+    WHERE entity = $3 AND {{own}} = $2 AND EXISTS (SELECT 1 FROM gone)
+)
+SELECT count(*) FROM gone;
 
 -- name: fetch_image
 SELECT to_jsonb(t.*)::text

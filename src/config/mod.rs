@@ -106,6 +106,13 @@ impl Config {
         self.entities.iter().find(|e| e.name == name)
     }
 
+    /// Whether an entity refers to `name` (a `ref` column): its records may have children.
+    pub fn is_referenced(&self, name: &str) -> bool {
+        self.entities
+            .iter()
+            .any(|e| e.columns.iter().any(|c| c.parent.as_deref() == Some(name)))
+    }
+
     /// The tables of `side` whose changes travel, each with the entities that read it and
     /// flow from `side` (config order): one capture trigger per table, whatever the number of
     /// entities on it (several entities may share a table).

@@ -1076,7 +1076,15 @@ GO
 -- -- block the write-back of the change itself), and remove older images of the record, pending or
 -- -- suspended
 -- -- (a newer image was applied: images are full rows, the newest wins).
--- -- Result: one row per peer id that could not be stored (n, error).
+-- -- Result: one row per peer id that could not be stored (n, kind 'P', error), and per second copy
+-- -- of a record removed here, or left because it could not be (n, kind 'D', its key, error).
+-- -- A live record here that loses its peer to this link's record is a second copy of the peer's
+-- -- record: tandem created it from the peer's change and that reply was lost, and the other side
+-- -- then took this side's other record for the peer (both sides created the record under a key
+-- -- given there: it landed on the local one). The copy goes, not captured (the other side never
+-- -- knew it), and its link becomes a tombstone; unless it has changes of its own here (a user's,
+-- -- which travel); only for an entity nothing refers to and without a soft delete here (as
+-- -- drop_duplicate does on PostgreSQL).
 -- SET NOCOUNT ON;
 -- SET XACT_ABORT OFF;
 -- DECLARE @links TABLE (
@@ -1098,10 +1106,11 @@ GO
 --     peer_guard bigint '$.peer_guard',
 --     peer_value nvarchar(max) '$.peer_value' AS JSON
 -- ) AS l;
--- DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+-- DECLARE @warnings TABLE (n int NOT NULL, kind char(1) NOT NULL, err_message nvarchar(4000) NULL,
+--                          dup nvarchar(max) NULL);
 -- DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
 --         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
---         @guard bigint,
+--         @guard bigint, @dup nvarchar(max),
 --         @err int, @msg nvarchar(4000);
 -- 
 -- BEGIN TRY
@@ -1147,8 +1156,28 @@ GO
 --                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
 --                 DELETE FROM {{schema}}.[id_map]
 --                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} IS NULL;
+--                 SET @dup = NULL;
+--                 SELECT @dup = {{own}} FROM {{schema}}.[id_map]
+--                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key AND deleted = 0;
 --                 UPDATE {{schema}}.[id_map] SET {{peer}} = NULL, updated_at = SYSDATETIMEOFFSET()
 --                 WHERE entity = @entity AND {{peer}} = @peer AND {{own}} <> @key;
+--                 IF @dup IS NOT NULL
+--                 BEGIN
+--                     SAVE TRANSACTION tandem_dup;
+--                     BEGIN TRY
+-- {{drop_duplicate_blocks}}
+--                     END TRY
+--                     BEGIN CATCH
+--                         SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+--                         EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--                         IF XACT_STATE() <> 1 OR @err IN ({{transient_errors}})
+--                         BEGIN
+--                             ;THROW;
+--                         END;
+--                         ROLLBACK TRANSACTION tandem_dup;
+--                         INSERT INTO @warnings (n, kind, err_message, dup) VALUES (@n, 'D', @msg, @dup);
+--                     END CATCH;
+--                 END;
 --                 -- This record's link to another peer is retired, not overwritten: that peer was
 --                 -- replaced at the other side, and its row keeps its guard as a tombstone.
 --                 UPDATE {{schema}}.[id_map] SET {{own}} = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
@@ -1180,7 +1209,7 @@ GO
 --                     ;THROW;
 --                 END;
 --                 ROLLBACK TRANSACTION tandem_peer;
---                 INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+--                 INSERT INTO @warnings (n, kind, err_message) VALUES (@n, 'P', @msg);
 --             END CATCH;
 --         END;
 --         SET @native = NULL;
@@ -1211,7 +1240,7 @@ GO
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
 --     THROW;
 -- END CATCH;
--- SELECT n, err_message FROM @warnings ORDER BY n;
+-- SELECT n, kind, err_message, dup FROM @warnings ORDER BY n;
 
 -- per-entity parts (sql/mssql/entity.sql)
 -- -- Tandem: the per-entity parts of the apply and write-back batches (SQL Server), filled at
@@ -1372,6 +1401,29 @@ GO
 --     WHERE CONVERT(nvarchar(max), (SELECT t.{{peer_col}} AS [v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
 --        <> CONVERT(nvarchar(max), (SELECT p.[v] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
 --     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+-- END;
+-- 
+-- -- name: drop_duplicate
+-- -- A second copy of a record (@dup, its key here), left by a lost reply, goes (see write_back.sql);
+-- -- only for an entity nothing refers to and without a soft delete here (sql.rs).
+-- IF @entity = {{entity_lit}}
+-- BEGIN
+--     SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+--     FROM OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k;
+--     IF NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                    WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native)
+--     BEGIN
+--         EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
+--         DELETE t FROM {{table}} AS t
+--         JOIN OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+--         IF @@ROWCOUNT > 0
+--         BEGIN
+--             UPDATE {{schema}}.[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+--             WHERE entity = @entity AND {{own}} = @dup;
+--             INSERT INTO @warnings (n, kind, dup) VALUES (@n, 'D', @dup);
+--         END;
+--         EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+--     END;
 -- END;
 -- 
 -- -- name: in_flight

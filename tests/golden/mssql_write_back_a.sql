@@ -10,7 +10,15 @@
 -- block the write-back of the change itself), and remove older images of the record, pending or
 -- suspended
 -- (a newer image was applied: images are full rows, the newest wins).
--- Result: one row per peer id that could not be stored (n, error).
+-- Result: one row per peer id that could not be stored (n, kind 'P', error), and per second copy
+-- of a record removed here, or left because it could not be (n, kind 'D', its key, error).
+-- A live record here that loses its peer to this link's record is a second copy of the peer's
+-- record: tandem created it from the peer's change and that reply was lost, and the other side
+-- then took this side's other record for the peer (both sides created the record under a key
+-- given there: it landed on the local one). The copy goes, not captured (the other side never
+-- knew it), and its link becomes a tombstone; unless it has changes of its own here (a user's,
+-- which travel); only for an entity nothing refers to and without a soft delete here (as
+-- drop_duplicate does on PostgreSQL).
 SET NOCOUNT ON;
 SET XACT_ABORT OFF;
 DECLARE @links TABLE (
@@ -32,10 +40,11 @@ FROM OPENJSON(@P1) WITH (
     peer_guard bigint '$.peer_guard',
     peer_value nvarchar(max) '$.peer_value' AS JSON
 ) AS l;
-DECLARE @warnings TABLE (n int NOT NULL, err_message nvarchar(4000));
+DECLARE @warnings TABLE (n int NOT NULL, kind char(1) NOT NULL, err_message nvarchar(4000) NULL,
+                         dup nvarchar(max) NULL);
 DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
-        @guard bigint,
+        @guard bigint, @dup nvarchar(max),
         @err int, @msg nvarchar(4000);
 
 BEGIN TRY
@@ -88,8 +97,46 @@ BEGIN TRY
                 WHERE entity = @entity AND [b_key] = @peer AND [a_key] IS NULL;
                 DELETE FROM [tandem].[id_map]
                 WHERE entity = @entity AND [b_key] = @peer AND [a_key] IS NULL;
+                SET @dup = NULL;
+                SELECT @dup = [a_key] FROM [tandem].[id_map]
+                WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key AND deleted = 0;
                 UPDATE [tandem].[id_map] SET [b_key] = NULL, updated_at = SYSDATETIMEOFFSET()
                 WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key;
+                IF @dup IS NOT NULL
+                BEGIN
+                    SAVE TRANSACTION tandem_dup;
+                    BEGIN TRY
+                        IF @entity = N'order_item'
+                        BEGIN
+                            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                            FROM OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                            IF NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native)
+                            BEGIN
+                                EXEC sys.sp_set_session_context N'tandem.applying', N'[dbo].[ORDER_ITEMS]';
+                                DELETE t FROM [dbo].[ORDER_ITEMS] AS t
+                                JOIN OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                                IF @@ROWCOUNT > 0
+                                BEGIN
+                                    UPDATE [tandem].[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+                                    WHERE entity = @entity AND [a_key] = @dup;
+                                    INSERT INTO @warnings (n, kind, dup) VALUES (@n, 'D', @dup);
+                                END;
+                                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                            END;
+                        END;
+                    END TRY
+                    BEGIN CATCH
+                        SELECT @err = ERROR_NUMBER(), @msg = ERROR_MESSAGE();
+                        EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                        IF XACT_STATE() <> 1 OR @err IN (1205, 1222, 1204, 701, 802, 8645, 8651, 3960, 3961, 4060, 976, 978, 983, 6005, 17142, 40197, 40501, 40613, 49918, 49919, 49920, 10928, 10929, 233, 10053, 10054, 10060, 64)
+                        BEGIN
+                            ;THROW;
+                        END;
+                        ROLLBACK TRANSACTION tandem_dup;
+                        INSERT INTO @warnings (n, kind, err_message, dup) VALUES (@n, 'D', @msg, @dup);
+                    END CATCH;
+                END;
                 -- This record's link to another peer is retired, not overwritten: that peer was
                 -- replaced at the other side, and its row keeps its guard as a tombstone.
                 UPDATE [tandem].[id_map] SET [a_key] = NULL, deleted = 1, updated_at = SYSDATETIMEOFFSET()
@@ -131,7 +178,7 @@ BEGIN TRY
                     ;THROW;
                 END;
                 ROLLBACK TRANSACTION tandem_peer;
-                INSERT INTO @warnings (n, err_message) VALUES (@n, @msg);
+                INSERT INTO @warnings (n, kind, err_message) VALUES (@n, 'P', @msg);
             END CATCH;
         END;
         SET @native = NULL;
@@ -167,4 +214,4 @@ BEGIN CATCH
     EXEC sys.sp_set_session_context N'tandem.applying', NULL;
     THROW;
 END CATCH;
-SELECT n, err_message FROM @warnings ORDER BY n;
+SELECT n, kind, err_message, dup FROM @warnings ORDER BY n;

@@ -472,11 +472,30 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
     .await
     .map_err(|e| ep.pool.error("write back", e))?;
     for r in sets.last().into_iter().flatten() {
-        let n = get::<i32>(r, "n", "write back")?;
-        let (Some(n), Some(msg)) = (n, get::<&str>(r, "err_message", "write back")?) else {
+        const WHAT: &str = "write back";
+        let n = get::<i32>(r, "n", WHAT)?;
+        let msg = get::<&str>(r, "err_message", WHAT)?;
+        let link = n.and_then(|n| usize::try_from(n).ok().and_then(|n| wb.links.get(n)));
+        if get::<&str>(r, "kind", WHAT)? == Some("D") {
+            let dup = get::<&str>(r, "dup", WHAT)?.unwrap_or("?");
+            let entity = link.map(|l| l.entity.as_str()).unwrap_or("?");
+            match msg {
+                None => tracing::info!(
+                    side = %ep.side, %entity, key = %dup,
+                    "a second copy of a record, left by a lost reply, removed: the other side took another record here for it"
+                ),
+                Some(m) => tracing::warn!(
+                    side = %ep.side, %entity, key = %dup,
+                    "a second copy of a record, left by a lost reply, stays: it cannot be removed: {}",
+                    crate::config::redact(m)
+                ),
+            }
+            continue;
+        }
+        let (Some(l), Some(msg)) = (link, msg) else {
             continue;
         };
-        if let Some(l) = usize::try_from(n).ok().and_then(|n| wb.links.get(n)) {
+        {
             let table = plan
                 .entities
                 .get(&l.entity)

@@ -916,6 +916,9 @@ impl Plan {
                 if plan.peer.is_some() {
                     blocks.entry("peer").or_default().push(f("peer_update")?);
                 }
+                if !config.is_referenced(&e.name) && e.soft_delete_at(side).is_none() {
+                    blocks.entry("dup").or_default().push(f("drop_duplicate")?);
+                }
             }
             in_flight.insert(e.name.clone(), f("in_flight")?);
             entities.insert(e.name.clone(), plan);
@@ -960,6 +963,7 @@ impl Plan {
         wb_vars.retain(|(n, _)| *n != "native_key_blocks");
         wb_vars.push(("native_key_blocks", block("wb_native", 8)));
         wb_vars.push(("exists_blocks", block("exists", 12)));
+        wb_vars.push(("drop_duplicate_blocks", block("dup", 24)));
         let write_back = fill(WRITE_BACK, &wb_vars)?;
         Ok(Plan {
             entities,
@@ -1068,6 +1072,7 @@ mod tests {
             "key_from_max",
             "delete",
             "peer_update",
+            "drop_duplicate",
             "in_flight",
         ] {
             assert!(e.contains_key(n), "{n}");

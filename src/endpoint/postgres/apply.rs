@@ -1122,6 +1122,12 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.wave_peer_update.as_deref()),
     );
+    wanted.extend(
+        ep.sql
+            .entities
+            .values()
+            .filter_map(|e| e.drop_duplicate.as_deref()),
+    );
     wanted.push(c.wave_link_written_back.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
         wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
@@ -1139,6 +1145,55 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             Ok(false) => continue,
             Err(e) if careful || is_transient(&e) || !caused_by_row(&e) => return Err(err(e)),
             Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// The records here that lost their peer to another record here in this write-back: a second
+/// copy of the peer's record, left by a lost reply, goes (`drop_duplicate` in statements.sql).
+async fn drop_duplicates(
+    ep: &PgEndpoint,
+    tx: &mut Transaction<'_>,
+    stmts: &Prepared,
+    stolen: &[(&str, String)],
+) -> Result<(), tokio_postgres::Error> {
+    for (entity, own) in stolen {
+        let Some(es) = ep.sql.entities.get(*entity) else {
+            continue;
+        };
+        let (Some(st), Ok(key)) = (
+            es.drop_duplicate.as_deref().and_then(|sql| stmts.get(sql)),
+            Key::parse(own),
+        ) else {
+            continue;
+        };
+        mark(ep, tx, stmts, entity).await?;
+        // In a savepoint: a row that cannot go (a foreign key of a table tandem does not map)
+        // stays, and does not hold back the write-back.
+        let sp = tx.savepoint("tandem_dup").await?;
+        match sp
+            .query_one(st, &[&json(&key.to_object(&es.key)), own, entity])
+            .await
+        {
+            Ok(r) => {
+                if r.try_get::<_, i64>(0)? > 0 {
+                    tracing::info!(
+                        side = %ep.side, %entity, key = %own,
+                        "a second copy of a record, left by a lost reply, removed: the other side took another record here for it"
+                    );
+                }
+                sp.commit().await?;
+            }
+            Err(e) if is_transient(&e) || !caused_by_row(&e) => return Err(e),
+            Err(e) => {
+                sp.rollback().await?;
+                tracing::warn!(
+                    side = %ep.side, %entity, key = %own,
+                    "a second copy of a record, left by a lost reply, stays: it cannot be removed: {}",
+                    describe(&e)
+                );
+            }
         }
     }
     Ok(())
@@ -1188,14 +1243,17 @@ async fn write_back_txn(
         async move {
             let own = l.own_key.as_str();
             let peer = l.peer_key.as_ref().map(Key::as_str);
+            let mut stolen = Vec::new();
             if let Some(p) = peer {
-                tx.execute(unlink, &[&l.entity, &own, &p, &l.deleted])
-                    .await?;
+                for r in tx.query(unlink, &[&l.entity, &own, &p, &l.deleted]).await? {
+                    let own: String = r.try_get("own")?;
+                    stolen.push((l.entity.as_str(), own));
+                }
             }
             let guard = l.peer_guard.unwrap_or(0);
             tx.execute(put, &[&l.entity, &own, &peer, &l.deleted, &guard])
                 .await
-                .map(|_| ())
+                .map(|_| stolen)
         }
     });
     // Pipelined only when no two links name the same record on either side: otherwise one
@@ -1231,14 +1289,18 @@ async fn write_back_txn(
                 return Ok(false);
             }
         }
-    } else if independent {
-        for r in futures_util::future::join_all(links).await {
-            r?;
-        }
     } else {
-        for link in links {
-            link.await?;
+        let mut stolen = Vec::new();
+        if independent {
+            for r in futures_util::future::join_all(links).await {
+                stolen.extend(r?);
+            }
+        } else {
+            for link in links {
+                stolen.extend(link.await?);
+            }
         }
+        drop_duplicates(ep, &mut tx, stmts, &stolen).await?;
     }
     // Peer ids: pipelined, or each in a savepoint on the careful path, where one that does
     // not fit its column is logged and skipped rather than holding back the write-back.

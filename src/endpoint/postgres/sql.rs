@@ -150,6 +150,9 @@ pub struct EntitySql {
     /// One per ref column: (the parent entity, the statement queueing again this entity's
     /// rows under one parent record, marked derived).
     pub children_resend: Vec<(String, String)>,
+    /// A second copy of a record left by a lost reply goes (`drop_duplicate`): None where the
+    /// entity's records may have children, or a soft delete here (they stay).
+    pub drop_duplicate: Option<String>,
     pub fetch_image: String,
     pub fetch_images: String,
     pub verify_buckets: String,
@@ -248,7 +251,8 @@ impl Sql {
         };
         let mut entities = HashMap::new();
         for e in &config.entities {
-            entities.insert(e.name.clone(), entity_sql(e, side, &s, &vars)?);
+            let leaf = !config.is_referenced(&e.name);
+            entities.insert(e.name.clone(), entity_sql(e, side, leaf, &s, &vars)?);
         }
         Ok(Sql { common, entities })
     }
@@ -257,6 +261,7 @@ impl Sql {
 fn entity_sql(
     e: &Entity,
     side: Side,
+    leaf: bool,
     s: &HashMap<&'static str, &'static str>,
     base: &[(&'static str, String)],
 ) -> Result<EntitySql, EndpointError> {
@@ -409,6 +414,11 @@ fn entity_sql(
                 Ok((parent.clone(), fill(t, &v)?))
             })
             .collect::<Result<_, EndpointError>>()?,
+        drop_duplicate: if leaf && soft.is_none() {
+            Some(get("drop_duplicate")?)
+        } else {
+            None
+        },
         fetch_image: get("fetch_image")?,
         fetch_images: get("fetch_images")?,
         verify_buckets: with_rows("verify_buckets", 2)?,
