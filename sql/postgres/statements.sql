@@ -571,7 +571,9 @@ WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
 -- record under a key given there, and it landed on the local one). The copy goes, not captured
 -- (the other side never knew it: the caller marks the table), and its link becomes a
 -- tombstone; unless it has changes of its own here (a user's, which travel). Only for an
--- entity nothing refers to and without a soft delete here (sql.rs). $1: the key as a JSON
+-- entity nothing refers to and without a soft delete here (sql.rs). The caller locks the row
+-- first (row_lock), so this statement's snapshot sees a change a user committed to it
+-- meanwhile. $1: the key as a JSON
 -- object by column, $2: the same key as id_map text, $3: the entity. Returns the rows gone.
 WITH gone AS (
     DELETE FROM {{table}} AS t

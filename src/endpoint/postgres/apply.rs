@@ -1128,6 +1128,13 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.drop_duplicate.as_deref()),
     );
+    wanted.extend(
+        ep.sql
+            .entities
+            .values()
+            .filter(|e| e.drop_duplicate.is_some())
+            .map(|e| e.row_lock.as_str()),
+    );
     wanted.push(c.wave_link_written_back.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
         wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
@@ -1162,20 +1169,25 @@ async fn drop_duplicates(
         let Some(es) = ep.sql.entities.get(*entity) else {
             continue;
         };
-        let (Some(st), Ok(key)) = (
+        let (Some(st), Some(lock), Ok(key)) = (
             es.drop_duplicate.as_deref().and_then(|sql| stmts.get(sql)),
+            stmts.get(&es.row_lock),
             Key::parse(own),
         ) else {
             continue;
         };
+        let key = json(&key.to_object(&es.key));
         mark(ep, tx, stmts, entity).await?;
         // In a savepoint: a row that cannot go (a foreign key of a table tandem does not map)
         // stays, and does not hold back the write-back.
         let sp = tx.savepoint("tandem_dup").await?;
-        match sp
-            .query_one(st, &[&json(&key.to_object(&es.key)), own, entity])
-            .await
-        {
+        // The row is locked first, so the drop's own snapshot (a statement of its own) sees a
+        // change a user committed to it meanwhile, whose capture keeps the row.
+        let dropped = match sp.query_opt(lock, &[&key]).await {
+            Ok(_) => sp.query_one(st, &[&key, own, entity]).await,
+            Err(e) => Err(e),
+        };
+        match dropped {
             Ok(r) => {
                 if r.try_get::<_, i64>(0)? > 0 {
                     tracing::info!(
