@@ -31,6 +31,7 @@ scenarios!(
     a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_record,
     a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back,
     a_copy_whose_reply_was_lost_goes_when_another_record_lands_on_its_record,
+    a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_reply_comes_last,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -725,6 +726,66 @@ async fn a_copy_whose_reply_was_lost_goes_when_another_record_lands_on_its_recor
             s.side()
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+/// Both sides delete one item at once (B's policy wins), and the two deletes cross: each is
+/// claimed, then applied at the other side while the other's is still pending there, and only
+/// then are both written back (the fault suite's two instances interleave so). Two deletes
+/// agree: no conflict at either side. As a conflict, A's delete lost at B, and its write-back,
+/// where A's keys are given, kept A's link live for a winner that would come back, over the
+/// tombstone B's delete had just written at A: a live link to records gone at both sides
+/// (found by the fault suite's full workload, seeds 5359 and 5389).
+async fn a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_reply_comes_last(
+    p: Pairing,
+) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "both_delete", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
+    ))
+    .await;
+    env.drain().await;
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 1);
+
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    b.exec("DELETE FROM order_items").await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+    let stage = |from| batch::stage(&env.config, from, 0, &none, &[]);
+    let mut from_a = stage(sa).await.expect("claim at A");
+    let mut from_b = stage(sb).await.expect("claim at B");
+    assert_eq!((from_a.claimed(), from_b.claimed()), (1, 1));
+    let mut held = batch::Held::new();
+    let at_a = batch::apply_staged(&env.config, sa, &mut from_b, &mut held)
+        .await
+        .expect("B's delete at A");
+    let at_b = batch::apply_staged(&env.config, sb, &mut from_a, &mut held)
+        .await
+        .expect("A's delete at B");
+    let now = chrono::Utc::now();
+    let rb = batch::finish(&env.config, sb, from_b, at_a, now)
+        .await
+        .expect("B's write-back");
+    let ra = batch::finish(&env.config, sa, from_a, at_b, now)
+        .await
+        .expect("A's write-back");
+    env.drain().await;
+
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    no_live_link(&env, "order_item").await;
+    for (r, what) in [(&rb, "B's delete at A"), (&ra, "A's delete at B")] {
+        assert_eq!(
+            (r.unchanged, r.conflicts),
+            (1, 0),
+            "{what} settles on nothing, no conflict: {r:?}"
+        );
     }
 }
 

@@ -345,6 +345,10 @@ BEGIN
                             DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
                             SET @n = 0;
                         END;
+                        -- Both sides deleted the record: they agree, nothing to decide (the
+                        -- local delete travels and settles on nothing there).
+                        IF @op = 'D' AND @local_op = 'D'
+                            SET @n = 0;
                     END;
                     IF @n > 0
                     BEGIN

@@ -1128,6 +1128,13 @@ fn resolve_conflict(
         }
         return Resolution::None;
     }
+    // Both sides deleted the record: they agree, there is nothing to decide. The local delete
+    // travels and settles on nothing there; were one to lose, its write-back would take the
+    // link for the winner coming back (keys given here), and revive the tombstone the other
+    // side's delete wrote meanwhile (found by the fault suite's full workload, seed 5359).
+    if c.op == Op::Delete && newest.op == Op::Delete {
+        return Resolution::None;
+    }
     let incoming = db.side.other();
     let local_derived = pending.iter().all(|o| o.derived);
     let winner = super::conflict_winner(

@@ -834,6 +834,13 @@ async fn resolve_conflict(
         tx.execute(&del, &[&seqs]).await?;
         return Ok(Resolution::None);
     }
+    // Both sides deleted the record: they agree, nothing to decide. The local delete travels
+    // and settles on nothing there; had one lost, its write-back would keep the link for the
+    // winner coming back (keys given here) and revive the tombstone the other side's delete
+    // wrote meanwhile (found by the fault suite's full workload, seed 5359).
+    if c.op == Op::Delete && local_op == "D" {
+        return Ok(Resolution::None);
+    }
     let local_image: String = cell(newest, 3, "image")?;
     // Local changes that tandem's own applies caused here rank below a user's change.
     let mut local_derived = true;
