@@ -40,7 +40,8 @@ scenarios!(
     a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
     a_delete_of_a_record_that_never_arrived_leaves_a_new_record_with_its_key,
     a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_holds_now,
-    a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side,
+    a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it,
+    a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
     a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
@@ -376,12 +377,14 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
 }
 
 /// At B a user renumbers line 2 of an order to line 1 while at A another user adds a new line
-/// 1 (keys given by values at A; items `a_wins`). At A the move lands on the local line 1 and
-/// loses: B's record stays line 2 there. Nothing pending at A would put it back at B, so A
-/// queues that record's row as an update: B's line goes back to 2, and A's line 1, refused by
-/// B's unique key meanwhile, is created at B on its retry (found by the simulation's full
-/// workload, seed 62: the insert was suspended once its retries ran out).
-async fn a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_side(p: Pairing) {
+/// 1 (keys given by values at A; items `a_wins`). Two records claim line 1 at once, so they end
+/// as one record, as two lines created at once do: at A the move meets the local line 1 and
+/// loses, lands on it (A's values win) and A's old line 2 goes; B's record takes A's values
+/// when A's line 1 arrives (refused by B's unique key until the id pair is written back, then
+/// retried). The loser's values are in `tandem.conflicts`. (Found by the simulation's full
+/// workload, seed 62: the insert was suspended; putting B's record back under line 2 instead
+/// fails where B gave line 2 to another record meanwhile: the next test.)
+async fn a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it(p: Pairing) {
     let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
     let env = Env::demo_with(p, "move_lost", &config).await;
     let (a, b) = (&env.a, &env.b);
@@ -403,14 +406,70 @@ async fn a_move_onto_a_key_a_local_record_holds_that_loses_is_put_back_at_its_si
     let r = env.drain().await;
     assert_eq!(r.conflicts, 1, "B's move loses at A: {r:?}");
     assert_eq!(
-        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
             .await,
-        table(&[&["2", "1"]]),
-        "B's line is put back; A's line 1 waits for its retry"
+        table(&[&["1", "2"]]),
+        "B's record landed on A's line 1; A's line 2 is gone"
     );
     release(a).await;
+    release(b).await;
     env.drain().await;
-    let lines = table(&[&["1", "2"], &["2", "1"]]);
+    let lines = table(&[&["1", "2"]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines,
+        "one record at B too, with A's values"
+    );
+    let links = "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
+    let a_links = a.rows(links).await;
+    assert_eq!(a_links.len(), 1, "one line linked: {a_links:?}");
+    assert_eq!(a_links, b.rows(links).await, "the same pair on both sides");
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// The same, where B's user then gives line 2 to a new record (qty 5): B's record cannot go
+/// back to line 2 at B, and A's line 2 is B's record's until its move arrives. Both sides end
+/// with line 1 (the two records that claimed it, A's values) and line 2 (B's new record), each
+/// linked once, nothing pending (found by the simulation's full workload, seed 4828 and 17 more
+/// of 20,000: the put-back, A's line 1 and B's new line 2 were refused by the unique keys at
+/// both sides until their retries ran out).
+async fn a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key(p: Pairing) {
+    let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
+    let env = Env::demo_with(p, "move_lost_reused", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    let order = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1)"
+    ))
+    .await;
+    env.drain().await;
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 1, 2)"
+    ))
+    .await;
+    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
+        .await;
+    b.exec(
+        "INSERT INTO order_items (order_id, line_no, quantity) \
+         SELECT order_id, 2, 5 FROM order_items",
+    )
+    .await;
+    for _ in 0..3 {
+        env.drain().await;
+        release(a).await;
+        release(b).await;
+    }
+    let lines = table(&[&["1", "2"], &["2", "5"]]);
     assert_eq!(
         a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
             .await,

@@ -83,7 +83,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit,
+        @moved bit, @replaced bit, @old_found bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -413,9 +413,13 @@ BEGIN
                                 WHERE entity = @entity AND {{own}} = @here AND {{peer}} <> @source_key;
                             END;
                             -- A record the other side moved to a key given here that a local
-                            -- record holds (whose change won), whose old row is gone here, lands
-                            -- on that record: one record now, and the link names it (as on
-                            -- PostgreSQL).
+                            -- record holds (whose change won) lands on that record: two records
+                            -- claimed one key at once, so one record now, the winner's values,
+                            -- and the link names it (as on PostgreSQL). Its old row here goes
+                            -- (the record moved), unless this side changed it meanwhile or
+                            -- rows refer to it (@n stays 0): then it stays there, and no change
+                            -- pending here would put it back at the other side, so its row
+                            -- travels as an update (found by the simulation's full workload).
                             SET @v = NULL;
                             IF @key_given = 1 AND @op <> 'D' AND @given IS NOT NULL
                                 SELECT @v = {{own}} FROM {{schema}}.[id_map]
@@ -426,21 +430,33 @@ BEGIN
                             BEGIN
                                 SELECT @key = @v, @found = 0;
 {{lock_blocks}}
-                                -- Its old row is here: it stays there, and no change pending
-                                -- here would put it back at the other side, so its row
-                                -- travels as an update (found by the simulation's full
-                                -- workload; as on PostgreSQL).
-                                IF @found = 1
-                                BEGIN
-{{requeue_blocks}}
-                                    SET @v = NULL;
-                                END;
-                            END;
-                            IF @v IS NOT NULL
-                            BEGIN
+                                SET @old_found = @found;
                                 SELECT @key = @here, @found = 0;
 {{lock_blocks}}
-                                IF @found = 0 SET @v = NULL;
+                                IF @old_found = 1
+                                BEGIN
+                                    SELECT @key = @v, @native = NULL, @n = 0;
+{{native_key_blocks}}
+                                    IF @found = 1 AND NOT EXISTS (
+                                        SELECT 1 FROM {{schema}}.[outbox]
+                                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                          AND [key] = @native AND suspended = 0
+                                          AND seq > @peer_applied_seq)
+                                    BEGIN
+                                        -- Not captured, as every write of an apply (5.).
+                                        EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+                                        EXEC sys.sp_set_session_context N'tandem.entity', @entity;
+{{leaf_delete_blocks}}
+                                        EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                                    END;
+                                    IF @n = 0
+                                    BEGIN
+{{requeue_blocks}}
+                                        SET @v = NULL;
+                                    END;
+                                END
+                                ELSE IF @found = 0
+                                    SET @v = NULL;
                             END;
                             -- A move that lost and did not land: the record's key here is
                             -- still its old one (reported so; the source links it there).

@@ -916,23 +916,38 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         Resolution::None => false,
         Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
-            // A move that lost leaves the record under its old key, unless that row is gone
-            // here: then it lands on the local record holding its new key, as a new record
-            // with that key does (one record now, linked both ways: found by the simulation).
-            let merged = moved_from
-                .as_ref()
-                .is_some_and(|k| db.row(&c.entity, k).is_none())
-                && c.op != Op::Delete
+            // A move that lost to the local record holding its new key lands on it, as a new
+            // record with that key does: one record now, the winner's values, linked both ways
+            // (as in `postgres/apply.rs`). Its old row here goes, unless this side changed it
+            // meanwhile or other records refer to it.
+            let lands = c.op != Op::Delete
                 && lost_at == here
                 && here
                     .as_ref()
                     .is_some_and(|k| db.row(&c.entity, k).is_some());
-            // A move that lost to another local record holding its new key stays here under
-            // its old key, and nothing pending here would put it back at the loser's side: its
-            // row travels as an update (as in `postgres/apply.rs`).
+            let old_row = moved_from
+                .as_ref()
+                .filter(|k| db.row(&c.entity, k).is_some());
+            let leaves =
+                old_row.is_some() && superseded.is_none() && !db.config.is_referenced(&c.entity);
+            let merged = lands && moved_from.is_some() && (old_row.is_none() || leaves);
+            if merged && leaves {
+                if let Some(k) = &moved_from {
+                    db.applying = Some(c.entity.clone());
+                    db.delete(&c.entity, k, now);
+                    db.applying = None;
+                }
+            }
+            // Otherwise it stays under its old key, and nothing pending here would put it back
+            // at the loser's side: its row travels as an update.
             let put_back = moved_from
                 .as_ref()
-                .filter(|k| c.op != Op::Delete && lost_at == here && db.row(&c.entity, k).is_some())
+                .filter(|k| {
+                    !merged
+                        && c.op != Op::Delete
+                        && lost_at == here
+                        && db.row(&c.entity, k).is_some()
+                })
                 .cloned();
             let here = if merged {
                 here

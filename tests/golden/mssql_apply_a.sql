@@ -83,7 +83,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit,
+        @moved bit, @replaced bit, @old_found bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -466,9 +466,13 @@ BEGIN
                                 WHERE entity = @entity AND [a_key] = @here AND [b_key] <> @source_key;
                             END;
                             -- A record the other side moved to a key given here that a local
-                            -- record holds (whose change won), whose old row is gone here, lands
-                            -- on that record: one record now, and the link names it (as on
-                            -- PostgreSQL).
+                            -- record holds (whose change won) lands on that record: two records
+                            -- claimed one key at once, so one record now, the winner's values,
+                            -- and the link names it (as on PostgreSQL). Its old row here goes
+                            -- (the record moved), unless this side changed it meanwhile or
+                            -- rows refer to it (@n stays 0): then it stays there, and no change
+                            -- pending here would put it back at the other side, so its row
+                            -- travels as an update (found by the simulation's full workload).
                             SET @v = NULL;
                             IF @key_given = 1 AND @op <> 'D' AND @given IS NOT NULL
                                 SELECT @v = [a_key] FROM [tandem].[id_map]
@@ -486,12 +490,44 @@ BEGIN
                             SELECT @found = 1
                             FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
-                                -- Its old row is here: it stays there, and no change pending
-                                -- here would put it back at the other side, so its row
-                                -- travels as an update (found by the simulation's full
-                                -- workload; as on PostgreSQL).
-                                IF @found = 1
+                                SET @old_found = @found;
+                                SELECT @key = @here, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                                IF @old_found = 1
                                 BEGIN
+                                    SELECT @key = @v, @native = NULL, @n = 0;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                                    IF @found = 1 AND NOT EXISTS (
+                                        SELECT 1 FROM [tandem].[outbox]
+                                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                          AND [key] = @native AND suspended = 0
+                                          AND seq > @peer_applied_seq)
+                                    BEGIN
+                                        -- Not captured, as every write of an apply (5.).
+                                        EXEC sys.sp_set_session_context N'tandem.applying', @tbl;
+                                        EXEC sys.sp_set_session_context N'tandem.entity', @entity;
+                                        IF @entity = N'order_item'
+                                        BEGIN
+                                            DELETE t FROM [dbo].[ORDER_ITEMS] AS t
+                                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                                            SET @n = @@ROWCOUNT;
+                                        END;
+                                        EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                                    END;
+                                    IF @n = 0
+                                    BEGIN
                                     IF @entity = N'order'
                                         INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image)
                                         SELECT N'order', 'U', x.k, LEFT(x.k, 400), x.img
@@ -506,21 +542,11 @@ BEGIN
                                                      CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [ORDER_NO], t.[LINE_NO] AS [LINE_NO], t.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS img
                                               FROM [dbo].[ORDER_ITEMS] AS t
                                               JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]) AS x;
+                                        SET @v = NULL;
+                                    END;
+                                END
+                                ELSE IF @found = 0
                                     SET @v = NULL;
-                                END;
-                            END;
-                            IF @v IS NOT NULL
-                            BEGIN
-                                SELECT @key = @here, @found = 0;
-                        IF @entity = N'order'
-                            SELECT @found = 1
-                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
-                        IF @entity = N'order_item'
-                            SELECT @found = 1
-                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
-                                IF @found = 0 SET @v = NULL;
                             END;
                             -- A move that lost and did not land: the record's key here is
                             -- still its old one (reported so; the source links it there).

@@ -800,6 +800,10 @@ impl Plan {
                     "delete"
                 };
                 blocks.entry("delete").or_default().push(f(delete)?);
+                // A row tandem may remove alone: nothing refers to it, and deletes are real.
+                if !config.is_referenced(&e.name) && e.soft_delete_at(side).is_none() {
+                    blocks.entry("leaf_delete").or_default().push(f("delete")?);
+                }
                 if vars.iter().any(|(n, v)| *n == "set_list" && !v.is_empty()) {
                     blocks.entry("update").or_default().push(f("update")?);
                 }
@@ -945,6 +949,7 @@ impl Plan {
             ("delete_blocks", block("delete", 24)),
             ("lock_blocks", block("lock", 24)),
             ("requeue_blocks", block("requeue", 36)),
+            ("leaf_delete_blocks", block("leaf_delete", 40)),
             ("children_resend_blocks", block("children_resend", 32)),
             ("update_blocks", block("update", 24)),
             ("insert_blocks", block("insert", 24)),

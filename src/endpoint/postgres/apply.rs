@@ -614,24 +614,31 @@ async fn apply_one(
         Resolution::None => false,
         Resolution::IncomingWins(_) => true,
         Resolution::LocalWins => {
-            // Where the record stays: a move that lost leaves it under its old key, unless
-            // that row is gone here: then it lands on the local record holding its new key,
-            // as a new record with that key does (one record now, linked both ways: found by
-            // the simulation).
-            let merged = moved_from.as_ref().is_some_and(|k| !exists(k))
-                && c.op != Op::Delete
-                && lost_at == here.as_ref()
-                && here.as_ref().is_some_and(exists);
-            // A move that lost to another local record holding its new key stays here under
-            // its old key, and no change pending here would put it back at the loser's side
-            // (found by the simulation's full workload: the winner's insert was then refused
-            // there by the natural unique key until its retries ran out): its row travels as
-            // an update, queued in this transaction.
-            // (A moved record's key here is given, so `here` is set; its old row is there, so
-            // it did not land on the local record.)
+            // Where the record stays: a move that lost to the local record holding its new
+            // key lands on it, as a new record with that key does: two records claimed one
+            // key at once, so one record now, the winner's values, linked both ways. Its old
+            // row here goes (the record moved; not captured, as every write of an apply),
+            // unless this side changed it meanwhile or rows refer to it. Putting the record
+            // back under its old key instead kept both, but the other side may have given that
+            // key to a third record meanwhile: three changes were then refused by the natural
+            // unique key at both sides until their retries ran out (found by the simulation's
+            // full workload, 18 of 20,000 seeds).
+            let lands =
+                c.op != Op::Delete && lost_at == here.as_ref() && here.as_ref().is_some_and(exists);
+            let old_row = moved_from.as_ref().filter(|k| exists(k));
+            let leaves = old_row.is_some() && superseded.is_none() && es.leaf;
+            let merged = lands && moved_from.is_some() && (old_row.is_none() || leaves);
+            if let (true, Some(k)) = (merged, old_row) {
+                let del = st(tx, stmts, &es.row_delete).await?;
+                tx.execute(&del, &[&json(&es.delete_object(k))]).await?;
+            }
+            // Otherwise it stays under its old key, and no change pending here would put it
+            // back at the loser's side (the winner's insert was then refused there by the
+            // natural unique key until its retries ran out: seed 62): its row travels as an
+            // update, queued in this transaction.
             let put_back = moved_from
                 .as_ref()
-                .filter(|k| c.op != Op::Delete && lost_at == here.as_ref() && exists(k));
+                .filter(|k| !merged && c.op != Op::Delete && lost_at == here.as_ref() && exists(k));
             if let Some(k) = put_back {
                 let q = st(tx, stmts, &es.requeue).await?;
                 tx.execute(

@@ -118,6 +118,9 @@ pub struct EntitySql {
     pub key: Vec<String>,
     /// Whether this side's key comes from the other side.
     pub key_given: bool,
+    /// No entity refers to this one and deletes here are real ones (no `soft_delete`): a row
+    /// tandem removes takes nothing else with it.
+    pub leaf: bool,
     pub row_lock: String,
     /// None when no column besides the key is mapped.
     pub row_update: Option<String>,
@@ -414,6 +417,7 @@ fn entity_sql(
                 Ok((parent.clone(), fill(t, &v)?))
             })
             .collect::<Result<_, EndpointError>>()?,
+        leaf: leaf && soft.is_none(),
         drop_duplicate: if leaf && soft.is_none() {
             Some(get("drop_duplicate")?)
         } else {
