@@ -42,6 +42,7 @@ scenarios!(
     a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_holds_now,
     a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it,
     a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key,
+    a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
     a_parent_and_child_changed_and_deleted_at_b_end_the_same_at_a,
@@ -485,6 +486,75 @@ async fn a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key(p: 
     let a_links = a.rows(links).await;
     assert_eq!(a_links.len(), 2, "both lines linked: {a_links:?}");
     assert_eq!(a_links, b.rows(links).await, "the same pairs on both sides");
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A deletes lines 3 and 2 of an order, B deletes line 2 and moves line 3 to line 2 in between
+/// (items `newest_wins`), and B's changes reach A first. At A it beats A's delete of line 3 (older) and
+/// loses to A's delete of line 2 (newer), so it is not applied: A's delete of line 3 must still
+/// travel. It was discarded by the first decision, and B kept the item A had deleted (found by
+/// the simulation's full workload, seed 12476). Both sides end with no line.
+async fn a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete(
+    p: Pairing,
+) {
+    let config = demo_config_with_policy("order_item", "newest_wins");
+    let env = Env::demo_with(p, "move_beats_then_loses", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (order, _) = one_order(&env, "first").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1), ({order}, 3, 1)"
+    ))
+    .await;
+    env.drain().await;
+    assert_eq!(
+        b.rows("SELECT count(*) FROM order_items").await,
+        table(&[&["2"]])
+    );
+
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {order} AND [LINE_NO] = 3"
+    ))
+    .await;
+    b.exec(
+        "DELETE FROM order_items WHERE line_no = 2; \
+            UPDATE order_items SET line_no = 2 WHERE line_no = 3",
+    )
+    .await;
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {order} AND [LINE_NO] = 2"
+    ))
+    .await;
+    hold_changes(a).await;
+    env.drain().await;
+    release(a).await;
+    for _ in 0..3 {
+        env.drain().await;
+        release(a).await;
+        release(b).await;
+    }
+    let a_lines = a
+        .rows("SELECT [LINE_NO] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+        .await;
+    let b_lines = b
+        .rows("SELECT line_no FROM order_items ORDER BY line_no")
+        .await;
+    assert_eq!(a_lines, b_lines, "both sides hold the same lines");
+    let links = "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
+    assert_eq!(
+        a.rows(links).await,
+        b.rows(links).await,
+        "the same pairs on both sides"
+    );
+    assert_eq!(
+        a.rows(links).await.len(),
+        a_lines.len(),
+        "every line linked once"
+    );
+    assert!(
+        !b_lines.iter().any(|l| l[0] == "2"),
+        "A's delete of line 3 reached B (B's move of it lost at A): {b_lines:?}"
+    );
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 

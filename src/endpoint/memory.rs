@@ -731,8 +731,9 @@ fn context(side: Side, c: &TargetChange) -> String {
 
 enum Resolution {
     None,
-    /// The incoming change won; the newest local change it beat.
-    IncomingWins(i64),
+    /// The incoming change won over these local changes (discarded by the caller once the
+    /// change wins at every key it is pending under).
+    IncomingWins(Vec<i64>),
     LocalWins,
 }
 
@@ -890,6 +891,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
     let mut lost_at: Option<Key> = None;
+    let mut beaten: Vec<i64> = Vec::new();
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
         // The source's guard counts this side's changes of the record it links; at a key the
@@ -901,15 +903,25 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         };
         match resolve_conflict(db, &entity, c, k, after, now) {
             Resolution::None => {}
-            Resolution::IncomingWins(s) => {
-                superseded = superseded.max(Some(s));
-                conflict = Resolution::IncomingWins(s);
+            Resolution::IncomingWins(seqs) => {
+                superseded = superseded.max(seqs.iter().copied().max());
+                beaten.extend(seqs);
+                conflict = Resolution::IncomingWins(Vec::new());
             }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
                 lost_at = Some(k.clone());
                 break;
             }
+        }
+    }
+    // The local changes a change beat go only if it wins throughout: a move that beat this
+    // side's changes under its old key and lost under its new one is not applied, so they
+    // still travel (as in `postgres/apply.rs`; found by the simulation's full workload, seed
+    // 12476: a local delete was discarded, and the record stayed at the other side only).
+    if !matches!(conflict, Resolution::LocalWins) {
+        for s in &beaten {
+            db.outbox.remove(s);
         }
     }
     let force = match conflict {
@@ -1162,11 +1174,7 @@ fn resolve_conflict(
     let seqs: Vec<i64> = pending.iter().map(|o| o.seq).collect();
     db.conflicts += 1;
     if winner == incoming {
-        let newest_seq = newest.seq;
-        for s in seqs {
-            db.outbox.remove(&s);
-        }
-        Resolution::IncomingWins(newest_seq)
+        Resolution::IncomingWins(seqs)
     } else {
         // All of them: an older one arriving there as an update would be discarded as an
         // update after that delete, and unlink the record (found by the simulation).

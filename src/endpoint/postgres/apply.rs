@@ -578,6 +578,7 @@ async fn apply_one(
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
     let mut lost_at: Option<&Key> = None;
+    let mut beaten: Vec<i64> = Vec::new();
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     let exists = |k: &Key| locked.iter().any(|(lk, found)| lk == k && found.is_some());
     for k in old_key.into_iter().chain(here.as_ref()) {
@@ -599,9 +600,10 @@ async fn apply_one(
         };
         match resolve_conflict(ep, tx, stmts, c, &at, &row).await? {
             Resolution::None => {}
-            Resolution::IncomingWins(s) => {
-                superseded = superseded.max(Some(s));
-                conflict = Resolution::IncomingWins(s);
+            Resolution::IncomingWins(seqs) => {
+                superseded = superseded.max(seqs.iter().copied().max());
+                beaten.extend(seqs);
+                conflict = Resolution::IncomingWins(Vec::new());
             }
             Resolution::LocalWins => {
                 conflict = Resolution::LocalWins;
@@ -609,6 +611,14 @@ async fn apply_one(
                 break;
             }
         }
+    }
+    // The local changes a change beat go only if it wins throughout: a move that beat this
+    // side's changes under its old key and lost under its new one is not applied, so they
+    // still travel (found by the simulation's full workload, seed 12476: a local delete was
+    // discarded, and the record stayed at the other side only).
+    if !beaten.is_empty() && !matches!(conflict, Resolution::LocalWins) {
+        let del = st(tx, stmts, &common.done).await?;
+        tx.execute(&del, &[&beaten]).await?;
     }
     let force = match conflict {
         Resolution::None => false,
@@ -788,9 +798,9 @@ async fn apply_one(
 enum Resolution {
     /// The record has no change pending here: no conflict.
     None,
-    /// The incoming change wins; this side's pending changes of the record were discarded
-    /// (the newest of them).
-    IncomingWins(i64),
+    /// The incoming change wins over these pending changes of this side (the caller discards
+    /// them once the change wins at every key the record has pending changes under).
+    IncomingWins(Vec<i64>),
     /// This side's pending change wins; the incoming one is discarded.
     LocalWins,
 }
@@ -895,11 +905,7 @@ async fn resolve_conflict(
         winner = %winner, "conflict: the record changed on both sides; side {winner} wins"
     );
     if winner == incoming {
-        let del = st(tx, stmts, &common.done).await?;
-        tx.execute(&del, &[&seqs]).await?;
-        Ok(Resolution::IncomingWins(
-            seqs.iter().copied().max().unwrap_or_default(),
-        ))
+        Ok(Resolution::IncomingWins(seqs))
     } else {
         if c.op == Op::Delete && local_op != "D" {
             let re = st(tx, stmts, &common.local_reinsert).await?;
