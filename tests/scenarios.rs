@@ -377,6 +377,26 @@ async fn a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrive
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 
+/// An order with line 2 (quantity 1), linked; then at A a new line 1 (quantity 2) while at B a
+/// user renumbers line 2 to line 1, neither change applied yet.
+async fn a_new_line_1_while_b_moves_line_2_onto_it(env: &Env) {
+    let (a, b) = (&env.a, &env.b);
+    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
+        .await;
+    let order = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1)"
+    ))
+    .await;
+    env.drain().await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 1, 2)"
+    ))
+    .await;
+    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
+        .await;
+}
+
 /// At B a user renumbers line 2 of an order to line 1 while at A another user adds a new line
 /// 1 (keys given by values at A; items `a_wins`). Two records claim line 1 at once, so they end
 /// as one record, as two lines created at once do: at A the move meets the local line 1 and
@@ -389,21 +409,7 @@ async fn a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it(p: Pairin
     let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
     let env = Env::demo_with(p, "move_lost", &config).await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
-        .await;
-    let order = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1)"
-    ))
-    .await;
-    env.drain().await;
-
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 1, 2)"
-    ))
-    .await;
-    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
-        .await;
+    a_new_line_1_while_b_moves_line_2_onto_it(&env).await;
     let r = env.drain().await;
     assert_eq!(r.conflicts, 1, "B's move loses at A: {r:?}");
     assert_eq!(
@@ -445,21 +451,7 @@ async fn a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key(p: 
     let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
     let env = Env::demo_with(p, "move_lost_reused", &config).await;
     let (a, b) = (&env.a, &env.b);
-    a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
-        .await;
-    let order = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 2, 1)"
-    ))
-    .await;
-    env.drain().await;
-
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({order}, 1, 2)"
-    ))
-    .await;
-    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
-        .await;
+    a_new_line_1_while_b_moves_line_2_onto_it(&env).await;
     b.exec(
         "INSERT INTO order_items (order_id, line_no, quantity) \
          SELECT order_id, 2, 5 FROM order_items",

@@ -952,14 +952,8 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             }
             // Otherwise it stays under its old key, and nothing pending here would put it back
             // at the loser's side: its row travels as an update.
-            let put_back = moved_from
-                .as_ref()
-                .filter(|k| {
-                    !merged
-                        && c.op != Op::Delete
-                        && lost_at == here
-                        && db.row(&c.entity, k).is_some()
-                })
+            let put_back = old_row
+                .filter(|_| !merged && c.op != Op::Delete && lost_at == here)
                 .cloned();
             let here = if merged {
                 here

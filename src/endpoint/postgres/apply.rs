@@ -646,9 +646,8 @@ async fn apply_one(
             // back at the loser's side (the winner's insert was then refused there by the
             // natural unique key until its retries ran out: seed 62): its row travels as an
             // update, queued in this transaction.
-            let put_back = moved_from
-                .as_ref()
-                .filter(|k| !merged && c.op != Op::Delete && lost_at == here.as_ref() && exists(k));
+            let put_back =
+                old_row.filter(|_| !merged && c.op != Op::Delete && lost_at == here.as_ref());
             if let Some(k) = put_back {
                 let q = st(tx, stmts, &es.requeue).await?;
                 tx.execute(
