@@ -32,6 +32,7 @@ scenarios!(
     a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back,
     a_copy_whose_reply_was_lost_goes_when_another_record_lands_on_its_record,
     a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_reply_comes_last,
+    a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_its_tombstone,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -908,6 +909,60 @@ async fn a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_rep
             "{what} settles on nothing, no conflict: {r:?}"
         );
     }
+}
+
+/// B creates an item; it lands at A, and a user at A deletes it at once. A's delete is
+/// claimed and applied at B before B's reply for the creation arrives (a second instance took
+/// over while the first one still wrote its batch back: the fault suite's lost lease). The late
+/// reply of the creation revived the link the delete had just made a tombstone at B: a live
+/// link to a record gone at both sides (found by the fault suite's full workload, seed 5497).
+async fn a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_its_tombstone(
+    p: Pairing,
+) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let env = Env::demo(p, "late_reply").await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 5)"
+    ))
+    .await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+    let stage = |from| batch::stage(&env.config, from, 0, &none, &[]);
+    let mut held = batch::Held::new();
+    let mut from_b = stage(sb).await.expect("claim at B");
+    assert_eq!(from_b.claimed(), 1);
+    let at_a = batch::apply_staged(&env.config, sa, &mut from_b, &mut held)
+        .await
+        .expect("B's insert at A");
+    assert_eq!(
+        a.count(&format!(
+            "SELECT count(*) FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {number}"
+        ))
+        .await,
+        1
+    );
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let mut from_a = stage(sa).await.expect("claim at A");
+    assert_eq!(from_a.claimed(), 1);
+    let at_b = batch::apply_staged(&env.config, sb, &mut from_a, &mut held)
+        .await
+        .expect("A's delete at B");
+    batch::finish(&env.config, sa, from_a, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    batch::finish(&env.config, sb, from_b, at_a, chrono::Utc::now())
+        .await
+        .expect("B's late write-back");
+    env.drain().await;
+
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+    no_live_link(&env, "order_item").await;
 }
 
 /// The end of the two scenarios above: at both sides B's order ("kept at b", B's `first`,

@@ -5,7 +5,8 @@
 -- report, `only_if_row`, leaves the link as it is when this side's row is gone: the record's
 -- delete is on its way or settled, and a late copy must neither revive the link nor take the
 -- peer from the link holding it now; a live link only learns the peer the other side holds
--- now), fill the
+-- now; nor does any reply of a creation or update revive a tombstone of a record gone here),
+-- fill the
 -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
 -- block the write-back of the change itself), and remove older images of the record, pending or
 -- suspended
@@ -70,6 +71,18 @@ BEGIN TRY
                   AND {{peer}} IS NOT NULL AND {{peer}} <> @peer
                   AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map] AS o
                                   WHERE o.entity = @entity AND o.{{peer}} = @peer);
+        END;
+        -- A late reply of a creation or an update leaves the tombstone of a record gone here as
+        -- it is: the record's delete came first, the other side's applied here or this side's
+        -- written back (a second instance took over while the first still wrote its batch
+        -- back; as gone_here does on PostgreSQL). The row is locked, so a delete applied here
+        -- meanwhile has committed, or waits.
+        IF @found = 1 AND @deleted = 0 AND @only_if_row = 0 AND EXISTS (
+            SELECT 1 FROM {{schema}}.[id_map] WITH (UPDLOCK)
+            WHERE entity = @entity AND {{own}} = @key AND deleted = 1)
+        BEGIN
+            SET @found = 0;
+{{lock_blocks}}
         END;
         IF @found = 1
         BEGIN

@@ -306,8 +306,8 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
 -- name: wave_link_written_back
 -- The common case in one statement: a link whose peer would change (the other side replaced
 -- the record) is left out (the WHERE), and the caller, seeing fewer rows than links, takes
--- the careful path, which retires the old peer's link (unlink_peer). $5: as in
--- link_written_back.
+-- the careful path, which retires the old peer's link (unlink_peer); so is a link that would
+-- come back from a tombstone (see the last condition). $5: as in link_written_back.
 INSERT INTO {{schema}}.id_map AS m (entity, {{own}}, {{peer}}, deleted, applied_seq)
 SELECT x.entity, x.own, x.peer, x.deleted, x.guard
 FROM unnest($1::text[], $2::text[], $3::text[], $4::bool[], $5::int8[])
@@ -317,7 +317,10 @@ SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     deleted = EXCLUDED.deleted,
     applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp()
-WHERE m.{{peer}} IS NULL OR EXCLUDED.{{peer}} IS NULL OR m.{{peer}} = EXCLUDED.{{peer}};
+WHERE (m.{{peer}} IS NULL OR EXCLUDED.{{peer}} IS NULL OR m.{{peer}} = EXCLUDED.{{peer}})
+  -- A reply that would revive a tombstone is left to the careful path too: it revives it only
+  -- while the record's row is here (a late reply after the record's delete must not).
+  AND NOT (m.deleted AND NOT EXCLUDED.deleted);
 
 -- name: status_outbox
 SELECT entity,

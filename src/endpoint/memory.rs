@@ -1350,6 +1350,16 @@ impl Source for MemEndpoint {
                 }
                 continue;
             }
+            // A late reply of a creation or an update leaves a tombstone of a record gone here
+            // as it is: the record's delete came first (`gone_here` in postgres/apply.rs).
+            if !l.deleted
+                && db.row(&l.entity, &l.own_key).is_none()
+                && db
+                    .by_own(&l.entity, &l.own_key)
+                    .is_some_and(|i| db.id_map[i].deleted)
+            {
+                continue;
+            }
             // A delete's write-back leaves the peer to a live record here that holds it: the
             // other side re-created the record under that given key, and its creation already
             // reached this side (`unlink_peer` in statements.sql).

@@ -5,7 +5,8 @@
 -- report, `only_if_row`, leaves the link as it is when this side's row is gone: the record's
 -- delete is on its way or settled, and a late copy must neither revive the link nor take the
 -- peer from the link holding it now; a live link only learns the peer the other side holds
--- now), fill the
+-- now; nor does any reply of a creation or update revive a tombstone of a record gone here),
+-- fill the
 -- table's peer_id_column (a peer id that does not fit the column is reported, and does not
 -- block the write-back of the change itself), and remove older images of the record, pending or
 -- suspended
@@ -77,6 +78,25 @@ BEGIN TRY
                   AND [b_key] IS NOT NULL AND [b_key] <> @peer
                   AND NOT EXISTS (SELECT 1 FROM [tandem].[id_map] AS o
                                   WHERE o.entity = @entity AND o.[b_key] = @peer);
+        END;
+        -- A late reply of a creation or an update leaves the tombstone of a record gone here as
+        -- it is: the record's delete came first, the other side's applied here or this side's
+        -- written back (a second instance took over while the first still wrote its batch
+        -- back; as gone_here does on PostgreSQL). The row is locked, so a delete applied here
+        -- meanwhile has committed, or waits.
+        IF @found = 1 AND @deleted = 0 AND @only_if_row = 0 AND EXISTS (
+            SELECT 1 FROM [tandem].[id_map] WITH (UPDLOCK)
+            WHERE entity = @entity AND [a_key] = @key AND deleted = 1)
+        BEGIN
+            SET @found = 0;
+            IF @entity = N'order'
+                SELECT @found = 1
+                FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+            IF @entity = N'order_item'
+                SELECT @found = 1
+                FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
         END;
         IF @found = 1
         BEGIN

@@ -968,6 +968,8 @@ impl Plan {
         wb_vars.retain(|(n, _)| *n != "native_key_blocks");
         wb_vars.push(("native_key_blocks", block("wb_native", 8)));
         wb_vars.push(("exists_blocks", block("exists", 12)));
+        wb_vars.retain(|(n, _)| *n != "lock_blocks");
+        wb_vars.push(("lock_blocks", block("lock", 12)));
         wb_vars.push(("drop_duplicate_blocks", block("dup", 24)));
         let write_back = fill(WRITE_BACK, &wb_vars)?;
         Ok(Plan {

@@ -1155,6 +1155,9 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .map(|e| e.row_lock.as_str()),
     );
     wanted.push(c.wave_link_written_back.as_str());
+    // The careful path's check of replies that would revive a tombstone (`gone_here`).
+    wanted.extend(ep.sql.entities.values().map(|e| e.wave_row_locks.as_str()));
+    wanted.push(c.links_by_own.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
         wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
         wanted.push(c.repoint_link.as_str());
@@ -1230,6 +1233,69 @@ async fn drop_duplicates(
     Ok(())
 }
 
+/// The replies of creations and updates (`writes`) whose record is gone here while its link is
+/// a tombstone: the reply comes after the record's delete, the other side's applied here or this
+/// side's written back (a second instance took over while the first still wrote its batch
+/// back), and must not revive the link (found by the fault suite's full workload, seed 5497).
+/// The set-based path leaves such a revival to this careful path (`wave_link_written_back`).
+/// The rows are locked first: a delete of the record applied here meanwhile has then either
+/// committed, with its tombstone, or waits for this write-back.
+async fn gone_here<'a>(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    writes: &[&'a crate::endpoint::LinkWrite],
+) -> Result<std::collections::HashSet<(&'a str, &'a str)>, tokio_postgres::Error> {
+    let mut by_entity: HashMap<&str, Vec<&Key>> = HashMap::new();
+    for l in writes.iter().filter(|l| !l.deleted && !l.only_if_row) {
+        by_entity
+            .entry(l.entity.as_str())
+            .or_default()
+            .push(&l.own_key);
+    }
+    let mut gone = std::collections::HashSet::new();
+    for (entity, keys) in by_entity {
+        let (Some(es), Some(links)) = (
+            ep.sql.entities.get(entity),
+            stmts.get(&ep.sql.common.links_by_own),
+        ) else {
+            continue;
+        };
+        let Some(locks) = stmts.get(&es.wave_row_locks) else {
+            continue;
+        };
+        let objs: Vec<Image> = keys.iter().map(|k| k.to_object(&es.key)).collect();
+        let payload = serde_json::to_string(&objs).unwrap_or_else(|_| "[]".into());
+        let mut here = std::collections::HashSet::new();
+        for r in tx.query(locks, &[&payload]).await? {
+            if let Some(k) = parse_key(r.try_get(0)?) {
+                here.insert(k);
+            }
+        }
+        let absent: Vec<&str> = keys
+            .iter()
+            .filter(|k| !here.contains(**k))
+            .map(|k| k.as_str())
+            .collect();
+        if absent.is_empty() {
+            continue;
+        }
+        for r in tx.query(links, &[&entity, &absent]).await? {
+            let own: Option<String> = r.try_get(0)?;
+            let deleted: bool = r.try_get("deleted")?;
+            let Some(own) = own.filter(|_| deleted) else {
+                continue;
+            };
+            if let Some(k) = keys.iter().find(|k| k.as_str() == own) {
+                tracing::debug!(side = %ep.side, %entity, key = %own,
+                    "late reply left out: the record is gone here and its link is a tombstone");
+                gone.insert((entity, k.as_str()));
+            }
+        }
+    }
+    Ok(gone)
+}
+
 async fn write_back_txn(
     ep: &PgEndpoint,
     client: &mut tokio_postgres::Client,
@@ -1268,6 +1334,10 @@ async fn write_back_txn(
             }
         }
         writes.push(l);
+    }
+    if careful {
+        let gone = gone_here(ep, &tx, stmts, &writes).await?;
+        writes.retain(|l| !gone.contains(&(l.entity.as_str(), l.own_key.as_str())));
     }
     let links = writes.iter().map(|l| {
         let (unlink, put, tx) = (&unlink, &put, &tx);
