@@ -33,6 +33,7 @@ scenarios!(
     a_copy_whose_reply_was_lost_goes_when_another_record_lands_on_its_record,
     a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_reply_comes_last,
     a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_its_tombstone,
+    a_late_reply_of_an_instance_that_lost_its_lease_changes_nothing,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -963,6 +964,84 @@ async fn a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_it
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
     assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
     no_live_link(&env, "order_item").await;
+}
+
+/// An instance applies A's new item at B and loses its lease before it writes the batch back;
+/// the instance that takes over claims the item again (stale at B) and settles it. Then B
+/// deletes the item and a user there creates it again under the same line, which reaches A as
+/// the same key (A's keys are given by values). Only then does the first instance's reply
+/// come: it named B's first item, gone, and re-linked A's item to it, retiring the link to
+/// the new one (found by the simulation with lost leases). A reply of a change another
+/// write-back has settled meanwhile changes nothing.
+async fn a_late_reply_of_an_instance_that_lost_its_lease_changes_nothing(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let env = Env::demo(p, "lost_lease").await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
+    ))
+    .await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+    let stage = |from| batch::stage(&env.config, from, 0, &none, &[]);
+    // The first instance: claimed and applied, not written back.
+    let mut first = stage(sa).await.expect("claim at A");
+    assert_eq!(first.claimed(), 1);
+    let first_at_b = batch::apply_staged(&env.config, sb, &mut first, &mut batch::Held::new())
+        .await
+        .expect("A's insert at B");
+    // The instance that took over: the same change again, stale at B, settled.
+    let mut second = stage(sa).await.expect("claim at A again");
+    assert_eq!(second.claimed(), 1);
+    let second_at_b = batch::apply_staged(&env.config, sb, &mut second, &mut batch::Held::new())
+        .await
+        .expect("A's insert at B again");
+    batch::finish(&env.config, sa, second, second_at_b, chrono::Utc::now())
+        .await
+        .expect("the second write-back");
+    // B deletes the item and creates it again under the same line.
+    b.exec("DELETE FROM order_items").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 7)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{item}]"),
+    )
+    .await;
+
+    let late = batch::finish(&env.config, sa, first, first_at_b, chrono::Utc::now())
+        .await
+        .expect("the late write-back");
+    assert_eq!(
+        late.written, 1,
+        "the late reply still counts its change: {late:?}"
+    );
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["1", "7"]])
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items").await,
+        table(&[&["1", "7"]])
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 /// The end of the two scenarios above: at both sides B's order ("kept at b", B's `first`,

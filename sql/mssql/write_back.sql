@@ -48,8 +48,21 @@ DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(m
         @guard bigint, @dup nvarchar(max),
         @err int, @msg nvarchar(4000);
 
+DECLARE @settled TABLE (seq bigint NOT NULL PRIMARY KEY);
+
 BEGIN TRY
     BEGIN TRANSACTION;
+    -- Only the replies of changes still in the outbox count: a change whose rows are gone was
+    -- settled meanwhile by the write-back of an instance that took over while this one lost its
+    -- lease (it claimed the change again, or a newer one of the record), and this reply is late
+    -- and changes nothing (as settled_now does on PostgreSQL). The rows are locked by an update
+    -- that changes nothing, so of two write-backs of one change the second waits, then finds
+    -- it settled.
+    UPDATE o SET attempts = o.attempts
+    OUTPUT inserted.seq INTO @settled (seq)
+    FROM {{schema}}.[outbox] AS o
+    JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
+    DELETE l FROM @links AS l WHERE NOT EXISTS (SELECT 1 FROM @settled AS s WHERE s.seq = l.seq);
     WHILE 1 = 1
     BEGIN
         SELECT TOP (1) @n = n, @entity = entity, @key = own, @peer = peer, @deleted = deleted,

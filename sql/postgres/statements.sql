@@ -242,6 +242,14 @@ WHERE m.entity = $1 AND m.{{own}} = $2 AND NOT m.deleted AND m.{{peer}} IS NOT N
   AND m.{{peer}} <> $3
   AND NOT EXISTS (SELECT 1 FROM {{schema}}.id_map AS o WHERE o.entity = $1 AND o.{{peer}} = $3);
 
+-- name: settled_now
+-- The outbox rows a write-back settles that are still here, locked. A change whose rows are
+-- gone was settled meanwhile by the write-back of an instance that took over while this one
+-- lost its lease (it claimed the change again, or a newer one of the record): this reply is
+-- late and changes nothing (found by the simulation with lost leases). Locked, so of two
+-- write-backs of one change, the second waits and then finds it settled.
+SELECT seq FROM {{schema}}.outbox WHERE seq = ANY($1) ORDER BY seq FOR UPDATE;
+
 -- name: done
 DELETE FROM {{schema}}.outbox WHERE seq = ANY($1);
 

@@ -1343,7 +1343,21 @@ impl Source for MemEndpoint {
         let now_ms = self.clock.ms();
         let now = self.clock.now();
         let mut db = lock(&self.db);
-        for l in wb.links.iter().filter(|l| !l.known) {
+        // A change whose outbox row is gone was settled by another instance's write-back
+        // meanwhile (this one lost its lease): its reply is late and changes nothing
+        // (`settled_now` in statements.sql).
+        let settled: HashSet<i64> = wb
+            .done
+            .iter()
+            .copied()
+            .filter(|s| db.outbox.contains_key(s))
+            .collect();
+        let links: Vec<&super::LinkWrite> = wb
+            .links
+            .iter()
+            .filter(|l| settled.contains(&l.seq))
+            .collect();
+        for l in links.iter().filter(|l| !l.known) {
             if l.only_if_row && db.row(&l.entity, &l.own_key).is_none() {
                 if let Some(p) = &l.peer_key {
                     db.repoint(&l.entity, &l.own_key, p);
@@ -1374,7 +1388,7 @@ impl Source for MemEndpoint {
             }
             db.link_written_back(&l.entity, &l.own_key, peer, l.deleted, l.peer_guard);
         }
-        for l in wb.links.iter().filter(|l| !l.deleted) {
+        for l in links.iter().filter(|l| !l.deleted) {
             let (Some(peer), Some(col)) = (
                 &l.peer_key,
                 self.config
@@ -1393,7 +1407,7 @@ impl Source for MemEndpoint {
         for s in &wb.done {
             db.outbox.remove(s);
         }
-        for l in &wb.links {
+        for l in &links {
             db.outbox
                 .retain(|_, o| !(o.entity == l.entity && o.key == l.own_key && o.seq < l.seq));
         }

@@ -1126,6 +1126,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
         &c.unlink_peer,
         &c.link_written_back,
         &c.done,
+        &c.settled_now,
         &c.failed,
         &c.supersede,
     ];
@@ -1310,13 +1311,33 @@ async fn write_back_txn(
     else {
         return Ok(true);
     };
+    // Only the replies of changes still in the outbox count: the others were settled by
+    // another instance's write-back meanwhile (`settled_now`).
+    let mut settled = std::collections::HashSet::new();
+    if let (false, Some(st)) = (wb.done.is_empty(), get(&common.settled_now)) {
+        for r in tx.query(&st, &[&wb.done]).await? {
+            settled.insert(r.try_get::<_, i64>(0)?);
+        }
+    }
+    let fresh: Vec<&crate::endpoint::LinkWrite> = wb
+        .links
+        .iter()
+        .filter(|l| settled.contains(&l.seq))
+        .collect();
+    if fresh.len() < wb.links.len() {
+        tracing::info!(
+            side = %ep.side,
+            late = wb.links.len() - fresh.len(),
+            "late replies left out: another instance settled their changes meanwhile"
+        );
+    }
     // Links this side's id map already holds as they are need no write there (most changes of
     // linked records); their peer ids are still filled below.
     // A stale report leaves the link as it is when this side's row is gone, but for the peer
     // the other side holds now (`repoint_link`). Rare (only late copies report stale). Not
     // locked: a delete racing this read is captured, and travels.
     let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
-    for l in wb.links.iter().filter(|l| !l.known) {
+    for l in fresh.iter().copied().filter(|l| !l.known) {
         let read = ep
             .sql
             .entities
@@ -1405,9 +1426,9 @@ async fn write_back_txn(
     }
     // Peer ids: pipelined, or each in a savepoint on the careful path, where one that does
     // not fit its column is logged and skipped rather than holding back the write-back.
-    let peers: Vec<(Statement, String, &str, &Key, &Key, &str)> = wb
-        .links
+    let peers: Vec<(Statement, String, &str, &Key, &Key, &str)> = fresh
         .iter()
+        .copied()
         .filter(|l| !l.deleted)
         .filter_map(|l| {
             let es = ep.sql.entities.get(&l.entity)?;
@@ -1454,7 +1475,7 @@ async fn write_back_txn(
     } else {
         // One statement per entity: its rows' keys and peer ids as one JSON array.
         let mut by_entity: HashMap<&str, Vec<Image>> = HashMap::new();
-        for l in wb.links.iter().filter(|l| !l.deleted) {
+        for l in fresh.iter().filter(|l| !l.deleted) {
             let (Some(es), Some(peer)) = (ep.sql.entities.get(&l.entity), &l.peer_key) else {
                 continue;
             };
@@ -1488,11 +1509,11 @@ async fn write_back_txn(
             tx.execute(&d, &[&wb.done]).await?;
         }
     }
-    if !wb.links.is_empty() {
+    if !fresh.is_empty() {
         if let Some(sup) = get(&common.supersede) {
-            let entities: Vec<&str> = wb.links.iter().map(|l| l.entity.as_str()).collect();
-            let keys: Vec<&str> = wb.links.iter().map(|l| l.own_key.as_str()).collect();
-            let seqs: Vec<i64> = wb.links.iter().map(|l| l.seq).collect();
+            let entities: Vec<&str> = fresh.iter().map(|l| l.entity.as_str()).collect();
+            let keys: Vec<&str> = fresh.iter().map(|l| l.own_key.as_str()).collect();
+            let seqs: Vec<i64> = fresh.iter().map(|l| l.seq).collect();
             tx.execute(&sup, &[&entities, &keys, &seqs]).await?;
         }
     }

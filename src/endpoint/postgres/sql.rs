@@ -74,6 +74,7 @@ pub struct Common {
     pub link_written_back: String,
     pub repoint_link: String,
     pub done: String,
+    pub settled_now: String,
     pub failed: String,
     pub status_outbox: String,
     pub status_links: String,
@@ -220,6 +221,7 @@ impl Sql {
             link_written_back: get("link_written_back")?,
             repoint_link: get("repoint_link")?,
             done: get("done")?,
+            settled_now: get("settled_now")?,
             failed: get("failed")?,
             status_outbox: get("status_outbox")?,
             status_links: get("status_links")?,
@@ -833,6 +835,7 @@ pub fn runtime_listing(sql: &Sql) -> String {
         ("local_pending", &c.local_pending),
         ("conflict_log", &c.conflict_log),
         ("supersede", &c.supersede),
+        ("settled_now", &c.settled_now),
         ("done", &c.done),
         ("failed", &c.failed),
     ] {
