@@ -900,9 +900,7 @@ async fn a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_rep
         .expect("A's write-back");
     env.drain().await;
 
-    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
-    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
-    no_live_link(&env, "order_item").await;
+    no_item_at_either_side(&env).await;
     for (r, what) in [(&rb, "B's delete at A"), (&ra, "A's delete at B")] {
         assert_eq!(
             (r.unchanged, r.conflicts),
@@ -961,9 +959,7 @@ async fn a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_it
         .expect("B's late write-back");
     env.drain().await;
 
-    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
-    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
-    no_live_link(&env, "order_item").await;
+    no_item_at_either_side(&env).await;
 }
 
 /// An instance applies A's new item at B and loses its lease before it writes the batch back;
@@ -1509,9 +1505,7 @@ async fn a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_ho
         .await;
     release(b).await;
     env.drain().await;
-    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
-    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
-    no_live_link(&env, "order_item").await;
+    no_item_at_either_side(&env).await;
 }
 
 /// One order created at A and synced: its number at A and its id at B.
@@ -1587,6 +1581,16 @@ async fn no_live_link(env: &Env, entity: &str) {
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
     }
+}
+
+/// No item at either side, no live item link, both outboxes empty.
+async fn no_item_at_either_side(env: &Env) {
+    assert_eq!(
+        env.a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await,
+        0
+    );
+    assert_eq!(env.b.count("SELECT count(*) FROM order_items").await, 0);
+    no_live_link(env, "order_item").await;
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.
