@@ -34,6 +34,7 @@ scenarios!(
     a_record_both_sides_delete_at_once_ends_with_no_live_link_whichever_reply_comes_last,
     a_reply_that_comes_after_the_other_sides_delete_of_the_record_leaves_its_tombstone,
     a_late_reply_of_an_instance_that_lost_its_lease_changes_nothing,
+    an_update_on_its_way_when_a_delete_loses_to_it_still_creates_the_record_again,
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
@@ -1038,6 +1039,60 @@ async fn a_late_reply_of_an_instance_that_lost_its_lease_changes_nothing(p: Pair
         &format!("[{item}]"),
     )
     .await;
+}
+
+/// B updates an order, and the update is claimed (on its way to A); then A deletes the order,
+/// and A's delete reaches B first, where it loses to B's update (`b_wins`): B's changes of the
+/// order travel as inserts, to create it again at A. The update already on its way arrives at
+/// A after the delete and is discarded there (an update after a delete); its reply settled the
+/// insert it had become meanwhile, and the order stayed at B only (found by the fault suite's
+/// full workload, seed 5517). The changes that won travel as new changes, so that reply finds
+/// its row gone and changes nothing. The stages run in that order by hand, no timing.
+async fn an_update_on_its_way_when_a_delete_loses_to_it_still_creates_the_record_again(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_order_policy("b_wins");
+    let env = Env::demo_with(p, "reinsert_late", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (_, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "UPDATE orders SET customer = 'kept at b' WHERE id = {order}"
+    ))
+    .await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+    let stage = |from| batch::stage(&env.config, from, 0, &none, &[]);
+    let mut update = stage(sb).await.expect("claim at B");
+    assert_eq!(update.claimed(), 1);
+
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    let mut delete = stage(sa).await.expect("claim at A");
+    assert_eq!(delete.claimed(), 1);
+    let at_b = batch::apply_staged(&env.config, sb, &mut delete, &mut batch::Held::new())
+        .await
+        .expect("A's delete at B");
+    let lost = batch::finish(&env.config, sa, delete, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(lost.conflicts, 1, "A's delete loses at B: {lost:?}");
+
+    let at_a = batch::apply_staged(&env.config, sa, &mut update, &mut batch::Held::new())
+        .await
+        .expect("B's update at A");
+    batch::finish(&env.config, sb, update, at_a, chrono::Utc::now())
+        .await
+        .expect("B's write-back");
+    env.drain().await;
+    let kept = table(&[&["kept at b"]]);
+    assert_eq!(
+        a.rows("SELECT [CUST_NAME] FROM dbo.[ORDERS]").await,
+        kept,
+        "B's order is created again at A"
+    );
+    assert_eq!(b.rows("SELECT customer FROM orders").await, kept);
+    let number = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
+    one_live_link(&env, "order", &format!("[{number}]"), &format!("[{order}]")).await;
 }
 
 /// The end of the two scenarios above: at both sides B's order ("kept at b", B's `first`,

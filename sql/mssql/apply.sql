@@ -383,8 +383,21 @@ BEGIN
                             -- after that delete, and unlink the record: found by the simulation).
                             IF @op = 'D' AND @local_op <> 'D'
                             BEGIN
-                                UPDATE o SET op = 'I' FROM {{schema}}.[outbox] AS o
-                                JOIN @pending AS p ON o.seq = p.seq WHERE o.op = 'U';
+                                -- As new changes, in their order, with their capture
+                                -- times: a copy of one claimed before this conflict may be
+                                -- on its way as an update still, and its reply must find its
+                                -- row gone (a late reply changes nothing) instead of settling
+                                -- the insert it has become (found by the fault suite, seed
+                                -- 5517: the record stayed at this side only). Their retry
+                                -- state stays theirs.
+                                INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, captured_at, derived,
+                                    attempts, next_attempt_at, last_error, first_failed_at, last_failed_at)
+                                SELECT o.entity, CASE WHEN o.op = 'U' THEN 'I' ELSE o.op END, o.[key],
+                                       o.key_prefix, o.image, o.captured_at, o.derived, o.attempts,
+                                       o.next_attempt_at, o.last_error, o.first_failed_at, o.last_failed_at
+                                FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq
+                                ORDER BY o.seq;
+                                DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
                                 -- The other side creates the record again, under a new key
                                 -- where its keys are generated; its children there that
                                 -- outlived the delete (no foreign key) still name the old

@@ -101,8 +101,22 @@ RETURNING key::text, seq;
 -- name: local_reinsert
 -- The local changes won over a delete from the other side: send them as inserts, so the record
 -- is created again there (all of them: an older one arriving there as an update would be
--- discarded as an update after that delete).
-UPDATE {{schema}}.outbox SET op = 'I' WHERE seq = ANY($1) AND op = 'U';
+-- discarded as an update after that delete). They travel as new changes, in their order, with
+-- their capture times: a copy of one claimed before this conflict may be on its way as an
+-- update still, and its reply must find its row gone (`settled_now`: a late reply changes
+-- nothing) instead of settling the insert it has become (found by the fault suite's full
+-- workload, seed 5517: the update was discarded after the delete, and the record stayed at
+-- this side only). Their retry state stays theirs.
+WITH moved AS (
+    DELETE FROM {{schema}}.outbox WHERE seq = ANY($1)
+    RETURNING seq, entity, op, key, image, captured_at, derived, attempts, next_attempt_at,
+              last_error, first_failed_at, last_failed_at
+)
+INSERT INTO {{schema}}.outbox (entity, op, key, image, captured_at, derived, attempts,
+                               next_attempt_at, last_error, first_failed_at, last_failed_at)
+SELECT entity, CASE WHEN op = 'U' THEN 'I' ELSE op END, key, image, captured_at, derived,
+       attempts, next_attempt_at, last_error, first_failed_at, last_failed_at
+FROM moved ORDER BY seq;
 
 -- name: local_redelete
 -- The local delete ($1) beat the other side's change of a record not linked here (it landed

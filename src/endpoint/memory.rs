@@ -1173,9 +1173,19 @@ fn resolve_conflict(
         // All of them: an older one arriving there as an update would be discarded as an
         // update after that delete, and unlink the record (found by the simulation).
         if c.op == Op::Delete && newest_op != Op::Delete {
-            for s in &seqs {
-                if let Some(o) = db.outbox.get_mut(s).filter(|o| o.op == Op::Update) {
-                    o.op = Op::Insert;
+            // As new changes, in their order: a copy of one claimed before this conflict may
+            // be on its way as an update still, and its reply must find its row gone (a late
+            // reply changes nothing) instead of settling the insert it has become (found by the
+            // fault suite's full workload, seed 5517; `local_reinsert` in statements.sql).
+            let mut old: Vec<i64> = seqs.clone();
+            old.sort_unstable();
+            for s in old {
+                if let Some(o) = db.outbox.remove(&s) {
+                    let op = if o.op == Op::Update { Op::Insert } else { o.op };
+                    let seq = db.next_seq;
+                    db.next_seq += 1;
+                    // Their retry state stays theirs.
+                    db.outbox.insert(seq, OutRow { seq, op, ..o });
                 }
             }
             // The other side creates the record again, under a new key where its keys are
