@@ -45,6 +45,7 @@ scenarios!(
     a_stale_report_of_a_record_gone_here_names_the_record_the_other_side_holds_now,
     a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it,
     a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key,
+    a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -442,6 +443,67 @@ async fn a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it(p: Pairin
     assert_eq!(a_links.len(), 1, "one line linked: {a_links:?}");
     assert_eq!(a_links, b.rows(links).await, "the same pair on both sides");
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// At B (keys drawn here, the line unique per order) a user moves line 1 to line 2 and adds a
+/// new line 1, while at A another user changes line 1's quantity (items `a_wins`). A's change
+/// wins over B's move and puts the record back under line 1 at B, where B's new record holds
+/// it: two records claimed line 1 at once, so they end as one, as two lines created at once
+/// do. The change lands on B's new record (A's values win over its insert too), and the moved
+/// record's row goes, not captured. Before, the change was refused by B's unique key, and B's
+/// new line by A's link of line 1, until both were suspended (found by the simulation's full
+/// workload, seed 471 and 17 more of 20,000).
+async fn a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it(
+    p: Pairing,
+) {
+    let config = demo_config_with_policy("order_item", "a_wins");
+    let env = Env::demo_with(p, "put_back_lands", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
+    ))
+    .await;
+    env.drain().await;
+    let moved = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 5)"
+    ))
+    .await;
+    let new = b.rows("SELECT id FROM order_items WHERE line_no = 1").await[0][0].clone();
+    hold_changes(b).await;
+    a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 9").await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.failed, r.suspended),
+        (1, 0, 0),
+        "A's change lands on B's new line 1: {r:?}"
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[new.as_str(), "1", "9"]]),
+        "one record at B, A's values; the moved row ({moved}) is gone"
+    );
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["1", "9"]])
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items").await,
+        table(&[&["1", "9"]])
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{new}]"),
+    )
+    .await;
 }
 
 /// The same, where B's user then gives line 2 to a new record (qty 5): B's record cannot go

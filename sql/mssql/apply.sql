@@ -90,7 +90,8 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
-        @here_native nvarchar(max), @out_moot nvarchar(max),
+        @here_native nvarchar(max), @out_moot nvarchar(max), @holder nvarchar(max),
+        @old_native nvarchar(max),
         @err int, @msg nvarchar(4000), @restart bit = 1;
 
 WHILE @restart = 1
@@ -557,7 +558,76 @@ BEGIN
                         SET @key = @candidate;
 {{lock_blocks}}
                     END;
-                    IF @found = 1
+                    -- A linked record put back under values of the other side's key that a
+                    -- new record of this side holds here (not linked, its insert pending):
+                    -- two records claimed one key at once, so they end as one, as two created
+                    -- under one key do. The change lands on that record (the policy decides
+                    -- against its pending changes), and the linked record's old row goes, not
+                    -- captured: nothing of it is pending here, so it is a copy of the incoming
+                    -- record (as lands_on_new_local on PostgreSQL; found by the simulation's
+                    -- full workload, seed 471 and 17 more). Only for a leaf entity with real
+                    -- deletes (natural_holder).
+                    SET @holder = NULL;
+                    IF @found = 1 AND @key_given = 0
+                    BEGIN
+{{natural_holder_blocks}}
+                    END;
+                    IF @holder IS NOT NULL
+                    BEGIN
+                        SELECT @native = NULL;
+{{native_key_blocks}}
+                        SELECT @old_native = @native, @key = @holder, @native = NULL;
+{{native_key_blocks}}
+                        IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+                                   WHERE entity = @entity AND key_prefix = LEFT(@old_native, 400)
+                                     AND [key] = @old_native AND suspended = 0)
+                           OR EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+                                      WHERE entity = @entity AND {{own}} = @holder
+                                        AND {{peer}} IS NOT NULL AND deleted = 0)
+                           OR NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+                                          WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                            AND [key] = @native AND op = 'I' AND suspended = 0)
+                            SET @holder = NULL;
+                        SET @key = @candidate;
+                    END;
+                    IF @holder IS NOT NULL
+                    BEGIN
+                        SET @n = 0;
+{{delete_blocks}}
+                        DELETE FROM @pending;
+                        INSERT INTO @pending (seq, captured_at, op, image, derived)
+                        SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]
+                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                          AND [key] = @native AND suspended = 0;
+                        SELECT TOP (1) @local_at = captured_at, @local_op = op, @local_image = image
+                        FROM @pending ORDER BY seq DESC;
+                        SET @winner = CASE
+                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
+                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
+                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+                            WHEN @captured_at > @local_at THEN {{incoming_lit}}
+                            WHEN @captured_at < @local_at THEN {{here_lit}}
+                            ELSE 'A' END;
+                        INSERT INTO {{schema}}.[conflicts]
+                            (entity, incoming_side, incoming_key, local_key, policy, winner,
+                             incoming_op, incoming_image, local_op, local_image)
+                        VALUES (@entity, {{incoming_lit}}, @source_key, @holder, @policy, @winner,
+                                @op, @image, @local_op, @local_image);
+                        IF @winner = {{incoming_lit}}
+                        BEGIN
+                            DELETE o FROM {{schema}}.[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+                            SELECT @local_seq = MAX(seq) FROM @pending;
+                            IF @superseded IS NULL OR @local_seq > @superseded
+                                SET @superseded = @local_seq;
+                            SELECT @key = @holder, @n = 0;
+{{update_blocks}}
+                            SELECT @out_how = 'W', @out_conflict = 1;
+                        END
+                        ELSE
+                            SELECT @out_how = 'C', @out_conflict = 1;
+                        SELECT @put = 1, @link_target = @holder, @link_deleted = 0;
+                    END
+                    ELSE IF @found = 1
                     BEGIN
                         SET @n = 0;
 {{update_blocks}}

@@ -27,6 +27,19 @@ IF @entity = {{entity_lit}}
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: natural_holder
+-- The row here, other than the record's own (@key), that holds the incoming values (@row) of
+-- the other side's key (a natural unique key here, where this side draws its keys), locked: its
+-- key as text in @holder (as natural_holder on PostgreSQL). Only for an entity nothing refers
+-- to, without a soft delete here (sql.rs).
+IF @entity = {{entity_lit}}
+    SELECT TOP (1) @holder = {{canonical_key_t}}
+    FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
+    WHERE {{t_r_natural_join}}
+      AND NOT EXISTS (SELECT 1 FROM OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k
+                      WHERE {{t_k_join}});
+
 -- name: requeue
 -- A record the other side moved onto a key a local record holds, whose move lost the conflict,
 -- stays here under its old key (@key): its row is queued as an update, so it travels back and

@@ -1016,10 +1016,15 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             let mut obj = row.clone();
             obj.extend(k.to_object(&ts.key));
             if db.row(&c.entity, &k).is_some() {
-                let changed = db
-                    .update(&c.entity, &k, &obj, now)
-                    .map_err(|r| refused(db, c, r))?
-                    .unwrap_or(false);
+                let changed = match db.update(&c.entity, &k, &obj, now) {
+                    Err(r) if !key_given => {
+                        match lands_on_new_local(db, c, &k, &obj, superseded, now) {
+                            Some(out) => return Ok(out),
+                            None => return Err(refused(db, c, r)),
+                        }
+                    }
+                    other => other.map_err(|r| refused(db, c, r))?.unwrap_or(false),
+                };
                 (
                     k,
                     if changed {
@@ -1059,6 +1064,76 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     };
     put_link(db, c, Some(&target), false);
     Ok(won(Some(target), how, superseded))
+}
+
+/// A linked record whose new values the natural unique key refuses here, because a new record
+/// of this side (not linked, its insert pending here) holds them: two records claimed one key
+/// at once, so they end as one, as two created under one key do. The change lands on that
+/// record (the policy decides against its pending changes), and the linked record's old row
+/// goes, uncaptured: nothing of it is pending here (a conflict it lost is settled, one it won
+/// beat them), so it is a copy of the incoming record. Not where other entities may refer to
+/// it or deletes are soft: then it is refused, as before (`lands_on_new_local` in
+/// `postgres/apply.rs`; found by the simulation's full workload, seed 471 and 17 more).
+fn lands_on_new_local(
+    db: &mut MemDb,
+    c: &TargetChange,
+    old: &Key,
+    obj: &Image,
+    beaten: Option<i64>,
+    now: DateTime<Utc>,
+) -> Option<Outcome> {
+    let entity = db.entity(&c.entity).cloned()?;
+    let cols = db.unique.get(&c.entity)?.clone();
+    if db.config.is_referenced(&c.entity) || entity.soft_delete_at(db.side).is_some() {
+        return None;
+    }
+    let pending_old = db
+        .outbox
+        .values()
+        .any(|o| o.entity == c.entity && o.key == *old && !o.suspended);
+    if pending_old {
+        return None;
+    }
+    let values: Vec<Option<&Value>> = cols.iter().map(|col| obj.get(col)).collect();
+    let holder = db.rows.get(&c.entity).and_then(|t| {
+        t.iter()
+            .find(|(k, r)| {
+                *k != old && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
+            })
+            .map(|(k, _)| k.clone())
+    })?;
+    let linked = db
+        .by_own(&c.entity, &holder)
+        .is_some_and(|i| !db.id_map[i].deleted && db.id_map[i].peer.is_some());
+    let new_here = db
+        .outbox
+        .values()
+        .any(|o| o.entity == c.entity && o.key == holder && o.op == Op::Insert && !o.suspended);
+    if linked || !new_here {
+        return None;
+    }
+    db.delete(&c.entity, old, now);
+    match resolve_conflict(db, &entity, c, &holder, 0, now) {
+        Resolution::LocalWins => {
+            db.unlink_own(&c.entity, &c.source_key, &holder);
+            db.link_seen(&c.entity, &c.source_key, Some(&holder), c.seq, false, true);
+            Some(done(Some(holder), Done::ConflictLost, true))
+        }
+        r => {
+            let mut superseded = beaten;
+            if let Resolution::IncomingWins(seqs) = r {
+                superseded = superseded.max(seqs.iter().copied().max());
+                for s in &seqs {
+                    db.outbox.remove(s);
+                }
+            }
+            let mut obj = obj.clone();
+            obj.extend(holder.to_object(&entity.side(db.side).key));
+            db.update(&c.entity, &holder, &obj, now).ok()?;
+            put_link(db, c, Some(&holder), false);
+            Some(won(Some(holder), Done::Written, superseded))
+        }
+    }
 }
 
 /// A write the database refused. After a foreign key: a parent linked here whose row is gone

@@ -90,7 +90,8 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @local_op char(1), @local_image nvarchar(max), @winner char(1), @force bit,
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
-        @here_native nvarchar(max), @out_moot nvarchar(max),
+        @here_native nvarchar(max), @out_moot nvarchar(max), @holder nvarchar(max),
+        @old_native nvarchar(max),
         @err int, @msg nvarchar(4000), @restart bit = 1;
 
 WHILE @restart = 1
@@ -676,7 +677,116 @@ BEGIN
                             FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                     END;
-                    IF @found = 1
+                    -- A linked record put back under values of the other side's key that a
+                    -- new record of this side holds here (not linked, its insert pending):
+                    -- two records claimed one key at once, so they end as one, as two created
+                    -- under one key do. The change lands on that record (the policy decides
+                    -- against its pending changes), and the linked record's old row goes, not
+                    -- captured: nothing of it is pending here, so it is a copy of the incoming
+                    -- record (as lands_on_new_local on PostgreSQL; found by the simulation's
+                    -- full workload, seed 471 and 17 more). Only for a leaf entity with real
+                    -- deletes (natural_holder).
+                    SET @holder = NULL;
+                    IF @found = 1 AND @key_given = 0
+                    BEGIN
+                            SET NOCOUNT ON; -- (no entity)
+                    END;
+                    IF @holder IS NOT NULL
+                    BEGIN
+                        SELECT @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                        SELECT @old_native = @native, @key = @holder, @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                        IF EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                   WHERE entity = @entity AND key_prefix = LEFT(@old_native, 400)
+                                     AND [key] = @old_native AND suspended = 0)
+                           OR EXISTS (SELECT 1 FROM [tandem].[id_map]
+                                      WHERE entity = @entity AND [a_key] = @holder
+                                        AND [b_key] IS NOT NULL AND deleted = 0)
+                           OR NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                          WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                            AND [key] = @native AND op = 'I' AND suspended = 0)
+                            SET @holder = NULL;
+                        SET @key = @candidate;
+                    END;
+                    IF @holder IS NOT NULL
+                    BEGIN
+                        SET @n = 0;
+                        IF @entity = N'order'
+                        BEGIN
+                            DELETE t FROM [dbo].[ORDERS] AS t
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        IF @entity = N'order_item'
+                        BEGIN
+                            DELETE t FROM [dbo].[ORDER_ITEMS] AS t
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        DELETE FROM @pending;
+                        INSERT INTO @pending (seq, captured_at, op, image, derived)
+                        SELECT seq, captured_at, op, image, derived FROM [tandem].[outbox]
+                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                          AND [key] = @native AND suspended = 0;
+                        SELECT TOP (1) @local_at = captured_at, @local_op = op, @local_image = image
+                        FROM @pending ORDER BY seq DESC;
+                        SET @winner = CASE
+                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'A'
+                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'B'
+                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+                            WHEN @captured_at > @local_at THEN 'B'
+                            WHEN @captured_at < @local_at THEN 'A'
+                            ELSE 'A' END;
+                        INSERT INTO [tandem].[conflicts]
+                            (entity, incoming_side, incoming_key, local_key, policy, winner,
+                             incoming_op, incoming_image, local_op, local_image)
+                        VALUES (@entity, 'B', @source_key, @holder, @policy, @winner,
+                                @op, @image, @local_op, @local_image);
+                        IF @winner = 'B'
+                        BEGIN
+                            DELETE o FROM [tandem].[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+                            SELECT @local_seq = MAX(seq) FROM @pending;
+                            IF @superseded IS NULL OR @local_seq > @superseded
+                                SET @superseded = @local_seq;
+                            SELECT @key = @holder, @n = 0;
+                        IF @entity = N'order'
+                        BEGIN
+                            UPDATE t SET t.[CUST_NAME] = r.[CUST_NAME], t.[STATUS] = r.[STATUS], t.[AMOUNT] = r.[AMOUNT], t.[NEW_ID] = r.[NEW_ID]
+                            FROM [dbo].[ORDERS] AS t
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[CUST_NAME] AS [CUST_NAME], j.[STATUS] AS [STATUS], j.[AMOUNT] AS [AMOUNT], j.[NEW_ID] AS [NEW_ID] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [CUST_NAME] varchar(max) '$[1]', [STATUS] varchar(max) '$[2]', [AMOUNT] decimal(12,2) '$[3]', [NEW_ID] bigint '$[4]') AS j) AS r
+                            WHERE CONVERT(nvarchar(max), (SELECT t.[CUST_NAME], t.[STATUS], t.[AMOUNT], t.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+                               <> CONVERT(nvarchar(max), (SELECT r.[CUST_NAME], r.[STATUS], r.[AMOUNT], r.[NEW_ID] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+                            SET @n = @@ROWCOUNT;
+                        END;
+                        IF @entity = N'order_item'
+                        BEGIN
+                            UPDATE t SET t.[QTY] = r.[QTY]
+                            FROM [dbo].[ORDER_ITEMS] AS t
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO]
+                            CROSS JOIN (SELECT j.[ORDER_NO] AS [ORDER_NO], j.[LINE_NO] AS [LINE_NO], j.[QTY] AS [QTY] FROM OPENJSON(N'[' + @row + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]', [QTY] int '$[2]') AS j) AS r
+                            WHERE CONVERT(nvarchar(max), (SELECT t.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2
+                               <> CONVERT(nvarchar(max), (SELECT r.[QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2;
+                            SET @n = @@ROWCOUNT;
+                        END;
+                            SELECT @out_how = 'W', @out_conflict = 1;
+                        END
+                        ELSE
+                            SELECT @out_how = 'C', @out_conflict = 1;
+                        SELECT @put = 1, @link_target = @holder, @link_deleted = 0;
+                    END
+                    ELSE IF @found = 1
                     BEGIN
                         SET @n = 0;
                         IF @entity = N'order'

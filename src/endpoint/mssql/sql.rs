@@ -642,6 +642,18 @@ fn entity_plan(
             ),
         ),
         ("canonical_key_r", canonical("r")),
+        ("canonical_key_t", canonical("t")),
+        (
+            "t_r_natural_join",
+            joined(
+                e.side(side.other())
+                    .key
+                    .iter()
+                    .filter_map(|k| e.columns.iter().find(|c| c.name(side.other()) == k))
+                    .map(|c| format!("t.{0} = r.{0}", ident(c.name(side)))),
+                " AND ",
+            ),
+        ),
         ("output_key", output_key),
         ("key_back", key_back),
         ("image_t", image_of_t(e, side)),
@@ -803,6 +815,14 @@ impl Plan {
                 // A row tandem may remove alone: nothing refers to it, and deletes are real.
                 if !config.is_referenced(&e.name) && e.soft_delete_at(side).is_none() {
                     blocks.entry("leaf_delete").or_default().push(f("delete")?);
+                    // Where the other side's key is given by values and keys are drawn
+                    // here, those values are a natural unique key here.
+                    if !plan.key_given && e.key_is_given(side.other()) {
+                        blocks
+                            .entry("natural_holder")
+                            .or_default()
+                            .push(f("natural_holder")?);
+                    }
                 }
                 if vars.iter().any(|(n, v)| *n == "set_list" && !v.is_empty()) {
                     blocks.entry("update").or_default().push(f("update")?);
@@ -950,6 +970,7 @@ impl Plan {
             ("lock_blocks", block("lock", 24)),
             ("requeue_blocks", block("requeue", 36)),
             ("leaf_delete_blocks", block("leaf_delete", 40)),
+            ("natural_holder_blocks", block("natural_holder", 28)),
             ("children_resend_blocks", block("children_resend", 32)),
             ("update_blocks", block("update", 24)),
             ("insert_blocks", block("insert", 24)),

@@ -157,6 +157,10 @@ pub struct EntitySql {
     /// A second copy of a record left by a lost reply goes (`drop_duplicate`): None where the
     /// entity's records may have children, or a soft delete here (they stay).
     pub drop_duplicate: Option<String>,
+    /// The local row holding the incoming values of the other side's key (`natural_holder`):
+    /// only where that key is given by values there, keys are drawn here, and the entity is a
+    /// leaf.
+    pub natural_holder: Option<String>,
     pub fetch_image: String,
     pub fetch_images: String,
     pub verify_buckets: String,
@@ -296,8 +300,22 @@ fn entity_sql(
     );
     let mut insert_cols = cols.clone();
     insert_cols.extend(key.iter().filter(|k| !cols.contains(k)).cloned());
+    // Where the other side's key is given by values, the columns here it maps to: a natural
+    // unique key here (tandem finds records by it).
+    let natural: Vec<String> = if e.key_is_given(side.other()) {
+        e.side(side.other())
+            .key
+            .iter()
+            .filter_map(|k| e.columns.iter().find(|c| c.name(side.other()) == k))
+            .map(|c| c.name(side).to_string())
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut vars = base.to_vec();
     vars.extend([
+        ("t_natural", list(&natural, "t.", "")),
+        ("r_natural", list(&natural, "r.", "")),
         ("table", table(&ts.table)),
         ("t_key", list(&key, "t.", "")),
         ("r_key", list(&key, "r.", "")),
@@ -422,6 +440,11 @@ fn entity_sql(
         leaf: leaf && soft.is_none(),
         drop_duplicate: if leaf && soft.is_none() {
             Some(get("drop_duplicate")?)
+        } else {
+            None
+        },
+        natural_holder: if leaf && soft.is_none() && !key_given && !natural.is_empty() {
+            Some(get("natural_holder")?)
         } else {
             None
         },
