@@ -358,14 +358,9 @@ BEGIN
                         FROM @pending ORDER BY seq DESC;
                         -- A change tandem's own apply caused (derived: a cascade, a trigger's
                         -- effect) loses to a user's change; otherwise the policy decides, and
-                        -- ties go to A, so both sides decide the same way.
-                        SET @winner = CASE
-                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
-                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
-                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
-                            WHEN @captured_at > @local_at THEN {{incoming_lit}}
-                            WHEN @captured_at < @local_at THEN {{here_lit}}
-                            ELSE 'A' END;
+                        -- ties go to A, so both sides decide the same way (winner_case in
+                        -- entity.sql, shared with the landing on a new local record below).
+                        SET @winner = {{winner_case}};
                         INSERT INTO {{schema}}.[conflicts]
                             (entity, incoming_side, incoming_key, local_key, policy, winner,
                              incoming_op, incoming_image, local_op, local_image)
@@ -601,13 +596,7 @@ BEGIN
                           AND [key] = @native AND suspended = 0;
                         SELECT TOP (1) @local_at = captured_at, @local_op = op, @local_image = image
                         FROM @pending ORDER BY seq DESC;
-                        SET @winner = CASE
-                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
-                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
-                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
-                            WHEN @captured_at > @local_at THEN {{incoming_lit}}
-                            WHEN @captured_at < @local_at THEN {{here_lit}}
-                            ELSE 'A' END;
+                        SET @winner = {{winner_case}};
                         INSERT INTO {{schema}}.[conflicts]
                             (entity, incoming_side, incoming_key, local_key, policy, winner,
                              incoming_op, incoming_image, local_op, local_image)

@@ -27,6 +27,19 @@ IF @entity = {{entity_lit}}
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
 
+-- name: winner_case
+-- Who wins a conflict against this side's changes in @pending (as conflict_winner in Rust): a
+-- change tandem's own apply caused (derived: a cascade, a trigger's effect) loses to a user's
+-- change; otherwise the policy decides, and ties go to A, so both sides decide the same way.
+-- Not per entity: apply.sql uses it where it resolves a conflict (winner_case).
+CASE
+    WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{here_lit}}
+    WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN {{incoming_lit}}
+    WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+    WHEN @captured_at > @local_at THEN {{incoming_lit}}
+    WHEN @captured_at < @local_at THEN {{here_lit}}
+    ELSE 'A' END
+
 -- name: natural_holder
 -- The row here, other than the record's own (@key), that holds the incoming values (@row) of
 -- the other side's key (a natural unique key here, where this side draws its keys), locked: its

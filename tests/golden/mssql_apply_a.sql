@@ -401,7 +401,8 @@ BEGIN
                         FROM @pending ORDER BY seq DESC;
                         -- A change tandem's own apply caused (derived: a cascade, a trigger's
                         -- effect) loses to a user's change; otherwise the policy decides, and
-                        -- ties go to A, so both sides decide the same way.
+                        -- ties go to A, so both sides decide the same way (winner_case in
+                        -- entity.sql, shared with the landing on a new local record below).
                         SET @winner = CASE
                             WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'A'
                             WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'B'

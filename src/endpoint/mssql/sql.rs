@@ -962,6 +962,26 @@ impl Plan {
         vars.extend([
             ("incoming_lit", side_lit(side.other())),
             ("here_lit", side_lit(side)),
+            // Who wins a conflict (entity.sql), one text for both places apply.sql decides,
+            // indented for them.
+            (
+                "winner_case",
+                fill(
+                    section("winner_case")?,
+                    &[
+                        ("here_lit", side_lit(side)),
+                        ("incoming_lit", side_lit(side.other())),
+                    ],
+                )?
+                .lines()
+                .filter(|l| !l.trim_start().starts_with("--") && !l.trim().is_empty())
+                .map(|l| match l.strip_prefix("    ") {
+                    Some(rest) => format!("{}{rest}", " ".repeat(28)),
+                    None => l.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+            ),
             ("row_errors", codes(ROW_ERRORS)),
             ("transient_errors", codes(TRANSIENT_ERRORS)),
             ("given_key_blocks", block("given", 24)),
