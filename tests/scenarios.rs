@@ -46,6 +46,7 @@ scenarios!(
     a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it,
     a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key,
     a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it,
+    a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -504,6 +505,103 @@ async fn a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_l
         &format!("[{new}]"),
     )
     .await;
+}
+
+/// At B a user adds line 1 of an order, then moves it to line 3; both changes reach A (keys
+/// given by values there: the item is now A's line 3), but the reply of the move is lost, so
+/// B's link still names line 1. A user at A then adds a new line 1 (quantity 7). At B that is
+/// another record: the linked one no longer holds line 1. Before, A's line 1 took B's record
+/// over (undoing B's move there) and A's line 3 was left unlinked (found by the simulation's
+/// full workload, seed 12653). Both sides end with line 1 (A's) and line 3 (B's), each linked
+/// once.
+async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_policy("order_item", "newest_wins");
+    let env = Env::demo_with(p, "moved_away", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
+    ))
+    .await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let none = HashSet::new();
+    let mut insert = batch::stage(&env.config, sb, 0, &none, &[])
+        .await
+        .expect("claim B's insert");
+    assert_eq!(insert.claimed(), 1);
+    let inserted = batch::apply_staged(&env.config, sa, &mut insert, &mut batch::Held::new())
+        .await
+        .expect("B's insert at A");
+    b.exec("UPDATE order_items SET line_no = 3").await;
+    let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
+    let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
+        .await
+        .expect("claim B's move");
+    assert_eq!(moved.claimed(), 1);
+    batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
+        .await
+        .expect("B's move at A");
+    batch::finish(&env.config, sb, insert, inserted, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the insert");
+    // The move's reply is lost: it stays pending at B, and B's link names line 1.
+    drop(moved);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO] FROM dbo.[ORDER_ITEMS]").await,
+        table(&[&["3"]])
+    );
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
+    ))
+    .await;
+    let mut new = batch::stage(&env.config, sa, 0, &none, &[])
+        .await
+        .expect("claim A's new line");
+    assert_eq!(new.claimed(), 1);
+    let at_b = batch::apply_staged(&env.config, sb, &mut new, &mut batch::Held::new())
+        .await
+        .expect("A's new line at B");
+    let r = batch::finish(&env.config, sa, new, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!((r.written, r.conflicts), (1, 0), "a new record at B: {r:?}");
+    assert_eq!(
+        b.rows(&format!(
+            "SELECT line_no, quantity FROM order_items WHERE id = {item}"
+        ))
+        .await,
+        table(&[&["3", "1"]]),
+        "B's record stays under line 3"
+    );
+    env.drain().await;
+    let lines = table(&[&["1", "7"], &["3", "1"]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines
+    );
+    let links = "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
+    let a_links = a.rows(links).await;
+    assert_eq!(a_links.len(), 2, "both lines linked: {a_links:?}");
+    assert_eq!(a_links, b.rows(links).await, "the same pairs on both sides");
+    assert!(
+        a_links
+            .iter()
+            .any(|l| l[0] == format!("[{number},3]") && l[1] == format!("[{item}]")),
+        "B's record is A's line 3: {a_links:?}"
+    );
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 
 /// The same, where B's user then gives line 2 to a new record (qty 5): B's record cannot go

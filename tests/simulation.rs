@@ -11,7 +11,8 @@
 //! - the id maps' unique keys hold at every step (the model asserts them).
 //!
 //! Everything is single-threaded and seeded (ChaCha8), so a seed replays exactly:
-//! `SIM_SEED=n cargo test --release --test simulation -- --nocapture` prints its trace.
+//! `SIM_SEED=n cargo test --release --test simulation -- --nocapture` prints its trace;
+//! with `SIM_DUMP=order_item` also that entity's rows, links and outbox after every step.
 //! `SIM_SEEDS=N` (default 2000 in `cargo test`) seeds from `SIM_FIRST_SEED` (default 1);
 //! `SIM_STEPS` (default 60) steps of workload per seed. `deploy/soak.sh sim` runs millions.
 //! `SIM_RACING=1`: a crash may be an instance that lost its lease and writes its last batch
@@ -94,10 +95,11 @@ const FOUND: [u64; 9] = [
 /// Seeds of the full workload that found a bug (each fixed): `cargo test` replays them too
 /// (`full_workload_seeds_that_found_a_bug_pass`), while the full workload as a whole still
 /// fails some seeds (README: race table, open row).
-const FOUND_FULL: [u64; 40] = [
+const FOUND_FULL: [u64; 43] = [
     7, 44, 62, 118, 342, 363, 471, 786, 846, 867, 1_044, 1_219, 1_365, 1_381, 1_394, 2_131, 2_673,
     3_053, 3_736, 3_877, 4_828, 5_236, 5_374, 5_930, 6_069, 7_804, 8_567, 9_411, 9_670, 9_816,
-    11_171, 11_384, 11_775, 11_896, 12_476, 14_677, 15_346, 18_559, 19_515, 19_521,
+    11_171, 11_384, 11_775, 11_896, 12_476, 12_653, 14_677, 15_346, 18_559, 19_515, 19_521, 23_829,
+    51_466,
 ];
 
 fn knobs() -> Knobs {
@@ -318,8 +320,13 @@ async fn run_seed(seed: u64, knobs: &Knobs) -> Result<(), String> {
         "seed {seed}: batch {batch}, fk A {fk_a:?} B {fk_b:?}, policies order {:?} item {:?}",
         w.config.entities[0].on_conflict, w.config.entities[1].on_conflict
     ));
+    let watch = std::env::var("SIM_DUMP").ok().filter(|_| w.verbose);
     for _ in 0..steps {
         step(&mut w).await;
+        if let Some(entity) = &watch {
+            let state = dump_entity(&w, entity);
+            w.note(state);
+        }
     }
     for side in [Side::A, Side::B] {
         *w.ep(side).faults.lock().unwrap_or_else(|e| e.into_inner()) = Default::default();
@@ -808,6 +815,17 @@ fn user_statement(
             Ok(format!("delete {} {k}", entity.name))
         }
     }
+}
+
+/// One entity's rows, links and outbox rows at both sides, after every step of a replayed seed
+/// (`SIM_DUMP=order_item`): where a record's link went wrong.
+fn dump_entity(w: &World, entity: &str) -> String {
+    dump(w)
+        .lines()
+        .filter(|l| l.starts_with("side ") || l.split_whitespace().any(|t| t == entity))
+        .map(|l| format!("    | {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Both databases as text, for a failing seed's report.

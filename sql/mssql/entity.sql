@@ -53,6 +53,17 @@ IF @entity = {{entity_lit}}
       AND NOT EXISTS (SELECT 1 FROM OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k
                       WHERE {{t_k_join}});
 
+-- name: holds_natural
+-- Whether the record's row here (@key) holds the incoming values (@row) of the other side's key
+-- (a natural unique key here, where this side draws its keys), locked: @found = 1 if so (as
+-- holds_natural on PostgreSQL).
+IF @entity = {{entity_lit}}
+    SELECT @found = 1
+    FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+    JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
+    WHERE {{t_r_natural_join}};
+
 -- name: requeue
 -- A record the other side moved onto a key a local record holds, whose move lost the conflict,
 -- stays here under its old key (@key): its row is queued as an update, so it travels back and

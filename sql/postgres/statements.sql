@@ -435,6 +435,14 @@ FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS 
 WHERE ({{t_natural}}) = ({{r_natural}}) AND ({{t_key}}) <> ({{r_key}})
 FOR UPDATE OF t;
 
+-- name: holds_natural
+-- Whether the record's row ($1 carries its key) holds the incoming values of the other side's
+-- key (a natural unique key here, where this side draws its own keys). A link here naming a
+-- row that does not is older than the record's move at this side (`moved_away` in apply.rs).
+SELECT 1
+FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
+WHERE ({{t_key}}) = ({{r_key}}) AND ({{t_natural}}) = ({{r_natural}});
+
 -- name: row_update
 -- Writes nothing when the row already holds these values (no echo, no empty updates).
 UPDATE {{table}} AS t SET {{set_list}}

@@ -791,9 +791,35 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             return Ok(done(own, Done::Stale, false));
         }
     }
+    let mut row = c.row.clone();
+    let refs = resolve_refs(db, c, &mut row);
+    // A creation at the source under a key given by values, which the source links to nothing,
+    // where the link here names a record of this side that no longer holds those values: the
+    // link was written back before this side's move of the record reached the source (whose
+    // reply was lost), so the source's record under that key is another, new one. Taking the
+    // linked record would undo the move here and leave the moved copy at the source unlinked
+    // (found by the simulation's full workload, seed 12653).
+    let moved_away = |l: &MapRow| {
+        c.op == Op::Insert
+            && c.born
+            && reused
+            && !key_given
+            && c.peer_hint.is_none()
+            && refs.is_ok()
+            && !l.deleted
+            && l.own
+                .as_ref()
+                .and_then(|o| db.row(&c.entity, o))
+                .is_some_and(|r| {
+                    db.unique
+                        .get(&c.entity)
+                        .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
+                })
+    };
     // A tombstone, or a live link whose row is gone here, of another record than the one the
     // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
     let (known, linked_live, tombstone) = match &link {
+        Some(l) if moved_away(l) => (None, false, false),
         Some(l)
             if reused
                 && c.peer_hint.is_some()
@@ -832,8 +858,6 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
-    let mut row = c.row.clone();
-    let refs = resolve_refs(db, c, &mut row);
     let given = if key_given && refs.is_ok() {
         match Key::from_image(&row, &ts.key) {
             Ok(k) => Some(k),

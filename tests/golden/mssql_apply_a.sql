@@ -275,6 +275,34 @@ BEGIN
                     END;
                 END;
 
+                -- A creation at the source under a key given by values, which the source links
+                -- to nothing, where the link here names a live record that no longer holds
+                -- those values: the link was written back before this side's move of the record
+                -- reached the source (whose reply was lost), so the source's record under that
+                -- key is another, new one (as moved_away on PostgreSQL; found by the
+                -- simulation's full workload, seed 12653).
+                IF @refs_ok = 1 AND @op = 'I' AND @born = 1 AND @source_key_given = 1
+                   AND @key_given = 0 AND @peer_hint IS NULL AND @linked_live = 1
+                   AND @known IS NOT NULL AND @known = @own
+                BEGIN
+                    SELECT @key = @own, @found = 0;
+                    SET NOCOUNT ON; -- (no entity)
+                    IF @found = 0
+                    BEGIN
+                        SELECT @key = @own, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                        IF @found = 1
+                            SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
+                    END;
+                END;
+
                 -- 3. The record's key here, as far as it is known before writing.
                 SET @given = NULL;
                 IF @key_given = 1 AND @refs_ok = 1

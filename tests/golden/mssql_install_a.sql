@@ -671,6 +671,27 @@ GO
 --                     END;
 --                 END;
 -- 
+--                 -- A creation at the source under a key given by values, which the source links
+--                 -- to nothing, where the link here names a live record that no longer holds
+--                 -- those values: the link was written back before this side's move of the record
+--                 -- reached the source (whose reply was lost), so the source's record under that
+--                 -- key is another, new one (as moved_away on PostgreSQL; found by the
+--                 -- simulation's full workload, seed 12653).
+--                 IF @refs_ok = 1 AND @op = 'I' AND @born = 1 AND @source_key_given = 1
+--                    AND @key_given = 0 AND @peer_hint IS NULL AND @linked_live = 1
+--                    AND @known IS NOT NULL AND @known = @own
+--                 BEGIN
+--                     SELECT @key = @own, @found = 0;
+-- {{holds_natural_blocks}}
+--                     IF @found = 0
+--                     BEGIN
+--                         SELECT @key = @own, @found = 0;
+-- {{lock_blocks}}
+--                         IF @found = 1
+--                             SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
+--                     END;
+--                 END;
+-- 
 --                 -- 3. The record's key here, as far as it is known before writing.
 --                 SET @given = NULL;
 --                 IF @key_given = 1 AND @refs_ok = 1
@@ -1415,6 +1436,17 @@ GO
 --     WHERE {{t_r_natural_join}}
 --       AND NOT EXISTS (SELECT 1 FROM OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k
 --                       WHERE {{t_k_join}});
+-- 
+-- -- name: holds_natural
+-- -- Whether the record's row here (@key) holds the incoming values (@row) of the other side's key
+-- -- (a natural unique key here, where this side draws its keys), locked: @found = 1 if so (as
+-- -- holds_natural on PostgreSQL).
+-- IF @entity = {{entity_lit}}
+--     SELECT @found = 1
+--     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
+--     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
+--     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
+--     WHERE {{t_r_natural_join}};
 -- 
 -- -- name: requeue
 -- -- A record the other side moved onto a key a local record holds, whose move lost the conflict,

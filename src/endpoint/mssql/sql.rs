@@ -805,6 +805,14 @@ impl Plan {
                 }
                 blocks.entry("native").or_default().push(f("native_key")?);
                 blocks.entry("lock").or_default().push(f("lock")?);
+                // Where the other side's key is given by values and keys are drawn here,
+                // those values are a natural unique key here.
+                if !plan.key_given && e.key_is_given(side.other()) {
+                    blocks
+                        .entry("holds_natural")
+                        .or_default()
+                        .push(f("holds_natural")?);
+                }
                 blocks.entry("requeue").or_default().push(f("requeue")?);
                 let delete = if e.soft_delete_at(side).is_some() {
                     "soft_delete"
@@ -991,6 +999,7 @@ impl Plan {
             ("requeue_blocks", block("requeue", 36)),
             ("leaf_delete_blocks", block("leaf_delete", 40)),
             ("natural_holder_blocks", block("natural_holder", 28)),
+            ("holds_natural_blocks", block("holds_natural", 20)),
             ("children_resend_blocks", block("children_resend", 32)),
             ("update_blocks", block("update", 24)),
             ("insert_blocks", block("insert", 24)),

@@ -105,6 +105,7 @@ async fn prepare_for(
             ]);
             wanted.extend(es.row_update.as_deref());
             wanted.extend(es.natural_holder.as_deref());
+            wanted.extend(es.holds_natural.as_deref());
             wanted.extend(ep.sql.entities.values().flat_map(|child| {
                 child
                     .children_resend
@@ -473,7 +474,30 @@ async fn apply_one(
         }
         _ => false,
     };
+    let mut row = c.row.clone();
+    let refs = resolve_refs(ep, tx, stmts, c, &mut row).await;
+    // A creation at the source under a key given by values, which the source links to nothing,
+    // where the link here names a live record that no longer holds those values: the link was
+    // written back before this side's move of the record reached the source (whose reply was
+    // lost), so the source's record under that key is another, new one. Taking the linked
+    // record would undo the move here and leave the moved copy at the source unlinked (found by
+    // the simulation's full workload, seed 12653).
+    let moved_away = match (&link, &es.holds_natural) {
+        (Some((_, Some(own), false)), Some(q))
+            if c.op == Op::Insert && c.born && reused && c.peer_hint.is_none() && refs.is_ok() =>
+        {
+            let mut obj = row.clone();
+            obj.extend(own.to_object(&es.key));
+            let q = st(tx, stmts, q).await?;
+            let lock = st(tx, stmts, &es.row_lock).await?;
+            let own_obj = json(&own.to_object(&es.key));
+            tx.query_opt(&lock, &[&own_obj]).await?.is_some()
+                && tx.query_opt(&q, &[&json(&obj)]).await?.is_none()
+        }
+        _ => false,
+    };
     let (known, linked_live, tombstone) = match &link {
+        _ if moved_away => (None, false, false),
         Some((_, own, deleted))
             if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
         {
@@ -492,8 +516,6 @@ async fn apply_one(
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
 
-    let mut row = c.row.clone();
-    let refs = resolve_refs(ep, tx, stmts, c, &mut row).await;
     let given = if es.key_given && refs.is_ok() {
         match Key::from_image(&row, &es.key) {
             Ok(k) => Some(k),

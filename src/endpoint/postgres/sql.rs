@@ -161,6 +161,9 @@ pub struct EntitySql {
     /// only where that key is given by values there, keys are drawn here, and the entity is a
     /// leaf.
     pub natural_holder: Option<String>,
+    /// Whether the record's row holds the incoming values of the other side's key
+    /// (`holds_natural`): where that key is given by values there and keys are drawn here.
+    pub holds_natural: Option<String>,
     pub fetch_image: String,
     pub fetch_images: String,
     pub verify_buckets: String,
@@ -445,6 +448,11 @@ fn entity_sql(
         },
         natural_holder: if leaf && soft.is_none() && !key_given && !natural.is_empty() {
             Some(get("natural_holder")?)
+        } else {
+            None
+        },
+        holds_natural: if !key_given && !natural.is_empty() {
+            Some(get("holds_natural")?)
         } else {
             None
         },

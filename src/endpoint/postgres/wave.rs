@@ -110,6 +110,11 @@ pub(super) async fn apply_wave(
             if l.deleted {
                 return Ok(None);
             }
+            // A creation at the source that finds a live link here: `apply_one` checks the
+            // linked row still holds the source's key values (`moved_away`).
+            if ch.op == Op::Insert && ch.born && es.holds_natural.is_some() {
+                return Ok(None);
+            }
         }
         let (known, linked_live) = match link {
             Some(l) => (l.own.clone(), l.own.is_some()),
