@@ -54,15 +54,14 @@ IF @entity = {{entity_lit}}
                       WHERE {{t_k_join}});
 
 -- name: holds_natural
--- Whether the record's row here (@key) holds the incoming values (@row) of the other side's key
--- (a natural unique key here, where this side draws its keys), locked: @found = 1 if so (as
--- holds_natural on PostgreSQL).
+-- The record's row here (@key), locked: @found = 1 if it is there, and @holds = 1 if it holds
+-- the incoming values (@row) of the other side's key (a natural unique key here, where this
+-- side draws its keys; as holds_natural on PostgreSQL).
 IF @entity = {{entity_lit}}
-    SELECT @found = 1
+    SELECT @found = 1, @holds = CASE WHEN {{t_r_natural_join}} THEN 1 ELSE 0 END
     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
-    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
-    WHERE {{t_r_natural_join}};
+    CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
 
 -- name: requeue
 -- A record the other side moved onto a key a local record holds, whose move lost the conflict,

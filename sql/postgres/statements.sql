@@ -436,12 +436,14 @@ WHERE ({{t_natural}}) = ({{r_natural}}) AND ({{t_key}}) <> ({{r_key}})
 FOR UPDATE OF t;
 
 -- name: holds_natural
--- Whether the record's row ($1 carries its key) holds the incoming values of the other side's
--- key (a natural unique key here, where this side draws its own keys). A link here naming a
--- row that does not is older than the record's move at this side (`moved_away` in apply.rs).
-SELECT 1
+-- The record's row ($1 carries its key), locked, and whether it holds the incoming values of
+-- the other side's key (a natural unique key here, where this side draws its own keys): no
+-- row when it is gone. A link here naming a row that does not hold them is older than the
+-- record's move at this side (`moved_away` in apply.rs).
+SELECT ({{t_natural}}) IS NOT DISTINCT FROM ({{r_natural}})
 FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
-WHERE ({{t_key}}) = ({{r_key}}) AND ({{t_natural}}) = ({{r_natural}});
+WHERE ({{t_key}}) = ({{r_key}})
+FOR UPDATE OF t;
 
 -- name: row_update
 -- Writes nothing when the row already holds these values (no echo, no empty updates).

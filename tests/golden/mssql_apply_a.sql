@@ -83,7 +83,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit, @old_found bit,
+        @moved bit, @replaced bit, @old_found bit, @holds bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -285,22 +285,10 @@ BEGIN
                    AND @key_given = 0 AND @peer_hint IS NULL AND @linked_live = 1
                    AND @known IS NOT NULL AND @known = @own
                 BEGIN
-                    SELECT @key = @own, @found = 0;
+                    SELECT @key = @own, @found = 0, @holds = 0;
                     SET NOCOUNT ON; -- (no entity)
-                    IF @found = 0
-                    BEGIN
-                        SELECT @key = @own, @found = 0;
-                        IF @entity = N'order'
-                            SELECT @found = 1
-                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
-                        IF @entity = N'order_item'
-                            SELECT @found = 1
-                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
-                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
-                        IF @found = 1
-                            SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
-                    END;
+                    IF @found = 1 AND @holds = 0
+                        SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
                 END;
 
                 -- 3. The record's key here, as far as it is known before writing.

@@ -503,7 +503,7 @@ GO
 --         @known nvarchar(max), @linked_live bit, @tombstone bit,
 --         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
 --         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
---         @moved bit, @replaced bit, @old_found bit,
+--         @moved bit, @replaced bit, @old_found bit, @holds bit,
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
 --         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -681,15 +681,10 @@ GO
 --                    AND @key_given = 0 AND @peer_hint IS NULL AND @linked_live = 1
 --                    AND @known IS NOT NULL AND @known = @own
 --                 BEGIN
---                     SELECT @key = @own, @found = 0;
+--                     SELECT @key = @own, @found = 0, @holds = 0;
 -- {{holds_natural_blocks}}
---                     IF @found = 0
---                     BEGIN
---                         SELECT @key = @own, @found = 0;
--- {{lock_blocks}}
---                         IF @found = 1
---                             SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
---                     END;
+--                     IF @found = 1 AND @holds = 0
+--                         SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
 --                 END;
 -- 
 --                 -- 3. The record's key here, as far as it is known before writing.
@@ -1438,15 +1433,14 @@ GO
 --                       WHERE {{t_k_join}});
 -- 
 -- -- name: holds_natural
--- -- Whether the record's row here (@key) holds the incoming values (@row) of the other side's key
--- -- (a natural unique key here, where this side draws its keys), locked: @found = 1 if so (as
--- -- holds_natural on PostgreSQL).
+-- -- The record's row here (@key), locked: @found = 1 if it is there, and @holds = 1 if it holds
+-- -- the incoming values (@row) of the other side's key (a natural unique key here, where this
+-- -- side draws its keys; as holds_natural on PostgreSQL).
 -- IF @entity = {{entity_lit}}
---     SELECT @found = 1
+--     SELECT @found = 1, @holds = CASE WHEN {{t_r_natural_join}} THEN 1 ELSE 0 END
 --     FROM {{table}} AS t WITH (UPDLOCK, HOLDLOCK)
 --     JOIN OPENJSON(N'[' + @key + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}
---     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r
---     WHERE {{t_r_natural_join}};
+--     CROSS JOIN (SELECT {{row_proj}} FROM OPENJSON(N'[' + @row + N']') WITH ({{with_row}}) AS j) AS r;
 -- 
 -- -- name: requeue
 -- -- A record the other side moved onto a key a local record holds, whose move lost the conflict,

@@ -489,10 +489,10 @@ async fn apply_one(
             let mut obj = row.clone();
             obj.extend(own.to_object(&es.key));
             let q = st(tx, stmts, q).await?;
-            let lock = st(tx, stmts, &es.row_lock).await?;
-            let own_obj = json(&own.to_object(&es.key));
-            tx.query_opt(&lock, &[&own_obj]).await?.is_some()
-                && tx.query_opt(&q, &[&json(&obj)]).await?.is_none()
+            match tx.query_opt(&q, &[&json(&obj)]).await? {
+                Some(r) => !cell::<bool>(&r, 0, "holds")?,
+                None => false,
+            }
         }
         _ => false,
     };
