@@ -46,6 +46,8 @@ scenarios!(
     a_move_onto_a_key_a_local_record_holds_that_loses_lands_on_it,
     a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key,
     a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it,
+    a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins,
+    a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
@@ -503,6 +505,74 @@ async fn a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_l
         "order_item",
         &format!("[{number},1]"),
         &format!("[{new}]"),
+    )
+    .await;
+}
+
+async fn a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins(p: Pairing) {
+    line_added_at_both_sides_at_once(p, "a_wins").await;
+}
+
+async fn a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins(p: Pairing) {
+    line_added_at_both_sides_at_once(p, "b_wins").await;
+}
+
+/// Users at A and B add line 3 of one order at about the same time (A's key is given by these
+/// values; B draws its keys, and holds them as a natural unique key). B's line is held back (B
+/// to A down). At B, A's line lands on B's new line at once: one record, the policy decides,
+/// linked. Before, B's unique key refused it until B's line had reached A and come back
+/// linked, and it was suspended where B to A stayed down longer than its retries allowed
+/// (found by the simulation's full workload, seed 1739 and 3 more).
+async fn line_added_at_both_sides_at_once(p: Pairing, policy: &str) {
+    let config = demo_config_with_policy("order_item", policy);
+    let env = Env::demo_with(p, &format!("both_add_{}", &policy[..1]), &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 3, 5)"
+    ))
+    .await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    hold_changes(b).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 2)"
+    ))
+    .await;
+    let r = env.drain().await;
+    let (winner, qty) = if policy == "a_wins" {
+        ("A's", "2")
+    } else {
+        ("B's", "5")
+    };
+    assert_eq!(
+        (r.failed, r.suspended, r.conflicts),
+        (0, 0, 1),
+        "A's line lands on B's new line 3 at once: {r:?}"
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), "3", qty]]),
+        "one record at B, {winner} values"
+    );
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["3", qty]]),
+        "one record at A, {winner} values"
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), "3", qty]])
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},3]"),
+        &format!("[{item}]"),
     )
     .await;
 }

@@ -426,13 +426,13 @@ WHERE ({{t_key}}) = ({{r_key}})
 FOR UPDATE OF t;
 
 -- name: natural_holder
--- The row here, other than the record's own ($1 carries its key), that holds the incoming
--- values of the other side's key (a natural unique key here, where this side draws its own
--- keys), locked: a record this side created under the same values while the incoming one
--- moved onto them (`lands_on_new_local` in apply.rs).
+-- The row here, other than the record's own ($1 carries its key, none for a record new here),
+-- that holds the incoming values of the other side's key (a natural unique key here, where
+-- this side draws its own keys), locked: a record this side created under the same values
+-- while the incoming one was created or moved onto them (`lands_on_new_local` in apply.rs).
 SELECT jsonb_build_array({{t_key}})::text
 FROM {{table}} AS t, jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
-WHERE ({{t_natural}}) = ({{r_natural}}) AND ({{t_key}}) <> ({{r_key}})
+WHERE ({{t_natural}}) = ({{r_natural}}) AND ({{t_key}}) IS DISTINCT FROM ({{r_key}})
 FOR UPDATE OF t;
 
 -- name: holds_natural

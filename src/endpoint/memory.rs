@@ -1042,7 +1042,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             if db.row(&c.entity, &k).is_some() {
                 let changed = match db.update(&c.entity, &k, &obj, now) {
                     Err(r) if !key_given => {
-                        match lands_on_new_local(db, c, &k, &obj, superseded, now) {
+                        match lands_on_new_local(db, c, Some(&k), &obj, superseded, now) {
                             Some(out) => return Ok(out),
                             None => return Err(refused(db, c, r)),
                         }
@@ -1080,10 +1080,17 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 let id = db.next_id(&c.entity);
                 obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
             }
-            let k = db
-                .insert(&c.entity, obj, now)
-                .map_err(|r| refused(db, c, r))?;
-            (k, Done::Written)
+            match db.insert(&c.entity, obj.clone(), now) {
+                Ok(k) => (k, Done::Written),
+                // Two records created under one key at once (the incoming one new here, or
+                // created anew after a tombstone): one record, as at the side that is given the
+                // key (simulation, full workload, seed 1739).
+                Err(r) if !key_given => {
+                    return lands_on_new_local(db, c, None, &obj, superseded, now)
+                        .ok_or_else(|| refused(db, c, r));
+                }
+                Err(r) => return Err(refused(db, c, r)),
+            }
         }
     };
     put_link(db, c, Some(&target), false);
@@ -1101,28 +1108,30 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
 fn lands_on_new_local(
     db: &mut MemDb,
     c: &TargetChange,
-    old: &Key,
+    old: Option<&Key>,
     obj: &Image,
     beaten: Option<i64>,
     now: DateTime<Utc>,
 ) -> Option<Outcome> {
     let entity = db.entity(&c.entity).cloned()?;
     let cols = db.unique.get(&c.entity)?.clone();
-    if db.config.is_referenced(&c.entity) || entity.soft_delete_at(db.side).is_some() {
-        return None;
-    }
-    let pending_old = db
-        .outbox
-        .values()
-        .any(|o| o.entity == c.entity && o.key == *old && !o.suspended);
-    if pending_old {
-        return None;
+    if let Some(old) = old {
+        if db.config.is_referenced(&c.entity) || entity.soft_delete_at(db.side).is_some() {
+            return None;
+        }
+        let pending_old = db
+            .outbox
+            .values()
+            .any(|o| o.entity == c.entity && o.key == *old && !o.suspended);
+        if pending_old {
+            return None;
+        }
     }
     let values: Vec<Option<&Value>> = cols.iter().map(|col| obj.get(col)).collect();
     let holder = db.rows.get(&c.entity).and_then(|t| {
         t.iter()
             .find(|(k, r)| {
-                *k != old && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
+                Some(*k) != old && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
             })
             .map(|(k, _)| k.clone())
     })?;
@@ -1133,10 +1142,20 @@ fn lands_on_new_local(
         .outbox
         .values()
         .any(|o| o.entity == c.entity && o.key == holder && o.op == Op::Insert && !o.suspended);
-    if linked || !new_here {
+    // An incoming creation lands only on a record created under this key: one moved here
+    // meanwhile still travels as a move from its old values (simulation, full workload, seed
+    // 760).
+    let moved_here = old.is_none()
+        && db
+            .outbox
+            .values()
+            .any(|o| o.entity == c.entity && o.key == holder && !o.suspended && o.op != Op::Insert);
+    if linked || !new_here || moved_here {
         return None;
     }
-    db.delete(&c.entity, old, now);
+    if let Some(old) = old {
+        db.delete(&c.entity, old, now);
+    }
     match resolve_conflict(db, &entity, c, &holder, 0, now) {
         Resolution::LocalWins => {
             db.unlink_own(&c.entity, &c.source_key, &holder);

@@ -702,22 +702,36 @@ BEGIN
                     -- captured: nothing of it is pending here, so it is a copy of the incoming
                     -- record (as lands_on_new_local on PostgreSQL; found by the simulation's
                     -- full workload, seed 471 and 17 more). Only for a leaf entity with real
-                    -- deletes (natural_holder).
+                    -- deletes (natural_holder). The same where the incoming record is new here
+                    -- (or created anew after a tombstone): two records created under one key at
+                    -- once are one record at once, as at the side given the key, provided the
+                    -- local one has nothing pending but its insert (one moved onto the key
+                    -- still travels as a move; seed 1739 and 3 more, 760 for the move).
                     SET @holder = NULL;
                     IF @found = 1 AND @key_given = 0
                     BEGIN
                             SET NOCOUNT ON; -- (no entity)
+                    END
+                    ELSE IF @candidate IS NULL AND @key_given = 0
+                    BEGIN
+                        SET @key = NULL;
+                            SET NOCOUNT ON; -- (no entity)
                     END;
                     IF @holder IS NOT NULL
                     BEGIN
-                        SELECT @native = NULL;
+                        SELECT @old_native = NULL;
+                        IF @candidate IS NOT NULL
+                        BEGIN
+                            SELECT @key = @candidate, @native = NULL;
                     IF @entity = N'order'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
-                        SELECT @old_native = @native, @key = @holder, @native = NULL;
+                            SET @old_native = @native;
+                        END;
+                        SELECT @key = @holder, @native = NULL;
                     IF @entity = N'order'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
@@ -733,12 +747,18 @@ BEGIN
                            OR NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
                                             AND [key] = @native AND op = 'I' AND suspended = 0)
+                           OR (@candidate IS NULL
+                               AND EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                             AND [key] = @native AND op <> 'I' AND suspended = 0))
                             SET @holder = NULL;
                         SET @key = @candidate;
                     END;
                     IF @holder IS NOT NULL
                     BEGIN
                         SET @n = 0;
+                        IF @candidate IS NOT NULL
+                        BEGIN
                         IF @entity = N'order'
                         BEGIN
                             DELETE t FROM [dbo].[ORDERS] AS t
@@ -750,6 +770,7 @@ BEGIN
                             DELETE t FROM [dbo].[ORDER_ITEMS] AS t
                             JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
                             SET @n = @@ROWCOUNT;
+                        END;
                         END;
                         DELETE FROM @pending;
                         INSERT INTO @pending (seq, captured_at, op, image, derived)

@@ -997,17 +997,31 @@ GO
 --                     -- captured: nothing of it is pending here, so it is a copy of the incoming
 --                     -- record (as lands_on_new_local on PostgreSQL; found by the simulation's
 --                     -- full workload, seed 471 and 17 more). Only for a leaf entity with real
---                     -- deletes (natural_holder).
+--                     -- deletes (natural_holder). The same where the incoming record is new here
+--                     -- (or created anew after a tombstone): two records created under one key at
+--                     -- once are one record at once, as at the side given the key, provided the
+--                     -- local one has nothing pending but its insert (one moved onto the key
+--                     -- still travels as a move; seed 1739 and 3 more, 760 for the move).
 --                     SET @holder = NULL;
 --                     IF @found = 1 AND @key_given = 0
 --                     BEGIN
 -- {{natural_holder_blocks}}
+--                     END
+--                     ELSE IF @candidate IS NULL AND @key_given = 0
+--                     BEGIN
+--                         SET @key = NULL;
+-- {{newcomer_holder_blocks}}
 --                     END;
 --                     IF @holder IS NOT NULL
 --                     BEGIN
---                         SELECT @native = NULL;
+--                         SELECT @old_native = NULL;
+--                         IF @candidate IS NOT NULL
+--                         BEGIN
+--                             SELECT @key = @candidate, @native = NULL;
 -- {{native_key_blocks}}
---                         SELECT @old_native = @native, @key = @holder, @native = NULL;
+--                             SET @old_native = @native;
+--                         END;
+--                         SELECT @key = @holder, @native = NULL;
 -- {{native_key_blocks}}
 --                         IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
 --                                    WHERE entity = @entity AND key_prefix = LEFT(@old_native, 400)
@@ -1018,13 +1032,20 @@ GO
 --                            OR NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
 --                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
 --                                             AND [key] = @native AND op = 'I' AND suspended = 0)
+--                            OR (@candidate IS NULL
+--                                AND EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                              AND [key] = @native AND op <> 'I' AND suspended = 0))
 --                             SET @holder = NULL;
 --                         SET @key = @candidate;
 --                     END;
 --                     IF @holder IS NOT NULL
 --                     BEGIN
 --                         SET @n = 0;
+--                         IF @candidate IS NOT NULL
+--                         BEGIN
 -- {{delete_blocks}}
+--                         END;
 --                         DELETE FROM @pending;
 --                         INSERT INTO @pending (seq, captured_at, op, image, derived)
 --                         SELECT seq, captured_at, op, image, derived FROM {{schema}}.[outbox]

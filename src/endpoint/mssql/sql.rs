@@ -812,6 +812,11 @@ impl Plan {
                         .entry("holds_natural")
                         .or_default()
                         .push(f("holds_natural")?);
+                    // The same lookup for a record new here (two created under one key).
+                    blocks
+                        .entry("newcomer_holder")
+                        .or_default()
+                        .push(f("natural_holder")?);
                 }
                 blocks.entry("requeue").or_default().push(f("requeue")?);
                 let delete = if e.soft_delete_at(side).is_some() {
@@ -999,6 +1004,7 @@ impl Plan {
             ("requeue_blocks", block("requeue", 36)),
             ("leaf_delete_blocks", block("leaf_delete", 40)),
             ("natural_holder_blocks", block("natural_holder", 28)),
+            ("newcomer_holder_blocks", block("newcomer_holder", 28)),
             ("holds_natural_blocks", block("holds_natural", 20)),
             ("children_resend_blocks", block("children_resend", 32)),
             ("update_blocks", block("update", 24)),

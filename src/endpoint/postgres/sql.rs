@@ -158,8 +158,7 @@ pub struct EntitySql {
     /// entity's records may have children, or a soft delete here (they stay).
     pub drop_duplicate: Option<String>,
     /// The local row holding the incoming values of the other side's key (`natural_holder`):
-    /// only where that key is given by values there, keys are drawn here, and the entity is a
-    /// leaf.
+    /// only where that key is given by values there and keys are drawn here.
     pub natural_holder: Option<String>,
     /// Whether the record's row holds the incoming values of the other side's key
     /// (`holds_natural`): where that key is given by values there and keys are drawn here.
@@ -446,7 +445,7 @@ fn entity_sql(
         } else {
             None
         },
-        natural_holder: if leaf && soft.is_none() && !key_given && !natural.is_empty() {
+        natural_holder: if !key_given && !natural.is_empty() {
             Some(get("natural_holder")?)
         } else {
             None
