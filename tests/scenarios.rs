@@ -48,6 +48,7 @@ scenarios!(
     a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it,
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins,
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins,
+    a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
@@ -505,6 +506,115 @@ async fn a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_l
         "order_item",
         &format!("[{number},1]"),
         &format!("[{new}]"),
+    )
+    .await;
+}
+
+/// At A (keys given by values) a user adds line 2 of an order, whose insert is held back, then
+/// adds line 1 and deletes it again, which reaches B as a delete of a record B never had: its
+/// sequence number, above line 2's, becomes the guard of B's link to line 1. B's user moves the
+/// order's line 3 to line 1 (B's link then names line 1, with that guard), then to line 2: at A
+/// the move lands on A's new line 2 and loses (A wins). Before its reply reaches B, B's user
+/// deletes the item, and that delete is claimed with the guard of the link to line 1. At A it
+/// looked like a change after everything of A's line 2 and removed it, while line 2's insert
+/// later created it again at B (found by the simulation's full workload, seed 37896). The guard
+/// counts nothing under a key the source did not link when it read it: B's delete meets A's
+/// pending insert as a conflict, A wins, and both sides end with A's line 2.
+async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_policy("order_item", "a_wins");
+    let env = Env::demo_with(p, "guard_key", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 1)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 2)"
+    ))
+    .await;
+    hold_changes(a).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
+    ))
+    .await;
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
+    ))
+    .await;
+    env.drain().await;
+    b.exec("UPDATE order_items SET line_no = 1").await;
+    env.drain().await;
+
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    let none = HashSet::new();
+    let mut moved = batch::stage(&env.config, sb, 0, &none, &[])
+        .await
+        .expect("claim B's move");
+    assert_eq!(moved.claimed(), 1);
+    let at_a = batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
+        .await
+        .expect("B's move at A");
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "2"]]),
+        "B's move lands on A's new line 2 and loses"
+    );
+    // B's user deletes the item before the move's reply reaches B.
+    b.exec("DELETE FROM order_items").await;
+    let skip: HashSet<i64> = moved.seqs.iter().copied().collect();
+    let mut deleted = batch::stage(&env.config, sb, moved.head_max, &skip, &[])
+        .await
+        .expect("claim B's delete");
+    assert_eq!(deleted.claimed(), 1);
+    let del_at_a = batch::apply_staged(&env.config, sa, &mut deleted, &mut batch::Held::new())
+        .await
+        .expect("B's delete at A");
+    batch::finish(&env.config, sb, moved, at_a, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the move");
+    let r = batch::finish(&env.config, sb, deleted, del_at_a, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the delete");
+    assert_eq!(
+        (r.written, r.conflicts),
+        (0, 1),
+        "B's delete meets A's pending line 2: {r:?}"
+    );
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "2"]]),
+        "A's line 2 wins over B's delete"
+    );
+    release(a).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "2"]])
+    );
+    let lines = b
+        .rows("SELECT id, line_no, quantity FROM order_items")
+        .await;
+    assert_eq!(lines.len(), 1, "one line at B: {lines:?}");
+    assert_eq!((lines[0][1].as_str(), lines[0][2].as_str()), ("2", "2"));
+    assert_ne!(
+        lines[0][0], item,
+        "deleted at B, A's line 2 comes back as a new record"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},2]"),
+        &format!("[{}]", lines[0][0]),
     )
     .await;
 }

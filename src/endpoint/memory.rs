@@ -919,8 +919,13 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
         // The source's guard counts this side's changes of the record it links; at a key the
-        // record is linked to another key here, the changes are another record's.
-        let after = if known.as_ref().is_some_and(|o| o != k) {
+        // record is linked to another key here, the changes are another record's. So where the
+        // source linked another key when it read the guard (`peer_hint`): a move that landed
+        // here on a record whose reply had not reached the source yet (simulation, full
+        // workload, seed 37896).
+        let after = if known.as_ref().is_some_and(|o| o != k)
+            || c.peer_hint.as_ref().is_some_and(|h| h != k)
+        {
             0
         } else {
             c.peer_applied_seq

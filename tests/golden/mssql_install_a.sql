@@ -765,8 +765,13 @@ GO
 --                       AND suspended = 0
 --                       -- The source's guard counts this side's changes of the record it links;
 --                       -- under a key the record is not linked to here, they are another record's.
+--                       -- So under a key the source did not link when it read the guard (a move
+--                       -- that landed here, whose reply had not reached it: seed 37896).
 --                       AND seq > CASE WHEN @known IS NOT NULL
 --                                       AND @known COLLATE Latin1_General_100_BIN2 <> @here
+--                                      THEN 0
+--                                      WHEN @peer_hint IS NOT NULL
+--                                       AND @peer_hint COLLATE Latin1_General_100_BIN2 <> @here
 --                                      THEN 0 ELSE @peer_applied_seq END;
 --                     SET @n = @@ROWCOUNT;
 --                     -- Changes of a row that is gone here without a captured delete: tandem

@@ -611,8 +611,13 @@ async fn apply_one(
     for k in old_key.into_iter().chain(here.as_ref()) {
         // The source's guard counts this side's changes of the record it links; at a key the
         // record is linked to another key here, the changes are another record's (found by
-        // the simulation's full workload, seed 1394: they were taken as applied there).
-        let after = if known.as_ref().is_some_and(|o| o != k) {
+        // the simulation's full workload, seed 1394: they were taken as applied there). So
+        // where the source linked another key when it read the guard (`peer_hint`): a move
+        // that landed here on a local record, whose reply had not reached the source yet when
+        // it claimed its next change (seed 37896: its delete removed the local record here).
+        let after = if known.as_ref().is_some_and(|o| o != k)
+            || c.peer_hint.as_ref().is_some_and(|h| h != k)
+        {
             0
         } else {
             c.peer_applied_seq

@@ -178,9 +178,13 @@ pub(super) async fn apply_wave(
             }
         }
         let keys: Vec<&str> = heres.iter().map(|(_, k)| k.as_str()).collect();
+        // The source's guard counts nothing under a key it did not link (as in `apply.rs`).
         let after: Vec<i64> = heres
             .iter()
-            .map(|(i, _)| wave[*i].peer_applied_seq)
+            .map(|(i, k)| match &wave[*i].peer_hint {
+                Some(h) if h != *k => 0,
+                _ => wave[*i].peer_applied_seq,
+            })
             .collect();
         if !tx
             .query(&pending_st, &[&entity, &keys, &after])
