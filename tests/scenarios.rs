@@ -48,6 +48,8 @@ scenarios!(
     a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_lands_on_it,
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins,
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins,
+    a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins,
+    a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_b_wins,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
@@ -617,6 +619,99 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
         &format!("[{}]", lines[0][0]),
     )
     .await;
+}
+
+async fn a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins(p: Pairing) {
+    move_onto_a_line_deleted_and_added_again(p, "a_wins").await;
+}
+
+async fn a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_b_wins(p: Pairing) {
+    move_onto_a_line_deleted_and_added_again(p, "b_wins").await;
+}
+
+/// At A (keys given by values) a user deletes line 1 of an order and adds a new line 1. The
+/// delete reaches B, but its reply is lost, so A's link of line 1 still names B's deleted item.
+/// B's user then moves line 2 to line 1. At A the move meets the new line 1 at once, as a
+/// conflict the policy settles. Before, the stale link held the key: the move waited for A's
+/// delete to come back confirmed, and was suspended where that took longer than its retries
+/// allowed (found by the simulation's full workload, seed 13671 and 2 more).
+async fn move_onto_a_line_deleted_and_added_again(p: Pairing, policy: &str) {
+    let config = demo_config_with_policy("order_item", policy);
+    let env = Env::demo_with(p, &format!("readded_{}", &policy[..1]), &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1), ({order}, 2, 2)"
+    ))
+    .await;
+    env.drain().await;
+    let moved = b.rows("SELECT id FROM order_items WHERE line_no = 2").await[0][0].clone();
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
+    ))
+    .await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
+    ))
+    .await;
+    let a_delete: Vec<_> = a
+        .outbox()
+        .await
+        .into_iter()
+        .filter(|o| o.op == "D")
+        .collect();
+    assert_eq!(a_delete.len(), 1, "{a_delete:?}");
+    hold_changes(a).await;
+    release_only(a, "D").await;
+    save_id_map(a).await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.conflicts),
+        (1, 0),
+        "A's delete reaches B: {r:?}"
+    );
+    // The reply is lost: A's link and its delete are as before the drain.
+    restore_id_map(a).await;
+    a.requeue(&a_delete[0]).await;
+    hold_changes(a).await;
+
+    b.exec("UPDATE order_items SET line_no = 1 WHERE line_no = 2")
+        .await;
+    let r = env.drain().await;
+    let written = usize::from(policy == "b_wins");
+    assert_eq!(
+        (r.written, r.conflicts, r.failed),
+        (written, 1, 0),
+        "B's move meets A's new line 1 at once: {r:?}"
+    );
+    release(a).await;
+    env.drain().await;
+
+    let quantity = if policy == "a_wins" { "7" } else { "2" };
+    let one = table(&[&["1", quantity]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        one
+    );
+    let lines = b
+        .rows("SELECT id, line_no, quantity FROM order_items")
+        .await;
+    assert_eq!(lines.len(), 1, "one line at B: {lines:?}");
+    assert_eq!(
+        (lines[0][1].as_str(), lines[0][2].as_str()),
+        ("1", quantity)
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{}]", lines[0][0]),
+    )
+    .await;
+    if policy == "b_wins" {
+        assert_eq!(lines[0][0], moved, "B's moved item is A's line 1");
+    }
 }
 
 async fn a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins(p: Pairing) {

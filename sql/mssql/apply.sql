@@ -322,6 +322,24 @@ BEGIN
                     SELECT TOP (1) @v = {{peer}} FROM {{schema}}.[id_map]
                     WHERE entity = @entity AND {{own}} = @given AND deleted = 0
                       AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key;
+                    -- A record this side deleted and created anew under the key (its newest
+                    -- pending change an insert, after a pending delete) does not hold it: the
+                    -- link names the deleted record, whose delete has not come back confirmed
+                    -- (its reply was lost). The upsert meets the new record as a conflict
+                    -- below (seed 13671; as on PostgreSQL).
+                    IF @v IS NOT NULL
+                    BEGIN
+                        SELECT @key = @given, @native = NULL;
+{{native_key_blocks}}
+                        IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+                                   WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                     AND [key] = @native AND op = 'D' AND suspended = 0)
+                            AND (SELECT TOP (1) op FROM {{schema}}.[outbox]
+                                 WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                   AND [key] = @native AND suspended = 0
+                                 ORDER BY seq DESC) = 'I'
+                            SET @v = NULL;
+                    END;
                     IF @v IS NOT NULL
                     BEGIN
                         SET @msg = N'key ' + @given + N' at side ' + {{here_lit}}

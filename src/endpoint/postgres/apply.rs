@@ -582,7 +582,22 @@ async fn apply_one(
                 put_link(ep, tx, stmts, c, None, true).await?;
                 return Ok(done(None, Done::Unchanged, false));
             }
-            return Err(Stop::Apply(reject(ep, c, key_held(k, ep.side, &p))));
+            // A record this side deleted and created anew under the key (its newest pending
+            // change an insert, after a pending delete) does not hold it: the link names the
+            // deleted record, whose delete has not come back confirmed (its reply was lost),
+            // and the new record is not linked yet. The upsert meets it as a conflict below
+            // instead of waiting for that delete, whose retries may run out first (found by
+            // the simulation's full workload, seed 13671 and 2 more).
+            let q = st(tx, stmts, &common.local_pending).await?;
+            let (mut newest, mut deleted) = (None, false);
+            for r in tx.query(&q, &[&c.entity, &k.as_str(), &0i64]).await? {
+                let op = cell::<String>(&r, 2, "op")?;
+                deleted |= op == "D";
+                newest.get_or_insert(op);
+            }
+            if !(deleted && newest.as_deref() == Some("I")) {
+                return Err(Stop::Apply(reject(ep, c, key_held(k, ep.side, &p))));
+            }
         }
     }
 
