@@ -50,6 +50,7 @@ scenarios!(
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins,
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins,
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_b_wins,
+    a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
@@ -619,6 +620,104 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
         &format!("[{}]", lines[0][0]),
     )
     .await;
+}
+
+/// Newest wins. At A (keys given by values) a user deletes line 1 of an order; then B's user
+/// moves that item to line 2; then A's user adds a line 2. At A, B's move beats the delete but
+/// loses to A's newer line: it lands on it (one record, linked to B's item). At B, A's delete,
+/// arriving before the move's reply, loses to B's newer move, and A's line lands on B's item.
+/// The losing delete's write-back kept A's link of line 1 live for the winner to come back,
+/// but the winner came back as line 2: the link lost its peer, named no record, and stayed
+/// live (found by the simulation's full workload, seed 38559). It is a tombstone now.
+async fn a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_policy("order_item", "newest_wins");
+    let env = Env::demo_with(p, "unpeered", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    hold_changes(a).await;
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
+    ))
+    .await;
+    hold_changes(a).await;
+    let none = HashSet::new();
+    let mut moved = batch::stage(&env.config, sb, 0, &none, &[])
+        .await
+        .expect("claim B's move");
+    assert_eq!(moved.claimed(), 1);
+    let at_a = batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
+        .await
+        .expect("B's move at A");
+    // A's changes reach B before the move's reply does.
+    release(a).await;
+    let mut from_a = batch::stage(&env.config, sa, 0, &none, &[])
+        .await
+        .expect("claim A's changes");
+    assert_eq!(from_a.claimed(), 2);
+    let at_b = batch::apply_staged(&env.config, sb, &mut from_a, &mut batch::Held::new())
+        .await
+        .expect("A's changes at B");
+    let r = batch::finish(&env.config, sa, from_a, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(
+        (r.written, r.conflicts, r.failed),
+        (1, 2, 0),
+        "A's delete loses to B's newer move at B, A's newer line lands on B's item: {r:?}"
+    );
+    let r = batch::finish(&env.config, sb, moved, at_a, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the move");
+    assert_eq!(
+        (r.written, r.conflicts, r.failed),
+        (0, 1, 0),
+        "B's move loses to A's newer line at A: {r:?}"
+    );
+    env.drain().await;
+
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "7"]])
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), "2", "7"]]),
+        "A's line landed on B's moved item"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
+    for s in [a, b] {
+        assert_eq!(
+            s.count(
+                "SELECT count(*) FROM tandem.id_map \
+                 WHERE entity = 'order_item' AND deleted = '0' AND (a_key IS NULL OR b_key IS NULL)"
+            )
+            .await,
+            0,
+            "no live item link names no record at {}",
+            s.side()
+        );
+    }
 }
 
 async fn a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins(p: Pairing) {

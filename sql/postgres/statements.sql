@@ -244,6 +244,17 @@ SET {{peer}} = COALESCE(EXCLUDED.{{peer}}, m.{{peer}}),
     applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
     updated_at = clock_timestamp();
 
+-- name: retire_unpeered
+-- A link here that lost its peer to another record here in this write-back (unlink_peer),
+-- whose record is gone here (the caller read its row) and has no change pending here, is a
+-- tombstone: a delete of it lost at the other side and left it live for the winner to come
+-- back, but the winner came back under another key, and took the peer there (found by the
+-- simulation's full workload, seed 38559: the link stayed live, naming no record). It keeps
+-- its guard.
+UPDATE {{schema}}.id_map SET deleted = true, updated_at = clock_timestamp()
+WHERE entity = $1 AND {{own}} = $2 AND {{peer}} IS NULL AND NOT deleted
+  AND NOT EXISTS (SELECT 1 FROM {{schema}}.outbox WHERE entity = $1 AND key = $2::text::jsonb);
+
 -- name: repoint_link
 -- A stale report for a record whose row here is gone (its delete is on its way, or lost a
 -- conflict) names the record the other side holds now: a live link of the record to another

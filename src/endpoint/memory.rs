@@ -1511,6 +1511,7 @@ impl Source for MemEndpoint {
             .iter()
             .filter(|l| settled.contains(&l.seq))
             .collect();
+        let mut unpeered: Vec<(String, Key)> = Vec::new();
         for l in links.iter().filter(|l| !l.known) {
             if l.only_if_row && db.row(&l.entity, &l.own_key).is_none() {
                 if let Some(p) = &l.peer_key {
@@ -1538,6 +1539,7 @@ impl Source for MemEndpoint {
             if let Some(p) = peer {
                 for dup in db.unlink_peer(&l.entity, &l.own_key, p) {
                     db.drop_duplicate(&l.entity, &dup, now);
+                    unpeered.push((l.entity.clone(), dup));
                 }
             }
             db.link_written_back(&l.entity, &l.own_key, peer, l.deleted, l.peer_guard);
@@ -1564,6 +1566,23 @@ impl Source for MemEndpoint {
         for l in &links {
             db.outbox
                 .retain(|_, o| !(o.entity == l.entity && o.key == l.own_key && o.seq < l.seq));
+        }
+        // `retire_unpeered`: a link that lost its peer here, whose row is gone and that has no
+        // change pending here, is a tombstone (simulation, full workload, seed 38559).
+        for (entity, own) in &unpeered {
+            let pending = db
+                .outbox
+                .values()
+                .any(|o| o.entity == *entity && o.key == *own);
+            if db.row(entity, own).is_some() || pending {
+                continue;
+            }
+            if let Some(i) = db.by_own(entity, own) {
+                let m = &mut db.id_map[i];
+                if m.peer.is_none() {
+                    m.deleted = true;
+                }
+            }
         }
         for f in &wb.failed {
             for s in &f.seqs {

@@ -49,6 +49,9 @@ DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(m
         @err int, @msg nvarchar(4000);
 
 DECLARE @settled TABLE (seq bigint NOT NULL PRIMARY KEY);
+DECLARE @unpeered TABLE (n int IDENTITY PRIMARY KEY,
+                         entity nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+                         own nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL);
 
 BEGIN TRY
     BEGIN TRANSACTION;
@@ -134,6 +137,7 @@ BEGIN TRY
                 SELECT @dup = [a_key] FROM [tandem].[id_map]
                 WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key AND deleted = 0;
                 UPDATE [tandem].[id_map] SET [b_key] = NULL, updated_at = SYSDATETIMEOFFSET()
+                OUTPUT inserted.entity, inserted.[a_key] INTO @unpeered (entity, own)
                 WHERE entity = @entity AND [b_key] = @peer AND [a_key] <> @key;
                 IF @dup IS NOT NULL
                 BEGIN
@@ -227,6 +231,37 @@ BEGIN TRY
     END;
     DELETE o FROM [tandem].[outbox] AS o
     JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
+    -- A link that lost its peer to another record here, whose row is gone here and that has no
+    -- change pending here, is a tombstone: a delete of it lost at the other side and left it
+    -- live for the winner to come back, but the winner came back under another key (seed
+    -- 38559; as retire_unpeered does on PostgreSQL). It keeps its guard.
+    SET @n = 0;
+    WHILE 1 = 1
+    BEGIN
+        SELECT TOP (1) @n = n, @entity = entity, @key = own FROM @unpeered WHERE n > @n ORDER BY n;
+        IF @@ROWCOUNT = 0 BREAK;
+        SET @found = 0;
+            IF @entity = N'order'
+                SELECT @found = 1
+                FROM [dbo].[ORDERS] AS t
+                JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+            IF @entity = N'order_item'
+                SELECT @found = 1
+                FROM [dbo].[ORDER_ITEMS] AS t
+                JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+        SET @native = NULL;
+        IF @entity = N'order'
+            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+            FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+        IF @entity = N'order_item'
+            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+            FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+        IF @found = 0 AND NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                      WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                        AND [key] = @native)
+            UPDATE [tandem].[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+            WHERE entity = @entity AND [a_key] = @key AND [b_key] IS NULL AND deleted = 0;
+    END;
     UPDATE o
     SET attempts = o.attempts + 1,
         next_attempt_at = DATEADD(millisecond, f.delay_ms, SYSDATETIMEOFFSET()),

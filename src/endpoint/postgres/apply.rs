@@ -1312,6 +1312,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
         &c.settled_now,
         &c.failed,
         &c.supersede,
+        &c.retire_unpeered,
     ];
     wanted.extend(
         ep.sql
@@ -1319,6 +1320,8 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.peer_update.as_deref()),
     );
+    // The rows of links that lose their peer (`retire_unpeered`); cached per connection.
+    wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
     wanted.extend(
         ep.sql
             .entities
@@ -1343,7 +1346,6 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     wanted.extend(ep.sql.entities.values().map(|e| e.wave_row_locks.as_str()));
     wanted.push(c.links_by_own.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
-        wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
         wanted.push(c.repoint_link.as_str());
     }
     let mut prepared_now = Prepared::new();
@@ -1358,6 +1360,36 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             Ok(false) => continue,
             Err(e) if careful || is_transient(&e) || !caused_by_row(&e) => return Err(err(e)),
             Err(_) => continue,
+        }
+    }
+    Ok(())
+}
+
+/// The links here that lost their peer to another record here in this write-back, whose row is
+/// gone here and that have no change pending here, become tombstones (`retire_unpeered` in
+/// statements.sql). Runs after the settled changes left the outbox.
+async fn retire_unpeered(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    stolen: &[(&str, String)],
+) -> Result<(), tokio_postgres::Error> {
+    let Some(retire) = stmts.get(&ep.sql.common.retire_unpeered) else {
+        return Ok(());
+    };
+    for (entity, own) in stolen {
+        let Some(es) = ep.sql.entities.get(*entity) else {
+            continue;
+        };
+        let (Some(read), Ok(key)) = (stmts.get(&es.fetch_image), Key::parse(own)) else {
+            continue;
+        };
+        if tx
+            .query_opt(read, &[&json(&key.to_object(&es.key))])
+            .await?
+            .is_none()
+        {
+            tx.execute(retire, &[entity, &own.as_str()]).await?;
         }
     }
     Ok(())
@@ -1575,6 +1607,7 @@ async fn write_back_txn(
     // peer keys: such a link makes the insert fail on id_map's unique peer index (a row error),
     // and the careful path then unlinks one by one. Saves a probe per link in the common case.
     let set_based = get(&common.wave_link_written_back);
+    let mut stolen = Vec::new();
     if let (true, false, Some(put_all)) = (independent, careful, set_based) {
         drop(links);
         let entities: Vec<&str> = writes.iter().map(|l| l.entity.as_str()).collect();
@@ -1595,7 +1628,6 @@ async fn write_back_txn(
             }
         }
     } else {
-        let mut stolen = Vec::new();
         if independent {
             for r in futures_util::future::join_all(links).await {
                 stolen.extend(r?);
@@ -1692,6 +1724,7 @@ async fn write_back_txn(
             tx.execute(&d, &[&wb.done]).await?;
         }
     }
+    retire_unpeered(ep, &tx, stmts, &stolen).await?;
     if !fresh.is_empty() {
         if let Some(sup) = get(&common.supersede) {
             let entities: Vec<&str> = fresh.iter().map(|l| l.entity.as_str()).collect();
