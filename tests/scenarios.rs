@@ -51,6 +51,7 @@ scenarios!(
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins,
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_b_wins,
     a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone,
+    a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
@@ -620,6 +621,82 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
         &format!("[{}]", lines[0][0]),
     )
     .await;
+}
+
+/// A user at A adds line 3 of an order; it reaches B, but the reply is lost. B's user moves
+/// the item to line 2, which reaches A (the record moves there), but that reply is lost too;
+/// B's user then deletes the item. The move comes again and is stale at A; its reply finds
+/// B's row gone and only renames the peer of B's link (line 3 becomes line 2). A's creation
+/// then comes again: it was created a second time at B (B no longer knew line 3), and B's
+/// delete removed the moved record at A only. B's link now keeps the guard of line 3 as a
+/// tombstone, so the late copy is stale (found by the simulation's full workload, seed 44713).
+async fn a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted(p: Pairing) {
+    let env = Env::demo(p, "late_creation").await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 1)"
+    ))
+    .await;
+    let a_insert = a.outbox().await;
+    assert_eq!(a_insert.len(), 1, "{a_insert:?}");
+    save_id_map(a).await;
+    env.drain().await;
+    // The reply is lost: A's id map and its insert are as before the drain.
+    restore_id_map(a).await;
+    a.requeue(&a_insert[0]).await;
+    hold_changes(a).await;
+
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    let b_move = b.outbox().await;
+    assert_eq!(b_move.len(), 1, "{b_move:?}");
+    save_id_map(b).await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 1, "B's move reaches A: {r:?}");
+    assert_eq!(
+        a.rows("SELECT [LINE_NO] FROM dbo.[ORDER_ITEMS]").await,
+        table(&[&["2"]])
+    );
+    // That reply is lost too; B's user then deletes the item.
+    restore_id_map(b).await;
+    b.requeue(&b_move[0]).await;
+    b.exec("DELETE FROM order_items").await;
+    hold_changes(b).await;
+    release_only(b, "U").await;
+    let r = env.drain().await;
+    assert_eq!((r.stale, r.written), (1, 0), "B's move again: {r:?}");
+
+    release(a).await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.stale),
+        (0, 1),
+        "A's creation again is stale at B: {r:?}"
+    );
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await,
+        0,
+        "no item at A"
+    );
+    assert_eq!(
+        b.count("SELECT count(*) FROM order_items").await,
+        0,
+        "no item at B"
+    );
+    for s in [a, b] {
+        assert_eq!(
+            s.count(
+                "SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item' AND deleted = '0'"
+            )
+            .await,
+            0,
+            "no live item link at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// Newest wins. At A (keys given by values) a user deletes line 1 of an order; then B's user

@@ -262,10 +262,23 @@ WHERE entity = $1 AND {{own}} = $2 AND {{peer}} IS NULL AND NOT deleted
 -- a link here already holds it. Neither revives the link nor takes the peer from another link:
 -- the other side's delete of that record must find the link (found by the simulation, seed
 -- 353185).
+-- Returns the peer it replaced and the link's guard: peer_tombstone keeps that guard under the
+-- old peer, so a late copy of a change of the old peer's key is still recognised (found by the
+-- simulation's full workload, seed 44713: a creation whose reply was lost came again after the
+-- record had moved there, and was created a second time).
 UPDATE {{schema}}.id_map AS m SET {{peer}} = $3, updated_at = clock_timestamp()
+FROM {{schema}}.id_map AS was
 WHERE m.entity = $1 AND m.{{own}} = $2 AND NOT m.deleted AND m.{{peer}} IS NOT NULL
   AND m.{{peer}} <> $3
-  AND NOT EXISTS (SELECT 1 FROM {{schema}}.id_map AS o WHERE o.entity = $1 AND o.{{peer}} = $3);
+  AND NOT EXISTS (SELECT 1 FROM {{schema}}.id_map AS o WHERE o.entity = $1 AND o.{{peer}} = $3)
+  AND was.entity = m.entity AND was.{{own}} = m.{{own}}
+RETURNING was.{{peer}} AS old_peer, m.applied_seq;
+
+-- name: peer_tombstone
+-- The guard of a peer a link no longer names (repoint_link), as a tombstone with no record here.
+INSERT INTO {{schema}}.id_map (entity, {{own}}, {{peer}}, applied_seq, deleted)
+VALUES ($1, NULL, $2, $3, true)
+ON CONFLICT DO NOTHING;
 
 -- name: settled_now
 -- The outbox rows a write-back settles that are still here, locked. A change whose rows are

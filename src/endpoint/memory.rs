@@ -454,7 +454,17 @@ impl MemDb {
         if let Some(i) = self.by_own(entity, own) {
             let m = &mut self.id_map[i];
             if !m.deleted && m.peer.is_some() {
-                m.peer = Some(peer.clone());
+                // `peer_tombstone`: the old peer keeps the link's guard (seed 44713).
+                let old = m.peer.replace(peer.clone());
+                let guard = m.applied_seq;
+                self.id_map.push(MapRow {
+                    entity: entity.to_string(),
+                    own: None,
+                    peer: old,
+                    applied_seq: guard,
+                    deleted: true,
+                });
+                self.check_unique(entity);
             }
         }
     }

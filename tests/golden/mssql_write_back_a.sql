@@ -45,7 +45,7 @@ DECLARE @warnings TABLE (n int NOT NULL, kind char(1) NOT NULL, err_message nvar
                          dup nvarchar(max) NULL);
 DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(max),
         @deleted bit, @only_if_row bit, @found bit, @seq bigint, @peer_guard bigint, @peer_value nvarchar(max), @native nvarchar(max),
-        @guard bigint, @dup nvarchar(max),
+        @guard bigint, @dup nvarchar(max), @old_peer nvarchar(max),
         @err int, @msg nvarchar(4000);
 
 DECLARE @settled TABLE (seq bigint NOT NULL PRIMARY KEY);
@@ -88,12 +88,25 @@ BEGIN TRY
             -- The row is gone, but the report names the record the other side holds now: a
             -- live link of the record to a peer since replaced there names the new one, unless
             -- a link here holds it already (as repoint_link does on PostgreSQL).
+            -- The peer it replaces keeps the link's guard as a tombstone with no record here,
+            -- so a late copy of a change of the old peer's key is still recognised (seed 44713;
+            -- as peer_tombstone does on PostgreSQL).
             IF @found = 0 AND @peer IS NOT NULL
-                UPDATE [tandem].[id_map] SET [b_key] = @peer, updated_at = SYSDATETIMEOFFSET()
+            BEGIN
+                SET @old_peer = NULL;
+                SELECT @old_peer = [b_key], @guard = applied_seq FROM [tandem].[id_map]
                 WHERE entity = @entity AND [a_key] = @key AND deleted = 0
                   AND [b_key] IS NOT NULL AND [b_key] <> @peer
                   AND NOT EXISTS (SELECT 1 FROM [tandem].[id_map] AS o
                                   WHERE o.entity = @entity AND o.[b_key] = @peer);
+                IF @old_peer IS NOT NULL
+                BEGIN
+                    UPDATE [tandem].[id_map] SET [b_key] = @peer, updated_at = SYSDATETIMEOFFSET()
+                    WHERE entity = @entity AND [a_key] = @key;
+                    INSERT INTO [tandem].[id_map] (entity, [a_key], [b_key], applied_seq, deleted)
+                    VALUES (@entity, NULL, @old_peer, @guard, 1);
+                END;
+            END;
         END;
         -- A late reply of a creation or an update leaves the tombstone of a record gone here as
         -- it is: the record's delete came first, the other side's applied here or this side's

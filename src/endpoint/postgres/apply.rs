@@ -1347,6 +1347,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     wanted.push(c.links_by_own.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
         wanted.push(c.repoint_link.as_str());
+        wanted.push(c.peer_tombstone.as_str());
     }
     let mut prepared_now = Prepared::new();
     for sql in wanted {
@@ -1562,9 +1563,16 @@ async fn write_back_txn(
         if let Some((es, read)) = read {
             let key = json(&l.own_key.to_object(&es.key));
             if tx.query_opt(&read, &[&key]).await?.is_none() {
-                if let (Some(p), Some(repoint)) = (&l.peer_key, get(&common.repoint_link)) {
-                    tx.execute(&repoint, &[&l.entity, &l.own_key.as_str(), &p.as_str()])
+                let statements = (get(&common.repoint_link), get(&common.peer_tombstone));
+                if let (Some(p), (Some(repoint), Some(tomb))) = (&l.peer_key, statements) {
+                    let was = tx
+                        .query_opt(&repoint, &[&l.entity, &l.own_key.as_str(), &p.as_str()])
                         .await?;
+                    if let Some(r) = was {
+                        let old: String = r.try_get("old_peer")?;
+                        let guard: i64 = r.try_get("applied_seq")?;
+                        tx.execute(&tomb, &[&l.entity, &old, &guard]).await?;
+                    }
                 }
                 continue;
             }
