@@ -558,13 +558,7 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
 
     b.exec("UPDATE order_items SET line_no = 2").await;
     let none = HashSet::new();
-    let mut moved = batch::stage(&env.config, sb, 0, &none, &[])
-        .await
-        .expect("claim B's move");
-    assert_eq!(moved.claimed(), 1);
-    let at_a = batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
-        .await
-        .expect("B's move at A");
+    let (moved, at_a) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
     assert_eq!(
         a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
             .await,
@@ -574,13 +568,8 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
     // B's user deletes the item before the move's reply reaches B.
     b.exec("DELETE FROM order_items").await;
     let skip: HashSet<i64> = moved.seqs.iter().copied().collect();
-    let mut deleted = batch::stage(&env.config, sb, moved.head_max, &skip, &[])
-        .await
-        .expect("claim B's delete");
-    assert_eq!(deleted.claimed(), 1);
-    let del_at_a = batch::apply_staged(&env.config, sa, &mut deleted, &mut batch::Held::new())
-        .await
-        .expect("B's delete at A");
+    let (deleted, del_at_a) =
+        claim_and_apply(&env.config, (sb, sa), moved.head_max, &skip, 1).await;
     batch::finish(&env.config, sb, moved, at_a, chrono::Utc::now())
         .await
         .expect("B's write-back of the move");
@@ -731,22 +720,10 @@ async fn a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone(
     .await;
     hold_changes(a).await;
     let none = HashSet::new();
-    let mut moved = batch::stage(&env.config, sb, 0, &none, &[])
-        .await
-        .expect("claim B's move");
-    assert_eq!(moved.claimed(), 1);
-    let at_a = batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
-        .await
-        .expect("B's move at A");
+    let (moved, at_a) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
     // A's changes reach B before the move's reply does.
     release(a).await;
-    let mut from_a = batch::stage(&env.config, sa, 0, &none, &[])
-        .await
-        .expect("claim A's changes");
-    assert_eq!(from_a.claimed(), 2);
-    let at_b = batch::apply_staged(&env.config, sb, &mut from_a, &mut batch::Held::new())
-        .await
-        .expect("A's changes at B");
+    let (from_a, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 2).await;
     let r = batch::finish(&env.config, sa, from_a, at_b, chrono::Utc::now())
         .await
         .expect("A's write-back");
@@ -980,13 +957,7 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
     .await;
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     let none = HashSet::new();
-    let mut insert = batch::stage(&env.config, sb, 0, &none, &[])
-        .await
-        .expect("claim B's insert");
-    assert_eq!(insert.claimed(), 1);
-    let inserted = batch::apply_staged(&env.config, sa, &mut insert, &mut batch::Held::new())
-        .await
-        .expect("B's insert at A");
+    let (insert, inserted) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
     b.exec("UPDATE order_items SET line_no = 3").await;
     let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
     let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
@@ -1010,13 +981,7 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
     ))
     .await;
-    let mut new = batch::stage(&env.config, sa, 0, &none, &[])
-        .await
-        .expect("claim A's new line");
-    assert_eq!(new.claimed(), 1);
-    let at_b = batch::apply_staged(&env.config, sb, &mut new, &mut batch::Held::new())
-        .await
-        .expect("A's new line at B");
+    let (new, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
     let r = batch::finish(&env.config, sa, new, at_b, chrono::Utc::now())
         .await
         .expect("A's write-back");
@@ -2185,6 +2150,30 @@ async fn one_order(env: &Env, customer: &str) -> (String, String) {
     let number = env.a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await[0][0].clone();
     let id = env.b.rows("SELECT id FROM orders").await[0][0].clone();
     (number, id)
+}
+
+/// Claims the changes due at `from` (after `after`, but for `skip`), asserts how many, and
+/// applies them at `to` without writing back: a batch whose reply has not arrived yet (finish
+/// it with `batch::finish`).
+async fn claim_and_apply(
+    config: &tandem::config::Config,
+    (from, to): (
+        &dyn tandem::endpoint::Endpoint,
+        &dyn tandem::endpoint::Endpoint,
+    ),
+    after: i64,
+    skip: &std::collections::HashSet<i64>,
+    claimed: usize,
+) -> (tandem::sync::batch::Staged, Vec<tandem::endpoint::Outcome>) {
+    use tandem::sync::batch;
+    let mut staged = batch::stage(config, from, after, skip, &[])
+        .await
+        .unwrap_or_else(|e| panic!("claim at side {}: {e}", from.side()));
+    assert_eq!(staged.claimed(), claimed, "claimed at side {}", from.side());
+    let outcomes = batch::apply_staged(config, to, &mut staged, &mut batch::Held::new())
+        .await
+        .unwrap_or_else(|e| panic!("apply at side {}: {e}", to.side()));
+    (staged, outcomes)
 }
 
 /// Holds every change pending at a side for an hour: still pending (conflicts see it), not
