@@ -1320,8 +1320,6 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
             .values()
             .filter_map(|e| e.peer_update.as_deref()),
     );
-    // The rows of links that lose their peer (`retire_unpeered`); cached per connection.
-    wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
     wanted.extend(
         ep.sql
             .entities
@@ -1346,6 +1344,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
     wanted.extend(ep.sql.entities.values().map(|e| e.wave_row_locks.as_str()));
     wanted.push(c.links_by_own.as_str());
     if wb.links.iter().any(|l| l.only_if_row) {
+        wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
         wanted.push(c.repoint_link.as_str());
         wanted.push(c.peer_tombstone.as_str());
     }
@@ -1382,11 +1381,16 @@ async fn retire_unpeered(
         let Some(es) = ep.sql.entities.get(*entity) else {
             continue;
         };
-        let (Some(read), Ok(key)) = (stmts.get(&es.fetch_image), Key::parse(own)) else {
+        let Ok(key) = Key::parse(own) else {
             continue;
         };
+        // Rare (a peer taken in this write-back): prepared here, not for every write-back.
+        let read = match stmts.get(&es.fetch_image) {
+            Some(st) => st.clone(),
+            None => tx.prepare(&es.fetch_image).await?,
+        };
         if tx
-            .query_opt(read, &[&json(&key.to_object(&es.key))])
+            .query_opt(&read, &[&json(&key.to_object(&es.key))])
             .await?
             .is_none()
         {
