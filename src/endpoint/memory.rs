@@ -1347,12 +1347,18 @@ fn resolve_conflict(
             // name the old one. Its children here travel again, ranked below any user change,
             // and move there under it (found by the simulation).
             for (child, k) in db.children(&c.entity, here) {
-                // A child with changes of its own pending here travels with them.
+                // Where this side gives the child's key by values, a child with changes of its
+                // own pending here travels with them: an insert from here would name a new
+                // record under a reused key there. Where its key is generated, it travels
+                // again all the same: its pending changes may have reached the other side
+                // already, their replies lost, and settle there as stale, which left it under
+                // the old parent there (simulation's full workload, seed 8748 and three more).
                 let pending = db
                     .outbox
                     .values()
                     .any(|o| o.entity == child && o.key == k && !o.suspended);
-                let travels = !pending
+                let given = db.entity(&child).is_some_and(|e| e.key_is_given(db.side));
+                let travels = !(pending && given)
                     && db
                         .entity(&child)
                         .is_some_and(|e| e.direction.flows(db.side));

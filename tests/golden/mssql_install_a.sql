@@ -1541,8 +1541,12 @@ GO
 -- -- foreign key) still name the old one. This side's rows of {{entity_lit}} under it (ref column
 -- -- {{ref}}) travel again as inserts, marked derived (the consequence of a change already
 -- -- decided: they never win a conflict against a user's change), and move there under the
--- -- parent. Only the rows the entity shows here ({{visible}}); a child with changes of its own
--- -- pending here travels with them.
+-- -- parent. Only the rows the entity shows here ({{visible}}). Where this side gives the
+-- -- child's key by values ({{key_given}} = 1), a child with changes of its own pending here
+-- -- travels with them: an insert from here would name a new record under a reused key there.
+-- -- Where its key is generated, it travels again all the same: its pending changes may have
+-- -- reached the other side already, their replies lost, and settle there as stale, which left
+-- -- it under the old parent there (found by the simulation's full workload, seed 8748).
 -- IF @entity = {{parent_lit}}
 --     INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
 --     SELECT {{entity_lit}}, 'I', x.k, LEFT(x.k, 400), x.img, 1
@@ -1551,9 +1555,10 @@ GO
 --           FROM {{table}} AS t
 --           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] {{ref_input}} '$[0]') AS p ON t.{{ref}} = p.[v]
 --           WHERE {{visible}}) AS x
---     WHERE NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
---                       WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
---                         AND o.[key] = x.k AND o.suspended = 0);
+--     WHERE NOT ({{key_given}} = 1
+--                AND EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
+--                            WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
+--                              AND o.[key] = x.k AND o.suspended = 0));
 -- 
 -- -- name: exists
 -- -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing

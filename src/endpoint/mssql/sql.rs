@@ -912,6 +912,10 @@ impl Plan {
                         ),
                         ("ref", ident(name)),
                         (
+                            "key_given",
+                            if e.key_is_given(side) { "1" } else { "0" }.to_string(),
+                        ),
+                        (
                             "ref_input",
                             col.ty
                                 .key_input_type()

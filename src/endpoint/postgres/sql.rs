@@ -440,6 +440,7 @@ fn entity_sql(
                 v.push(("ref", ident(col)));
                 v.push(("ref_lit", literal(col)));
                 v.push(("visible", visible(3)));
+                v.push(("key_given", key_given.to_string()));
                 Ok((parent.clone(), fill(t, &v)?))
             })
             .collect::<Result<_, EndpointError>>()?,
