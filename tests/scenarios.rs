@@ -39,6 +39,7 @@ scenarios!(
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
+    a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none,
     a_link_a_record_moved_away_from_is_no_longer_live,
     a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
@@ -1354,6 +1355,65 @@ async fn a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back(
     env.drain().await;
 
     two_orders_each_linked_once(&env, &number, &first).await;
+}
+
+/// Both sides delete an order; A's user then reuses its number for a new order. A's delete
+/// settles at B on nothing (B deleted it too) and leaves a tombstone at A. The new order
+/// reaches B, but the reply is lost: A's link of the number is still that tombstone, and the
+/// new order's insert still pending at A, when B's delete arrives there (B wins conflicts of
+/// orders). That delete names the old record, which A deleted already: it must not remove the
+/// new one (it did, and its copy lived on at B; found by the simulation's full workload, seed
+/// 50143).
+async fn a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number(
+    p: Pairing,
+) {
+    let config = demo_config_with_order_policy("b_wins");
+    let env = Env::demo_with(p, "delete_spares_new", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "first").await;
+    b.exec("DELETE FROM orders").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    let r = env.drain().await;
+    assert_eq!((r.written, r.failed), (0, 0), "gone at B already: {r:?}");
+
+    a.exec(&a.identity_insert(
+        "dbo.ORDERS",
+        &format!(
+            "INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'new at a');"
+        ),
+    ))
+    .await;
+    let insert = a.outbox().await;
+    save_id_map(a).await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 1, "the new order reaches B: {r:?}");
+    // The reply is lost: A's link of the number is the tombstone, the insert pending still.
+    restore_id_map(a).await;
+    a.requeue(&insert[0]).await;
+    hold_changes(a).await;
+    release(b).await;
+    env.drain().await;
+    release(a).await;
+    env.drain().await;
+
+    assert_eq!(
+        a.rows("SELECT [ORDER_NO], [CUST_NAME] FROM dbo.[ORDERS]")
+            .await,
+        table(&[&[number.as_str(), "new at a"]]),
+        "the new order stays at A"
+    );
+    let at_b = b.rows("SELECT id, customer FROM orders").await;
+    assert_eq!(at_b.len(), 1, "{at_b:?}");
+    assert_eq!(at_b[0][1], "new at a");
+    one_live_link(
+        &env,
+        "order",
+        &format!("[{number}]"),
+        &format!("[{}]", at_b[0][0]),
+    )
+    .await;
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 
 /// Both sides create line 2 of one order (a key given by values at A). A's item reaches B,

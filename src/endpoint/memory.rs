@@ -862,11 +862,13 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         // winner's creation again at the source is still on its way, where it draws a new key).
         // The same where that delete's reply was lost, so the link here still names the number:
         // the record under it is this side's new one (its insert pending here, after all that
-        // the source has applied of this side's changes of the record).
+        // the source has applied of this side's changes of the record). Likewise a delete
+        // arriving at a tombstone here: the record it names was deleted here already, and that
+        // new record must stay (simulation's full workload, seed 50143: the delete removed it,
+        // while its copy lived on at the source).
         Some(l)
-            if c.op == Op::Insert
-                && c.born
-                && !l.deleted
+            if ((c.op == Op::Insert && c.born && !l.deleted)
+                || (c.op == Op::Delete && l.deleted))
                 && !key_given
                 && l.own.as_ref().is_some_and(|o| {
                     db.outbox
@@ -878,6 +880,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         {
             (None, false, false)
         }
+
         Some(l) if c.op == Op::Insert && c.born && l.deleted && !key_given => (None, false, false),
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),

@@ -185,9 +185,13 @@ BEGIN
                 -- number its application reused) whose reply was lost, so this link still names
                 -- the number: the record under it is this side's new one (its insert the oldest
                 -- change of it pending here after all the source has applied of this side's).
+                -- Likewise a delete arriving at a tombstone here: the record it names was
+                -- deleted here already, and a row under the number whose insert is that oldest
+                -- change is this side's new record, which the delete must not remove (as on
+                -- PostgreSQL; simulation's full workload, seed 50143).
                 SET @replaced = 0;
-                IF @link_found = 1 AND @deleted = 0 AND @own IS NOT NULL AND @op = 'I' AND @born = 1
-                   AND @key_given = 0
+                IF @link_found = 1 AND @own IS NOT NULL AND @key_given = 0
+                   AND ((@deleted = 0 AND @op = 'I' AND @born = 1) OR (@deleted = 1 AND @op = 'D'))
                 BEGIN
                     SELECT @key = @own, @native = NULL;
                     IF @entity = N'order'

@@ -460,9 +460,18 @@ async fn apply_one(
     // The same where that delete's reply was lost, so the link here still names the number:
     // the record under it is this side's new one (its insert the oldest change of it pending
     // here after all that the source has applied of this side's changes of the record; found
-    // by the simulation's full workload, seed 11171).
+    // by the simulation's full workload, seed 11171). Likewise a delete arriving at a
+    // tombstone here: the record it names was deleted here already, and a row under the
+    // number now, whose insert is the oldest change of it pending here after all the source
+    // has applied, is this side's new record, which that delete must not remove (found by the
+    // simulation's full workload, seed 50143: it removed the new record here, whose copy lived
+    // on at the source).
     let replaced = match &link {
-        Some((_, Some(own), false)) if c.op == Op::Insert && c.born && !es.key_given => {
+        Some((_, Some(own), deleted))
+            if !es.key_given
+                && ((c.op == Op::Insert && c.born && !deleted)
+                    || (c.op == Op::Delete && *deleted)) =>
+        {
             let q = st(tx, stmts, &common.local_pending).await?;
             let pending = tx
                 .query(&q, &[&c.entity, &own.as_str(), &c.peer_applied_seq])
