@@ -40,6 +40,7 @@ scenarios!(
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
+    a_copy_whose_update_is_discarded_after_a_delete_there_goes,
     a_delete_finds_its_record_by_the_source_link_where_the_target_link_names_none,
     a_link_a_record_moved_away_from_is_no_longer_live,
     a_delete_that_beats_a_record_landing_on_its_key_reaches_that_record,
@@ -1966,6 +1967,46 @@ async fn a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again(p:
     )
     .await;
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A copy of a record that the other side deleted, where that delete will never arrive: B kept
+/// a second copy of A's item (left by a lost reply; B's user changed it, so it was not removed
+/// as a second copy), and A removed the item applying B's delete of the other copy, which A
+/// does not capture. B's user then changes the copy: at A the update comes after the delete
+/// and is discarded. The copy must go at B too: it stayed there, linked to nothing, while A
+/// had no such item (found by the simulation's full workload, seed 13709 and three more). The
+/// state at A is set directly (the interleaving needs a lost reply and a conflict).
+async fn a_copy_whose_update_is_discarded_after_a_delete_there_goes(p: Pairing) {
+    let env = Env::demo(p, "copy_gone_there").await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "one").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
+    ))
+    .await;
+    env.drain().await;
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 1);
+    // A removed the item as tandem does (not captured) and its link is a tombstone.
+    a.exec(a.sql(
+        "BEGIN; SET LOCAL tandem.applying = 'on'; DELETE FROM dbo.\"ORDER_ITEMS\"; COMMIT;
+         UPDATE tandem.id_map SET deleted = true WHERE entity = 'order_item'",
+        "DELETE FROM dbo.[ORDER_ITEMS]; DELETE FROM tandem.outbox;
+         UPDATE tandem.id_map SET deleted = 1 WHERE entity = 'order_item'",
+    ))
+    .await;
+    assert_eq!(a.outbox_count().await, 0);
+
+    b.exec("UPDATE order_items SET quantity = 6").await;
+    let r = env.drain().await;
+    assert_eq!(r.written, 0, "discarded after the delete at A: {r:?}");
+    assert_eq!(
+        b.count("SELECT count(*) FROM order_items").await,
+        0,
+        "the copy goes at B"
+    );
+    assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 0);
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+    no_live_link(&env, "order_item").await;
 }
 
 /// Drops A's foreign key from items to orders (A's application keeps items without their

@@ -1586,6 +1586,11 @@ impl Source for MemEndpoint {
             db.outbox
                 .retain(|_, o| !(o.entity == l.entity && o.key == l.own_key && o.seq < l.seq));
         }
+        // A copy of a record gone at the other side, which its delete never reaches
+        // (`LinkWrite::gone_there`): it goes, as a second copy does.
+        for l in links.iter().filter(|l| l.gone_there) {
+            db.drop_duplicate(&l.entity, &l.own_key, now);
+        }
         // `retire_unpeered`: a link that lost its peer here, whose row is gone and that has no
         // change pending here, is a tombstone (simulation, full workload, seed 38559).
         for (entity, own) in &unpeered {

@@ -149,6 +149,13 @@ pub struct LinkWrite {
     /// still on its way here is stale (found by the fault suite: such a copy re-created a
     /// record both sides had deleted).
     pub peer_guard: Option<i64>,
+    /// The record is gone at the target, though this change was not a delete (an update
+    /// discarded after a delete there, or a stale report naming no record): a row here, with
+    /// nothing pending of it once this change is settled, is a copy the target's delete will
+    /// never reach (the target deleted it applying this side's delete of another copy). It
+    /// goes, uncaptured, where nothing refers to the entity and deletes are not soft
+    /// (`drop_duplicate`; simulation's full workload, seed 13709 and three more).
+    pub gone_there: bool,
 }
 
 /// Outbox rows of one failed change.

@@ -726,6 +726,7 @@ pub async fn finish(
                     known,
                     only_if_row,
                     peer_guard: superseded,
+                    gone_there: deleted && change.op != Op::Delete,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {

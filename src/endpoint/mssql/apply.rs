@@ -393,6 +393,8 @@ struct LinkIn {
     seq: i64,
     /// `LinkWrite::peer_guard`.
     peer_guard: Option<i64>,
+    /// `LinkWrite::gone_there`.
+    gone_there: bool,
     /// `[value]` for the peer_id_column, converted to its type.
     peer_value: Option<Value>,
 }
@@ -438,6 +440,7 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
             only_if_row: l.only_if_row,
             seq: l.seq,
             peer_guard: l.peer_guard,
+            gone_there: l.gone_there,
             peer_value,
         });
     }
@@ -479,10 +482,15 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
         if get::<&str>(r, "kind", WHAT)? == Some("D") {
             let dup = get::<&str>(r, "dup", WHAT)?.unwrap_or("?");
             let entity = link.map(|l| l.entity.as_str()).unwrap_or("?");
+            let why = if link.is_some_and(|l| l.gone_there) {
+                "the other side deleted the record, and its delete will not reach this copy"
+            } else {
+                "the other side took another record here for it"
+            };
             match msg {
                 None => tracing::info!(
                     side = %ep.side, %entity, key = %dup,
-                    "a second copy of a record, left by a lost reply, removed: the other side took another record here for it"
+                    "a second copy of a record, left by a lost reply, removed: {why}"
                 ),
                 Some(m) => tracing::warn!(
                     side = %ep.side, %entity, key = %dup,

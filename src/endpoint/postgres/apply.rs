@@ -1416,6 +1416,7 @@ async fn drop_duplicates(
     tx: &mut Transaction<'_>,
     stmts: &Prepared,
     stolen: &[(&str, String)],
+    why: &str,
 ) -> Result<(), tokio_postgres::Error> {
     for (entity, own) in stolen {
         let Some(es) = ep.sql.entities.get(*entity) else {
@@ -1444,7 +1445,7 @@ async fn drop_duplicates(
                 if r.try_get::<_, i64>(0)? > 0 {
                     tracing::info!(
                         side = %ep.side, %entity, key = %own,
-                        "a second copy of a record, left by a lost reply, removed: the other side took another record here for it"
+                        "a second copy of a record, left by a lost reply, removed: {why}"
                     );
                 }
                 sp.commit().await?;
@@ -1658,7 +1659,14 @@ async fn write_back_txn(
                 stolen.extend(link.await?);
             }
         }
-        drop_duplicates(ep, &mut tx, stmts, &stolen).await?;
+        drop_duplicates(
+            ep,
+            &mut tx,
+            stmts,
+            &stolen,
+            "the other side took another record here for it",
+        )
+        .await?;
     }
     // Peer ids: pipelined, or each in a savepoint on the careful path, where one that does
     // not fit its column is logged and skipped rather than holding back the write-back.
@@ -1754,6 +1762,22 @@ async fn write_back_txn(
             tx.execute(&sup, &[&entities, &keys, &seqs]).await?;
         }
     }
+    // A copy of a record gone at the other side, which its delete never reaches
+    // (`LinkWrite::gone_there`): it goes, as a second copy does, once the settled changes
+    // left the outbox (its own pending changes keep it). Rare: only such replies.
+    let gone_there: Vec<(&str, String)> = writes
+        .iter()
+        .filter(|l| l.gone_there)
+        .map(|l| (l.entity.as_str(), l.own_key.as_str().to_string()))
+        .collect();
+    drop_duplicates(
+        ep,
+        &mut tx,
+        stmts,
+        &gone_there,
+        "the other side deleted the record, and its delete will not reach this copy",
+    )
+    .await?;
     if let Some(failed) = get(&common.failed) {
         for f in &wb.failed {
             let delay = f.retry_in_ms as f64;
