@@ -880,7 +880,6 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         {
             (None, false, false)
         }
-
         Some(l) if c.op == Op::Insert && c.born && l.deleted && !key_given => (None, false, false),
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
