@@ -1257,7 +1257,17 @@ fn resolve_refs(db: &MemDb, c: &TargetChange, row: &mut Image) -> Result<(), App
                     && c.op != Op::Delete;
                 (m.own.clone().filter(|_| !gone), gone)
             }
-            None => (r.hint.clone(), false),
+            // The source's hint, where this side has no link yet: a delete of that key pending
+            // here makes it deleted too (simulation's full workload, seed 73430: the child
+            // joined a new record under the key here, and stayed in the deleted one there).
+            None => {
+                let gone = r
+                    .hint
+                    .as_ref()
+                    .is_some_and(|h| db.deleted_here(&r.parent, h))
+                    && c.op != Op::Delete;
+                (r.hint.clone().filter(|_| !gone), gone)
+            }
         };
         let Some(parent_key) = found else {
             return Err(ApplyError::WaitingForParent {

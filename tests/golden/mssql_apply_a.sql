@@ -242,10 +242,14 @@ BEGIN
                     SELECT @parent_key = [a_key], @parent_link = 1, @parent_deleted = deleted
                     FROM [tandem].[id_map]
                     WHERE entity = @r_parent AND [b_key] = @r_key;
+                    IF @parent_link = 0
+                        SET @parent_key = @r_hint;
                     -- A parent whose delete here is still on its way is deleted too: a row at
                     -- its key now is another record (keys given by values), which the child
-                    -- must not join. The parent's key in the outbox's form, by its entity.
-                    IF @parent_link = 1 AND @parent_deleted = 0 AND @parent_key IS NOT NULL AND @op <> 'D'
+                    -- must not join; the same for the source's hint (simulation's full
+                    -- workload, seed 73430). The parent's key in the outbox's form, by its
+                    -- entity.
+                    IF @parent_deleted = 0 AND @parent_key IS NOT NULL AND @op <> 'D'
                     BEGIN
                         SELECT @this_entity = @entity, @this_key = @key,
                                @entity = @r_parent, @key = @parent_key, @native = NULL;
@@ -263,8 +267,6 @@ BEGIN
                     END;
                     IF @parent_deleted = 1 AND @op <> 'D'
                         SET @parent_key = NULL;
-                    IF @parent_link = 0
-                        SET @parent_key = @r_hint;
                     IF @parent_key IS NULL
                         SELECT @refs_ok = 0, @missing_parent = @r_parent, @missing_key = @r_key,
                                @missing_gone = CASE WHEN @parent_deleted = 1 AND @op <> 'D' THEN 1 ELSE 0 END;

@@ -373,12 +373,14 @@ async fn parent_keys(
             if out.contains_key(&k) {
                 continue;
             }
+            // A hint (no link here yet) may name a key whose delete is pending here: the
+            // per-change path looks (`resolve_refs`); a delete finds its row through it.
             match &r.hint {
-                Some(h) => {
+                Some(h) if deletes => {
                     let v = h.values().into_iter().next().unwrap_or(Value::Null);
                     out.insert(k, v);
                 }
-                None => return Ok(None),
+                _ => return Ok(None),
             }
         }
     }
