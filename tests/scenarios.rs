@@ -54,6 +54,7 @@ scenarios!(
     a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins,
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins,
     a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_b_wins,
+    a_move_loses_to_a_change_of_its_record_under_its_old_key,
     a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone,
     a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
@@ -776,6 +777,60 @@ async fn a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone(
             s.side()
         );
     }
+}
+
+/// Items: A wins. A's user changes line 1 (held back) while B's user moves it to line 2. At A
+/// the move meets A's change under the record's old key: A's change wins, so the record stays
+/// line 1 at A, and A's change puts it back at B. SQL Server looked for conflicts under the
+/// new key only: there the move was applied over A's change, and the sides ended with
+/// different items (PostgreSQL since seed 12476; found porting seed 87994's rule).
+async fn a_move_loses_to_a_change_of_its_record_under_its_old_key(p: Pairing) {
+    let config = demo_config_with_policy("order_item", "a_wins");
+    let env = Env::demo_with(p, "move_old_key", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    a.exec(&format!(
+        "UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 7 WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
+    ))
+    .await;
+    hold_changes(a).await;
+    b.exec(&format!(
+        "UPDATE order_items SET line_no = 2 WHERE id = {item}"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.written, r.conflicts, r.failed),
+        (0, 1, 0),
+        "B's move loses to A's change at A: {r:?}"
+    );
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["1", "7"]]),
+        "the record stays line 1 at A"
+    );
+    release(a).await;
+    env.drain().await;
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[&item, "1", "7"]]),
+        "A's change puts it back at B"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 async fn a_move_onto_a_line_a_deleted_and_added_again_meets_it_when_a_wins(p: Pairing) {

@@ -70,6 +70,7 @@ DECLARE @skip TABLE (i int NOT NULL PRIMARY KEY, err_number int, err_message nva
 DECLARE @pending TABLE (seq bigint NOT NULL PRIMARY KEY, captured_at datetimeoffset(7), op char(1), image nvarchar(max), derived bit);
 DECLARE @ins TABLE (k nvarchar(max));
 DECLARE @moot TABLE (seq bigint NOT NULL);
+DECLARE @beaten TABLE (seq bigint NOT NULL PRIMARY KEY);
 
 DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
@@ -393,7 +394,91 @@ BEGIN
                 -- 4. A change of this record captured here and not yet applied at the other side
                 -- means it changed on both sides: the entity's policy settles it.
                 SET @resolution = 'N';
-                IF @here IS NOT NULL
+                DELETE FROM @beaten;
+                -- A move (a key given by values changed at the source): changes pending here of
+                -- the record under its old key conflict as much as under its new. Where this
+                -- side's win, the record stays under its old key and the move is not applied;
+                -- the changes it beats go only if it wins under its new key too (@beaten; as on
+                -- PostgreSQL, seed 12476).
+                IF @key_given = 1 AND @op <> 'D' AND @linked_live = 1 AND @known IS NOT NULL
+                   AND @given IS NOT NULL AND @known COLLATE Latin1_General_100_BIN2 <> @given
+                BEGIN
+                    SELECT @key = @known, @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                    DELETE FROM @pending;
+                    INSERT INTO @pending (seq, captured_at, op, image, derived)
+                    SELECT seq, captured_at, op, image, derived FROM [tandem].[outbox]
+                    WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
+                      AND suspended = 0
+                      AND seq > CASE WHEN @peer_hint IS NOT NULL
+                                      AND @peer_hint COLLATE Latin1_General_100_BIN2 <> @known
+                                     THEN 0 ELSE @peer_applied_seq END;
+                    SET @n = @@ROWCOUNT;
+                    IF @n > 0
+                    BEGIN
+                        SELECT TOP (1) @local_seq = seq, @local_at = captured_at, @local_op = op,
+                               @local_image = image
+                        FROM @pending ORDER BY seq DESC;
+                        SELECT @key = @known, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                        -- Changes of a row gone here without a captured delete decide nothing.
+                        IF @local_op <> 'D' AND @found = 0
+                        BEGIN
+                            DELETE o FROM [tandem].[outbox] AS o JOIN @pending AS p ON o.seq = p.seq;
+                            SET @n = 0;
+                        END;
+                    END;
+                    IF @n > 0
+                    BEGIN
+                        SET @winner = CASE
+                            WHEN @derived = 1 AND EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'A'
+                            WHEN @derived = 0 AND NOT EXISTS (SELECT 1 FROM @pending WHERE derived = 0) THEN 'B'
+                            WHEN @policy = 'a_wins' THEN 'A' WHEN @policy = 'b_wins' THEN 'B'
+                            WHEN @captured_at > @local_at THEN 'B'
+                            WHEN @captured_at < @local_at THEN 'A'
+                            ELSE 'A' END;
+                        INSERT INTO [tandem].[conflicts]
+                            (entity, incoming_side, incoming_key, local_key, policy, winner,
+                             incoming_op, incoming_image, local_op, local_image)
+                        VALUES (@entity, 'B', @source_key, @known, @policy, @winner,
+                                @op, @image, @local_op, @local_image);
+                        IF @winner = 'B'
+                            INSERT INTO @beaten (seq) SELECT seq FROM @pending;
+                        ELSE
+                        BEGIN
+                            -- The record stays under its old key; this side's changes travel
+                            -- (a delete of a record not linked here again, as a new change, as
+                            -- below).
+                            IF @local_op = 'D' AND (@link_found = 0 OR @deleted = 1 OR @own IS NULL
+                                                    OR @own COLLATE Latin1_General_100_BIN2 <> @known)
+                                INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, captured_at, derived)
+                                SELECT entity, op, [key], key_prefix, image, captured_at, derived
+                                FROM [tandem].[outbox] WHERE seq = @local_seq;
+                            UPDATE [tandem].[id_map] WITH (SERIALIZABLE)
+                            SET applied_seq = CASE WHEN applied_seq > @seq THEN applied_seq ELSE @seq END,
+                                [a_key] = COALESCE([a_key], @known), updated_at = SYSDATETIMEOFFSET()
+                            WHERE entity = @entity AND [b_key] = @source_key;
+                            IF @@ROWCOUNT = 0
+                                INSERT INTO [tandem].[id_map] (entity, [b_key], [a_key], applied_seq, deleted)
+                                VALUES (@entity, @source_key, @known, @seq, 0);
+                            INSERT INTO @out (i, how, target_key, conflict) VALUES (@i, 'C', @known, 1);
+                            SET @done = 1;
+                        END;
+                    END;
+                END;
+                IF @here IS NOT NULL AND @done = 0
                 BEGIN
                     SELECT @key = @here, @native = NULL;
                     IF @entity = N'order'
@@ -636,6 +721,16 @@ BEGIN
                         END;
                     END;
                 END;
+            END;
+
+            -- The changes a move beat under its old key go: it won under its new key too.
+            IF @done = 0 AND EXISTS (SELECT 1 FROM @beaten)
+            BEGIN
+                DELETE o FROM [tandem].[outbox] AS o JOIN @beaten AS b ON o.seq = b.seq;
+                SELECT @local_seq = MAX(seq) FROM @beaten;
+                IF @superseded IS NULL OR @local_seq > @superseded
+                    SET @superseded = @local_seq;
+                SET @resolution = 'I';
             END;
 
             IF @done = 0
