@@ -84,7 +84,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit, @old_found bit, @holds bit,
+        @moved bit, @replaced bit, @old_found bit, @holds bit, @held bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -118,7 +118,7 @@ BEGIN
             CONTINUE;
         END;
         SELECT @done = 0, @put = 0, @out_conflict = 0, @superseded = NULL, @here_native = NULL,
-               @out_moot = NULL;
+               @out_moot = NULL, @held = 0;
         SAVE TRANSACTION tandem_change;
         BEGIN TRY
             -- 1. Lock the record's link; the sequence guard.
@@ -382,6 +382,46 @@ BEGIN
                                    AND [key] = @native AND suspended = 0
                                  ORDER BY seq DESC) = 'I'
                             SET @v = NULL;
+                        -- A record moving onto a key held by a record that stays there
+                        -- whatever its peer's changes say does not wait for it to move. It
+                        -- stays where its changes pending here (its row here, the newest not a
+                        -- delete) beat a user's change captured at the source when this one
+                        -- was: then they beat any move of its peer away from the key, which the
+                        -- source made before this change took it. The move meets it as a
+                        -- conflict below, loses, and is put back under its old key at its side
+                        -- (@held; seed 87994, as on PostgreSQL).
+                        ELSE IF @linked_live = 1 AND @known IS NOT NULL
+                            AND @known COLLATE Latin1_General_100_BIN2 <> @given
+                        BEGIN
+                            SELECT @local_op = NULL, @local_at = NULL;
+                            SELECT TOP (1) @local_op = op, @local_at = captured_at
+                            FROM [tandem].[outbox]
+                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                              AND [key] = @native AND suspended = 0
+                            ORDER BY seq DESC;
+                            IF @local_op <> 'D'
+                                AND EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                              AND [key] = @native AND derived = 0 AND suspended = 0)
+                                AND ((@policy = 'a_wins' AND 'A' = N'A')
+                                     OR (@policy = 'b_wins' AND 'A' = N'B')
+                                     OR (@policy = 'newest_wins'
+                                         AND (@local_at > @captured_at
+                                              OR (@local_at = @captured_at AND 'A' = N'A'))))
+                            BEGIN
+                                SELECT @key = @given, @found = 0;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                                IF @found = 1
+                                    SELECT @held = 1, @v = NULL;
+                            END;
+                        END;
                     END;
                     IF @v IS NOT NULL
                     BEGIN
@@ -609,7 +649,9 @@ BEGIN
                                 FROM [tandem].[outbox] WHERE seq = @local_seq;
                             -- The losing change is settled: later copies of it are stale. A
                             -- link naming this key for another record is stale (as in 6.).
-                            IF @here IS NOT NULL
+                            -- Not where the record held by another one stays (@held): the
+                            -- move is put back below, and that record keeps its link.
+                            IF @here IS NOT NULL AND @held = 0
                             BEGIN
                                 DELETE FROM [tandem].[id_map]
                                 WHERE entity = @entity AND [a_key] = @here AND [b_key] IS NULL;
@@ -660,7 +702,7 @@ BEGIN
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
-                                    IF @found = 1 AND NOT EXISTS (
+                                    IF @found = 1 AND @held = 0 AND NOT EXISTS (
                                         SELECT 1 FROM [tandem].[outbox]
                                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
                                           AND [key] = @native AND suspended = 0
