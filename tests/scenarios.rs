@@ -823,29 +823,7 @@ async fn a_move_onto_a_line_changed_later_at_the_other_side_is_put_back_when_new
         (1, 2, 0),
         "both moves lose to A's newer change at once; line 3 is put back at B: {r:?}"
     );
-    assert_eq!(
-        b.rows(&format!(
-            "SELECT line_no FROM order_items WHERE id = {third}"
-        ))
-        .await,
-        table(&[&["3"]]),
-        "line 3 is put back at B"
-    );
-    release(a).await;
-    let r = env.drain().await;
-    assert_eq!(r.failed, 0, "A's change reaches B: {r:?}");
-
-    assert_eq!(
-        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
-            .await,
-        table(&[&["1", "7"], &["3", "3"]])
-    );
-    assert_eq!(
-        b.rows("SELECT id, line_no, quantity FROM order_items ORDER BY line_no")
-            .await,
-        table(&[&[&first, "1", "7"], &[&third, "3", "3"]])
-    );
-    two_live_item_links(&env, &number, (&first, &third)).await;
+    put_back_then_a_line_1_reaches_b(&env, &number, (&first, &third)).await;
 }
 
 /// Items: A wins. A's user changes line 1 (held back) while B's user moves it to line 2. At A
@@ -951,6 +929,13 @@ async fn a_move_onto_a_line_the_winning_side_keeps_is_put_back(p: Pairing) {
         (2, 0),
         "both moves lose to A's line 1 at once: {r:?}"
     );
+    put_back_then_a_line_1_reaches_b(&env, &number, (&first, &third)).await;
+}
+
+/// After both of B's moves lost at A: `third` is back on line 3 at B; A's held line 1 (quantity
+/// 7) then reaches B as `first`, and both sides hold lines 1 and 3, linked once each.
+async fn put_back_then_a_line_1_reaches_b(env: &Env, number: &str, (first, third): (&str, &str)) {
+    let (a, b) = (&env.a, &env.b);
     assert_eq!(
         b.rows(&format!(
             "SELECT line_no FROM order_items WHERE id = {third}"
@@ -961,7 +946,7 @@ async fn a_move_onto_a_line_the_winning_side_keeps_is_put_back(p: Pairing) {
     );
     release(a).await;
     let r = env.drain().await;
-    assert_eq!(r.failed, 0, "A's line 1 reaches B: {r:?}");
+    assert_eq!(r.failed, 0, "A's change reaches B: {r:?}");
 
     assert_eq!(
         a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
@@ -971,9 +956,9 @@ async fn a_move_onto_a_line_the_winning_side_keeps_is_put_back(p: Pairing) {
     assert_eq!(
         b.rows("SELECT id, line_no, quantity FROM order_items ORDER BY line_no")
             .await,
-        table(&[&[&first, "1", "7"], &[&third, "3", "3"]])
+        table(&[&[first, "1", "7"], &[third, "3", "3"]])
     );
-    two_live_item_links(&env, &number, (&first, &third)).await;
+    two_live_item_links(env, number, (first, third)).await;
 }
 
 /// The live item links of lines 1 and 3 of order `number` (A) to `first` and `third` (B), the
