@@ -57,6 +57,7 @@ scenarios!(
     a_move_onto_a_line_the_winning_side_keeps_is_put_back,
     a_move_onto_a_line_changed_later_at_the_other_side_is_put_back_when_newest_wins,
     a_move_loses_to_a_change_of_its_record_under_its_old_key,
+    a_line_refused_by_a_line_still_on_its_way_back_waits_for_it_instead_of_being_suspended,
     a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone,
     a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
@@ -1081,6 +1082,81 @@ async fn a_line_added_at_both_sides_at_once_is_one_record_at_once_when_a_wins(p:
 
 async fn a_line_added_at_both_sides_at_once_is_one_record_at_once_when_b_wins(p: Pairing) {
     line_added_at_both_sides_at_once(p, "b_wins").await;
+}
+
+/// Users at A and B add line 3 of one order at about the same time, but B's user first added
+/// it as line 2 and then changed it to line 3 (so it is not a plain new record under the key:
+/// it does not take A's line at once). B's changes are held back (B to A down), and a change
+/// is suspended at its first failure (`max_attempts = 1`; a retry waits an hour, so it comes
+/// only when the test says). At B, A's line is refused by the
+/// unique key (order, line), held by B's line, whose changes are still on their way to A: it
+/// waits for them instead of being suspended. Once B's line reaches A it lands on A's line
+/// (A wins: A's values stay), linked; then A's line reaches B as a change of that record.
+/// Before, A's line was suspended there for an operator, though the clash settled itself a
+/// moment later (found by the simulation's full workload, without key changes at A).
+async fn a_line_refused_by_a_line_still_on_its_way_back_waits_for_it_instead_of_being_suspended(
+    p: Pairing,
+) {
+    let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"))
+        .replace("[sync]\n", "[sync]\nmax_attempts = 1\n");
+    let env = Env::demo_with(p, "held_waits", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 2, 5)"
+    ))
+    .await;
+    b.exec("UPDATE order_items SET line_no = 3").await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    hold_changes(b).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 2)"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(
+        (r.failed, r.suspended),
+        (1, 0),
+        "A's line waits for B's: {r:?}"
+    );
+    let waiting = a
+        .rows("SELECT last_error, CASE WHEN suspended = '1' THEN 'yes' ELSE 'no' END FROM tandem.outbox")
+        .await;
+    assert_eq!(waiting.len(), 1, "{waiting:?}");
+    assert!(
+        waiting[0][0].contains("order_item")
+            && waiting[0][0].contains(&format!("the record [{item}] holding these values"))
+            && waiting[0][0].contains("waits for them")
+            && waiting[0][1] == "no",
+        "{waiting:?}"
+    );
+    release(b).await;
+    env.drain().await;
+    release(a).await;
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["3", "2"]]),
+        "one line at A, A's values"
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), "3", "2"]]),
+        "one line at B, B's record with A's values"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},3]"),
+        &format!("[{item}]"),
+    )
+    .await;
+    for s in [a, b] {
+        assert_eq!(s.count("SELECT count(*) FROM tandem.outbox").await, 0);
+    }
 }
 
 /// Users at A and B add line 3 of one order at about the same time (A's key is given by these

@@ -106,6 +106,21 @@ pub enum ApplyError {
         /// gave one.
         code: Option<String>,
     },
+    /// The target refused the row by a unique key whose values another record holds there,
+    /// one with changes of its own still on their way to the source (pending or suspended in
+    /// the target's outbox). Those changes decide the clash at the source (the two records
+    /// meet there under one key, or the holder moves away), so the change waits for them as
+    /// a child waits for its parent, instead of being suspended first.
+    #[error(
+        "{context}: {message}; the record {holder} holding these values at the target has \
+         changes still on their way to the source, and this change waits for them"
+    )]
+    KeyHeld {
+        context: String,
+        message: String,
+        /// The holder's key at the target.
+        holder: String,
+    },
     /// A referenced parent has no live link at the target: not linked yet, or deleted.
     #[error("{}", waiting_text(context, parent, key, *state))]
     WaitingForParent {
@@ -172,7 +187,7 @@ impl ApplyError {
     /// The error's kind, for the retry policy.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            ApplyError::Rejected { .. } => ErrorKind::RowRejected,
+            ApplyError::Rejected { .. } | ApplyError::KeyHeld { .. } => ErrorKind::RowRejected,
             ApplyError::WaitingForParent { .. } => ErrorKind::WaitingForParent,
             ApplyError::Mapping(_) | ApplyError::Decode { .. } => ErrorKind::Undecodable,
         }

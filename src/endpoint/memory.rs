@@ -1122,10 +1122,12 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                     Err(r) if !key_given => {
                         match lands_on_new_local(db, c, Some(&k), &obj, superseded, now) {
                             Some(out) => return Ok(out),
-                            None => return Err(refused(db, c, r)),
+                            None => return Err(refused(db, c, r, &obj, Some(&k))),
                         }
                     }
-                    other => other.map_err(|r| refused(db, c, r))?.unwrap_or(false),
+                    other => other
+                        .map_err(|r| refused(db, c, r, &obj, Some(&k)))?
+                        .unwrap_or(false),
                 };
                 (
                     k,
@@ -1145,9 +1147,10 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                     let id = db.next_id(&c.entity);
                     obj.extend(Key::from_values(&[Value::from(id)]).to_object(&ts.key));
                 }
-                let k = db
-                    .insert(&c.entity, obj, now)
-                    .map_err(|r| refused(db, c, r))?;
+                let k = match db.insert(&c.entity, obj.clone(), now) {
+                    Ok(k) => k,
+                    Err(r) => return Err(refused(db, c, r, &obj, None)),
+                };
                 (k, Done::Written)
             }
         }
@@ -1165,9 +1168,9 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 // key (simulation, full workload, seed 1739).
                 Err(r) if !key_given => {
                     return lands_on_new_local(db, c, None, &obj, superseded, now)
-                        .ok_or_else(|| refused(db, c, r));
+                        .ok_or_else(|| refused(db, c, r, &obj, None));
                 }
-                Err(r) => return Err(refused(db, c, r)),
+                Err(r) => return Err(refused(db, c, r, &obj, None)),
             }
         }
     };
@@ -1259,7 +1262,7 @@ fn lands_on_new_local(
 
 /// A write the database refused. After a foreign key: a parent linked here whose row is gone
 /// makes the change wait (`parent_gone` in `postgres/apply.rs`); anything else rejects it.
-fn refused(db: &MemDb, c: &TargetChange, r: Refused) -> ApplyError {
+fn refused(db: &MemDb, c: &TargetChange, r: Refused, row: &Image, own: Option<&Key>) -> ApplyError {
     if r.0.starts_with("foreign key:") && !r.0.contains("still has children") {
         for rf in &c.refs {
             let own = match db
@@ -1277,6 +1280,32 @@ fn refused(db: &MemDb, c: &TargetChange, r: Refused) -> ApplyError {
                     state: ParentState::DeletedAtTarget,
                 };
             }
+        }
+    }
+    // A unique key whose holder here still has changes on their way to the source: they
+    // decide the clash there, so the change waits for them (`ApplyError::KeyHeld`).
+    if r.0.starts_with("unique constraint") {
+        let cols = db.unique.get(&c.entity).cloned().unwrap_or_default();
+        let values: Vec<Option<&Value>> = cols.iter().map(|col| row.get(col)).collect();
+        let holder = db.rows.get(&c.entity).and_then(|t| {
+            t.iter()
+                .find(|(k, r)| {
+                    Some(*k) != own
+                        && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
+                })
+                .map(|(k, _)| k.clone())
+        });
+        let coming = holder.as_ref().filter(|h| {
+            db.outbox
+                .values()
+                .any(|o| o.entity == c.entity && o.key == **h && !o.suspended)
+        });
+        if let Some(h) = coming {
+            return ApplyError::KeyHeld {
+                context: context(db.side, c),
+                message: r.0,
+                holder: h.to_string(),
+            };
         }
     }
     ApplyError::Rejected {

@@ -754,20 +754,22 @@ pub async fn finish(
         // A child whose parent is still on its way (pending, or suspended for an operator),
         // or whose parent's delete at the target is still on its way here, waits for it
         // however long that takes, instead of being suspended itself.
-        let parent_coming = match &error {
+        // Likewise a change refused by a unique key whose holder at the target still has
+        // changes on their way here: they decide the clash (`ApplyError::KeyHeld`).
+        let coming = match &error {
             ApplyError::WaitingForParent { parent, key, .. } => {
                 waiting.contains(&(parent.clone(), key.clone()))
             }
+            ApplyError::KeyHeld { .. } => true,
             _ => false,
         };
-        let (suspend, retry_in_ms) =
-            match policy.on_change_error(error.kind(), attempt, parent_coming) {
-                Decision::RetryChange { delay } | Decision::RetryBatch { delay } => {
-                    (false, u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
-                }
-                // The retry time of a suspended change is never used: resubmitting resets it.
-                Decision::Suspend | Decision::Stop => (true, 0),
-            };
+        let (suspend, retry_in_ms) = match policy.on_change_error(error.kind(), attempt, coming) {
+            Decision::RetryChange { delay } | Decision::RetryBatch { delay } => {
+                (false, u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+            }
+            // The retry time of a suspended change is never used: resubmitting resets it.
+            Decision::Suspend | Decision::Stop => (true, 0),
+        };
         if suspend {
             report.suspended += 1;
         } else {

@@ -12,7 +12,7 @@
 //! | `backfill` | transient batch error | retry the batch after backoff(failures, `retry_min_ms`, 5 s), at most 30 retries |
 //! | `run --once`, `backfill` | any other batch error | stop: the command fails (exit code 2) |
 //! | `verify`, `check`, `status`, `install`, … | any error | stop: no retry; these run once, for an operator who runs them again |
-//! | one change (every job) | rejected, undecodable, waiting for a parent | retry the change after backoff(attempts, `retry_min_ms`, `retry_max_ms`); suspend it at `max_attempts`, except a child whose parent is on its way, which waits |
+//! | one change (every job) | rejected, undecodable, waiting for a parent | retry the change after backoff(attempts, `retry_min_ms`, `retry_max_ms`); suspend it at `max_attempts`, except a child whose parent is on its way, or a change refused by a unique key whose holder's own changes are on their way, which waits |
 //!
 //! A batch error (the whole batch rolled back) never counts against a change's attempts: no
 //! change is suspended for a problem it did not cause.
@@ -98,18 +98,14 @@ impl Policy {
     }
 
     /// One change failed with `kind` (the rest of its batch was applied) after `attempts`
-    /// earlier attempts. `parent_coming`: it waits for a parent that is still on its way
-    /// (pending or suspended at the source, or being backfilled), so it waits however long
-    /// that takes instead of being suspended itself.
-    pub fn on_change_error(
-        &self,
-        _kind: ErrorKind,
-        attempts: u32,
-        parent_coming: bool,
-    ) -> Decision {
+    /// earlier attempts. `coming`: it waits for a parent that is still on its way (pending or
+    /// suspended at the source, or being backfilled), or for the changes of the record holding
+    /// its unique key at the target (`ApplyError::KeyHeld`), so it waits however long that
+    /// takes instead of being suspended itself.
+    pub fn on_change_error(&self, _kind: ErrorKind, attempts: u32, coming: bool) -> Decision {
         // Every kind of change error is treated alike today: the row, its mapping or its
         // parent may be fixed while it waits, and suspension hands it to an operator.
-        if attempts + 1 >= self.max_attempts && !parent_coming {
+        if attempts + 1 >= self.max_attempts && !coming {
             Decision::Suspend
         } else {
             Decision::RetryChange {

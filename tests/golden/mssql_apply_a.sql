@@ -1125,8 +1125,37 @@ BEGIN
                                 SELECT @missing_parent = @r_parent, @missing_key = @r_key;
                         END;
                     END;
+                    -- A unique key refused the row: where another record here holds the
+                    -- incoming values of the other side's key (a natural unique key here) and
+                    -- still has changes pending here, those changes decide the clash at the
+                    -- source (the two records meet there under one key, or the holder moves
+                    -- away), so the change waits for them instead of being suspended first
+                    -- (H; as held_by_coming on PostgreSQL).
+                    SET @holder = NULL;
+                    IF @err IN (2627, 2601) AND @op <> 'D' AND @missing_parent IS NULL
+                    BEGIN
+                        SET @key = @known;
+                            SET NOCOUNT ON; -- (no entity)
+                        IF @holder IS NOT NULL
+                        BEGIN
+                            SELECT @key = @holder, @native = NULL;
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                            IF NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                             AND [key] = @native AND suspended = 0)
+                                SET @holder = NULL;
+                        END;
+                    END;
                     IF @missing_parent IS NOT NULL
                         INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
+                    ELSE IF @holder IS NOT NULL
+                        INSERT INTO @out (i, fail, err_number, err_message, parent_key)
+                        VALUES (@i, 'H', @err, @msg, @holder);
                     ELSE
                         INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
                 END

@@ -1304,8 +1304,32 @@ GO
 --                                 SELECT @missing_parent = @r_parent, @missing_key = @r_key;
 --                         END;
 --                     END;
+--                     -- A unique key refused the row: where another record here holds the
+--                     -- incoming values of the other side's key (a natural unique key here) and
+--                     -- still has changes pending here, those changes decide the clash at the
+--                     -- source (the two records meet there under one key, or the holder moves
+--                     -- away), so the change waits for them instead of being suspended first
+--                     -- (H; as held_by_coming on PostgreSQL).
+--                     SET @holder = NULL;
+--                     IF @err IN (2627, 2601) AND @op <> 'D' AND @missing_parent IS NULL
+--                     BEGIN
+--                         SET @key = @known;
+-- {{newcomer_holder_blocks}}
+--                         IF @holder IS NOT NULL
+--                         BEGIN
+--                             SELECT @key = @holder, @native = NULL;
+-- {{native_key_blocks}}
+--                             IF NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                              AND [key] = @native AND suspended = 0)
+--                                 SET @holder = NULL;
+--                         END;
+--                     END;
 --                     IF @missing_parent IS NOT NULL
 --                         INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
+--                     ELSE IF @holder IS NOT NULL
+--                         INSERT INTO @out (i, fail, err_number, err_message, parent_key)
+--                         VALUES (@i, 'H', @err, @msg, @holder);
 --                     ELSE
 --                         INSERT INTO @out (i, fail, err_number, err_message) VALUES (@i, 'R', @err, @msg);
 --                 END

@@ -227,6 +227,14 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
             {
                 message = format!("column {col}: {message}");
             }
+            // H: a unique key whose holder here still has changes on their way.
+            if row.fail.as_deref() == Some("H") {
+                return Outcome::Failed(ApplyError::KeyHeld {
+                    context,
+                    message,
+                    holder: row.parent_key.clone().unwrap_or_default(),
+                });
+            }
             Outcome::Failed(ApplyError::Rejected {
                 context,
                 message,

@@ -258,6 +258,16 @@ async fn apply_carefully(
                         }
                     }
                 }
+                if is_unique_violation(&e) {
+                    match held_by_coming(ep, &tx, stmts, change).await {
+                        Ok(None) | Err(Stop::Apply(_) | Stop::AfterWrite(_)) => {}
+                        Ok(Some(held)) => {
+                            outcomes.push(Outcome::Failed(held(rejected(ep, change, &e, None))));
+                            continue;
+                        }
+                        Err(Stop::Db(e2)) => return Err(err(e2)),
+                    }
+                }
                 let column = match guilty_column(ep, &mut tx, change, &e).await {
                     Ok(c) => c,
                     Err(e2) => return Err(err(e2)),
@@ -1332,6 +1342,75 @@ async fn parent_gone(
         }
     }
     Ok(None)
+}
+
+/// 23505: a unique key (or the primary key) already holds these values.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error()
+        .is_some_and(|db| db.code().code() == "23505")
+}
+
+/// After a unique key refused a change: where another row here holds the incoming values of
+/// the other side's key (a natural unique key here) and that record still has changes pending
+/// here, on their way to the source, those changes decide the clash there (the two records
+/// meet under one key at the source and are linked, or the holder moves away), so the change
+/// waits for them instead of being suspended first (`ApplyError::KeyHeld`; found by the
+/// simulation's full workload: an insert from the source was suspended by the unique key
+/// while the other direction was held up, and the record holding the values landed on it at
+/// the source a moment later). Returns how to turn the rejection into that wait.
+async fn held_by_coming(
+    ep: &PgEndpoint,
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    c: &TargetChange,
+) -> Result<Option<impl FnOnce(ApplyError) -> ApplyError>, Stop> {
+    let Some(es) = ep.sql.entities.get(&c.entity) else {
+        return Ok(None);
+    };
+    let Some(holder_sql) = &es.natural_holder else {
+        return Ok(None);
+    };
+    if c.op == Op::Delete {
+        return Ok(None);
+    }
+    let mut row = c.row.clone();
+    resolve_refs(ep, tx, stmts, c, &mut row).await?;
+    // The record's own row (its link's key here) is not the holder.
+    let link_st = st(tx, stmts, &ep.sql.common.link_by_peer).await?;
+    if let Some(l) = tx
+        .query_opt(&link_st, &[&c.entity, &c.source_key.as_str()])
+        .await?
+    {
+        if let Some(own) = parse_key(cell(&l, 1, "own key")?) {
+            row.extend(own.to_object(&es.key));
+        }
+    }
+    let q = st(tx, stmts, holder_sql).await?;
+    let holder = match tx.query_opt(&q, &[&json(&row)]).await? {
+        Some(r) => parse_key(cell(&r, 0, "row")?),
+        None => None,
+    };
+    let Some(holder) = holder else {
+        return Ok(None);
+    };
+    let pending = st(tx, stmts, &ep.sql.common.local_pending).await?;
+    if tx
+        .query(&pending, &[&c.entity, &holder.as_str(), &0i64])
+        .await?
+        .is_empty()
+    {
+        return Ok(None);
+    }
+    Ok(Some(move |e: ApplyError| match e {
+        ApplyError::Rejected {
+            context, message, ..
+        } => ApplyError::KeyHeld {
+            context,
+            message,
+            holder: holder.to_string(),
+        },
+        other => other,
+    }))
 }
 
 async fn put_link(
