@@ -58,6 +58,7 @@ scenarios!(
     a_move_onto_a_line_changed_later_at_the_other_side_is_put_back_when_newest_wins,
     a_move_loses_to_a_change_of_its_record_under_its_old_key,
     a_line_refused_by_a_line_still_on_its_way_back_waits_for_it_instead_of_being_suspended,
+    a_child_whose_parent_is_not_at_its_side_either_is_suspended_as_an_orphan_not_for_a_backfill,
     a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone,
     a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
@@ -2337,6 +2338,46 @@ async fn a_child_never_joins_a_new_record_under_the_number_its_parent_hint_names
         error.contains("was deleted at the target"),
         "the message says the parent was deleted: {error}"
     );
+}
+
+/// A has no foreign key from items to orders, and A's user adds an item to an order that is
+/// not at A (never created there, or deleted and its number given to nothing tandem knows).
+/// At B it waits for a parent that is not linked; at A the parent has no row either, so the
+/// change is suspended (`max_attempts = 1`) with an error that says the item stays at A
+/// without its order, and what to do: not the advice to backfill the order, which would have
+/// nothing to copy (the simulation's full workload, seed 53039 and 10 more: the order's
+/// tombstone at the source had been taken over by a new record under its reused number). The
+/// operator deletes the item at A, which settles it at both sides.
+async fn a_child_whose_parent_is_not_at_its_side_either_is_suspended_as_an_orphan_not_for_a_backfill(
+    p: Pairing,
+) {
+    let config =
+        retries_wait_an_hour(DEMO_CONFIG).replace("[sync]\n", "[sync]\nmax_attempts = 1\n");
+    let env = Env::demo_with(p, "orphan_at_a", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    drop_item_fk(a).await;
+    a.exec("INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES (999, 1, 5)")
+        .await;
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 1), "{r:?}");
+    let err = a.rows("SELECT last_error FROM tandem.outbox").await;
+    assert_eq!(err.len(), 1, "{err:?}");
+    assert!(
+        err[0][0].contains(
+            "its parent order [999] is not at the source (deleted there, or never created"
+        ) && err[0][0].contains("delete the record at the source or create the parent again")
+            && !err[0][0].contains("backfill"),
+        "{err:?}"
+    );
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
+
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let r = env.drain().await;
+    assert_eq!((r.failed, r.suspended), (0, 0), "{r:?}");
+    for s in [a, b] {
+        assert_eq!(s.count("SELECT count(*) FROM tandem.outbox").await, 0);
+    }
+    assert_eq!(b.count("SELECT count(*) FROM order_items").await, 0);
 }
 
 /// Drops A's foreign key from items to orders (A's application keeps items without their

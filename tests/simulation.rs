@@ -99,18 +99,21 @@ const FOUND: [u64; 9] = [
 /// Seeds of the full workload that found a bug (each fixed): `cargo test` replays them too
 /// (`full_workload_seeds_that_found_a_bug_pass`), while the full workload as a whole still
 /// fails some seeds (README: race table, open row).
-const FOUND_FULL: [u64; 76] = [
+const FOUND_FULL: [u64; 80] = [
     7, 44, 62, 118, 342, 363, 471, 760, 786, 846, 867, 1_044, 1_219, 1_365, 1_381, 1_394, 1_739,
     2_131, 2_673, 3_053, 3_736, 3_877, 4_828, 5_236, 5_374, 5_930, 6_069, 7_804, 8_567, 8_748,
     9_411, 9_670, 9_816, 11_171, 11_384, 11_775, 11_896, 12_476, 12_653, 13_671, 13_709, 14_677,
     15_346, 16_032, 18_559, 19_515, 19_521, 21_068, 23_829, 35_062, 35_169, 36_158, 37_896, 38_559,
-    38_572, 40_964, 44_713, 46_368, 48_615, 49_094, 49_644, 50_143, 51_379, 51_466, 52_434, 63_427,
-    73_430, 78_373, 87_994, 104_090, 104_588, 107_996, 108_101, 109_545, 110_174, 110_280,
+    38_572, 40_964, 44_713, 46_368, 48_615, 49_094, 49_644, 50_143, 51_379, 51_466, 52_434, 53_039,
+    54_448, 57_232, 63_427, 71_633, 73_430, 78_373, 87_994, 104_090, 104_588, 107_996, 108_101,
+    109_545, 110_174, 110_280,
 ];
 
 /// Seeds of the full workload without key changes at A that found a bug (each fixed):
 /// replayed by `full_workload_with_fixed_keys_seeds_that_found_a_bug_pass`.
-const FOUND_FIXED_KEYS: [u64; 4] = [20_745, 47_018, 60_922, 97_642];
+const FOUND_FIXED_KEYS: [u64; 10] = [
+    20_745, 27_090, 33_719, 47_018, 57_341, 60_922, 86_612, 97_642, 105_392, 115_253,
+];
 
 fn knobs() -> Knobs {
     let steps = env_num("SIM_STEPS").unwrap_or(60) as usize;
@@ -441,7 +444,7 @@ fn orphans(w: &World) -> Vec<(Side, String, Key)> {
         for o in db.outbox.values() {
             let gone_parent = o.last_error.as_deref().is_some_and(|e| {
                 e.contains("was deleted at the target")
-                    || e.contains("was deleted (the record stays at the source")
+                    || e.contains("is not at the source (deleted there, or never created")
             });
             if !o.suspended || !gone_parent || db.fk.get(&o.entity) != Some(&Fk::None) {
                 continue;

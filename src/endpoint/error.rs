@@ -146,8 +146,8 @@ pub enum ParentState {
     /// Deleted at the target (its link is a tombstone there); the delete may still be on its
     /// way to the source.
     DeletedAtTarget,
-    /// Not linked at the target, and deleted at the source (its link there is a tombstone):
-    /// nothing is on its way, the child stays at the source without its parent.
+    /// Not linked at the target, and gone at the source (its link there is a tombstone, or it
+    /// has no row there): nothing is on its way, the child stays at the source without it.
     DeletedAtSource,
 }
 
@@ -172,9 +172,10 @@ fn waiting_text(context: &str, parent: &str, key: &str, state: ParentState) -> S
              `tandem suspended resubmit`"
         ),
         ParentState::DeletedAtSource => format!(
-            "{context}: its parent {parent} {key} was deleted (the record stays at the source \
-             without it, as nothing there enforces the reference); delete the record at the \
-             source or create the parent again, then run `tandem suspended resubmit`"
+            "{context}: its parent {parent} {key} is not at the source (deleted there, or never \
+             created: the record stays at the source without it, as nothing there enforces the \
+             reference); delete the record at the source or create the parent again, then run \
+             `tandem suspended resubmit`"
         ),
         ParentState::NotLinked => format!(
             "{context}: waiting for parent {parent} {key}, which is not linked at the target yet; \

@@ -1576,6 +1576,22 @@ impl Source for MemEndpoint {
         self.leave(lost, out)
     }
 
+    async fn rows_present(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashSet<Key>, EndpointError> {
+        let lost = self.enter(Call::Claim)?;
+        let db = lock(&self.db);
+        let out = keys
+            .iter()
+            .filter(|k| db.row(entity, k).is_some())
+            .cloned()
+            .collect();
+        drop(db);
+        self.leave(lost, out)
+    }
+
     async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
         let lost = self.enter(Call::Claim)?;
         let db = lock(&self.db);

@@ -48,6 +48,10 @@ pub trait Source: Send + Sync {
     /// Which of these records of `entity` (this side's keys) still have changes in this
     /// side's outbox, pending or suspended (a child waits while its parent is on its way).
     async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError>;
+    /// Which of these records of `entity` (this side's keys) have a row here: a child whose
+    /// parent has none stays here without it (nothing here enforces the reference).
+    async fn rows_present(&self, entity: &str, keys: &[Key])
+        -> Result<HashSet<Key>, EndpointError>;
     /// Stores id pairs, removes done outbox rows and records failures, in one transaction.
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError>;
 }

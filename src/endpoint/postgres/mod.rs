@@ -152,6 +152,20 @@ impl Source for PgEndpoint {
         Ok(out)
     }
 
+    async fn rows_present(
+        &self,
+        entity: &str,
+        keys: &[Key],
+    ) -> Result<HashSet<Key>, EndpointError> {
+        if keys.is_empty() {
+            return Ok(HashSet::new());
+        }
+        Ok(Bulk::fetch_images(self, entity, keys)
+            .await?
+            .into_keys()
+            .collect())
+    }
+
     async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
         let mut out = HashSet::new();
         if keys.is_empty() {
