@@ -829,6 +829,33 @@ async fn parents_deleted_at_source(
     Ok(())
 }
 
+/// The parents the failures wait for (in `state`, or in any), by entity: each entity's keys
+/// sorted, once each.
+fn parents_waited_for(
+    failures: &[Failed],
+    state: Option<ParentState>,
+) -> BTreeMap<String, Vec<Key>> {
+    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
+    for f in failures {
+        if let ApplyError::WaitingForParent {
+            parent,
+            key,
+            state: s,
+            ..
+        } = &f.error
+        {
+            if let (Ok(k), true) = (Key::parse(key), state.is_none_or(|st| st == *s)) {
+                asked.entry(parent.clone()).or_default().push(k);
+            }
+        }
+    }
+    for keys in asked.values_mut() {
+        keys.sort();
+        keys.dedup();
+    }
+    asked
+}
+
 /// The parents (entity, key) of failures waiting for a parent not linked at the target that
 /// have no row at the source either: the child stays at the source without its parent, as
 /// nothing there enforces the reference, whatever the source's id map still knows of it (a
@@ -839,24 +866,8 @@ async fn parents_without_row_at_source(
     from: &dyn Endpoint,
     failures: &[Failed],
 ) -> Result<HashSet<(String, String)>, EndpointError> {
-    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    for f in failures {
-        if let ApplyError::WaitingForParent {
-            parent,
-            key,
-            state: ParentState::NotLinked,
-            ..
-        } = &f.error
-        {
-            if let Ok(k) = Key::parse(key) {
-                asked.entry(parent.clone()).or_default().push(k);
-            }
-        }
-    }
     let mut out = HashSet::new();
-    for (parent, mut keys) in asked {
-        keys.sort();
-        keys.dedup();
+    for (parent, keys) in parents_waited_for(failures, Some(ParentState::NotLinked)) {
         let present = from.rows_present(&parent, &keys).await?;
         out.extend(
             keys.iter()
@@ -875,24 +886,8 @@ async fn parents_linked_so(
     state: ParentState,
     deleted: bool,
 ) -> Result<HashSet<(String, String)>, EndpointError> {
-    let mut asked: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    for f in failures {
-        if let ApplyError::WaitingForParent {
-            parent,
-            key,
-            state: s,
-            ..
-        } = &f.error
-        {
-            if let (Ok(k), true) = (Key::parse(key), *s == state) {
-                asked.entry(parent.clone()).or_default().push(k);
-            }
-        }
-    }
     let mut out = HashSet::new();
-    for (parent, mut keys) in asked {
-        keys.sort();
-        keys.dedup();
+    for (parent, keys) in parents_waited_for(failures, Some(state)) {
         for (k, link) in from.links(&parent, &keys).await? {
             if link.deleted == deleted {
                 out.insert((parent.clone(), k.to_string()));
@@ -910,18 +905,8 @@ async fn parents_in_flight(
     from: &dyn Endpoint,
     failures: &[Failed],
 ) -> Result<HashSet<(String, String)>, EndpointError> {
-    let mut wanted: BTreeMap<String, Vec<Key>> = BTreeMap::new();
-    for f in failures {
-        if let ApplyError::WaitingForParent { parent, key, .. } = &f.error {
-            if let Ok(k) = Key::parse(key) {
-                wanted.entry(parent.clone()).or_default().push(k);
-            }
-        }
-    }
     let mut out = parents_linked_so(from, failures, ParentState::DeletedAtTarget, false).await?;
-    for (parent, mut keys) in wanted {
-        keys.sort();
-        keys.dedup();
+    for (parent, keys) in parents_waited_for(failures, None) {
         // A backfill of the parent entity under way will bring the parent.
         let backfilling = match from.bulk() {
             Some(b) => b

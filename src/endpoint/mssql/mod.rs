@@ -300,13 +300,7 @@ impl Source for MsEndpoint {
         entity: &str,
         keys: &[Key],
     ) -> Result<HashSet<Key>, EndpointError> {
-        if keys.is_empty() {
-            return Ok(HashSet::new());
-        }
-        Ok(Bulk::fetch_images(self, entity, keys)
-            .await?
-            .into_keys()
-            .collect())
+        crate::endpoint::rows_present_by_fetch(self, entity, keys).await
     }
 
     async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
