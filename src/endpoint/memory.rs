@@ -1208,14 +1208,7 @@ fn lands_on_new_local(
             return None;
         }
     }
-    let values: Vec<Option<&Value>> = cols.iter().map(|col| obj.get(col)).collect();
-    let holder = db.rows.get(&c.entity).and_then(|t| {
-        t.iter()
-            .find(|(k, r)| {
-                Some(*k) != old && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
-            })
-            .map(|(k, _)| k.clone())
-    })?;
+    let holder = natural_holder(db, &c.entity, &cols, obj, old)?;
     let linked = db
         .by_own(&c.entity, &holder)
         .is_some_and(|i| !db.id_map[i].deleted && db.id_map[i].peer.is_some());
@@ -1260,8 +1253,30 @@ fn lands_on_new_local(
     }
 }
 
+/// The row here, other than `except`, holding `obj`'s values of the natural unique key `cols`
+/// (`natural_holder` in `sql/postgres/statements.sql`).
+fn natural_holder(
+    db: &MemDb,
+    entity: &str,
+    cols: &[String],
+    obj: &Image,
+    except: Option<&Key>,
+) -> Option<Key> {
+    let values: Vec<Option<&Value>> = cols.iter().map(|col| obj.get(col)).collect();
+    db.rows.get(entity).and_then(|t| {
+        t.iter()
+            .find(|(k, r)| {
+                Some(*k) != except
+                    && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
+            })
+            .map(|(k, _)| k.clone())
+    })
+}
+
 /// A write the database refused. After a foreign key: a parent linked here whose row is gone
-/// makes the change wait (`parent_gone` in `postgres/apply.rs`); anything else rejects it.
+/// makes the change wait (`parent_gone` in `postgres/apply.rs`); after the natural unique key,
+/// a holder with changes on their way makes it wait too (`held_by_coming`); anything else
+/// rejects it.
 fn refused(db: &MemDb, c: &TargetChange, r: Refused, row: &Image, own: Option<&Key>) -> ApplyError {
     if r.0.starts_with("foreign key:") && !r.0.contains("still has children") {
         for rf in &c.refs {
@@ -1286,15 +1301,7 @@ fn refused(db: &MemDb, c: &TargetChange, r: Refused, row: &Image, own: Option<&K
     // decide the clash there, so the change waits for them (`ApplyError::KeyHeld`).
     if r.0.starts_with("unique constraint") {
         let cols = db.unique.get(&c.entity).cloned().unwrap_or_default();
-        let values: Vec<Option<&Value>> = cols.iter().map(|col| row.get(col)).collect();
-        let holder = db.rows.get(&c.entity).and_then(|t| {
-            t.iter()
-                .find(|(k, r)| {
-                    Some(*k) != own
-                        && cols.iter().map(|col| r.get(col)).collect::<Vec<_>>() == values
-                })
-                .map(|(k, _)| k.clone())
-        });
+        let holder = natural_holder(db, &c.entity, &cols, row, own);
         let coming = holder.as_ref().filter(|h| {
             db.outbox
                 .values()
