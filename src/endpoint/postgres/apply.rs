@@ -244,7 +244,7 @@ async fn apply_carefully(
             Err(Stop::Db(e)) if !caused_by_row(&e) => return Err(err(e)),
             Err(Stop::Db(e)) => {
                 sp.rollback().await.map_err(err)?;
-                if is_foreign_key_violation(&e) {
+                if has_sqlstate(&e, FOREIGN_KEY_VIOLATION) {
                     match parent_gone(ep, &tx, stmts, change).await {
                         Ok(None) => {}
                         Ok(Some(waiting)) => {
@@ -258,11 +258,15 @@ async fn apply_carefully(
                         }
                     }
                 }
-                if is_unique_violation(&e) {
+                if has_sqlstate(&e, UNIQUE_VIOLATION) {
                     match held_by_coming(ep, &tx, stmts, change).await {
                         Ok(None) | Err(Stop::Apply(_) | Stop::AfterWrite(_)) => {}
-                        Ok(Some(held)) => {
-                            outcomes.push(Outcome::Failed(held(rejected(ep, change, &e, None))));
+                        Ok(Some(holder)) => {
+                            outcomes.push(Outcome::Failed(ApplyError::KeyHeld {
+                                context: context(ep, change),
+                                message: describe(&e),
+                                holder: holder.to_string(),
+                            }));
                             continue;
                         }
                         Err(Stop::Db(e2)) => return Err(err(e2)),
@@ -1295,10 +1299,14 @@ async fn resolve_refs(
     Ok(())
 }
 
-/// 23503: the row refers to a row that does not exist (or still has children).
-fn is_foreign_key_violation(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code().code() == "23503")
+/// The row refers to a row that does not exist (or still has children).
+const FOREIGN_KEY_VIOLATION: &str = "23503";
+/// A unique key (or the primary key) already holds these values.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Whether the database refused the statement with this SQLSTATE.
+fn has_sqlstate(e: &tokio_postgres::Error, code: &str) -> bool {
+    e.as_db_error().is_some_and(|db| db.code().code() == code)
 }
 
 /// After a foreign key refused a change: a parent that is linked here but whose row is gone
@@ -1344,12 +1352,6 @@ async fn parent_gone(
     Ok(None)
 }
 
-/// 23505: a unique key (or the primary key) already holds these values.
-fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.as_db_error()
-        .is_some_and(|db| db.code().code() == "23505")
-}
-
 /// After a unique key refused a change: where another row here holds the incoming values of
 /// the other side's key (a natural unique key here) and that record still has changes pending
 /// here, on their way to the source, those changes decide the clash there (the two records
@@ -1357,13 +1359,13 @@ fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
 /// waits for them instead of being suspended first (`ApplyError::KeyHeld`; found by the
 /// simulation's full workload: an insert from the source was suspended by the unique key
 /// while the other direction was held up, and the record holding the values landed on it at
-/// the source a moment later). Returns how to turn the rejection into that wait.
+/// the source a moment later). Returns the holder's key where the change waits for it.
 async fn held_by_coming(
     ep: &PgEndpoint,
     tx: &Transaction<'_>,
     stmts: &Prepared,
     c: &TargetChange,
-) -> Result<Option<impl FnOnce(ApplyError) -> ApplyError>, Stop> {
+) -> Result<Option<Key>, Stop> {
     let Some(es) = ep.sql.entities.get(&c.entity) else {
         return Ok(None);
     };
@@ -1394,23 +1396,11 @@ async fn held_by_coming(
         return Ok(None);
     };
     let pending = st(tx, stmts, &ep.sql.common.local_pending).await?;
-    if tx
+    let coming = !tx
         .query(&pending, &[&c.entity, &holder.as_str(), &0i64])
         .await?
-        .is_empty()
-    {
-        return Ok(None);
-    }
-    Ok(Some(move |e: ApplyError| match e {
-        ApplyError::Rejected {
-            context, message, ..
-        } => ApplyError::KeyHeld {
-            context,
-            message,
-            holder: holder.to_string(),
-        },
-        other => other,
-    }))
+        .is_empty();
+    Ok(coming.then_some(holder))
 }
 
 async fn put_link(
