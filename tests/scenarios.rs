@@ -1103,13 +1103,7 @@ async fn a_line_refused_by_a_line_still_on_its_way_back_waits_for_it_instead_of_
     let env = Env::demo_with(p, "held_waits", &config).await;
     let (a, b) = (&env.a, &env.b);
     let (number, order) = one_order(&env, "o").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 2, 5)"
-    ))
-    .await;
-    b.exec("UPDATE order_items SET line_no = 3").await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
-    hold_changes(b).await;
+    let item = b_adds_line_2_and_moves_it_held_back(b, &order, 3).await;
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 2)"
     ))
@@ -1709,13 +1703,7 @@ async fn a_copy_whose_reply_was_lost_goes_when_another_record_lands_on_its_recor
     let env = Env::demo_with(p, "lost_reply_copy", &config).await;
     let (a, b) = (&env.a, &env.b);
     let (number, order) = one_order(&env, "o").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 2, 5)"
-    ))
-    .await;
-    b.exec("UPDATE order_items SET line_no = 1").await;
-    let b_item = b.rows("SELECT id FROM order_items").await[0][0].clone();
-    hold_changes(b).await;
+    let b_item = b_adds_line_2_and_moves_it_held_back(b, &order, 1).await;
 
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 1)"
@@ -2718,6 +2706,20 @@ async fn hold_changes(s: &TestSide) {
         "UPDATE tandem.outbox SET next_attempt_at = DATEADD(hour, 1, SYSDATETIMEOFFSET())",
     ))
     .await;
+}
+
+/// B's user adds an item (quantity 5) to `order` as line 2, then moves it to `line`: an
+/// insert and an update pending at B, held back. Returns the item's id.
+async fn b_adds_line_2_and_moves_it_held_back(b: &TestSide, order: &str, line: u32) -> String {
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 2, 5)"
+    ))
+    .await;
+    b.exec(&format!("UPDATE order_items SET line_no = {line}"))
+        .await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    hold_changes(b).await;
+    item
 }
 
 /// Makes every change pending at a side due now (the opposite of [`hold_changes`]).
