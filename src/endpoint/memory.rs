@@ -18,7 +18,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde_json::Value;
 
 use super::{
-    done, with_moot, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus,
+    done, stale, with_moot, won, Admin, ApplyError, Done, Endpoint, EndpointError, EntityStatus,
     InstallState, Link, Outcome, ParentState, SchemaProblem, Source, SuspendedChange, Target,
     WriteBack,
 };
@@ -840,8 +840,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     };
     if let Some(l) = &link {
         if l.applied_seq >= c.seq && !moved_on(l) {
-            let own = l.own.clone().filter(|_| !l.deleted);
-            return Ok(done(own, Done::Stale, false));
+            return Ok(stale(l.own.clone(), l.deleted));
         }
     }
     let mut row = c.row.clone();

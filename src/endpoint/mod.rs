@@ -59,6 +59,16 @@ pub enum Outcome {
     Failed(ApplyError),
 }
 
+/// The outcome of a change the target had applied already, or a newer one of its record
+/// (the sequence guard): nothing is written. Where the link here is a tombstone naming the
+/// record's key here, [`Done::StaleDeleted`].
+pub(crate) fn stale(own: Option<Key>, deleted: bool) -> Outcome {
+    match own {
+        Some(k) if deleted => done(Some(k), Done::StaleDeleted, false),
+        own => done(own.filter(|_| !deleted), Done::Stale, false),
+    }
+}
+
 /// The outcome of a change settled at the target without beating a local change.
 pub(crate) fn done(target_key: Option<Key>, how: Done, conflict: bool) -> Outcome {
     Outcome::Done {
@@ -98,6 +108,11 @@ pub enum Done {
     Unchanged,
     /// The target had applied this or a newer change of the record already.
     Stale,
+    /// As `Stale`, and the record has since been deleted at the target: `target_key` is the
+    /// key it had there, so the source's tombstone keeps the pair (found by the simulation's
+    /// full workload, seed 74963: a delete whose replies were lost twice left the source's
+    /// tombstone without the peer; children a delete left behind mapped to no parent).
+    StaleDeleted,
     /// The record was deleted at the target: an update after a delete is discarded.
     Deleted,
     /// The record had changed at the target too and the target's change won.

@@ -8,6 +8,9 @@
 //! - **Guarded.** Per record, the newest applied source sequence is kept in this side's id map
 //!   in the same transaction as the data; an equal or older change is settled as
 //!   [`Done::Stale`](super::Done::Stale) and writes nothing, so applying a batch twice is harmless (invariant 2).
+//!   Where the record's link here is a tombstone, the report is
+//!   [`Done::StaleDeleted`](super::Done::StaleDeleted) with the key the record had here: the
+//!   source keeps the pair.
 //! - **No echo.** Tandem's own writes are not captured by this side's triggers at the first
 //!   trigger level, and a change that would not alter the row writes nothing (invariant 3).
 //! - **A lost conflict reaches the loser's side.** The winner's state travels back through

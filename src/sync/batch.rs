@@ -661,7 +661,7 @@ pub async fn finish(
                             .push(lag.num_microseconds().unwrap_or(0).max(0) as f64 / 1e6);
                     }
                     Done::Unchanged => report.unchanged += 1,
-                    Done::Stale => report.stale += 1,
+                    Done::Stale | Done::StaleDeleted => report.stale += 1,
                     Done::Deleted => report.deleted += 1,
                     Done::ConflictLost => {}
                 }
@@ -673,7 +673,9 @@ pub async fn finish(
                 }
                 // Moot: the record is gone at the target too (a child created while its
                 // parent was deleted there, and removed here by the cascade; an old copy).
-                if target_key.is_none() && (how == Done::Stale || change.op == Op::Delete) {
+                if (target_key.is_none() && (how == Done::Stale || change.op == Op::Delete))
+                    || how == Done::StaleDeleted
+                {
                     info!(entity = %change.entity, from = %side, key = %change.source_key,
                           "{} settled without effect: the record is gone at side {} too",
                           change.op, side.other());
@@ -687,8 +689,9 @@ pub async fn finish(
                 }
                 wb.done.extend(&change.seqs);
                 // A stale change (applied already, or older than what was) reports the record
-                // as the target holds it now: without a target key it is gone there (its link
-                // stays a tombstone here too), with one it lives there, whatever this copy's op
+                // as the target holds it now: without a target key, or as `StaleDeleted` (the
+                // key it had there), it is gone there (its link stays a tombstone here too,
+                // naming the peer), with one it lives there, whatever this copy's op
                 // (the copy of a delete that lost a conflict must not tombstone the record the
                 // winner created again: found by the simulation).
                 // A delete that lost a conflict where this side's keys are given by values:
@@ -697,10 +700,10 @@ pub async fn finish(
                     && config
                         .entity(&change.entity)
                         .is_some_and(|e| e.key_is_given(side));
-                let deleted = if how == Done::Stale {
-                    target_key.is_none()
-                } else {
-                    (change.op == Op::Delete && !lost_reused) || how == Done::Deleted
+                let deleted = match how {
+                    Done::Stale => target_key.is_none(),
+                    Done::StaleDeleted => true,
+                    _ => (change.op == Op::Delete && !lost_reused) || how == Done::Deleted,
                 };
                 // `peer_hint` is the live link the source held when the batch was claimed. Only
                 // an update may trust it: batches of the same burst still being settled may

@@ -576,7 +576,10 @@ GO
 --             END;
 --             IF @link_found = 1 AND @applied >= @seq AND @moved_on = 0
 --             BEGIN
---                 INSERT INTO @out (i, how, target_key) VALUES (@i, 'S', @own);
+--                 -- At a tombstone the record was deleted here: 'T' with the key it had, so the
+--                 -- source's tombstone keeps the pair (Done::StaleDeleted).
+--                 INSERT INTO @out (i, how, target_key)
+--                 VALUES (@i, CASE WHEN @deleted = 1 AND @own IS NOT NULL THEN 'T' ELSE 'S' END, @own);
 --                 SET @done = 1;
 --             END;
 -- 

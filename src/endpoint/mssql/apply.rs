@@ -246,6 +246,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
                 Some("W") => Done::Written,
                 Some("U") => Done::Unchanged,
                 Some("S") => Done::Stale,
+                Some("T") => Done::StaleDeleted,
                 Some("D") => Done::Deleted,
                 Some("C") => Done::ConflictLost,
                 other => {

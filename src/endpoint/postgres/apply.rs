@@ -21,7 +21,7 @@ use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::{
-    done, with_moot, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
+    done, stale, with_moot, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
 };
 use crate::model::{Image, Key, Op, TargetChange};
 
@@ -440,9 +440,7 @@ async fn apply_one(
             _ => false,
         };
         if *applied >= c.seq && !moved_on {
-            // No key when the record is gone here: the source must not relink it as live.
-            let own = own.clone().filter(|_| !deleted);
-            return Ok(done(own, Done::Stale, false));
+            return Ok(stale(own.clone(), *deleted));
         }
     }
     // What the target knows of the record: its own link, else the source's (write-back of

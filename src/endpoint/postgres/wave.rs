@@ -103,12 +103,13 @@ pub(super) async fn apply_wave(
             if ch.peer_hint.is_some() && ch.peer_hint != l.own {
                 return Ok(None);
             }
-            if l.applied >= ch.seq {
-                plans.push(Plan::Stale(l.own.clone().filter(|_| !l.deleted)));
-                continue;
-            }
+            // A tombstone: the per-change way reports its key (`endpoint::stale`).
             if l.deleted {
                 return Ok(None);
+            }
+            if l.applied >= ch.seq {
+                plans.push(Plan::Stale(l.own.clone()));
+                continue;
             }
             // A creation at the source that finds a live link here: `apply_one` checks the
             // linked row still holds the source's key values (`moved_away`).
