@@ -39,6 +39,7 @@ scenarios!(
     a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict,
     a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values,
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
+    a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again,
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -2184,6 +2185,77 @@ async fn a_record_moved_at_b_moves_at_a_where_its_key_is_given_by_values(p: Pair
     .await;
 }
 
+/// A's user deletes an item while B's user changes it; at B the delete loses (items: B wins),
+/// and B's change creates the item again at A; the delete's reply is lost, so it is still
+/// pending at A. Then B's user deletes the order (B keeps items without their order), while
+/// A's user changes it; at A the delete loses (orders: A wins), so A creates the order again
+/// at B, under a new id, and A's items of it travel again to move there under it. The item's
+/// only change pending at A was that old delete: it travels all the same. Before, a pending
+/// change of its own held it back (meant for one that carries its image), and the item stayed
+/// at B under the deleted order (found by the simulation's full workload without key changes
+/// at A, seed 1264).
+async fn a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again(p: Pairing) {
+    let config = demo_config_with_policy("order", "a_wins").replace(
+        "name = \"order_item\"\n",
+        "name = \"order_item\"\non_conflict = \"b_wins\"\n",
+    );
+    let env = Env::demo_with(p, "own_delete_lost", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    drop_item_fk(b).await;
+    let (number, first) = one_order(&env, "first").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 5)"
+    ))
+    .await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+
+    b.exec("UPDATE order_items SET quantity = 7").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    let delete = a.outbox().await;
+    env.drain().await;
+    // The delete lost at B; its reply was lost, and it waits at A.
+    a.requeue(&delete[0]).await;
+    a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'kept'").await;
+    hold_changes(a).await;
+    release(b).await;
+    b.exec("DELETE FROM orders").await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [ORDER_NO], [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&[number.as_str(), "2", "7"]]),
+        "B's change created the item again at A, in the order A keeps"
+    );
+    release(a).await;
+    env.drain().await;
+
+    let orders = b.rows("SELECT id, customer FROM orders").await;
+    assert_eq!(
+        orders.len(),
+        1,
+        "A created the order again at B: {orders:?}"
+    );
+    let again = orders[0][0].clone();
+    assert_ne!(again, first, "B's ids are generated: a new one");
+    assert_eq!(orders[0][1], "kept");
+    assert_eq!(
+        b.rows("SELECT id, order_id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), again.as_str(), "2", "7"]]),
+        "the item rejoins the order at B"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},2]"),
+        &format!("[{item}]"),
+    )
+    .await;
+    one_live_link(&env, "order", &format!("[{number}]"), &format!("[{again}]")).await;
+}
+
 /// A has no foreign key from items to orders. A's user deletes an order (its item stays at
 /// A); before that reaches B, B's user changes the order, a newer change, so A's delete loses
 /// there and A creates the order again, under a new number (A's numbers are generated). The
@@ -2425,15 +2497,24 @@ async fn a_child_whose_parent_is_not_at_its_side_either_is_suspended_as_an_orpha
 
 /// Drops A's foreign key from items to orders (A's application keeps items without their
 /// order).
-async fn drop_item_fk(a: &TestSide) {
-    a.exec(a.sql(
-        r#"ALTER TABLE dbo."ORDER_ITEMS" DROP CONSTRAINT "ORDER_ITEMS_ORDER_NO_fkey""#,
-        "DECLARE @fk sysname = (SELECT name FROM sys.foreign_keys \
-             WHERE parent_object_id = OBJECT_ID('dbo.ORDER_ITEMS')); \
-         DECLARE @drop nvarchar(400) = N'ALTER TABLE dbo.ORDER_ITEMS DROP CONSTRAINT ' + QUOTENAME(@fk); \
-         EXEC (@drop);",
-    ))
-    .await;
+async fn drop_item_fk(s: &TestSide) {
+    let (pg, ms) = match s.side() {
+        tandem::config::Side::A => (
+            r#"ALTER TABLE dbo."ORDER_ITEMS" DROP CONSTRAINT "ORDER_ITEMS_ORDER_NO_fkey""#,
+            "DECLARE @fk sysname = (SELECT name FROM sys.foreign_keys \
+                 WHERE parent_object_id = OBJECT_ID('dbo.ORDER_ITEMS')); \
+             DECLARE @drop nvarchar(400) = N'ALTER TABLE dbo.ORDER_ITEMS DROP CONSTRAINT ' + QUOTENAME(@fk); \
+             EXEC (@drop);",
+        ),
+        tandem::config::Side::B => (
+            "ALTER TABLE order_items DROP CONSTRAINT order_items_order_id_fkey",
+            "DECLARE @fk sysname = (SELECT name FROM sys.foreign_keys \
+                 WHERE parent_object_id = OBJECT_ID('dbo.order_items')); \
+             DECLARE @drop nvarchar(400) = N'ALTER TABLE dbo.order_items DROP CONSTRAINT ' + QUOTENAME(@fk); \
+             EXEC (@drop);",
+        ),
+    };
+    s.exec(s.sql(pg, ms)).await;
 }
 
 /// A link at the target can name no record there and keep only its guard: a conflict a move

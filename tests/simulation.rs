@@ -111,8 +111,8 @@ const FOUND_FULL: [u64; 84] = [
 
 /// Seeds of the full workload without key changes at A that found a bug (each fixed):
 /// replayed by `full_workload_with_fixed_keys_seeds_that_found_a_bug_pass`.
-const FOUND_FIXED_KEYS: [u64; 10] = [
-    20_745, 27_090, 33_719, 47_018, 57_341, 60_922, 86_612, 97_642, 105_392, 115_253,
+const FOUND_FIXED_KEYS: [u64; 11] = [
+    1_264, 20_745, 27_090, 33_719, 47_018, 57_341, 60_922, 86_612, 97_642, 105_392, 115_253,
 ];
 
 fn knobs() -> Knobs {

@@ -83,8 +83,10 @@ IF @entity = {{entity_lit}}
 -- {{ref}}) travel again as inserts, marked derived (the consequence of a change already
 -- decided: they never win a conflict against a user's change), and move there under the
 -- parent. Only the rows the entity shows here ({{visible}}). Where this side gives the
--- child's key by values ({{key_given}} = 1), a child with changes of its own pending here
--- travels with them: an insert from here would name a new record under a reused key there.
+-- child's key by values ({{key_given}} = 1), a child whose newest change pending here is an
+-- insert or an update travels with it: an insert from here would name a new record under a
+-- reused key there. Not one whose newest is a delete: the row is here, so that delete lost at
+-- the other side, its reply lost, and it carries no image (simulation, seed 1264).
 -- Where its key is generated, it travels again all the same: its pending changes may have
 -- reached the other side already, their replies lost, and settle there as stale, which left
 -- it under the old parent there (found by the simulation's full workload, seed 8748).
@@ -97,9 +99,12 @@ IF @entity = {{parent_lit}}
           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] {{ref_input}} '$[0]') AS p ON t.{{ref}} = p.[v]
           WHERE {{visible}}) AS x
     WHERE NOT ({{key_given}} = 1
-               AND EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS o
-                           WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
-                             AND o.[key] = x.k AND o.suspended = 0));
+               AND EXISTS (SELECT 1
+                           FROM (SELECT TOP (1) o.op FROM {{schema}}.[outbox] AS o
+                                 WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
+                                   AND o.[key] = x.k AND o.suspended = 0
+                                 ORDER BY o.seq DESC) AS n
+                           WHERE n.op <> 'D'));
 
 -- name: exists
 -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing

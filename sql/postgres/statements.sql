@@ -617,8 +617,11 @@ SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
 -- entity $1, marked derived (the consequence of a change already decided: they never win a
 -- conflict against a user's change), and move there under the parent. {{visible}}: only the
 -- rows the entity shows here (parameter $3). Where this side gives the child's key by values
--- ({{key_given}}), a child with changes of its own pending here travels with them: an insert
--- from here would name a new record under a reused key there. Where its key is generated, it
+-- ({{key_given}}), a child whose newest change pending here is an insert or an update travels
+-- with it: an insert from here would name a new record under a reused key there. Not one whose
+-- newest is a delete: the row is here, so that delete lost at the other side (and came back
+-- as the winner's change), its reply lost, and it carries no image (found by the simulation's
+-- full workload without key changes at A, seed 1264). Where its key is generated, it
 -- travels again all the same: its pending changes may have reached the other side already,
 -- their replies lost, and settle there as stale, which left it under the old parent there
 -- (found by the simulation's full workload, seed 8748 and three more).
@@ -634,8 +637,9 @@ FROM (
           AND {{visible}}
     ) AS c
 ) AS x
-WHERE NOT ({{key_given}} AND EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
-                                    WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended));
+WHERE NOT ({{key_given}} AND COALESCE((SELECT o.op <> 'D' FROM {{schema}}.outbox AS o
+                                       WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended
+                                       ORDER BY o.seq DESC LIMIT 1), false));
 
 -- name: drop_duplicate
 -- A live record here that lost its peer to another record here (unlink_peer) is a second copy

@@ -635,9 +635,12 @@ BEGIN
                                           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] int '$[0]') AS p ON t.[ORDER_NO] = p.[v]
                                           WHERE 1 = 1) AS x
                                     WHERE NOT (1 = 1
-                                               AND EXISTS (SELECT 1 FROM [tandem].[outbox] AS o
-                                                           WHERE o.entity = N'order_item' AND o.key_prefix = LEFT(x.k, 400)
-                                                             AND o.[key] = x.k AND o.suspended = 0));
+                                               AND EXISTS (SELECT 1
+                                                           FROM (SELECT TOP (1) o.op FROM [tandem].[outbox] AS o
+                                                                 WHERE o.entity = N'order_item' AND o.key_prefix = LEFT(x.k, 400)
+                                                                   AND o.[key] = x.k AND o.suspended = 0
+                                                                 ORDER BY o.seq DESC) AS n
+                                                           WHERE n.op <> 'D'));
                             END;
                             -- A local delete that beats the other side's change of a record
                             -- not linked here (it landed on this key) travels again, as a new
