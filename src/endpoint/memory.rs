@@ -1438,10 +1438,11 @@ fn resolve_conflict(
                 // pending here is an insert or an update travels with it: an insert from here
                 // would name a new record under a reused key there. Not one whose newest is a
                 // delete: the row is here, so that delete lost there and its reply was lost
-                // (full workload without key changes at A, seed 1264). Where its key is generated, it travels
-                // again all the same: its pending changes may have reached the other side
-                // already, their replies lost, and settle there as stale, which left it under
-                // the old parent there (simulation's full workload, seed 8748 and three more).
+                // (full workload without key changes at A, seed 1264). Where its key is
+                // generated, it travels again all the same: its pending changes may have
+                // reached the other side already, their replies lost, and settle there as
+                // stale, which left it under the old parent there (simulation's full workload,
+                // seed 8748 and three more).
                 let pending = db
                     .outbox
                     .values()
