@@ -324,8 +324,6 @@ pub fn reference(ep: &dyn Endpoint) -> Result<&dyn Reference, EndpointError> {
     })
 }
 
-/// The bulk role of `ep`, or an error that says which side cannot do `what` (asked before a
-/// command starts, not half-way through it).
 /// `Source::rows_present` for an endpoint that reads rows (`Bulk::fetch_images`).
 pub async fn rows_present_by_fetch(
     bulk: &dyn Bulk,
@@ -338,6 +336,8 @@ pub async fn rows_present_by_fetch(
     Ok(bulk.fetch_images(entity, keys).await?.into_keys().collect())
 }
 
+/// The bulk role of `ep`, or an error that says which side cannot do `what` (asked before a
+/// command starts, not half-way through it).
 pub fn bulk<'a>(ep: &'a dyn Endpoint, what: &str) -> Result<&'a dyn Bulk, EndpointError> {
     ep.bulk().ok_or_else(|| {
         EndpointError::Config(format!(
