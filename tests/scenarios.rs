@@ -544,12 +544,7 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
     let (number, _) = one_order(&env, "o").await;
     let sides = env.sides();
     let (sa, sb) = (&*sides.a, &*sides.b);
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 1)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = a_adds_item(&env, &number, 3, 1).await;
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 2)"
     ))
@@ -715,12 +710,7 @@ async fn a_link_whose_deleted_record_came_back_under_another_key_is_a_tombstone(
     let sides = env.sides();
     let (sa, sb) = (&*sides.a, &*sides.b);
     let (number, order) = one_order(&env, "o").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = b_adds_item(&env, &order, 1, 1).await;
 
     a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
     hold_changes(a).await;
@@ -840,12 +830,7 @@ async fn a_move_loses_to_a_change_of_its_record_under_its_old_key(p: Pairing) {
     let env = Env::demo_with(p, "move_old_key", &config).await;
     let (a, b) = (&env.a, &env.b);
     let (number, _) = one_order(&env, "o").await;
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = a_adds_item(&env, &number, 1, 1).await;
     a.exec(&format!(
         "UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 7 WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
     ))
@@ -1965,12 +1950,7 @@ async fn a_late_reply_of_an_instance_that_lost_its_lease_changes_nothing(p: Pair
         .expect("the second write-back");
     // B deletes the item and creates it again under the same line.
     b.exec("DELETE FROM order_items").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 7)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = b_adds_item(&env, &order, 1, 7).await;
     one_live_link(
         &env,
         "order_item",
@@ -2203,12 +2183,7 @@ async fn a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again
     let (a, b) = (&env.a, &env.b);
     drop_item_fk(b).await;
     let (number, first) = one_order(&env, "first").await;
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 5)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = a_adds_item(&env, &number, 2, 5).await;
 
     b.exec("UPDATE order_items SET quantity = 7").await;
     hold_changes(b).await;
@@ -2267,12 +2242,7 @@ async fn children_a_lost_delete_left_behind_rejoin_the_record_created_again(p: P
     let (a, b) = (&env.a, &env.b);
     drop_item_fk(a).await;
     let (first, id) = one_order(&env, "first").await;
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({first}, 1, 5)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = a_adds_item(&env, &first, 1, 5).await;
 
     a.exec("DELETE FROM dbo.[ORDERS]").await;
     assert_eq!(a.count("SELECT count(*) FROM dbo.[ORDER_ITEMS]").await, 1);
@@ -2528,12 +2498,7 @@ async fn a_delete_finds_its_record_by_the_source_link_where_the_target_link_name
     let env = Env::demo(p, "link_names_none").await;
     let (a, b) = (&env.a, &env.b);
     let (number, id) = one_order(&env, "one").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 4)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = b_adds_item(&env, &id, 1, 4).await;
     one_live_link(
         &env,
         "order_item",
@@ -2563,12 +2528,7 @@ async fn a_link_a_record_moved_away_from_is_no_longer_live(p: Pairing) {
     let env = Env::demo(p, "moved_away_link").await;
     let (a, b) = (&env.a, &env.b);
     let (number, id) = one_order(&env, "one").await;
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 4)"
-    ))
-    .await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let item = b_adds_item(&env, &id, 1, 4).await;
 
     b.exec("UPDATE order_items SET line_no = 2").await;
     let moved = b.outbox().await;
@@ -2832,6 +2792,30 @@ async fn claim_and_apply(
         .await
         .unwrap_or_else(|e| panic!("apply at side {}: {e}", to.side()));
     (staged, outcomes)
+}
+
+/// A's user adds line `line` (quantity `qty`) to order `number`, and it reaches B. Returns
+/// the item's id at B (the only item there).
+async fn a_adds_item(env: &Env, number: &str, line: u32, qty: u32) -> String {
+    env.a
+        .exec(&format!(
+            "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, {line}, {qty})"
+        ))
+        .await;
+    env.drain().await;
+    env.b.rows("SELECT id FROM order_items").await[0][0].clone()
+}
+
+/// B's user adds line `line` (quantity `qty`) to order `order`, and it reaches A. Returns
+/// the item's id at B (the only item there).
+async fn b_adds_item(env: &Env, order: &str, line: u32, qty: u32) -> String {
+    env.b
+        .exec(&format!(
+            "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, {line}, {qty})"
+        ))
+        .await;
+    env.drain().await;
+    env.b.rows("SELECT id FROM order_items").await[0][0].clone()
 }
 
 /// Holds every change pending at a side for an hour: still pending (conflicts see it), not
