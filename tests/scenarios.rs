@@ -41,6 +41,7 @@ scenarios!(
     children_a_lost_delete_left_behind_rejoin_the_record_created_again,
     a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again,
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
+    a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_the_record,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
     a_child_never_joins_a_new_record_under_the_number_its_parent_hint_names,
@@ -2330,6 +2331,64 @@ async fn a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again(p:
         &env,
         "order_item",
         &format!("[{again},1]"),
+        &format!("[{item}]"),
+    )
+    .await;
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// The mirror, from the side that gives the item's key by values: A's item reached B, the reply
+/// was lost, so its insert is pending at A still when B's delete of the order loses there (B
+/// keeps items without their order). An insert from A onto B's live link would name a new
+/// record under a reused key, so the item travels again as an update: its pending insert
+/// reaches B as stale, so the item stayed under the deleted order at B while A had it in the
+/// order (found by the simulation's full workload, seeds 76362 and 117946).
+async fn a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_the_record(
+    p: Pairing,
+) {
+    let env = Env::demo(p, "lost_reply_child_a").await;
+    let (a, b) = (&env.a, &env.b);
+    drop_item_fk(b).await;
+    let (number, first) = one_order(&env, "first").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
+    ))
+    .await;
+    let insert = a.outbox().await;
+    env.drain().await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    // The reply was lost: the insert is pending at A still.
+    a.requeue(&insert[0]).await;
+
+    b.exec("DELETE FROM orders").await;
+    a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'later'")
+        .await;
+    // A's changes wait, so B's delete meets A's newer update at A and loses there.
+    hold_changes(a).await;
+    env.drain().await;
+    release(a).await;
+    env.drain().await;
+
+    let orders = b.rows("SELECT id, customer FROM orders").await;
+    assert_eq!(orders.len(), 1, "the order is back at B: {orders:?}");
+    let again = orders[0][0].clone();
+    assert_ne!(again, first, "B's ids are generated: a new one");
+    assert_eq!(orders[0][1], "later");
+    assert_eq!(
+        b.rows("SELECT id, order_id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[item.as_str(), again.as_str(), "1", "5"]]),
+        "the item rejoins the order at B"
+    );
+    assert_eq!(
+        a.rows("SELECT o.[ORDER_NO], o.[CUST_NAME], i.[LINE_NO], i.[QTY] FROM dbo.[ORDERS] o JOIN dbo.[ORDER_ITEMS] i ON i.[ORDER_NO] = o.[ORDER_NO]")
+            .await,
+        table(&[&[number.as_str(), "later", "1", "5"]])
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},1]"),
         &format!("[{item}]"),
     )
     .await;

@@ -618,15 +618,22 @@ SELECT $2, $3::text::"char", {{image_key}}, image FROM rec;
 -- conflict against a user's change), and move there under the parent. {{visible}}: only the
 -- rows the entity shows here (parameter $3). Where this side gives the child's key by values
 -- ({{key_given}}), a child whose newest change pending here is an insert or an update travels
--- with it: an insert from here would name a new record under a reused key there. Not one whose
+-- again as an update: an insert from here onto a live link there would name a new record
+-- under a reused key, and its pending changes may have reached the other side already, their
+-- replies lost, and settle there as stale, which left it under the old parent there (found
+-- by the simulation's full workload, seeds 76362 and 117946; where a delete left only a
+-- tombstone there, the update is discarded and the pending change creates it). Not one whose
 -- newest is a delete: the row is here, so that delete lost at the other side (and came back
 -- as the winner's change), its reply lost, and it carries no image (found by the simulation's
--- full workload without key changes at A, seed 1264). Where its key is generated, it
--- travels again all the same: its pending changes may have reached the other side already,
--- their replies lost, and settle there as stale, which left it under the old parent there
--- (found by the simulation's full workload, seed 8748 and three more).
+-- full workload without key changes at A, seed 1264): it travels as an insert. Where its key
+-- is generated, it travels again as an insert all the same (seed 8748 and three more).
 INSERT INTO {{schema}}.outbox (entity, op, key, image, derived)
-SELECT $1, 'I', x.k, x.image, true
+SELECT $1,
+       CASE WHEN {{key_given}} AND COALESCE((SELECT o.op <> 'D' FROM {{schema}}.outbox AS o
+                                            WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended
+                                            ORDER BY o.seq DESC LIMIT 1), false)
+            THEN 'U' ELSE 'I' END::"char",
+       x.k, x.image, true
 FROM (
     SELECT image, {{image_key}} AS k
     FROM (
@@ -636,10 +643,7 @@ FROM (
                   jsonb_build_object({{ref_lit}}, $2::text::jsonb -> 0))).{{ref}}
           AND {{visible}}
     ) AS c
-) AS x
-WHERE NOT ({{key_given}} AND COALESCE((SELECT o.op <> 'D' FROM {{schema}}.outbox AS o
-                                       WHERE o.entity = $1 AND o.key = x.k AND NOT o.suspended
-                                       ORDER BY o.seq DESC LIMIT 1), false));
+) AS x;
 
 -- name: drop_duplicate
 -- A live record here that lost its peer to another record here (unlink_peer) is a second copy

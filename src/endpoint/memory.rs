@@ -1435,14 +1435,15 @@ fn resolve_conflict(
             // and move there under it (found by the simulation).
             for (child, k) in db.children(&c.entity, here) {
                 // Where this side gives the child's key by values, a child whose newest change
-                // pending here is an insert or an update travels with it: an insert from here
-                // would name a new record under a reused key there. Not one whose newest is a
-                // delete: the row is here, so that delete lost there and its reply was lost
-                // (full workload without key changes at A, seed 1264). Where its key is
-                // generated, it travels again all the same: its pending changes may have
-                // reached the other side already, their replies lost, and settle there as
-                // stale, which left it under the old parent there (simulation's full workload,
-                // seed 8748 and three more).
+                // pending here is an insert or an update travels again as an update: an insert
+                // from here onto a live link there would name a new record under a reused key,
+                // and its pending changes may have reached the other side already, their
+                // replies lost, and settle there as stale, which left it under the old parent
+                // there (simulation's full workload, seeds 76362 and 117946). Not one whose
+                // newest is a delete: the row is here, so that delete lost there and its reply
+                // was lost (full workload without key changes at A, seed 1264); it travels as
+                // an insert. Where its key is generated, it travels again as an insert all the
+                // same (seed 8748 and three more).
                 let pending = db
                     .outbox
                     .values()
@@ -1450,12 +1451,16 @@ fn resolve_conflict(
                     .find(|o| o.entity == child && o.key == k && !o.suspended)
                     .is_some_and(|o| o.op != Op::Delete);
                 let given = db.entity(&child).is_some_and(|e| e.key_is_given(db.side));
-                let travels = !(pending && given)
-                    && db
-                        .entity(&child)
-                        .is_some_and(|e| e.direction.flows(db.side));
+                let travels = db
+                    .entity(&child)
+                    .is_some_and(|e| e.direction.flows(db.side));
+                let op = if pending && given {
+                    Op::Update
+                } else {
+                    Op::Insert
+                };
                 if let Some(image) = db.row(&child, &k).cloned().filter(|_| travels) {
-                    db.queue(&child, Op::Insert, &k, &image, now, true);
+                    db.queue(&child, op, &k, &image, now, true);
                 }
             }
         }

@@ -628,19 +628,21 @@ BEGIN
                                 -- there under it (found by the simulation's full workload).
                                 IF @entity = N'order'
                                     INSERT INTO [tandem].[outbox] (entity, op, [key], key_prefix, image, derived)
-                                    SELECT N'order_item', 'I', x.k, LEFT(x.k, 400), x.img, 1
+                                    SELECT N'order_item',
+                                           CASE WHEN 1 = 1
+                                                     AND EXISTS (SELECT 1
+                                                                 FROM (SELECT TOP (1) o.op FROM [tandem].[outbox] AS o
+                                                                       WHERE o.entity = N'order_item' AND o.key_prefix = LEFT(x.k, 400)
+                                                                         AND o.[key] = x.k AND o.suspended = 0
+                                                                       ORDER BY o.seq DESC) AS n
+                                                                 WHERE n.op <> 'D')
+                                                THEN 'U' ELSE 'I' END,
+                                           x.k, LEFT(x.k, 400), x.img, 1
                                     FROM (SELECT CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [k1], t.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
                                                  CONVERT(nvarchar(max), (SELECT t.[ORDER_NO] AS [ORDER_NO], t.[LINE_NO] AS [LINE_NO], t.[QTY] AS [QTY] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) AS img
                                           FROM [dbo].[ORDER_ITEMS] AS t
                                           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] int '$[0]') AS p ON t.[ORDER_NO] = p.[v]
-                                          WHERE 1 = 1) AS x
-                                    WHERE NOT (1 = 1
-                                               AND EXISTS (SELECT 1
-                                                           FROM (SELECT TOP (1) o.op FROM [tandem].[outbox] AS o
-                                                                 WHERE o.entity = N'order_item' AND o.key_prefix = LEFT(x.k, 400)
-                                                                   AND o.[key] = x.k AND o.suspended = 0
-                                                                 ORDER BY o.seq DESC) AS n
-                                                           WHERE n.op <> 'D'));
+                                          WHERE 1 = 1) AS x;
                             END;
                             -- A local delete that beats the other side's change of a record
                             -- not linked here (it landed on this key) travels again, as a new

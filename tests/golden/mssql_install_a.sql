@@ -1717,27 +1717,30 @@ GO
 -- -- decided: they never win a conflict against a user's change), and move there under the
 -- -- parent. Only the rows the entity shows here ({{visible}}). Where this side gives the
 -- -- child's key by values ({{key_given}} = 1), a child whose newest change pending here is an
--- -- insert or an update travels with it: an insert from here would name a new record under a
--- -- reused key there. Not one whose newest is a delete: the row is here, so that delete lost at
--- -- the other side, its reply lost, and it carries no image (simulation, seed 1264).
--- -- Where its key is generated, it travels again all the same: its pending changes may have
--- -- reached the other side already, their replies lost, and settle there as stale, which left
--- -- it under the old parent there (found by the simulation's full workload, seed 8748).
+-- -- insert or an update travels again as an update: an insert from here onto a live link there
+-- -- would name a new record under a reused key, and its pending changes may have reached the
+-- -- other side already, their replies lost, and settle there as stale, which left it under the
+-- -- old parent there (simulation's full workload, seeds 76362 and 117946). Not one whose newest
+-- -- is a delete: the row is here, so that delete lost at the other side, its reply lost, and it
+-- -- carries no image (simulation, seed 1264): it travels as an insert. Where its key is
+-- -- generated, it travels again as an insert all the same (seed 8748).
 -- IF @entity = {{parent_lit}}
 --     INSERT INTO {{schema}}.[outbox] (entity, op, [key], key_prefix, image, derived)
---     SELECT {{entity_lit}}, 'I', x.k, LEFT(x.k, 400), x.img, 1
+--     SELECT {{entity_lit}},
+--            CASE WHEN {{key_given}} = 1
+--                      AND EXISTS (SELECT 1
+--                                  FROM (SELECT TOP (1) o.op FROM {{schema}}.[outbox] AS o
+--                                        WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
+--                                          AND o.[key] = x.k AND o.suspended = 0
+--                                        ORDER BY o.seq DESC) AS n
+--                                  WHERE n.op <> 'D')
+--                 THEN 'U' ELSE 'I' END,
+--            x.k, LEFT(x.k, 400), x.img, 1
 --     FROM (SELECT CONVERT(nvarchar(max), (SELECT {{t_key_json}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES)) COLLATE Latin1_General_100_BIN2 AS k,
 --                  {{image_t}} AS img
 --           FROM {{table}} AS t
 --           JOIN OPENJSON(N'[' + @here + N']') WITH ([v] {{ref_input}} '$[0]') AS p ON t.{{ref}} = p.[v]
---           WHERE {{visible}}) AS x
---     WHERE NOT ({{key_given}} = 1
---                AND EXISTS (SELECT 1
---                            FROM (SELECT TOP (1) o.op FROM {{schema}}.[outbox] AS o
---                                  WHERE o.entity = {{entity_lit}} AND o.key_prefix = LEFT(x.k, 400)
---                                    AND o.[key] = x.k AND o.suspended = 0
---                                  ORDER BY o.seq DESC) AS n
---                            WHERE n.op <> 'D'));
+--           WHERE {{visible}}) AS x;
 -- 
 -- -- name: exists
 -- -- Whether the record's row is here (write-back of a stale report); no lock: a delete racing
