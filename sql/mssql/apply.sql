@@ -667,14 +667,24 @@ BEGIN
                         SELECT @key = @here, @n = 0;
 {{delete_blocks}}
                         IF @n > 0 SET @out_how = 'W';
-                        -- Changes suspended here of the record this delete removed were gone at
-                        -- the other side already: moot, settled instead of left parked for an
-                        -- operator who could do nothing with them (as on PostgreSQL).
+                        -- Changes of the record this delete removed that can decide nothing
+                        -- any more: suspended ones (it was gone at the other side already),
+                        -- and pending updates the other side's guard counts as seen before it
+                        -- deleted the record (simulation, full workload, seed 64491). Moot,
+                        -- settled instead of left for an operator (as on PostgreSQL).
                         DELETE FROM @moot;
                         DELETE FROM {{schema}}.[outbox]
                         OUTPUT deleted.seq INTO @moot (seq)
                         WHERE entity = @entity AND key_prefix = LEFT(@here_native, 400)
-                          AND [key] = @here_native AND suspended = 1;
+                          AND [key] = @here_native
+                          AND (suspended = 1
+                               OR (op = 'U'
+                                   AND seq <= CASE WHEN @known IS NOT NULL
+                                                    AND @known COLLATE Latin1_General_100_BIN2 <> @here
+                                                   THEN 0
+                                                   WHEN @peer_hint IS NOT NULL
+                                                    AND @peer_hint COLLATE Latin1_General_100_BIN2 <> @here
+                                                   THEN 0 ELSE @peer_applied_seq END));
                         IF EXISTS (SELECT 1 FROM @moot)
                             SET @out_moot = (SELECT seq FROM @moot ORDER BY seq FOR JSON PATH);
                     END;

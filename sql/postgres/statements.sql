@@ -91,12 +91,17 @@ WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
 ORDER BY seq DESC;
 
 -- name: settle_moot
--- Changes suspended here of records a delete from the other side has just removed here (they
--- were gone there already): moot, settled in the delete's transaction instead of left parked
--- for an operator who could do nothing with them. The apply logs their sequences.
-DELETE FROM {{schema}}.outbox
-WHERE suspended AND entity = $1 AND key = ANY($2::text[]::jsonb[])
-RETURNING key::text, seq;
+-- Changes of records a delete from the other side has just removed here ($2: their keys) that
+-- can decide nothing any more: suspended ones (the records were gone there already), and
+-- pending updates that the other side's guard counts as seen ($3: per key) before it deleted
+-- the record (one failed there, its parent gone, until it was parked: found by the
+-- simulation's full workload, seed 64491). Moot, settled in the delete's transaction instead
+-- of left for an operator who could do nothing with them. The apply logs their sequences.
+DELETE FROM {{schema}}.outbox AS o
+USING unnest($2::text[], $3::bigint[]) AS x(k, after)
+WHERE o.entity = $1 AND o.key = x.k::jsonb
+  AND (o.suspended OR (o.op = 'U' AND o.seq <= x.after))
+RETURNING o.key::text, o.seq;
 
 -- name: local_reinsert
 -- The local changes won over a delete from the other side: send them as inserts, so the record

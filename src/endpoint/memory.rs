@@ -747,14 +747,20 @@ enum Resolution {
     LocalWins,
 }
 
-/// Suspended changes of the record under `key` here, which a delete from the other side has
-/// just removed here (it was gone there already): moot, so settled instead of left parked
-/// (`settle_moot` of `sql/postgres/statements.sql`). Their sequences, for the log line.
-fn settle_moot(db: &mut MemDb, entity: &str, key: &Key) -> Vec<i64> {
+/// Changes of the record under `key` here that a delete from the other side has just removed
+/// here, and that can decide nothing any more: suspended ones (it was gone there already), and
+/// pending updates the other side's guard counts as seen (`after`) before it deleted the
+/// record. Moot, so settled instead of left to fail there until they are parked (`settle_moot`
+/// of `sql/postgres/statements.sql`). Their sequences, for the log line.
+fn settle_moot(db: &mut MemDb, entity: &str, key: &Key, after: i64) -> Vec<i64> {
     let seqs: Vec<i64> = db
         .outbox
         .iter()
-        .filter(|(_, o)| o.suspended && o.entity == entity && o.key == *key)
+        .filter(|(_, o)| {
+            (o.suspended || (o.op == Op::Update && o.seq <= after))
+                && o.entity == entity
+                && o.key == *key
+        })
         .map(|(s, _)| *s)
         .collect();
     for s in &seqs {
@@ -994,13 +1000,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         // source linked another key when it read the guard (`peer_hint`): a move that landed
         // here on a record whose reply had not reached the source yet (simulation, full
         // workload, seed 37896).
-        let after = if known.as_ref().is_some_and(|o| o != k)
-            || c.peer_hint.as_ref().is_some_and(|h| h != k)
-        {
-            0
-        } else {
-            c.peer_applied_seq
-        };
+        let after = super::guard_at(c, known.as_ref(), k);
         match resolve_conflict(db, &entity, c, k, after, now) {
             Resolution::None => {}
             Resolution::IncomingWins(seqs) => {
@@ -1089,7 +1089,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             if db.delete(&c.entity, k, now) {
                 how = Done::Written;
             }
-            moot = settle_moot(db, &c.entity, k);
+            moot = settle_moot(db, &c.entity, k, super::guard_at(c, known.as_ref(), k));
         }
         put_link(db, c, here.as_ref(), true);
         return Ok(with_moot(won(here, how, superseded), moot));

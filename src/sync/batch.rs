@@ -683,8 +683,9 @@ pub async fn finish(
                 if !moot.is_empty() {
                     info!(entity = %change.entity, side = %side.other(),
                           key = ?target_key.as_ref().map(Key::as_str), seqs = ?moot,
-                          "{} suspended change(s) at side {} settled without effect: this delete \
-                           from side {side} removed the record there, and it is gone at side {side} too",
+                          "{} change(s) at side {} settled without effect (suspended, or seen at \
+                           side {side} already): this delete from side {side} removed the record \
+                           there, and it is gone at side {side} too",
                           moot.len(), side.other());
                 }
                 wb.done.extend(&change.seqs);

@@ -21,7 +21,8 @@ use super::sql::EntitySql;
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::{
-    done, stale, with_moot, won, ApplyError, Done, EndpointError, Outcome, ParentState, WriteBack,
+    done, guard_at, stale, with_moot, won, ApplyError, Done, EndpointError, Outcome, ParentState,
+    WriteBack,
 };
 use crate::model::{Image, Key, Op, TargetChange};
 
@@ -687,13 +688,7 @@ async fn apply_one(
         // where the source linked another key when it read the guard (`peer_hint`): a move
         // that landed here on a local record, whose reply had not reached the source yet when
         // it claimed its next change (seed 37896: its delete removed the local record here).
-        let after = if known.as_ref().is_some_and(|o| o != k)
-            || c.peer_hint.as_ref().is_some_and(|h| h != k)
-        {
-            0
-        } else {
-            c.peer_applied_seq
-        };
+        let after = guard_at(c, known.as_ref(), k);
         let at = At {
             key: k,
             after,
@@ -810,7 +805,11 @@ async fn apply_one(
                 how = Done::Written;
             }
             let settle = st(tx, stmts, &common.settle_moot).await?;
-            for r in tx.query(&settle, &[&c.entity, &vec![k.as_str()]]).await? {
+            let after = guard_at(c, known.as_ref(), k);
+            for r in tx
+                .query(&settle, &[&c.entity, &vec![k.as_str()], &vec![after]])
+                .await?
+            {
                 moot.push(cell(&r, 1, "seq")?);
             }
         }

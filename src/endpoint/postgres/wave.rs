@@ -465,13 +465,24 @@ async fn apply_deletes(
         };
         tx.query(&del, &[&json_array(&objs)]).await?;
     }
-    // Changes suspended here of the records these deletes removed are moot (as in `apply_one`).
+    // Changes of the records these deletes removed are moot (as in `apply_one`).
     if !heres.is_empty() {
         let Some(settle) = stmt(stmts, settle_moot) else {
             return Err(internal("settle_moot not prepared"));
         };
-        let keys: Vec<&str> = heres.keys().map(String::as_str).collect();
-        for r in tx.query(&settle, &[&entity, &keys]).await? {
+        // Each key with the source's guard there (as in `apply_one`: a plan's key here is its
+        // link's).
+        let (keys, afters): (Vec<&str>, Vec<i64>) = heres
+            .iter()
+            .map(|(k, i)| {
+                let after = match &wave[*i].peer_hint {
+                    Some(h) if h.as_str() != k.as_str() => 0,
+                    _ => wave[*i].peer_applied_seq,
+                };
+                (k.as_str(), after)
+            })
+            .unzip();
+        for r in tx.query(&settle, &[&entity, &keys, &afters]).await? {
             let key: Option<String> = cell(&r, 0, "key")?;
             let seq: i64 = cell(&r, 1, "seq")?;
             let i = parse_key(key).and_then(|k| heres.get(k.as_str()).copied());
