@@ -995,11 +995,6 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     let mut beaten: Vec<i64> = Vec::new();
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     for k in old_key.into_iter().chain(here.as_ref()) {
-        // The source's guard counts this side's changes of the record it links; at a key the
-        // record is linked to another key here, the changes are another record's. So where the
-        // source linked another key when it read the guard (`peer_hint`): a move that landed
-        // here on a record whose reply had not reached the source yet (simulation, full
-        // workload, seed 37896).
         let after = super::guard_at(c, known.as_ref(), k);
         match resolve_conflict(db, &entity, c, k, after, now) {
             Resolution::None => {}

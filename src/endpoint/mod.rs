@@ -60,10 +60,12 @@ pub enum Outcome {
 }
 
 /// The source's guard at key `k` here: the newest of this side's changes of the record it
-/// has applied (`peer_applied_seq`). At a key where the record is linked to another key here
-/// (`known`), or the source linked another key when it read the guard (`peer_hint`), the
-/// changes are another record's, so none counts (found by the simulation's full workload,
-/// seeds 1394 and 37896).
+/// has applied (`peer_applied_seq`), which are no conflict and, once it deletes the record,
+/// moot. None counts at a key where the record is linked to another key here (`known`): the
+/// changes there are another record's (simulation's full workload, seed 1394: they were taken
+/// as applied there). Nor where the source linked another key when it read the guard
+/// (`peer_hint`): a move that landed here on a local record, whose reply had not reached the
+/// source when it claimed its next change (seed 37896: its delete removed the local record).
 pub(crate) fn guard_at(c: &TargetChange, known: Option<&Key>, k: &Key) -> i64 {
     if known.is_some_and(|o| o != k) || c.peer_hint.as_ref().is_some_and(|h| h != k) {
         0

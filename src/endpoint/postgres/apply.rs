@@ -682,12 +682,6 @@ async fn apply_one(
     let old_key = moved_from.as_ref().filter(|_| c.op != Op::Delete);
     let exists = |k: &Key| locked.iter().any(|(lk, found)| lk == k && found.is_some());
     for k in old_key.into_iter().chain(here.as_ref()) {
-        // The source's guard counts this side's changes of the record it links; at a key the
-        // record is linked to another key here, the changes are another record's (found by
-        // the simulation's full workload, seed 1394: they were taken as applied there). So
-        // where the source linked another key when it read the guard (`peer_hint`): a move
-        // that landed here on a local record, whose reply had not reached the source yet when
-        // it claimed its next change (seed 37896: its delete removed the local record here).
         let after = guard_at(c, known.as_ref(), k);
         let at = At {
             key: k,

@@ -18,7 +18,7 @@ use super::pool::Prepared;
 use super::row::cell;
 use super::sql::EntitySql;
 use super::PgEndpoint;
-use crate::endpoint::{Done, Outcome};
+use crate::endpoint::{guard_at, Done, Outcome};
 use crate::model::{Image, Key, Op, TargetChange};
 
 fn parse_key(text: Option<String>) -> Option<Key> {
@@ -179,13 +179,10 @@ pub(super) async fn apply_wave(
             }
         }
         let keys: Vec<&str> = heres.iter().map(|(_, k)| k.as_str()).collect();
-        // The source's guard counts nothing under a key it did not link (as in `apply.rs`).
+        // The source's guard at each key (a plan's key here is its link's).
         let after: Vec<i64> = heres
             .iter()
-            .map(|(i, k)| match &wave[*i].peer_hint {
-                Some(h) if h != *k => 0,
-                _ => wave[*i].peer_applied_seq,
-            })
+            .map(|(i, k)| guard_at(&wave[*i], None, k))
             .collect();
         if !tx
             .query(&pending_st, &[&entity, &keys, &after])
@@ -470,16 +467,16 @@ async fn apply_deletes(
         let Some(settle) = stmt(stmts, settle_moot) else {
             return Err(internal("settle_moot not prepared"));
         };
-        // Each key with the source's guard there (as in `apply_one`: a plan's key here is its
-        // link's).
-        let (keys, afters): (Vec<&str>, Vec<i64>) = heres
+        // Each key with the source's guard there (a plan's key here is its link's; a wave
+        // holds a key once).
+        let (keys, afters): (Vec<&str>, Vec<i64>) = plans
             .iter()
-            .map(|(k, i)| {
-                let after = match &wave[*i].peer_hint {
-                    Some(h) if h.as_str() != k.as_str() => 0,
-                    _ => wave[*i].peer_applied_seq,
-                };
-                (k.as_str(), after)
+            .enumerate()
+            .filter_map(|(i, p)| match p {
+                Plan::Write { here: Some(k), .. } => {
+                    Some((k.as_str(), guard_at(&wave[i], None, k)))
+                }
+                _ => None,
             })
             .unzip();
         for r in tx.query(&settle, &[&entity, &keys, &afters]).await? {
