@@ -2190,10 +2190,8 @@ async fn a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again
     b.exec("UPDATE order_items SET quantity = 7").await;
     hold_changes(b).await;
     a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
-    let delete = a.outbox().await;
-    env.drain().await;
     // The delete lost at B; its reply was lost, and it waits at A.
-    a.requeue(&delete[0]).await;
+    drain_with_replies_lost(&env, a).await;
     a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'kept'").await;
     hold_changes(a).await;
     release(b).await;
@@ -2298,11 +2296,9 @@ async fn a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again(p:
         "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({id}, 1, 5)"
     ))
     .await;
-    let insert = b.outbox().await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     // The reply was lost: the insert is pending at B still (held back, so it arrives last).
-    b.requeue(&insert[0]).await;
+    drain_with_replies_lost(&env, b).await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     hold_changes(b).await;
 
     a.exec("DELETE FROM dbo.[ORDERS]").await;
@@ -2355,11 +2351,9 @@ async fn a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 5)"
     ))
     .await;
-    let insert = a.outbox().await;
-    env.drain().await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     // The reply was lost: the insert is pending at A still.
-    a.requeue(&insert[0]).await;
+    drain_with_replies_lost(&env, a).await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
 
     b.exec("DELETE FROM orders").await;
     a.exec("UPDATE dbo.[ORDERS] SET [CUST_NAME] = 'later'")
@@ -2411,10 +2405,8 @@ async fn an_update_the_other_side_saw_before_deleting_its_record_is_settled_with
     let (number, _) = one_order(&env, "one").await;
     a_adds_item(&env, &number, 1, 5).await;
     a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 6").await;
-    let update = a.outbox().await;
-    env.drain().await;
     // The reply was lost: the update is pending at A still, held back.
-    a.requeue(&update[0]).await;
+    drain_with_replies_lost(&env, a).await;
     hold_changes(a).await;
 
     b.exec("DELETE FROM order_items").await;
@@ -2910,6 +2902,16 @@ async fn b_adds_item(env: &Env, order: &str, line: u32, qty: u32) -> String {
         .await;
     env.drain().await;
     env.b.rows("SELECT id FROM order_items").await[0][0].clone()
+}
+
+/// Drains, and the replies to the changes pending at `s` before are lost: they are pending
+/// there again (with their sequences), while the other side has applied them.
+async fn drain_with_replies_lost(env: &Env, s: &TestSide) {
+    let pending = s.outbox().await;
+    env.drain().await;
+    for row in &pending {
+        s.requeue(row).await;
+    }
 }
 
 /// Holds every change pending at a side for an hour: still pending (conflicts see it), not
