@@ -765,6 +765,24 @@ GO
 --                                  AND [key] = @native AND op = 'I' AND suspended = 0)
 --                         SET @here = NULL;
 --                 END;
+--                 -- A delete arriving at a tombstone here, under a key given here by values that
+--                 -- a new record of this side holds now (its insert the oldest change of it
+--                 -- pending here after all the source has applied of this side's changes of the
+--                 -- record): the record it names was deleted here already, and the new one under
+--                 -- the reused key stays (as @replaced above for keys drawn here; simulation's
+--                 -- default workload, seed 484427; as on PostgreSQL).
+--                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @link_found = 1
+--                     AND @deleted = 1 AND @own IS NOT NULL
+--                     AND @own COLLATE Latin1_General_100_BIN2 = @here
+--                 BEGIN
+--                     SELECT @key = @here, @native = NULL;
+-- {{native_key_blocks}}
+--                     IF (SELECT TOP (1) op FROM {{schema}}.[outbox]
+--                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
+--                           AND suspended = 0 AND seq > @peer_applied_seq
+--                         ORDER BY seq) = 'I'
+--                         SET @here = NULL;
+--                 END;
 --                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
 --                 BEGIN
 --                     SET @v = NULL;
