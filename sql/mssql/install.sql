@@ -46,11 +46,7 @@ CREATE TABLE {{schema}}.[outbox] (
     -- Captured while tandem applied a change here (a cascade, another trigger's effect):
     -- the consequence of a change already decided, which loses every conflict against a
     -- change a user made.
-    derived         bit               NOT NULL DEFAULT 0,
-    -- An insert sent to the other side (tandem marks it just before applying it there) with
-    -- no failure recorded since: its record may be there whatever reply comes back. The other
-    -- side's new record meeting it under its key waits for that reply instead of merging.
-    sent            bit               NOT NULL DEFAULT 0
+    derived         bit               NOT NULL DEFAULT 0
 );
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
@@ -61,10 +57,6 @@ GO
 -- Upgrades from versions without the derived mark.
 IF COL_LENGTH({{outbox_lit}}, 'derived') IS NULL
     ALTER TABLE {{schema}}.[outbox] ADD derived bit NOT NULL DEFAULT 0;
-GO
--- Upgrades from versions without the sent mark.
-IF COL_LENGTH({{outbox_lit}}, 'sent') IS NULL
-    ALTER TABLE {{schema}}.[outbox] ADD sent bit NOT NULL DEFAULT 0;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or

@@ -113,17 +113,6 @@ IF @@ROWCOUNT = 0
 IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NOT NULL
     SELECT entity, table_name, fingerprint FROM {{schema}}.[fingerprint];
 
--- name: mark_sent
--- Inserts about to be applied at the other side (@P1: a JSON array of their sequences), marked
--- sent: from now their record may be there whatever reply comes back, until a failure is
--- recorded (the write-back clears the mark). Returns those still here; the others were settled
--- by a conflict meanwhile and are not applied. Rows marked already are not written again.
-SET NOCOUNT ON;
-UPDATE {{schema}}.[outbox] SET sent = 1
-WHERE seq IN (SELECT CONVERT(bigint, value) FROM OPENJSON(@P1)) AND sent = 0;
-SELECT seq FROM {{schema}}.[outbox]
-WHERE seq IN (SELECT CONVERT(bigint, value) FROM OPENJSON(@P1));
-
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).
 SELECT m.{{own}} AS own_key, m.{{peer}} AS peer_key, m.deleted, m.applied_seq

@@ -251,8 +251,7 @@ BEGIN TRY
         last_error = f.error,
         first_failed_at = COALESCE(o.first_failed_at, SYSDATETIMEOFFSET()),
         last_failed_at = SYSDATETIMEOFFSET(),
-        suspended = f.suspend,
-        sent = 0
+        suspended = f.suspend
     FROM {{schema}}.[outbox] AS o
     JOIN (SELECT s.seq, x.delay_ms, x.error, x.suspend
           FROM OPENJSON(@P3) WITH (seqs nvarchar(max) '$.seqs' AS JSON, delay_ms int '$.delay_ms',

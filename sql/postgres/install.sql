@@ -28,10 +28,6 @@ ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS key jsonb;
 -- write): the consequence of a change already decided, which loses every conflict against a
 -- change a user made. Added by upgrades too.
 ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS derived boolean NOT NULL DEFAULT false;
--- An insert sent to the other side (tandem marks it just before applying it there) with no
--- failure recorded since: its record may be there whatever reply comes back. The other side's
--- new record meeting it under its key waits for that reply instead of merging with it.
-ALTER TABLE {{schema}}.outbox ADD COLUMN IF NOT EXISTS sent boolean NOT NULL DEFAULT false;
 -- What is pending: a partial index in sequence order, so claiming stays an index scan.
 CREATE INDEX IF NOT EXISTS outbox_pending ON {{schema}}.outbox (seq) WHERE NOT suspended;
 -- Changes of one record: conflict detection, superseding suspended images, waiting children,

@@ -86,7 +86,7 @@ SET {{own}} = COALESCE(EXCLUDED.{{own}}, m.{{own}}),
 -- name: local_pending
 -- Conflict detection: changes of this record captured here and not yet applied at the other
 -- side (newer than the newest one the other side has applied), newest first.
-SELECT seq, captured_at, op::text, image::text, derived, sent FROM {{schema}}.outbox
+SELECT seq, captured_at, op::text, image::text, derived FROM {{schema}}.outbox
 WHERE entity = $1 AND key = $2::text::jsonb AND NOT suspended AND seq > $3
 ORDER BY seq DESC;
 
@@ -159,20 +159,6 @@ SET applied_seq = GREATEST(m.applied_seq, EXCLUDED.applied_seq),
 DELETE FROM {{schema}}.outbox AS o
 USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(entity, key, seq)
 WHERE o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
-
--- name: mark_sent
--- Inserts about to be applied at the other side ($1: their sequences), marked sent: from now
--- their record may be there whatever reply comes back, until a failure is recorded (`failed`
--- clears the mark). Returns those still here; the others were settled by a conflict meanwhile
--- and are not applied. Rows marked already are not written again.
-WITH marked AS (
-    UPDATE {{schema}}.outbox SET sent = true
-    WHERE seq = ANY($1::bigint[]) AND NOT sent
-    RETURNING seq
-)
-SELECT seq FROM marked
-UNION ALL
-SELECT seq FROM {{schema}}.outbox WHERE seq = ANY($1::bigint[]) AND sent;
 
 -- name: in_flight
 -- Records with changes still in this outbox (pending or suspended).
@@ -317,8 +303,7 @@ SET attempts = attempts + 1,
     last_error = $3,
     first_failed_at = COALESCE(first_failed_at, clock_timestamp()),
     last_failed_at = clock_timestamp(),
-    suspended = $4,
-    sent = false
+    suspended = $4
 WHERE seq = ANY($1);
 
 -- Set-based apply: a wave of changes of one entity in a handful of statements. Arrays

@@ -72,8 +72,6 @@ pub struct OutRow {
     pub suspended: bool,
     /// Captured while tandem applied a change here.
     pub derived: bool,
-    /// An insert sent to the other side with no failure recorded since (`Source::mark_sent`).
-    pub sent: bool,
 }
 
 /// One id map row: keys as this side calls them (`own`) and as the other side does.
@@ -235,7 +233,6 @@ impl MemDb {
                 last_error: None,
                 suspended: false,
                 derived,
-                sent: false,
             },
         );
     }
@@ -815,25 +812,6 @@ fn holder_stays(db: &MemDb, entity: &Entity, key: &Key, c: &TargetChange) -> boo
     ) == db.side
 }
 
-/// Whether the record under `key` here is this side's new one, linked to nothing, whose
-/// insert was sent to the other side with no failure recorded since (`OutRow::sent`); its
-/// newest pending change not a delete.
-fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key) -> bool {
-    let linked = db
-        .by_own(entity, key)
-        .is_some_and(|i| !db.id_map[i].deleted);
-    let (mut sent, mut newest) = (false, None);
-    for o in db
-        .outbox
-        .values()
-        .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
-    {
-        sent |= o.op == Op::Insert && o.sent;
-        newest = Some(o.op);
-    }
-    !linked && sent && newest.is_some_and(|op| op != Op::Delete)
-}
-
 /// `apply_one` of `postgres/apply.rs`, on the model.
 fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Outcome, ApplyError> {
     let side = db.side;
@@ -961,12 +939,12 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     } else {
         known.clone()
     };
-    // A delete of a record this side has no link of, nor the source: nothing of it reached
-    // here (its insert never came, or waits below for this side's own one). A row under its key
-    // given here that is a new record of this side (its insert pending here) is another record,
-    // and stays (as in `postgres/apply.rs`; found by the simulation's full workload, seed 2673:
+    // A delete of a record created at the source after everything of it that reached here
+    // (its run begins with its insert), which this side has no link of, never reached here:
+    // a row under its key given here that is a new record of this side (its insert pending
+    // here) is another record, and stays (found by the simulation's full workload, seed 2673:
     // it was deleted here, while the other side kept its copy).
-    if c.op == Op::Delete && link.is_none() && c.peer_hint.is_none() && key_given {
+    if c.op == Op::Delete && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
         let new_here = here.as_ref().is_some_and(|k| {
             db.outbox
                 .values()
@@ -1032,24 +1010,6 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         }
     }
 
-    // A creation at the source under a key given here by values, where this side's own new
-    // record under that key, linked to nothing, was sent to the source already (its insert
-    // marked sent, no failure since): the reply may have been lost, its copy may be there, and
-    // then the source's record is another one. Merging the two here would leave that copy
-    // linked to nothing at the source. The change waits until this side's insert is confirmed
-    // (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full workload,
-    // seeds 8082 and 21577).
-    if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
-        if let Some(k) = &here {
-            if db.row(&c.entity, k).is_some() && own_insert_unconfirmed(db, &c.entity, k) {
-                return Err(ApplyError::KeyHeld {
-                    context: context(side, c),
-                    message: super::sent_unconfirmed(k, side),
-                    holder: k.to_string(),
-                });
-            }
-        }
-    }
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
     let mut lost_at: Option<Key> = None;
@@ -1481,16 +1441,8 @@ fn resolve_conflict(
                     let op = if o.op == Op::Update { Op::Insert } else { o.op };
                     let seq = db.next_seq;
                     db.next_seq += 1;
-                    // Their retry state stays theirs; a new change, not sent yet.
-                    db.outbox.insert(
-                        seq,
-                        OutRow {
-                            seq,
-                            op,
-                            sent: false,
-                            ..o
-                        },
-                    );
+                    // Their retry state stays theirs.
+                    db.outbox.insert(seq, OutRow { seq, op, ..o });
                 }
             }
             // The other side creates the record again, under a new key where its keys are
@@ -1633,20 +1585,6 @@ impl Source for MemEndpoint {
         }
         drop(db);
         self.leave(lost, Some(out))
-    }
-
-    async fn mark_sent(&self, seqs: &[i64]) -> Result<HashSet<i64>, EndpointError> {
-        let lost = self.enter(Call::Claim)?;
-        let mut db = lock(&self.db);
-        let mut present = HashSet::new();
-        for s in seqs {
-            if let Some(o) = db.outbox.get_mut(s) {
-                o.sent = true;
-                present.insert(*s);
-            }
-        }
-        drop(db);
-        self.leave(lost, present)
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {
@@ -1800,7 +1738,6 @@ impl Source for MemEndpoint {
             for s in &f.seqs {
                 if let Some(o) = db.outbox.get_mut(s) {
                     o.attempts += 1;
-                    o.sent = false;
                     o.next_attempt_ms =
                         Some(now_ms + i64::try_from(f.retry_in_ms).unwrap_or(i64::MAX / 4));
                     o.last_error = Some(f.error.clone());

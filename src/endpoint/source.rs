@@ -10,12 +10,6 @@
 //!   lost: they come in a later claim.
 //! - **Concurrency.** During a pipelined burst, `claim_batch` for batch N+1 and `write_back` for
 //!   batch N-1 run at the same time on two connections of this endpoint.
-//! - **Sent inserts are marked.** Before a batch is applied, [`Source::mark_sent`] marks its
-//!   inserts of records whose key this side gives by values: from then on the record may be at
-//!   the other side whatever reply comes back, until a failure is recorded for the row. The
-//!   target side reads the mark when the other side's new record meets this one under its key
-//!   (it waits instead of merging the two; `apply_one`). Rows gone by then were settled by a
-//!   conflict meanwhile and leave the batch.
 //! - **`write_back` is one transaction**: id pairs, done rows and failures land together or not
 //!   at all, and it is idempotent (writing the same pair twice changes nothing).
 
@@ -48,11 +42,6 @@ pub trait Source: Send + Sync {
         let _ = (limit, after, fold, skip);
         Ok(None)
     }
-    /// Marks these claimed inserts as sent (see the contract above), each in its own
-    /// statement's commit before the batch is applied; a failure recorded for a row by
-    /// [`Source::write_back`] clears its mark. Returns the sequences still in the outbox: the
-    /// others were settled meanwhile and must not be applied.
-    async fn mark_sent(&self, seqs: &[i64]) -> Result<HashSet<i64>, EndpointError>;
     /// Looks up links of `entity` in this side's id map by this side's keys (hints for the
     /// target; a missing key is simply absent from the map).
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;

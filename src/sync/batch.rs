@@ -132,33 +132,6 @@ pub async fn complete(
     finish(config, from, staged, outcomes, chrono::Utc::now()).await
 }
 
-/// Marks the batch's inserts of records whose key this side gives by values as sent, before
-/// they are applied (`Source::mark_sent`): the other side's new record meeting one of them
-/// under its key waits for its reply instead of merging with it. An insert gone meanwhile (a
-/// conflict settled it) leaves the batch.
-async fn mark_sent(
-    config: &Config,
-    from: &dyn Endpoint,
-    rows: Vec<OutboxRow>,
-) -> Result<Vec<OutboxRow>, EndpointError> {
-    let side = from.side();
-    let given = |r: &OutboxRow| {
-        Op::from_code(&r.op) == Some(Op::Insert)
-            && config
-                .entity(&r.entity)
-                .is_some_and(|e| e.key_is_given(side))
-    };
-    let seqs: Vec<i64> = rows.iter().filter(|r| given(r)).map(|r| r.seq).collect();
-    if seqs.is_empty() {
-        return Ok(rows);
-    }
-    let present = from.mark_sent(&seqs).await?;
-    Ok(rows
-        .into_iter()
-        .filter(|r| !given(r) || present.contains(&r.seq))
-        .collect())
-}
-
 /// Entities whose later plain updates a batch may fold in: they flow from `side` and refer
 /// to no parent (an update of a child may name a parent created after the batch's rows).
 fn foldable(config: &Config, side: Side) -> Vec<String> {
@@ -199,7 +172,6 @@ pub async fn stage(
         .into_iter()
         .filter(|r| !in_flight.contains(&r.seq) && seen.insert(r.seq))
         .collect();
-    let rows = mark_sent(config, from, rows).await?;
     let mut staged = Staged {
         report: BatchReport {
             claimed: rows.len(),

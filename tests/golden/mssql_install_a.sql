@@ -46,11 +46,7 @@ CREATE TABLE [tandem].[outbox] (
     -- Captured while tandem applied a change here (a cascade, another trigger's effect):
     -- the consequence of a change already decided, which loses every conflict against a
     -- change a user made.
-    derived         bit               NOT NULL DEFAULT 0,
-    -- An insert sent to the other side (tandem marks it just before applying it there) with
-    -- no failure recorded since: its record may be there whatever reply comes back. The other
-    -- side's new record meeting it under its key waits for that reply instead of merging.
-    sent            bit               NOT NULL DEFAULT 0
+    derived         bit               NOT NULL DEFAULT 0
 );
 -- Changes of one record: conflict detection, superseding suspended images, waiting children.
 -- (No filtered index and no indexed computed column here: the capture trigger inserts into
@@ -61,10 +57,6 @@ GO
 -- Upgrades from versions without the derived mark.
 IF COL_LENGTH(N'[tandem].[outbox]', 'derived') IS NULL
     ALTER TABLE [tandem].[outbox] ADD derived bit NOT NULL DEFAULT 0;
-GO
--- Upgrades from versions without the sent mark.
-IF COL_LENGTH(N'[tandem].[outbox]', 'sent') IS NULL
-    ALTER TABLE [tandem].[outbox] ADD sent bit NOT NULL DEFAULT 0;
 GO
 -- One row per linked record: its key here and on the other side (JSON arrays as text, e.g.
 -- [17] or ["X",2]), the newest sequence of the other side's outbox applied here (older or
@@ -397,17 +389,6 @@ GO
 --       AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
 --       AND h.entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
 --       AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
-
--- mark_sent
--- -- Inserts about to be applied at the other side (@P1: a JSON array of their sequences), marked
--- -- sent: from now their record may be there whatever reply comes back, until a failure is
--- -- recorded (the write-back clears the mark). Returns those still here; the others were settled
--- -- by a conflict meanwhile and are not applied. Rows marked already are not written again.
--- SET NOCOUNT ON;
--- UPDATE [tandem].[outbox] SET sent = 1
--- WHERE seq IN (SELECT CONVERT(bigint, value) FROM OPENJSON(@P1)) AND sent = 0;
--- SELECT seq FROM [tandem].[outbox]
--- WHERE seq IN (SELECT CONVERT(bigint, value) FROM OPENJSON(@P1));
 
 -- links_by_own
 -- -- @P1 entity, @P2 a JSON array of this side's keys (as text).
@@ -750,12 +731,12 @@ GO
 --                                 WHERE entity = @entity AND {{own}} = @here AND deleted = 0
 --                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
 --                     SET @here = NULL;
---                 -- A delete of a record this side has no link of, nor the source: nothing of
---                 -- it reached here (its insert never came, or waits below for this side's own
---                 -- one). A row under its key given here that is a new record of this side (its
---                 -- insert pending here) is another record, and stays (found by the simulation's
---                 -- full workload, seeds 2673 and 6044; as on PostgreSQL).
---                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
+--                 -- A delete of a record created at the source after everything of it that
+--                 -- reached here (its run begins with its insert), which this side has no link
+--                 -- of, never reached here: a row under its key given here that is a new record
+--                 -- of this side (its insert pending here) is another record, and stays (found
+--                 -- by the simulation's full workload, seed 2673; as on PostgreSQL).
+--                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @born = 1
 --                     AND @link_found = 0 AND @peer_hint IS NULL
 --                 BEGIN
 --                     SELECT @key = @here, @native = NULL;
@@ -846,36 +827,6 @@ GO
 --                             + N' belongs to another record (side ' + {{incoming_lit}} + N' key ' + @v
 --                             + N'); this change waits until that record moves or is deleted, or a newer change of this record arrives';
 --                         ;THROW 51003, @msg, 1;
---                     END;
---                 END;
---                 -- A creation at the source under a key given here by values, where this
---                 -- side's own new record under that key, linked to nothing, was sent to the
---                 -- source already (its insert marked sent, no failure since): the reply may have
---                 -- been lost, its copy may be there, and then the source's record is another one.
---                 -- Merging the two here would leave that copy linked to nothing at the source.
---                 -- The change waits until this side's insert is confirmed (linked) or failed
---                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL).
---                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
---                     AND @link_found = 0 AND @peer_hint IS NULL
---                     AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map]
---                                     WHERE entity = @entity AND {{own}} = @here AND deleted = 0)
---                 BEGIN
---                     SELECT @key = @here, @found = 0, @native = NULL;
--- {{lock_blocks}}
--- {{native_key_blocks}}
---                     IF @found = 1
---                         AND EXISTS (SELECT 1 FROM {{schema}}.[outbox]
---                                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                       AND [key] = @native AND op = 'I' AND sent = 1 AND suspended = 0)
---                         AND (SELECT TOP (1) op FROM {{schema}}.[outbox]
---                              WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                AND [key] = @native AND suspended = 0
---                              ORDER BY seq DESC) <> 'D'
---                     BEGIN
---                         SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
---                             + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
---                             + N' with no reply yet; this change waits until that record is linked or its insert fails';
---                         ;THROW 51004, @msg, 1;
 --                     END;
 --                 END;
 --                 -- 4. A change of this record captured here and not yet applied at the other side
@@ -1405,9 +1356,6 @@ GO
 --                                 SET @holder = NULL;
 --                         END;
 --                     END;
---                     -- This side's own insert under the key is on its way there (51004 above).
---                     IF @err = 51004
---                         SET @holder = @here;
 --                     IF @missing_parent IS NOT NULL
 --                         INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
 --                     ELSE IF @holder IS NOT NULL
@@ -1694,8 +1642,7 @@ GO
 --         last_error = f.error,
 --         first_failed_at = COALESCE(o.first_failed_at, SYSDATETIMEOFFSET()),
 --         last_failed_at = SYSDATETIMEOFFSET(),
---         suspended = f.suspend,
---         sent = 0
+--         suspended = f.suspend
 --     FROM {{schema}}.[outbox] AS o
 --     JOIN (SELECT s.seq, x.delay_ms, x.error, x.suspend
 --           FROM OPENJSON(@P3) WITH (seqs nvarchar(max) '$.seqs' AS JSON, delay_ms int '$.delay_ms',

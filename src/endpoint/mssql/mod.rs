@@ -286,21 +286,6 @@ impl Source for MsEndpoint {
         Ok(out)
     }
 
-    async fn mark_sent(&self, seqs: &[i64]) -> Result<HashSet<i64>, EndpointError> {
-        let json = serde_json::to_string(seqs).unwrap_or_else(|_| "[]".into());
-        let what = "mark inserts sent";
-        let mut out = HashSet::new();
-        for r in self
-            .rows(what, &self.common.mark_sent, &[&json.as_str()])
-            .await?
-        {
-            if let Some(s) = get::<i64>(&r, "seq", what)? {
-                out.insert(s);
-            }
-        }
-        Ok(out)
-    }
-
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
         let plan = self.plan().await?;
         let result = apply::write_back(self, &plan, wb).await;

@@ -353,7 +353,6 @@ pub struct Common {
     pub fingerprint_save: String,
     pub fingerprint_list: String,
     pub links_by_own: String,
-    pub mark_sent: String,
     pub suspended_list: String,
     pub resubmit: String,
     pub discard: String,
@@ -400,7 +399,6 @@ impl Common {
             fingerprint_save: get("fingerprint_save")?,
             fingerprint_list: get("fingerprint_list")?,
             links_by_own: get("links_by_own")?,
-            mark_sent: get("mark_sent")?,
             suspended_list: get("suspended_list")?,
             resubmit: get("resubmit")?,
             discard: get("discard")?,
@@ -1057,7 +1055,6 @@ pub fn runtime_listing(common: &Common) -> String {
     for (n, t) in [
         ("claim", &common.claim),
         ("claim_batch", &common.claim_batch),
-        ("mark_sent", &common.mark_sent),
         ("links_by_own", &common.links_by_own),
         ("session", &common.session),
         ("rollback", &common.rollback),

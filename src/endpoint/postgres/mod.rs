@@ -160,21 +160,6 @@ impl Source for PgEndpoint {
         crate::endpoint::rows_present_by_fetch(self, entity, keys).await
     }
 
-    async fn mark_sent(&self, seqs: &[i64]) -> Result<HashSet<i64>, EndpointError> {
-        let mut conn = self.pool.get().await?;
-        let PgConn { client, stmts } = &mut *conn;
-        let what = "mark inserts sent";
-        let err = |e| self.pool.error(what, e);
-        let st = prepared(&*client, stmts, &self.sql.common.mark_sent)
-            .await
-            .map_err(err)?;
-        let mut out = HashSet::new();
-        for r in client.query(&st, &[&seqs]).await.map_err(err)? {
-            out.insert(col::<i64>(&r, 0, "seq", what)?);
-        }
-        Ok(out)
-    }
-
     async fn in_flight(&self, entity: &str, keys: &[Key]) -> Result<HashSet<Key>, EndpointError> {
         let mut out = HashSet::new();
         if keys.is_empty() {

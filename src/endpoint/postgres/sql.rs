@@ -93,7 +93,6 @@ pub struct Common {
     pub link_seen: String,
     pub supersede: String,
     pub in_flight: String,
-    pub mark_sent: String,
     pub suspended_list: String,
     pub resubmit: String,
     pub discard: String,
@@ -249,7 +248,6 @@ impl Sql {
             link_seen: get("link_seen")?,
             supersede: get("supersede")?,
             in_flight: get("in_flight")?,
-            mark_sent: get("mark_sent")?,
             suspended_list: get("suspended_list")?,
             resubmit: get("resubmit")?,
             discard: get("discard")?,
@@ -865,7 +863,6 @@ pub fn runtime_listing(sql: &Sql) -> String {
     };
     for (n, t) in [
         ("claim", &c.claim),
-        ("mark_sent", &c.mark_sent),
         ("record_lock", &c.record_lock),
         ("link_by_peer", &c.link_by_peer),
         ("link_applied", &c.link_applied),
