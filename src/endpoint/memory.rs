@@ -812,6 +812,17 @@ fn holder_stays(db: &MemDb, entity: &Entity, key: &Key, c: &TargetChange) -> boo
     ) == db.side
 }
 
+/// `new_since` of `postgres/apply.rs`: the row under `key` here is a new record of this side
+/// the source has not seen (its insert the oldest change of it pending here after
+/// `peer_applied_seq`).
+fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
+    db.outbox
+        .range(c.peer_applied_seq + 1..)
+        .map(|(_, p)| p)
+        .find(|p| p.entity == c.entity && p.key == *key && !p.suspended)
+        .is_some_and(|p| p.op == Op::Insert)
+}
+
 /// `apply_one` of `postgres/apply.rs`, on the model.
 fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Outcome, ApplyError> {
     let side = db.side;
@@ -904,13 +915,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             if ((c.op == Op::Insert && c.born && !l.deleted)
                 || (c.op == Op::Delete && l.deleted))
                 && !key_given
-                && l.own.as_ref().is_some_and(|o| {
-                    db.outbox
-                        .range(c.peer_applied_seq + 1..)
-                        .map(|(_, p)| p)
-                        .find(|p| p.entity == c.entity && p.key == *o && !p.suspended)
-                        .is_some_and(|p| p.op == Op::Insert)
-                }) =>
+                && l.own.as_ref().is_some_and(|o| new_since(db, c, o)) =>
         {
             (None, false, false)
         }
@@ -963,15 +968,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // million-seed run of the default workload, seed 484427: it removed the new record here,
     // whose copy lived on at the other side).
     if let (Op::Delete, true, Some(l), Some(k)) = (c.op, key_given, &link, &here) {
-        if l.deleted
-            && l.own.as_ref() == Some(k)
-            && db
-                .outbox
-                .range(c.peer_applied_seq + 1..)
-                .map(|(_, p)| p)
-                .find(|p| p.entity == c.entity && p.key == *k && !p.suspended)
-                .is_some_and(|p| p.op == Op::Insert)
-        {
+        if l.deleted && l.own.as_ref() == Some(k) && new_since(db, c, k) {
             put_link(db, c, None, true);
             return Ok(done(None, Done::Unchanged, false));
         }

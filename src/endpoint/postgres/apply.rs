@@ -17,7 +17,7 @@ use tokio_postgres::{Statement, Transaction};
 use super::error::{aborted_by_sibling, caused_by_row, is_transient, Stop};
 use super::pool::{describe, prepared, PgConn, Prepared};
 use super::row::cell;
-use super::sql::EntitySql;
+use super::sql::{Common, EntitySql};
 use super::PgEndpoint;
 use crate::config::{ConflictPolicy, Side};
 use crate::endpoint::{
@@ -485,14 +485,7 @@ async fn apply_one(
                 && ((c.op == Op::Insert && c.born && !deleted)
                     || (c.op == Op::Delete && *deleted)) =>
         {
-            let q = st(tx, stmts, &common.local_pending).await?;
-            let pending = tx
-                .query(&q, &[&c.entity, &own.as_str(), &c.peer_applied_seq])
-                .await?;
-            match pending.last() {
-                Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
-                None => false,
-            }
+            new_since(tx, stmts, common, c, own).await?
         }
         _ => false,
     };
@@ -593,19 +586,9 @@ async fn apply_one(
     if let (Op::Delete, true, Some((_, Some(own), true)), Some(k)) =
         (c.op, es.key_given, &link, &here)
     {
-        if own == k {
-            let q = st(tx, stmts, &common.local_pending).await?;
-            let pending = tx
-                .query(&q, &[&c.entity, &k.as_str(), &c.peer_applied_seq])
-                .await?;
-            let new_here = match pending.last() {
-                Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
-                None => false,
-            };
-            if new_here {
-                put_link(ep, tx, stmts, c, None, true).await?;
-                return Ok(done(None, Done::Unchanged, false));
-            }
+        if own == k && new_since(tx, stmts, common, c, k).await? {
+            put_link(ep, tx, stmts, c, None, true).await?;
+            return Ok(done(None, Done::Unchanged, false));
         }
     }
     // A key given by values that another live record holds here is not this record's, nor
@@ -1200,6 +1183,26 @@ async fn resolve_conflict(
 }
 
 /// Why a change waits for a key given by values that another record holds.
+/// Whether the row under `key` here is a new record of this side that the source has not
+/// seen: its insert is the oldest change of it pending here after all the source has applied
+/// of this side's changes of the record (`peer_applied_seq`).
+async fn new_since(
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    common: &Common,
+    c: &TargetChange,
+    key: &Key,
+) -> Result<bool, Stop> {
+    let q = st(tx, stmts, &common.local_pending).await?;
+    let pending = tx
+        .query(&q, &[&c.entity, &key.as_str(), &c.peer_applied_seq])
+        .await?;
+    Ok(match pending.last() {
+        Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
+        None => false,
+    })
+}
+
 pub(crate) fn key_held(key: &Key, here: Side, holder: &Key) -> String {
     format!(
         "key {key} at side {here} belongs to another record (side {} key {holder}); this change \
