@@ -84,7 +84,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit, @old_found bit, @holds bit, @held bit,
+        @moved bit, @replaced bit, @new_own bit, @old_found bit, @holds bit, @held bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -193,9 +193,13 @@ BEGIN
                 -- deleted here already, and a row under the number whose insert is that oldest
                 -- change is this side's new record, which the delete must not remove (as on
                 -- PostgreSQL; simulation's full workload, seed 50143).
-                SET @replaced = 0;
-                IF @link_found = 1 AND @own IS NOT NULL AND @key_given = 0
-                   AND ((@deleted = 0 AND @op = 'I' AND @born = 1) OR (@deleted = 1 AND @op = 'D'))
+                -- @new_own: that row is a new record of this side the source has not seen (as
+                -- new_since on PostgreSQL); where keys are given here, only a delete at a
+                -- tombstone asks (below, once the key here is known).
+                SET @new_own = 0;
+                IF @link_found = 1 AND @own IS NOT NULL
+                   AND ((@key_given = 0 AND @deleted = 0 AND @op = 'I' AND @born = 1)
+                        OR (@deleted = 1 AND @op = 'D'))
                 BEGIN
                     SELECT @key = @own, @native = NULL;
                     IF @entity = N'order'
@@ -208,8 +212,9 @@ BEGIN
                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
                           AND suspended = 0 AND seq > @peer_applied_seq
                         ORDER BY seq) = 'I'
-                        SET @replaced = 1;
+                        SET @new_own = 1;
                 END;
+                SET @replaced = CASE WHEN @key_given = 0 THEN @new_own ELSE 0 END;
                 IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
@@ -361,25 +366,11 @@ BEGIN
                 -- a new record of this side holds now (its insert the oldest change of it
                 -- pending here after all the source has applied of this side's changes of the
                 -- record): the record it names was deleted here already, and the new one under
-                -- the reused key stays (as @replaced above for keys drawn here; simulation's
-                -- default workload, seed 484427; as on PostgreSQL).
-                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @link_found = 1
-                    AND @deleted = 1 AND @own IS NOT NULL
+                -- the reused key stays (@new_own, as @replaced above for keys drawn here;
+                -- simulation's default workload, seed 484427; as on PostgreSQL).
+                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @new_own = 1
                     AND @own COLLATE Latin1_General_100_BIN2 = @here
-                BEGIN
-                    SELECT @key = @here, @native = NULL;
-                    IF @entity = N'order'
-                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
-                    IF @entity = N'order_item'
-                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
-                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
-                    IF (SELECT TOP (1) op FROM [tandem].[outbox]
-                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native
-                          AND suspended = 0 AND seq > @peer_applied_seq
-                        ORDER BY seq) = 'I'
-                        SET @here = NULL;
-                END;
+                    SET @here = NULL;
                 IF @key_given = 1 AND @given IS NOT NULL AND @op <> 'D'
                 BEGIN
                     SET @v = NULL;
