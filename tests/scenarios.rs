@@ -42,6 +42,7 @@ scenarios!(
     a_child_whose_own_delete_lost_rejoins_the_parent_its_side_created_again,
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
     a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_the_record,
+    a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under_its_key,
     a_late_delete_at_a_tombstone_spares_the_new_record_under_the_reused_key,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
@@ -2388,6 +2389,93 @@ async fn a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_
         &format!("[{item}]"),
     )
     .await;
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A's new line whose reply was lost is not merged at A with a line B added under the same key.
+/// B's user added line 2 and moved it to line 4; A's user added line 2, which reached B (line 2
+/// was free there by then) as a new record, and the reply was lost. B's insert then arrives at
+/// A with its first image, line 2, where A's line 2 is linked to nothing yet. Merging the two
+/// (as before) linked A's line 2 to B's item, whose move then took it to line 4 at A: A's own
+/// line 2 was gone there, while B kept it linked to a key with no record (found by the
+/// simulation's full workload, seeds 8082 and 21577). Now B's insert waits, because A's insert
+/// was sent (it is at or below A's sent mark), until A's line is linked; then it is another
+/// record, and lands on line 4.
+async fn a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under_its_key(
+    p: Pairing,
+) {
+    let env = Env::demo(p, "sent_not_merged").await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let (number, order) = one_order(&env, "first").await;
+    let moved = b_adds_line_2_and_moves_it_held_back(b, &order, 4).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
+    ))
+    .await;
+    // Applied at B; its reply never comes (the staged batch is dropped unfinished).
+    let none = std::collections::HashSet::new();
+    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    assert_eq!(
+        a.rows(a.sql(
+            "SELECT o.op::text, (o.seq <= m.seq)::text FROM tandem.outbox AS o, tandem.sent_mark AS m",
+            "SELECT o.op, CASE WHEN o.seq <= m.seq THEN 'true' ELSE 'false' END \
+             FROM tandem.outbox AS o CROSS JOIN tandem.sent_mark AS m"
+        ))
+        .await,
+        table(&[&["I", "true"]]),
+        "A's sent mark covers its insert before it is applied"
+    );
+    let at_b = b.rows("SELECT id FROM order_items WHERE line_no = 2").await[0][0].clone();
+    // B's insert reaches A before A's insert is sent again.
+    hold_changes(a).await;
+    release_only(b, "I").await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "7"]]),
+        "A's line 2 is untouched"
+    );
+    let waiting = b
+        .rows("SELECT last_error FROM tandem.outbox WHERE op = 'I'")
+        .await;
+    assert!(
+        waiting.len() == 1 && waiting[0][0].contains("sent to side B with no reply yet"),
+        "B's insert waits for A's: {waiting:?}"
+    );
+
+    release(a).await;
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["2", "7"], &["4", "5"]])
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&[at_b.as_str(), "2", "7"], &[moved.as_str(), "4", "5"]])
+    );
+    let (two, four) = (format!("[{number},2]"), format!("[{number},4]"));
+    let (at_b, moved) = (format!("[{at_b}]"), format!("[{moved}]"));
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
+                 AND deleted = '0' ORDER BY a_key"
+            )
+            .await,
+            table(&[
+                &[two.as_str(), at_b.as_str()],
+                &[four.as_str(), moved.as_str()]
+            ]),
+            "the item links at {}",
+            s.side()
+        );
+    }
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 

@@ -316,12 +316,12 @@ BEGIN
                                 WHERE entity = @entity AND {{own}} = @here AND deleted = 0
                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
                     SET @here = NULL;
-                -- A delete of a record created at the source after everything of it that
-                -- reached here (its run begins with its insert), which this side has no link
-                -- of, never reached here: a row under its key given here that is a new record
-                -- of this side (its insert pending here) is another record, and stays (found
-                -- by the simulation's full workload, seed 2673; as on PostgreSQL).
-                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @born = 1
+                -- A delete of a record this side has no link of, nor the source: nothing of
+                -- it reached here (its insert never came, or waits below for this side's own
+                -- one). A row under its key given here that is a new record of this side (its
+                -- insert pending here) is another record, and stays (found by the simulation's
+                -- full workload, seeds 2673 and 6044; as on PostgreSQL).
+                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
                     AND @link_found = 0 AND @peer_hint IS NULL
                 BEGIN
                     SELECT @key = @here, @native = NULL;
@@ -403,6 +403,38 @@ BEGIN
                             + N' belongs to another record (side ' + {{incoming_lit}} + N' key ' + @v
                             + N'); this change waits until that record moves or is deleted, or a newer change of this record arrives';
                         ;THROW 51003, @msg, 1;
+                    END;
+                END;
+                -- A creation at the source under a key given here by values, where this
+                -- side's own new record under that key, linked to nothing, was sent to the
+                -- source already (its insert at or below the sent mark, never failed): the reply
+                -- may have been lost, its copy may be there, and then the source's record is
+                -- another one.
+                -- Merging the two here would leave that copy linked to nothing at the source.
+                -- The change waits until this side's insert is confirmed (linked) or failed
+                -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL).
+                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
+                    AND @link_found = 0 AND @peer_hint IS NULL
+                    AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+                                    WHERE entity = @entity AND {{own}} = @here AND deleted = 0)
+                BEGIN
+                    SELECT @key = @here, @found = 0, @native = NULL;
+{{lock_blocks}}
+{{native_key_blocks}}
+                    IF @found = 1
+                        AND EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+                                    WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                      AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
+                                      AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
+                        AND (SELECT TOP (1) op FROM {{schema}}.[outbox]
+                             WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                               AND [key] = @native AND suspended = 0
+                             ORDER BY seq DESC) <> 'D'
+                    BEGIN
+                        SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
+                            + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
+                            + N' with no reply yet; this change waits until that record is linked or its insert fails';
+                        ;THROW 51004, @msg, 1;
                     END;
                 END;
                 -- 4. A change of this record captured here and not yet applied at the other side
@@ -932,6 +964,9 @@ BEGIN
                                 SET @holder = NULL;
                         END;
                     END;
+                    -- This side's own insert under the key is on its way there (51004 above).
+                    IF @err = 51004
+                        SET @holder = @here;
                     IF @missing_parent IS NOT NULL
                         INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
                     ELSE IF @holder IS NOT NULL

@@ -100,6 +100,20 @@ CREATE TABLE {{schema}}.[backfill_key] (
     PRIMARY KEY CLUSTERED (entity, ord)
 );
 GO
+-- The newest sequence of this outbox that tandem has begun to apply at the other side: one
+-- row, raised once per batch (not per change) before the batch is applied. An insert at or
+-- below it that never failed may be at the other side whatever reply comes back: the other
+-- side's new record meeting it, linked to nothing, under its key given by values waits for
+-- that reply instead of merging with it.
+IF OBJECT_ID({{sent_mark_lit}}, N'U') IS NULL
+CREATE TABLE {{schema}}.[sent_mark] (
+    one bit    NOT NULL PRIMARY KEY CLUSTERED DEFAULT 1 CHECK (one = 1),
+    seq bigint NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM {{schema}}.[sent_mark])
+    INSERT INTO {{schema}}.[sent_mark] (one, seq) VALUES (1, 0);
+GO
 -- What `install` recorded of each synchronised table, per entity reading it: its columns
 -- (name, type, NOT NULL) and unique keys, as JSON. `run` and `check` compare the live catalog
 -- with it (schema drift): a mapped column dropped, renamed or retyped pauses the entity until

@@ -113,6 +113,11 @@ IF @@ROWCOUNT = 0
 IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NOT NULL
     SELECT entity, table_name, fingerprint FROM {{schema}}.[fingerprint];
 
+-- name: mark_sent
+-- A batch is about to be applied at the other side: the sent mark rises to its newest insert
+-- (@P1). One row, once per batch; it never goes down.
+UPDATE {{schema}}.[sent_mark] SET seq = @P1 WHERE seq < @P1;
+
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).
 SELECT m.{{own}} AS own_key, m.{{peer}} AS peer_key, m.deleted, m.applied_seq

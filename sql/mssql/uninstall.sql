@@ -26,6 +26,7 @@ DROP TABLE IF EXISTS {{schema}}.[conflicts];
 DROP TABLE IF EXISTS {{schema}}.[backfill];
 DROP TABLE IF EXISTS {{schema}}.[backfill_key];
 DROP TABLE IF EXISTS {{schema}}.[fingerprint];
+DROP TABLE IF EXISTS {{schema}}.[sent_mark];
 GO
 -- The schema goes only if tandem created it and nothing else lives in it.
 IF SCHEMA_ID({{schema_lit}}) IS NOT NULL

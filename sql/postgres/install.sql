@@ -85,6 +85,17 @@ CREATE TABLE IF NOT EXISTS {{schema}}.backfill (
     finished_at timestamptz
 );
 
+-- The newest sequence of this outbox that tandem has begun to apply at the other side: one
+-- row, raised once per batch (not per change) before the batch is applied. An insert at or
+-- below it that never failed may be at the other side whatever reply comes back: the other
+-- side's new record meeting it, linked to nothing, under its key given by values waits for
+-- that reply instead of merging with it.
+CREATE TABLE IF NOT EXISTS {{schema}}.sent_mark (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one),
+    seq bigint  NOT NULL
+);
+INSERT INTO {{schema}}.sent_mark (one, seq) VALUES (true, 0) ON CONFLICT (one) DO NOTHING;
+
 -- What `install` recorded of each synchronised table, per entity reading it: its columns
 -- (name, type, NOT NULL) and unique keys, as JSON. `run` and `check` compare the live catalog
 -- with it (schema drift): a mapped column dropped, renamed or retyped pauses the entity until

@@ -160,6 +160,20 @@ DELETE FROM {{schema}}.outbox AS o
 USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(entity, key, seq)
 WHERE o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
 
+-- name: mark_sent
+-- A batch is about to be applied at the other side: the sent mark rises to its newest insert
+-- ($1). One row, once per batch; it never goes down.
+UPDATE {{schema}}.sent_mark SET seq = $1 WHERE seq < $1;
+
+-- name: own_pending_sent
+-- This side's changes of a record ($1 entity, $2 key) still here, newest first: each one's op,
+-- and whether it is an insert sent to the other side with no failure since (at or below the
+-- sent mark, never failed), whose record may be there whatever reply comes back.
+SELECT o.op::text, o.op = 'I' AND o.attempts = 0 AND o.seq <= m.seq
+FROM {{schema}}.outbox AS o, {{schema}}.sent_mark AS m
+WHERE o.entity = $1 AND o.key = $2::text::jsonb AND NOT o.suspended
+ORDER BY o.seq DESC;
+
 -- name: in_flight
 -- Records with changes still in this outbox (pending or suspended).
 SELECT DISTINCT key::text FROM {{schema}}.outbox

@@ -31,6 +31,7 @@ DROP TABLE IF EXISTS {{schema}}.id_map;
 DROP TABLE IF EXISTS {{schema}}.conflicts;
 DROP TABLE IF EXISTS {{schema}}.backfill;
 DROP TABLE IF EXISTS {{schema}}.fingerprint;
+DROP TABLE IF EXISTS {{schema}}.sent_mark;
 -- The schema goes only if tandem created it and nothing else lives in it.
 DO $do$
 BEGIN

@@ -114,6 +114,9 @@ pub struct MemDb {
     pub outbox: BTreeMap<i64, OutRow>,
     next_seq: i64,
     pub id_map: Vec<MapRow>,
+    /// The newest sequence of this outbox tandem has begun to apply at the other side
+    /// (`Source::mark_sent`).
+    pub sent_mark: i64,
     /// Foreign key behaviour per child entity here.
     pub fk: BTreeMap<String, Fk>,
     /// Unique constraints per entity here: the columns that give the other side its key
@@ -161,6 +164,7 @@ impl MemDb {
             outbox: BTreeMap::new(),
             next_seq: 1,
             id_map: Vec::new(),
+            sent_mark: 0,
             fk: fks,
             unique,
             conflicts: 0,
@@ -823,6 +827,25 @@ fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
         .is_some_and(|p| p.op == Op::Insert)
 }
 
+/// Whether the record under `key` here is this side's new one, linked to nothing, whose
+/// insert was sent to the other side and never failed (at or below `MemDb::sent_mark`); its
+/// newest pending change not a delete.
+fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key) -> bool {
+    let linked = db
+        .by_own(entity, key)
+        .is_some_and(|i| !db.id_map[i].deleted);
+    let (mut sent, mut newest) = (false, None);
+    for o in db
+        .outbox
+        .values()
+        .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
+    {
+        sent |= o.op == Op::Insert && o.attempts == 0 && o.seq <= db.sent_mark;
+        newest = Some(o.op);
+    }
+    !linked && sent && newest.is_some_and(|op| op != Op::Delete)
+}
+
 /// `apply_one` of `postgres/apply.rs`, on the model.
 fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Outcome, ApplyError> {
     let side = db.side;
@@ -944,12 +967,12 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     } else {
         known.clone()
     };
-    // A delete of a record created at the source after everything of it that reached here
-    // (its run begins with its insert), which this side has no link of, never reached here:
-    // a row under its key given here that is a new record of this side (its insert pending
-    // here) is another record, and stays (found by the simulation's full workload, seed 2673:
+    // A delete of a record this side has no link of, nor the source: nothing of it reached
+    // here (its insert never came, or waits below for this side's own one). A row under its key
+    // given here that is a new record of this side (its insert pending here) is another record,
+    // and stays (as in `postgres/apply.rs`; found by the simulation's full workload, seed 2673:
     // it was deleted here, while the other side kept its copy).
-    if c.op == Op::Delete && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
+    if c.op == Op::Delete && link.is_none() && c.peer_hint.is_none() && key_given {
         let new_here = here.as_ref().is_some_and(|k| {
             db.outbox
                 .values()
@@ -1007,6 +1030,24 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         }
     }
 
+    // A creation at the source under a key given here by values, where this side's own new
+    // record under that key, linked to nothing, was sent to the source already (its insert at
+    // or below the sent mark, never failed): the reply may have been lost, its copy may be
+    // there, and then the source's record is another one. Merging the two here would leave that
+    // copy linked to nothing at the source. The change waits until this side's insert is confirmed
+    // (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full workload,
+    // seeds 8082 and 21577).
+    if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
+        if let Some(k) = &here {
+            if db.row(&c.entity, k).is_some() && own_insert_unconfirmed(db, &c.entity, k) {
+                return Err(ApplyError::KeyHeld {
+                    context: context(side, c),
+                    message: super::sent_unconfirmed(k, side),
+                    holder: k.to_string(),
+                });
+            }
+        }
+    }
     let mut conflict = Resolution::None;
     let mut superseded: Option<i64> = None;
     let mut lost_at: Option<Key> = None;
@@ -1438,7 +1479,7 @@ fn resolve_conflict(
                     let op = if o.op == Op::Update { Op::Insert } else { o.op };
                     let seq = db.next_seq;
                     db.next_seq += 1;
-                    // Their retry state stays theirs.
+                    // Their retry state stays theirs; a new change, not sent yet.
                     db.outbox.insert(seq, OutRow { seq, op, ..o });
                 }
             }
@@ -1582,6 +1623,14 @@ impl Source for MemEndpoint {
         }
         drop(db);
         self.leave(lost, Some(out))
+    }
+
+    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError> {
+        let lost = self.enter(Call::Claim)?;
+        let mut db = lock(&self.db);
+        db.sent_mark = db.sent_mark.max(seq);
+        drop(db);
+        self.leave(lost, ())
     }
 
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError> {

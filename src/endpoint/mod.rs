@@ -74,6 +74,17 @@ pub(crate) fn guard_at(c: &TargetChange, known: Option<&Key>, k: &Key) -> i64 {
     }
 }
 
+/// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
+/// record under it was sent there with no reply yet (`Source::mark_sent`). SQL Server's
+/// `apply.sql` words it the same.
+pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
+    format!(
+        "key {k} at side {here} holds a new record of this side, sent to side {} with no reply \
+         yet; this change waits until that record is linked or its insert fails",
+        here.other()
+    )
+}
+
 /// The outcome of a change the target had applied already, or a newer one of its record
 /// (the sequence guard): nothing is written. Where the link here is a tombstone naming the
 /// record's key here, [`Done::StaleDeleted`].

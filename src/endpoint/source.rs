@@ -10,6 +10,14 @@
 //!   lost: they come in a later claim.
 //! - **Concurrency.** During a pipelined burst, `claim_batch` for batch N+1 and `write_back` for
 //!   batch N-1 run at the same time on two connections of this endpoint.
+//! - **Sent inserts are marked.** Before a batch with inserts of records whose key this side
+//!   gives by values is applied, [`Source::mark_sent`] raises this side's sent mark (one row,
+//!   not one per change) to the newest of them: an insert at or below the mark that never failed
+//!   may be at the other side whatever reply comes back. The target side reads the mark when
+//!   the other side's new record meets this one under its key (it waits instead of merging the
+//!   two; `apply_one`). An insert below the mark that was not sent yet (its entity paused) only
+//!   makes that record wait longer; a failure recorded for it ends the wait, so two sides that
+//!   both added the record cannot wait for each other for ever.
 //! - **`write_back` is one transaction**: id pairs, done rows and failures land together or not
 //!   at all, and it is idempotent (writing the same pair twice changes nothing).
 
@@ -42,6 +50,9 @@ pub trait Source: Send + Sync {
         let _ = (limit, after, fold, skip);
         Ok(None)
     }
+    /// Raises the sent mark to `seq` (see the contract above), committed before the batch is
+    /// applied; the mark never goes down.
+    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError>;
     /// Looks up links of `entity` in this side's id map by this side's keys (hints for the
     /// target; a missing key is simply absent from the map).
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;

@@ -132,6 +132,32 @@ pub async fn complete(
     finish(config, from, staged, outcomes, chrono::Utc::now()).await
 }
 
+/// Raises the sent mark to the batch's newest insert of a record whose key this side gives by
+/// values, before the batch is applied (`Source::mark_sent`; one statement, none for a batch
+/// without such inserts): the other side's new record meeting one of them under its key waits
+/// for its reply instead of merging with it.
+async fn mark_sent(
+    config: &Config,
+    from: &dyn Endpoint,
+    rows: &[OutboxRow],
+) -> Result<(), EndpointError> {
+    let side = from.side();
+    let newest = rows
+        .iter()
+        .filter(|r| {
+            Op::from_code(&r.op) == Some(Op::Insert)
+                && config
+                    .entity(&r.entity)
+                    .is_some_and(|e| e.key_is_given(side))
+        })
+        .map(|r| r.seq)
+        .max();
+    match newest {
+        Some(seq) => from.mark_sent(seq).await,
+        None => Ok(()),
+    }
+}
+
 /// Entities whose later plain updates a batch may fold in: they flow from `side` and refer
 /// to no parent (an update of a child may name a parent created after the batch's rows).
 fn foldable(config: &Config, side: Side) -> Vec<String> {
@@ -172,6 +198,7 @@ pub async fn stage(
         .into_iter()
         .filter(|r| !in_flight.contains(&r.seq) && seen.insert(r.seq))
         .collect();
+    mark_sent(config, from, &rows).await?;
     let mut staged = Staged {
         report: BatchReport {
             claimed: rows.len(),

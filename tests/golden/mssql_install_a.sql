@@ -100,6 +100,20 @@ CREATE TABLE [tandem].[backfill_key] (
     PRIMARY KEY CLUSTERED (entity, ord)
 );
 GO
+-- The newest sequence of this outbox that tandem has begun to apply at the other side: one
+-- row, raised once per batch (not per change) before the batch is applied. An insert at or
+-- below it that never failed may be at the other side whatever reply comes back: the other
+-- side's new record meeting it, linked to nothing, under its key given by values waits for
+-- that reply instead of merging with it.
+IF OBJECT_ID(N'[tandem].[sent_mark]', N'U') IS NULL
+CREATE TABLE [tandem].[sent_mark] (
+    one bit    NOT NULL PRIMARY KEY CLUSTERED DEFAULT 1 CHECK (one = 1),
+    seq bigint NOT NULL
+);
+GO
+IF NOT EXISTS (SELECT 1 FROM [tandem].[sent_mark])
+    INSERT INTO [tandem].[sent_mark] (one, seq) VALUES (1, 0);
+GO
 -- What `install` recorded of each synchronised table, per entity reading it: its columns
 -- (name, type, NOT NULL) and unique keys, as JSON. `run` and `check` compare the live catalog
 -- with it (schema drift): a mapped column dropped, renamed or retyped pauses the entity until
@@ -389,6 +403,11 @@ GO
 --       AND h.seq > @P2 AND h.seq <= @last AND h.[key] IS NOT NULL
 --       AND h.entity NOT IN (SELECT CONVERT(nvarchar(128), value) FROM OPENJSON(@P4))
 --       AND w.suspended = 0 AND w.next_attempt_at > SYSDATETIMEOFFSET();
+
+-- mark_sent
+-- -- A batch is about to be applied at the other side: the sent mark rises to its newest insert
+-- -- (@P1). One row, once per batch; it never goes down.
+-- UPDATE [tandem].[sent_mark] SET seq = @P1 WHERE seq < @P1;
 
 -- links_by_own
 -- -- @P1 entity, @P2 a JSON array of this side's keys (as text).
@@ -736,12 +755,12 @@ GO
 --                                 WHERE entity = @entity AND {{own}} = @here AND deleted = 0
 --                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
 --                     SET @here = NULL;
---                 -- A delete of a record created at the source after everything of it that
---                 -- reached here (its run begins with its insert), which this side has no link
---                 -- of, never reached here: a row under its key given here that is a new record
---                 -- of this side (its insert pending here) is another record, and stays (found
---                 -- by the simulation's full workload, seed 2673; as on PostgreSQL).
---                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D' AND @born = 1
+--                 -- A delete of a record this side has no link of, nor the source: nothing of
+--                 -- it reached here (its insert never came, or waits below for this side's own
+--                 -- one). A row under its key given here that is a new record of this side (its
+--                 -- insert pending here) is another record, and stays (found by the simulation's
+--                 -- full workload, seeds 2673 and 6044; as on PostgreSQL).
+--                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'D'
 --                     AND @link_found = 0 AND @peer_hint IS NULL
 --                 BEGIN
 --                     SELECT @key = @here, @native = NULL;
@@ -823,6 +842,38 @@ GO
 --                             + N' belongs to another record (side ' + {{incoming_lit}} + N' key ' + @v
 --                             + N'); this change waits until that record moves or is deleted, or a newer change of this record arrives';
 --                         ;THROW 51003, @msg, 1;
+--                     END;
+--                 END;
+--                 -- A creation at the source under a key given here by values, where this
+--                 -- side's own new record under that key, linked to nothing, was sent to the
+--                 -- source already (its insert at or below the sent mark, never failed): the reply
+--                 -- may have been lost, its copy may be there, and then the source's record is
+--                 -- another one.
+--                 -- Merging the two here would leave that copy linked to nothing at the source.
+--                 -- The change waits until this side's insert is confirmed (linked) or failed
+--                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL).
+--                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
+--                     AND @link_found = 0 AND @peer_hint IS NULL
+--                     AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+--                                     WHERE entity = @entity AND {{own}} = @here AND deleted = 0)
+--                 BEGIN
+--                     SELECT @key = @here, @found = 0, @native = NULL;
+-- {{lock_blocks}}
+-- {{native_key_blocks}}
+--                     IF @found = 1
+--                         AND EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                       AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
+--                                       AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
+--                         AND (SELECT TOP (1) op FROM {{schema}}.[outbox]
+--                              WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                AND [key] = @native AND suspended = 0
+--                              ORDER BY seq DESC) <> 'D'
+--                     BEGIN
+--                         SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
+--                             + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
+--                             + N' with no reply yet; this change waits until that record is linked or its insert fails';
+--                         ;THROW 51004, @msg, 1;
 --                     END;
 --                 END;
 --                 -- 4. A change of this record captured here and not yet applied at the other side
@@ -1352,6 +1403,9 @@ GO
 --                                 SET @holder = NULL;
 --                         END;
 --                     END;
+--                     -- This side's own insert under the key is on its way there (51004 above).
+--                     IF @err = 51004
+--                         SET @holder = @here;
 --                     IF @missing_parent IS NOT NULL
 --                         INSERT INTO @out (i, fail, parent, parent_key) VALUES (@i, 'G', @missing_parent, @missing_key);
 --                     ELSE IF @holder IS NOT NULL

@@ -26,6 +26,7 @@ DROP TABLE IF EXISTS [tandem].[conflicts];
 DROP TABLE IF EXISTS [tandem].[backfill];
 DROP TABLE IF EXISTS [tandem].[backfill_key];
 DROP TABLE IF EXISTS [tandem].[fingerprint];
+DROP TABLE IF EXISTS [tandem].[sent_mark];
 GO
 -- The schema goes only if tandem created it and nothing else lives in it.
 IF SCHEMA_ID(N'tandem') IS NOT NULL

@@ -216,7 +216,7 @@ pub fn outcome(row: &OutRow, context: String, suspect: Option<&str>) -> Outcome 
         (Some(_), _) => {
             let n = row.err_number.unwrap_or(0);
             let text = row.err_message.clone().unwrap_or_default();
-            let ours = matches!(n, 51000 | 51001 | 51003);
+            let ours = matches!(n, 51000 | 51001 | 51003 | 51004);
             let mut message = if ours {
                 text
             } else {

@@ -286,6 +286,12 @@ impl Source for MsEndpoint {
         Ok(out)
     }
 
+    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError> {
+        self.rows("raise the sent mark", &self.common.mark_sent, &[&seq])
+            .await
+            .map(|_| ())
+    }
+
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {
         let plan = self.plan().await?;
         let result = apply::write_back(self, &plan, wb).await;

@@ -98,6 +98,7 @@ pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("backfill_lit", literal(&format!("{s}.[backfill]"))),
         ("backfill_key_lit", literal(&format!("{s}.[backfill_key]"))),
         ("fingerprint_lit", literal(&format!("{s}.[fingerprint]"))),
+        ("sent_mark_lit", literal(&format!("{s}.[sent_mark]"))),
         // The table property that marks a capture trigger as this installation's.
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
@@ -353,6 +354,7 @@ pub struct Common {
     pub fingerprint_save: String,
     pub fingerprint_list: String,
     pub links_by_own: String,
+    pub mark_sent: String,
     pub suspended_list: String,
     pub resubmit: String,
     pub discard: String,
@@ -399,6 +401,7 @@ impl Common {
             fingerprint_save: get("fingerprint_save")?,
             fingerprint_list: get("fingerprint_list")?,
             links_by_own: get("links_by_own")?,
+            mark_sent: get("mark_sent")?,
             suspended_list: get("suspended_list")?,
             resubmit: get("resubmit")?,
             discard: get("discard")?,
@@ -1055,6 +1058,7 @@ pub fn runtime_listing(common: &Common) -> String {
     for (n, t) in [
         ("claim", &common.claim),
         ("claim_batch", &common.claim_batch),
+        ("mark_sent", &common.mark_sent),
         ("links_by_own", &common.links_by_own),
         ("session", &common.session),
         ("rollback", &common.rollback),

@@ -77,6 +77,7 @@ async fn prepare_for(
         &c.unlink_own,
         &c.link_applied,
         &c.local_pending,
+        &c.own_pending_sent,
         &c.settle_moot,
         &c.local_reinsert,
         &c.local_redelete,
@@ -558,13 +559,13 @@ async fn apply_one(
     } else {
         known.clone()
     };
-    // A delete of a record created at the source after everything of it that reached here
-    // (its run begins with its insert), which this side has no link of, never reached here:
-    // a row under its key given here that is a new record of this side (its insert pending
-    // here) is another record, and stays (found by the simulation's full workload, seed 2673:
-    // it was deleted here, while the other side kept its copy).
-    if let (Op::Delete, true, None, None, true, Some(k)) =
-        (c.op, c.born, &link, &c.peer_hint, es.key_given, &here)
+    // A delete of a record this side has no link of, nor the source: nothing of it reached
+    // here (its insert never came, or waits below for this side's own one). A row under its key
+    // given here that is a new record of this side (its insert pending here) is another record,
+    // and stays (found by the simulation's full workload, seed 2673: it was deleted here, while
+    // the other side kept its copy; and seed 6044, its insert waiting).
+    if let (Op::Delete, None, None, true, Some(k)) =
+        (c.op, &link, &c.peer_hint, es.key_given, &here)
     {
         let q = st(tx, stmts, &common.local_pending).await?;
         let mut new_here = false;
@@ -680,6 +681,26 @@ async fn apply_one(
             None => None,
         };
         locked.push((k.clone(), found));
+    }
+
+    // A creation at the source under a key given here by values, where this side's own new
+    // record under that key, linked to nothing, was sent to the source already (its insert at
+    // or below the sent mark, never failed): the reply may have been lost, its copy may be
+    // there, and then the source's record is another one. Merging the two here would leave that
+    // copy linked to nothing at the source. The change waits until this side's insert is confirmed
+    // (linked) or failed (found by the simulation's full workload, seeds 8082 and 21577).
+    if let (Op::Insert, true, None, None, true, Some(k)) =
+        (c.op, c.born, &link, &c.peer_hint, es.key_given, &here)
+    {
+        if locked.iter().any(|(lk, found)| lk == k && found.is_some())
+            && own_insert_unconfirmed(tx, stmts, common, &c.entity, k).await?
+        {
+            return Err(Stop::Apply(ApplyError::KeyHeld {
+                context: context(ep, c),
+                message: crate::endpoint::sent_unconfirmed(k, ep.side),
+                holder: k.to_string(),
+            }));
+        }
     }
 
     // Changes pending here of the record under its old key conflict as much as under its new.
@@ -1182,7 +1203,6 @@ async fn resolve_conflict(
     }
 }
 
-/// Why a change waits for a key given by values that another record holds.
 /// Whether the row under `key` here is a new record of this side that the source has not
 /// seen: its insert is the oldest change of it pending here after all the source has applied
 /// of this side's changes of the record (`peer_applied_seq`).
@@ -1203,6 +1223,33 @@ async fn new_since(
     })
 }
 
+/// Whether the record under `key` here is this side's new one, linked to nothing, whose insert
+/// was sent to the other side and never failed (at or below the sent mark, `mark_sent`), its
+/// newest pending change not a delete.
+async fn own_insert_unconfirmed(
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    common: &Common,
+    entity: &str,
+    key: &Key,
+) -> Result<bool, Stop> {
+    let q = st(tx, stmts, &common.links_by_own).await?;
+    if let Some(r) = tx.query_opt(&q, &[&entity, &vec![key.as_str()]]).await? {
+        if !cell::<bool>(&r, 2, "deleted")? {
+            return Ok(false);
+        }
+    }
+    let q = st(tx, stmts, &common.own_pending_sent).await?;
+    let (mut sent, mut newest) = (false, None);
+    for r in tx.query(&q, &[&entity, &key.as_str()]).await? {
+        let op = cell::<String>(&r, 0, "op")?;
+        sent |= cell::<bool>(&r, 1, "sent")?;
+        newest.get_or_insert(op);
+    }
+    Ok(sent && newest.is_some_and(|op| op != "D"))
+}
+
+/// Why a change waits for a key given by values that another record holds.
 pub(crate) fn key_held(key: &Key, here: Side, holder: &Key) -> String {
     format!(
         "key {key} at side {here} belongs to another record (side {} key {holder}); this change \
