@@ -154,7 +154,12 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
             .await,
             2
         );
-        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 5, "outbox, id_map, conflicts, backfill, fingerprint");
+        assert_eq!(count(c, "SELECT count(*) FROM pg_class WHERE relnamespace = 'tandem'::regnamespace AND relkind = 'r'").await, 6, "outbox, id_map, conflicts, backfill, fingerprint, sent_mark");
+        assert_eq!(
+            count(c, "SELECT count(*) FROM tandem.sent_mark").await,
+            1,
+            "the sent mark is one row"
+        );
         assert_eq!(
             count(c, "SELECT count(*) FROM tandem.fingerprint").await,
             2,
@@ -162,10 +167,11 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
         );
     }
     // An install of an earlier version (no fingerprints, no claim that skips paused
-    // entities): status still answers, and install upgrades it.
+    // entities, no sent mark): status still answers, and install upgrades it.
     env.a
         .batch_execute(
             "DROP TABLE tandem.fingerprint;
+             DROP TABLE tandem.sent_mark;
              DROP FUNCTION tandem.pending(integer, text[]);
              DROP FUNCTION tandem.claim_batch(integer, bigint, text[], text[]);",
         )
@@ -178,6 +184,10 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
     assert_eq!(
         count(&env.a, "SELECT count(*) FROM tandem.fingerprint").await,
         2
+    );
+    assert_eq!(
+        count(&env.a, "SELECT count(*) FROM tandem.sent_mark").await,
+        1
     );
     let o = env.tandem_run(&["run", "--once"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
