@@ -1047,9 +1047,9 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // record under that key, linked to nothing, was sent to the source already (its insert at
     // or below the sent mark, never failed): the reply may have been lost, its copy may be
     // there, and then the source's record is another one. Merging the two here would leave that
-    // copy linked to nothing at the source. The change waits until this side's insert is confirmed
-    // (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full workload,
-    // seeds 8082 and 21577).
+    // copy linked to nothing at the source. The change waits until this side's insert is
+    // confirmed (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full
+    // workload, seeds 8082 and 21577).
     if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
         if let Some(k) = &here {
             if db.row(&c.entity, k).is_some() && own_insert_unconfirmed(db, &c.entity, k) {
@@ -1492,7 +1492,8 @@ fn resolve_conflict(
                     let op = if o.op == Op::Update { Op::Insert } else { o.op };
                     let seq = db.next_seq;
                     db.next_seq += 1;
-                    // Their retry state stays theirs; a new change, not sent yet.
+                    // Their retry state stays theirs; a new change, not sent yet (its new
+                    // sequence is above the sent mark).
                     db.outbox.insert(seq, OutRow { seq, op, ..o });
                 }
             }
