@@ -44,6 +44,7 @@ scenarios!(
     a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_the_record,
     a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under_its_key,
     a_late_delete_at_a_tombstone_spares_the_new_record_under_the_reused_key,
+    a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_had,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -2476,6 +2477,79 @@ async fn a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under
             table(&[
                 &[two.as_str(), at_b.as_str()],
                 &[four.as_str(), moved.as_str()]
+            ]),
+            "the item links at {}",
+            s.side()
+        );
+    }
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A line B moved away from a number, coming back to A (which deleted it there) after B's new
+/// line took the number at A, is created anew instead of taking the new line's row. A's line 1
+/// reached B; both replies to A were lost (its insert's, then its delete's, which lost to B's
+/// move to line 3), so A never linked it. B's user added a new line 1 meanwhile, which reached
+/// A first. B's old line then arrives at A with B's link, naming line 1: A took that hint and
+/// moved the new line's row to line 3, leaving the new line's link with no record (found by the
+/// simulation's full workload, seed 76215). Now a hint naming a key that a live link here gives
+/// another record is stale: A knows nothing of the old line, and creates it at line 3.
+async fn a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_had(p: Pairing) {
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "hint_taken", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let (number, order) = one_order(&env, "first").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
+    ))
+    .await;
+    let none = std::collections::HashSet::new();
+    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    let old = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    b.exec("UPDATE order_items SET line_no = 3").await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 9)"
+    ))
+    .await;
+    let new = b.rows("SELECT id FROM order_items WHERE line_no = 1").await[0][0].clone();
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    // A's insert and delete reach B (the delete loses to B's move); the replies are lost.
+    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 2).await;
+    // They come again, stale at B; A's row is gone, so no link is written there.
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT count(*) FROM tandem.id_map WHERE entity = 'order_item'")
+            .await,
+        table(&[&["0"]]),
+        "A never linked the old line"
+    );
+
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["1", "9"], &["3", "7"]])
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&[new.as_str(), "1", "9"], &[old.as_str(), "3", "7"]])
+    );
+    let (one, three) = (format!("[{number},1]"), format!("[{number},3]"));
+    let (new, old) = (format!("[{new}]"), format!("[{old}]"));
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
+                 AND deleted = '0' ORDER BY a_key"
+            )
+            .await,
+            table(&[
+                &[one.as_str(), new.as_str()],
+                &[three.as_str(), old.as_str()]
             ]),
             "the item links at {}",
             s.side()

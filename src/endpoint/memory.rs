@@ -908,9 +908,24 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                         .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
                 })
     };
+    // No link here, and the source's hint names a key here that a live link gives another
+    // record of the source: the hint is older than that link, and this side knows nothing of
+    // this record (as in `postgres/apply.rs`; simulation's full workload, seed 76215). Only
+    // where the source draws its keys: a key given by values may be this very record's old one.
+    let hint_taken = link.is_none()
+        && !reused
+        && c.peer_hint.as_ref().is_some_and(|h| {
+            db.id_map.iter().any(|m| {
+                m.entity == c.entity
+                    && m.own.as_ref() == Some(h)
+                    && !m.deleted
+                    && m.peer.as_ref().is_some_and(|p| *p != c.source_key)
+            })
+        });
     // A tombstone, or a live link whose row is gone here, of another record than the one the
     // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
     let (known, linked_live, tombstone) = match &link {
+        None if hint_taken => (None, false, false),
         Some(l) if moved_away(l) => (None, false, false),
         Some(l)
             if reused

@@ -647,6 +647,16 @@ GO
 --                 ELSE IF @link_found = 1
 --                     SELECT @known = @own, @tombstone = @deleted,
 --                            @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;
+--                 -- No link here, and the source's hint names a key here that a live link gives
+--                 -- another record of the source: the hint is older than that link (the key went
+--                 -- to another record here since), and this side knows nothing of this record
+--                 -- (as on PostgreSQL; simulation's full workload, seed 76215). Only where the
+--                 -- source draws its keys: a key given by values may be this record's old one.
+--                 ELSE IF @peer_hint IS NOT NULL AND @source_key_given = 0
+--                     AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+--                                 WHERE entity = @entity AND {{own}} = @peer_hint AND deleted = 0
+--                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
+--                     SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
 --                 ELSE
 --                     SELECT @known = @peer_hint, @tombstone = 0,
 --                            @linked_live = CASE WHEN @peer_hint IS NOT NULL THEN 1 ELSE 0 END;

@@ -117,9 +117,15 @@ pub(super) async fn apply_wave(
                 return Ok(None);
             }
         }
+        // No link here, only the source's: `apply_one` checks no live link here gives its key
+        // to another record (`hint_taken`) where the source draws its keys. Rare: the
+        // write-back of a link the source made is on its way.
+        if link.is_none() && ch.peer_hint.is_some() {
+            return Ok(None);
+        }
         let (known, linked_live) = match link {
             Some(l) => (l.own.clone(), l.own.is_some()),
-            None => (ch.peer_hint.clone(), ch.peer_hint.is_some()),
+            None => (None, false),
         };
         let mut row = ch.row.clone();
         for r in &ch.refs {
