@@ -306,7 +306,8 @@ async fn install_twice_is_fine_and_uninstall_leaves_nothing() {
             state,
             InstallState::Installed {
                 triggers: 2,
-                expected: 2
+                expected: 2,
+                ..
             }
         ),
         "{state:?}"

@@ -173,12 +173,29 @@ async fn install_is_idempotent_and_uninstall_removes_exactly_its_objects() {
             "DROP TABLE tandem.fingerprint;
              DROP TABLE tandem.sent_mark;
              DROP FUNCTION tandem.pending(integer, text[]);
-             DROP FUNCTION tandem.claim_batch(integer, bigint, text[], text[]);",
+             DROP FUNCTION tandem.claim_batch(integer, bigint, text[], text[]);
+             COMMENT ON TABLE tandem.outbox IS NULL;",
         )
         .await
         .unwrap();
     let o = env.tandem_run(&["status"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
+    // `run` refuses those objects (every apply would fail on the missing sent mark), saying
+    // which side and what to do; `check` says the same.
+    let o = env.tandem_run(&["run", "--once"]);
+    let (out, err) = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}{err}");
+    assert!(
+        err.contains("side A: tandem's objects were installed by another version of tandem (format unmarked, this tandem needs format 1): run `tandem install`"),
+        "{err}"
+    );
+    let o = env.tandem_run(&["check"]);
+    let (out, _) = text(&o);
+    assert!(
+        out.contains("side A: tandem's objects were installed by another version")
+            && out.contains("side B: tandem is installed"),
+        "{out}"
+    );
     let o = env.tandem_run(&["install", "--side", "a"]);
     assert_eq!(o.status.code(), Some(0), "{:?}", text(&o));
     assert_eq!(

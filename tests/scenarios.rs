@@ -4049,12 +4049,20 @@ async fn two_entities_on_one_table_each_capture_and_see_each_others_writes(p: Pa
     };
     let env = Env::new(p, "split", &config, a_schema, b_tables).await;
     let (a, b) = (&env.a, &env.b);
-    // One trigger per table: A has one (both entities), B two; check agrees.
+    // One trigger per table: A has one (both entities), B two; check agrees. Install recorded
+    // the form of its objects, which `run` requires.
     let sides = env.sides();
     for (ep, want) in [(&sides.a, 1), (&sides.b, 2)] {
         match ep.install_state().await.expect("install state") {
-            tandem::endpoint::InstallState::Installed { triggers, expected } => {
-                assert_eq!((triggers, expected), (want, want))
+            tandem::endpoint::InstallState::Installed {
+                triggers,
+                expected,
+                format,
+            } => {
+                assert_eq!(
+                    (triggers, expected, format),
+                    (want, want, Some(tandem::endpoint::INSTALL_FORMAT))
+                )
             }
             other => panic!("not installed: {other:?}"),
         }

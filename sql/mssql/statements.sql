@@ -167,7 +167,11 @@ SELECT CONVERT(bit, CASE WHEN OBJECT_ID({{outbox_lit}}, N'U') IS NOT NULL
                         JOIN sys.extended_properties AS p
                           ON p.class = 1 AND p.major_id = t.parent_id AND p.minor_id = 0
                          AND p.name = {{mark_lit}}
-                        WHERE t.name = CONVERT(sysname, p.value))) AS trigger_count;
+                        WHERE t.name = CONVERT(sysname, p.value))) AS trigger_count,
+       -- The form install recorded (install_end.sql); none on installs older than the mark.
+       (SELECT CONVERT(nvarchar(40), value) FROM sys.extended_properties
+        WHERE class = 1 AND major_id = OBJECT_ID({{outbox_lit}}) AND minor_id = 0
+          AND name = N'tandem_format') AS install_format;
 
 -- name: server
 -- For `tandem check`: SQL Server 2016 (13) or later, and a compatibility level of 130 or

@@ -407,7 +407,9 @@ SELECT to_regclass({{schema_ident_lit}} || '.outbox') IS NOT NULL
        -- live in tandem's schema.
        (SELECT count(*) FROM pg_trigger tg JOIN pg_proc p ON p.oid = tg.tgfoid
         WHERE tg.tgname = 'tandem_capture'
-          AND p.pronamespace = to_regnamespace({{schema_ident_lit}}));
+          AND p.pronamespace = to_regnamespace({{schema_ident_lit}})),
+       -- The form install recorded (install_end.sql); none on installs older than the mark.
+       obj_description(to_regclass({{schema_ident_lit}} || '.outbox'), 'pg_class');
 
 -- name: table_columns
 -- For `tandem check`: the table's columns, whether each has a default (or identity), whether

@@ -38,7 +38,13 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             Ok(InstallState::Missing) => {
                 println!("side {side}: tandem is not installed yet (run `tandem install`)")
             }
-            Ok(InstallState::Installed { triggers, expected }) if triggers < expected => {
+            // Objects of another version: `run` refuses them until `install` upgrades them.
+            Ok(state @ InstallState::Installed { .. }) if state.unusable(side).is_some() => {
+                println!("{}", state.unusable(side).unwrap_or_default())
+            }
+            Ok(InstallState::Installed {
+                triggers, expected, ..
+            }) if triggers < expected => {
                 installed += 1;
                 println!(
                     "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"

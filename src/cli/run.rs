@@ -15,6 +15,30 @@ use crate::secret::redact;
 use crate::service::{self, http::Server, leader, metrics, Role};
 use crate::sync;
 
+/// Refuses a side whose tandem objects are missing or were installed by another version of
+/// tandem (exit 2, saying to run `tandem install`): every apply there would fail on an object
+/// this build uses, and be retried until parked. A side that cannot be reached is not refused
+/// here: the service waits for it as for any outage.
+async fn require_current_install(sides: &sync::Sides) -> Result<(), CliError> {
+    use crate::config::Side;
+    // Both at once: a side that is down costs its pool's connection timeout once.
+    let (a, b) = tokio::join!(sides.a.install_state(), sides.b.install_state());
+    for (side, state) in [(Side::A, a), (Side::B, b)] {
+        match state {
+            Ok(state) => {
+                if let Some(why) = state.unusable(side) {
+                    return Err(CliError::Setup(why));
+                }
+            }
+            Err(e) => warn!(
+                "side {side}: could not read which tandem installed its objects: {}",
+                redact(&e.to_string())
+            ),
+        }
+    }
+    Ok(())
+}
+
 /// Runs until SIGINT/SIGTERM, or drains once.
 pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Result<(), CliError> {
     if once && listen.is_some() {
@@ -23,6 +47,7 @@ pub async fn run(config: Arc<Config>, once: bool, listen: Option<String>) -> Res
         ));
     }
     let sides = open_sides(&config)?;
+    require_current_install(&sides).await?;
     if once {
         // Held until the drain is done, so that no service instance applies next to it.
         let _lead = leader::take_for_once(&sides)

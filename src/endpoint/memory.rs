@@ -1870,6 +1870,7 @@ impl Admin for MemEndpoint {
         Ok(InstallState::Installed {
             triggers: n,
             expected: n,
+            format: Some(super::INSTALL_FORMAT),
         })
     }
     async fn status(&self) -> Result<Vec<EntityStatus>, EndpointError> {

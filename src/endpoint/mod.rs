@@ -248,11 +248,44 @@ pub struct SuspendedChange {
     pub image: String,
 }
 
+/// The form of tandem's objects this build uses. `install` records it on the outbox table;
+/// `run` refuses a side whose objects record another (an install by an older tandem lacks
+/// objects this one uses, such as `sent_mark`, and every apply would fail on them). Raise it
+/// whenever `install.sql` adds or changes an object `run` relies on.
+pub const INSTALL_FORMAT: u32 = 1;
+
 /// Whether tandem's objects are installed on a side.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstallState {
     Missing,
-    Installed { triggers: usize, expected: usize },
+    Installed {
+        triggers: usize,
+        expected: usize,
+        /// The [`INSTALL_FORMAT`] the objects record (`None`: installed by a tandem older
+        /// than the mark).
+        format: Option<u32>,
+    },
+}
+
+impl InstallState {
+    /// Why `run` cannot use this side's objects as they are, with what to do; `None` when
+    /// they are this build's.
+    pub fn unusable(&self, side: Side) -> Option<String> {
+        match self {
+            InstallState::Missing => Some(format!(
+                "side {side}: tandem is not installed (run `tandem install`)"
+            )),
+            InstallState::Installed { format, .. } if *format != Some(INSTALL_FORMAT) => {
+                Some(format!(
+                    "side {side}: tandem's objects were installed by another version of tandem \
+                     (format {}, this tandem needs format {INSTALL_FORMAT}): run `tandem install`, \
+                     which upgrades them in place and keeps pending changes and links",
+                    format.map_or_else(|| "unmarked".to_string(), |f| f.to_string())
+                ))
+            }
+            InstallState::Installed { .. } => None,
+        }
+    }
 }
 
 /// Leadership among several `tandem run` instances, held through a lock in a database on a

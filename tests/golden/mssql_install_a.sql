@@ -305,6 +305,17 @@ ELSE
     EXEC sys.sp_addextendedproperty @name = N'tandem:tandem', @value = N'tandem_capture_ORDER_ITEMS',
         @level0type = N'SCHEMA', @level0name = @s, @level1type = N'TABLE', @level1name = @t;
 GO
+-- The form of these objects (tandem's INSTALL_FORMAT), for `tandem run` and `tandem check`
+-- to tell them from objects an older tandem installed, which lack some this one uses.
+IF EXISTS (SELECT 1 FROM sys.extended_properties
+           WHERE class = 1 AND major_id = OBJECT_ID(N'[tandem].[outbox]') AND minor_id = 0
+             AND name = N'tandem_format')
+    EXEC sys.sp_updateextendedproperty @name = N'tandem_format', @value = N'1',
+        @level0type = N'SCHEMA', @level0name = N'tandem', @level1type = N'TABLE', @level1name = N'outbox';
+ELSE
+    EXEC sys.sp_addextendedproperty @name = N'tandem_format', @value = N'1',
+        @level0type = N'SCHEMA', @level0name = N'tandem', @level1type = N'TABLE', @level1name = N'outbox';
+GO
 COMMIT TRANSACTION;
 SET XACT_ABORT OFF;
 GO

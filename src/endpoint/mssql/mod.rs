@@ -433,12 +433,13 @@ impl Admin for MsEndpoint {
     async fn install_state(&self) -> Result<InstallState, EndpointError> {
         let what = "read install state";
         let rows = self.rows(what, &self.common.install_state, &[]).await?;
-        let (present, triggers) = match rows.first() {
+        let (present, triggers, format) = match rows.first() {
             Some(r) => (
                 get::<bool>(r, "installed", what)?.unwrap_or(false),
                 get::<i64>(r, "trigger_count", what)?.unwrap_or(0),
+                get::<&str>(r, "install_format", what)?.and_then(|f| f.trim().parse().ok()),
             ),
-            None => (false, 0),
+            None => (false, 0, None),
         };
         // One capture trigger per table, however many entities read it.
         let expected = self.config.captured_tables(self.side).len();
@@ -446,6 +447,7 @@ impl Admin for MsEndpoint {
             InstallState::Installed {
                 triggers: usize::try_from(triggers).unwrap_or(0),
                 expected,
+                format,
             }
         } else {
             InstallState::Missing

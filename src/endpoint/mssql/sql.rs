@@ -103,6 +103,10 @@ pub fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("mark_lit", literal(&format!("tandem:{schema}"))),
         ("own", ident(own)),
         ("peer", ident(peer)),
+        (
+            "install_format",
+            crate::endpoint::INSTALL_FORMAT.to_string(),
+        ),
     ]
 }
 
@@ -337,7 +341,7 @@ pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointErr
         out.push_str(&trigger_script(config, t, &entities, side, &vars)?);
     }
     out.push('\n');
-    out.push_str(INSTALL_END);
+    out.push_str(&fill(INSTALL_END, &vars)?);
     Ok(out)
 }
 

@@ -313,12 +313,18 @@ impl Admin for PgEndpoint {
         let row = client.query_one(&st, &[]).await.map_err(err)?;
         let present: Option<bool> = col(&row, 0, "present", "read install state")?;
         let triggers: i64 = col(&row, 1, "triggers", "read install state")?;
+        let comment: Option<String> = col(&row, 2, "format", "read install state")?;
+        let format = comment
+            .as_deref()
+            .and_then(|c| c.strip_prefix("tandem objects, format "))
+            .and_then(|f| f.trim().parse().ok());
         // One capture trigger per table, however many entities read it.
         let expected = self.config.captured_tables(self.side).len();
         Ok(if present == Some(true) {
             InstallState::Installed {
                 triggers: triggers as usize,
                 expected,
+                format,
             }
         } else {
             InstallState::Missing

@@ -194,6 +194,10 @@ fn schema_vars(schema: &str, side: Side) -> Vec<(&'static str, String)> {
         ("schema_name_lit", literal(schema)),
         ("own", own.to_string()),
         ("peer", peer.to_string()),
+        (
+            "install_format",
+            crate::endpoint::INSTALL_FORMAT.to_string(),
+        ),
     ]
 }
 
@@ -845,7 +849,7 @@ pub fn install_script(config: &Config, side: Side) -> Result<String, EndpointErr
         out.push('\n');
         out.push_str(&trigger_script(config, &vars, t, &entities, side)?);
     }
-    out.push_str(INSTALL_END);
+    out.push_str(&fill(INSTALL_END, &vars)?);
     Ok(out)
 }
 
