@@ -45,6 +45,7 @@ scenarios!(
     a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under_its_key,
     a_late_delete_at_a_tombstone_spares_the_new_record_under_the_reused_key,
     a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_had,
+    a_second_copy_of_an_order_with_no_items_goes,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -2556,6 +2557,80 @@ async fn a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_h
         );
     }
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A second copy of an order, left by a lost reply, goes like one of an item when no item
+/// refers to it. B's user changes an order while A's user deletes it; B's change wins at A, so
+/// A creates the order again under a new number, and the reply to B is lost. A's user then
+/// creates an order under the old number, which lands on B's order at B (B still links the
+/// number to it) and loses to B's change; its link at A takes B's order from the copy. The copy
+/// stayed at A only, linked to nothing: the copy rule left alone every entity another one
+/// refers to (found by the fault suite's full workload, seed 6030; the kind of 5165, 5329 and
+/// 5746). Now it goes where no row refers to it.
+async fn a_second_copy_of_an_order_with_no_items_goes(p: Pairing) {
+    let config = demo_config_with_policy("order", "b_wins");
+    let env = Env::demo_with(p, "order_copy", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "first").await;
+    b.exec("UPDATE orders SET amount = 5").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    hold_changes(a).await;
+    // B's change wins over A's delete: the order is created again at A, under a new number;
+    // the reply to B is lost.
+    save_id_map(b).await;
+    release(b).await;
+    drain_with_replies_lost(&env, b).await;
+    restore_id_map(b).await;
+    let copy = a
+        .rows("SELECT [ORDER_NO], [CUST_NAME], [AMOUNT] FROM dbo.[ORDERS]")
+        .await;
+    assert_eq!(copy.len(), 1, "{copy:?}");
+    assert_ne!(copy[0][0], number, "created again under a new number");
+    assert_eq!(
+        (copy[0][1].as_str(), copy[0][2].as_str()),
+        ("first", "5.00")
+    );
+    hold_changes(b).await;
+
+    a.exec(a.sql(
+        &format!("INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'second')"),
+        &format!(
+            "SET IDENTITY_INSERT dbo.[ORDERS] ON; \
+             INSERT INTO dbo.[ORDERS] ([ORDER_NO], [CUST_NAME]) VALUES ({number}, 'second'); \
+             SET IDENTITY_INSERT dbo.[ORDERS] OFF"
+        ),
+    ))
+    .await;
+    env.drain().await;
+    release(b).await;
+    env.drain().await;
+
+    let one = table(&[&[number.as_str(), "first", "5.00"]]);
+    assert_eq!(
+        a.rows("SELECT [ORDER_NO], [CUST_NAME], [AMOUNT] FROM dbo.[ORDERS]")
+            .await,
+        one,
+        "the copy is gone at A"
+    );
+    assert_eq!(
+        b.rows("SELECT legacy_no, customer, amount FROM orders")
+            .await,
+        one
+    );
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map \
+                 WHERE entity = 'order' AND deleted = '0'"
+            )
+            .await,
+            vec![vec![format!("[{number}]"), format!("[{order}]")]],
+            "live order links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// A line deleted at both sides and added again at A under its old number, whose reply has not

@@ -112,8 +112,8 @@ const FOUND_FULL: [u64; 95] = [
 
 /// Seeds of the full workload without key changes at A that found a bug (each fixed):
 /// replayed by `full_workload_with_fixed_keys_seeds_that_found_a_bug_pass`.
-const FOUND_FIXED_KEYS: [u64; 13] = [
-    1_264, 15_517, 20_745, 27_090, 33_719, 47_018, 57_341, 60_922, 86_612, 97_642, 102_860,
+const FOUND_FIXED_KEYS: [u64; 14] = [
+    1_264, 15_517, 20_745, 27_090, 33_719, 44_365, 47_018, 57_341, 60_922, 86_612, 97_642, 102_860,
     105_392, 115_253,
 ];
 

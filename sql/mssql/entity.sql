@@ -209,7 +209,8 @@ END;
 
 -- name: drop_duplicate
 -- A second copy of a record (@dup, its key here), left by a lost reply, goes (see write_back.sql);
--- only for an entity nothing refers to and without a soft delete here (sql.rs).
+-- not while rows here refer to it (one NOT EXISTS per child table, filled in by sql.rs), nor with a
+-- soft delete here (sql.rs).
 IF @entity = {{entity_lit}}
 BEGIN
     SELECT @native = CONVERT(nvarchar(max), (SELECT {{native_key_k}} FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
@@ -219,7 +220,7 @@ BEGIN
     BEGIN
         EXEC sys.sp_set_session_context N'tandem.applying', {{table_ctx_lit}};
         DELETE t FROM {{table}} AS t
-        JOIN OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k ON {{t_k_join}};
+        JOIN OPENJSON(N'[' + @dup + N']') WITH ({{with_key}}) AS k ON {{t_k_join}}{{no_children}};
         IF @@ROWCOUNT > 0
         BEGIN
             UPDATE {{schema}}.[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()

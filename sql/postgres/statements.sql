@@ -672,8 +672,9 @@ FROM (
 -- the other side then took this side's other record for the peer (both sides created the
 -- record under a key given there, and it landed on the local one). The copy goes, not captured
 -- (the other side never knew it: the caller marks the table), and its link becomes a
--- tombstone; unless it has changes of its own here (a user's, which travel). Only for an
--- entity nothing refers to and without a soft delete here (sql.rs). The caller locks the row
+-- tombstone; unless it has changes of its own here (a user's, which travel), or rows here refer
+-- to it (one NOT EXISTS per child table, filled in by sql.rs). Not with a soft delete here
+-- (sql.rs). The caller locks the row
 -- first (row_lock), so this statement's snapshot sees a change a user committed to it
 -- meanwhile. $1: the key as a JSON
 -- object by column, $2: the same key as id_map text, $3: the entity. Returns the rows gone.
@@ -682,7 +683,7 @@ WITH gone AS (
     USING jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r
     WHERE ({{t_key}}) = ({{r_key}})
       AND NOT EXISTS (SELECT 1 FROM {{schema}}.outbox AS o
-                      WHERE o.entity = $3 AND o.key = $2::text::jsonb)
+                      WHERE o.entity = $3 AND o.key = $2::text::jsonb){{no_children}}
     RETURNING 1
 ), tomb AS (
     UPDATE {{schema}}.id_map SET deleted = true, updated_at = clock_timestamp()

@@ -113,6 +113,21 @@ impl Config {
             .any(|e| e.columns.iter().any(|c| c.parent.as_deref() == Some(name)))
     }
 
+    /// Where records of entity `name` are referred to at `side`: each child entity's table
+    /// there with the column holding the parent's key (a ref, so the parent's key is one
+    /// column).
+    pub fn references_to(&self, name: &str, side: Side) -> Vec<(&TableName, &str)> {
+        self.entities
+            .iter()
+            .flat_map(|e| {
+                e.columns
+                    .iter()
+                    .filter(|c| c.parent.as_deref() == Some(name))
+                    .map(move |c| (&e.side(side).table, c.name(side)))
+            })
+            .collect()
+    }
+
     /// The tables of `side` whose changes travel, each with the entities that read it and
     /// flow from `side` (config order): one capture trigger per table, whatever the number of
     /// entities on it (several entities may share a table).

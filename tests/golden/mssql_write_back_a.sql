@@ -158,6 +158,25 @@ BEGIN TRY
                 BEGIN
                     SAVE TRANSACTION tandem_dup;
                     BEGIN TRY
+                        IF @entity = N'order'
+                        BEGIN
+                            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                            FROM OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                            IF NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native)
+                            BEGIN
+                                EXEC sys.sp_set_session_context N'tandem.applying', N'[dbo].[ORDERS]';
+                                DELETE t FROM [dbo].[ORDERS] AS t
+                                JOIN OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND NOT EXISTS (SELECT 1 FROM [dbo].[ORDER_ITEMS] AS c WHERE c.[ORDER_NO] = t.[ORDER_NO]);
+                                IF @@ROWCOUNT > 0
+                                BEGIN
+                                    UPDATE [tandem].[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+                                    WHERE entity = @entity AND [a_key] = @dup;
+                                    INSERT INTO @warnings (n, kind, dup) VALUES (@n, 'D', @dup);
+                                END;
+                                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                            END;
+                        END;
                         IF @entity = N'order_item'
                         BEGIN
                             SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
@@ -260,6 +279,25 @@ BEGIN TRY
         IF @@ROWCOUNT = 0 BREAK;
         SAVE TRANSACTION tandem_dup;
         BEGIN TRY
+                        IF @entity = N'order'
+                        BEGIN
+                            SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                            FROM OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                            IF NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400) AND [key] = @native)
+                            BEGIN
+                                EXEC sys.sp_set_session_context N'tandem.applying', N'[dbo].[ORDERS]';
+                                DELETE t FROM [dbo].[ORDERS] AS t
+                                JOIN OPENJSON(N'[' + @dup + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND NOT EXISTS (SELECT 1 FROM [dbo].[ORDER_ITEMS] AS c WHERE c.[ORDER_NO] = t.[ORDER_NO]);
+                                IF @@ROWCOUNT > 0
+                                BEGIN
+                                    UPDATE [tandem].[id_map] SET deleted = 1, updated_at = SYSDATETIMEOFFSET()
+                                    WHERE entity = @entity AND [a_key] = @dup;
+                                    INSERT INTO @warnings (n, kind, dup) VALUES (@n, 'D', @dup);
+                                END;
+                                EXEC sys.sp_set_session_context N'tandem.applying', NULL;
+                            END;
+                        END;
                         IF @entity = N'order_item'
                         BEGIN
                             SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))

@@ -794,6 +794,27 @@ impl Plan {
             let cols = tables.get(&e.name).map(Vec::as_slice).unwrap_or(&[]);
             let (plan, mut vars) = entity_plan(e, side, cols)?;
             vars.extend(base.iter().cloned());
+            // A row of this entity that child rows here refer to is not a second copy to drop.
+            let key = e
+                .side(side)
+                .key
+                .first()
+                .map(|k| ident(k))
+                .unwrap_or_default();
+            vars.push((
+                "no_children",
+                config
+                    .references_to(&e.name, side)
+                    .into_iter()
+                    .map(|(t, col)| {
+                        format!(
+                            " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE c.{} = t.{key})",
+                            table(t),
+                            ident(col)
+                        )
+                    })
+                    .collect(),
+            ));
             // Blocks go into the batches without their comments (entity.sql documents them).
             let f = |name: &str| -> Result<String, EndpointError> {
                 let text = fill(section(name)?, &vars)?;
@@ -964,7 +985,7 @@ impl Plan {
                 if plan.peer.is_some() {
                     blocks.entry("peer").or_default().push(f("peer_update")?);
                 }
-                if !config.is_referenced(&e.name) && e.soft_delete_at(side).is_none() {
+                if e.soft_delete_at(side).is_none() {
                     blocks.entry("dup").or_default().push(f("drop_duplicate")?);
                 }
             }

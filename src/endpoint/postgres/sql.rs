@@ -158,8 +158,8 @@ pub struct EntitySql {
     /// One per ref column: (the parent entity, the statement queueing again this entity's
     /// rows under one parent record, marked derived).
     pub children_resend: Vec<(String, String)>,
-    /// A second copy of a record left by a lost reply goes (`drop_duplicate`): None where the
-    /// entity's records may have children, or a soft delete here (they stay).
+    /// A second copy of a record left by a lost reply goes (`drop_duplicate`), unless rows here
+    /// refer to it: None with a soft delete here (they stay).
     pub drop_duplicate: Option<String>,
     /// The local row holding the incoming values of the other side's key (`natural_holder`):
     /// only where that key is given by values there and keys are drawn here.
@@ -275,7 +275,27 @@ impl Sql {
         let mut entities = HashMap::new();
         for e in &config.entities {
             let leaf = !config.is_referenced(&e.name);
-            entities.insert(e.name.clone(), entity_sql(e, side, leaf, &s, &vars)?);
+            // A row of this entity that child rows here refer to is not a second copy to drop.
+            let key = e
+                .side(side)
+                .key
+                .first()
+                .map(|k| ident(k))
+                .unwrap_or_default();
+            let no_children: String = config
+                .references_to(&e.name, side)
+                .into_iter()
+                .map(|(t, col)| {
+                    format!(
+                        "\n      AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE c.{} = t.{key})",
+                        table(t),
+                        ident(col)
+                    )
+                })
+                .collect();
+            let mut v = vars.clone();
+            v.push(("no_children", no_children));
+            entities.insert(e.name.clone(), entity_sql(e, side, leaf, &s, &v)?);
         }
         Ok(Sql { common, entities })
     }
@@ -453,7 +473,7 @@ fn entity_sql(
             })
             .collect::<Result<_, EndpointError>>()?,
         leaf: leaf && soft.is_none(),
-        drop_duplicate: if leaf && soft.is_none() {
+        drop_duplicate: if soft.is_none() {
             Some(get("drop_duplicate")?)
         } else {
             None
