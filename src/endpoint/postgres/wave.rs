@@ -93,6 +93,11 @@ pub(super) async fn apply_wave(
         return Ok(None);
     };
 
+    // Keys given by values at the source (`reused` in `apply_one`).
+    let source_gives_keys = ep
+        .config
+        .entity(entity)
+        .is_some_and(|e| e.key_is_given(ep.side.other()));
     // Plan each change; step back on anything uncommon.
     let mut plans = Vec::with_capacity(wave.len());
     for ch in wave {
@@ -117,15 +122,15 @@ pub(super) async fn apply_wave(
                 return Ok(None);
             }
         }
-        // No link here, only the source's: `apply_one` checks no live link here gives its key
-        // to another record (`hint_taken`) where the source draws its keys. Rare: the
+        // No link here, only the source's, where the source draws its keys: `apply_one` checks
+        // no live link here gives its key to another record (`hint_taken`). Rare: the
         // write-back of a link the source made is on its way.
-        if link.is_none() && ch.peer_hint.is_some() {
+        if link.is_none() && ch.peer_hint.is_some() && !source_gives_keys {
             return Ok(None);
         }
         let (known, linked_live) = match link {
             Some(l) => (l.own.clone(), l.own.is_some()),
-            None => (None, false),
+            None => (ch.peer_hint.clone(), ch.peer_hint.is_some()),
         };
         let mut row = ch.row.clone();
         for r in &ch.refs {
