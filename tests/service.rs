@@ -11,7 +11,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::fixtures::{
-    assert_converged, count, eventually_or, log, Env, A_SCHEMA, B_SCHEMA, DEMO_CONFIG,
+    assert_converged, count, eventually_or, log, sync_met_outage, Env, A_SCHEMA, B_SCHEMA,
+    DEMO_CONFIG,
 };
 
 /// A port nothing listens on right now.
@@ -503,13 +504,7 @@ async fn json_logs_and_readiness_never_show_the_password() {
     eventually_or(
         Duration::from_secs(20),
         "a log line about B",
-        // The sync's line ("A→B: side B: cannot reach …"), not only the start-up check of
-        // B's objects, which goes on without B.
-        || async {
-            log(&env, "json.log")
-                .lines()
-                .any(|l| l.contains('→') && l.contains("cannot reach the database"))
-        },
+        || async { sync_met_outage(&log(&env, "json.log")) },
         || log(&env, "json.log"),
     )
     .await;

@@ -38,22 +38,25 @@ pub async fn run(path: &Path) -> Result<(), CliError> {
             Ok(InstallState::Missing) => {
                 println!("side {side}: tandem is not installed yet (run `tandem install`)")
             }
-            // Objects of another version: `run` refuses them until `install` upgrades them.
-            Ok(state @ InstallState::Installed { .. }) if state.unusable(side).is_some() => {
-                println!("{}", state.unusable(side).unwrap_or_default())
-            }
-            Ok(InstallState::Installed {
-                triggers, expected, ..
-            }) if triggers < expected => {
-                installed += 1;
-                println!(
-                    "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
-                )
-            }
-            Ok(InstallState::Installed { .. }) => {
-                installed += 1;
-                println!("side {side}: tandem is installed")
-            }
+            Ok(state) => match (state.unusable(side), state) {
+                // Objects of another version: `run` refuses them until `install` upgrades them.
+                (Some(why), _) => println!("{why}"),
+                (
+                    None,
+                    InstallState::Installed {
+                        triggers, expected, ..
+                    },
+                ) if triggers < expected => {
+                    installed += 1;
+                    println!(
+                        "side {side}: tandem is installed, but {triggers} of {expected} capture triggers exist (run `tandem install`)"
+                    )
+                }
+                (None, _) => {
+                    installed += 1;
+                    println!("side {side}: tandem is installed")
+                }
+            },
             Err(e) => problems.push(crate::secret::redact(&e.to_string())),
         }
         reachable.push(ep);

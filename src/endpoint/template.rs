@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use crate::config::{Config, Side, TableName};
 use crate::endpoint::EndpointError;
 
 /// Replaces `{{name}}` placeholders in one pass (a value is never scanned again, so an
@@ -32,6 +33,33 @@ pub fn fill(template: &str, vars: &[(&str, String)]) -> Result<String, EndpointE
 fn unfilled(at: &str) -> EndpointError {
     let near: String = at.chars().take(40).collect();
     EndpointError::Config(format!("internal: unfilled SQL placeholder near {near}"))
+}
+
+/// `{{no_children}}` of `drop_duplicate`: a condition on `t`, a row of entity `name` at
+/// `side`, that no row there refers to it (" AND NOT EXISTS (…)" per child table, or empty).
+/// `ident` and `table` quote for the dialect.
+pub fn no_children(
+    config: &Config,
+    name: &str,
+    side: Side,
+    ident: fn(&str) -> String,
+    table: fn(&TableName) -> String,
+) -> String {
+    let Some(key) = config.entity(name).and_then(|e| e.side(side).key.first()) else {
+        return String::new();
+    };
+    config
+        .references_to(name, side)
+        .into_iter()
+        .map(|(t, col)| {
+            format!(
+                " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE c.{} = t.{})",
+                table(t),
+                ident(col),
+                ident(key)
+            )
+        })
+        .collect()
 }
 
 /// The `-- name: X` sections of a statements file.

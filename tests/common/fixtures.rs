@@ -159,6 +159,13 @@ pub async fn assert_converged(env: &Env) {
     assert!(a == b, "orders differ between A and B");
 }
 
+/// The sync loop logged that it cannot reach a database ("A→B: side B: cannot reach …"): it
+/// met the outage, beyond the start-up check of the objects, which goes on without the side.
+pub fn sync_met_outage(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains('→') && l.contains("cannot reach the database"))
+}
+
 /// A log file the test wrote into the env's directory (empty when missing).
 pub fn log(env: &Env, name: &str) -> String {
     std::fs::read_to_string(env.dir.path().join(name)).unwrap_or_default()

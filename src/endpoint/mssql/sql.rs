@@ -795,25 +795,9 @@ impl Plan {
             let (plan, mut vars) = entity_plan(e, side, cols)?;
             vars.extend(base.iter().cloned());
             // A row of this entity that child rows here refer to is not a second copy to drop.
-            let key = e
-                .side(side)
-                .key
-                .first()
-                .map(|k| ident(k))
-                .unwrap_or_default();
             vars.push((
                 "no_children",
-                config
-                    .references_to(&e.name, side)
-                    .into_iter()
-                    .map(|(t, col)| {
-                        format!(
-                            " AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE c.{} = t.{key})",
-                            table(t),
-                            ident(col)
-                        )
-                    })
-                    .collect(),
+                crate::endpoint::template::no_children(config, &e.name, side, ident, table),
             ));
             // Blocks go into the batches without their comments (entity.sql documents them).
             let f = |name: &str| -> Result<String, EndpointError> {

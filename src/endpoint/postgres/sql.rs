@@ -276,23 +276,8 @@ impl Sql {
         for e in &config.entities {
             let leaf = !config.is_referenced(&e.name);
             // A row of this entity that child rows here refer to is not a second copy to drop.
-            let key = e
-                .side(side)
-                .key
-                .first()
-                .map(|k| ident(k))
-                .unwrap_or_default();
-            let no_children: String = config
-                .references_to(&e.name, side)
-                .into_iter()
-                .map(|(t, col)| {
-                    format!(
-                        "\n      AND NOT EXISTS (SELECT 1 FROM {} AS c WHERE c.{} = t.{key})",
-                        table(t),
-                        ident(col)
-                    )
-                })
-                .collect();
+            let no_children =
+                crate::endpoint::template::no_children(config, &e.name, side, ident, table);
             let mut v = vars.clone();
             v.push(("no_children", no_children));
             entities.insert(e.name.clone(), entity_sql(e, side, leaf, &s, &v)?);
