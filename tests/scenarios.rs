@@ -71,6 +71,7 @@ scenarios!(
     a_late_copy_of_a_creation_is_stale_after_its_record_moved_and_was_deleted,
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
+    a_delete_under_a_key_b_moved_its_record_away_from_leaves_that_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -1290,6 +1291,90 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
         "B's record is A's line 3: {a_links:?}"
     );
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// The same, where A's user adds a new line 1 and deletes it before any of it reaches B: the
+/// delete comes without a link at A (A never linked that record), and B's link still names
+/// line 1 for B's record, which no longer holds it, and B's move is still pending there. Which
+/// record the delete means only the move's settling tells: the delete waits for it, then finds
+/// no record of it at B (it was another record, never seen there). Before, it deleted B's
+/// record (moved to line 3), whose copy stayed at A (found by the simulation's full workload,
+/// seed 68782). Both sides end with line 3, linked once.
+async fn a_delete_under_a_key_b_moved_its_record_away_from_leaves_that_record(p: Pairing) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = demo_config_with_policy("order_item", "newest_wins");
+    let env = Env::demo_with(p, "moved_away_delete", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
+    ))
+    .await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let none = HashSet::new();
+    let (insert, inserted) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
+    b.exec("UPDATE order_items SET line_no = 3").await;
+    let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
+    let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
+        .await
+        .expect("claim B's move");
+    assert_eq!(moved.claimed(), 1);
+    batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
+        .await
+        .expect("B's move at A");
+    batch::finish(&env.config, sb, insert, inserted, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the insert");
+    // The move's reply is lost: it stays pending at B, and B's link names line 1.
+    drop(moved);
+
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
+    ))
+    .await;
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
+    ))
+    .await;
+    let (gone, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 2).await;
+    let r = batch::finish(&env.config, sa, gone, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!((r.written, r.failed), (0, 1), "the delete waits: {r:?}");
+    assert_eq!(
+        b.rows(&format!(
+            "SELECT line_no, quantity FROM order_items WHERE id = {item}"
+        ))
+        .await,
+        table(&[&["3", "1"]]),
+        "B's record stays under line 3"
+    );
+    // B's move settles first (its reply renames B's link), then the delete comes due again.
+    hold_changes(a).await;
+    env.drain().await;
+    release(a).await;
+    env.drain().await;
+    let lines = table(&[&["3", "1"]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},3]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 /// The same, where B's user then gives line 2 to a new record (qty 5): B's record cannot go

@@ -912,6 +912,37 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                         .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
                 })
     };
+    // A delete the source links to nothing, where the link here names a live record that no
+    // longer holds the key's values and has changes pending here captured before the delete:
+    // either this side moved it and the move reached the source, whose reply was lost (the
+    // delete is then of another record, created there under the freed key), or the source's
+    // record is this one and the two sides changed it at once. Those changes' replies tell
+    // which: the delete waits until they have settled (found by the simulation's full
+    // workload, seed 68782: it deleted the moved record here, whose copy stayed at the
+    // source). A move here newer than the delete cannot have freed the key at the source
+    // before it: the delete is of this record, and meets those changes as a conflict.
+    if let Some(o) = link
+        .as_ref()
+        .filter(|l| c.op == Op::Delete && reused && !key_given && !l.deleted)
+        .filter(|_| c.peer_hint.is_none() && refs.is_ok())
+        .and_then(|l| l.own.as_ref())
+    {
+        let moved = db.row(&c.entity, o).is_some_and(|r| {
+            db.unique
+                .get(&c.entity)
+                .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
+        });
+        let sent = db.outbox.values().any(|p| {
+            p.entity == c.entity && p.key == *o && !p.suspended && p.captured_at < c.captured_at
+        });
+        if moved && sent {
+            return Err(ApplyError::KeyHeld {
+                context: context(side, c),
+                message: super::moved_with_changes_pending(o, side),
+                holder: o.to_string(),
+            });
+        }
+    }
     // No link here, and the source's hint names a key here that a live link gives another
     // record of the source: the hint is older than that link, and this side knows nothing of
     // this record (as in `postgres/apply.rs`; simulation's full workload, seed 76215). Only

@@ -85,6 +85,16 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
     )
 }
 
+/// Why a delete the source never linked waits (`ApplyError::KeyHeld`): the record the link
+/// here names under its key has moved here, with changes still on their way to the source.
+pub(crate) fn moved_with_changes_pending(k: &Key, here: Side) -> String {
+    format!(
+        "the record {k} at side {here} linked to this key no longer holds it, and its changes \
+         are still on their way to side {}; this delete waits until they have settled",
+        here.other()
+    )
+}
+
 /// The outcome of a change the target had applied already, or a newer one of its record
 /// (the sequence guard): nothing is written. Where the link here is a tombstone naming the
 /// record's key here, [`Done::StaleDeleted`].

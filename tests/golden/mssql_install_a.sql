@@ -732,13 +732,38 @@ GO
 --                 -- reached the source (whose reply was lost), so the source's record under that
 --                 -- key is another, new one (as moved_away on PostgreSQL; found by the
 --                 -- simulation's full workload, seed 12653).
---                 IF @refs_ok = 1 AND @op = 'I' AND @born = 1 AND @source_key_given = 1
+--                 -- A delete the source links to nothing, where the link here names a live
+--                 -- record that no longer holds the key's values and has changes pending here
+--                 -- captured before the delete: either this side moved it and the move reached
+--                 -- the source, whose reply was lost (the delete is of another record, created
+--                 -- there under the freed key), or the source's record is this one and both
+--                 -- sides changed it at once. Those changes' replies tell which: the delete
+--                 -- waits until they have settled (51004, caught below as H; seed 68782, as on
+--                 -- PostgreSQL). A move here newer than the delete cannot have freed the key at
+--                 -- the source before it: the delete is of this record (a conflict below).
+--                 IF @refs_ok = 1 AND (@op = 'D' OR (@op = 'I' AND @born = 1)) AND @source_key_given = 1
 --                    AND @key_given = 0 AND @peer_hint IS NULL AND @linked_live = 1
 --                    AND @known IS NOT NULL AND @known = @own
 --                 BEGIN
 --                     SELECT @key = @own, @found = 0, @holds = 0;
 -- {{holds_natural_blocks}}
---                     IF @found = 1 AND @holds = 0
+--                     IF @found = 1 AND @holds = 0 AND @op = 'D'
+--                     BEGIN
+--                         SET @native = NULL;
+-- {{native_key_blocks}}
+--                         IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                    WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                      AND [key] = @native AND suspended = 0
+--                                      AND captured_at < @captured_at)
+--                         BEGIN
+--                             SET @here = @own;
+--                             SET @msg = N'the record ' + @own + N' at side ' + {{here_lit}}
+--                                 + N' linked to this key no longer holds it, and its changes are still on their way to side '
+--                                 + {{incoming_lit}} + N'; this delete waits until they have settled';
+--                             ;THROW 51004, @msg, 1;
+--                         END;
+--                     END
+--                     ELSE IF @found = 1 AND @holds = 0
 --                         SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
 --                 END;
 -- 

@@ -116,9 +116,11 @@ pub(super) async fn apply_wave(
                 plans.push(Plan::Stale(l.own.clone()));
                 continue;
             }
-            // A creation at the source that finds a live link here: `apply_one` checks the
-            // linked row still holds the source's key values (`moved_away`).
-            if ch.op == Op::Insert && ch.born && es.holds_natural.is_some() {
+            // A creation at the source that finds a live link here, or a delete the source
+            // links to nothing: `apply_one` checks the linked row still holds the source's key
+            // values (`moved_away`).
+            let unlinked_delete = ch.op == Op::Delete && ch.peer_hint.is_none();
+            if ((ch.op == Op::Insert && ch.born) || unlinked_delete) && es.holds_natural.is_some() {
                 return Ok(None);
             }
         }
