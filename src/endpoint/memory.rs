@@ -896,8 +896,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // linked record would undo the move here and leave the moved copy at the source unlinked
     // (found by the simulation's full workload, seed 12653).
     let moved_away = |l: &MapRow| {
-        c.op == Op::Insert
-            && c.born
+        ((c.op == Op::Insert && c.born) || c.op == Op::Delete)
             && reused
             && !key_given
             && c.peer_hint.is_none()
@@ -912,30 +911,19 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                         .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
                 })
     };
-    // A delete the source links to nothing, where the link here names a live record that no
-    // longer holds the key's values and has changes pending here captured before the delete:
-    // either this side moved it and the move reached the source, whose reply was lost (the
-    // delete is then of another record, created there under the freed key), or the source's
-    // record is this one and the two sides changed it at once. Those changes' replies tell
-    // which: the delete waits until they have settled (found by the simulation's full
-    // workload, seed 68782: it deleted the moved record here, whose copy stayed at the
-    // source). A move here newer than the delete cannot have freed the key at the source
-    // before it: the delete is of this record, and meets those changes as a conflict.
+    // A delete of such a key, where the linked record has changes pending here captured before
+    // the delete: the delete waits until they have settled (as in `postgres/apply.rs`; found by
+    // the simulation's full workload, seed 68782). A move here newer than the delete cannot
+    // have freed the key at the source before it: the delete is of this record.
     if let Some(o) = link
         .as_ref()
-        .filter(|l| c.op == Op::Delete && reused && !key_given && !l.deleted)
-        .filter(|_| c.peer_hint.is_none() && refs.is_ok())
+        .filter(|l| c.op == Op::Delete && moved_away(l))
         .and_then(|l| l.own.as_ref())
     {
-        let moved = db.row(&c.entity, o).is_some_and(|r| {
-            db.unique
-                .get(&c.entity)
-                .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
-        });
-        let sent = db.outbox.values().any(|p| {
+        let older = db.outbox.values().any(|p| {
             p.entity == c.entity && p.key == *o && !p.suspended && p.captured_at < c.captured_at
         });
-        if moved && sent {
+        if older {
             return Err(ApplyError::KeyHeld {
                 context: context(side, c),
                 message: super::moved_with_changes_pending(o, side),
@@ -961,7 +949,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
     let (known, linked_live, tombstone) = match &link {
         None if hint_taken => (None, false, false),
-        Some(l) if moved_away(l) => (None, false, false),
+        Some(l) if c.op != Op::Delete && moved_away(l) => (None, false, false),
         Some(l)
             if reused
                 && c.peer_hint.is_some()

@@ -492,40 +492,6 @@ async fn apply_one(
     };
     let mut row = c.row.clone();
     let refs = resolve_refs(ep, tx, stmts, c, &mut row).await;
-    // A delete the source links to nothing, where the link here names a live record that no
-    // longer holds the key's values and has changes pending here captured before the delete:
-    // either this side moved it and the move reached the source, whose reply was lost (the
-    // delete is then of another record, created there under the freed key), or the source's
-    // record is this one and the two sides changed it at once. Those changes' replies tell
-    // which: the delete waits until they have settled (found by the simulation's full
-    // workload, seed 68782: it deleted the moved record here, whose copy stayed at the
-    // source). A move here newer than the delete cannot have freed the key at the source
-    // before it: the delete is of this record, and meets those changes as a conflict.
-    if let (Some((_, Some(own), false)), Some(q)) = (&link, &es.holds_natural) {
-        if c.op == Op::Delete && reused && c.peer_hint.is_none() && refs.is_ok() {
-            let mut obj = row.clone();
-            obj.extend(own.to_object(&es.key));
-            let q = st(tx, stmts, q).await?;
-            let moved = match tx.query_opt(&q, &[&json(&obj)]).await? {
-                Some(r) => !cell::<bool>(&r, 0, "holds")?,
-                None => false,
-            };
-            if moved {
-                let q = st(tx, stmts, &common.local_pending).await?;
-                let mut before = false;
-                for r in tx.query(&q, &[&c.entity, &own.as_str(), &0i64]).await? {
-                    before |= cell::<DateTime<Utc>>(&r, 1, "captured_at")? < c.captured_at;
-                }
-                if before {
-                    return Err(Stop::Apply(ApplyError::KeyHeld {
-                        context: context(ep, c),
-                        message: crate::endpoint::moved_with_changes_pending(own, ep.side),
-                        holder: own.to_string(),
-                    }));
-                }
-            }
-        }
-    }
     // A creation at the source under a key given by values, which the source links to nothing,
     // where the link here names a live record that no longer holds those values: the link was
     // written back before this side's move of the record reached the source (whose reply was
@@ -534,7 +500,10 @@ async fn apply_one(
     // the simulation's full workload, seed 12653).
     let moved_away = match (&link, &es.holds_natural) {
         (Some((_, Some(own), false)), Some(q))
-            if c.op == Op::Insert && c.born && reused && c.peer_hint.is_none() && refs.is_ok() =>
+            if ((c.op == Op::Insert && c.born) || c.op == Op::Delete)
+                && reused
+                && c.peer_hint.is_none()
+                && refs.is_ok() =>
         {
             let mut obj = row.clone();
             obj.extend(own.to_object(&es.key));
@@ -546,6 +515,28 @@ async fn apply_one(
         }
         _ => false,
     };
+    // A delete of such a key, where the linked record has changes pending here captured before
+    // the delete: either this side moved it and the move reached the source, whose reply was
+    // lost (the delete is then of another record, created there under the freed key), or the
+    // source's record is this one and the two sides changed it at once. Those changes' replies
+    // tell which: the delete waits until they have settled (found by the simulation's full
+    // workload, seed 68782: it deleted the moved record here, whose copy stayed at the source).
+    // A move here newer than the delete cannot have freed the key at the source before it: the
+    // delete is of this record, and meets those changes as a conflict.
+    if let (true, Op::Delete, Some((_, Some(own), _))) = (moved_away, c.op, &link) {
+        let q = st(tx, stmts, &common.local_pending).await?;
+        let mut older = false;
+        for r in tx.query(&q, &[&c.entity, &own.as_str(), &0i64]).await? {
+            older |= cell::<DateTime<Utc>>(&r, 1, "captured_at")? < c.captured_at;
+        }
+        if older {
+            return Err(Stop::Apply(ApplyError::KeyHeld {
+                context: context(ep, c),
+                message: crate::endpoint::moved_with_changes_pending(own, ep.side),
+                holder: own.to_string(),
+            }));
+        }
+    }
     // No link here, and the source's hint names a key here that a live link gives another
     // record of the source: the hint is older than that link (the key went to another record
     // here since: the record's row here was deleted and a new record from the source took its
@@ -569,7 +560,7 @@ async fn apply_one(
         _ => false,
     };
     let (known, linked_live, tombstone) = match &link {
-        _ if moved_away || hint_taken => (None, false, false),
+        _ if (moved_away && c.op != Op::Delete) || hint_taken => (None, false, false),
         Some((_, own, deleted))
             if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
         {
