@@ -1218,33 +1218,17 @@ async fn line_added_at_both_sides_at_once(p: Pairing, policy: &str) {
 async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record(p: Pairing) {
     use std::collections::HashSet;
     use tandem::sync::batch;
-    let config = demo_config_with_policy("order_item", "newest_wins");
-    let env = Env::demo_with(p, "moved_away", &config).await;
+    let env = Env::demo_with(
+        p,
+        "moved_away",
+        &demo_config_with_policy("order_item", "newest_wins"),
+    )
+    .await;
     let (a, b) = (&env.a, &env.b);
-    let (number, order) = one_order(&env, "o").await;
+    let (number, item) = b_moves_line_1_to_3_and_its_reply_is_lost(&env).await;
     let sides = env.sides();
     let (sa, sb) = (&*sides.a, &*sides.b);
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
-    ))
-    .await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     let none = HashSet::new();
-    let (insert, inserted) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
-    b.exec("UPDATE order_items SET line_no = 3").await;
-    let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
-    let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
-        .await
-        .expect("claim B's move");
-    assert_eq!(moved.claimed(), 1);
-    batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
-        .await
-        .expect("B's move at A");
-    batch::finish(&env.config, sb, insert, inserted, chrono::Utc::now())
-        .await
-        .expect("B's write-back of the insert");
-    // The move's reply is lost: it stays pending at B, and B's link names line 1.
-    drop(moved);
     assert_eq!(
         a.rows("SELECT [LINE_NO] FROM dbo.[ORDER_ITEMS]").await,
         table(&[&["3"]])
@@ -1303,33 +1287,17 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
 async fn a_delete_under_a_key_b_moved_its_record_away_from_leaves_that_record(p: Pairing) {
     use std::collections::HashSet;
     use tandem::sync::batch;
-    let config = demo_config_with_policy("order_item", "newest_wins");
-    let env = Env::demo_with(p, "moved_away_delete", &config).await;
+    let env = Env::demo_with(
+        p,
+        "moved_away_delete",
+        &demo_config_with_policy("order_item", "newest_wins"),
+    )
+    .await;
     let (a, b) = (&env.a, &env.b);
-    let (number, order) = one_order(&env, "o").await;
+    let (number, item) = b_moves_line_1_to_3_and_its_reply_is_lost(&env).await;
     let sides = env.sides();
     let (sa, sb) = (&*sides.a, &*sides.b);
-    b.exec(&format!(
-        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
-    ))
-    .await;
-    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     let none = HashSet::new();
-    let (insert, inserted) = claim_and_apply(&env.config, (sb, sa), 0, &none, 1).await;
-    b.exec("UPDATE order_items SET line_no = 3").await;
-    let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
-    let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
-        .await
-        .expect("claim B's move");
-    assert_eq!(moved.claimed(), 1);
-    batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
-        .await
-        .expect("B's move at A");
-    batch::finish(&env.config, sb, insert, inserted, chrono::Utc::now())
-        .await
-        .expect("B's write-back of the insert");
-    // The move's reply is lost: it stays pending at B, and B's link names line 1.
-    drop(moved);
 
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 7)"
@@ -3382,6 +3350,38 @@ async fn no_item_at_either_side(env: &Env) {
     );
     assert_eq!(env.b.count("SELECT count(*) FROM order_items").await, 0);
     no_live_link(env, "order_item").await;
+}
+
+/// At B a user adds line 1 of an order and moves it to line 3; both changes reach A (keys
+/// given by values there: the item is now A's line 3), but the reply of the move is lost: it
+/// stays pending at B, and B's link still names line 1. Returns A's order number and B's item.
+async fn b_moves_line_1_to_3_and_its_reply_is_lost(env: &Env) -> (String, String) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let b = &env.b;
+    let (number, order) = one_order(env, "o").await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 1)"
+    ))
+    .await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    let (insert, inserted) = claim_and_apply(&env.config, (sb, sa), 0, &HashSet::new(), 1).await;
+    b.exec("UPDATE order_items SET line_no = 3").await;
+    let skip: HashSet<i64> = insert.seqs.iter().copied().collect();
+    let mut moved = batch::stage(&env.config, sb, insert.head_max, &skip, &[])
+        .await
+        .expect("claim B's move");
+    assert_eq!(moved.claimed(), 1);
+    batch::apply_staged(&env.config, sa, &mut moved, &mut batch::Held::new())
+        .await
+        .expect("B's move at A");
+    batch::finish(&env.config, sb, insert, inserted, chrono::Utc::now())
+        .await
+        .expect("B's write-back of the insert");
+    drop(moved);
+    (number, item)
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.
