@@ -170,6 +170,13 @@ pub struct TargetChange {
     /// The target key the source's own id map already knows (links whose write-back is
     /// still pending at the target), if any.
     pub peer_hint: Option<Key>,
+    /// The source's link that gave `peer_hint` was last written before this change was
+    /// captured: the hint names the record this change is of, unless the target has applied
+    /// one of the changes this one carries already (`seqs`: their replies, which would have
+    /// rewritten the source's link, are not back). A link written since may name a record
+    /// that took the key after the change (a line deleted and added again under its number),
+    /// so a target must not trust such a hint over its own link.
+    pub hint_predates: bool,
     /// The newest change captured at the target that the source has applied already, for
     /// this record (from the source's id map; 0 when none): target changes newer than this
     /// and still pending mean the record changed on both sides — a conflict.
@@ -193,6 +200,19 @@ pub struct TargetChange {
     /// The record's changes carried here begin with its insert ([`Change::born`]): a delete
     /// of a record the target has no link of deletes nothing there.
     pub born: bool,
+}
+
+impl TargetChange {
+    /// Whether `peer_hint` names the record a delete is of, over a link at the target whose
+    /// guard is `applied` (the newest source sequence of this key applied there): the hint
+    /// predates the delete and the target has applied none of the changes it carries.
+    pub fn delete_hint_holds(&self, applied: i64) -> bool {
+        self.op == Op::Delete
+            && self.hint_predates
+            && self.peer_hint.is_some()
+            && self.seqs.iter().all(|s| *s > applied)
+            && self.seq > applied
+    }
 }
 
 /// A column whose value is found in a reference table (`lookup`): the source's value, to be

@@ -72,6 +72,7 @@ scenarios!(
     a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on,
     a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record,
     a_delete_under_a_key_b_moved_its_record_away_from_leaves_that_record,
+    a_delete_of_the_record_b_added_under_a_key_its_moved_record_left_deletes_that_record,
     a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_one_leaves_the_delete,
     an_apply_that_changes_nothing_writes_nothing,
     children_follow_their_parents_both_ways_with_given_and_generated_keys,
@@ -1275,6 +1276,82 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
         "B's record is A's line 3: {a_links:?}"
     );
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// The same, where B's user then adds a new line 1 (quantity 5), which reaches A, and its reply
+/// is lost too: B's link for A's line 1 still names the moved record, while A's link names the
+/// new one. A's user deletes line 1. A's link was written before that delete, so it names the
+/// record the delete is of: B deletes its new line 1. Before, B followed its own stale link and
+/// deleted the moved record (line 3), whose copy stayed at A, and kept line 1, which A no
+/// longer had (found by the simulation's full workload, seed 52926). Both sides end with line
+/// 3, linked once.
+async fn a_delete_of_the_record_b_added_under_a_key_its_moved_record_left_deletes_that_record(
+    p: Pairing,
+) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let env = Env::demo_with(
+        p,
+        "moved_off_new",
+        &demo_config_with_policy("order_item", "newest_wins"),
+    )
+    .await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, item) = b_moves_line_1_to_3_and_its_reply_is_lost(&env).await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+
+    let order = b.rows("SELECT order_id FROM order_items").await[0][0].clone();
+    // A session of its own: Babelfish fails a foreign key's check in a session that ran one
+    // before, once tandem wrote the table meanwhile (relation "….orders" does not exist).
+    b.another_session()
+        .await
+        .exec(&format!(
+            "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 5)"
+        ))
+        .await;
+    // B's move (again) and its new line reach A; both replies are lost.
+    let (lost, _) = claim_and_apply(&env.config, (sb, sa), 0, &none, 2).await;
+    drop(lost);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["1", "5"], &["3", "1"]])
+    );
+    a.exec(&format!(
+        "DELETE FROM dbo.[ORDER_ITEMS] WHERE [ORDER_NO] = {number} AND [LINE_NO] = 1"
+    ))
+    .await;
+    let (gone, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    batch::finish(&env.config, sa, gone, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&[item.as_str(), "3", "1"]]),
+        "B deleted its new line 1 and kept the moved record"
+    );
+    env.drain().await;
+    let lines = table(&[&["3", "1"]]);
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines
+    );
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},3]"),
+        &format!("[{item}]"),
+    )
+    .await;
 }
 
 /// The same, where A's user adds a new line 1 and deletes it before any of it reaches B: the

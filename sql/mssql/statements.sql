@@ -120,7 +120,8 @@ UPDATE {{schema}}.[sent_mark] SET seq = @P1 WHERE seq < @P1;
 
 -- name: links_by_own
 -- @P1 entity, @P2 a JSON array of this side's keys (as text).
-SELECT m.{{own}} AS own_key, m.{{peer}} AS peer_key, m.deleted, m.applied_seq
+SELECT m.{{own}} AS own_key, m.{{peer}} AS peer_key, m.deleted, m.applied_seq,
+       DATEDIFF_BIG(microsecond, '1970-01-01', m.updated_at) AS updated_us
 FROM {{schema}}.[id_map] AS m
 JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
   ON m.{{own}} = j.k COLLATE Latin1_General_100_BIN2

@@ -202,7 +202,7 @@ SELECT entity, count(*) FROM {{schema}}.conflicts GROUP BY entity;
 -- One index probe per key, forced by the LATERAL: as `= ANY($2)` or a plain join, the planner
 -- scanned the entity's whole id_map instead (a plan chosen while id_map was nearly empty, or
 -- a hash join it thought cheaper: 11-34 ms a call at 100k links, measured).
-SELECT m.{{own}}, m.{{peer}}, m.deleted, m.applied_seq
+SELECT m.{{own}}, m.{{peer}}, m.deleted, m.applied_seq, m.updated_at
 FROM unnest($2::text[]) AS k(key)
 CROSS JOIN LATERAL (
     SELECT * FROM {{schema}}.id_map AS i WHERE i.entity = $1 AND i.{{own}} = k.key LIMIT 1

@@ -82,6 +82,8 @@ pub struct MapRow {
     pub peer: Option<Key>,
     pub applied_seq: i64,
     pub deleted: bool,
+    /// When the row was last written (`id_map.updated_at`).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// A failure the driver arms for the next call of a kind.
@@ -128,6 +130,8 @@ pub struct MemDb {
     applying: Option<String>,
     /// Cascade depth of the write under way (0: the statement itself).
     depth: u32,
+    /// The database's clock (`clock_timestamp()`), for `id_map.updated_at`.
+    clock: Clock,
 }
 
 /// Why a write was refused (a constraint): becomes a row error.
@@ -136,7 +140,7 @@ pub struct Refused(pub String);
 
 impl MemDb {
     /// An empty database with tandem installed for `config`'s entities.
-    pub fn new(config: Arc<Config>, side: Side, fk: Fk) -> MemDb {
+    pub fn new(config: Arc<Config>, side: Side, fk: Fk, clock: Clock) -> MemDb {
         let mut rows = BTreeMap::new();
         let mut fks = BTreeMap::new();
         let mut unique = BTreeMap::new();
@@ -170,6 +174,7 @@ impl MemDb {
             conflicts: 0,
             applying: None,
             depth: 0,
+            clock,
         }
     }
 
@@ -444,6 +449,7 @@ impl MemDb {
             {
                 m.own = None;
                 m.deleted = true;
+                m.updated_at = self.clock.now();
             }
         }
     }
@@ -460,8 +466,10 @@ impl MemDb {
             if !m.deleted && m.peer.is_some() {
                 // `peer_tombstone`: the old peer keeps the link's guard (seed 44713).
                 let old = m.peer.replace(peer.clone());
+                m.updated_at = self.clock.now();
                 let guard = m.applied_seq;
                 self.id_map.push(MapRow {
+                    updated_at: self.clock.now(),
                     entity: entity.to_string(),
                     own: None,
                     peer: old,
@@ -495,6 +503,7 @@ impl MemDb {
                 // Retired: the other side replaced that record; its guard stays.
                 m.own = None;
                 m.deleted = true;
+                m.updated_at = self.clock.now();
             }
         }
         for m in &mut self.id_map {
@@ -506,6 +515,7 @@ impl MemDb {
                     stolen.extend(m.own.clone());
                 }
                 m.peer = None;
+                m.updated_at = self.clock.now();
             }
         }
         stolen
@@ -540,6 +550,7 @@ impl MemDb {
         self.applying = None;
         if let Some(i) = self.by_own(entity, own) {
             self.id_map[i].deleted = true;
+            self.id_map[i].updated_at = self.clock.now();
         }
     }
 
@@ -561,8 +572,10 @@ impl MemDb {
                 }
                 m.applied_seq = m.applied_seq.max(seq);
                 m.deleted = deleted;
+                m.updated_at = self.clock.now();
             }
             None => self.id_map.push(MapRow {
+                updated_at: self.clock.now(),
                 entity: entity.to_string(),
                 own: own.cloned(),
                 peer: Some(peer.clone()),
@@ -592,8 +605,10 @@ impl MemDb {
                     m.own = own.cloned();
                 }
                 m.deleted |= deleted;
+                m.updated_at = self.clock.now();
             }
             None => self.id_map.push(MapRow {
+                updated_at: self.clock.now(),
                 entity: entity.to_string(),
                 own: own.cloned(),
                 peer: Some(peer.clone()),
@@ -632,8 +647,10 @@ impl MemDb {
                 }
                 m.deleted = deleted;
                 m.applied_seq = m.applied_seq.max(guard);
+                m.updated_at = self.clock.now();
             }
             None => self.id_map.push(MapRow {
+                updated_at: self.clock.now(),
                 entity: entity.to_string(),
                 own: Some(own.clone()),
                 peer: peer.cloned(),
@@ -696,7 +713,12 @@ impl MemEndpoint {
     pub fn new(config: Arc<Config>, side: Side, fk: Fk, clock: Clock) -> MemEndpoint {
         MemEndpoint {
             side,
-            db: Arc::new(Mutex::new(MemDb::new(config.clone(), side, fk))),
+            db: Arc::new(Mutex::new(MemDb::new(
+                config.clone(),
+                side,
+                fk,
+                clock.clone(),
+            ))),
             config,
             faults: Arc::new(Mutex::new(Faults::default())),
             clock,
@@ -946,7 +968,8 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             })
         });
     // A tombstone, or a live link whose row is gone here, of another record than the one the
-    // source now links this key to: the source's link wins (as in `postgres/apply.rs`).
+    // source now links this key to: the source's link wins (as in `postgres/apply.rs`). So
+    // does a link the source wrote before its delete (seed 52926).
     let (known, linked_live, tombstone) = match &link {
         None if hint_taken => (None, false, false),
         Some(l) if c.op != Op::Delete && moved_away(l) => (None, false, false),
@@ -955,6 +978,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                 && c.peer_hint.is_some()
                 && c.peer_hint != l.own
                 && (l.deleted
+                    || c.delete_hint_holds(l.applied_seq)
                     || l.own
                         .as_ref()
                         // No record named (taken by another): only the guard is left.
@@ -1685,6 +1709,7 @@ impl Source for MemEndpoint {
                         peer_key: m.peer.clone(),
                         deleted: m.deleted,
                         applied_seq: m.applied_seq,
+                        updated_at: m.updated_at,
                     },
                 );
             }
@@ -1813,9 +1838,11 @@ impl Source for MemEndpoint {
                 continue;
             }
             if let Some(i) = db.by_own(entity, own) {
+                let now = db.clock.now();
                 let m = &mut db.id_map[i];
                 if m.peer.is_none() {
                     m.deleted = true;
+                    m.updated_at = now;
                 }
             }
         }

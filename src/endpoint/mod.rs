@@ -162,6 +162,8 @@ pub struct Link {
     pub deleted: bool,
     /// The newest change from the other side applied here for this record.
     pub applied_seq: i64,
+    /// When this side's id map last wrote the link (its clock, as `captured_at`).
+    pub updated_at: DateTime<Utc>,
 }
 
 /// What to record at the source once its changes were settled at the target.

@@ -121,6 +121,7 @@ pub fn map_change(
         seqs,
         source_key: change.key.clone(),
         peer_hint,
+        hint_predates: false,
         peer_applied_seq: 0,
         row,
         incoming,

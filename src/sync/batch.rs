@@ -92,7 +92,7 @@ pub struct Staged {
     /// Records of the batches of the burst still in flight when this one was claimed: their
     /// write-backs may land after this claim read the links, so its hints of those records
     /// prove nothing about the id map at settling time (see [`LinkWrite::known`]).
-    pub untrusted: HashSet<(String, Key)>,
+    untrusted: HashSet<(String, Key)>,
 }
 
 impl Staged {
@@ -104,6 +104,20 @@ impl Staged {
     /// The changes to apply, in order (for traces and tests).
     pub fn changes(&self) -> &[TargetChange] {
         &self.batch
+    }
+
+    /// Marks the records of the burst's batches still in flight when this one was claimed:
+    /// their write-backs may land after this claim read the links, so its hints of them prove
+    /// nothing about the id map at settling time ([`LinkWrite::known`]), nor that they predate
+    /// a change ([`TargetChange::hint_predates`]: the in-flight batch may be re-linking the
+    /// key to another record right now).
+    pub fn distrust(&mut self, records: HashSet<(String, Key)>) {
+        for c in &mut self.batch {
+            if records.contains(&(c.entity.clone(), c.source_key.clone())) {
+                c.hint_predates = false;
+            }
+        }
+        self.untrusted = records;
     }
 }
 
@@ -333,6 +347,8 @@ pub async fn stage(
         ) {
             Ok(mut tc) => {
                 tc.peer_applied_seq = link.map_or(0, |l| l.applied_seq);
+                tc.hint_predates = tc.peer_hint.is_some()
+                    && link.is_some_and(|l| l.updated_at < p.change.captured_at);
                 for r in &mut tc.refs {
                     r.hint = hints
                         .get(&(r.parent.clone(), r.source_key.clone()))

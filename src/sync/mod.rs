@@ -218,7 +218,7 @@ pub async fn run_burst(
         }
         match staged {
             Some(Ok(mut s)) => {
-                s.untrusted = untrusted;
+                s.distrust(untrusted);
                 next = Some(s);
             }
             Some(Err(e)) => failed = Some(e),

@@ -210,6 +210,7 @@ columns = [ { a = "BOSS", b = "boss_id", ref = "employee" }, { a = "NAME", b = "
             seqs: vec![seq],
             source_key: Key::from_values(&[json!(no)]),
             peer_hint: None,
+            hint_predates: false,
             peer_applied_seq: 0,
             derived: false,
             born: false,

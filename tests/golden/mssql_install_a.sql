@@ -422,7 +422,8 @@ GO
 
 -- links_by_own
 -- -- @P1 entity, @P2 a JSON array of this side's keys (as text).
--- SELECT m.[a_key] AS own_key, m.[b_key] AS peer_key, m.deleted, m.applied_seq
+-- SELECT m.[a_key] AS own_key, m.[b_key] AS peer_key, m.deleted, m.applied_seq,
+--        DATEDIFF_BIG(microsecond, '1970-01-01', m.updated_at) AS updated_us
 -- FROM [tandem].[id_map] AS m
 -- JOIN OPENJSON(@P2) WITH (k nvarchar(max) '$') AS j
 --   ON m.[a_key] = j.k COLLATE Latin1_General_100_BIN2
@@ -471,6 +472,8 @@ GO
 --     seq              bigint            NOT NULL,
 --     source_key       nvarchar(max)     COLLATE Latin1_General_100_BIN2 NOT NULL,
 --     peer_hint        nvarchar(max)     COLLATE Latin1_General_100_BIN2 NULL,
+--     hint_predates    bit               NOT NULL,
+--     first_seq        bigint            NOT NULL,
 --     peer_applied_seq bigint            NOT NULL,
 --     captured_at      datetimeoffset(7) NOT NULL,
 --     key_given        bit               NOT NULL,
@@ -485,12 +488,13 @@ GO
 --     refs             nvarchar(max)     NULL
 -- );
 -- INSERT INTO @changes
--- SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.peer_applied_seq,
+-- SELECT c.i, c.entity, c.tbl, c.op, c.seq, c.source_key, c.peer_hint, c.hint_predates, c.first_seq, c.peer_applied_seq,
 --        c.captured_at, c.key_given, c.key_problem, c.row_problem, c.policy, c.derived, c.born, c.source_key_given, c.row_values,
 --        c.row_image, c.refs
 -- FROM OPENJSON(@P1) WITH (
 --     i int '$.i', entity nvarchar(128) '$.entity', tbl nvarchar(600) '$.tbl', op char(1) '$.op',
 --     seq bigint '$.seq', source_key nvarchar(max) '$.source_key', peer_hint nvarchar(max) '$.peer_hint',
+--     hint_predates bit '$.hint_predates', first_seq bigint '$.first_seq',
 --     peer_applied_seq bigint '$.peer_applied_seq', captured_at datetimeoffset(7) '$.captured_at',
 --     key_given bit '$.key_given', key_problem nvarchar(2000) '$.key_problem',
 --     row_problem nvarchar(2000) '$.row_problem', policy varchar(12) '$.policy', derived bit '$.derived',
@@ -523,7 +527,8 @@ GO
 -- DECLARE @beaten TABLE (seq bigint NOT NULL PRIMARY KEY);
 -- 
 -- DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq bigint,
---         @source_key nvarchar(max), @peer_hint nvarchar(max), @peer_applied_seq bigint,
+--         @source_key nvarchar(max), @peer_hint nvarchar(max), @hint_predates bit, @first_seq bigint,
+--         @peer_applied_seq bigint,
 --         @captured_at datetimeoffset(7), @key_given bit, @key_problem nvarchar(2000),
 --         @row_problem nvarchar(2000), @policy varchar(12), @derived bit, @born bit, @source_key_given bit,
 --         @row_values nvarchar(max),
@@ -554,7 +559,8 @@ GO
 --     WHILE 1 = 1
 --     BEGIN
 --         SELECT TOP (1) @i = i, @entity = entity, @tbl = tbl, @op = op, @seq = seq,
---                @source_key = source_key, @peer_hint = peer_hint,
+--                @source_key = source_key, @peer_hint = peer_hint, @hint_predates = hint_predates,
+--                @first_seq = first_seq,
 --                @peer_applied_seq = peer_applied_seq, @captured_at = captured_at,
 --                @key_given = key_given, @key_problem = key_problem, @row_problem = row_problem,
 --                @policy = policy, @derived = derived, @born = born, @source_key_given = source_key_given,
@@ -646,7 +652,13 @@ GO
 --                         SET @new_own = 1;
 --                 END;
 --                 SET @replaced = CASE WHEN @key_given = 0 THEN @new_own ELSE 0 END;
---                 IF @link_found = 1 AND (@deleted = 1 OR @dead_own = 1) AND @source_key_given = 1
+--                 -- So does the link of a delete that the source wrote before the delete, where
+--                 -- this side has applied none of the changes the delete carries (as on
+--                 -- PostgreSQL: TargetChange::delete_hint_holds; simulation's full workload,
+--                 -- seed 52926).
+--                 IF @link_found = 1 AND @source_key_given = 1
+--                    AND (@deleted = 1 OR @dead_own = 1
+--                         OR (@op = 'D' AND @hint_predates = 1 AND @applied < @first_seq))
 --                    AND @peer_hint IS NOT NULL AND (@own IS NULL OR @own <> @peer_hint)
 --                     SELECT @known = @peer_hint, @tombstone = 0, @linked_live = 1;
 --                 -- A record the source created after its delete of the one this tombstone names

@@ -28,6 +28,10 @@ pub struct ChangeIn {
     pub seq: i64,
     pub source_key: String,
     pub peer_hint: Option<String>,
+    /// `TargetChange::hint_predates`.
+    pub hint_predates: bool,
+    /// The oldest source sequence the change carries (`TargetChange::delete_hint_holds`).
+    pub first_seq: i64,
     pub peer_applied_seq: i64,
     pub captured_at: String,
     pub key_given: bool,
@@ -154,6 +158,8 @@ pub fn prepare(plan: &EntityPlan, policy: ConflictPolicy, i: usize, c: &TargetCh
             seq: c.seq,
             source_key: c.source_key.to_string(),
             peer_hint: c.peer_hint.as_ref().map(|k| k.to_string()),
+            hint_predates: c.hint_predates,
+            first_seq: c.seqs.iter().copied().min().unwrap_or(c.seq).min(c.seq),
             peer_applied_seq: c.peer_applied_seq,
             captured_at: c
                 .captured_at
@@ -577,6 +583,7 @@ mod tests {
             seqs: vec![7],
             source_key: Key::from_values(&[json!(3)]),
             peer_hint: None,
+            hint_predates: false,
             peer_applied_seq: 0,
             row,
             incoming: Image::new(),

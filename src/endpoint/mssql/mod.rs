@@ -280,6 +280,9 @@ impl Source for MsEndpoint {
                     peer_key: get::<&str>(r, "peer_key", what)?.and_then(|s| Key::parse(s).ok()),
                     deleted: get::<bool>(r, "deleted", what)?.unwrap_or(false),
                     applied_seq: get::<i64>(r, "applied_seq", what)?.unwrap_or(0),
+                    // Unknown counts as written last: the hint is then not trusted.
+                    updated_at: instant(get::<i64>(r, "updated_us", what)?)
+                        .unwrap_or(DateTime::<Utc>::MAX_UTC),
                 },
             );
         }

@@ -447,6 +447,15 @@ async fn apply_one(
     }
     // What the target knows of the record: its own link, else the source's (write-back of
     // a link the source made may still be on its way here).
+    // A delete whose hint predates it, of which this side has applied nothing yet
+    // (`TargetChange::delete_hint_holds`), names the record the source deleted, against a link
+    // here that names another: this side's link is the stale one (a move of its record reached
+    // the source, whose reply was lost, and a record this side created under the freed key
+    // took the key there; found by the simulation's full workload, seed 52926: the delete
+    // removed the moved record here, whose copy stayed at the source). A hint written after
+    // the delete may name a record that took the key since (seed 90048 of the variant without
+    // key changes at A); one this side has applied a change of since, with its reply lost, may
+    // be the stale one (seed 37843: the source's update had landed on another record here).
     // A tombstone here of another record than the one the source now links this key to is
     // older than that link when the source's keys are given by values (the key was taken by a
     // new record): the source's link wins (found by the simulation: a delete of the new
@@ -561,8 +570,11 @@ async fn apply_one(
     };
     let (known, linked_live, tombstone) = match &link {
         _ if (moved_away && c.op != Op::Delete) || hint_taken => (None, false, false),
-        Some((_, own, deleted))
-            if reused && c.peer_hint.is_some() && c.peer_hint != *own && (*deleted || dead_own) =>
+        Some((applied, own, deleted))
+            if reused
+                && c.peer_hint.is_some()
+                && c.peer_hint != *own
+                && (*deleted || dead_own || c.delete_hint_holds(*applied)) =>
         {
             (c.peer_hint.clone(), true, false)
         }

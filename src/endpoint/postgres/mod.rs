@@ -146,6 +146,7 @@ impl Source for PgEndpoint {
                     peer_key: peer.and_then(|s| Key::parse(&s).ok()),
                     deleted: col(&r, 2, "deleted", what)?,
                     applied_seq: col(&r, 3, "applied_seq", what)?,
+                    updated_at: col(&r, 4, "updated_at", what)?,
                 },
             );
         }
