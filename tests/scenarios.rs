@@ -1253,17 +1253,7 @@ async fn a_new_record_under_a_key_b_moved_its_record_away_from_is_another_record
         "B's record stays under line 3"
     );
     env.drain().await;
-    let lines = table(&[&["1", "7"], &["3", "1"]]);
-    assert_eq!(
-        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
-            .await,
-        lines
-    );
-    assert_eq!(
-        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
-            .await,
-        lines
-    );
+    both_sides_have_lines(&env, &[&["1", "7"], &["3", "1"]]).await;
     let links = "SELECT a_key, b_key FROM tandem.id_map \
                  WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
     let a_links = a.rows(links).await;
@@ -1334,17 +1324,7 @@ async fn a_delete_of_the_record_b_added_under_a_key_its_moved_record_left_delete
         "B deleted its new line 1 and kept the moved record"
     );
     env.drain().await;
-    let lines = table(&[&["3", "1"]]);
-    assert_eq!(
-        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
-            .await,
-        lines
-    );
-    assert_eq!(
-        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
-            .await,
-        lines
-    );
+    both_sides_have_lines(&env, &[&["3", "1"]]).await;
     one_live_link(
         &env,
         "order_item",
@@ -1402,17 +1382,7 @@ async fn a_delete_under_a_key_b_moved_its_record_away_from_leaves_that_record(p:
     env.drain().await;
     release(a).await;
     env.drain().await;
-    let lines = table(&[&["3", "1"]]);
-    assert_eq!(
-        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
-            .await,
-        lines
-    );
-    assert_eq!(
-        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
-            .await,
-        lines
-    );
+    both_sides_have_lines(&env, &[&["3", "1"]]).await;
     one_live_link(
         &env,
         "order_item",
@@ -1443,17 +1413,7 @@ async fn a_move_that_loses_lands_also_when_the_other_side_reused_its_old_key(p: 
         release(a).await;
         release(b).await;
     }
-    let lines = table(&[&["1", "2"], &["2", "5"]]);
-    assert_eq!(
-        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
-            .await,
-        lines
-    );
-    assert_eq!(
-        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
-            .await,
-        lines
-    );
+    both_sides_have_lines(&env, &[&["1", "2"], &["2", "5"]]).await;
     let links = "SELECT a_key, b_key FROM tandem.id_map \
                  WHERE entity = 'order_item' AND deleted = '0' ORDER BY a_key";
     let a_links = a.rows(links).await;
@@ -3459,6 +3419,25 @@ async fn b_moves_line_1_to_3_and_its_reply_is_lost(env: &Env) -> (String, String
         .expect("B's write-back of the insert");
     drop(moved);
     (number, item)
+}
+
+/// Both sides hold exactly these items (line, quantity), by line.
+async fn both_sides_have_lines(env: &Env, lines: &[&[&str]]) {
+    let lines = table(lines);
+    assert_eq!(
+        env.a
+            .rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        lines,
+        "items at A"
+    );
+    assert_eq!(
+        env.b
+            .rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        lines,
+        "items at B"
+    );
 }
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.
