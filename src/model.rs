@@ -175,7 +175,7 @@ pub struct TargetChange {
     /// one of the changes this one carries already (`seqs`: their replies, which would have
     /// rewritten the source's link, are not back). A link written since may name a record
     /// that took the key after the change (a line deleted and added again under its number),
-    /// so a target must not trust such a hint over its own link.
+    /// so a target must not trust such a hint over its own link. Set for deletes only.
     pub hint_predates: bool,
     /// The newest change captured at the target that the source has applied already, for
     /// this record (from the source's id map; 0 when none): target changes newer than this

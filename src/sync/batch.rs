@@ -112,7 +112,7 @@ impl Staged {
     /// a change ([`TargetChange::hint_predates`]: the in-flight batch may be re-linking the
     /// key to another record right now).
     pub fn distrust(&mut self, records: HashSet<(String, Key)>) {
-        for c in &mut self.batch {
+        for c in self.batch.iter_mut().filter(|c| c.hint_predates) {
             if records.contains(&(c.entity.clone(), c.source_key.clone())) {
                 c.hint_predates = false;
             }
@@ -347,7 +347,9 @@ pub async fn stage(
         ) {
             Ok(mut tc) => {
                 tc.peer_applied_seq = link.map_or(0, |l| l.applied_seq);
-                tc.hint_predates = tc.peer_hint.is_some()
+                // Only a delete asks (`TargetChange::delete_hint_holds`).
+                tc.hint_predates = tc.op == Op::Delete
+                    && tc.peer_hint.is_some()
                     && link.is_some_and(|l| l.updated_at < p.change.captured_at);
                 for r in &mut tc.refs {
                     r.hint = hints
