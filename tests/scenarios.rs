@@ -43,6 +43,7 @@ scenarios!(
     a_child_whose_insert_reply_was_lost_rejoins_the_record_created_again,
     a_child_whose_insert_reply_was_lost_at_the_side_giving_its_key_rejoins_the_record,
     a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under_its_key,
+    a_deleted_line_whose_reply_was_lost_is_not_discarded_by_a_line_b_added_under_its_key,
     a_late_delete_at_a_tombstone_spares_the_new_record_under_the_reused_key,
     a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_had,
     a_second_copy_of_an_order_with_no_items_goes,
@@ -2573,6 +2574,84 @@ async fn a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under
             s.side()
         );
     }
+    assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
+}
+
+/// A's new line whose reply was lost and that A's user deleted since is not discarded at A by a
+/// line B added under the same key. As above, but A's user deletes line 2 before B's insert
+/// arrives; B's side wins conflicts (`b_wins`). B's insert met A's pending insert and delete of
+/// line 2 as a conflict, won, and discarded them: A's delete never reached B, which kept A's
+/// line 2 linked to a record A no longer had (found by the simulation's full workload, seed
+/// 91390). Now B's insert waits, because A's insert was sent, until A's line is linked; A's
+/// delete then goes first, and B's line lands on line 4.
+async fn a_deleted_line_whose_reply_was_lost_is_not_discarded_by_a_line_b_added_under_its_key(
+    p: Pairing,
+) {
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "sent_then_deleted", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let (number, order) = one_order(&env, "first").await;
+    let moved = b_adds_line_2_and_moves_it_held_back(b, &order, 4).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
+    ))
+    .await;
+    // Applied at B; its reply never comes (the staged batch is dropped unfinished).
+    let none = std::collections::HashSet::new();
+    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    assert_eq!(
+        b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
+            .await,
+        table(&[&["2", "7"], &["4", "5"]]),
+        "A's line 2 reached B"
+    );
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    // B's insert reaches A before A's changes are sent again.
+    hold_changes(a).await;
+    release_only(b, "I").await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO] FROM dbo.[ORDER_ITEMS]").await,
+        table(&[]),
+        "B's line is not at A yet"
+    );
+    assert_eq!(
+        a.rows("SELECT op FROM tandem.outbox ORDER BY seq").await,
+        table(&[&["I"], &["D"]]),
+        "A's insert and delete of line 2 are still on their way"
+    );
+    let waiting = b
+        .rows("SELECT last_error FROM tandem.outbox WHERE op = 'I'")
+        .await;
+    assert!(
+        waiting.len() == 1
+            && waiting[0][0].contains("sent to side B with no reply yet and deleted here since"),
+        "B's insert waits for A's: {waiting:?}"
+    );
+
+    release(a).await;
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["4", "5"]])
+    );
+    assert_eq!(
+        b.rows("SELECT id, line_no, quantity FROM order_items")
+            .await,
+        table(&[&[moved.as_str(), "4", "5"]]),
+        "A's delete reached B"
+    );
+    one_live_link(
+        &env,
+        "order_item",
+        &format!("[{number},4]"),
+        &format!("[{moved}]"),
+    )
+    .await;
     assert_eq!((a.outbox_count().await, b.outbox_count().await), (0, 0));
 }
 

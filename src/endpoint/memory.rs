@@ -853,10 +853,11 @@ fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
         .is_some_and(|p| p.op == Op::Insert)
 }
 
-/// Whether the record under `key` here is this side's new one, linked to nothing, whose
-/// insert was sent to the other side and never failed (at or below `MemDb::sent_mark`); its
-/// newest pending change not a delete.
-fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key) -> bool {
+/// `own_insert_unconfirmed` of `postgres/apply.rs`: whether `key` here holds (`row_here`), or
+/// held, this side's new record, linked to nothing, whose insert was sent to the other side and
+/// never failed (at or below `MemDb::sent_mark`); its newest pending change not a delete where
+/// its row is here, a delete where it is gone.
+fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -> bool {
     let linked = db
         .by_own(entity, key)
         .is_some_and(|i| !db.id_map[i].deleted);
@@ -869,7 +870,7 @@ fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key) -> bool {
         sent |= o.op == Op::Insert && o.attempts == 0 && o.seq <= db.sent_mark;
         newest = Some(o.op);
     }
-    !linked && sent && newest.is_some_and(|op| op != Op::Delete)
+    !linked && sent && newest.is_some_and(|op| (op == Op::Delete) != row_here)
 }
 
 /// `apply_one` of `postgres/apply.rs`, on the model.
@@ -1098,13 +1099,19 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // there, and then the source's record is another one. Merging the two here would leave that
     // copy linked to nothing at the source. The change waits until this side's insert is
     // confirmed (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full
-    // workload, seeds 8082 and 21577).
+    // workload, seeds 8082 and 21577), also where that record was deleted here since (seed
+    // 91390).
     if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
         if let Some(k) = &here {
-            if db.row(&c.entity, k).is_some() && own_insert_unconfirmed(db, &c.entity, k) {
+            let row_here = db.row(&c.entity, k).is_some();
+            if own_insert_unconfirmed(db, &c.entity, k, row_here) {
                 return Err(ApplyError::KeyHeld {
                     context: context(side, c),
-                    message: super::sent_unconfirmed(k, side),
+                    message: if row_here {
+                        super::sent_unconfirmed(k, side)
+                    } else {
+                        super::sent_then_deleted(k, side)
+                    },
                     holder: k.to_string(),
                 });
             }

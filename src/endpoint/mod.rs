@@ -85,6 +85,18 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
     )
 }
 
+/// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
+/// record under it was sent there with no reply yet, and deleted here since; its copy there
+/// may still be live. SQL Server's `apply.sql` words it the same.
+pub(crate) fn sent_then_deleted(k: &Key, here: Side) -> String {
+    format!(
+        "key {k} at side {here} held a new record of this side, sent to side {} with no reply \
+         yet and deleted here since; this change waits until that record is linked (its delete \
+         then goes first) or its insert fails",
+        here.other()
+    )
+}
+
 /// Why a delete the source never linked waits (`ApplyError::KeyHeld`): the record the link
 /// here names under its key has moved here, with changes still on their way to the source.
 pub(crate) fn moved_with_changes_pending(k: &Key, here: Side) -> String {

@@ -909,7 +909,10 @@ GO
 --                 -- another one.
 --                 -- Merging the two here would leave that copy linked to nothing at the source.
 --                 -- The change waits until this side's insert is confirmed (linked) or failed
---                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL).
+--                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL). So it does
+--                 -- where that record was deleted here since (its row gone, its newest pending
+--                 -- change a delete): winning over that delete as a conflict would discard it, and
+--                 -- its copy would stay at the source (seed 91390).
 --                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
 --                     AND @link_found = 0 AND @peer_hint IS NULL
 --                     AND NOT EXISTS (SELECT 1 FROM {{schema}}.[id_map]
@@ -918,20 +921,29 @@ GO
 --                     SELECT @key = @here, @found = 0, @native = NULL;
 -- {{lock_blocks}}
 -- {{native_key_blocks}}
---                     IF @found = 1
---                         AND EXISTS (SELECT 1 FROM {{schema}}.[outbox]
---                                     WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                       AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
---                                       AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
---                         AND (SELECT TOP (1) op FROM {{schema}}.[outbox]
---                              WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                AND [key] = @native AND suspended = 0
---                              ORDER BY seq DESC) <> 'D'
+--                     IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                  AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
+--                                  AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
 --                     BEGIN
---                         SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
---                             + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
---                             + N' with no reply yet; this change waits until that record is linked or its insert fails';
---                         ;THROW 51004, @msg, 1;
+--                         SET @local_op = (SELECT TOP (1) op FROM {{schema}}.[outbox]
+--                                          WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                            AND [key] = @native AND suspended = 0
+--                                          ORDER BY seq DESC);
+--                         IF @found = 1 AND @local_op <> 'D'
+--                         BEGIN
+--                             SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
+--                                 + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
+--                                 + N' with no reply yet; this change waits until that record is linked or its insert fails';
+--                             ;THROW 51004, @msg, 1;
+--                         END;
+--                         IF @found = 0 AND @local_op = 'D'
+--                         BEGIN
+--                             SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
+--                                 + N' held a new record of this side, sent to side ' + {{incoming_lit}}
+--                                 + N' with no reply yet and deleted here since; this change waits until that record is linked (its delete then goes first) or its insert fails';
+--                             ;THROW 51004, @msg, 1;
+--                         END;
 --                     END;
 --                 END;
 --                 -- 4. A change of this record captured here and not yet applied at the other side

@@ -747,16 +747,22 @@ async fn apply_one(
     // or below the sent mark, never failed): the reply may have been lost, its copy may be
     // there, and then the source's record is another one. Merging the two here would leave that
     // copy linked to nothing at the source. The change waits until this side's insert is confirmed
-    // (linked) or failed (found by the simulation's full workload, seeds 8082 and 21577).
+    // (linked) or failed (found by the simulation's full workload, seeds 8082 and 21577). So it
+    // does where that record was deleted here since: meeting its pending delete as a conflict
+    // and winning would discard the delete, and its copy would stay there (seed 91390).
     if let (Op::Insert, true, None, None, true, Some(k)) =
         (c.op, c.born, &link, &c.peer_hint, es.key_given, &here)
     {
-        if locked.iter().any(|(lk, found)| lk == k && found.is_some())
-            && own_insert_unconfirmed(tx, stmts, common, &c.entity, k).await?
-        {
+        let row_here = locked.iter().any(|(lk, found)| lk == k && found.is_some());
+        if own_insert_unconfirmed(tx, stmts, common, &c.entity, k, row_here).await? {
+            let message = if row_here {
+                crate::endpoint::sent_unconfirmed(k, ep.side)
+            } else {
+                crate::endpoint::sent_then_deleted(k, ep.side)
+            };
             return Err(Stop::Apply(ApplyError::KeyHeld {
                 context: context(ep, c),
-                message: crate::endpoint::sent_unconfirmed(k, ep.side),
+                message,
                 holder: k.to_string(),
             }));
         }
@@ -1282,22 +1288,20 @@ async fn new_since(
     })
 }
 
-/// Whether the record under `key` here is this side's new one, linked to nothing, whose insert
-/// was sent to the other side and never failed (at or below the sent mark, `mark_sent`), its
-/// newest pending change not a delete.
+/// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
+/// whose insert was sent to the other side and never failed (at or below the sent mark,
+/// `mark_sent`): its newest pending change not a delete where its row is here, a delete where
+/// it is gone (deleted after it was sent: its copy may be at the other side, and that delete
+/// still has to reach it; found by the simulation's full workload, seed 91390).
 async fn own_insert_unconfirmed(
     tx: &Transaction<'_>,
     stmts: &Prepared,
     common: &Common,
     entity: &str,
     key: &Key,
+    row_here: bool,
 ) -> Result<bool, Stop> {
-    let q = st(tx, stmts, &common.links_by_own).await?;
-    if let Some(r) = tx.query_opt(&q, &[&entity, &vec![key.as_str()]]).await? {
-        if !cell::<bool>(&r, 2, "deleted")? {
-            return Ok(false);
-        }
-    }
+    // The pending changes first: nothing pending, the common case, needs no link look-up.
     let q = st(tx, stmts, &common.own_pending_sent).await?;
     let (mut sent, mut newest) = (false, None);
     for r in tx.query(&q, &[&entity, &key.as_str()]).await? {
@@ -1305,7 +1309,16 @@ async fn own_insert_unconfirmed(
         sent |= cell::<bool>(&r, 1, "sent")?;
         newest.get_or_insert(op);
     }
-    Ok(sent && newest.is_some_and(|op| op != "D"))
+    if !sent || newest.is_none_or(|op| (op == "D") == row_here) {
+        return Ok(false);
+    }
+    let q = st(tx, stmts, &common.links_by_own).await?;
+    Ok(
+        match tx.query_opt(&q, &[&entity, &vec![key.as_str()]]).await? {
+            Some(r) => cell::<bool>(&r, 2, "deleted")?,
+            None => true,
+        },
+    )
 }
 
 /// Why a change waits for a key given by values that another record holds.
