@@ -856,21 +856,27 @@ fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
 /// `own_insert_unconfirmed` of `postgres/apply.rs`: whether `key` here holds (`row_here`), or
 /// held, this side's new record, linked to nothing, whose insert was sent to the other side and
 /// never failed (at or below `MemDb::sent_mark`); its newest pending change not a delete where
-/// its row is here, a delete where it is gone.
+/// its row is here, a delete not sent yet where it is gone.
 fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -> bool {
     let linked = db
         .by_own(entity, key)
         .is_some_and(|i| !db.id_map[i].deleted);
-    let (mut sent, mut newest) = (false, None);
+    let (mut insert_sent, mut newest) = (false, None);
     for o in db
         .outbox
         .values()
         .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
     {
-        sent |= o.op == Op::Insert && o.attempts == 0 && o.seq <= db.sent_mark;
-        newest = Some(o.op);
+        let sent = o.attempts == 0 && o.seq <= db.sent_mark;
+        insert_sent |= o.op == Op::Insert && sent;
+        newest = Some((o.op, sent));
     }
-    !linked && sent && newest.is_some_and(|op| (op == Op::Delete) != row_here)
+    let waits = match newest {
+        Some((op, _)) if row_here => op != Op::Delete,
+        Some((op, sent)) => op == Op::Delete && !sent,
+        None => false,
+    };
+    !linked && insert_sent && waits
 }
 
 /// `apply_one` of `postgres/apply.rs`, on the model.
@@ -1099,8 +1105,8 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // there, and then the source's record is another one. Merging the two here would leave that
     // copy linked to nothing at the source. The change waits until this side's insert is
     // confirmed (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full
-    // workload, seeds 8082 and 21577), also where that record was deleted here since (seed
-    // 91390).
+    // workload, seeds 8082 and 21577), also where that record was deleted here since, that
+    // delete not sent yet (seed 91390).
     if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
         if let Some(k) = &here {
             let row_here = db.row(&c.entity, k).is_some();

@@ -10,10 +10,11 @@
 //!   lost: they come in a later claim.
 //! - **Concurrency.** During a pipelined burst, `claim_batch` for batch N+1 and `write_back` for
 //!   batch N-1 run at the same time on two connections of this endpoint.
-//! - **Sent inserts are marked.** Before a batch with inserts of records whose key this side
-//!   gives by values is applied, [`Source::mark_sent`] raises this side's sent mark (one row,
-//!   not one per change) to the newest of them: an insert at or below the mark that never failed
-//!   may be at the other side whatever reply comes back. The target side reads the mark when
+//! - **Sent inserts are marked.** Before a batch with inserts or deletes of records whose key
+//!   this side gives by values is applied, [`Source::mark_sent`] raises this side's sent mark
+//!   (one row, not one per change) to the newest of them: an insert at or below the mark that
+//!   never failed may be at the other side whatever reply comes back, and a delete above it has
+//!   not left yet. The target side reads the mark when
 //!   the other side's new record meets this one under its key (it waits instead of merging the
 //!   two; `apply_one`). An insert below the mark that was not sent yet (its entity paused) only
 //!   makes that record wait longer; a failure recorded for it ends the wait, so two sides that

@@ -146,10 +146,12 @@ pub async fn complete(
     finish(config, from, staged, outcomes, chrono::Utc::now()).await
 }
 
-/// Raises the sent mark to the batch's newest insert of a record whose key this side gives by
-/// values, before the batch is applied (`Source::mark_sent`; one statement, none for a batch
-/// without such inserts): the other side's new record meeting one of them under its key waits
-/// for its reply instead of merging with it.
+/// Raises the sent mark to the batch's newest insert or delete of a record whose key this side
+/// gives by values, before the batch is applied (`Source::mark_sent`; one statement, none for a
+/// batch without such changes): the other side's new record meeting one of those inserts under
+/// its key waits for its reply instead of merging with it. A delete at or below the mark went
+/// with the record's insert (one change that created nothing) or after it (and reached the
+/// copy); one above it has not left yet, and the other side's new record waits for that too.
 async fn mark_sent(
     config: &Config,
     from: &dyn Endpoint,
@@ -159,7 +161,7 @@ async fn mark_sent(
     let newest = rows
         .iter()
         .filter(|r| {
-            Op::from_code(&r.op) == Some(Op::Insert)
+            matches!(Op::from_code(&r.op), Some(Op::Insert | Op::Delete))
                 && config
                     .entity(&r.entity)
                     .is_some_and(|e| e.key_is_given(side))

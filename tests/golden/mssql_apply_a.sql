@@ -508,8 +508,8 @@ BEGIN
                 -- The change waits until this side's insert is confirmed (linked) or failed
                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL). So it does
                 -- where that record was deleted here since (its row gone, its newest pending
-                -- change a delete): winning over that delete as a conflict would discard it, and
-                -- its copy would stay at the source (seed 91390).
+                -- change a delete not sent yet): winning over that delete as a conflict would
+                -- discard it, and its copy would stay at the source (seed 91390).
                 IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
                     AND @link_found = 0 AND @peer_hint IS NULL
                     AND NOT EXISTS (SELECT 1 FROM [tandem].[id_map]
@@ -546,7 +546,16 @@ BEGIN
                                 + N' with no reply yet; this change waits until that record is linked or its insert fails';
                             ;THROW 51004, @msg, 1;
                         END;
+                        -- Not where that delete was sent too: it came with the insert as one
+                        -- change that created nothing there, or reached the copy (seed 3053).
                         IF @found = 0 AND @local_op = 'D'
+                            AND NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                              AND [key] = @native AND op = 'D' AND attempts = 0 AND suspended = 0
+                                              AND seq = (SELECT MAX(seq) FROM [tandem].[outbox]
+                                                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                                           AND [key] = @native AND suspended = 0)
+                                              AND seq <= (SELECT seq FROM [tandem].[sent_mark]))
                         BEGIN
                             SET @msg = N'key ' + @here + N' at side ' + 'A'
                                 + N' held a new record of this side, sent to side ' + 'B'

@@ -748,8 +748,8 @@ async fn apply_one(
     // there, and then the source's record is another one. Merging the two here would leave that
     // copy linked to nothing at the source. The change waits until this side's insert is confirmed
     // (linked) or failed (found by the simulation's full workload, seeds 8082 and 21577). So it
-    // does where that record was deleted here since: meeting its pending delete as a conflict
-    // and winning would discard the delete, and its copy would stay there (seed 91390).
+    // does where that record was deleted here since, that delete not sent yet: meeting it as a
+    // conflict and winning would discard it, and the copy would stay there (seed 91390).
     if let (Op::Insert, true, None, None, true, Some(k)) =
         (c.op, c.born, &link, &c.peer_hint, es.key_given, &here)
     {
@@ -1290,9 +1290,11 @@ async fn new_since(
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
 /// whose insert was sent to the other side and never failed (at or below the sent mark,
-/// `mark_sent`): its newest pending change not a delete where its row is here, a delete where
-/// it is gone (deleted after it was sent: its copy may be at the other side, and that delete
-/// still has to reach it; found by the simulation's full workload, seed 91390).
+/// `mark_sent`): its newest pending change not a delete where its row is here, a delete not
+/// sent yet where it is gone (deleted after its insert was sent: its copy may be at the other
+/// side, and that delete still has to reach it; found by the simulation's full workload, seed
+/// 91390). A delete sent as well came with the insert as one change that created nothing
+/// there, or reached the copy (the conflict then decides as it did before: seed 3053).
 async fn own_insert_unconfirmed(
     tx: &Transaction<'_>,
     stmts: &Prepared,
@@ -1303,13 +1305,19 @@ async fn own_insert_unconfirmed(
 ) -> Result<bool, Stop> {
     // The pending changes first: nothing pending, the common case, needs no link look-up.
     let q = st(tx, stmts, &common.own_pending_sent).await?;
-    let (mut sent, mut newest) = (false, None);
+    let (mut insert_sent, mut newest) = (false, None);
     for r in tx.query(&q, &[&entity, &key.as_str()]).await? {
         let op = cell::<String>(&r, 0, "op")?;
-        sent |= cell::<bool>(&r, 1, "sent")?;
-        newest.get_or_insert(op);
+        let sent = cell::<bool>(&r, 1, "sent")?;
+        insert_sent |= op == "I" && sent;
+        newest.get_or_insert((op, sent));
     }
-    if !sent || newest.is_none_or(|op| (op == "D") == row_here) {
+    let waits = match newest {
+        Some((op, _)) if row_here => op != "D",
+        Some((op, sent)) => op == "D" && !sent,
+        None => false,
+    };
+    if !(insert_sent && waits) {
         return Ok(false);
     }
     let q = st(tx, stmts, &common.links_by_own).await?;
