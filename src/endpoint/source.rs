@@ -14,11 +14,11 @@
 //!   this side gives by values is applied, [`Source::mark_sent`] raises this side's sent mark
 //!   (one row, not one per change) to the newest of them: an insert at or below the mark that
 //!   never failed may be at the other side whatever reply comes back, and a delete above it has
-//!   not left yet. The target side reads the mark when
-//!   the other side's new record meets this one under its key (it waits instead of merging the
-//!   two; `apply_one`). An insert below the mark that was not sent yet (its entity paused) only
-//!   makes that record wait longer; a failure recorded for it ends the wait, so two sides that
-//!   both added the record cannot wait for each other for ever.
+//!   not left yet. The target side reads the mark when the other side's new record meets this
+//!   one under its key (it waits instead of merging the two; `apply_one`). An insert below the
+//!   mark that was not sent yet (its entity paused) only makes that record wait longer; a
+//!   failure recorded for it ends the wait, so two sides that both added the record cannot
+//!   wait for each other for ever.
 //! - **`write_back` is one transaction**: id pairs, done rows and failures land together or not
 //!   at all, and it is idempotent (writing the same pair twice changes nothing).
 
