@@ -88,7 +88,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @known nvarchar(max), @linked_live bit, @tombstone bit,
         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
-        @moved bit, @replaced bit, @new_own bit, @old_found bit, @holds bit, @held bit,
+        @moved bit, @replaced bit, @new_own bit, @old_found bit, @holds bit, @held bit, @newest_sent bit,
         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -475,31 +475,25 @@ BEGIN
                                  AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
                                  AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
                     BEGIN
-                        SET @local_op = (SELECT TOP (1) op FROM {{schema}}.[outbox]
-                                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                           AND [key] = @native AND suspended = 0
-                                         ORDER BY seq DESC);
+                        -- The newest pending change, and whether it was sent too.
+                        SELECT @local_op = NULL, @newest_sent = 0, @msg = NULL;
+                        SELECT TOP (1) @local_op = o.op,
+                               @newest_sent = CASE WHEN o.attempts = 0 AND o.seq <= m.seq THEN 1 ELSE 0 END
+                        FROM {{schema}}.[outbox] AS o CROSS JOIN {{schema}}.[sent_mark] AS m
+                        WHERE o.entity = @entity AND o.key_prefix = LEFT(@native, 400)
+                          AND o.[key] = @native AND o.suspended = 0
+                        ORDER BY o.seq DESC;
                         IF @found = 1 AND @local_op <> 'D'
-                        BEGIN
-                            SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
-                                + N' holds a new record of this side, sent to side ' + {{incoming_lit}}
+                            SET @msg = N' holds a new record of this side, sent to side ' + {{incoming_lit}}
                                 + N' with no reply yet; this change waits until that record is linked or its insert fails';
-                            ;THROW 51004, @msg, 1;
-                        END;
                         -- Not where that delete was sent too: it came with the insert as one
                         -- change that created nothing there, or reached the copy (seed 3053).
-                        IF @found = 0 AND @local_op = 'D'
-                            AND NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
-                                            WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                              AND [key] = @native AND op = 'D' AND attempts = 0 AND suspended = 0
-                                              AND seq = (SELECT MAX(seq) FROM {{schema}}.[outbox]
-                                                         WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                                           AND [key] = @native AND suspended = 0)
-                                              AND seq <= (SELECT seq FROM {{schema}}.[sent_mark]))
-                        BEGIN
-                            SET @msg = N'key ' + @here + N' at side ' + {{here_lit}}
-                                + N' held a new record of this side, sent to side ' + {{incoming_lit}}
+                        IF @found = 0 AND @local_op = 'D' AND @newest_sent = 0
+                            SET @msg = N' held a new record of this side, sent to side ' + {{incoming_lit}}
                                 + N' with no reply yet and deleted here since; this change waits until that record is linked (its delete then goes first) or its insert fails';
+                        IF @msg IS NOT NULL
+                        BEGIN
+                            SET @msg = N'key ' + @here + N' at side ' + {{here_lit}} + @msg;
                             ;THROW 51004, @msg, 1;
                         END;
                     END;

@@ -166,14 +166,14 @@ WHERE o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
 UPDATE {{schema}}.sent_mark SET seq = $1 WHERE seq < $1;
 
 -- name: own_pending_sent
--- This side's changes of a record ($1 entity, $2 key) still here, newest first: each one's op,
+-- This side's changes of a record ($1 entity, $2 key) still here, oldest first: each one's op,
 -- and whether it was sent to the other side with no failure since (at or below the sent mark,
 -- never failed): such an insert's record may be there whatever reply comes back, and such a
 -- delete may have removed it there, or come with the insert as one change that created nothing.
 SELECT o.op::text, o.attempts = 0 AND o.seq <= m.seq
 FROM {{schema}}.outbox AS o, {{schema}}.sent_mark AS m
 WHERE o.entity = $1 AND o.key = $2::text::jsonb AND NOT o.suspended
-ORDER BY o.seq DESC;
+ORDER BY o.seq;
 
 -- name: in_flight
 -- Records with changes still in this outbox (pending or suspended).

@@ -854,29 +854,18 @@ fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
 }
 
 /// `own_insert_unconfirmed` of `postgres/apply.rs`: whether `key` here holds (`row_here`), or
-/// held, this side's new record, linked to nothing, whose insert was sent to the other side and
-/// never failed (at or below `MemDb::sent_mark`); its newest pending change not a delete where
-/// its row is here, a delete not sent yet where it is gone.
+/// held, this side's new record, linked to nothing, that a creation from the other side waits
+/// for (`endpoint::own_insert_waits`; sent: at or below `MemDb::sent_mark`, never failed).
 fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -> bool {
     let linked = db
         .by_own(entity, key)
         .is_some_and(|i| !db.id_map[i].deleted);
-    let (mut insert_sent, mut newest) = (false, None);
-    for o in db
+    let changes = db
         .outbox
         .values()
         .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
-    {
-        let sent = o.attempts == 0 && o.seq <= db.sent_mark;
-        insert_sent |= o.op == Op::Insert && sent;
-        newest = Some((o.op, sent));
-    }
-    let waits = match newest {
-        Some((op, _)) if row_here => op != Op::Delete,
-        Some((op, sent)) => op == Op::Delete && !sent,
-        None => false,
-    };
-    !linked && insert_sent && waits
+        .map(|o| (o.op, o.attempts == 0 && o.seq <= db.sent_mark));
+    !linked && super::own_insert_waits(row_here, changes)
 }
 
 /// `apply_one` of `postgres/apply.rs`, on the model.

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, DbKind, Side};
-use crate::model::{Key, TargetChange};
+use crate::model::{Key, Op, TargetChange};
 
 pub use admin::Admin;
 pub use bulk::Bulk;
@@ -83,6 +83,29 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
          yet; this change waits until that record is linked or its insert fails",
         here.other()
     )
+}
+
+/// Whether a creation from the other side waits for this side's own new record under its key
+/// (`apply_one`, as `apply.sql` decides it): `changes` are that key's changes pending here,
+/// oldest first, each with whether it was sent (at or below the sent mark, never failed). It
+/// waits where an insert was sent, and the newest change is not a delete while the row is here
+/// (`row_here`), or is a delete not sent yet while it is gone (the copy there may be live).
+/// The caller checks that the record is linked to nothing.
+pub(crate) fn own_insert_waits(
+    row_here: bool,
+    changes: impl IntoIterator<Item = (Op, bool)>,
+) -> bool {
+    let (mut insert_sent, mut newest) = (false, None);
+    for (op, sent) in changes {
+        insert_sent |= op == Op::Insert && sent;
+        newest = Some((op, sent));
+    }
+    insert_sent
+        && match newest {
+            Some((op, _)) if row_here => op != Op::Delete,
+            Some((op, sent)) => op == Op::Delete && !sent,
+            None => false,
+        }
 }
 
 /// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
@@ -472,4 +495,26 @@ pub fn open(config: Arc<Config>, side: Side) -> Result<Arc<dyn Endpoint>, Endpoi
 /// The install SQL for a side, without connecting.
 pub fn install_script(config: &Arc<Config>, side: Side) -> Result<String, EndpointError> {
     Ok(open(config.clone(), side)?.install_script())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_insert_waits;
+    use crate::model::Op::{Delete, Insert, Update};
+
+    #[test]
+    fn a_creation_waits_for_a_sent_insert_and_for_a_delete_not_sent_after_it() {
+        // The record is here: its sent insert may be there (seeds 8082, 21577).
+        assert!(own_insert_waits(true, [(Insert, true), (Update, false)]));
+        assert!(!own_insert_waits(true, [(Insert, false)]), "not sent");
+        assert!(!own_insert_waits(true, []), "nothing pending");
+        // Gone since: its delete has not left, and the copy there may be live (seed 91390).
+        assert!(own_insert_waits(false, [(Insert, true), (Delete, false)]));
+        // The delete went too: with the insert, or after it to the copy (seed 3053).
+        assert!(!own_insert_waits(false, [(Insert, true), (Delete, true)]));
+        assert!(
+            !own_insert_waits(false, [(Insert, false), (Delete, false)]),
+            "not sent"
+        );
+    }
 }

@@ -1289,12 +1289,12 @@ async fn new_since(
 }
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
-/// whose insert was sent to the other side and never failed (at or below the sent mark,
-/// `mark_sent`): its newest pending change not a delete where its row is here, a delete not
-/// sent yet where it is gone (deleted after its insert was sent: its copy may be at the other
-/// side, and that delete still has to reach it; found by the simulation's full workload, seed
-/// 91390). A delete sent as well came with the insert as one change that created nothing
-/// there, or reached the copy (the conflict then decides as it did before: seed 3053).
+/// that a creation from the other side waits for (`endpoint::own_insert_waits`; sent: at or
+/// below the sent mark, `mark_sent`, never failed). Where the row is gone, the record was
+/// deleted after its insert was sent: its copy may be at the other side, and that delete still
+/// has to reach it (found by the simulation's full workload, seed 91390). A delete sent as well
+/// came with the insert as one change that created nothing there, or reached the copy (the
+/// conflict then decides as it did before: seed 3053).
 async fn own_insert_unconfirmed(
     tx: &Transaction<'_>,
     stmts: &Prepared,
@@ -1305,19 +1305,13 @@ async fn own_insert_unconfirmed(
 ) -> Result<bool, Stop> {
     // The pending changes first: nothing pending, the common case, needs no link look-up.
     let q = st(tx, stmts, &common.own_pending_sent).await?;
-    let (mut insert_sent, mut newest) = (false, None);
+    let mut changes = Vec::new();
     for r in tx.query(&q, &[&entity, &key.as_str()]).await? {
-        let op = cell::<String>(&r, 0, "op")?;
-        let sent = cell::<bool>(&r, 1, "sent")?;
-        insert_sent |= op == "I" && sent;
-        newest.get_or_insert((op, sent));
+        if let Some(op) = Op::from_code(&cell::<String>(&r, 0, "op")?) {
+            changes.push((op, cell::<bool>(&r, 1, "sent")?));
+        }
     }
-    let waits = match newest {
-        Some((op, _)) if row_here => op != "D",
-        Some((op, sent)) => op == "D" && !sent,
-        None => false,
-    };
-    if !(insert_sent && waits) {
+    if !crate::endpoint::own_insert_waits(row_here, changes) {
         return Ok(false);
     }
     let q = st(tx, stmts, &common.links_by_own).await?;
