@@ -2504,17 +2504,9 @@ async fn a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under
 ) {
     let env = Env::demo(p, "sent_not_merged").await;
     let (a, b) = (&env.a, &env.b);
-    let sides = env.sides();
-    let (sa, sb) = (&*sides.a, &*sides.b);
     let (number, order) = one_order(&env, "first").await;
     let moved = b_adds_line_2_and_moves_it_held_back(b, &order, 4).await;
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
-    ))
-    .await;
-    // Applied at B; its reply never comes (the staged batch is dropped unfinished).
-    let none = std::collections::HashSet::new();
-    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    a_adds_line_2_and_its_reply_is_lost(&env, &number).await;
     assert_eq!(
         a.rows(a.sql(
             "SELECT o.op::text, (o.seq <= m.seq)::text FROM tandem.outbox AS o, tandem.sent_mark AS m",
@@ -2590,17 +2582,9 @@ async fn a_deleted_line_whose_reply_was_lost_is_not_discarded_by_a_line_b_added_
     let config = demo_config_with_policy("order_item", "b_wins");
     let env = Env::demo_with(p, "sent_then_deleted", &config).await;
     let (a, b) = (&env.a, &env.b);
-    let sides = env.sides();
-    let (sa, sb) = (&*sides.a, &*sides.b);
     let (number, order) = one_order(&env, "first").await;
     let moved = b_adds_line_2_and_moves_it_held_back(b, &order, 4).await;
-    a.exec(&format!(
-        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
-    ))
-    .await;
-    // Applied at B; its reply never comes (the staged batch is dropped unfinished).
-    let none = std::collections::HashSet::new();
-    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    a_adds_line_2_and_its_reply_is_lost(&env, &number).await;
     assert_eq!(
         b.rows("SELECT line_no, quantity FROM order_items ORDER BY line_no")
             .await,
@@ -3404,6 +3388,19 @@ async fn b_adds_line_2_and_moves_it_held_back(b: &TestSide, order: &str, line: u
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     hold_changes(b).await;
     item
+}
+
+/// A's user adds line 2 (quantity 7) to order `number`; it is applied at B, and its reply
+/// never comes (the staged batch is dropped unfinished), so A has not linked it.
+async fn a_adds_line_2_and_its_reply_is_lost(env: &Env, number: &str) {
+    env.a
+        .exec(&format!(
+            "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
+        ))
+        .await;
+    let sides = env.sides();
+    let none = std::collections::HashSet::new();
+    let _ = claim_and_apply(&env.config, (&*sides.a, &*sides.b), 0, &none, 1).await;
 }
 
 /// Makes every change pending at a side due now (the opposite of [`hold_changes`]).
