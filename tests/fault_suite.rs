@@ -462,6 +462,20 @@ async fn run_seed(
             let _ = writeln!(text, "- {p}");
         }
         let _ = writeln!(text, "{}", fleet.log_tails(3, 25));
+        // CI keeps no files: what the logs and tandem tables say of the records named in the
+        // problems goes into the report itself.
+        let keys = keys_named(&problems);
+        let _ = writeln!(text, "{}", fleet.lines_naming(&keys, 160));
+        for side in ["a.txt", "b.txt"] {
+            let dump = std::fs::read_to_string(Path::new(&kept).join(side)).unwrap_or_default();
+            let _ = writeln!(text, "--- {side}: tandem rows naming {keys:?} ---");
+            for line in dump.lines().filter(|l| {
+                (l.contains("id_map") || l.contains("outbox") || l.contains("conflicts"))
+                    && keys.iter().any(|k| l.contains(k.as_str()))
+            }) {
+                let _ = writeln!(text, "{line}");
+            }
+        }
         let _ = writeln!(
             text,
             "evidence (every tandem log, both sides' tandem tables): {kept}"
@@ -499,6 +513,42 @@ fn keep_evidence(pair: &Pair, db: &str, fleet: &Fleet, seed: u64) -> String {
         let _ = std::fs::write(dir.join(name), text);
     }
     dir.display().to_string()
+}
+
+/// The record keys (`[n]`, `[n,m]`) the problems name.
+fn keys_named(problems: &[String]) -> BTreeSet<String> {
+    let mut keys = BTreeSet::new();
+    for p in problems {
+        let mut rest = p.as_str();
+        while let Some(i) = rest.find('[') {
+            rest = &rest[i..];
+            let end = rest.find(']').unwrap_or(0);
+            let inner = &rest[1..end.max(1)];
+            if end > 1 && inner.chars().all(|c| c.is_ascii_digit() || c == ',') {
+                keys.insert(rest[..=end].to_string());
+            }
+            rest = &rest[1..];
+        }
+    }
+    keys
+}
+
+/// A log line without its terminal colours.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 struct StopOnDrop(Arc<AtomicBool>);
@@ -926,6 +976,29 @@ impl Fleet {
                     .then(|| format!("{} shows a panic:\n{}", p.display(), tail(&text, 20)))
             })
             .collect()
+    }
+
+    /// Every log line naming one of `keys` (as `[…]`), oldest log first, at most `max`.
+    fn lines_naming(&self, keys: &BTreeSet<String>, max: usize) -> String {
+        let mut out = format!("--- log lines naming {keys:?} ---\n");
+        let mut n = 0;
+        for p in &self.logs {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let name = p.file_name().map(|f| f.to_string_lossy().into_owned());
+            for line in text
+                .lines()
+                .filter(|l| keys.iter().any(|k| l.contains(k.as_str())))
+            {
+                n += 1;
+                if n <= max {
+                    let _ = writeln!(out, "{}: {}", name.as_deref().unwrap_or("?"), plain(line));
+                }
+            }
+        }
+        if n > max {
+            let _ = writeln!(out, "({} more)", n - max);
+        }
+        out
     }
 
     fn log_tails(&self, logs: usize, lines: usize) -> String {
@@ -2309,4 +2382,16 @@ async fn regression_one_refused_change_in_a_pipelined_batch_fails_alone() {
         rows(&env.a, r#"SELECT count(*) FROM dbo."ORDERS""#).await[0][0],
         "8"
     );
+}
+
+#[test]
+fn a_failure_report_names_the_keys_of_its_problems() {
+    let problems = vec![
+        r#"side B: outbox not empty: ["49", "order_item", "I", "[30]", "10"]"#.to_string(),
+        r#"side A: item links: missing (first 8): [("[1002,1]", "[53]")]; extra (first 8): []"#
+            .to_string(),
+    ];
+    let keys: Vec<String> = keys_named(&problems).into_iter().collect();
+    assert_eq!(keys, ["[1002,1]", "[30]", "[53]"]);
+    assert_eq!(plain("\u{1b}[2mkey\u{1b}[0m=\"[30]\""), "key=\"[30]\"");
 }
