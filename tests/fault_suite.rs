@@ -68,6 +68,14 @@ enum Workload {
 }
 
 impl Workload {
+    /// The environment that replays a seed of this workload in the main test.
+    fn replay_env(self) -> &'static str {
+        match self {
+            Workload::Full => "FAULT_WORKLOAD=full ",
+            Workload::Safe => "",
+        }
+    }
+
     fn from_env() -> Workload {
         match std::env::var("FAULT_WORKLOAD").as_deref() {
             Ok("full") => Workload::Full,
@@ -164,9 +172,10 @@ async fn run_suite(knobs: Knobs, workload: Workload) {
             ),
             Err(problems) => {
                 eprintln!(
-                    "seed {seed}: FAILED after {:.1} s — replay with FAULT_SEED={seed} \
-                     FAULT_SECONDS={} cargo test --test fault_suite -- --nocapture\n{problems}",
+                    "seed {seed}: FAILED after {:.1} s — replay with {}FAULT_SEED={seed} \
+                     FAULT_SECONDS={} cargo test --test fault_suite randomized -- --nocapture\n{problems}",
                     t.elapsed().as_secs_f64(),
+                    workload.replay_env(),
                     knobs.seconds
                 );
                 failed.push((seed, problems));
@@ -185,8 +194,10 @@ async fn run_suite(knobs: Knobs, workload: Workload) {
     if !failed.is_empty() {
         let seeds: Vec<String> = failed.iter().map(|(s, _)| s.to_string()).collect();
         panic!(
-            "fault suite failed for seed(s) {} (replay one with FAULT_SEED=n FAULT_SECONDS={}):\n{}",
+            "fault suite failed for seed(s) {} (replay one with {}FAULT_SEED=n FAULT_SECONDS={} \
+             cargo test --test fault_suite randomized):\n{}",
             seeds.join(", "),
+            workload.replay_env(),
             knobs.seconds,
             failed
                 .iter()
