@@ -47,6 +47,7 @@ scenarios!(
     a_late_delete_at_a_tombstone_spares_the_new_record_under_the_reused_key,
     a_record_a_never_linked_leaves_alone_the_new_line_under_the_number_it_had,
     a_second_copy_of_an_order_with_no_items_goes,
+    a_delete_of_an_order_created_again_under_a_new_number_reaches_b_before_its_reply,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -2780,6 +2781,73 @@ async fn a_second_copy_of_an_order_with_no_items_goes(p: Pairing) {
             .await,
             vec![vec![format!("[{number}]"), format!("[{order}]")]],
             "live order links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+/// A delete of an order that A created again under a new number, whose reply to B was lost,
+/// still reaches B's order. B's user changes an order while A's user deletes it; B's change
+/// wins at A, which creates the order again under a new number, and the reply to B is lost,
+/// so B still links the old number. B's user adds a line to the order; A's user deletes the
+/// order again. A's delete names B's order by its hint, but B's link gives that order to the
+/// old number: B took the hint for an older one and settled the delete on nothing. B's change
+/// then came back "deleted at A", and B's order stayed at B only (its line refers to it), with
+/// the line's insert refused at A until it was parked (found by the fault suite's full
+/// workload, seed 1002). Now B's own change, pending and applied at A, shows the hint is the
+/// newer one: the delete removes B's order and its line.
+async fn a_delete_of_an_order_created_again_under_a_new_number_reaches_b_before_its_reply(
+    p: Pairing,
+) {
+    let config = demo_config_with_policy("order", "b_wins");
+    let env = Env::demo_with(p, "order_again_deleted", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "first").await;
+    b.exec("UPDATE orders SET amount = 5").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    hold_changes(a).await;
+    // B's change wins over A's delete: the order is created again at A, under a new number;
+    // the reply to B is lost.
+    save_id_map(b).await;
+    release(b).await;
+    drain_with_replies_lost(&env, b).await;
+    restore_id_map(b).await;
+    let again = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await;
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_ne!(again[0][0], number, "created again under a new number");
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 1, 3)"
+    ))
+    .await;
+    hold_changes(b).await;
+
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    env.drain().await;
+    assert!(
+        b.rows("SELECT id FROM orders").await.is_empty(),
+        "A's delete of the order created again reached B's order"
+    );
+    release(b).await;
+    env.drain().await;
+
+    assert!(a
+        .rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]")
+        .await
+        .is_empty());
+    assert!(a
+        .rows("SELECT [ORDER_NO] FROM dbo.[ORDER_ITEMS]")
+        .await
+        .is_empty());
+    assert!(b.rows("SELECT id FROM orders").await.is_empty());
+    assert!(b.rows("SELECT id FROM order_items").await.is_empty());
+    for s in [a, b] {
+        assert!(
+            s.rows("SELECT a_key FROM tandem.id_map WHERE deleted = '0'")
+                .await
+                .is_empty(),
+            "no live links at {}",
             s.side()
         );
         assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());

@@ -953,6 +953,7 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // record of the source: the hint is older than that link, and this side knows nothing of
     // this record (as in `postgres/apply.rs`; simulation's full workload, seed 76215). Only
     // where the source draws its keys: a key given by values may be this very record's old one.
+    // Unless the hint is the newer one (as in `postgres/apply.rs`; fault suite, seed 1002).
     let hint_taken = link.is_none()
         && !reused
         && c.peer_hint.as_ref().is_some_and(|h| {
@@ -961,7 +962,13 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                     && m.own.as_ref() == Some(h)
                     && !m.deleted
                     && m.peer.as_ref().is_some_and(|p| *p != c.source_key)
-            })
+            }) && !super::hint_newer_than_link(
+                db.outbox
+                    .values()
+                    .filter(|o| o.entity == c.entity && o.key == *h && !o.suspended)
+                    .map(|o| (o.seq, o.op == Op::Delete)),
+                c.peer_applied_seq,
+            )
         });
     // A tombstone, or a live link whose row is gone here, of another record than the one the
     // source now links this key to: the source's link wins (as in `postgres/apply.rs`). So

@@ -74,6 +74,25 @@ pub(crate) fn guard_at(c: &TargetChange, known: Option<&Key>, k: &Key) -> i64 {
     }
 }
 
+/// Whether the source's hint of a record it links to key `h` here is newer than the live link
+/// here that gives `h` to another record of the source (`apply_one`, as `apply.sql` decides
+/// it): `pending` are the changes of `h` pending here (sequence, and whether a delete), and
+/// `peer_applied` is the source's guard of the hinted link. A change pending here at or below
+/// that guard reached the source and linked it there, and its reply, which would have moved
+/// the link here, was lost. A pending delete of `h` says the record under it was deleted here
+/// since: a new record may hold the key now, and the link here is the newer one.
+pub(crate) fn hint_newer_than_link(
+    pending: impl IntoIterator<Item = (i64, bool)>,
+    peer_applied: i64,
+) -> bool {
+    let (mut seen_there, mut deleted) = (false, false);
+    for (seq, delete) in pending {
+        seen_there |= seq <= peer_applied;
+        deleted |= delete;
+    }
+    seen_there && !deleted
+}
+
 /// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
 /// record under it was sent there with no reply yet (`Source::mark_sent`). SQL Server's
 /// `apply.sql` words it the same.
@@ -501,6 +520,19 @@ pub fn install_script(config: &Arc<Config>, side: Side) -> Result<String, Endpoi
 mod tests {
     use super::own_insert_waits;
     use crate::model::Op::{Delete, Insert, Update};
+
+    #[test]
+    fn a_hint_is_newer_than_the_link_here_where_a_change_it_applied_is_pending_here() {
+        // This side's update (seq 7) reached the source, which linked the record there anew;
+        // its reply was lost.
+        assert!(super::hint_newer_than_link([(7, false)], 7));
+        assert!(super::hint_newer_than_link([(7, false), (9, false)], 8));
+        // Nothing pending that the source applied: the link here is the newer one.
+        assert!(!super::hint_newer_than_link([(9, false)], 8));
+        assert!(!super::hint_newer_than_link([], 8));
+        // The record under the key was deleted here since: another may hold it now.
+        assert!(!super::hint_newer_than_link([(7, false), (9, true)], 8));
+    }
 
     #[test]
     fn a_creation_waits_for_a_sent_insert_and_for_a_delete_not_sent_after_it() {

@@ -554,16 +554,34 @@ async fn apply_one(
     // full workload, seed 76215). Only where the source draws its keys: a key given by values
     // changes with the record, so there the other link may be this very record under its old
     // key, moved at the source with its reply still on its way, and the hint is right.
+    // The hint is newer than that link where the source has applied a change of this side's
+    // record under the key that is still pending here, and none of its pending changes is a
+    // delete: that change reached the source and linked it there, and its reply, which would
+    // have moved the link here, was lost (`endpoint::hint_newer_than_link`; found by the fault
+    // suite's full workload, seed 1002: this side's update won over the source's delete there,
+    // which created the record again under a new number; the source then deleted that one, and
+    // its delete, taken for a record unknown here, left the record at this side only).
     let hint_taken = match (&link, &c.peer_hint) {
         (None, Some(h)) if !reused => {
             let q = st(tx, stmts, &common.links_by_own).await?;
-            match tx.query_opt(&q, &[&c.entity, &vec![h.as_str()]]).await? {
+            let other = match tx.query_opt(&q, &[&c.entity, &vec![h.as_str()]]).await? {
                 Some(r) => {
                     !cell::<bool>(&r, 2, "deleted")?
                         && cell::<Option<String>>(&r, 1, "peer key")?
                             .is_some_and(|p| p != source_key)
                 }
                 None => false,
+            };
+            other && {
+                let q = st(tx, stmts, &common.local_pending).await?;
+                let mut pending = Vec::new();
+                for r in tx.query(&q, &[&c.entity, &h.as_str(), &0i64]).await? {
+                    pending.push((cell::<i64>(&r, 0, "seq")?, cell::<String>(&r, 2, "op")?));
+                }
+                !crate::endpoint::hint_newer_than_link(
+                    pending.iter().map(|(seq, op)| (*seq, op == "D")),
+                    c.peer_applied_seq,
+                )
             }
         }
         _ => false,
