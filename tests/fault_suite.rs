@@ -540,6 +540,26 @@ fn keys_named(problems: &[String]) -> BTreeSet<String> {
             }
             rest = &rest[1..];
         }
+        // Rows only one side has, as `["a", "b", …]`: an order's A and B keys, an item's A key.
+        let orders = p.starts_with("orders");
+        if !orders && !p.starts_with("items") {
+            continue;
+        }
+        for row in p.split("[\"").skip(1) {
+            let cells: Vec<&str> = row.split("\", \"").take(2).collect();
+            let [a, b] = cells[..] else { continue };
+            let number = |v: &str| !v.is_empty() && v.chars().all(|c| c.is_ascii_digit());
+            if !number(a) || !number(b) {
+                continue;
+            }
+            if orders {
+                keys.insert(format!("[{a}]"));
+                keys.insert(format!("[{b}]"));
+            } else {
+                keys.insert(format!("[{a},{b}]"));
+                keys.insert(format!("[{a}]"));
+            }
+        }
     }
     keys
 }
@@ -2404,5 +2424,13 @@ fn a_failure_report_names_the_keys_of_its_problems() {
     ];
     let keys: Vec<String> = keys_named(&problems).into_iter().collect();
     assert_eq!(keys, ["[1002,1]", "[30]", "[53]"]);
+    let rows = vec![
+        r#"orders (A key, B key, name) differ: only at A (first 8): [["1110", "900007", "34"]]"#
+            .to_string(),
+        r#"items (A order, line, qty) differ: only at B (first 8): [["1002", "4", "4"]]"#
+            .to_string(),
+    ];
+    let keys: Vec<String> = keys_named(&rows).into_iter().collect();
+    assert_eq!(keys, ["[1002,4]", "[1002]", "[1110]", "[900007]"]);
     assert_eq!(plain("\u{1b}[2mkey\u{1b}[0m=\"[30]\""), "key=\"[30]\"");
 }
