@@ -539,7 +539,7 @@ GO
 --         @known nvarchar(max), @linked_live bit, @tombstone bit,
 --         @refs_ok bit, @missing_parent nvarchar(128), @missing_key nvarchar(max), @missing_gone bit,
 --         @parent_link bit, @parent_deleted bit, @this_entity nvarchar(128), @this_key nvarchar(max),
---         @moved bit, @replaced bit, @new_own bit, @hint_newer bit, @old_found bit, @holds bit, @held bit, @newest_sent bit,
+--         @moved bit, @replaced bit, @new_own bit, @hint_taken bit, @old_found bit, @holds bit, @held bit, @newest_sent bit,
 --         @r int, @r_mark nvarchar(200), @r_parent nvarchar(128), @r_key nvarchar(max),
 --         @r_hint nvarchar(max), @parent_key nvarchar(max), @v nvarchar(4000),
 --         @here nvarchar(max), @moved_from nvarchar(max), @resolution char(1), @local_seq bigint, @local_at datetimeoffset(7),
@@ -621,6 +621,31 @@ GO
 -- 
 --             IF @done = 0
 --             BEGIN
+--                 -- @hint_taken: no link here, and the source's hint names a key here that a live
+--                 -- link gives another record of the source: the hint is older than that link
+--                 -- (the key went to another record here since), and this side knows nothing of
+--                 -- this record (as on PostgreSQL; simulation's full workload, seed 76215). Only
+--                 -- where the source draws its keys: a key given by values may be this record's
+--                 -- old one. Unless the hint is the newer one: a change of the key pending here,
+--                 -- none a delete, was applied there (at or below its guard) and its reply was
+--                 -- lost (endpoint::hint_newer_than_link on PostgreSQL; fault suite, seed 1002).
+--                 SET @hint_taken = 0;
+--                 IF @link_found = 0 AND @peer_hint IS NOT NULL AND @source_key_given = 0
+--                     AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
+--                                 WHERE entity = @entity AND {{own}} = @peer_hint AND deleted = 0
+--                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
+--                 BEGIN
+--                     SELECT @hint_taken = 1, @key = @peer_hint, @native = NULL;
+-- {{native_key_blocks}}
+--                     IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                  AND [key] = @native AND suspended = 0
+--                                  AND seq <= @peer_applied_seq)
+--                        AND NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
+--                                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+--                                          AND [key] = @native AND suspended = 0 AND op = 'D')
+--                         SET @hint_taken = 0;
+--                 END;
 --                 -- What this side knows of the record: its own link, else the source's (the
 --                 -- write-back of a link the source made may still be on its way here).
 --                 -- A tombstone here of another record than the one the source now links this key
@@ -652,27 +677,6 @@ GO
 --                         SET @new_own = 1;
 --                 END;
 --                 SET @replaced = CASE WHEN @key_given = 0 THEN @new_own ELSE 0 END;
---                 -- @hint_newer: the source's hint is newer than a live link here giving its key
---                 -- to another record of the source: a change of the key pending here, none a
---                 -- delete, was applied there (at or below its guard) and its reply was lost (as
---                 -- endpoint::hint_newer_than_link on PostgreSQL; fault suite, seed 1002).
---                 SET @hint_newer = 0;
---                 IF @link_found = 0 AND @peer_hint IS NOT NULL AND @source_key_given = 0
---                     AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
---                                 WHERE entity = @entity AND {{own}} = @peer_hint AND deleted = 0
---                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
---                 BEGIN
---                     SELECT @key = @peer_hint, @native = NULL;
--- {{native_key_blocks}}
---                     IF EXISTS (SELECT 1 FROM {{schema}}.[outbox]
---                                WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                  AND [key] = @native AND suspended = 0
---                                  AND seq <= @peer_applied_seq)
---                        AND NOT EXISTS (SELECT 1 FROM {{schema}}.[outbox]
---                                        WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
---                                          AND [key] = @native AND suspended = 0 AND op = 'D')
---                         SET @hint_newer = 1;
---                 END;
 --                 -- So does the link of a delete that the source wrote before the delete, where
 --                 -- this side has applied none of the changes the delete carries (as on
 --                 -- PostgreSQL: TargetChange::delete_hint_holds; simulation's full workload,
@@ -691,15 +695,8 @@ GO
 --                 ELSE IF @link_found = 1
 --                     SELECT @known = @own, @tombstone = @deleted,
 --                            @linked_live = CASE WHEN @own IS NOT NULL AND @deleted = 0 THEN 1 ELSE 0 END;
---                 -- No link here, and the source's hint names a key here that a live link gives
---                 -- another record of the source: the hint is older than that link (the key went
---                 -- to another record here since), and this side knows nothing of this record
---                 -- (as on PostgreSQL; simulation's full workload, seed 76215). Only where the
---                 -- source draws its keys: a key given by values may be this record's old one.
---                 ELSE IF @peer_hint IS NOT NULL AND @source_key_given = 0 AND @hint_newer = 0
---                     AND EXISTS (SELECT 1 FROM {{schema}}.[id_map]
---                                 WHERE entity = @entity AND {{own}} = @peer_hint AND deleted = 0
---                                   AND {{peer}} IS NOT NULL AND {{peer}} <> @source_key)
+--                 -- See @hint_taken above.
+--                 ELSE IF @hint_taken = 1
 --                     SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
 --                 ELSE
 --                     SELECT @known = @peer_hint, @tombstone = 0,
