@@ -2725,17 +2725,7 @@ async fn a_second_copy_of_an_order_with_no_items_goes(p: Pairing) {
     let config = demo_config_with_policy("order", "b_wins");
     let env = Env::demo_with(p, "order_copy", &config).await;
     let (a, b) = (&env.a, &env.b);
-    let (number, order) = one_order(&env, "first").await;
-    b.exec("UPDATE orders SET amount = 5").await;
-    hold_changes(b).await;
-    a.exec("DELETE FROM dbo.[ORDERS]").await;
-    hold_changes(a).await;
-    // B's change wins over A's delete: the order is created again at A, under a new number;
-    // the reply to B is lost.
-    save_id_map(b).await;
-    release(b).await;
-    drain_with_replies_lost(&env, b).await;
-    restore_id_map(b).await;
+    let (number, order) = b_change_wins_over_a_delete_and_its_reply_is_lost(&env).await;
     let copy = a
         .rows("SELECT [ORDER_NO], [CUST_NAME], [AMOUNT] FROM dbo.[ORDERS]")
         .await;
@@ -2803,17 +2793,7 @@ async fn a_delete_of_an_order_created_again_under_a_new_number_reaches_b_before_
     let config = demo_config_with_policy("order", "b_wins");
     let env = Env::demo_with(p, "order_again_deleted", &config).await;
     let (a, b) = (&env.a, &env.b);
-    let (number, order) = one_order(&env, "first").await;
-    b.exec("UPDATE orders SET amount = 5").await;
-    hold_changes(b).await;
-    a.exec("DELETE FROM dbo.[ORDERS]").await;
-    hold_changes(a).await;
-    // B's change wins over A's delete: the order is created again at A, under a new number;
-    // the reply to B is lost.
-    save_id_map(b).await;
-    release(b).await;
-    drain_with_replies_lost(&env, b).await;
-    restore_id_map(b).await;
+    let (number, order) = b_change_wins_over_a_delete_and_its_reply_is_lost(&env).await;
     let again = a.rows("SELECT [ORDER_NO] FROM dbo.[ORDERS]").await;
     assert_eq!(again.len(), 1, "{again:?}");
     assert_ne!(again[0][0], number, "created again under a new number");
@@ -3456,6 +3436,24 @@ async fn b_adds_line_2_and_moves_it_held_back(b: &TestSide, order: &str, line: u
     let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
     hold_changes(b).await;
     item
+}
+
+/// A's user creates order "first"; B's user changes it (amount 5) while A's user deletes it.
+/// B's change wins over A's delete at A (`b_wins` for orders), which creates the order again
+/// under a new number, and the reply to B is lost: B still links the old number, and B's
+/// change is pending again. Returns A's old number and B's id.
+async fn b_change_wins_over_a_delete_and_its_reply_is_lost(env: &Env) -> (String, String) {
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(env, "first").await;
+    b.exec("UPDATE orders SET amount = 5").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDERS]").await;
+    hold_changes(a).await;
+    save_id_map(b).await;
+    release(b).await;
+    drain_with_replies_lost(env, b).await;
+    restore_id_map(b).await;
+    (number, order)
 }
 
 /// A's user adds line 2 (quantity 7) to order `number`; it is applied at B, and its reply
