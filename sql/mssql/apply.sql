@@ -96,7 +96,7 @@ DECLARE @i int, @entity nvarchar(128), @tbl nvarchar(600), @op char(1), @seq big
         @candidate nvarchar(max), @done bit, @put bit, @link_target nvarchar(max),
         @link_deleted bit, @out_how char(1), @out_conflict bit, @superseded bigint,
         @here_native nvarchar(max), @out_moot nvarchar(max), @holder nvarchar(max),
-        @old_native nvarchar(max),
+        @old_native nvarchar(max), @last_delete bigint,
         @err int, @msg nvarchar(4000), @restart bit = 1;
 
 WHILE @restart = 1
@@ -795,14 +795,22 @@ BEGIN
                         -- Changes of the record this delete removed that can decide nothing
                         -- any more: suspended ones (it was gone at the other side already),
                         -- and pending updates the other side's guard counts as seen before it
-                        -- deleted the record (simulation, full workload, seed 64491). Moot,
+                        -- deleted the record (simulation, full workload, seed 64491), and
+                        -- creations and updates older than a delete pending here: the record
+                        -- is deleted at both sides, and they would create it again at the
+                        -- other side (seed 2496 of the variant without key changes at A). Moot,
                         -- settled instead of left for an operator (as on PostgreSQL).
                         DELETE FROM @moot;
+                        SET @last_delete = NULL;
+                        SELECT @last_delete = MAX(seq) FROM {{schema}}.[outbox]
+                        WHERE entity = @entity AND key_prefix = LEFT(@here_native, 400)
+                          AND [key] = @here_native AND op = 'D' AND suspended = 0;
                         DELETE FROM {{schema}}.[outbox]
                         OUTPUT deleted.seq INTO @moot (seq)
                         WHERE entity = @entity AND key_prefix = LEFT(@here_native, 400)
                           AND [key] = @here_native
                           AND (suspended = 1
+                               OR (op <> 'D' AND seq < @last_delete)
                                OR (op = 'U'
                                    AND seq <= CASE WHEN @known IS NOT NULL
                                                     AND @known COLLATE Latin1_General_100_BIN2 <> @here

@@ -18,7 +18,8 @@
 -- then took this side's other record for the peer (both sides created the record under a key
 -- given there: it landed on the local one). The copy goes, not captured (the other side never
 -- knew it), and its link becomes a tombstone; unless it has changes of its own here (a user's,
--- which travel); only for an entity nothing refers to and without a soft delete here (as
+-- which travel; a change settled by this write-back that lost its conflict there no longer
+-- counts); only for an entity nothing refers to and without a soft delete here (as
 -- drop_duplicate does on PostgreSQL).
 SET NOCOUNT ON;
 SET XACT_ABORT OFF;
@@ -32,15 +33,16 @@ DECLARE @links TABLE (
     seq        bigint        NOT NULL,
     peer_guard bigint        NULL,
     gone_there bit           NOT NULL,
+    lost       bit           NOT NULL,
     peer_value nvarchar(max) NULL
 );
 INSERT INTO @links
 SELECT l.n, l.entity, l.own, l.peer, l.deleted, l.only_if_row, l.seq, l.peer_guard, l.gone_there,
-       l.peer_value
+       ISNULL(l.lost, 0), l.peer_value
 FROM OPENJSON(@P1) WITH (
     n int '$.n', entity nvarchar(128) '$.entity', own nvarchar(max) '$.own',
     peer nvarchar(max) '$.peer', deleted bit '$.deleted', only_if_row bit '$.only_if_row', seq bigint '$.seq',
-    peer_guard bigint '$.peer_guard', gone_there bit '$.gone_there',
+    peer_guard bigint '$.peer_guard', gone_there bit '$.gone_there', lost bit '$.lost',
     peer_value nvarchar(max) '$.peer_value' AS JSON
 ) AS l;
 DECLARE @warnings TABLE (n int NOT NULL, kind char(1) NOT NULL, err_message nvarchar(4000) NULL,
@@ -51,6 +53,11 @@ DECLARE @n int = -1, @entity nvarchar(128), @key nvarchar(max), @peer nvarchar(m
         @err int, @msg nvarchar(4000);
 
 DECLARE @settled TABLE (seq bigint NOT NULL PRIMARY KEY);
+-- Records to drop once the settled changes left the outbox (n: the link's).
+DECLARE @dups TABLE (i int IDENTITY PRIMARY KEY, n int NOT NULL,
+                     entity nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
+                     own nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL);
+DECLARE @i int;
 DECLARE @unpeered TABLE (n int IDENTITY PRIMARY KEY,
                          entity nvarchar(128) COLLATE Latin1_General_100_BIN2 NOT NULL,
                          own nvarchar(max) COLLATE Latin1_General_100_BIN2 NOT NULL);
@@ -156,6 +163,11 @@ BEGIN TRY
                         ROLLBACK TRANSACTION tandem_dup;
                         INSERT INTO @warnings (n, kind, err_message, dup) VALUES (@n, 'D', @msg, @dup);
                     END CATCH;
+                    -- Kept for its own change, settled here, which lost its conflict there:
+                    -- dropped below, once that change left the outbox.
+                    IF EXISTS (SELECT 1 FROM @links AS d
+                               WHERE d.entity = @entity AND d.own = @dup AND d.lost = 1)
+                        INSERT INTO @dups (n, entity, own) VALUES (@n, @entity, @dup);
                 END;
                 -- This record's link to another peer is retired, not overwritten: that peer was
                 -- replaced at the other side, and its row keeps its guard as a tombstone.
@@ -199,17 +211,23 @@ BEGIN TRY
     END;
     DELETE o FROM {{schema}}.[outbox] AS o
     JOIN OPENJSON(@P2) WITH (seq bigint '$') AS d ON o.seq = d.seq;
-    -- A copy of a record gone at the other side, though this side's change was not a delete
-    -- (an update discarded after a delete there, or a stale report naming no record), which
-    -- that delete never reaches (the other side deleted it applying this side's delete of
-    -- another copy): it goes, as a second copy does, now that the settled changes left the
-    -- outbox (its own pending changes keep it; simulation's full workload, seed 13709; as on
-    -- PostgreSQL).
-    SET @n = -1;
+    -- A record that lost its peer above, whose own change settled here lost its conflict
+    -- there, goes now that the settled changes left the outbox: that change travels no more,
+    -- and the winner there can no longer reach it (it lost at the other side to that side's
+    -- delete of the record, whose delete then never reached it, folded with a new record's
+    -- insert under the key: simulation's full workload without key changes at A, seed 42553;
+    -- as on PostgreSQL). So does a copy of a record gone at the other side, though this side's
+    -- change was not a delete (an update discarded after a delete there, or a stale report
+    -- naming no record), which that delete never reaches (the other side deleted it applying
+    -- this side's delete of another copy): its own pending changes keep it (simulation's full
+    -- workload, seed 13709; as on PostgreSQL).
+    INSERT INTO @dups (n, entity, own)
+    SELECT n, entity, own FROM @links WHERE gone_there = 1 ORDER BY n;
+    SET @i = 0;
     WHILE 1 = 1
     BEGIN
-        SELECT TOP (1) @n = n, @entity = entity, @dup = own FROM @links
-        WHERE n > @n AND gone_there = 1 ORDER BY n;
+        SELECT TOP (1) @i = i, @n = n, @entity = entity, @dup = own FROM @dups
+        WHERE i > @i ORDER BY i;
         IF @@ROWCOUNT = 0 BREAK;
         SAVE TRANSACTION tandem_dup;
         BEGIN TRY

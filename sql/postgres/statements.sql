@@ -92,15 +92,22 @@ ORDER BY seq DESC;
 
 -- name: settle_moot
 -- Changes of records a delete from the other side has just removed here ($2: their keys) that
--- can decide nothing any more: suspended ones (the records were gone there already), and
--- pending updates that the other side's guard counts as seen ($3: per key) before it deleted
--- the record (one failed there, its parent gone, until it was parked: found by the
--- simulation's full workload, seed 64491). Moot, settled in the delete's transaction instead
--- of left for an operator who could do nothing with them. The apply logs their sequences.
+-- can decide nothing any more: suspended ones (the records were gone there already), pending
+-- updates that the other side's guard counts as seen ($3: per key) before it deleted the
+-- record (one failed there, its parent gone, until it was parked: found by the simulation's
+-- full workload, seed 64491), and creations and updates older than a delete pending here (the
+-- record is deleted at both sides; travelling without that delete, they created it again
+-- there: seed 2496 of the variant without key changes at A). Moot, settled in the delete's
+-- transaction instead of left for an operator who could do nothing with them. The apply logs
+-- their sequences.
 DELETE FROM {{schema}}.outbox AS o
 USING unnest($2::text[], $3::bigint[]) AS x(k, after)
 WHERE o.entity = $1 AND o.key = x.k::jsonb
-  AND (o.suspended OR (o.op = 'U' AND o.seq <= x.after))
+  AND (o.suspended OR (o.op = 'U' AND o.seq <= x.after)
+       OR (o.op <> 'D'
+           AND o.seq < (SELECT max(d.seq) FROM {{schema}}.outbox AS d
+                        WHERE d.entity = o.entity AND d.key = o.key AND d.op = 'D'
+                          AND NOT d.suspended)))
 RETURNING o.key::text, o.seq;
 
 -- name: local_reinsert
@@ -673,7 +680,9 @@ FROM (
 -- the other side then took this side's other record for the peer (both sides created the
 -- record under a key given there, and it landed on the local one). The copy goes, not captured
 -- (the other side never knew it: the caller marks the table), and its link becomes a
--- tombstone; unless it has changes of its own here (a user's, which travel), or rows here refer
+-- tombstone; unless it has changes of its own here (a user's, which travel; where its own
+-- change settled by the write-back lost its conflict there, the caller runs this again once
+-- that change left the outbox: seed 42553), or rows here refer
 -- to it (one NOT EXISTS per child table, filled in by sql.rs). Not with a soft delete here
 -- (sql.rs). The caller locks the row
 -- first (row_lock), so this statement's snapshot sees a change a user committed to it

@@ -263,6 +263,12 @@ pub struct LinkWrite {
     /// goes, uncaptured, where nothing refers to the entity and deletes are not soft
     /// (`drop_duplicate`; simulation's full workload, seed 13709 and three more).
     pub gone_there: bool,
+    /// The change lost a conflict at the target (`Done::ConflictLost`): the target's winner
+    /// decides the record. Should the record lose its peer to another record here in the same
+    /// write-back, that winner can no longer reach it, and its settled change travels no more:
+    /// it goes as a second copy (`drop_duplicate`) although that change was its own (simulation,
+    /// full workload without key changes at A, seed 42553).
+    pub lost: bool,
 }
 
 /// Outbox rows of one failed change.

@@ -778,6 +778,7 @@ pub async fn finish(
                     only_if_row,
                     peer_guard: superseded,
                     gone_there: deleted && change.op != Op::Delete,
+                    lost: how == Done::ConflictLost,
                 });
             }
             Outcome::Failed(error) => failures.push(Failed {

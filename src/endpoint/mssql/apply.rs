@@ -410,6 +410,8 @@ struct LinkIn {
     peer_guard: Option<i64>,
     /// `LinkWrite::gone_there`.
     gone_there: bool,
+    /// `LinkWrite::lost`.
+    lost: bool,
     /// `[value]` for the peer_id_column, converted to its type.
     peer_value: Option<Value>,
 }
@@ -456,6 +458,7 @@ pub async fn write_back(ep: &MsEndpoint, plan: &Plan, wb: &WriteBack) -> Result<
             seq: l.seq,
             peer_guard: l.peer_guard,
             gone_there: l.gone_there,
+            lost: l.lost,
             peer_value,
         });
     }

@@ -2030,6 +2030,25 @@ async fn write_back_txn(
             tx.execute(&d, &[&wb.done]).await?;
         }
     }
+    // A record that lost its peer, whose own change settled here lost its conflict there
+    // (`LinkWrite::lost`), goes now that the settled changes left the outbox.
+    let lost: Vec<(&str, String)> = stolen
+        .iter()
+        .filter(|(e, own)| {
+            wb.links
+                .iter()
+                .any(|l| l.lost && l.entity == *e && l.own_key.as_str() == own.as_str())
+        })
+        .cloned()
+        .collect();
+    drop_duplicates(
+        ep,
+        &mut tx,
+        stmts,
+        &lost,
+        "the other side took another record here for it, and its own change lost there",
+    )
+    .await?;
     retire_unpeered(ep, &tx, stmts, &stolen).await?;
     if !fresh.is_empty() {
         if let Some(sup) = get(&common.supersede) {
