@@ -682,12 +682,11 @@ FROM (
 -- (the other side never knew it: the caller marks the table), and its link becomes a
 -- tombstone; unless it has changes of its own here (a user's, which travel; where its own
 -- change settled by the write-back lost its conflict there, the caller runs this again once
--- that change left the outbox: seed 42553), or rows here refer
--- to it (one NOT EXISTS per child table, filled in by sql.rs). Not with a soft delete here
--- (sql.rs). The caller locks the row
--- first (row_lock), so this statement's snapshot sees a change a user committed to it
--- meanwhile. $1: the key as a JSON
--- object by column, $2: the same key as id_map text, $3: the entity. Returns the rows gone.
+-- that change left the outbox: seed 42553), or rows here refer to it (one NOT EXISTS per
+-- child table, filled in by sql.rs). Not with a soft delete here (sql.rs). The caller locks
+-- the row first (row_lock), so this statement's snapshot sees a change a user committed to it
+-- meanwhile. $1: the key as a JSON object by column, $2: the same key as id_map text, $3: the
+-- entity. Returns the rows gone.
 WITH gone AS (
     DELETE FROM {{table}} AS t
     USING jsonb_populate_record(NULL::{{table}}, $1::text::jsonb) AS r

@@ -528,9 +528,9 @@ impl MemDb {
     /// The copy goes, uncaptured (the other side never knew it), and its link becomes a
     /// tombstone; unless the record has changes of its own here (a user's, which travel; where
     /// its own change settled by the write-back lost its conflict there, the write-back calls
-    /// this again once that change left the outbox), children here, or a soft delete here: then it stays, as before (found by the
-    /// simulation's full workload, seeds 5930, 8567 and five more; a parent without children
-    /// by the fault suite's full workload, seed 6030).
+    /// this again once that change left the outbox), children here, or a soft delete here:
+    /// then it stays, as before (found by the simulation's full workload, seeds 5930, 8567 and
+    /// five more; a parent without children by the fault suite's full workload, seed 6030).
     fn drop_duplicate(&mut self, entity: &str, own: &Key, now: DateTime<Utc>) {
         let soft = self
             .entity(entity)
