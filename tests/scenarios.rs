@@ -27,6 +27,7 @@ scenarios!(
     a_late_update_never_revives_a_deleted_record,
     a_copy_of_a_change_that_lost_a_conflict_changes_nothing_where_it_arrives,
     a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again,
+    a_delete_of_a_number_b_deleted_and_reused_spares_its_new_record_when_a_wins,
     a_child_added_to_a_parent_the_other_side_deleted_and_created_again_never_joins_the_new_one,
     a_number_reused_at_a_while_its_old_record_lives_on_at_b_names_a_new_record,
     a_number_reused_at_a_after_a_lost_reply_is_not_the_record_b_sends_back,
@@ -1497,14 +1498,27 @@ async fn a_move_that_beats_a_delete_under_its_old_key_but_loses_under_its_new_on
 
 /// B deletes a record and creates it again under the same key while A deletes it too. B's
 /// two changes reach A first (A creates the record again, linked to B's key), and A's delete
-/// reaches B while B has not yet written back its own changes there, so it loses the conflict.
-/// Its write-back at A must leave B's key to the record A created again: taking it left that
-/// record unlinked, and B's next change of the record created it at A a second time (found by
-/// the fault suite's full workload, seeds 5006, 5015, 5047). The interleaving is made exact:
-/// A's delete is held back, and B's id map and pending changes are put back as they were
-/// before B's write-back (B's changes wait an hour, so they are pending but not claimed).
+/// reaches B while B has not yet written back its own changes there. Its write-back at A must
+/// leave B's key to the record A created again: taking it left that record unlinked, and B's
+/// next change of the record created it at A a second time (found by the fault suite's full
+/// workload, seeds 5006, 5015, 5047). The interleaving is made exact: A's delete is held back,
+/// and B's id map and pending changes are put back as they were before B's write-back (B's
+/// changes wait an hour, so they are pending but not claimed).
 async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_again(p: Pairing) {
-    let config = demo_config_with_order_policy("b_wins");
+    delete_of_a_number_b_deleted_and_reused(p, "b_wins").await;
+}
+
+/// The same where A wins conflicts of orders. A's delete met B's new record's pending insert
+/// under the reused number as a conflict, won, and removed it at B, while A kept its copy
+/// (found by the fault suite's full workload, seed 6655). B's link still names the number, but
+/// B deleted the record it names and created a new one under it (an insert pending after B's
+/// delete): A's delete is of the record both deleted, and settles on nothing there.
+async fn a_delete_of_a_number_b_deleted_and_reused_spares_its_new_record_when_a_wins(p: Pairing) {
+    delete_of_a_number_b_deleted_and_reused(p, "a_wins").await;
+}
+
+async fn delete_of_a_number_b_deleted_and_reused(p: Pairing, policy: &str) {
+    let config = demo_config_with_order_policy(policy);
     let env = Env::demo_with(p, "lost_late", &config).await;
     let (a, b) = (&env.a, &env.b);
     a.exec("INSERT INTO dbo.[ORDERS] ([CUST_NAME]) VALUES ('first')")
@@ -1538,7 +1552,15 @@ async fn a_lost_delete_written_back_late_leaves_the_link_of_the_record_created_a
     hold_changes(b).await;
     a.requeue(&a_delete[0]).await;
     let r = env.drain().await;
-    assert_eq!(r.conflicts, 1, "A's delete loses at B: {r:?}");
+    assert_eq!(
+        r.conflicts, 0,
+        "A's delete is of the record B deleted too, not of B's new one: {r:?}"
+    );
+    assert_eq!(
+        b.rows("SELECT customer FROM orders").await,
+        table(&[&["again"]]),
+        "B's new record under the number stays"
+    );
 
     release(b).await;
     let r = env.drain().await;

@@ -99,7 +99,7 @@ const FOUND: [u64; 10] = [
 /// Seeds of the full workload that found a bug (each fixed): `cargo test` replays them too
 /// (`full_workload_seeds_that_found_a_bug_pass`), while the full workload as a whole still
 /// fails some seeds (README: race table, open row).
-const FOUND_FULL: [u64; 102] = [
+const FOUND_FULL: [u64; 103] = [
     7, 44, 62, 118, 342, 363, 471, 653, 760, 786, 846, 867, 1_044, 1_219, 1_365, 1_381, 1_394,
     1_739, 2_131, 2_673, 3_053, 3_736, 3_877, 4_828, 5_236, 5_374, 5_930, 6_044, 6_069, 7_804,
     8_082, 8_567, 8_748, 9_411, 9_670, 9_816, 11_171, 11_384, 11_775, 11_896, 12_476, 12_653,
@@ -108,7 +108,7 @@ const FOUND_FULL: [u64; 102] = [
     49_644, 50_143, 51_379, 51_466, 52_434, 52_926, 53_039, 54_448, 57_232, 58_221, 63_427, 64_491,
     64_838, 68_782, 71_633, 73_430, 74_963, 76_215, 76_362, 78_373, 81_788, 87_238, 87_994, 91_043,
     91_390, 95_587, 104_033, 104_090, 104_588, 107_996, 108_101, 109_545, 110_174, 110_280,
-    117_946, 118_949,
+    110_685, 117_946, 118_949,
 ];
 
 /// Seeds of the full workload without key changes at A that found a bug (each fixed):

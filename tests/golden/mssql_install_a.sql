@@ -677,6 +677,29 @@ GO
 --                         SET @new_own = 1;
 --                 END;
 --                 SET @replaced = CASE WHEN @key_given = 0 THEN @new_own ELSE 0 END;
+--                 -- A delete arriving at a live link whose record this side deleted and created
+--                 -- anew under the same number (an insert pending after its last pending delete;
+--                 -- the reply of that delete lost, so the link still names the number): both
+--                 -- sides deleted the record the link names, and the new record stays. Not where
+--                 -- the source applied that insert: the two travelled as one change of the record,
+--                 -- and the delete is of it (as on PostgreSQL; fault suite, full workload, seed
+--                 -- 6655; simulation, seed 110685).
+--                 IF @replaced = 0 AND @key_given = 0 AND @link_found = 1 AND @own IS NOT NULL
+--                    AND @deleted = 0 AND @op = 'D'
+--                 BEGIN
+--                     SELECT @key = @own, @native = NULL;
+-- {{native_key_blocks}}
+--                     IF EXISTS (SELECT 1 FROM {{schema}}.[outbox] AS i
+--                                WHERE i.entity = @entity AND i.key_prefix = LEFT(@native, 400)
+--                                  AND i.[key] = @native AND i.op = 'I' AND i.suspended = 0
+--                                  AND i.seq > @peer_applied_seq
+--                                  AND i.seq > (SELECT MAX(d.seq) FROM {{schema}}.[outbox] AS d
+--                                               WHERE d.entity = @entity
+--                                                 AND d.key_prefix = LEFT(@native, 400)
+--                                                 AND d.[key] = @native AND d.op = 'D'
+--                                                 AND d.suspended = 0))
+--                         SET @replaced = 1;
+--                 END;
 --                 -- So does the link of a delete that the source wrote before the delete, where
 --                 -- this side has applied none of the changes the delete carries (as on
 --                 -- PostgreSQL: TargetChange::delete_hint_holds; simulation's full workload,

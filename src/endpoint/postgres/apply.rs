@@ -499,6 +499,18 @@ async fn apply_one(
         }
         _ => false,
     };
+    // A delete arriving at a live link whose record this side deleted and created anew under
+    // the same number (an insert pending after its last pending delete; the reply of that
+    // delete lost, so the link still names the number): both sides deleted the record the link
+    // names, and the new record must stay (found by the fault suite's full workload, seed
+    // 6655: the delete met the new record's insert as a conflict, won, and removed it, while
+    // its copy lived on at the source).
+    let anew = match &link {
+        Some((_, Some(own), false)) if c.op == Op::Delete && !es.key_given => {
+            created_anew_here(tx, stmts, common, c, own).await?
+        }
+        _ => false,
+    };
     let mut row = c.row.clone();
     let refs = resolve_refs(ep, tx, stmts, c, &mut row).await;
     // A creation at the source under a key given by values, which the source links to nothing,
@@ -604,7 +616,7 @@ async fn apply_one(
         // join it, and it stayed at the source only (found by the simulation's full workload,
         // seed 342).
         Some((_, _, true)) if c.op == Op::Insert && c.born && !es.key_given => (None, false, false),
-        _ if replaced => (None, false, false),
+        _ if replaced || anew => (None, false, false),
         Some((_, own, deleted)) => (own.clone(), own.is_some() && !deleted, *deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
     };
@@ -1304,6 +1316,31 @@ async fn new_since(
         Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
         None => false,
     })
+}
+
+/// Whether a new record of this side holds `key`, created after this side's delete of the
+/// record that held it, both still pending: an insert after the last pending delete (the new
+/// record's updates may follow), which the source has not applied (above its guard; where it
+/// has, the two travelled as one change of the record, and a change from the source is of it:
+/// simulation's full workload, seed 110685).
+async fn created_anew_here(
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    common: &Common,
+    c: &TargetChange,
+    key: &Key,
+) -> Result<bool, Stop> {
+    let q = st(tx, stmts, &common.local_pending).await?;
+    // Newest first: an insert unseen by the source before the newest delete.
+    let mut insert_after = false;
+    for r in tx.query(&q, &[&c.entity, &key.as_str(), &0i64]).await? {
+        match cell::<String>(&r, 2, "op")?.as_str() {
+            "I" => insert_after |= cell::<i64>(&r, 0, "seq")? > c.peer_applied_seq,
+            "D" => return Ok(insert_after),
+            _ => {}
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
