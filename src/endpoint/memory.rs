@@ -812,28 +812,6 @@ fn settle_moot(db: &mut MemDb, entity: &str, key: &Key, after: i64) -> Vec<i64> 
     seqs
 }
 
-/// Whether a new record of this side holds `key`, created after this side's delete of the
-/// record that held it, both still pending (an insert after the last pending delete; the new
-/// record's updates may follow), and the source has not applied that insert (`after`: the
-/// source's guard; where it has, the two travelled as one change of the record, and a change
-/// from the source is of it). `created_anew_here` of `postgres/apply.rs`.
-fn created_anew_here(db: &MemDb, entity: &str, key: &Key, after: i64) -> bool {
-    let mut ops: Vec<(i64, Op)> = db
-        .outbox
-        .values()
-        .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
-        .map(|o| (o.seq, o.op))
-        .collect();
-    ops.sort_unstable_by_key(|(s, _)| *s);
-    ops.iter()
-        .rposition(|(_, op)| *op == Op::Delete)
-        .is_some_and(|d| {
-            ops[d + 1..]
-                .iter()
-                .any(|(seq, op)| *op == Op::Insert && *seq > after)
-        })
-}
-
 /// Whether this side deleted the record under `key` and created another one under it, both
 /// still pending (its newest pending change an insert, after a delete).
 fn replaced_here(db: &MemDb, entity: &str, key: &Key) -> bool {
@@ -1053,9 +1031,15 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
             if c.op == Op::Delete
                 && !l.deleted
                 && !key_given
-                && l.own
-                    .as_ref()
-                    .is_some_and(|o| created_anew_here(db, &c.entity, o, c.peer_applied_seq)) =>
+                && l.own.as_ref().is_some_and(|o| {
+                    super::created_anew(
+                        db.outbox
+                            .values()
+                            .filter(|p| p.entity == c.entity && p.key == *o && !p.suspended)
+                            .map(|p| (p.seq, p.op)),
+                        c.peer_applied_seq,
+                    )
+                }) =>
         {
             (None, false, false)
         }

@@ -93,6 +93,29 @@ pub(crate) fn hint_newer_than_link(
     seen_there && !deleted
 }
 
+/// Whether a new record of this side holds a key, created after this side's delete of the
+/// record that held it (`apply_one`, as `apply.sql` decides it): `pending` are the changes of
+/// the key pending here (sequence, op), in any order. An insert after the last pending delete
+/// (the new record's updates may follow) that the source has not applied (above its guard
+/// `peer_applied`): where it has, the two travelled as one change of the record, and a change
+/// from the source is of it (simulation's full workload, seed 110685).
+pub(crate) fn created_anew(
+    pending: impl IntoIterator<Item = (i64, crate::model::Op)>,
+    peer_applied: i64,
+) -> bool {
+    use crate::model::Op;
+    let mut last_delete = None;
+    let mut inserts = Vec::new();
+    for (seq, op) in pending {
+        match op {
+            Op::Delete => last_delete = last_delete.max(Some(seq)),
+            Op::Insert => inserts.push(seq),
+            Op::Update => {}
+        }
+    }
+    last_delete.is_some_and(|d| inserts.iter().any(|&i| i > d && i > peer_applied))
+}
+
 /// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
 /// record under it was sent there with no reply yet (`Source::mark_sent`). SQL Server's
 /// `apply.sql` words it the same.
@@ -524,8 +547,25 @@ pub fn install_script(config: &Arc<Config>, side: Side) -> Result<String, Endpoi
 
 #[cfg(test)]
 mod tests {
-    use super::own_insert_waits;
+    use super::{created_anew, own_insert_waits};
     use crate::model::Op::{Delete, Insert, Update};
+
+    #[test]
+    fn a_key_is_created_anew_by_an_unseen_insert_after_its_last_delete() {
+        // Deleted, created anew and changed since; the source saw none of it.
+        assert!(created_anew(
+            [(5, Update), (7, Delete), (9, Insert), (10, Update)],
+            4
+        ));
+        // In any order (PostgreSQL reads them newest first).
+        assert!(created_anew([(10, Update), (9, Insert), (7, Delete)], 4));
+        // The source applied the insert: one change of the record there.
+        assert!(!created_anew([(7, Delete), (9, Insert)], 9));
+        // An insert before the last delete only: that record is gone too.
+        assert!(!created_anew([(3, Insert), (7, Delete)], 0));
+        assert!(!created_anew([(3, Insert), (5, Update)], 0));
+        assert!(!created_anew(Vec::<(i64, crate::model::Op)>::new(), 0));
+    }
 
     #[test]
     fn a_hint_is_newer_than_the_link_here_where_a_change_it_applied_is_pending_here() {

@@ -1318,11 +1318,7 @@ async fn new_since(
     })
 }
 
-/// Whether a new record of this side holds `key`, created after this side's delete of the
-/// record that held it, both still pending: an insert after the last pending delete (the new
-/// record's updates may follow), which the source has not applied (above its guard; where it
-/// has, the two travelled as one change of the record, and a change from the source is of it:
-/// simulation's full workload, seed 110685).
+/// `endpoint::created_anew` on the changes of `key` pending here.
 async fn created_anew_here(
     tx: &Transaction<'_>,
     stmts: &Prepared,
@@ -1331,16 +1327,16 @@ async fn created_anew_here(
     key: &Key,
 ) -> Result<bool, Stop> {
     let q = st(tx, stmts, &common.local_pending).await?;
-    // Newest first: an insert unseen by the source before the newest delete.
-    let mut insert_after = false;
+    let mut pending = Vec::new();
     for r in tx.query(&q, &[&c.entity, &key.as_str(), &0i64]).await? {
-        match cell::<String>(&r, 2, "op")?.as_str() {
-            "I" => insert_after |= cell::<i64>(&r, 0, "seq")? > c.peer_applied_seq,
-            "D" => return Ok(insert_after),
-            _ => {}
-        }
+        let op = match cell::<String>(&r, 2, "op")?.as_str() {
+            "I" => Op::Insert,
+            "D" => Op::Delete,
+            _ => Op::Update,
+        };
+        pending.push((cell::<i64>(&r, 0, "seq")?, op));
     }
-    Ok(false)
+    Ok(crate::endpoint::created_anew(pending, c.peer_applied_seq))
 }
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
