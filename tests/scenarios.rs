@@ -51,6 +51,7 @@ scenarios!(
     a_delete_of_an_order_created_again_under_a_new_number_reaches_b_before_its_reply,
     a_record_both_sides_deleted_is_not_created_again_by_changes_older_than_its_delete,
     a_moved_line_whose_move_lost_to_a_delete_goes_when_a_new_line_takes_its_link,
+    a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_alone,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -2954,6 +2955,76 @@ async fn a_moved_line_whose_move_lost_to_a_delete_goes_when_a_new_line_takes_its
         &format!("[{item}]"),
     )
     .await;
+}
+
+/// A late reply of a line's creation, once B moved the line away and A's user added a new line
+/// under its number, leaves the new line's link alone. A's new line 3 reaches B, and the reply
+/// is lost. B's user moves it to line 2 while A's user deletes it (B wins conflicts of items):
+/// at A the move beats the delete and brings the line back as line 2, linked to B's item, and
+/// that reply is lost too. The old creation comes again and is stale at B, where the link still
+/// names line 3; its report comes back after A's user added a new line 3. It linked that new
+/// row to B's item and took the item from line 2, which ended linked to nothing (found by the
+/// simulation's variant without key changes at A, seed 111365). A creation of the key still
+/// pending, newer than the reported change, says the row under it is another record: the
+/// report now leaves the links as they are.
+async fn a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_alone(p: Pairing) {
+    let config = demo_config_with_policy("order_item", "b_wins");
+    let env = Env::demo_with(p, "late_reply_moved", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 1)"
+    ))
+    .await;
+    drain_with_replies_lost(&env, a).await;
+    let item = b.rows("SELECT id FROM order_items").await[0][0].clone();
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    hold_changes(a).await;
+    // The move's reply is lost too: B's link still names line 3.
+    save_id_map(b).await;
+    drain_with_replies_lost(&env, b).await;
+    restore_id_map(b).await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS]")
+            .await,
+        table(&[&["2", "1"]]),
+        "B's move beats A's delete"
+    );
+    // The copy of the old creation reaches B; its reply comes after A's user added line 3.
+    release(a).await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = std::collections::HashSet::new();
+    let (old, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 9)"
+    ))
+    .await;
+    let r = tandem::sync::batch::finish(&env.config, sa, old, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(r.stale, 1, "the old creation is stale at B: {r:?}");
+    env.drain().await;
+
+    both_sides_have_lines(&env, &[&["2", "1"], &["3", "9"]]).await;
+    let new = b.rows("SELECT id FROM order_items WHERE line_no = 3").await[0][0].clone();
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
+                 AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL ORDER BY a_key"
+            )
+            .await,
+            table(&[
+                &[&format!("[{number},2]"), &format!("[{item}]")],
+                &[&format!("[{number},3]"), &format!("[{new}]")],
+            ]),
+            "the live item links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
 }
 
 /// A line deleted at both sides and added again at A under its old number, whose reply has not

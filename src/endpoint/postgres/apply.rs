@@ -1666,6 +1666,7 @@ pub async fn write_back(ep: &PgEndpoint, wb: &WriteBack) -> Result<(), EndpointE
         wanted.extend(ep.sql.entities.values().map(|e| e.fetch_image.as_str()));
         wanted.push(c.repoint_link.as_str());
         wanted.push(c.peer_tombstone.as_str());
+        wanted.push(c.born_again.as_str());
     }
     let mut prepared_now = Prepared::new();
     for sql in wanted {
@@ -1859,7 +1860,7 @@ async fn write_back_txn(
             settled.insert(r.try_get::<_, i64>(0)?);
         }
     }
-    let fresh: Vec<&crate::endpoint::LinkWrite> = wb
+    let mut fresh: Vec<&crate::endpoint::LinkWrite> = wb
         .links
         .iter()
         .filter(|l| settled.contains(&l.seq))
@@ -1874,9 +1875,11 @@ async fn write_back_txn(
     // Links this side's id map already holds as they are need no write there (most changes of
     // linked records); their peer ids are still filled below.
     // A stale report leaves the link as it is when this side's row is gone, but for the peer
-    // the other side holds now (`repoint_link`). Rare (only late copies report stale). Not
-    // locked: a delete racing this read is captured, and travels.
+    // the other side holds now (`repoint_link`), and is left out where the key was created
+    // again since (`born_again`). Rare (only late copies report stale). Not locked: a delete
+    // racing this read is captured, and travels.
     let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
+    let mut born: Vec<&crate::endpoint::LinkWrite> = Vec::new();
     for l in fresh.iter().copied().filter(|l| !l.known) {
         let read = ep
             .sql
@@ -1885,6 +1888,15 @@ async fn write_back_txn(
             .filter(|_| l.only_if_row)
             .and_then(|es| Some((es, get(&es.fetch_image)?)));
         if let Some((es, read)) = read {
+            if let Some(st) = get(&common.born_again) {
+                let r = tx
+                    .query_one(&st, &[&l.entity, &l.own_key.as_str(), &l.seq])
+                    .await?;
+                if r.try_get::<_, bool>(0)? {
+                    born.push(l);
+                    continue;
+                }
+            }
             let key = json(&l.own_key.to_object(&es.key));
             if tx.query_opt(&read, &[&key]).await?.is_none() {
                 let statements = (get(&common.repoint_link), get(&common.peer_tombstone));
@@ -1903,6 +1915,8 @@ async fn write_back_txn(
         }
         writes.push(l);
     }
+    // Nor does such a report fill the peer id of the row that holds its key now.
+    fresh.retain(|l| !born.iter().any(|b| std::ptr::eq(*b, *l)));
     if careful {
         let gone = gone_here(ep, &tx, stmts, &writes).await?;
         writes.retain(|l| !gone.contains(&(l.entity.as_str(), l.own_key.as_str())));
