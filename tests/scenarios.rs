@@ -52,6 +52,7 @@ scenarios!(
     a_record_both_sides_deleted_is_not_created_again_by_changes_older_than_its_delete,
     a_moved_line_whose_move_lost_to_a_delete_goes_when_a_new_line_takes_its_link,
     a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_alone,
+    a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merged_with_bs_line,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -3019,6 +3020,87 @@ async fn a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_
             table(&[
                 &[&format!("[{number},2]"), &format!("[{item}]")],
                 &[&format!("[{number},3]"), &format!("[{new}]")],
+            ]),
+            "the live item links at {}",
+            s.side()
+        );
+        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
+    }
+}
+
+/// A line whose insert failed at B, and whose update then created it there, is not merged with
+/// a line B's user added under its number meanwhile. A's new line 3 fails at B (a check B had
+/// then), A's user fixes its quantity, and that update, claimed alone while the insert waits
+/// for its retry, creates the line at B; the reply is lost. B's user had added line 3 too and
+/// moved it to line 1, and B's creation reaches A: it met A's line, linked to nothing, whose
+/// insert had failed, took it for the same record and merged the two. B then held two lines for
+/// A's one, one of them under line 1, where A's later line 1 could never land, and both sides
+/// parked changes (found by the simulation's variant without key changes at A, seed 62166).
+/// The update counts as sent now (the sent mark rises for updates too, and a change sent
+/// again counts as sent), so B's creation waits until A's line is linked.
+async fn a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merged_with_bs_line(
+    p: Pairing,
+) {
+    let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "a_wins"));
+    let env = Env::demo_with(p, "update_created", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, order) = one_order(&env, "o").await;
+    b.exec("ALTER TABLE order_items ADD CONSTRAINT small_qty CHECK (quantity < 100)")
+        .await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 3, 500)"
+    ))
+    .await;
+    let r = env.drain().await;
+    assert_eq!(r.failed, 1, "the insert fails at B: {r:?}");
+    b.exec("ALTER TABLE order_items DROP CONSTRAINT small_qty")
+        .await;
+    b.exec(&format!(
+        "INSERT INTO order_items (order_id, line_no, quantity) VALUES ({order}, 3, 7)"
+    ))
+    .await;
+    b.exec("UPDATE order_items SET line_no = 1").await;
+    hold_changes(b).await;
+    let own = b.rows("SELECT id FROM order_items").await[0][0].clone();
+
+    // A's update creates the line at B; its reply is lost.
+    a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 5").await;
+    save_id_map(a).await;
+    drain_with_replies_lost(&env, a).await;
+    restore_id_map(a).await;
+    // As the lost reply left them: the insert failed once and waits for its retry.
+    hold_changes(a).await;
+    a.exec("UPDATE tandem.outbox SET attempts = 1 WHERE op = 'I'")
+        .await;
+    let copy = b.rows("SELECT id FROM order_items WHERE line_no = 3").await[0][0].clone();
+
+    // B's creation, without its move.
+    release_only(b, "I").await;
+    env.drain().await;
+    let waits = b
+        .rows("SELECT last_error FROM tandem.outbox WHERE op = 'I'")
+        .await;
+    assert!(
+        waits.len() == 1 && waits[0][0].contains("sent to side B with no reply yet"),
+        "B's line 3 waits: A's line 3 may be another record: {waits:?}"
+    );
+    for _ in 0..3 {
+        release(a).await;
+        release(b).await;
+        env.drain().await;
+    }
+
+    both_sides_have_lines(&env, &[&["1", "7"], &["3", "5"]]).await;
+    for s in [a, b] {
+        assert_eq!(
+            s.rows(
+                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
+                 AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL ORDER BY a_key"
+            )
+            .await,
+            table(&[
+                &[&format!("[{number},1]"), &format!("[{own}]")],
+                &[&format!("[{number},3]"), &format!("[{copy}]")],
             ]),
             "the live item links at {}",
             s.side()

@@ -114,8 +114,15 @@ IF OBJECT_ID({{fingerprint_lit}}, N'U') IS NOT NULL
     SELECT entity, table_name, fingerprint FROM {{schema}}.[fingerprint];
 
 -- name: mark_sent
--- A batch is about to be applied at the other side: the sent mark rises to its newest insert
--- (@P1). One row, once per batch; it never goes down.
+-- A batch is about to be applied at the other side: the sent mark rises to its newest change
+-- of a record whose key this side gives by values (@P1). One row, once per batch; it never
+-- goes down. Those of its changes that failed before (@P2, a JSON array of seq) are sent
+-- again: their retry time is cleared (a failure sets it), so they count as sent with no
+-- failure since.
+UPDATE o SET next_attempt_at = NULL
+FROM {{schema}}.[outbox] AS o
+JOIN OPENJSON(@P2) WITH (seq bigint '$') AS r ON o.seq = r.seq
+WHERE o.attempts > 0;
 UPDATE {{schema}}.[sent_mark] SET seq = @P1 WHERE seq < @P1;
 
 -- name: links_by_own

@@ -168,16 +168,24 @@ USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(entity, key, seq)
 WHERE o.entity = d.entity AND o.key = d.key::jsonb AND o.seq < d.seq;
 
 -- name: mark_sent
--- A batch is about to be applied at the other side: the sent mark rises to its newest insert
--- ($1). One row, once per batch; it never goes down.
+-- A batch is about to be applied at the other side: the sent mark rises to its newest change
+-- of a record whose key this side gives by values ($1). One row, once per batch; it never goes
+-- down. Those of its changes that failed before ($2) are sent again: their retry time is
+-- cleared (a failure sets it), so they count as sent with no failure since.
+WITH resent AS (
+    UPDATE {{schema}}.outbox SET next_attempt_at = NULL
+    WHERE seq = ANY($2::bigint[]) AND attempts > 0
+)
 UPDATE {{schema}}.sent_mark SET seq = $1 WHERE seq < $1;
 
 -- name: own_pending_sent
 -- This side's changes of a record ($1 entity, $2 key) still here, oldest first: each one's op,
 -- and whether it was sent to the other side with no failure since (at or below the sent mark,
--- never failed): such an insert's record may be there whatever reply comes back, and such a
--- delete may have removed it there, or come with the insert as one change that created nothing.
-SELECT o.op::text, o.attempts = 0 AND o.seq <= m.seq
+-- never failed or sent again since: mark_sent clears the retry time): such an insert's record
+-- may be there whatever reply comes back (so may an update's after a pending insert: it
+-- travels as that insert when the insert failed earlier in its burst), and such a delete may
+-- have removed it there, or come with the insert as one change that created nothing.
+SELECT o.op::text, (o.attempts = 0 OR o.next_attempt_at IS NULL) AND o.seq <= m.seq
 FROM {{schema}}.outbox AS o, {{schema}}.sent_mark AS m
 WHERE o.entity = $1 AND o.key = $2::text::jsonb AND NOT o.suspended
 ORDER BY o.seq;

@@ -868,7 +868,8 @@ fn new_since(db: &MemDb, c: &TargetChange, key: &Key) -> bool {
 
 /// `own_insert_unconfirmed` of `postgres/apply.rs`: whether `key` here holds (`row_here`), or
 /// held, this side's new record, linked to nothing, that a creation from the other side waits
-/// for (`endpoint::own_insert_waits`; sent: at or below `MemDb::sent_mark`, never failed).
+/// for (`endpoint::own_insert_waits`; sent: at or below `MemDb::sent_mark`, never failed or
+/// sent again since: `mark_sent` clears the retry time a failure set).
 fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -> bool {
     let linked = db
         .by_own(entity, key)
@@ -877,7 +878,10 @@ fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -
         .outbox
         .values()
         .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
-        .map(|o| (o.op, o.attempts == 0 && o.seq <= db.sent_mark));
+        .map(|o| {
+            let sent = o.attempts == 0 || o.next_attempt_ms.is_none();
+            (o.op, sent && o.seq <= db.sent_mark)
+        });
     !linked && super::own_insert_waits(row_here, changes)
 }
 
@@ -1733,10 +1737,15 @@ impl Source for MemEndpoint {
         self.leave(lost, Some(out))
     }
 
-    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError> {
+    async fn mark_sent(&self, seq: i64, resent: &[i64]) -> Result<(), EndpointError> {
         let lost = self.enter(Call::Claim)?;
         let mut db = lock(&self.db);
         db.sent_mark = db.sent_mark.max(seq);
+        for s in resent {
+            if let Some(o) = db.outbox.get_mut(s) {
+                o.next_attempt_ms = None;
+            }
+        }
         drop(db);
         self.leave(lost, ())
     }

@@ -129,17 +129,21 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
 
 /// Whether a creation from the other side waits for this side's own new record under its key
 /// (`apply_one`, as `apply.sql` decides it): `changes` are that key's changes pending here,
-/// oldest first, each with whether it was sent (at or below the sent mark, never failed). It
-/// waits where an insert was sent, and the newest change is not a delete while the row is here
-/// (`row_here`), or is a delete not sent yet while it is gone (the copy there may be live).
-/// The caller checks that the record is linked to nothing.
+/// oldest first, each with whether it was sent (at or below the sent mark, never failed or
+/// sent again since). It waits where an insert, or an update after a pending insert, was sent
+/// (an update travels as the insert that failed earlier in its burst, and creates the record
+/// there: found by the simulation's variant without key changes at A, seed 62166), and the
+/// newest change is not a delete while the row is here (`row_here`), or is a delete not sent
+/// yet while it is gone (the copy there may be live). The caller checks that the record is
+/// linked to nothing.
 pub(crate) fn own_insert_waits(
     row_here: bool,
     changes: impl IntoIterator<Item = (Op, bool)>,
 ) -> bool {
-    let (mut insert_sent, mut newest) = (false, None);
+    let (mut insert, mut insert_sent, mut newest) = (false, false, None);
     for (op, sent) in changes {
-        insert_sent |= op == Op::Insert && sent;
+        insert |= op == Op::Insert;
+        insert_sent |= insert && op != Op::Delete && sent;
         newest = Some((op, sent));
     }
     insert_sent
@@ -585,6 +589,10 @@ mod tests {
         // The record is here: its sent insert may be there (seeds 8082, 21577).
         assert!(own_insert_waits(true, [(Insert, true), (Update, false)]));
         assert!(!own_insert_waits(true, [(Insert, false)]), "not sent");
+        // The insert failed; an update after it travelled as that insert.
+        assert!(own_insert_waits(true, [(Insert, false), (Update, true)]));
+        // An update with no insert pending: the record is the other side's already.
+        assert!(!own_insert_waits(true, [(Update, true)]));
         assert!(!own_insert_waits(true, []), "nothing pending");
         // Gone since: its delete has not left, and the copy there may be live (seed 91390).
         assert!(own_insert_waits(false, [(Insert, true), (Delete, false)]));

@@ -10,13 +10,15 @@
 //!   lost: they come in a later claim.
 //! - **Concurrency.** During a pipelined burst, `claim_batch` for batch N+1 and `write_back` for
 //!   batch N-1 run at the same time on two connections of this endpoint.
-//! - **Sent inserts are marked.** Before a batch with inserts or deletes of records whose key
-//!   this side gives by values is applied, [`Source::mark_sent`] raises this side's sent mark
-//!   (one row, not one per change) to the newest of them: an insert at or below the mark that
-//!   never failed may be at the other side whatever reply comes back, and a delete above it has
-//!   not left yet. The target side reads the mark when the other side's new record meets this
-//!   one under its key (it waits instead of merging the two; `apply_one`). An insert below the
-//!   mark that was not sent yet (its entity paused) only makes that record wait longer; a
+//! - **Sent changes are marked.** Before a batch with changes of records whose key this side
+//!   gives by values is applied, [`Source::mark_sent`] raises this side's sent mark (one row,
+//!   not one per change) to the newest of them, and clears the retry time of those that failed
+//!   before (they are sent again): an insert at or below the mark with no failure since may be
+//!   at the other side whatever reply comes back (so may an update after a pending insert,
+//!   which travels as that insert when it failed earlier in the burst), and a delete above it
+//!   has not left yet. The target side reads the mark when the other side's new record meets
+//!   this one under its key (it waits instead of merging the two; `apply_one`). A change below
+//!   the mark that was not sent yet (its entity paused) only makes that record wait longer; a
 //!   failure recorded for it ends the wait, so two sides that both added the record cannot
 //!   wait for each other for ever.
 //! - **`write_back` is one transaction**: id pairs, done rows and failures land together or not
@@ -51,9 +53,10 @@ pub trait Source: Send + Sync {
         let _ = (limit, after, fold, skip);
         Ok(None)
     }
-    /// Raises the sent mark to `seq` (see the contract above), committed before the batch is
+    /// Raises the sent mark to `seq` and clears the retry time of the rows `resent` (changes
+    /// that failed before, sent again; see the contract above), committed before the batch is
     /// applied; the mark never goes down.
-    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError>;
+    async fn mark_sent(&self, seq: i64, resent: &[i64]) -> Result<(), EndpointError>;
     /// Looks up links of `entity` in this side's id map by this side's keys (hints for the
     /// target; a missing key is simply absent from the map).
     async fn links(&self, entity: &str, keys: &[Key]) -> Result<HashMap<Key, Link>, EndpointError>;

@@ -552,9 +552,11 @@ BEGIN
                 END;
                 -- A creation at the source under a key given here by values, where this
                 -- side's own new record under that key, linked to nothing, was sent to the
-                -- source already (its insert at or below the sent mark, never failed): the reply
-                -- may have been lost, its copy may be there, and then the source's record is
-                -- another one.
+                -- source already (its insert, or an update after its pending insert, at or
+                -- below the sent mark, never failed or sent again since): the reply may have
+                -- been lost, its copy may be there, and then the source's record is another
+                -- one (an update travels as the insert that failed earlier in its burst: seed
+                -- 62166 of the simulation's variant).
                 -- Merging the two here would leave that copy linked to nothing at the source.
                 -- The change waits until this side's insert is confirmed (linked) or failed
                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL). So it does
@@ -581,15 +583,22 @@ BEGIN
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
-                    IF EXISTS (SELECT 1 FROM [tandem].[outbox]
-                               WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                 AND [key] = @native AND op = 'I' AND attempts = 0 AND suspended = 0
-                                 AND seq <= (SELECT seq FROM [tandem].[sent_mark]))
+                    IF EXISTS (SELECT 1 FROM [tandem].[outbox] AS s
+                               WHERE s.entity = @entity AND s.key_prefix = LEFT(@native, 400)
+                                 AND s.[key] = @native AND s.op <> 'D' AND s.suspended = 0
+                                 AND (s.attempts = 0 OR s.next_attempt_at IS NULL)
+                                 AND s.seq <= (SELECT seq FROM [tandem].[sent_mark])
+                                 AND EXISTS (SELECT 1 FROM [tandem].[outbox] AS i
+                                             WHERE i.entity = @entity
+                                               AND i.key_prefix = LEFT(@native, 400)
+                                               AND i.[key] = @native AND i.op = 'I'
+                                               AND i.suspended = 0 AND i.seq <= s.seq))
                     BEGIN
                         -- The newest pending change, and whether it was sent too.
                         SELECT @local_op = NULL, @newest_sent = 0, @msg = NULL;
                         SELECT TOP (1) @local_op = o.op,
-                               @newest_sent = CASE WHEN o.attempts = 0 AND o.seq <= m.seq THEN 1 ELSE 0 END
+                               @newest_sent = CASE WHEN (o.attempts = 0 OR o.next_attempt_at IS NULL)
+                                                        AND o.seq <= m.seq THEN 1 ELSE 0 END
                         FROM [tandem].[outbox] AS o CROSS JOIN [tandem].[sent_mark] AS m
                         WHERE o.entity = @entity AND o.key_prefix = LEFT(@native, 400)
                           AND o.[key] = @native AND o.suspended = 0

@@ -289,10 +289,15 @@ impl Source for MsEndpoint {
         Ok(out)
     }
 
-    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError> {
-        self.rows("raise the sent mark", &self.common.mark_sent, &[&seq])
-            .await
-            .map(|_| ())
+    async fn mark_sent(&self, seq: i64, resent: &[i64]) -> Result<(), EndpointError> {
+        let resent = serde_json::to_string(resent).unwrap_or_else(|_| "[]".into());
+        self.rows(
+            "raise the sent mark",
+            &self.common.mark_sent,
+            &[&seq, &resent],
+        )
+        .await
+        .map(|_| ())
     }
 
     async fn write_back(&self, wb: &WriteBack) -> Result<(), EndpointError> {

@@ -1341,7 +1341,7 @@ async fn created_anew_here(
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
 /// that a creation from the other side waits for (`endpoint::own_insert_waits`; sent: at or
-/// below the sent mark, `mark_sent`, never failed). Where the row is gone, the record was
+/// below the sent mark, `mark_sent`, never failed or sent again since). Where the row is gone, the record was
 /// deleted after its insert was sent: its copy may be at the other side, and that delete still
 /// has to reach it (found by the simulation's full workload, seed 91390). A delete sent as well
 /// came with the insert as one change that created nothing there, or reached the copy (the

@@ -161,14 +161,14 @@ impl Source for PgEndpoint {
         crate::endpoint::rows_present_by_fetch(self, entity, keys).await
     }
 
-    async fn mark_sent(&self, seq: i64) -> Result<(), EndpointError> {
+    async fn mark_sent(&self, seq: i64, resent: &[i64]) -> Result<(), EndpointError> {
         let mut conn = self.pool.get().await?;
         let PgConn { client, stmts } = &mut *conn;
         let err = |e| self.pool.error("raise the sent mark", e);
         let st = prepared(&*client, stmts, &self.sql.common.mark_sent)
             .await
             .map_err(err)?;
-        client.execute(&st, &[&seq]).await.map_err(err)?;
+        client.execute(&st, &[&seq, &resent]).await.map_err(err)?;
         Ok(())
     }
 
