@@ -92,8 +92,8 @@ fn env_num(name: &str) -> Option<u64> {
 
 /// Seeds that found a bug in a long run (each fixed; see the commits): `cargo test` replays
 /// them after its own range, so each fix stays proven.
-const FOUND: [u64; 10] = [
-    9_114, 135_631, 146_855, 292_141, 353_185, 484_427, 557_833, 559_307, 728_216, 901_486,
+const FOUND: [u64; 11] = [
+    9_114, 135_631, 146_855, 292_141, 353_185, 484_427, 557_833, 559_307, 635_583, 728_216, 901_486,
 ];
 
 /// Seeds of the full workload that found a bug (each fixed): `cargo test` replays them too

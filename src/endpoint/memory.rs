@@ -1815,18 +1815,23 @@ impl Source for MemEndpoint {
             .copied()
             .filter(|s| db.outbox.contains_key(s))
             .collect();
-        // A stale report of a change older than a creation of its key still pending here is
-        // of a record that left the key before (deleted, or moved by the other side): the row
-        // there now is another record, whose link and peer id are its own (`born_again` in
-        // statements.sql; simulation, variant without key changes at A, seed 111365).
+        // A stale report of a creation or update older than a creation of its key still
+        // pending here, with no delete of the key pending between them, is of a record that
+        // left the key before (moved by the other side's change): the row there now is another
+        // record, whose link and peer id are its own (`born_again` in statements.sql;
+        // simulation, variant without key changes at A, seed 111365). A delete pending between
+        // them still needs the link to reach that record there, and a stale delete names the
+        // record its side applied after it (default workload, seed 635583).
         let born_again = |l: &super::LinkWrite| {
-            l.only_if_row
-                && db.outbox.values().any(|o| {
-                    o.entity == l.entity
-                        && o.key == l.own_key
-                        && o.op == Op::Insert
-                        && o.seq > l.seq
-                })
+            if !l.only_if_row || db.outbox.get(&l.seq).is_some_and(|o| o.op == Op::Delete) {
+                return false;
+            }
+            let next = db
+                .outbox
+                .range(l.seq + 1..)
+                .map(|(_, o)| o)
+                .find(|o| o.entity == l.entity && o.key == l.own_key && o.op != Op::Update);
+            next.is_some_and(|o| o.op == Op::Insert)
         };
         let links: Vec<&super::LinkWrite> = wb
             .links

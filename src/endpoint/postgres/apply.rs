@@ -1876,7 +1876,7 @@ async fn write_back_txn(
     // linked records); their peer ids are still filled below.
     // A stale report leaves the link as it is when this side's row is gone, but for the peer
     // the other side holds now (`repoint_link`), and is left out where the key was created
-    // again since (`born_again`). Rare (only late copies report stale). Not locked: a delete
+    // again since with no delete between (`born_again`). Rare (only late copies report stale). Not locked: a delete
     // racing this read is captured, and travels.
     let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
     let mut born: Vec<&crate::endpoint::LinkWrite> = Vec::new();
