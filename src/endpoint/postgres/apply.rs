@@ -1341,11 +1341,11 @@ async fn created_anew_here(
 
 /// Whether `key` here holds (`row_here`), or held, this side's new record, linked to nothing,
 /// that a creation from the other side waits for (`endpoint::own_insert_waits`; sent: at or
-/// below the sent mark, `mark_sent`, never failed or sent again since). Where the row is gone, the record was
-/// deleted after its insert was sent: its copy may be at the other side, and that delete still
-/// has to reach it (found by the simulation's full workload, seed 91390). A delete sent as well
-/// came with the insert as one change that created nothing there, or reached the copy (the
-/// conflict then decides as it did before: seed 3053).
+/// below the sent mark, `mark_sent`, never failed or sent again since). Where the row is
+/// gone, the record was deleted after its insert was sent: its copy may be at the other side,
+/// and that delete still has to reach it (found by the simulation's full workload, seed
+/// 91390). A delete sent as well came with the insert as one change that created nothing
+/// there, or reached the copy (the conflict then decides as it did before: seed 3053).
 async fn own_insert_unconfirmed(
     tx: &Transaction<'_>,
     stmts: &Prepared,
@@ -1876,8 +1876,8 @@ async fn write_back_txn(
     // linked records); their peer ids are still filled below.
     // A stale report leaves the link as it is when this side's row is gone, but for the peer
     // the other side holds now (`repoint_link`), and is left out where the key was created
-    // again since with no delete between (`born_again`). Rare (only late copies report stale). Not locked: a delete
-    // racing this read is captured, and travels.
+    // again since with no delete between (`born_again`). Rare (only late copies report
+    // stale). Not locked: a delete racing this read is captured, and travels.
     let mut writes: Vec<&crate::endpoint::LinkWrite> = Vec::new();
     let mut born: Vec<&crate::endpoint::LinkWrite> = Vec::new();
     for l in fresh.iter().copied().filter(|l| !l.known) {
