@@ -3010,22 +3010,15 @@ async fn a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_
 
     both_sides_have_lines(&env, &[&["2", "1"], &["3", "9"]]).await;
     let new = b.rows("SELECT id FROM order_items WHERE line_no = 3").await[0][0].clone();
-    for s in [a, b] {
-        assert_eq!(
-            s.rows(
-                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
-                 AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL ORDER BY a_key"
-            )
-            .await,
-            table(&[
-                &[&format!("[{number},2]"), &format!("[{item}]")],
-                &[&format!("[{number},3]"), &format!("[{new}]")],
-            ]),
-            "the live item links at {}",
-            s.side()
-        );
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
+    live_links(
+        &env,
+        "order_item",
+        &[
+            &[&format!("[{number},2]"), &format!("[{item}]")],
+            &[&format!("[{number},3]"), &format!("[{new}]")],
+        ],
+    )
+    .await;
 }
 
 /// A line whose insert failed at B, and whose update then created it there, is not merged with
@@ -3091,22 +3084,15 @@ async fn a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merg
     }
 
     both_sides_have_lines(&env, &[&["1", "7"], &["3", "5"]]).await;
-    for s in [a, b] {
-        assert_eq!(
-            s.rows(
-                "SELECT a_key, b_key FROM tandem.id_map WHERE entity = 'order_item' \
-                 AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL ORDER BY a_key"
-            )
-            .await,
-            table(&[
-                &[&format!("[{number},1]"), &format!("[{own}]")],
-                &[&format!("[{number},3]"), &format!("[{copy}]")],
-            ]),
-            "the live item links at {}",
-            s.side()
-        );
-        assert_eq!(s.outbox_count().await, 0, "outbox at {}", s.side());
-    }
+    live_links(
+        &env,
+        "order_item",
+        &[
+            &[&format!("[{number},1]"), &format!("[{own}]")],
+            &[&format!("[{number},3]"), &format!("[{copy}]")],
+        ],
+    )
+    .await;
 }
 
 /// A line deleted at both sides and added again at A under its old number, whose reply has not
@@ -3859,14 +3845,21 @@ async fn both_sides_have_lines(env: &Env, lines: &[&[&str]]) {
 
 /// The entity's one live link, the same at both sides, and both outboxes empty.
 async fn one_live_link(env: &Env, entity: &str, a_key: &str, b_key: &str) {
+    live_links(env, entity, &[&[a_key, b_key]]).await;
+}
+
+/// The entity's live links (A key, B key, by A key), the same at both sides, and both
+/// outboxes empty.
+async fn live_links(env: &Env, entity: &str, links: &[&[&str]]) {
     for s in [&env.a, &env.b] {
         assert_eq!(
             s.rows(&format!(
                 "SELECT a_key, b_key FROM tandem.id_map \
-                 WHERE entity = '{entity}' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL"
+                 WHERE entity = '{entity}' AND deleted = '0' AND a_key IS NOT NULL AND b_key IS NOT NULL \
+                 ORDER BY a_key"
             ))
             .await,
-            table(&[&[a_key, b_key]]),
+            table(links),
             "the live {entity} link at {}",
             s.side()
         );
