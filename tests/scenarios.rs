@@ -53,6 +53,8 @@ scenarios!(
     a_moved_line_whose_move_lost_to_a_delete_goes_when_a_new_line_takes_its_link,
     a_late_reply_of_a_line_moved_away_leaves_the_new_line_under_its_number_alone,
     a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merged_with_bs_line,
+    a_move_onto_the_number_of_a_new_line_whose_reply_was_lost_does_not_take_it_over,
+    a_line_deleted_and_added_again_stays_when_the_record_that_won_over_its_delete_comes_back,
     an_update_the_other_side_saw_before_deleting_its_record_is_settled_with_the_delete,
     a_delete_of_a_record_both_sides_deleted_spares_the_new_record_under_its_number,
     a_copy_whose_update_is_discarded_after_a_delete_there_goes,
@@ -540,16 +542,16 @@ async fn a_change_that_puts_a_record_back_under_a_key_a_new_local_record_holds_l
     .await;
 }
 
-/// At A (keys given by values) a user adds line 2 of an order, whose insert is held back, then
-/// adds line 1 and deletes it again, which reaches B as a delete of a record B never had: its
-/// sequence number, above line 2's, becomes the guard of B's link to line 1. B's user moves the
-/// order's line 3 to line 1 (B's link then names line 1, with that guard), then to line 2: at A
-/// the move lands on A's new line 2 and loses (A wins). Before its reply reaches B, B's user
-/// deletes the item, and that delete is claimed with the guard of the link to line 1. At A it
-/// looked like a change after everything of A's line 2 and removed it, while line 2's insert
-/// later created it again at B (found by the simulation's full workload, seed 37896). The guard
-/// counts nothing under a key the source did not link when it read it: B's delete meets A's
-/// pending insert as a conflict, A wins, and both sides end with A's line 2.
+/// At A (keys given by values) a user adds line 2 of an order, whose insert is held back (it failed
+/// once and waits for its retry), then adds line 1 and deletes it again, which reaches B as a
+/// delete of a record B never had: its sequence number, above line 2's, becomes the guard of B's
+/// link to line 1. B's user moves the order's line 3 to line 1 (B's link then names line 1, with
+/// that guard), then to line 2: at A the move lands on A's new line 2 and loses (A wins). Before
+/// its reply reaches B, B's user deletes the item, and that delete is claimed with the guard of the
+/// link to line 1. At A it looked like a change after everything of A's line 2 and removed it,
+/// while line 2's insert later created it again at B (found by the simulation's full workload, seed
+/// 37896). The guard counts nothing under a key the source did not link when it read it: B's delete
+/// meets A's pending insert as a conflict, A wins, and both sides end with A's line 2.
 async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_landed_on(p: Pairing) {
     use std::collections::HashSet;
     use tandem::sync::batch;
@@ -564,7 +566,7 @@ async fn a_guard_read_under_another_key_hides_no_change_of_the_record_a_move_lan
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 2)"
     ))
     .await;
-    hold_changes(a).await;
+    hold_changes_as_failed(a).await;
     a.exec(&format!(
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 1, 1)"
     ))
@@ -3095,6 +3097,135 @@ async fn a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merg
     .await;
 }
 
+/// A line B's user moves onto the number of A's new line, whose reply was lost, does not take
+/// that line over at A. A's line 3 is at both sides; B's user moves it to line 2 and on to line
+/// 4, while A's user adds line 2, which reaches B, and its reply is lost. B's first move reaches
+/// A: it met A's line 2, linked to nothing, as a conflict and merged with it, taking it over;
+/// B's line 2, the copy of A's, stayed linked at B to a line A no longer had (found by the
+/// simulation's variant without key changes at A, seed 57548). Now the move waits, as a
+/// creation does, until A's line 2 is linked; it then meets a line of another record, and B's
+/// second move takes its record to line 4.
+async fn a_move_onto_the_number_of_a_new_line_whose_reply_was_lost_does_not_take_it_over(
+    p: Pairing,
+) {
+    let config = retries_wait_an_hour(DEMO_CONFIG);
+    let env = Env::demo_with(p, "move_onto_sent", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    let moved = a_adds_item(&env, &number, 3, 5).await;
+    b.exec("UPDATE order_items SET line_no = 2").await;
+    b.exec("UPDATE order_items SET line_no = 4").await;
+    hold_changes(b).await;
+    a_adds_line_2_and_its_reply_is_lost(&env, &number).await;
+    let copy = b.rows("SELECT id FROM order_items WHERE line_no = 2").await[0][0].clone();
+
+    // B's first move alone, before A's insert is sent again.
+    hold_changes(a).await;
+    b.exec("UPDATE tandem.outbox SET next_attempt_at = NULL WHERE seq = (SELECT MIN(seq) FROM tandem.outbox)")
+        .await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["2", "7"], &["3", "5"]]),
+        "A's line 2 is untouched, and B's record is still line 3 at A"
+    );
+    let waits = b
+        .rows("SELECT last_error FROM tandem.outbox WHERE last_error IS NOT NULL")
+        .await;
+    assert!(
+        waits.len() == 1 && waits[0][0].contains("sent to side B with no reply yet"),
+        "B's move waits for A's line 2 to be linked: {waits:?}"
+    );
+    for _ in 0..3 {
+        release(a).await;
+        release(b).await;
+        env.drain().await;
+    }
+
+    both_sides_have_lines(&env, &[&["2", "7"], &["4", "5"]]).await;
+    live_links(
+        &env,
+        "order_item",
+        &[
+            &[&format!("[{number},2]"), &format!("[{copy}]")],
+            &[&format!("[{number},4]"), &format!("[{moved}]")],
+        ],
+    )
+    .await;
+}
+
+/// A line A's user deleted and added again under its number stays at A when B's record, which
+/// won over that delete, comes back. A's line 2 is at both sides; B's user moves it to line 1,
+/// while A's user deletes line 2 and adds a new line 2. A's delete reaches B first and loses to
+/// B's move (B wins conflicts of items), so B sends its record again as a creation; A's new
+/// line reaches B as another record, and its reply is lost. B's record then reached A, whose
+/// link still named line 2: it was taken for a move from line 2, which took A's new line away
+/// and discarded its insert, while its copy at B stayed linked to a line A no longer had (found
+/// by the simulation's variant without key changes at A, seed 110294). Now A's new line under
+/// the key the link names is another record, and B's record is created again as line 1.
+async fn a_line_deleted_and_added_again_stays_when_the_record_that_won_over_its_delete_comes_back(
+    p: Pairing,
+) {
+    use std::collections::HashSet;
+    use tandem::sync::batch;
+    let config = retries_wait_an_hour(&demo_config_with_policy("order_item", "b_wins"));
+    let env = Env::demo_with(p, "added_again_stays", &config).await;
+    let (a, b) = (&env.a, &env.b);
+    let (number, _) = one_order(&env, "o").await;
+    let old = a_adds_item(&env, &number, 2, 1).await;
+    b.exec("UPDATE order_items SET line_no = 1").await;
+    hold_changes(b).await;
+    a.exec("DELETE FROM dbo.[ORDER_ITEMS]").await;
+    a.exec(&format!(
+        "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 4)"
+    ))
+    .await;
+    hold_changes(a).await;
+    let sides = env.sides();
+    let (sa, sb) = (&*sides.a, &*sides.b);
+    let none = HashSet::new();
+
+    // A's delete reaches B alone and loses there.
+    release_only(a, "D").await;
+    let (gone, at_b) = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    let r = batch::finish(&env.config, sa, gone, at_b, chrono::Utc::now())
+        .await
+        .expect("A's write-back");
+    assert_eq!(r.conflicts, 1, "A's delete loses to B's move: {r:?}");
+    // A's new line reaches B as another record; its reply is lost.
+    release(a).await;
+    let _ = claim_and_apply(&env.config, (sa, sb), 0, &none, 1).await;
+    let new = b.rows("SELECT id FROM order_items WHERE line_no = 2").await[0][0].clone();
+    assert_ne!(new, old);
+    // B's record reaches A before A's line is sent again.
+    hold_changes(a).await;
+    release(b).await;
+    env.drain().await;
+    assert_eq!(
+        a.rows("SELECT [LINE_NO], [QTY] FROM dbo.[ORDER_ITEMS] ORDER BY [LINE_NO]")
+            .await,
+        table(&[&["1", "1"], &["2", "4"]]),
+        "B's record is line 1 at A again, and A's new line 2 stays"
+    );
+    for _ in 0..3 {
+        release(a).await;
+        release(b).await;
+        env.drain().await;
+    }
+
+    both_sides_have_lines(&env, &[&["1", "1"], &["2", "4"]]).await;
+    live_links(
+        &env,
+        "order_item",
+        &[
+            &[&format!("[{number},1]"), &format!("[{old}]")],
+            &[&format!("[{number},2]"), &format!("[{new}]")],
+        ],
+    )
+    .await;
+}
+
 /// A line deleted at both sides and added again at A under its old number, whose reply has not
 /// come back, survives B's late delete of the old line where B wins conflicts of items. B's
 /// delete arrives at A's tombstone of the old line, while A's new line holds the number: it met
@@ -3685,6 +3816,16 @@ async fn hold_changes(s: &TestSide) {
     .await;
 }
 
+/// [`hold_changes`], the held changes as failures waiting for their retry (one attempt): not
+/// sent. A held change with no failure counts as sent once the sent mark rises above it (a
+/// later change sent), which the pipeline, claiming in order, never leaves behind; a change
+/// that waits for its retry is what it leaves there.
+async fn hold_changes_as_failed(s: &TestSide) {
+    hold_changes(s).await;
+    s.exec("UPDATE tandem.outbox SET attempts = 1 WHERE attempts = 0")
+        .await;
+}
+
 /// B's user adds an item (quantity 5) to `order` as line 2, then moves it to `line`: an
 /// insert and an update pending at B, held back. Returns the item's id.
 async fn b_adds_line_2_and_moves_it_held_back(b: &TestSide, order: &str, line: u32) -> String {
@@ -3867,13 +4008,14 @@ async fn live_links(env: &Env, entity: &str, links: &[&[&str]]) {
     }
 }
 
-/// At A (keys given by values) a user adds line 2 to an order, whose insert is held back, then
-/// changes line 3, which reaches B. B's user moves line 3 to line 2. At A the move lands on
-/// the new line 2, whose insert is older than what B already applied of line 3: the guard of
-/// line 3's link said nothing about that other record, yet it hid the new line's pending insert,
-/// so the move overwrote it unseen, and the held insert later overwrote the moved line at B
-/// (the sides ended with different quantities: found by the simulation's full workload, seed
-/// 1394). The two meet as a conflict; the policy (B wins) leaves one line 2 at both sides.
+/// At A (keys given by values) a user adds line 2 to an order, whose insert is held back (it failed
+/// once and waits for its retry), then changes line 3, which reaches B. B's user moves line 3 to
+/// line 2. At A the move lands on the new line 2, whose insert is older than what B already applied
+/// of line 3: the guard of line 3's link said nothing about that other record, yet it hid the new
+/// line's pending insert, so the move overwrote it unseen, and the held insert later overwrote the
+/// moved line at B (the sides ended with different quantities: found by the simulation's full
+/// workload, seed 1394). The two meet as a conflict; the policy (B wins) leaves one line 2 at both
+/// sides.
 async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_its_conflict(
     p: Pairing,
 ) {
@@ -3891,7 +4033,7 @@ async fn a_move_onto_a_key_whose_new_record_is_older_than_the_guard_still_meets_
         "INSERT INTO dbo.[ORDER_ITEMS] ([ORDER_NO], [LINE_NO], [QTY]) VALUES ({number}, 2, 7)"
     ))
     .await;
-    hold_changes(a).await;
+    hold_changes_as_failed(a).await;
     a.exec("UPDATE dbo.[ORDER_ITEMS] SET [QTY] = 5 WHERE [LINE_NO] = 3")
         .await;
     env.drain().await;

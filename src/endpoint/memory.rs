@@ -1047,6 +1047,21 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
         {
             (None, false, false)
         }
+        // A live link whose key given here a new record of this side holds now (its insert the
+        // oldest change of the key pending here after all that the source has applied of this
+        // side's changes of the record): this side deleted the record the link names, and the
+        // change, which the source sent after that delete lost there, creates it again here
+        // under its own key, leaving the new record alone (simulation's variant without key
+        // changes at A, seed 110294: it moved the new record's row away as the old record's; as
+        // in `postgres/apply.rs`).
+        Some(l)
+            if c.op == Op::Insert
+                && key_given
+                && !l.deleted
+                && l.own.as_ref().is_some_and(|o| new_since(db, c, o)) =>
+        {
+            (None, false, false)
+        }
         Some(l) if c.op == Op::Insert && c.born && l.deleted && !key_given => (None, false, false),
         Some(l) => (l.own.clone(), l.own.is_some() && !l.deleted, l.deleted),
         None => (c.peer_hint.clone(), c.peer_hint.is_some(), false),
@@ -1142,8 +1157,10 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
     // copy linked to nothing at the source. The change waits until this side's insert is
     // confirmed (linked) or failed (as in `postgres/apply.rs`; found by the simulation's full
     // workload, seeds 8082 and 21577), also where that record was deleted here since, that
-    // delete not sent yet (seed 91390).
-    if c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none() && key_given {
+    // delete not sent yet (seed 91390). A linked record moving onto that key waits the same
+    // (seed 57548 of the variant without key changes at A).
+    let creates = c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none();
+    if (creates || (c.op != Op::Delete && moved_from.is_some())) && key_given {
         if let Some(k) = &here {
             let row_here = db.row(&c.entity, k).is_some();
             if own_insert_unconfirmed(db, &c.entity, k, row_here) {

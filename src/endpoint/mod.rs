@@ -116,9 +116,9 @@ pub(crate) fn created_anew(
     last_delete.is_some_and(|d| inserts.iter().any(|&i| i > d && i > peer_applied))
 }
 
-/// Why a creation from the other side waits at key `k` here (side `here`): this side's own new
-/// record under it was sent there with no reply yet (`Source::mark_sent`). SQL Server's
-/// `apply.sql` words it the same.
+/// Why a creation from the other side, or a record moving onto key `k` (seed 57548), waits at
+/// it here (side `here`): this side's own new record under it was sent there with no reply yet
+/// (`Source::mark_sent`). SQL Server's `apply.sql` words it the same.
 pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
     format!(
         "key {k} at side {here} holds a new record of this side, sent to side {} with no reply \
@@ -127,10 +127,10 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
     )
 }
 
-/// Whether a creation from the other side waits for this side's own new record under its key
-/// (`apply_one`, as `apply.sql` decides it): `changes` are that key's changes pending here,
-/// oldest first, each with whether it was sent (at or below the sent mark, never failed or
-/// sent again since). It waits where an insert, or an update after a pending insert, was sent
+/// Whether a creation from the other side (or a move onto the key) waits for this side's own
+/// new record under its key (`apply_one`, as `apply.sql` decides it): `changes` are that key's
+/// changes pending here, oldest first, each with whether it was sent (at or below the sent
+/// mark, never failed or sent again since). It waits where an insert, or an update after a pending insert, was sent
 /// (an update travels as the insert that failed earlier in its burst, and creates the record
 /// there: found by the simulation's variant without key changes at A, seed 62166), and the
 /// newest change is not a delete while the row is here (`row_here`), or is a delete not sent

@@ -229,11 +229,16 @@ BEGIN
                 -- change is this side's new record, which the delete must not remove (as on
                 -- PostgreSQL; simulation's full workload, seed 50143).
                 -- @new_own: that row is a new record of this side the source has not seen (as
-                -- new_since on PostgreSQL); where keys are given here, only a delete at a
-                -- tombstone asks (below, once the key here is known).
+                -- new_since on PostgreSQL); where keys are given here, a delete at a tombstone
+                -- asks (below, once the key here is known), and a creation at a live link: this
+                -- side deleted the record the link names, its delete lost at the source, which
+                -- sent the record again as a creation; it is created again here under its own
+                -- key, and the new record stays (simulation's variant without key changes at A,
+                -- seed 110294; as on PostgreSQL). Not an update: a creation at both sides at
+                -- once that landed here as one record has this side's insert pending too.
                 SET @new_own = 0;
                 IF @link_found = 1 AND @own IS NOT NULL
-                   AND ((@key_given = 0 AND @deleted = 0 AND @op = 'I' AND @born = 1)
+                   AND ((@deleted = 0 AND @op = 'I' AND (@born = 1 OR @key_given = 1))
                         OR (@deleted = 1 AND @op = 'D'))
                 BEGIN
                     SELECT @key = @own, @native = NULL;
@@ -249,7 +254,7 @@ BEGIN
                         ORDER BY seq) = 'I'
                         SET @new_own = 1;
                 END;
-                SET @replaced = CASE WHEN @key_given = 0 THEN @new_own ELSE 0 END;
+                SET @replaced = CASE WHEN @key_given = 0 OR @op = 'I' THEN @new_own ELSE 0 END;
                 -- A delete arriving at a live link whose record this side deleted and created
                 -- anew under the same number (an insert pending after its last pending delete;
                 -- the reply of that delete lost, so the link still names the number): both
@@ -562,9 +567,14 @@ BEGIN
                 -- (51004, caught below as H; seeds 8082 and 21577, as on PostgreSQL). So it does
                 -- where that record was deleted here since (its row gone, its newest pending
                 -- change a delete not sent yet): winning over that delete as a conflict would
-                -- discard it, and its copy would stay at the source (seed 91390).
-                IF @key_given = 1 AND @here IS NOT NULL AND @op = 'I' AND @born = 1
-                    AND @link_found = 0 AND @peer_hint IS NULL
+                -- discard it, and its copy would stay at the source (seed 91390). A linked
+                -- record moving onto that key waits the same: winning there would take the new
+                -- record over, and its copy there would stay linked to nothing (seed 57548 of
+                -- the variant, as on PostgreSQL).
+                IF @key_given = 1 AND @here IS NOT NULL
+                    AND ((@op = 'I' AND @born = 1 AND @link_found = 0 AND @peer_hint IS NULL)
+                         OR (@op <> 'D' AND @linked_live = 1 AND @known IS NOT NULL
+                             AND @given IS NOT NULL AND @known <> @given))
                     AND NOT EXISTS (SELECT 1 FROM [tandem].[id_map]
                                     WHERE entity = @entity AND [a_key] = @here AND deleted = 0)
                 BEGIN

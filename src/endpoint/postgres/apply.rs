@@ -497,6 +497,18 @@ async fn apply_one(
         {
             new_since(tx, stmts, common, c, own).await?
         }
+        // A creation at the source arriving at a live link whose key given here a new record
+        // of this side holds now (its insert the oldest change of the key pending here after
+        // all the source has applied of this side's changes of the record): this side deleted
+        // the record the link names, its delete lost at the source, which sent the record
+        // again as a creation. It is created again here under its own key, and the new record
+        // stays (found by the simulation's variant without key changes at A, seed 110294: it
+        // moved the new record's row away as the old record's, and the new record's copy at
+        // the source stayed linked to a key with no record). Not an update: a creation at both
+        // sides at once that landed here as one record has this side's insert pending too.
+        Some((_, Some(own), false)) if es.key_given && c.op == Op::Insert => {
+            new_since(tx, stmts, common, c, own).await?
+        }
         _ => false,
     };
     // A delete arriving at a live link whose record this side deleted and created anew under
@@ -779,10 +791,13 @@ async fn apply_one(
     // copy linked to nothing at the source. The change waits until this side's insert is confirmed
     // (linked) or failed (found by the simulation's full workload, seeds 8082 and 21577). So it
     // does where that record was deleted here since, that delete not sent yet: meeting it as a
-    // conflict and winning would discard it, and the copy would stay there (seed 91390).
-    if let (Op::Insert, true, None, None, true, Some(k)) =
-        (c.op, c.born, &link, &c.peer_hint, es.key_given, &here)
-    {
+    // conflict and winning would discard it, and the copy would stay there (seed 91390). A
+    // linked record moving onto that key waits the same: winning there would take the new
+    // record over, and its copy there would stay linked to nothing (the simulation's variant
+    // without key changes at A, seed 57548: an item B moved onto the line A had just added).
+    let creates = c.op == Op::Insert && c.born && link.is_none() && c.peer_hint.is_none();
+    let moves_in = c.op != Op::Delete && moved_from.is_some();
+    if let (true, true, Some(k)) = (creates || moves_in, es.key_given, &here) {
         let row_here = locked.iter().any(|(lk, found)| lk == k && found.is_some());
         if own_insert_unconfirmed(tx, stmts, common, &c.entity, k, row_here).await? {
             let message = if row_here {
