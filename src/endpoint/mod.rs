@@ -127,15 +127,14 @@ pub(crate) fn sent_unconfirmed(k: &Key, here: Side) -> String {
     )
 }
 
-/// Whether a creation from the other side (or a move onto the key) waits for this side's own
-/// new record under its key (`apply_one`, as `apply.sql` decides it): `changes` are that key's
-/// changes pending here, oldest first, each with whether it was sent (at or below the sent
-/// mark, never failed or sent again since). It waits where an insert, or an update after a pending insert, was sent
-/// (an update travels as the insert that failed earlier in its burst, and creates the record
-/// there: found by the simulation's variant without key changes at A, seed 62166), and the
-/// newest change is not a delete while the row is here (`row_here`), or is a delete not sent
-/// yet while it is gone (the copy there may be live). The caller checks that the record is
-/// linked to nothing.
+/// Whether a creation from the other side (or a move onto the key) waits for this side's own new
+/// record under its key (`apply_one`, as `apply.sql` decides it): `changes` are that key's changes
+/// pending here, oldest first, each with whether it was sent (at or below the sent mark, never
+/// failed or sent again since). It waits where an insert, or an update after a pending insert, was
+/// sent (an update travels as the insert that failed earlier in its burst, and creates the record
+/// there: found by the simulation's variant without key changes at A, seed 62166), and the newest
+/// change is not a delete while the row is here (`row_here`), or is a delete not sent yet while it
+/// is gone (the copy there may be live). The caller checks that the record is linked to nothing.
 pub(crate) fn own_insert_waits(
     row_here: bool,
     changes: impl IntoIterator<Item = (Op, bool)>,
