@@ -2557,13 +2557,7 @@ async fn a_new_line_whose_reply_was_lost_is_not_merged_with_a_line_b_added_under
         table(&[&["2", "7"]]),
         "A's line 2 is untouched"
     );
-    let waiting = b
-        .rows("SELECT last_error FROM tandem.outbox WHERE op = 'I'")
-        .await;
-    assert!(
-        waiting.len() == 1 && waiting[0][0].contains("sent to side B with no reply yet"),
-        "B's insert waits for A's: {waiting:?}"
-    );
+    one_change_waits_for_its_unconfirmed_key(b, "op = 'I'", "B's insert waits for A's").await;
 
     release(a).await;
     release(b).await;
@@ -3072,18 +3066,13 @@ async fn a_line_whose_update_created_it_at_b_after_its_insert_failed_is_not_merg
     // B's creation, without its move.
     release_only(b, "I").await;
     env.drain().await;
-    let waits = b
-        .rows("SELECT last_error FROM tandem.outbox WHERE op = 'I'")
-        .await;
-    assert!(
-        waits.len() == 1 && waits[0][0].contains("sent to side B with no reply yet"),
-        "B's line 3 waits: A's line 3 may be another record: {waits:?}"
-    );
-    for _ in 0..3 {
-        release(a).await;
-        release(b).await;
-        env.drain().await;
-    }
+    one_change_waits_for_its_unconfirmed_key(
+        b,
+        "op = 'I'",
+        "B's line 3 waits: A's line 3 may be another record",
+    )
+    .await;
+    drain_with_retries_due(&env, 3).await;
 
     both_sides_have_lines(&env, &[&["1", "7"], &["3", "5"]]).await;
     live_links(
@@ -3130,18 +3119,13 @@ async fn a_move_onto_the_number_of_a_new_line_whose_reply_was_lost_does_not_take
         table(&[&["2", "7"], &["3", "5"]]),
         "A's line 2 is untouched, and B's record is still line 3 at A"
     );
-    let waits = b
-        .rows("SELECT last_error FROM tandem.outbox WHERE last_error IS NOT NULL")
-        .await;
-    assert!(
-        waits.len() == 1 && waits[0][0].contains("sent to side B with no reply yet"),
-        "B's move waits for A's line 2 to be linked: {waits:?}"
-    );
-    for _ in 0..3 {
-        release(a).await;
-        release(b).await;
-        env.drain().await;
-    }
+    one_change_waits_for_its_unconfirmed_key(
+        b,
+        "last_error IS NOT NULL",
+        "B's move waits for A's line 2 to be linked",
+    )
+    .await;
+    drain_with_retries_due(&env, 3).await;
 
     both_sides_have_lines(&env, &[&["2", "7"], &["4", "5"]]).await;
     live_links(
@@ -3208,11 +3192,7 @@ async fn a_line_deleted_and_added_again_stays_when_the_record_that_won_over_its_
         table(&[&["1", "1"], &["2", "4"]]),
         "B's record is line 1 at A again, and A's new line 2 stays"
     );
-    for _ in 0..3 {
-        release(a).await;
-        release(b).await;
-        env.drain().await;
-    }
+    drain_with_retries_due(&env, 3).await;
 
     both_sides_have_lines(&env, &[&["1", "1"], &["2", "4"]]).await;
     live_links(
@@ -3875,6 +3855,32 @@ async fn a_adds_line_2_and_its_reply_is_lost(env: &Env, number: &str) {
 async fn release(s: &TestSide) {
     s.exec("UPDATE tandem.outbox SET next_attempt_at = NULL")
         .await;
+}
+
+/// Makes every change pending at both sides due and drains, `rounds` times: changes that wait
+/// for their retry (an hour with [`retries_wait_an_hour`]) run at once, one more step per round.
+async fn drain_with_retries_due(env: &Env, rounds: usize) {
+    for _ in 0..rounds {
+        release(&env.a).await;
+        release(&env.b).await;
+        env.drain().await;
+    }
+}
+
+/// Asserts that the one change pending at `s` that `filter` (an outbox condition) selects waits
+/// for the other side's new record under its key, sent to `s` with no reply yet
+/// (`endpoint::sent_unconfirmed`).
+async fn one_change_waits_for_its_unconfirmed_key(s: &TestSide, filter: &str, why: &str) {
+    let waits = s
+        .rows(&format!(
+            "SELECT last_error FROM tandem.outbox WHERE {filter}"
+        ))
+        .await;
+    let sent = format!("sent to side {} with no reply yet", s.side());
+    assert!(
+        waits.len() == 1 && waits[0][0].contains(&sent),
+        "{why}: {waits:?}"
+    );
 }
 
 /// Makes only the changes of one kind (`op`: I, U or D) pending at a side due now (a delete and
