@@ -813,17 +813,16 @@ fn settle_moot(db: &mut MemDb, entity: &str, key: &Key, after: i64) -> Vec<i64> 
 }
 
 /// Whether this side deleted the record under `key` and created another one under it, both
-/// still pending (its newest pending change an insert, after a delete).
+/// still pending (an insert after its last pending delete, the new record's updates after it;
+/// `endpoint::created_anew`).
 fn replaced_here(db: &MemDb, entity: &str, key: &Key) -> bool {
-    let mut ops: Vec<(i64, Op)> = db
-        .outbox
-        .values()
-        .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
-        .map(|o| (o.seq, o.op))
-        .collect();
-    ops.sort_unstable_by_key(|(s, _)| *s);
-    ops.last().is_some_and(|(_, op)| *op == Op::Insert)
-        && ops.iter().any(|(_, op)| *op == Op::Delete)
+    super::created_anew(
+        db.outbox
+            .values()
+            .filter(|o| o.entity == entity && o.key == *key && !o.suspended)
+            .map(|o| (o.seq, o.op)),
+        0,
+    )
 }
 
 /// Whether the record under `key` here stays there whatever its peer's changes say: its
@@ -883,6 +882,33 @@ fn own_insert_unconfirmed(db: &MemDb, entity: &str, key: &Key, row_here: bool) -
             (o.op, sent && o.seq <= db.sent_mark)
         });
     !linked && super::own_insert_waits(row_here, changes)
+}
+
+/// `hint_newer` of `postgres/apply.rs`: an update whose hint names another record here than
+/// the live link's `own`, which no longer holds the key's values (`row`) here, while the hinted
+/// record is here with a change the source has applied (`endpoint::hint_newer_than_link`):
+/// this side's move of the linked record and the hinted record's creation under the freed key
+/// both reached the source, and both replies were lost (variant seed 52926).
+fn hint_newer(db: &MemDb, c: &TargetChange, own: Option<&Key>, row: &Image) -> bool {
+    let moved = |o: &Key| {
+        db.row(&c.entity, o).is_some_and(|r| {
+            db.unique
+                .get(&c.entity)
+                .is_some_and(|cols| cols.iter().any(|col| r.get(col) != row.get(col)))
+        })
+    };
+    c.op == Op::Update
+        && own.is_some_and(moved)
+        && c.peer_hint.as_ref().is_some_and(|h| {
+            db.row(&c.entity, h).is_some()
+                && super::hint_newer_than_link(
+                    db.outbox
+                        .values()
+                        .filter(|o| o.entity == c.entity && o.key == *h && !o.suspended)
+                        .map(|o| (o.seq, o.op == Op::Delete)),
+                    c.peer_applied_seq,
+                )
+        })
 }
 
 /// `apply_one` of `postgres/apply.rs`, on the model.
@@ -1002,7 +1028,8 @@ fn apply_one(db: &mut MemDb, c: &TargetChange, now: DateTime<Utc>) -> Result<Out
                     || l.own
                         .as_ref()
                         // No record named (taken by another): only the guard is left.
-                        .is_none_or(|o| db.row(&c.entity, o).is_none())) =>
+                        .is_none_or(|o| db.row(&c.entity, o).is_none())
+                    || (!key_given && hint_newer(db, c, l.own.as_ref(), &row))) =>
         {
             (c.peer_hint.clone(), true, false)
         }

@@ -413,6 +413,50 @@ BEGIN
                         SELECT @known = NULL, @tombstone = 0, @linked_live = 0;
                 END;
 
+                -- An update of a record the source links to another record here than this live
+                -- link does, where the record this link names no longer holds the key's values
+                -- here, and the hinted one is here with a change pending, none a delete, that
+                -- the source has applied (at or below its guard): this side moved the linked
+                -- record, its move reached the source, and the hinted record took the freed key
+                -- there; both replies were lost. The hint is the newer link, and the update is
+                -- of the hinted record (as hint_newer on PostgreSQL; simulation's variant
+                -- without key changes at A, seed 52926: it landed on the moved record, beat its
+                -- pending move and removed its row as a copy of the hinted one).
+                IF @refs_ok = 1 AND @op = 'U' AND @source_key_given = 1 AND @key_given = 0
+                   AND @peer_hint IS NOT NULL AND @linked_live = 1 AND @known IS NOT NULL
+                   AND @known = @own AND @own <> @peer_hint
+                BEGIN
+                    SELECT @key = @own, @found = 0, @holds = 0;
+                    SET NOCOUNT ON; -- (no entity)
+                    IF @found = 1 AND @holds = 0
+                    BEGIN
+                        SELECT @key = @peer_hint, @found = 0, @native = NULL;
+                        IF @entity = N'order'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDERS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k ON t.[ORDER_NO] = k.[ORDER_NO];
+                        IF @entity = N'order_item'
+                            SELECT @found = 1
+                            FROM [dbo].[ORDER_ITEMS] AS t WITH (UPDLOCK, HOLDLOCK)
+                            JOIN OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k ON t.[ORDER_NO] = k.[ORDER_NO] AND t.[LINE_NO] = k.[LINE_NO];
+                    IF @entity = N'order'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]') AS k;
+                    IF @entity = N'order_item'
+                        SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
+                        FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
+                        IF @found = 1
+                           AND EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                       WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                         AND [key] = @native AND suspended = 0
+                                         AND seq <= @peer_applied_seq)
+                           AND NOT EXISTS (SELECT 1 FROM [tandem].[outbox]
+                                           WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
+                                             AND [key] = @native AND suspended = 0 AND op = 'D')
+                            SET @known = @peer_hint;
+                    END;
+                END;
+
                 -- 3. The record's key here, as far as it is known before writing.
                 SET @given = NULL;
                 IF @key_given = 1 AND @refs_ok = 1
@@ -484,11 +528,13 @@ BEGIN
                     SELECT TOP (1) @v = [b_key] FROM [tandem].[id_map]
                     WHERE entity = @entity AND [a_key] = @given AND deleted = 0
                       AND [b_key] IS NOT NULL AND [b_key] <> @source_key;
-                    -- A record this side deleted and created anew under the key (its newest
-                    -- pending change an insert, after a pending delete) does not hold it: the
-                    -- link names the deleted record, whose delete has not come back confirmed
-                    -- (its reply was lost). The upsert meets the new record as a conflict
-                    -- below (seed 13671; as on PostgreSQL).
+                    -- A record this side deleted and created anew under the key (an insert
+                    -- after its last pending delete, the new record's updates after it) does
+                    -- not hold it: the link names the deleted record, whose delete has not come
+                    -- back confirmed (its reply was lost). The upsert meets the new record as a
+                    -- conflict below (seed 13671; also with updates after the insert, seeds
+                    -- 83823 and 92172 of the variant without key changes at A; as on
+                    -- PostgreSQL).
                     IF @v IS NOT NULL
                     BEGIN
                         SELECT @key = @given, @native = NULL;
@@ -498,13 +544,14 @@ BEGIN
                     IF @entity = N'order_item'
                         SELECT @native = CONVERT(nvarchar(max), (SELECT k.[ORDER_NO] AS [k1], k.[LINE_NO] AS [k2] FOR JSON PATH, WITHOUT_ARRAY_WRAPPER, INCLUDE_NULL_VALUES))
                         FROM OPENJSON(N'[' + @key + N']') WITH ([ORDER_NO] int '$[0]', [LINE_NO] int '$[1]') AS k;
-                        IF EXISTS (SELECT 1 FROM [tandem].[outbox]
-                                   WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                     AND [key] = @native AND op = 'D' AND suspended = 0)
-                            AND (SELECT TOP (1) op FROM [tandem].[outbox]
-                                 WHERE entity = @entity AND key_prefix = LEFT(@native, 400)
-                                   AND [key] = @native AND suspended = 0
-                                 ORDER BY seq DESC) = 'I'
+                        IF EXISTS (SELECT 1 FROM [tandem].[outbox] AS i
+                                   WHERE i.entity = @entity AND i.key_prefix = LEFT(@native, 400)
+                                     AND i.[key] = @native AND i.op = 'I' AND i.suspended = 0
+                                     AND i.seq > (SELECT MAX(d.seq) FROM [tandem].[outbox] AS d
+                                                  WHERE d.entity = @entity
+                                                    AND d.key_prefix = LEFT(@native, 400)
+                                                    AND d.[key] = @native AND d.op = 'D'
+                                                    AND d.suspended = 0))
                             SET @v = NULL;
                         -- A record moving onto a key held by a record that stays there
                         -- whatever its peer's changes say does not wait for it to move. It

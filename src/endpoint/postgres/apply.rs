@@ -570,6 +570,38 @@ async fn apply_one(
             }));
         }
     }
+    // An update of a record the source links to another record here than this live link
+    // does, where the record this link names no longer holds the key's values here, and the
+    // hinted one is here with a change pending, none a delete, that the source has applied
+    // (`endpoint::hint_newer_than_link`): this side moved the linked record, its move reached
+    // the source, and the hinted record took the freed key there; both replies were lost. The
+    // hint is the newer link, and the update is of the hinted record (found by the
+    // simulation's variant without key changes at A, seed 52926: it landed on the moved
+    // record, beat its pending move and removed its row as a copy of the hinted one). Only an
+    // update: a creation may carry a delete of the linked record (seed 90048); and only a
+    // hinted row still here (full workload, seed 78932: the hint, read before the write-back
+    // of the delete of that record, named its gone row).
+    let hint_newer = match (&link, &es.holds_natural, &c.peer_hint) {
+        (Some((_, Some(own), false)), Some(q), Some(h))
+            if c.op == Op::Update && reused && h != own && !dead_own && refs.is_ok() =>
+        {
+            let mut obj = row.clone();
+            obj.extend(own.to_object(&es.key));
+            let q = st(tx, stmts, q).await?;
+            let moved = match tx.query_opt(&q, &[&json(&obj)]).await? {
+                Some(r) => !cell::<bool>(&r, 0, "holds")?,
+                None => false,
+            };
+            let lock = st(tx, stmts, &es.row_lock).await?;
+            moved
+                && tx
+                    .query_opt(&lock, &[&json(&h.to_object(&es.key))])
+                    .await?
+                    .is_some()
+                && hint_newer_here(tx, stmts, common, c).await?
+        }
+        _ => false,
+    };
     // No link here, and the source's hint names a key here that a live link gives another
     // record of the source: the hint is older than that link (the key went to another record
     // here since: the record's row here was deleted and a new record from the source took its
@@ -596,17 +628,7 @@ async fn apply_one(
                 }
                 None => false,
             };
-            other && {
-                let q = st(tx, stmts, &common.local_pending).await?;
-                let mut pending = Vec::new();
-                for r in tx.query(&q, &[&c.entity, &h.as_str(), &0i64]).await? {
-                    pending.push((cell::<i64>(&r, 0, "seq")?, cell::<String>(&r, 2, "op")?));
-                }
-                !crate::endpoint::hint_newer_than_link(
-                    pending.iter().map(|(seq, op)| (*seq, op == "D")),
-                    c.peer_applied_seq,
-                )
-            }
+            other && !hint_newer_here(tx, stmts, common, c).await?
         }
         _ => false,
     };
@@ -616,7 +638,7 @@ async fn apply_one(
             if reused
                 && c.peer_hint.is_some()
                 && c.peer_hint != *own
-                && (*deleted || dead_own || c.delete_hint_holds(*applied)) =>
+                && (*deleted || dead_own || hint_newer || c.delete_hint_holds(*applied)) =>
         {
             (c.peer_hint.clone(), true, false)
         }
@@ -715,24 +737,30 @@ async fn apply_one(
                 put_link(ep, tx, stmts, c, None, true).await?;
                 return Ok(done(None, Done::Unchanged, false));
             }
-            // A record this side deleted and created anew under the key (its newest pending
-            // change an insert, after a pending delete) does not hold it: the link names the
-            // deleted record, whose delete has not come back confirmed (its reply was lost),
-            // and the new record is not linked yet. The upsert meets it as a conflict below
-            // instead of waiting for that delete, whose retries may run out first (found by
-            // the simulation's full workload, seed 13671 and 2 more).
+            // A record this side deleted and created anew under the key (an insert after its
+            // last pending delete, the new record's updates after it: `created_anew`) does not
+            // hold it: the link names the deleted record, whose delete has not come back
+            // confirmed (its reply was lost), and the new record is not linked yet. The upsert
+            // meets it as a conflict below instead of waiting for that delete, whose retries
+            // may run out first (found by the simulation's full workload, seed 13671 and 2
+            // more). Not only where the insert is the newest change: an update of the new
+            // record after it left the upsert refused, and the delete, sent again with the new
+            // record as one creation, waited at the other side for the upsert's record, until
+            // both were suspended (variant without key changes at A, seeds 83823 and 92172).
             let q = st(tx, stmts, &common.local_pending).await?;
-            let (mut newest, mut deleted, mut derived) = (None, false, true);
+            let (mut newest, mut ops, mut derived) = (None, Vec::new(), true);
             for r in tx.query(&q, &[&c.entity, &k.as_str(), &0i64]).await? {
                 let op = cell::<String>(&r, 2, "op")?;
-                deleted |= op == "D";
                 derived &= cell::<bool>(&r, 4, "derived")?;
+                ops.push((
+                    cell::<i64>(&r, 0, "seq")?,
+                    Op::from_code(&op).unwrap_or(Op::Update),
+                ));
                 if newest.is_none() {
                     newest = Some((op, cell::<DateTime<Utc>>(&r, 1, "captured_at")?));
                 }
             }
-            let newest_op = newest.as_ref().map(|(op, _)| op.as_str());
-            if !(deleted && newest_op == Some("I")) {
+            if !crate::endpoint::created_anew(ops, 0) {
                 // A record moving onto a key held by a record that stays there whatever its
                 // peer's changes say does not wait for it to move. It stays where its changes
                 // pending here (its row here, the newest not a delete) beat a user's change
@@ -1331,6 +1359,31 @@ async fn new_since(
         Some(oldest) => cell::<String>(oldest, 2, "op")? == "I",
         None => false,
     })
+}
+
+/// `endpoint::hint_newer_than_link` on the changes pending here of the record the source's
+/// hint names (false without a hint).
+async fn hint_newer_here(
+    tx: &Transaction<'_>,
+    stmts: &Prepared,
+    common: &Common,
+    c: &TargetChange,
+) -> Result<bool, Stop> {
+    let Some(h) = &c.peer_hint else {
+        return Ok(false);
+    };
+    let q = st(tx, stmts, &common.local_pending).await?;
+    let mut pending = Vec::new();
+    for r in tx.query(&q, &[&c.entity, &h.as_str(), &0i64]).await? {
+        pending.push((
+            cell::<i64>(&r, 0, "seq")?,
+            cell::<String>(&r, 2, "op")? == "D",
+        ));
+    }
+    Ok(crate::endpoint::hint_newer_than_link(
+        pending,
+        c.peer_applied_seq,
+    ))
 }
 
 /// `endpoint::created_anew` on the changes of `key` pending here.
