@@ -111,12 +111,13 @@ const FOUND_FULL: [u64; 104] = [
     110_685, 117_946, 118_949,
 ];
 
-/// Seeds of the full workload without key changes at A that found a bug (each fixed):
+/// Seeds of the full workload without key changes at A that found a bug (each fixed; 4866
+/// found one in a rule tried and left out, a form of which stop 55 took):
 /// replayed by `full_workload_with_fixed_keys_seeds_that_found_a_bug_pass`.
-const FOUND_FIXED_KEYS: [u64; 29] = [
-    1_264, 2_496, 2_959, 4_629, 15_517, 20_745, 23_585, 27_090, 33_719, 42_553, 44_365, 47_018,
-    52_926, 55_315, 57_341, 57_548, 60_922, 62_166, 83_823, 86_612, 92_172, 97_642, 102_860,
-    105_392, 110_214, 110_294, 111_365, 115_253, 115_474,
+const FOUND_FIXED_KEYS: [u64; 30] = [
+    1_264, 2_496, 2_959, 4_629, 4_866, 15_517, 20_745, 23_585, 27_090, 33_719, 42_553, 44_365,
+    47_018, 52_926, 55_315, 57_341, 57_548, 60_922, 62_166, 83_823, 86_612, 92_172, 97_642,
+    102_860, 105_392, 110_214, 110_294, 111_365, 115_253, 115_474,
 ];
 
 fn knobs() -> Knobs {
